@@ -1,0 +1,153 @@
+"""Builds the service from Settings: database (embedded or external), migrations, MPI core and
+front doors; starts them in order and stops them in reverse on shutdown.
+
+The pieces follow aiohttp's own split: the Application holds routes, an AppRunner and a
+TCPSite serve it; every resource that lives as long as the service is opened in ``start`` and
+closed in ``stop``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+from dataclasses import dataclass, field
+
+from aiohttp import web
+
+from identity import __version__
+from identity.config import Settings
+from identity.errors import StoreUnavailable
+from identity.mpi import Mpi
+from identity.store.db import Database
+from identity.store.embedded import EmbeddedPostgres
+from identity.store.migrate import migrate
+
+log = logging.getLogger("identity.app")
+
+MPI_KEY = web.AppKey("mpi", Mpi)
+
+
+async def open_database(settings: Settings) -> tuple[Database, EmbeddedPostgres | None]:
+    """Connect to ``database.url``, or start the embedded server when it is unset."""
+    embedded = None
+    url = settings.database.url
+    if url is None:
+        embedded = EmbeddedPostgres(settings.data_dir)
+        url = await embedded.start()
+    try:
+        db = await Database.connect(
+            url,
+            min_size=settings.database.min_connections,
+            max_size=settings.database.max_connections,
+            command_timeout=settings.database.command_timeout,
+        )
+    except BaseException:
+        if embedded is not None:
+            await embedded.stop()
+        raise
+    return db, embedded
+
+
+@dataclass
+class Service:
+    settings: Settings
+    db: Database | None = None
+    embedded: EmbeddedPostgres | None = None
+    mpi: Mpi | None = None
+    http_runner: web.AppRunner | None = None
+    http_port: int | None = None
+    _stopping: bool = field(default=False, repr=False)
+
+    async def start(self) -> None:
+        self.db, self.embedded = await open_database(self.settings)
+        try:
+            async with self.db.connection() as conn:
+                applied = await migrate(conn)
+            log.info("event=migrations_checked applied=%s", applied or "none")
+            self.mpi = Mpi(self.db, self.settings)
+            await self.mpi.start()
+            await self._start_http()
+        except BaseException:
+            await self.stop()
+            raise
+        log.info(
+            "event=service_started version=%s http=%s:%s database=%s",
+            __version__,
+            self.settings.http.host,
+            self.http_port,
+            "embedded" if self.embedded else "external",
+        )
+
+    async def _start_http(self) -> None:
+        app = web.Application()
+        app[SERVICE_KEY] = self
+        assert self.mpi is not None
+        app[MPI_KEY] = self.mpi
+        app.router.add_get("/healthz", healthz)
+        self.http_runner = web.AppRunner(app, access_log=None, shutdown_timeout=10.0)
+        await self.http_runner.setup()
+        site = web.TCPSite(self.http_runner, self.settings.http.host, self.settings.http.port)
+        await site.start()
+        server = site._server
+        sockets = getattr(server, "sockets", None) or []
+        self.http_port = sockets[0].getsockname()[1] if sockets else self.settings.http.port
+
+    async def stop(self) -> None:
+        """Stop accepting, let in-flight requests finish, close the pool, stop the database."""
+        if self._stopping:
+            return
+        self._stopping = True
+        if self.http_runner is not None:
+            await self.http_runner.cleanup()
+            self.http_runner = None
+        if self.db is not None:
+            await self.db.close()
+            self.db = None
+        if self.embedded is not None:
+            await self.embedded.stop()
+            self.embedded = None
+        log.info("event=service_stopped")
+
+
+SERVICE_KEY = web.AppKey("service", Service)
+
+
+async def healthz(request: web.Request) -> web.Response:
+    service = request.app[SERVICE_KEY]
+    db = service.db
+    ok, detail = (False, "not connected") if db is None else await db.healthy()
+    body = {
+        "status": "ok" if ok else "unavailable",
+        "version": __version__,
+        "database": {
+            "ok": ok,
+            "mode": "embedded" if service.embedded else "external",
+            "detail": detail if not ok else None,
+            "server_version": detail if ok else None,
+        },
+    }
+    return web.json_response(body, status=200 if ok else 503)
+
+
+async def serve(settings: Settings, *, ready: asyncio.Event | None = None) -> None:
+    """Run until SIGINT or SIGTERM, then shut down gracefully."""
+    service = Service(settings)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    try:
+        try:
+            await service.start()
+        except StoreUnavailable as exc:
+            log.error("event=start_failed reason=%s", exc)
+            raise
+        if ready is not None:
+            ready.set()
+        await stop.wait()
+        log.info("event=shutdown_requested")
+    finally:
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.remove_signal_handler(sig)
+        await service.stop()

@@ -1,0 +1,166 @@
+"""One Settings model for the whole service.
+
+Sources, highest priority first: keyword arguments (tests), ``IDENTITY_<SECTION>__<KEY>``
+environment variables, the TOML file named by ``--config`` or ``IDENTITY_CONFIG``, defaults.
+The key names are a public interface (README "Configuration"): keep them stable.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import tomllib
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
+
+from identity.errors import ConfigError
+
+_OID = re.compile(r"^[0-2](\.(0|[1-9][0-9]*))+$")
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class DatabaseSettings(_Section):
+    url: str | None = None
+    """postgresql:// URL. Unset: an embedded PostgreSQL whose data lives under data_dir."""
+    min_connections: int = Field(2, ge=1)
+    max_connections: int = Field(20, ge=1)
+    command_timeout: float = Field(30.0, gt=0)
+
+
+class HttpSettings(_Section):
+    host: str = "127.0.0.1"
+    port: int = Field(8080, ge=0, le=65535)
+
+
+class MllpSettings(_Section):
+    host: str = "127.0.0.1"
+    port: int = Field(2575, ge=0, le=65535)
+    max_message_bytes: int = Field(1 << 20, ge=1024)
+    idle_timeout: float = Field(300.0, gt=0)
+
+
+class MpiSettings(_Section):
+    enterprise_namespace: str = "MPI"
+    enterprise_oid: str = "1.3.6.1.4.1.21367.2026.1.1"
+    auto_register_domains: bool = False
+
+    @field_validator("enterprise_oid")
+    @classmethod
+    def _oid(cls, value: str) -> str:
+        if not _OID.match(value):
+            raise ValueError(f"not an ISO OID: {value!r}")
+        return value
+
+
+class DomainSettings(_Section):
+    namespace: str = Field(min_length=1)
+    oid: str | None = None
+    sources: list[str] = Field(default_factory=list)
+    """MSH-3 sending applications (or FHIR client ids) allowed to assign here; empty = any."""
+    identifies_person: bool = False
+
+    @field_validator("oid")
+    @classmethod
+    def _oid(cls, value: str | None) -> str | None:
+        if value is not None and not _OID.match(value):
+            raise ValueError(f"not an ISO OID: {value!r}")
+        return value
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix="IDENTITY_",
+        env_nested_delimiter="__",
+        extra="forbid",
+        frozen=True,
+    )
+
+    data_dir: Path = Path("./identity-data")
+    log_level: str = "INFO"
+    database: DatabaseSettings = DatabaseSettings()
+    http: HttpSettings = HttpSettings()
+    mllp: MllpSettings = MllpSettings()
+    mpi: MpiSettings = MpiSettings()
+    domains: list[DomainSettings] = Field(default_factory=list)
+
+    @field_validator("log_level")
+    @classmethod
+    def _level(cls, value: str) -> str:
+        level = value.upper()
+        if level not in {"DEBUG", "INFO", "WARNING", "ERROR"}:
+            raise ValueError("must be one of DEBUG, INFO, WARNING, ERROR")
+        return level
+
+    @model_validator(mode="after")
+    def _unique_domains(self) -> Settings:
+        seen: set[str] = set()
+        for index, domain in enumerate(self.domains):
+            for key in (domain.namespace, domain.oid):
+                if key is None:
+                    continue
+                if key in seen:
+                    raise ValueError(f"domains[{index}]: {key!r} is configured twice")
+                seen.add(key)
+        if self.mpi.enterprise_namespace in seen or self.mpi.enterprise_oid in seen:
+            raise ValueError("a [[domains]] entry reuses the enterprise namespace or OID")
+        return self
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        # toml_file is set only on the per-file subclass that load_settings() makes.
+        return (init_settings, env_settings, TomlConfigSettingsSource(settings_cls))
+
+
+def load_settings(config_file: str | os.PathLike[str] | None = None, **overrides: Any) -> Settings:
+    """Read settings from the TOML file (argument, else IDENTITY_CONFIG) and the environment.
+
+    Raises ConfigError with a message that names the offending key.
+    """
+    if config_file is None:
+        config_file = os.environ.get("IDENTITY_CONFIG") or None
+    path = Path(config_file) if config_file is not None else None
+    if path is not None:
+        if not path.is_file():
+            raise ConfigError(f"configuration file not found: {path}")
+        try:
+            tomllib.loads(path.read_text(encoding="utf-8"))
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"{path}: not valid TOML: {exc}") from exc
+    settings_cls: type[Settings] = Settings
+    if path is not None:
+        config = SettingsConfigDict(**{**Settings.model_config, "toml_file": path})
+        settings_cls = type("Settings", (Settings,), {"model_config": config})
+    try:
+        return settings_cls(**overrides)
+    except ValidationError as exc:
+        raise ConfigError(_describe(exc, path)) from exc
+
+
+def _describe(exc: ValidationError, path: Path | None) -> str:
+    where = f" in {path}" if path else ""
+    lines = [f"invalid configuration{where}:"]
+    for error in exc.errors():
+        key = ".".join(str(part) for part in error["loc"]) or "(root)"
+        if error["type"] == "extra_forbidden":
+            lines.append(f"  {key}: unknown key")
+        else:
+            lines.append(f"  {key}: {error['msg']}")
+    return "\n".join(lines)

@@ -1,0 +1,80 @@
+"""Typed errors of the MPI core. Each front door maps them to its wire form
+(ERR segments with AE/AR for HL7 v2, OperationOutcome for FHIR, problem JSON for the steward API).
+"""
+
+from __future__ import annotations
+
+
+class IdentityError(Exception):
+    """Base of every error this service raises on purpose."""
+
+
+class ConfigError(IdentityError):
+    """The configuration is invalid; the message names the key."""
+
+
+class StoreUnavailable(IdentityError):
+    """The database cannot be reached; nothing was applied."""
+
+
+class MpiError(IdentityError):
+    """A command of the MPI core was refused; nothing was changed."""
+
+
+class InvalidInput(MpiError):
+    """The command's input is malformed (a field is missing or has a bad value)."""
+
+    def __init__(self, message: str, *, field: str | None = None) -> None:
+        super().__init__(message)
+        self.field = field
+
+
+class UnknownDomain(MpiError):
+    """An assigning authority that is neither configured nor auto-registered."""
+
+    def __init__(self, authority: str, *, role: str = "source") -> None:
+        super().__init__(f"unknown assigning authority: {authority}")
+        self.authority = authority
+        self.role = role  # "source" or "target"
+
+
+class UnknownTargetDomain(UnknownDomain):
+    """A requested target domain (PIX What Domains Returned, targetSystem) is unknown."""
+
+    def __init__(self, authority: str, *, position: int = 1) -> None:
+        super().__init__(authority, role="target")
+        self.position = position  # 1-based position of the bad domain in the request
+
+
+class AmbiguousDomain(MpiError):
+    """Namespace and OID given together name two different configured domains."""
+
+
+class UnknownIdentifier(MpiError):
+    """The domain is known but holds no active record with that identifier."""
+
+    def __init__(self, domain: str, value: str) -> None:
+        super().__init__(f"no record {value!r} in domain {domain}")
+        self.domain = domain
+        self.value = value
+
+
+class SourceNotAuthorized(MpiError):
+    """The sender may not assign identifiers in this domain."""
+
+    def __init__(self, source: str, domain: str) -> None:
+        super().__init__(f"source {source!r} may not assign identifiers in domain {domain}")
+        self.source = source
+        self.domain = domain
+
+
+class IdentifierConflict(MpiError):
+    """The new identifier already belongs to another record (change of identifier, merge)."""
+
+
+class InvalidState(MpiError):
+    """The operation does not apply to the record or person in its current state."""
+
+
+class NotFound(MpiError):
+    """A person, record or review item that does not exist."""

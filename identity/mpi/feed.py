@@ -1,0 +1,394 @@
+"""Identity feed commands: register or update, merge, change identifier, link, unlink, remove.
+
+Each function runs inside the caller's unit of work (one transaction). Locks: first the
+``record:`` keys of the records the command touches (one call, sorted), then the blocking keys
+(one call, sorted). Two transactions therefore never wait on each other in a cycle.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import asyncpg
+
+from identity.errors import IdentifierConflict, InvalidState, UnknownIdentifier
+from identity.model import (
+    Decision,
+    Demographics,
+    Domain,
+    LinkKind,
+    PersonStatus,
+    RecordInput,
+    RecordStatus,
+    ReviewStatus,
+)
+from identity.mpi.matcher import Candidate, DeterministicMatcher, Subject
+from identity.mpi.uow import UnitOfWork
+
+CANDIDATE_CAP = 200
+
+
+def record_key(domain_id: int, identifier: str) -> str:
+    return f"record:{domain_id}|{identifier}"
+
+
+def record_snapshot(row: asyncpg.Record | dict[str, Any]) -> dict[str, Any]:
+    return {
+        "domain_id": row["domain_id"],
+        "identifier": row["identifier"],
+        "status": row["status"],
+        "demographics": row["demographics"],
+    }
+
+
+def link_snapshot(row: asyncpg.Record | None) -> dict[str, Any] | None:
+    if row is None:
+        return None
+    return {
+        "person_id": row["person_id"],
+        "kind": row["kind"],
+        "score": row["score"],
+        "explanation": row["explanation"],
+        "actor": row["actor"],
+    }
+
+
+class Feed:
+    """The feed commands, sharing the matcher and the resolved identifiers of one command."""
+
+    def __init__(self, matcher: DeterministicMatcher) -> None:
+        self.matcher = matcher
+
+    # --- register / update ------------------------------------------------------------------
+
+    async def register(
+        self,
+        uow: UnitOfWork,
+        domain: Domain,
+        inp: RecordInput,
+        others: Sequence[tuple[int, str, str | None]],
+        source: str | None,
+        *,
+        replace: bool,
+    ) -> tuple[Decision, int, int, bool, list[int]]:
+        """Returns (decision, record id, person id, created, review item ids)."""
+        repo = uow.repo
+        value = inp.identifier.value
+        await repo.lock([record_key(domain.id, value)])
+        row = await repo.record_row_by_identifier(domain.id, value, for_update=True)
+        if row is not None and row["status"] == RecordStatus.MERGED:
+            raise InvalidState(f"identifier {value!r} was merged into another record")
+        if row is None or replace:
+            demographics = inp.demographics
+        else:
+            current = Demographics.model_validate(row["demographics"])
+            demographics = current.merged_with(inp.demographics, inp.cleared)
+
+        if row is not None and not others and not replace:
+            others = [
+                (int(d), v, t or None) for d, v, t in row["others"]
+            ]  # an update that names no other identifiers keeps them
+        identifiers = [(domain.id, value, inp.identifier.type), *others]
+        prepared = self.matcher.prepare(demographics.as_matching_input(), identifiers)
+        old_keys = await repo.blocking_keys(row["id"]) if row is not None else []
+        await repo.lock([*prepared.keys, *old_keys])
+
+        if row is None:
+            record_id = await repo.insert_record(
+                domain.id, value, demographics, prepared.normalized, prepared.search, source
+            )
+            after = {"domain_id": domain.id, "identifier": value, "status": "active",
+                     "demographics": demographics.model_dump(mode="json")}
+            uow.record("record_created", "source_record", record_id, after=after,
+                       record_id=record_id)
+        else:
+            record_id = row["id"]
+            await repo.update_record(
+                record_id, demographics, prepared.normalized, prepared.search, source
+            )
+            after = {**record_snapshot(row), "status": "active",
+                     "demographics": demographics.model_dump(mode="json")}
+            uow.record("record_updated", "source_record", record_id,
+                       before=record_snapshot(row), after=after,
+                       record_id=record_id, person_id=row["person_id"])
+        await repo.set_other_identifiers(record_id, others)
+        await repo.set_blocking_keys(record_id, prepared.keys)
+
+        if row is not None and row["status"] == RecordStatus.ACTIVE and row["person_id"]:
+            person_id = row["person_id"]
+            await repo.touch_person(person_id)
+            uow.emit("identity.changed", {"event": "record_updated", "record_id": record_id,
+                                          "person_ids": [person_id]})
+            return Decision.UNCHANGED_LINK, record_id, person_id, False, []
+
+        subject = Subject(
+            record_id=record_id,
+            domain_id=domain.id,
+            identifiers=frozenset((d, v) for d, v, _ in identifiers),
+            keys=frozenset(prepared.keys),
+        )
+        decision, person_id, reviews = await self._decide_and_link(uow, subject)
+        uow.emit("identity.changed", {"event": "record_added", "record_id": record_id,
+                                      "person_ids": [person_id]})
+        return decision, record_id, person_id, row is None, reviews
+
+    async def _candidates(
+        self, uow: UnitOfWork, subject: Subject
+    ) -> tuple[list[Candidate], dict[int, list[Candidate]]]:
+        repo = uow.repo
+        ids = await repo.candidate_record_ids(list(subject.keys), subject.record_id, CANDIDATE_CAP)
+        if not ids:
+            return [], {}
+        rows = [r for r in await repo.record_rows(ids) if r["person_id"] is not None]
+        keys = await repo.keys_of([r["id"] for r in rows])
+        candidates = [_candidate(r, frozenset(keys.get(r["id"], ()))) for r in rows]
+        person_ids = sorted({c.person_id for c in candidates})
+        person_rows = await repo.person_record_rows(person_ids)
+        by_person: dict[int, list[Candidate]] = {}
+        for r in person_rows:
+            if r["id"] != subject.record_id:
+                by_person.setdefault(r["person_id"], []).append(_candidate(r, frozenset()))
+        return candidates, by_person
+
+    async def _decide_and_link(
+        self, uow: UnitOfWork, subject: Subject
+    ) -> tuple[Decision, int, list[int]]:
+        repo = uow.repo
+        candidates, by_person = await self._candidates(uow, subject)
+        no_match = await repo.no_match_partners(subject.record_id)
+        outcome = self.matcher.decide(subject, candidates, by_person, no_match)
+        if outcome.person_id is not None:
+            person_id = outcome.person_id
+            await repo.touch_person(person_id)
+            decision = Decision.LINKED
+        else:
+            person_id = await self.new_person(uow, subject.record_id)
+            decision = Decision.REVIEW if outcome.reviews else Decision.NEW_PERSON
+        await self.set_link(uow, subject.record_id, person_id, LinkKind.AUTOMATIC,
+                            outcome.score, outcome.explanation, before=None)
+        review_ids = []
+        for other_person, other_record, reason, explanation in outcome.reviews:
+            item = await repo.insert_review_item(
+                subject.record_id, other_record, other_person, None, reason, explanation
+            )
+            if item is not None:
+                review_ids.append(item["id"])
+                uow.record("review_opened", "review_item", item["id"],
+                           after={"status": "open", "reason": reason},
+                           record_id=subject.record_id, person_id=other_person)
+        return decision, person_id, review_ids
+
+    # --- shared building blocks -------------------------------------------------------------
+
+    async def new_person(self, uow: UnitOfWork, record_id: int | None) -> int:
+        person = await uow.repo.insert_person()
+        uow.record("person_created", "person", person["id"],
+                   after={"status": "active", "enterprise_id": person["enterprise_id"]},
+                   person_id=person["id"], record_id=record_id)
+        return person["id"]
+
+    async def set_link(
+        self,
+        uow: UnitOfWork,
+        record_id: int,
+        person_id: int,
+        kind: LinkKind,
+        score: float | None,
+        explanation: dict[str, Any] | None,
+        *,
+        before: asyncpg.Record | None,
+    ) -> None:
+        await uow.repo.set_link(record_id, person_id, kind, score, explanation, uow.actor)
+        after = {"person_id": person_id, "kind": kind.value, "score": score,
+                 "explanation": explanation, "actor": uow.actor}
+        uow.record("link_set", "link", record_id, before=link_snapshot(before), after=after,
+                   record_id=record_id, person_id=person_id)
+
+    async def retire_if_empty(
+        self, uow: UnitOfWork, person_id: int, merged_into: int | None = None
+    ) -> None:
+        repo = uow.repo
+        if await repo.count_active_records(person_id) > 0:
+            return
+        row = await repo.person_row(person_id, for_update=True)
+        if row is None or row["status"] != PersonStatus.ACTIVE:
+            return
+        status = PersonStatus.MERGED if merged_into else PersonStatus.RETIRED
+        await repo.set_person_status(person_id, status, merged_into)
+        uow.record("person_" + status.value, "person", person_id,
+                   before={"status": row["status"], "merged_into": row["merged_into"]},
+                   after={"status": status.value, "merged_into": merged_into},
+                   person_id=person_id)
+
+    async def move_person(
+        self, uow: UnitOfWork, from_person: int, to_person: int, kind: LinkKind | None
+    ) -> list[int]:
+        """Relink every active record of ``from_person`` to ``to_person``; retire the first."""
+        repo = uow.repo
+        moved = []
+        for row in await repo.person_record_rows([from_person]):
+            link = await repo.link_row(row["id"])
+            assert link is not None
+            await self.set_link(uow, row["id"], to_person,
+                                kind or LinkKind(link["kind"]), link["score"],
+                                link["explanation"], before=link)
+            moved.append(row["id"])
+        await self.retire_if_empty(uow, from_person, merged_into=to_person)
+        return moved
+
+    async def dismiss_reviews(self, uow: UnitOfWork, record_id: int) -> None:
+        repo = uow.repo
+        for item_id in await repo.open_review_ids_for_record(record_id):
+            await repo.set_review_status(item_id, ReviewStatus.DISMISSED, uow.actor)
+            uow.record("review_dismissed", "review_item", item_id,
+                       before={"status": "open"}, after={"status": "dismissed"},
+                       record_id=record_id)
+
+    # --- merge / change identifier ----------------------------------------------------------
+
+    async def merge(
+        self,
+        uow: UnitOfWork,
+        domain: Domain,
+        retired: str,
+        survivor: str,
+    ) -> tuple[bool, str, list[int], list[int]]:
+        """Retire ``retired`` into ``survivor`` (same domain).
+
+        Returns (applied, note, record ids touched, person ids touched). An unknown retired
+        identifier is nothing to do; an unknown survivor makes this a change of identifier
+        (TF2 ITI-30: A40 with an unknown surviving ID acts as A47).
+        """
+        repo = uow.repo
+        if retired == survivor:
+            raise InvalidState("the retired and surviving identifiers are the same")
+        await repo.lock([record_key(domain.id, retired), record_key(domain.id, survivor)])
+        old = await repo.record_row_by_identifier(domain.id, retired, for_update=True)
+        new = await repo.record_row_by_identifier(domain.id, survivor, for_update=True)
+        if old is None or old["status"] != RecordStatus.ACTIVE:
+            return False, "retired identifier unknown: nothing to merge", [], []
+        if new is None:
+            record_id, person_id = await self._rename(uow, domain, old, survivor)
+            return True, "surviving identifier unknown: identifier changed", [record_id], [person_id]
+        if new["status"] != RecordStatus.ACTIVE:
+            raise InvalidState(f"surviving identifier {survivor!r} is not active")
+        await repo.set_record_status(old["id"], RecordStatus.MERGED, new["id"])
+        await repo.set_blocking_keys(old["id"], [])
+        uow.record("record_merged", "source_record", old["id"],
+                   before=record_snapshot(old),
+                   after={**record_snapshot(old), "status": "merged", "merged_into": new["id"]},
+                   record_id=old["id"], person_id=old["person_id"])
+        await self.dismiss_reviews(uow, old["id"])
+        persons = [new["person_id"]]
+        if old["person_id"] != new["person_id"]:
+            persons.append(old["person_id"])
+            await self.move_person(uow, old["person_id"], new["person_id"], None)
+        await repo.touch_person(new["person_id"])
+        uow.emit("identity.changed", {"event": "merge", "record_id": new["id"],
+                                      "retired_record_id": old["id"], "person_ids": persons})
+        return True, "merged", [new["id"], old["id"]], persons
+
+    async def change_identifier(
+        self, uow: UnitOfWork, domain: Domain, old_value: str, new_value: str
+    ) -> tuple[int, int]:
+        repo = uow.repo
+        await repo.lock([record_key(domain.id, old_value), record_key(domain.id, new_value)])
+        old = await repo.record_row_by_identifier(domain.id, old_value, for_update=True)
+        if old is None or old["status"] != RecordStatus.ACTIVE:
+            raise UnknownIdentifier(domain.namespace, old_value)
+        return await self._rename(uow, domain, old, new_value)
+
+    async def _rename(
+        self, uow: UnitOfWork, domain: Domain, old: asyncpg.Record, new_value: str
+    ) -> tuple[int, int]:
+        repo = uow.repo
+        clash = await repo.record_row_by_identifier(domain.id, new_value)
+        if clash is not None:
+            raise IdentifierConflict(
+                f"identifier {new_value!r} already belongs to another record in {domain.namespace}"
+            )
+        await repo.set_record_identifier(old["id"], new_value)
+        others = [(int(d), v, t or None) for d, v, t in old["others"]]
+        prepared = self.matcher.prepare(
+            Demographics.model_validate(old["demographics"]).as_matching_input(),
+            [(domain.id, new_value, None), *others],
+        )
+        await repo.set_blocking_keys(old["id"], prepared.keys)
+        uow.record("identifier_changed", "source_record", old["id"],
+                   before=record_snapshot(old),
+                   after={**record_snapshot(old), "identifier": new_value},
+                   record_id=old["id"], person_id=old["person_id"])
+        await repo.touch_person(old["person_id"])
+        uow.emit("identity.changed", {"event": "identifier_changed", "record_id": old["id"],
+                                      "old_identifier": old["identifier"],
+                                      "person_ids": [old["person_id"]]})
+        return old["id"], old["person_id"]
+
+    # --- link / unlink / remove -------------------------------------------------------------
+
+    async def link(
+        self, uow: UnitOfWork, a: asyncpg.Record, b: asyncpg.Record, kind: LinkKind
+    ) -> list[int]:
+        """Make the persons of records ``a`` and ``b`` one (b's person merges into a's)."""
+        repo = uow.repo
+        await repo.delete_no_match(a["id"], b["id"])
+        person_a, person_b = a["person_id"], b["person_id"]
+        if person_a == person_b:
+            link = await repo.link_row(b["id"])
+            if link is not None and link["kind"] != kind.value:
+                await self.set_link(uow, b["id"], person_a, kind, link["score"],
+                                    link["explanation"], before=link)
+            return [person_a]
+        await self.move_person(uow, person_b, person_a, kind)
+        uow.emit("identity.changed", {"event": "link", "record_ids": [a["id"], b["id"]],
+                                      "person_ids": [person_a, person_b]})
+        return [person_a, person_b]
+
+    async def unlink(
+        self, uow: UnitOfWork, a: asyncpg.Record, b: asyncpg.Record, reason: str | None
+    ) -> list[int]:
+        """Separate record ``b`` from ``a``'s person and assert they are different people."""
+        repo = uow.repo
+        if await repo.add_no_match(a["id"], b["id"], uow.actor, reason):
+            uow.record("no_match_added", "no_match", b["id"],
+                       after={"record_a": a["id"], "record_b": b["id"]},
+                       record_id=b["id"], person_id=b["person_id"])
+        if a["person_id"] != b["person_id"]:
+            return []
+        person_id = await self.new_person(uow, b["id"])
+        link = await repo.link_row(b["id"])
+        await self.set_link(uow, b["id"], person_id, LinkKind.MANUAL, None, None, before=link)
+        uow.emit("identity.changed", {"event": "unlink", "record_ids": [a["id"], b["id"]],
+                                      "person_ids": [a["person_id"], person_id]})
+        return [a["person_id"], person_id]
+
+    async def remove(self, uow: UnitOfWork, domain: Domain, value: str) -> tuple[int, int | None]:
+        repo = uow.repo
+        await repo.lock([record_key(domain.id, value)])
+        row = await repo.record_row_by_identifier(domain.id, value, for_update=True)
+        if row is None or row["status"] != RecordStatus.ACTIVE:
+            raise UnknownIdentifier(domain.namespace, value)
+        await repo.set_record_status(row["id"], RecordStatus.REMOVED)
+        await repo.set_blocking_keys(row["id"], [])
+        uow.record("record_removed", "source_record", row["id"], before=record_snapshot(row),
+                   after={**record_snapshot(row), "status": "removed"},
+                   record_id=row["id"], person_id=row["person_id"])
+        await self.dismiss_reviews(uow, row["id"])
+        if row["person_id"] is not None:
+            await self.retire_if_empty(uow, row["person_id"])
+        uow.emit("identity.changed", {"event": "remove", "record_id": row["id"],
+                                      "person_ids": [row["person_id"]]})
+        return row["id"], row["person_id"]
+
+
+def _candidate(row: asyncpg.Record, keys: frozenset[str]) -> Candidate:
+    identifiers = {(row["domain_id"], row["identifier"])}
+    identifiers.update((int(d), v) for d, v, _ in row["others"])
+    return Candidate(
+        record_id=row["id"],
+        domain_id=row["domain_id"],
+        person_id=row["person_id"],
+        identifiers=frozenset(identifiers),
+        keys=keys,
+    )

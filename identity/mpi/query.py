@@ -1,0 +1,159 @@
+"""Read side of the MPI: cross-references (PIX), demographic search (PDQ), reads, history."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from identity.errors import InvalidInput, UnknownIdentifier
+from identity.model import (
+    AuthorityRef,
+    CrossReference,
+    CrossReferences,
+    Domain,
+    Identifier,
+    IdentifierRef,
+    PersonStatus,
+    RecordStatus,
+    SearchCriteria,
+)
+from identity.mpi.domains import DomainRegistry
+from identity.store.repository import Repository, SearchTerms
+from matching.normalize import (
+    fold,
+    normalize_address,
+    normalize_family,
+    normalize_given,
+    normalize_phone,
+    normalize_postal_code,
+    normalize_sex,
+    parse_birth_date,
+    phonetic,
+)
+
+
+async def cross_references(
+    repo: Repository,
+    domains: DomainRegistry,
+    ref: IdentifierRef,
+    targets: Sequence[AuthorityRef],
+) -> CrossReferences:
+    """Identifiers of the same person in ``targets`` (all domains when empty).
+
+    Errors are distinct: UnknownDomain (source authority), UnknownTargetDomain (with the
+    1-based position of the first bad target), UnknownIdentifier (known domain, no record).
+    """
+    domain = await domains.resolve(ref.authority)
+    target_domains = await domains.resolve_targets(targets)
+    wanted = {d.id for d in target_domains}
+
+    record_id: int | None = None
+    if domain.is_enterprise:
+        person = await repo.person_row_by_enterprise_id(ref.value)
+        if person is None or person["status"] != PersonStatus.ACTIVE:
+            raise UnknownIdentifier(domain.namespace, ref.value)
+        person_id = person["id"]
+    else:
+        row = await repo.record_row_by_identifier(domain.id, ref.value)
+        if row is not None and row["status"] == RecordStatus.ACTIVE and row["person_id"]:
+            person_id, record_id = row["person_id"], row["id"]
+        else:
+            # An identifier carried only as another identifier (e.g. a national ID in PID-19).
+            rows = await repo.record_rows(await repo.records_with_identifier(domain.id, ref.value))
+            persons = {r["person_id"] for r in rows if r["person_id"]}
+            if len(persons) != 1:
+                raise UnknownIdentifier(domain.namespace, ref.value)
+            person_id = persons.pop()
+        person = await repo.person_row(person_id)
+        assert person is not None
+
+    by_id = domains.by_id
+    references: list[CrossReference] = []
+    seen = {(domain.id, ref.value)}
+
+    def add(target: Domain, value: str, rid: int | None, type_code: str | None = None) -> None:
+        if (target.id, value) in seen or (wanted and target.id not in wanted):
+            return
+        seen.add((target.id, value))
+        references.append(
+            CrossReference(
+                identifier=Identifier(
+                    domain=target.namespace, value=value, oid=target.oid, type=type_code
+                ),
+                record_id=rid,
+            )
+        )
+
+    add(domains.enterprise, person["enterprise_id"], None)
+    for row in await repo.person_record_rows([person_id]):
+        add(by_id[row["domain_id"]], row["identifier"], row["id"])
+    for row in await repo.person_record_rows([person_id]):
+        for domain_id, value, type_code in row["others"]:
+            other = by_id.get(int(domain_id))
+            if other is not None:
+                add(other, value, None, type_code or None)
+    return CrossReferences(
+        person_id=person_id,
+        enterprise_id=person["enterprise_id"],
+        source_record_id=record_id,
+        references=tuple(references),
+    )
+
+
+def _name_term(terms: SearchTerms, column: str, raw: str, mode: str, family: bool) -> None:
+    wildcard = raw.endswith("*")
+    text = raw.rstrip("*")
+    value = normalize_family(text) if family else normalize_given(text)
+    if not value:
+        if wildcard:
+            return  # "*" alone matches everything
+        raise InvalidInput(f"{column}: empty name", field=column)
+    if wildcard or mode == "prefix":
+        terms.prefix(f"{column}_norm", value)
+    elif mode == "phonetic":
+        terms.equals(f"{column}_phon", phonetic(value.split()[0]))
+    else:
+        terms.equals(f"{column}_norm", value)
+
+
+async def build_search_terms(
+    domains: DomainRegistry, criteria: SearchCriteria
+) -> SearchTerms:
+    terms = SearchTerms()
+    if not criteria.include_inactive:
+        terms.active_only()
+    if criteria.family:
+        _name_term(terms, "family", criteria.family, criteria.name_mode, True)
+    if criteria.given:
+        _name_term(terms, "given", criteria.given, criteria.name_mode, False)
+    if criteria.birth_date:
+        parsed = parse_birth_date(criteria.birth_date)
+        if parsed is None:
+            raise InvalidInput(f"birth date {criteria.birth_date!r} is not a valid date",
+                               field="birth_date")
+        terms.birth_date(parsed.iso)
+    terms.birth_date_range(criteria.birth_date_from, criteria.birth_date_to)
+    if criteria.sex:
+        sex = normalize_sex(criteria.sex)
+        if sex is None:
+            raise InvalidInput(f"unknown sex code {criteria.sex!r}", field="sex")
+        terms.equals("sex", sex)
+    if criteria.identifier is not None:
+        domain = await domains.resolve(criteria.identifier.authority)
+        terms.identifier(domain.id, criteria.identifier.value)
+    if criteria.mothers_maiden_name:
+        terms.equals("mothers_maiden_norm", normalize_family(criteria.mothers_maiden_name))
+    if criteria.postal_code:
+        terms.prefix("postal_code", normalize_postal_code(criteria.postal_code))
+    if criteria.city:
+        terms.equals("city_norm", fold(criteria.city))
+    if criteria.phone:
+        terms.phone(normalize_phone(criteria.phone))
+    if criteria.address_line:
+        tokens = normalize_address({"lines": [criteria.address_line]})["tokens"]
+        if tokens:
+            terms.normalized_contains({"address_tokens": tokens})
+    if criteria.state:
+        terms.normalized_contains({"addresses": [{"state": fold(criteria.state)}]})
+    if criteria.country:
+        terms.normalized_contains({"addresses": [{"country": fold(criteria.country)}]})
+    return terms

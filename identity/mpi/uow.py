@@ -1,0 +1,65 @@
+"""The unit of work of one MPI command: a transaction, its actor, its history and outbox rows."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+import asyncpg
+
+from identity.store.repository import Repository
+
+
+class UnitOfWork:
+    """Collects history and outbox rows and writes them before the transaction commits.
+
+    ``actor`` names who caused the change (``hl7:<MSH-3>|<MSH-4>``, ``fhir:<client>``,
+    ``steward:<user>``, ``system``); ``message_id`` the originating message or request id.
+    """
+
+    def __init__(self, conn: asyncpg.Connection, actor: str, message_id: str | None) -> None:
+        self.repo = Repository(conn)
+        self.actor = actor
+        self.message_id = message_id
+        self.command_id = uuid.uuid4()
+        self._history: list[tuple[Any, ...]] = []
+        self._outbox: list[tuple[str, dict[str, Any], Any]] = []
+
+    def record(
+        self,
+        event: str,
+        entity: str,
+        entity_id: int,
+        *,
+        before: dict[str, Any] | None = None,
+        after: dict[str, Any] | None = None,
+        person_id: int | None = None,
+        record_id: int | None = None,
+    ) -> None:
+        """Append a history row (written at flush, inside the same transaction)."""
+        self._history.append(
+            (
+                self.command_id,
+                event,
+                entity,
+                entity_id,
+                person_id,
+                record_id,
+                before,
+                after,
+                self.actor,
+                self.message_id,
+            )
+        )
+
+    def emit(self, topic: str, payload: dict[str, Any]) -> None:
+        """Queue work that leaves the process after commit (notifications, audit)."""
+        self._outbox.append((topic, payload, self.command_id))
+
+    async def flush(self) -> None:
+        if self._history:
+            await self.repo.append_history(self._history)
+            self._history.clear()
+        if self._outbox:
+            await self.repo.append_outbox(self._outbox)
+            self._outbox.clear()

@@ -1,0 +1,1 @@
+"""PostgreSQL storage: connection pool, migrations, repositories, embedded server."""

@@ -1,0 +1,53 @@
+"""The embedded PostgreSQL used when ``database.url`` is unset (pgserver's bundled server).
+
+Its data directory is ``<data_dir>/postgres`` and survives restarts. The server listens on a
+Unix socket only. pgserver is synchronous, so start and stop run in a worker thread.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import warnings
+from pathlib import Path
+from typing import Any
+
+log = logging.getLogger("identity.store.embedded")
+
+DATABASE = "identity"
+
+
+class EmbeddedPostgres:
+    def __init__(self, data_dir: Path) -> None:
+        self.pgdata = (Path(data_dir) / "postgres").resolve()
+        self._server: Any = None
+
+    def start_sync(self) -> str:
+        """Start (or attach to) the server, create the database, return its URL."""
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # platformdirs warns when XDG_RUNTIME_DIR is unset
+            import pgserver
+
+        self.pgdata.parent.mkdir(parents=True, exist_ok=True)
+        self._server = pgserver.get_server(self.pgdata, cleanup_mode=None)
+        exists = self._server.psql(f"SELECT 1 FROM pg_database WHERE datname = '{DATABASE}';")
+        if "1 row" not in exists:
+            self._server.psql(f"CREATE DATABASE {DATABASE};")
+        url: str = self._server.get_uri(DATABASE)
+        log.info("event=embedded_postgres_started pgdata=%s", self.pgdata)
+        return url
+
+    def stop_sync(self) -> None:
+        if self._server is None:
+            return
+        from pgserver._commands import pg_ctl
+
+        pg_ctl(["-w", "-m", "fast", "stop"], pgdata=self.pgdata, user=self._server.system_user)
+        self._server = None
+        log.info("event=embedded_postgres_stopped pgdata=%s", self.pgdata)
+
+    async def start(self) -> str:
+        return await asyncio.to_thread(self.start_sync)
+
+    async def stop(self) -> None:
+        await asyncio.to_thread(self.stop_sync)

@@ -1,0 +1,680 @@
+"""SQL for the MPI core, one method per question or change. No decisions are made here.
+
+Every method runs on the connection (and so the transaction) it was given.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import uuid
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+import asyncpg
+
+from identity.model import (
+    Demographics,
+    Domain,
+    HistoryEvent,
+    Identifier,
+    Link,
+    LinkKind,
+    Person,
+    PersonStatus,
+    RecordStatus,
+    ReviewItem,
+    ReviewStatus,
+    SearchCriteria,
+    SourceRecord,
+)
+
+_RECORD_COLUMNS = """
+    r.id, r.domain_id, r.identifier, r.status, r.merged_into, r.demographics, r.normalized,
+    r.version, r.created_at, r.updated_at,
+    l.person_id, l.kind AS link_kind, l.score AS link_score, l.actor AS link_actor,
+    l.created_at AS link_created_at, p.enterprise_id,
+    coalesce((SELECT array_agg(ARRAY[ri.domain_id::text, ri.identifier, coalesce(ri.type_code, '')]
+                                ORDER BY ri.domain_id, ri.identifier)
+              FROM record_identifier ri WHERE ri.source_record_id = r.id), '{}') AS others
+"""
+_RECORD_FROM = """
+    FROM source_record r
+    LEFT JOIN link l ON l.source_record_id = r.id
+    LEFT JOIN person p ON p.id = l.person_id
+"""
+
+
+def key_hash(key: str) -> int:
+    """A stable signed 64-bit hash of a lock key (same in every process)."""
+    return int.from_bytes(hashlib.blake2b(key.encode(), digest_size=8).digest(), "big", signed=True)
+
+
+class Repository:
+    def __init__(self, conn: asyncpg.Connection) -> None:
+        self.conn = conn
+
+    # --- locks ------------------------------------------------------------------------------
+
+    async def lock(self, keys: Iterable[str]) -> None:
+        hashes = sorted({key_hash(k) for k in keys})
+        if hashes:
+            await self.conn.execute("SELECT lock_keys($1::bigint[])", hashes)
+
+    # --- domains ----------------------------------------------------------------------------
+
+    async def domains(self) -> list[Domain]:
+        rows = await self.conn.fetch("SELECT * FROM domain ORDER BY id")
+        return [_domain(r) for r in rows]
+
+    async def upsert_domain(
+        self,
+        namespace: str,
+        oid: str | None,
+        sources: Sequence[str],
+        identifies_person: bool,
+        is_enterprise: bool = False,
+    ) -> Domain:
+        row = await self.conn.fetchrow(
+            """INSERT INTO domain (namespace, oid, sources, identifies_person, is_enterprise)
+               VALUES ($1, $2, $3, $4, $5)
+               ON CONFLICT (namespace) DO UPDATE
+                 SET oid = EXCLUDED.oid, sources = EXCLUDED.sources,
+                     identifies_person = EXCLUDED.identifies_person,
+                     is_enterprise = EXCLUDED.is_enterprise
+               RETURNING *""",
+            namespace,
+            oid,
+            list(sources),
+            identifies_person,
+            is_enterprise,
+        )
+        return _domain(row)
+
+    async def insert_domain_if_absent(self, namespace: str, oid: str | None) -> None:
+        await self.conn.execute(
+            "INSERT INTO domain (namespace, oid) VALUES ($1, $2) ON CONFLICT DO NOTHING",
+            namespace,
+            oid,
+        )
+
+    # --- source records ---------------------------------------------------------------------
+
+    async def record_row(self, record_id: int, *, for_update: bool = False) -> asyncpg.Record | None:
+        lock = " FOR UPDATE OF r" if for_update else ""
+        return await self.conn.fetchrow(
+            f"SELECT {_RECORD_COLUMNS} {_RECORD_FROM} WHERE r.id = $1{lock}", record_id
+        )
+
+    async def record_row_by_identifier(
+        self, domain_id: int, identifier: str, *, for_update: bool = False
+    ) -> asyncpg.Record | None:
+        lock = " FOR UPDATE OF r" if for_update else ""
+        return await self.conn.fetchrow(
+            f"SELECT {_RECORD_COLUMNS} {_RECORD_FROM}"
+            f" WHERE r.domain_id = $1 AND r.identifier = $2{lock}",
+            domain_id,
+            identifier,
+        )
+
+    async def record_rows(self, record_ids: Sequence[int]) -> list[asyncpg.Record]:
+        return await self.conn.fetch(
+            f"SELECT {_RECORD_COLUMNS} {_RECORD_FROM} WHERE r.id = ANY($1::bigint[]) ORDER BY r.id",
+            list(record_ids),
+        )
+
+    async def person_record_rows(
+        self, person_ids: Sequence[int], *, active_only: bool = True
+    ) -> list[asyncpg.Record]:
+        status = " AND r.status = 'active'" if active_only else ""
+        return await self.conn.fetch(
+            f"SELECT {_RECORD_COLUMNS} {_RECORD_FROM}"
+            f" WHERE l.person_id = ANY($1::bigint[]){status} ORDER BY r.id",
+            list(person_ids),
+        )
+
+    async def insert_record(
+        self,
+        domain_id: int,
+        identifier: str,
+        demographics: Demographics,
+        normalized: dict[str, Any],
+        search: dict[str, Any],
+        source: str | None,
+    ) -> int:
+        return await self.conn.fetchval(
+            """INSERT INTO source_record (domain_id, identifier, demographics, normalized,
+                   family_norm, given_norm, family_phon, given_phon, birth_date, sex,
+                   postal_code, city_norm, phone_digits, mothers_maiden_norm, last_source)
+               VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)
+               RETURNING id""",
+            domain_id,
+            identifier,
+            demographics.model_dump(mode="json"),
+            normalized,
+            *_search_values(search),
+            source,
+        )
+
+    async def update_record(
+        self,
+        record_id: int,
+        demographics: Demographics,
+        normalized: dict[str, Any],
+        search: dict[str, Any],
+        source: str | None,
+        status: RecordStatus = RecordStatus.ACTIVE,
+    ) -> None:
+        await self.conn.execute(
+            """UPDATE source_record SET demographics = $2, normalized = $3,
+                   family_norm = $4, given_norm = $5, family_phon = $6, given_phon = $7,
+                   birth_date = $8, sex = $9, postal_code = $10, city_norm = $11,
+                   phone_digits = $12, mothers_maiden_norm = $13, last_source = $14,
+                   status = $15, merged_into = NULL,
+                   version = version + 1, updated_at = now()
+               WHERE id = $1""",
+            record_id,
+            demographics.model_dump(mode="json"),
+            normalized,
+            *_search_values(search),
+            source,
+            status.value,
+        )
+
+    async def set_record_status(
+        self, record_id: int, status: RecordStatus, merged_into: int | None = None
+    ) -> None:
+        await self.conn.execute(
+            """UPDATE source_record SET status = $2, merged_into = $3, version = version + 1,
+                   updated_at = now() WHERE id = $1""",
+            record_id,
+            status.value,
+            merged_into,
+        )
+
+    async def set_record_identifier(self, record_id: int, identifier: str) -> None:
+        await self.conn.execute(
+            """UPDATE source_record SET identifier = $2, version = version + 1, updated_at = now()
+               WHERE id = $1""",
+            record_id,
+            identifier,
+        )
+
+    async def set_other_identifiers(
+        self, record_id: int, identifiers: Sequence[tuple[int, str, str | None]]
+    ) -> None:
+        await self.conn.execute(
+            "DELETE FROM record_identifier WHERE source_record_id = $1", record_id
+        )
+        if identifiers:
+            await self.conn.executemany(
+                """INSERT INTO record_identifier (source_record_id, domain_id, identifier, type_code)
+                   VALUES ($1, $2, $3, $4) ON CONFLICT DO NOTHING""",
+                [(record_id, d, v, t) for d, v, t in identifiers],
+            )
+
+    async def set_blocking_keys(self, record_id: int, keys: Sequence[str]) -> None:
+        await self.conn.execute("DELETE FROM blocking_key WHERE source_record_id = $1", record_id)
+        if keys:
+            await self.conn.execute(
+                """INSERT INTO blocking_key (key, source_record_id)
+                   SELECT DISTINCT k, $2::bigint FROM unnest($1::text[]) AS k""",
+                list(keys),
+                record_id,
+            )
+
+    async def blocking_keys(self, record_id: int) -> list[str]:
+        rows = await self.conn.fetch(
+            "SELECT key FROM blocking_key WHERE source_record_id = $1 ORDER BY key", record_id
+        )
+        return [r["key"] for r in rows]
+
+    async def keys_of(self, record_ids: Sequence[int]) -> dict[int, set[str]]:
+        rows = await self.conn.fetch(
+            """SELECT source_record_id, key FROM blocking_key
+               WHERE source_record_id = ANY($1::bigint[])""",
+            list(record_ids),
+        )
+        keys: dict[int, set[str]] = {}
+        for row in rows:
+            keys.setdefault(row["source_record_id"], set()).add(row["key"])
+        return keys
+
+    async def candidate_record_ids(
+        self, keys: Sequence[str], exclude_record_id: int | None, limit: int
+    ) -> list[int]:
+        rows = await self.conn.fetch(
+            """SELECT DISTINCT k.source_record_id AS id
+               FROM blocking_key k JOIN source_record r ON r.id = k.source_record_id
+               WHERE k.key = ANY($1::text[]) AND r.status = 'active'
+                 AND k.source_record_id IS DISTINCT FROM $2
+               LIMIT $3""",
+            list(keys),
+            exclude_record_id,
+            limit,
+        )
+        return [r["id"] for r in rows]
+
+    async def records_with_identifier(self, domain_id: int, identifier: str) -> list[int]:
+        """Active records whose primary or other identifiers include (domain, identifier)."""
+        rows = await self.conn.fetch(
+            """SELECT id FROM source_record
+               WHERE domain_id = $1 AND identifier = $2 AND status = 'active'
+               UNION
+               SELECT ri.source_record_id FROM record_identifier ri
+               JOIN source_record r ON r.id = ri.source_record_id AND r.status = 'active'
+               WHERE ri.domain_id = $1 AND ri.identifier = $2""",
+            domain_id,
+            identifier,
+        )
+        return [r["id"] for r in rows]
+
+    # --- persons and links ------------------------------------------------------------------
+
+    async def insert_person(self) -> asyncpg.Record:
+        return await self.conn.fetchrow(
+            """INSERT INTO person (enterprise_id)
+               VALUES (lpad(nextval('enterprise_id_seq')::text, 10, '0')) RETURNING *"""
+        )
+
+    async def person_row(self, person_id: int, *, for_update: bool = False) -> asyncpg.Record | None:
+        lock = " FOR UPDATE" if for_update else ""
+        return await self.conn.fetchrow(f"SELECT * FROM person WHERE id = $1{lock}", person_id)
+
+    async def person_row_by_enterprise_id(self, enterprise_id: str) -> asyncpg.Record | None:
+        return await self.conn.fetchrow("SELECT * FROM person WHERE enterprise_id = $1", enterprise_id)
+
+    async def set_person_status(
+        self, person_id: int, status: PersonStatus, merged_into: int | None = None
+    ) -> None:
+        await self.conn.execute(
+            """UPDATE person SET status = $2, merged_into = $3, version = version + 1,
+                   updated_at = now() WHERE id = $1""",
+            person_id,
+            status.value,
+            merged_into,
+        )
+
+    async def touch_person(self, person_id: int) -> None:
+        await self.conn.execute(
+            "UPDATE person SET version = version + 1, updated_at = now() WHERE id = $1", person_id
+        )
+
+    async def link_row(self, record_id: int) -> asyncpg.Record | None:
+        return await self.conn.fetchrow("SELECT * FROM link WHERE source_record_id = $1", record_id)
+
+    async def set_link(
+        self,
+        record_id: int,
+        person_id: int,
+        kind: LinkKind,
+        score: float | None,
+        explanation: dict[str, Any] | None,
+        actor: str,
+    ) -> None:
+        await self.conn.execute(
+            """INSERT INTO link (source_record_id, person_id, kind, score, explanation, actor)
+               VALUES ($1, $2, $3, $4, $5, $6)
+               ON CONFLICT (source_record_id) DO UPDATE
+                 SET person_id = EXCLUDED.person_id, kind = EXCLUDED.kind, score = EXCLUDED.score,
+                     explanation = EXCLUDED.explanation, actor = EXCLUDED.actor,
+                     created_at = now()""",
+            record_id,
+            person_id,
+            kind.value,
+            score,
+            explanation,
+            actor,
+        )
+
+    async def delete_link(self, record_id: int) -> None:
+        await self.conn.execute("DELETE FROM link WHERE source_record_id = $1", record_id)
+
+    async def count_active_records(self, person_id: int) -> int:
+        return await self.conn.fetchval(
+            """SELECT count(*) FROM link l JOIN source_record r ON r.id = l.source_record_id
+               WHERE l.person_id = $1 AND r.status = 'active'""",
+            person_id,
+        )
+
+    # --- no-match assertions ----------------------------------------------------------------
+
+    async def add_no_match(self, a: int, b: int, actor: str, reason: str | None) -> bool:
+        low, high = sorted((a, b))
+        result = await self.conn.execute(
+            """INSERT INTO no_match (record_a, record_b, actor, reason) VALUES ($1, $2, $3, $4)
+               ON CONFLICT DO NOTHING""",
+            low,
+            high,
+            actor,
+            reason,
+        )
+        return result.endswith(" 1")
+
+    async def delete_no_match(self, a: int, b: int) -> None:
+        low, high = sorted((a, b))
+        await self.conn.execute(
+            "DELETE FROM no_match WHERE record_a = $1 AND record_b = $2", low, high
+        )
+
+    async def no_match_partners(self, record_id: int) -> set[int]:
+        rows = await self.conn.fetch(
+            """SELECT record_b AS other FROM no_match WHERE record_a = $1
+               UNION SELECT record_a FROM no_match WHERE record_b = $1""",
+            record_id,
+        )
+        return {r["other"] for r in rows}
+
+    # --- review queue -----------------------------------------------------------------------
+
+    async def insert_review_item(
+        self,
+        record_id: int,
+        other_record_id: int | None,
+        person_id: int | None,
+        score: float | None,
+        reason: str,
+        explanation: dict[str, Any] | None,
+    ) -> asyncpg.Record | None:
+        return await self.conn.fetchrow(
+            """INSERT INTO review_item (record_id, other_record_id, person_id, score, reason,
+                   explanation)
+               VALUES ($1, $2, $3, $4, $5, $6)
+               ON CONFLICT (record_id, coalesce(other_record_id, 0), coalesce(person_id, 0))
+                 WHERE status = 'open' DO NOTHING
+               RETURNING *""",
+            record_id,
+            other_record_id,
+            person_id,
+            score,
+            reason,
+            explanation,
+        )
+
+    async def review_row(self, item_id: int, *, for_update: bool = False) -> asyncpg.Record | None:
+        lock = " FOR UPDATE" if for_update else ""
+        return await self.conn.fetchrow(f"SELECT * FROM review_item WHERE id = $1{lock}", item_id)
+
+    async def review_rows(
+        self, status: str | None, limit: int, offset: int
+    ) -> list[asyncpg.Record]:
+        return await self.conn.fetch(
+            """SELECT * FROM review_item WHERE ($1::text IS NULL OR status = $1)
+               ORDER BY id LIMIT $2 OFFSET $3""",
+            status,
+            limit,
+            offset,
+        )
+
+    async def set_review_status(
+        self, item_id: int, status: ReviewStatus, actor: str | None
+    ) -> asyncpg.Record:
+        resolved = status != ReviewStatus.OPEN
+        return await self.conn.fetchrow(
+            """UPDATE review_item SET status = $2,
+                   resolved_at = CASE WHEN $3 THEN now() END,
+                   resolved_by = CASE WHEN $3 THEN $4 END
+               WHERE id = $1 RETURNING *""",
+            item_id,
+            status.value,
+            resolved,
+            actor,
+        )
+
+    async def open_review_ids_for_record(self, record_id: int) -> list[int]:
+        rows = await self.conn.fetch(
+            """SELECT id FROM review_item WHERE status = 'open'
+               AND (record_id = $1 OR other_record_id = $1) ORDER BY id""",
+            record_id,
+        )
+        return [r["id"] for r in rows]
+
+    # --- history and outbox -----------------------------------------------------------------
+
+    async def append_history(self, rows: Sequence[tuple[Any, ...]]) -> None:
+        await self.conn.executemany(
+            """INSERT INTO history (command_id, event, entity, entity_id, person_id, record_id,
+                   before, after, actor, message_id)
+               VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)""",
+            rows,
+        )
+
+    async def history(
+        self,
+        *,
+        person_id: int | None = None,
+        record_id: int | None = None,
+        command_id: str | None = None,
+        limit: int = 1000,
+    ) -> list[HistoryEvent]:
+        rows = await self.conn.fetch(
+            """SELECT * FROM history
+               WHERE ($1::bigint IS NULL OR person_id = $1)
+                 AND ($2::bigint IS NULL OR record_id = $2)
+                 AND ($3::uuid IS NULL OR command_id = $3)
+               ORDER BY id LIMIT $4""",
+            person_id,
+            record_id,
+            uuid.UUID(command_id) if command_id else None,
+            limit,
+        )
+        return [_history(r) for r in rows]
+
+    async def later_history_exists(self, entity: str, entity_id: int, after_id: int) -> bool:
+        return await self.conn.fetchval(
+            "SELECT EXISTS (SELECT 1 FROM history WHERE entity = $1 AND entity_id = $2 AND id > $3)",
+            entity,
+            entity_id,
+            after_id,
+        )
+
+    async def append_outbox(self, rows: Sequence[tuple[str, dict[str, Any], Any]]) -> None:
+        await self.conn.executemany(
+            "INSERT INTO outbox (topic, payload, command_id) VALUES ($1, $2, $3)", rows
+        )
+
+    # --- processed messages -----------------------------------------------------------------
+
+    async def processed_reply(self, sender: str, control_id: str) -> str | None:
+        return await self.conn.fetchval(
+            "SELECT reply FROM processed_message WHERE sender = $1 AND control_id = $2",
+            sender,
+            control_id,
+        )
+
+    async def save_processed_reply(self, sender: str, control_id: str, reply: str) -> None:
+        await self.conn.execute(
+            """INSERT INTO processed_message (sender, control_id, reply) VALUES ($1, $2, $3)
+               ON CONFLICT DO NOTHING""",
+            sender,
+            control_id,
+            reply,
+        )
+
+    # --- search -----------------------------------------------------------------------------
+
+    async def search(
+        self, terms: SearchTerms, limit: int, offset: int
+    ) -> tuple[int, list[asyncpg.Record]]:
+        where, params = terms.where, terms.params
+        clause = " AND ".join(where) if where else "TRUE"
+        n = len(params)
+        rows = await self.conn.fetch(
+            f"""SELECT {_RECORD_COLUMNS}, count(*) OVER () AS total_count {_RECORD_FROM}
+                WHERE {clause}
+                ORDER BY r.family_norm, r.given_norm, r.id
+                LIMIT ${n + 1} OFFSET ${n + 2}""",
+            *params,
+            limit,
+            offset,
+        )
+        total = rows[0]["total_count"] if rows else 0
+        if not rows and offset:
+            total = await self.conn.fetchval(
+                f"SELECT count(*) {_RECORD_FROM} WHERE {clause}", *params
+            )
+        return total, rows
+
+
+class SearchTerms:
+    """Builds the WHERE clause of a demographic search from normalised values."""
+
+    def __init__(self) -> None:
+        self.where: list[str] = []
+        self.params: list[Any] = []
+
+    def _p(self, value: Any) -> str:
+        self.params.append(value)
+        return f"${len(self.params)}"
+
+    def equals(self, column: str, value: Any) -> None:
+        self.where.append(f"r.{column} = {self._p(value)}")
+
+    def prefix(self, column: str, value: str) -> None:
+        escaped = value.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+        self.where.append(f"r.{column} LIKE {self._p(escaped + '%')}")
+
+    def birth_date(self, value: str) -> None:
+        """A partial date matches every stored date at that precision or finer."""
+        if len(value) == 10:
+            self.equals("birth_date", value)
+        else:
+            self.where.append(
+                f"(r.birth_date = {self._p(value)} OR r.birth_date LIKE {self._p(value + '-%')})"
+            )
+
+    def birth_date_range(self, low: str | None, high: str | None) -> None:
+        if low:
+            self.where.append(f"r.birth_date >= {self._p(low)}")
+        if high:
+            self.where.append(f"r.birth_date <= {self._p(high)}")
+
+    def active_only(self) -> None:
+        self.where.append("r.status = 'active'")
+
+    def identifier(self, domain_id: int, value: str) -> None:
+        d, v = self._p(domain_id), self._p(value)
+        self.where.append(
+            f"((r.domain_id = {d} AND r.identifier = {v}) OR EXISTS (SELECT 1 FROM"
+            f" record_identifier ri WHERE ri.source_record_id = r.id AND ri.domain_id = {d}"
+            f" AND ri.identifier = {v}))"
+        )
+
+    def phone(self, digits: str) -> None:
+        self.where.append(f"r.phone_digits @> ARRAY[{self._p(digits)}]::text[]")
+
+    def normalized_contains(self, document: Any) -> None:
+        self.where.append(f"r.normalized @> {self._p(document)}::jsonb")
+
+
+# --- row mapping -----------------------------------------------------------------------------
+
+
+def _domain(row: asyncpg.Record) -> Domain:
+    return Domain(
+        id=row["id"],
+        namespace=row["namespace"],
+        oid=row["oid"],
+        sources=tuple(row["sources"]),
+        identifies_person=row["identifies_person"],
+        is_enterprise=row["is_enterprise"],
+    )
+
+
+def _search_values(search: dict[str, Any]) -> tuple[Any, ...]:
+    return (
+        search.get("family_norm") or None,
+        search.get("given_norm") or None,
+        search.get("family_phon") or None,
+        search.get("given_phon") or None,
+        search.get("birth_date") or None,
+        search.get("sex") or None,
+        search.get("postal_code") or None,
+        search.get("city_norm") or None,
+        list(search.get("phone_digits") or []),
+        search.get("mothers_maiden_norm") or None,
+    )
+
+
+def record_from_row(row: asyncpg.Record, domains_by_id: dict[int, Domain]) -> SourceRecord:
+    others = []
+    for domain_id, value, type_code in row["others"]:
+        domain = domains_by_id.get(int(domain_id))
+        if domain is not None:
+            others.append(
+                Identifier(domain=domain.namespace, value=value, oid=domain.oid, type=type_code or None)
+            )
+    link = None
+    if row["person_id"] is not None:
+        link = Link(
+            person_id=row["person_id"],
+            kind=LinkKind(row["link_kind"]),
+            score=row["link_score"],
+            actor=row["link_actor"],
+            created_at=row["link_created_at"],
+        )
+    return SourceRecord(
+        id=row["id"],
+        domain=domains_by_id[row["domain_id"]],
+        identifier=row["identifier"],
+        status=RecordStatus(row["status"]),
+        demographics=Demographics.model_validate(row["demographics"]),
+        other_identifiers=tuple(others),
+        version=row["version"],
+        merged_into=row["merged_into"],
+        person_id=row["person_id"],
+        enterprise_id=row["enterprise_id"],
+        link=link,
+        created_at=row["created_at"],
+        updated_at=row["updated_at"],
+    )
+
+
+def person_from_row(row: asyncpg.Record, records: Sequence[SourceRecord] = ()) -> Person:
+    return Person(
+        id=row["id"],
+        enterprise_id=row["enterprise_id"],
+        status=PersonStatus(row["status"]),
+        merged_into=row["merged_into"],
+        version=row["version"],
+        records=tuple(records),
+        created_at=row["created_at"],
+        updated_at=row["updated_at"],
+    )
+
+
+def review_from_row(row: asyncpg.Record) -> ReviewItem:
+    return ReviewItem(
+        id=row["id"],
+        record_id=row["record_id"],
+        other_record_id=row["other_record_id"],
+        person_id=row["person_id"],
+        score=row["score"],
+        reason=row["reason"],
+        explanation=row["explanation"],
+        status=ReviewStatus(row["status"]),
+        created_at=row["created_at"],
+        resolved_at=row["resolved_at"],
+        resolved_by=row["resolved_by"],
+    )
+
+
+def _history(row: asyncpg.Record) -> HistoryEvent:
+    return HistoryEvent(
+        id=row["id"],
+        command_id=str(row["command_id"]),
+        at=row["at"],
+        event=row["event"],
+        entity=row["entity"],
+        entity_id=row["entity_id"],
+        person_id=row["person_id"],
+        record_id=row["record_id"],
+        before=row["before"],
+        after=row["after"],
+        actor=row["actor"],
+        message_id=row["message_id"],
+    )
+
+
+def dumps(value: Any) -> str:
+    return json.dumps(value, separators=(",", ":"), sort_keys=True, default=str)

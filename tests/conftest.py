@@ -1,0 +1,112 @@
+"""Shared fixtures: a real PostgreSQL for every test that needs one.
+
+``IDENTITY_TEST_DATABASE_URL`` names a server to use; otherwise an embedded PostgreSQL
+(pgserver) is started for the session in a temporary directory. Each test run creates its own
+database (dropped at the end), and each test its own schema in it, so that runs and tests do
+not interfere.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import AsyncIterator, Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+import pytest
+
+from identity.config import Settings
+from identity.mpi import Mpi
+from identity.store.db import Database
+from identity.store.embedded import EmbeddedPostgres
+from identity.store.migrate import migrate
+
+DEMO_DOMAINS = [
+    {"namespace": "HOSPA", "oid": "1.2.3.4.5.1", "sources": ["ADT_A"]},
+    {"namespace": "HOSPB", "oid": "1.2.3.4.5.2", "sources": ["ADT_B"]},
+    {"namespace": "LAB", "oid": "1.2.3.4.5.3", "sources": ["LIS", "ADT_A"]},
+    {"namespace": "NATIONAL", "oid": "2.16.840.1.113883.4.1", "identifies_person": True},
+]
+
+
+def _with_database(url: str, database: str) -> str:
+    base, _, query = url.partition("?")
+    scheme_host, _, _ = base.rpartition("/")
+    return f"{scheme_host}/{database}" + (f"?{query}" if query else "")
+
+
+@pytest.fixture(scope="session")
+def server_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A maintenance URL of the test server (its ``postgres`` database)."""
+    url = os.environ.get("IDENTITY_TEST_DATABASE_URL")
+    if url:
+        yield url
+        return
+    embedded = EmbeddedPostgres(tmp_path_factory.mktemp("embedded-pg"))
+    embedded_url = embedded.start_sync()
+    yield _with_database(embedded_url, "postgres")
+    embedded.stop_sync()
+
+
+@pytest.fixture(scope="session")
+async def run_database_url(server_url: str) -> AsyncIterator[str]:
+    """A database of this test run's own, dropped when the run ends."""
+    name = f"identity_test_{uuid.uuid4().hex[:12]}"
+    conn = await asyncpg.connect(server_url)
+    try:
+        await conn.execute(f'CREATE DATABASE "{name}"')
+    finally:
+        await conn.close()
+    yield _with_database(server_url, name)
+    conn = await asyncpg.connect(server_url)
+    try:
+        await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    finally:
+        await conn.close()
+
+
+@pytest.fixture
+async def schema(run_database_url: str) -> AsyncIterator[str]:
+    """A fresh, migrated schema for one test."""
+    name = f"t_{uuid.uuid4().hex[:12]}"
+    conn = await asyncpg.connect(run_database_url)
+    try:
+        await conn.execute(f'CREATE SCHEMA "{name}"')
+        await conn.execute(f'SET search_path TO "{name}"')
+        await migrate(conn)
+    finally:
+        await conn.close()
+    yield name
+
+
+@pytest.fixture
+def make_settings() -> Callable[..., Settings]:
+    def make(**overrides: Any) -> Settings:
+        values: dict[str, Any] = {"domains": DEMO_DOMAINS}
+        values.update(overrides)
+        return Settings(**values)
+
+    return make
+
+
+@pytest.fixture
+async def db(run_database_url: str, schema: str) -> AsyncIterator[Database]:
+    database = await Database.connect(
+        run_database_url, min_size=1, max_size=10, server_settings={"search_path": schema}
+    )
+    yield database
+    await database.close()
+
+
+@pytest.fixture
+async def mpi(db: Database, make_settings: Callable[..., Settings]) -> Mpi:
+    core = Mpi(db, make_settings())
+    await core.start()
+    return core
+
+
+@pytest.fixture
+def data_dir(tmp_path: Path) -> Path:
+    return tmp_path / "identity-data"
