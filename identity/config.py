@@ -78,6 +78,38 @@ class DomainSettings(_Section):
         return value
 
 
+class Hl7Settings(_Section):
+    application: str = "IDENTITY"
+    """MSH-3 of the messages this service sends (ACK, RSP, ITI-10 notifications)."""
+    facility: str = "MPI"
+    """MSH-4 of the messages this service sends."""
+
+
+class FhirSettings(_Section):
+    client_id_header: str = "X-Client-Id"
+    """Until OAuth2 lands, the request header naming the FHIR client (its source identity)."""
+    default_page_size: int = Field(20, ge=1)
+    max_page_size: int = Field(200, ge=1)
+    base_url: str | None = None
+    """Public base URL of the FHIR API (for links); unset: derived from each request."""
+
+
+class NotifySettings(_Section):
+    """A PIX Consumer that receives ITI-10 ADT^A31 update notifications."""
+
+    name: str = Field(min_length=1, pattern=r"^[A-Za-z0-9_.-]+$")
+    host: str
+    port: int = Field(ge=1, le=65535)
+    domains: list[str] = Field(default_factory=list)
+    """Namespaces the consumer subscribes to; empty = every domain."""
+    receiving_application: str = ""
+    receiving_facility: str = ""
+    tls: bool = False
+    ca_file: Path | None = None
+    cert_file: Path | None = None
+    key_file: Path | None = None
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix="IDENTITY_",
@@ -93,6 +125,9 @@ class Settings(BaseSettings):
     mllp: MllpSettings = MllpSettings()
     mpi: MpiSettings = MpiSettings()
     domains: list[DomainSettings] = Field(default_factory=list)
+    hl7: Hl7Settings = Hl7Settings()
+    fhir: FhirSettings = FhirSettings()
+    notify: list[NotifySettings] = Field(default_factory=list)
 
     @field_validator("log_level")
     @classmethod
@@ -114,6 +149,9 @@ class Settings(BaseSettings):
                 seen.add(key)
         if self.mpi.enterprise_namespace in seen or self.mpi.enterprise_oid in seen:
             raise ValueError("a [[domains]] entry reuses the enterprise namespace or OID")
+        names = [n.name for n in self.notify]
+        if len(set(names)) != len(names):
+            raise ValueError("[[notify]] names must be unique")
         return self
 
     @classmethod

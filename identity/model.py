@@ -322,3 +322,23 @@ class CrossReferences(_Model):
     enterprise_id: str
     source_record_id: int | None
     references: tuple[CrossReference, ...]
+
+
+class MatchGrade(StrEnum):
+    """FHIR match-grade (http://hl7.org/fhir/StructureDefinition/match-grade)."""
+
+    CERTAIN = "certain"  # at or above the auto-link threshold
+    PROBABLE = "probable"  # at or above the review threshold
+    POSSIBLE = "possible"  # scored, below review
+    CERTAINLY_NOT = "certainly-not"  # a hard rule excludes it
+
+
+class MatchCandidate(_Model):
+    """One source record scored against query demographics (PDQ approximate search, $match)."""
+
+    record: SourceRecord
+    person_id: int | None
+    weight: float  # match weight, log2 odds
+    probability: float  # 0..1
+    grade: MatchGrade
+    explanation: dict[str, Any]

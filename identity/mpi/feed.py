@@ -24,7 +24,7 @@ from identity.model import (
     ReviewStatus,
 )
 from identity.mpi.matcher import Candidate, DeterministicMatcher, Subject
-from identity.mpi.uow import UnitOfWork
+from identity.mpi.uow import CHANGED_TOPIC, UPDATED_TOPIC, UnitOfWork
 
 CANDIDATE_CAP = 200
 
@@ -118,7 +118,7 @@ class Feed:
         if row is not None and row["status"] == RecordStatus.ACTIVE and row["person_id"]:
             person_id = row["person_id"]
             await repo.touch_person(person_id)
-            uow.emit("identity.changed", {"event": "record_updated", "record_id": record_id,
+            uow.emit(UPDATED_TOPIC, {"event": "record_updated", "record_id": record_id,
                                           "person_ids": [person_id]})
             return Decision.UNCHANGED_LINK, record_id, person_id, False, []
 
@@ -129,7 +129,7 @@ class Feed:
             keys=frozenset(prepared.keys),
         )
         decision, person_id, reviews = await self._decide_and_link(uow, subject)
-        uow.emit("identity.changed", {"event": "record_added", "record_id": record_id,
+        uow.emit(CHANGED_TOPIC, {"event": "record_added", "record_id": record_id,
                                       "person_ids": [person_id]})
         return decision, record_id, person_id, row is None, reviews
 
@@ -285,7 +285,7 @@ class Feed:
             persons.append(old["person_id"])
             await self.move_person(uow, old["person_id"], new["person_id"], None)
         await repo.touch_person(new["person_id"])
-        uow.emit("identity.changed", {"event": "merge", "record_id": new["id"],
+        uow.emit(CHANGED_TOPIC, {"event": "merge", "record_id": new["id"],
                                       "retired_record_id": old["id"], "person_ids": persons})
         return True, "merged", [new["id"], old["id"]], persons
 
@@ -320,7 +320,7 @@ class Feed:
                    after={**record_snapshot(old), "identifier": new_value},
                    record_id=old["id"], person_id=old["person_id"])
         await repo.touch_person(old["person_id"])
-        uow.emit("identity.changed", {"event": "identifier_changed", "record_id": old["id"],
+        uow.emit(CHANGED_TOPIC, {"event": "identifier_changed", "record_id": old["id"],
                                       "old_identifier": old["identifier"],
                                       "person_ids": [old["person_id"]]})
         return old["id"], old["person_id"]
@@ -341,7 +341,7 @@ class Feed:
                                     link["explanation"], before=link)
             return [person_a]
         await self.move_person(uow, person_b, person_a, kind)
-        uow.emit("identity.changed", {"event": "link", "record_ids": [a["id"], b["id"]],
+        uow.emit(CHANGED_TOPIC, {"event": "link", "record_ids": [a["id"], b["id"]],
                                       "person_ids": [person_a, person_b]})
         return [person_a, person_b]
 
@@ -359,7 +359,7 @@ class Feed:
         person_id = await self.new_person(uow, b["id"])
         link = await repo.link_row(b["id"])
         await self.set_link(uow, b["id"], person_id, LinkKind.MANUAL, None, None, before=link)
-        uow.emit("identity.changed", {"event": "unlink", "record_ids": [a["id"], b["id"]],
+        uow.emit(CHANGED_TOPIC, {"event": "unlink", "record_ids": [a["id"], b["id"]],
                                       "person_ids": [a["person_id"], person_id]})
         return [a["person_id"], person_id]
 
@@ -377,7 +377,7 @@ class Feed:
         await self.dismiss_reviews(uow, row["id"])
         if row["person_id"] is not None:
             await self.retire_if_empty(uow, row["person_id"])
-        uow.emit("identity.changed", {"event": "remove", "record_id": row["id"],
+        uow.emit(CHANGED_TOPIC, {"event": "remove", "record_id": row["id"],
                                       "person_ids": [row["person_id"]]})
         return row["id"], row["person_id"]
 

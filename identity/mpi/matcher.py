@@ -23,6 +23,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+import jellyfish
+
 from matching.normalize import normalize_record
 
 RULE_NAME = "deterministic-v1"
@@ -63,13 +65,24 @@ class Outcome:
     """(person id, other record id or None, reason, explanation) for the steward."""
 
 
+def sound(name: str | None) -> str:
+    """Phonetic key of the first token of a normalised name, for PDQ phonetic search.
+
+    Metaphone, not the NYSIIS key matching/ uses for blocking: a person searching by sound
+    expects SMITH to find SMYTH and SMYTHE (NYSIIS keeps them apart; metaphone gives SM0 for
+    all three), JON to find JOHN and CATHERINE to find KATHERINE.
+    """
+    token = (name or "").split(" ", 1)[0]
+    return jellyfish.metaphone(token) if token else ""
+
+
 def search_columns(norm: dict[str, Any]) -> dict[str, Any]:
     addresses = norm.get("addresses") or []
     return {
         "family_norm": norm.get("family"),
         "given_norm": norm.get("given"),
-        "family_phon": norm.get("family_phonetic"),
-        "given_phon": norm.get("given_phonetic"),
+        "family_phon": sound(norm.get("family_core") or norm.get("family")),
+        "given_phon": sound(norm.get("given")),
         "birth_date": norm.get("birth_date"),
         "sex": norm.get("sex"),
         "postal_code": (norm.get("postal_codes") or [None])[0],

@@ -17,6 +17,7 @@ from identity.model import (
     SearchCriteria,
 )
 from identity.mpi.domains import DomainRegistry
+from identity.mpi.matcher import sound
 from identity.store.repository import Repository, SearchTerms
 from matching.normalize import (
     fold,
@@ -27,7 +28,6 @@ from matching.normalize import (
     normalize_postal_code,
     normalize_sex,
     parse_birth_date,
-    phonetic,
 )
 
 
@@ -110,7 +110,7 @@ def _name_term(terms: SearchTerms, column: str, raw: str, mode: str, family: boo
     if wildcard or mode == "prefix":
         terms.prefix(f"{column}_norm", value)
     elif mode == "phonetic":
-        terms.equals(f"{column}_phon", phonetic(value.split()[0]))
+        terms.equals(f"{column}_phon", sound(value))
     else:
         terms.equals(f"{column}_norm", value)
 

@@ -13,7 +13,7 @@ from enum import StrEnum
 from identity.errors import InvalidInput, InvalidState, NotFound
 from identity.model import LinkKind, PersonStatus, ReviewStatus
 from identity.mpi.feed import Feed
-from identity.mpi.uow import UnitOfWork
+from identity.mpi.uow import CHANGED_TOPIC, UnitOfWork
 
 UNDOABLE = {"link", "person", "review_item", "no_match"}
 
@@ -120,6 +120,6 @@ async def undo(uow: UnitOfWork, feed: Feed, command_id: str) -> list[int]:
         uow.record("undo:" + event.event, event.entity, event.entity_id,
                    before=event.after, after=event.before,
                    person_id=event.person_id, record_id=event.record_id)
-    uow.emit("identity.changed", {"event": "undo", "undone_command": command_id,
+    uow.emit(CHANGED_TOPIC, {"event": "undo", "undone_command": command_id,
                                   "person_ids": sorted(touched)})
     return sorted(touched)

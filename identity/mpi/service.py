@@ -37,7 +37,7 @@ from identity.mpi.domains import DomainRegistry
 from identity.mpi.feed import Feed, record_key
 from identity.mpi.matcher import DeterministicMatcher
 from identity.mpi.review import StewardDecision
-from identity.mpi.uow import UnitOfWork
+from identity.mpi.uow import CHANGED_TOPIC, UnitOfWork, notify_topic
 from identity.store.db import Database
 from identity.store.repository import (
     Repository,
@@ -58,6 +58,9 @@ class Mpi:
         self.domains = DomainRegistry(db, settings)
         self.matcher = DeterministicMatcher(set())
         self.feed = Feed(self.matcher)
+        self.fanout = {
+            CHANGED_TOPIC: tuple(notify_topic(n.name) for n in settings.notify),
+        }
 
     async def start(self) -> None:
         """Sync configured domains into the database and load them."""
@@ -69,7 +72,7 @@ class Mpi:
     @asynccontextmanager
     async def _unit(self, actor: str, message_id: str | None) -> AsyncIterator[UnitOfWork]:
         async with self.db.transaction() as conn:
-            uow = UnitOfWork(conn, actor, message_id)
+            uow = UnitOfWork(conn, actor, message_id, self.fanout)
             yield uow
             await uow.flush()
 

@@ -9,6 +9,18 @@ import asyncpg
 
 from identity.store.repository import Repository
 
+CHANGED_TOPIC = "identity.changed"
+"""Outbox topic of every change to a person's set of identifiers: a record added, merged,
+renamed, linked, unlinked or removed (payload: event, person_ids, record ids)."""
+
+UPDATED_TOPIC = "record.updated"
+"""Outbox topic of a demographics update that left the identifiers as they were."""
+
+
+def notify_topic(consumer: str) -> str:
+    """Outbox topic of one ITI-10 PIX Consumer (configured in [[notify]])."""
+    return f"iti10:{consumer}"
+
 
 class UnitOfWork:
     """Collects history and outbox rows and writes them before the transaction commits.
@@ -17,8 +29,15 @@ class UnitOfWork:
     ``steward:<user>``, ``system``); ``message_id`` the originating message or request id.
     """
 
-    def __init__(self, conn: asyncpg.Connection, actor: str, message_id: str | None) -> None:
+    def __init__(
+        self,
+        conn: asyncpg.Connection,
+        actor: str,
+        message_id: str | None,
+        fanout: dict[str, tuple[str, ...]] | None = None,
+    ) -> None:
         self.repo = Repository(conn)
+        self.fanout = fanout or {}
         self.actor = actor
         self.message_id = message_id
         self.command_id = uuid.uuid4()
@@ -53,8 +72,13 @@ class UnitOfWork:
         )
 
     def emit(self, topic: str, payload: dict[str, Any]) -> None:
-        """Queue work that leaves the process after commit (notifications, audit)."""
+        """Queue work that leaves the process after commit (notifications, audit).
+
+        A topic with subscribers (``fanout``) also gets one row per subscriber topic, so that
+        each consumer is delivered to in order and retried on its own."""
         self._outbox.append((topic, payload, self.command_id))
+        for subscriber in self.fanout.get(topic, ()):
+            self._outbox.append((subscriber, payload, self.command_id))
 
     async def flush(self) -> None:
         if self._history:

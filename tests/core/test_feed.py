@@ -27,6 +27,7 @@ from identity.model import (
     SearchCriteria,
 )
 from identity.mpi import Mpi
+from identity.mpi.uow import CHANGED_TOPIC
 
 from .helpers import person, ref
 
@@ -353,6 +354,6 @@ async def test_outbox_rows_are_written_with_the_change(mpi: Mpi, db) -> None:  #
     async with db.connection() as conn:
         rows = await conn.fetch("SELECT topic, payload, command_id FROM outbox")
     assert len(rows) == 1
-    assert rows[0]["topic"] == "identity.changed"
+    assert rows[0]["topic"] == CHANGED_TOPIC
     assert rows[0]["payload"]["person_ids"] == [result.person.id]
     assert str(rows[0]["command_id"]) == result.command_id

@@ -1,0 +1,163 @@
+"""Cross-references (PIX) and demographic search (PDQ) in the MPI core."""
+
+from __future__ import annotations
+
+import pytest
+
+from identity.errors import InvalidInput, UnknownDomain, UnknownIdentifier, UnknownTargetDomain
+from identity.model import Address, AuthorityRef, Phone, SearchCriteria
+from identity.mpi import Mpi
+
+from .helpers import person, ref
+
+A = {"source": "ADT_A", "actor": "test"}
+B = {"source": "ADT_B", "actor": "test"}
+
+
+@pytest.fixture
+async def linked(mpi: Mpi) -> Mpi:
+    ssn = ref("NATIONAL", "123456789")
+    await mpi.register(person("HOSPA", "A1", others=(ssn,)), **A)
+    await mpi.register(person("HOSPB", "B1"), **B)
+    await mpi.register(person("LAB", "L1"), source="LIS", actor="test")
+    return mpi
+
+
+async def test_cross_references_return_other_domains_not_the_queried_id(linked: Mpi) -> None:
+    xref = await linked.cross_references(ref("HOSPA", "A1"))
+    found = {(r.identifier.domain, r.identifier.value) for r in xref.references}
+    assert ("HOSPB", "B1") in found and ("LAB", "L1") in found
+    assert ("NATIONAL", "123456789") in found
+    assert ("MPI", xref.enterprise_id) in found
+    assert ("HOSPA", "A1") not in found
+
+
+async def test_cross_references_restricted_to_target_domains(linked: Mpi) -> None:
+    xref = await linked.cross_references(
+        ref("HOSPA", "A1"), [AuthorityRef(namespace="LAB"), AuthorityRef(oid="1.2.3.4.5.2")]
+    )
+    assert sorted(r.identifier.domain for r in xref.references) == ["HOSPB", "LAB"]
+    lab = next(r for r in xref.references if r.identifier.domain == "LAB")
+    assert lab.identifier.oid == "1.2.3.4.5.3" and lab.record_id is not None
+
+
+async def test_cross_references_with_nothing_in_target_domain_is_empty(mpi: Mpi) -> None:
+    await mpi.register(person("HOSPA", "A1"), **A)
+    xref = await mpi.cross_references(ref("HOSPA", "A1"), [AuthorityRef(namespace="LAB")])
+    assert xref.references == ()
+
+
+async def test_enterprise_domain_is_queryable_both_ways(linked: Mpi) -> None:
+    xref = await linked.cross_references(ref("HOSPA", "A1"))
+    back = await linked.cross_references(ref("MPI", xref.enterprise_id))
+    assert {r.identifier.value for r in back.references} >= {"A1", "B1", "L1"}
+    assert "MPI" not in {r.identifier.domain for r in back.references}
+
+
+async def test_query_by_other_identifier_finds_the_person(linked: Mpi) -> None:
+    xref = await linked.cross_references(ref("NATIONAL", "123456789"))
+    assert {r.identifier.value for r in xref.references} >= {"A1", "B1"}
+
+
+async def test_unknown_identifier_in_known_domain(linked: Mpi) -> None:
+    with pytest.raises(UnknownIdentifier):
+        await linked.cross_references(ref("HOSPA", "NOPE"))
+
+
+async def test_unknown_source_domain(linked: Mpi) -> None:
+    with pytest.raises(UnknownDomain) as caught:
+        await linked.cross_references(ref("ELSEWHERE", "A1"))
+    assert not isinstance(caught.value, UnknownTargetDomain)
+
+
+async def test_unknown_target_domain_reports_its_position(linked: Mpi) -> None:
+    with pytest.raises(UnknownTargetDomain) as caught:
+        await linked.cross_references(
+            ref("HOSPA", "A1"), [AuthorityRef(namespace="LAB"), AuthorityRef(namespace="XX")]
+        )
+    assert caught.value.position == 2
+
+
+async def _people(mpi: Mpi) -> None:
+    await mpi.register(
+        person("HOSPA", "A1", family="Smith", given="John", birth_date="1980-03-12",
+               addresses=(Address(lines=("12 Main Street",), city="Springfield",
+                                  state="IL", postal_code="62701"),),
+               phones=(Phone(value="(555) 123-4567"),), mothers_maiden_name="Doe"),
+        **A,
+    )
+    await mpi.register(person("HOSPA", "A2", family="Smyth", given="Jane", sex="F",
+                              birth_date="1980-07-01"), **A)
+    await mpi.register(person("HOSPA", "A3", family="Smithers", given="Waylon",
+                              birth_date="1955-01-01"), **A)
+    await mpi.register(person("HOSPB", "B1", family="Jones", given="John", birth_date="1980"),
+                       **B)
+
+
+async def test_search_exact_family_is_case_and_accent_insensitive(mpi: Mpi) -> None:
+    await _people(mpi)
+    result = await mpi.search(SearchCriteria(family="smith"))
+    assert [r.identifier for r in result.records] == ["A1"]
+    assert result.total == 1
+
+
+async def test_search_prefix_with_wildcard(mpi: Mpi) -> None:
+    await _people(mpi)
+    result = await mpi.search(SearchCriteria(family="SMI*"))
+    assert sorted(r.identifier for r in result.records) == ["A1", "A3"]
+
+
+async def test_search_phonetic(mpi: Mpi) -> None:
+    await _people(mpi)
+    result = await mpi.search(SearchCriteria(family="Smythe", name_mode="phonetic"))
+    assert {"A1", "A2"} <= {r.identifier for r in result.records}
+    assert "B1" not in {r.identifier for r in result.records}
+
+
+async def test_search_partial_birth_dates(mpi: Mpi) -> None:
+    await _people(mpi)
+    year = await mpi.search(SearchCriteria(birth_date="1980"))
+    assert sorted(r.identifier for r in year.records) == ["A1", "A2", "B1"]
+    month = await mpi.search(SearchCriteria(birth_date="1980-03"))
+    assert [r.identifier for r in month.records] == ["A1"]
+    day = await mpi.search(SearchCriteria(birth_date="19800312"))
+    assert [r.identifier for r in day.records] == ["A1"]
+
+
+async def test_search_by_given_sex_address_phone_and_identifier(mpi: Mpi) -> None:
+    await _people(mpi)
+    assert (await mpi.search(SearchCriteria(given="john", sex="M"))).total == 2
+    assert (await mpi.search(SearchCriteria(sex="female"))).total == 1
+    assert (await mpi.search(SearchCriteria(postal_code="62701"))).total == 1
+    assert (await mpi.search(SearchCriteria(city="springfield"))).total == 1
+    assert (await mpi.search(SearchCriteria(state="il"))).total == 1
+    assert (await mpi.search(SearchCriteria(address_line="12 main st"))).total == 1
+    assert (await mpi.search(SearchCriteria(phone="555-123-4567"))).total == 1
+    assert (await mpi.search(SearchCriteria(mothers_maiden_name="DOE"))).total == 1
+    by_id = await mpi.search(SearchCriteria(identifier=ref("HOSPB", "B1")))
+    assert [r.identifier for r in by_id.records] == ["B1"]
+
+
+async def test_search_paging_keeps_total(mpi: Mpi) -> None:
+    await _people(mpi)
+    first = await mpi.search(SearchCriteria(birth_date="1980", limit=2))
+    second = await mpi.search(SearchCriteria(birth_date="1980", limit=2, offset=2))
+    assert first.total == second.total == 3
+    ids = [r.identifier for r in first.records + second.records]
+    assert len(set(ids)) == 3
+
+
+async def test_search_rejects_bad_values(mpi: Mpi) -> None:
+    with pytest.raises(InvalidInput):
+        await mpi.search(SearchCriteria(birth_date="1980-13-45"))
+    with pytest.raises(InvalidInput):
+        await mpi.search(SearchCriteria(sex="Q"))
+    with pytest.raises(UnknownDomain):
+        await mpi.search(SearchCriteria(identifier=ref("NOWHERE", "1")))
+
+
+async def test_search_excludes_removed_records(mpi: Mpi) -> None:
+    await _people(mpi)
+    await mpi.remove(ref("HOSPA", "A1"), **A)
+    assert (await mpi.search(SearchCriteria(family="Smith"))).total == 0
+    assert (await mpi.search(SearchCriteria(family="Smith", include_inactive=True))).total == 1

@@ -1,0 +1,95 @@
+"""Steward decisions on the review queue, and undo."""
+
+from __future__ import annotations
+
+import pytest
+
+from identity.errors import InvalidState, NotFound
+from identity.model import Decision, LinkKind, PersonStatus, ReviewStatus
+from identity.mpi import Mpi, StewardDecision
+
+from .helpers import person
+
+A = {"source": "ADT_A", "actor": "hl7:ADT_A"}
+
+
+async def _duplicate_pair(mpi: Mpi):  # type: ignore[no-untyped-def]
+    first = await mpi.register(person("HOSPA", "A1"), **A)
+    second = await mpi.register(person("HOSPA", "A2"), **A)
+    assert second.decision == Decision.REVIEW
+    return first, second, second.review_items[0]
+
+
+async def test_review_queue_lists_open_items(mpi: Mpi) -> None:
+    _, second, item = await _duplicate_pair(mpi)
+    items = await mpi.review_items()
+    assert [i.id for i in items] == [item.id]
+    assert items[0].record_id == second.record.id
+    assert items[0].explanation is not None and items[0].explanation["criterion"]
+
+
+async def test_same_person_decision_links_manually(mpi: Mpi) -> None:
+    first, second, item = await _duplicate_pair(mpi)
+    await mpi.decide_review(item.id, StewardDecision.SAME_PERSON, actor="steward:ann")
+    record = await mpi.get_record(second.record.id)
+    assert record.person_id == first.person.id
+    assert record.link is not None and record.link.kind == LinkKind.MANUAL
+    assert record.link.actor == "steward:ann"
+    assert (await mpi.get_person(second.person.id)).status == PersonStatus.MERGED
+    assert await mpi.review_items() == []
+    (closed,) = await mpi.review_items(status="linked")
+    assert closed.resolved_by == "steward:ann"
+
+
+async def test_different_persons_decision_is_remembered(mpi: Mpi) -> None:
+    _, second, item = await _duplicate_pair(mpi)
+    await mpi.decide_review(item.id, StewardDecision.DIFFERENT_PERSONS, actor="steward:ann",
+                            reason="twins")
+    (closed,) = await mpi.review_items(status="rejected")
+    assert closed.id == item.id
+    # A third record identical to both, from another domain, must not be linked to A1's person
+    # through A2: the steward said they differ, so it goes to review.
+    lab = await mpi.register(person("LAB", "L1"), source="LIS", actor="lis")
+    assert lab.decision == Decision.REVIEW
+
+
+async def test_decided_item_cannot_be_decided_again(mpi: Mpi) -> None:
+    _, _, item = await _duplicate_pair(mpi)
+    await mpi.decide_review(item.id, StewardDecision.DISMISS, actor="steward:ann")
+    with pytest.raises(InvalidState):
+        await mpi.decide_review(item.id, StewardDecision.SAME_PERSON, actor="steward:ann")
+    with pytest.raises(NotFound):
+        await mpi.decide_review(999999, StewardDecision.DISMISS, actor="steward:ann")
+
+
+async def test_undo_of_a_link_decision_restores_everything(mpi: Mpi) -> None:
+    first, second, item = await _duplicate_pair(mpi)
+    decided = await mpi.decide_review(item.id, StewardDecision.SAME_PERSON, actor="steward:ann")
+    await mpi.undo(decided.command_id, actor="steward:ann")
+    record = await mpi.get_record(second.record.id)
+    assert record.person_id == second.person.id
+    assert record.link is not None and record.link.kind == LinkKind.AUTOMATIC
+    assert (await mpi.get_person(second.person.id)).status == PersonStatus.ACTIVE
+    (reopened,) = await mpi.review_items()
+    assert reopened.id == item.id and reopened.status == ReviewStatus.OPEN
+    events = await mpi.history(record_id=second.record.id)
+    assert any(e.event == "undo:link_set" and e.actor == "steward:ann" for e in events)
+
+
+async def test_undo_is_refused_when_something_changed_since(mpi: Mpi) -> None:
+    first, second, item = await _duplicate_pair(mpi)
+    decided = await mpi.decide_review(item.id, StewardDecision.SAME_PERSON, actor="steward:ann")
+    undone = await mpi.undo(decided.command_id, actor="steward:ann")
+    with pytest.raises(InvalidState):
+        await mpi.undo(decided.command_id, actor="steward:ann")  # already undone
+    # the undo itself can be undone (redo)
+    await mpi.undo(undone.command_id, actor="steward:ann")
+    assert (await mpi.get_record(second.record.id)).person_id == first.person.id
+
+
+async def test_feed_commands_are_not_undoable(mpi: Mpi) -> None:
+    first = await mpi.register(person("HOSPA", "A1"), **A)
+    with pytest.raises(InvalidState):
+        await mpi.undo(first.command_id, actor="steward:ann")
+    with pytest.raises(NotFound):
+        await mpi.undo("00000000-0000-0000-0000-000000000000", actor="steward:ann")
