@@ -13,8 +13,10 @@ import time
 class _Formatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
         stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created))
-        line = f"ts={stamp}.{int(record.msecs):03d}Z level={record.levelname} " \
-               f"logger={record.name} {record.getMessage()}"
+        line = (
+            f"ts={stamp}.{int(record.msecs):03d}Z level={record.levelname} "
+            f"logger={record.name} {record.getMessage()}"
+        )
         if record.exc_info:
             line += " exc=" + repr(self.formatException(record.exc_info))
         return line

@@ -47,7 +47,9 @@ class AuthorityRef(_Model):
     oid: str | None = None
 
     def __str__(self) -> str:
-        return "&".join(part or "" for part in (self.namespace, self.oid, "ISO" if self.oid else ""))
+        return "&".join(
+            part or "" for part in (self.namespace, self.oid, "ISO" if self.oid else "")
+        )
 
 
 class IdentifierRef(_Model):
@@ -129,7 +131,9 @@ class Demographics(_Model):
     def primary_name(self) -> Name | None:
         return self.names[0] if self.names else None
 
-    def merged_with(self, update: Demographics, cleared: frozenset[str] = frozenset()) -> Demographics:
+    def merged_with(
+        self, update: Demographics, cleared: frozenset[str] = frozenset()
+    ) -> Demographics:
         """This record's demographics after a partial update (HL7 v2 semantics: an empty field
         changes nothing, an explicit null ``""`` clears the value)."""
         values = self.model_dump()

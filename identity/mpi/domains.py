@@ -108,7 +108,8 @@ class DomainRegistry:
         exactly one domain; an unknown one is created when mpi.auto_register_domains is set."""
         if not ref.namespace and not ref.oid:
             owned = [
-                d for d in self._by_id.values()
+                d
+                for d in self._by_id.values()
                 if source is not None and source in d.sources and not d.is_enterprise
             ]
             if len(owned) == 1:

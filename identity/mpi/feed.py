@@ -98,28 +98,44 @@ class Feed:
             record_id = await repo.insert_record(
                 domain.id, value, demographics, prepared.normalized, prepared.search, source
             )
-            after = {"domain_id": domain.id, "identifier": value, "status": "active",
-                     "demographics": demographics.model_dump(mode="json")}
-            uow.record("record_created", "source_record", record_id, after=after,
-                       record_id=record_id)
+            after = {
+                "domain_id": domain.id,
+                "identifier": value,
+                "status": "active",
+                "demographics": demographics.model_dump(mode="json"),
+            }
+            uow.record(
+                "record_created", "source_record", record_id, after=after, record_id=record_id
+            )
         else:
             record_id = row["id"]
             await repo.update_record(
                 record_id, demographics, prepared.normalized, prepared.search, source
             )
-            after = {**record_snapshot(row), "status": "active",
-                     "demographics": demographics.model_dump(mode="json")}
-            uow.record("record_updated", "source_record", record_id,
-                       before=record_snapshot(row), after=after,
-                       record_id=record_id, person_id=row["person_id"])
+            after = {
+                **record_snapshot(row),
+                "status": "active",
+                "demographics": demographics.model_dump(mode="json"),
+            }
+            uow.record(
+                "record_updated",
+                "source_record",
+                record_id,
+                before=record_snapshot(row),
+                after=after,
+                record_id=record_id,
+                person_id=row["person_id"],
+            )
         await repo.set_other_identifiers(record_id, others)
         await repo.set_blocking_keys(record_id, prepared.keys)
 
         if row is not None and row["status"] == RecordStatus.ACTIVE and row["person_id"]:
             person_id = row["person_id"]
             await repo.touch_person(person_id)
-            uow.emit(UPDATED_TOPIC, {"event": "record_updated", "record_id": record_id,
-                                          "person_ids": [person_id]})
+            uow.emit(
+                UPDATED_TOPIC,
+                {"event": "record_updated", "record_id": record_id, "person_ids": [person_id]},
+            )
             return Decision.UNCHANGED_LINK, record_id, person_id, False, []
 
         subject = Subject(
@@ -129,8 +145,10 @@ class Feed:
             keys=frozenset(prepared.keys),
         )
         decision, person_id, reviews = await self._decide_and_link(uow, subject)
-        uow.emit(CHANGED_TOPIC, {"event": "record_added", "record_id": record_id,
-                                      "person_ids": [person_id]})
+        uow.emit(
+            CHANGED_TOPIC,
+            {"event": "record_added", "record_id": record_id, "person_ids": [person_id]},
+        )
         return decision, record_id, person_id, row is None, reviews
 
     async def _candidates(
@@ -165,8 +183,15 @@ class Feed:
         else:
             person_id = await self.new_person(uow, subject.record_id)
             decision = Decision.REVIEW if outcome.reviews else Decision.NEW_PERSON
-        await self.set_link(uow, subject.record_id, person_id, LinkKind.AUTOMATIC,
-                            outcome.score, outcome.explanation, before=None)
+        await self.set_link(
+            uow,
+            subject.record_id,
+            person_id,
+            LinkKind.AUTOMATIC,
+            outcome.score,
+            outcome.explanation,
+            before=None,
+        )
         review_ids = []
         for other_person, other_record, reason, explanation in outcome.reviews:
             item = await repo.insert_review_item(
@@ -174,18 +199,28 @@ class Feed:
             )
             if item is not None:
                 review_ids.append(item["id"])
-                uow.record("review_opened", "review_item", item["id"],
-                           after={"status": "open", "reason": reason},
-                           record_id=subject.record_id, person_id=other_person)
+                uow.record(
+                    "review_opened",
+                    "review_item",
+                    item["id"],
+                    after={"status": "open", "reason": reason},
+                    record_id=subject.record_id,
+                    person_id=other_person,
+                )
         return decision, person_id, review_ids
 
     # --- shared building blocks -------------------------------------------------------------
 
     async def new_person(self, uow: UnitOfWork, record_id: int | None) -> int:
         person = await uow.repo.insert_person()
-        uow.record("person_created", "person", person["id"],
-                   after={"status": "active", "enterprise_id": person["enterprise_id"]},
-                   person_id=person["id"], record_id=record_id)
+        uow.record(
+            "person_created",
+            "person",
+            person["id"],
+            after={"status": "active", "enterprise_id": person["enterprise_id"]},
+            person_id=person["id"],
+            record_id=record_id,
+        )
         return person["id"]
 
     async def set_link(
@@ -200,10 +235,22 @@ class Feed:
         before: asyncpg.Record | None,
     ) -> None:
         await uow.repo.set_link(record_id, person_id, kind, score, explanation, uow.actor)
-        after = {"person_id": person_id, "kind": kind.value, "score": score,
-                 "explanation": explanation, "actor": uow.actor}
-        uow.record("link_set", "link", record_id, before=link_snapshot(before), after=after,
-                   record_id=record_id, person_id=person_id)
+        after = {
+            "person_id": person_id,
+            "kind": kind.value,
+            "score": score,
+            "explanation": explanation,
+            "actor": uow.actor,
+        }
+        uow.record(
+            "link_set",
+            "link",
+            record_id,
+            before=link_snapshot(before),
+            after=after,
+            record_id=record_id,
+            person_id=person_id,
+        )
 
     async def retire_if_empty(
         self, uow: UnitOfWork, person_id: int, merged_into: int | None = None
@@ -216,10 +263,14 @@ class Feed:
             return
         status = PersonStatus.MERGED if merged_into else PersonStatus.RETIRED
         await repo.set_person_status(person_id, status, merged_into)
-        uow.record("person_" + status.value, "person", person_id,
-                   before={"status": row["status"], "merged_into": row["merged_into"]},
-                   after={"status": status.value, "merged_into": merged_into},
-                   person_id=person_id)
+        uow.record(
+            "person_" + status.value,
+            "person",
+            person_id,
+            before={"status": row["status"], "merged_into": row["merged_into"]},
+            after={"status": status.value, "merged_into": merged_into},
+            person_id=person_id,
+        )
 
     async def move_person(
         self, uow: UnitOfWork, from_person: int, to_person: int, kind: LinkKind | None
@@ -230,9 +281,15 @@ class Feed:
         for row in await repo.person_record_rows([from_person]):
             link = await repo.link_row(row["id"])
             assert link is not None
-            await self.set_link(uow, row["id"], to_person,
-                                kind or LinkKind(link["kind"]), link["score"],
-                                link["explanation"], before=link)
+            await self.set_link(
+                uow,
+                row["id"],
+                to_person,
+                kind or LinkKind(link["kind"]),
+                link["score"],
+                link["explanation"],
+                before=link,
+            )
             moved.append(row["id"])
         await self.retire_if_empty(uow, from_person, merged_into=to_person)
         return moved
@@ -241,9 +298,14 @@ class Feed:
         repo = uow.repo
         for item_id in await repo.open_review_ids_for_record(record_id):
             await repo.set_review_status(item_id, ReviewStatus.DISMISSED, uow.actor)
-            uow.record("review_dismissed", "review_item", item_id,
-                       before={"status": "open"}, after={"status": "dismissed"},
-                       record_id=record_id)
+            uow.record(
+                "review_dismissed",
+                "review_item",
+                item_id,
+                before={"status": "open"},
+                after={"status": "dismissed"},
+                record_id=record_id,
+            )
 
     # --- merge / change identifier ----------------------------------------------------------
 
@@ -270,23 +332,40 @@ class Feed:
             return False, "retired identifier unknown: nothing to merge", [], []
         if new is None:
             record_id, person_id = await self._rename(uow, domain, old, survivor)
-            return True, "surviving identifier unknown: identifier changed", [record_id], [person_id]
+            return (
+                True,
+                "surviving identifier unknown: identifier changed",
+                [record_id],
+                [person_id],
+            )
         if new["status"] != RecordStatus.ACTIVE:
             raise InvalidState(f"surviving identifier {survivor!r} is not active")
         await repo.set_record_status(old["id"], RecordStatus.MERGED, new["id"])
         await repo.set_blocking_keys(old["id"], [])
-        uow.record("record_merged", "source_record", old["id"],
-                   before=record_snapshot(old),
-                   after={**record_snapshot(old), "status": "merged", "merged_into": new["id"]},
-                   record_id=old["id"], person_id=old["person_id"])
+        uow.record(
+            "record_merged",
+            "source_record",
+            old["id"],
+            before=record_snapshot(old),
+            after={**record_snapshot(old), "status": "merged", "merged_into": new["id"]},
+            record_id=old["id"],
+            person_id=old["person_id"],
+        )
         await self.dismiss_reviews(uow, old["id"])
         persons = [new["person_id"]]
         if old["person_id"] != new["person_id"]:
             persons.append(old["person_id"])
             await self.move_person(uow, old["person_id"], new["person_id"], None)
         await repo.touch_person(new["person_id"])
-        uow.emit(CHANGED_TOPIC, {"event": "merge", "record_id": new["id"],
-                                      "retired_record_id": old["id"], "person_ids": persons})
+        uow.emit(
+            CHANGED_TOPIC,
+            {
+                "event": "merge",
+                "record_id": new["id"],
+                "retired_record_id": old["id"],
+                "person_ids": persons,
+            },
+        )
         return True, "merged", [new["id"], old["id"]], persons
 
     async def change_identifier(
@@ -315,14 +394,25 @@ class Feed:
             [(domain.id, new_value, None), *others],
         )
         await repo.set_blocking_keys(old["id"], prepared.keys)
-        uow.record("identifier_changed", "source_record", old["id"],
-                   before=record_snapshot(old),
-                   after={**record_snapshot(old), "identifier": new_value},
-                   record_id=old["id"], person_id=old["person_id"])
+        uow.record(
+            "identifier_changed",
+            "source_record",
+            old["id"],
+            before=record_snapshot(old),
+            after={**record_snapshot(old), "identifier": new_value},
+            record_id=old["id"],
+            person_id=old["person_id"],
+        )
         await repo.touch_person(old["person_id"])
-        uow.emit(CHANGED_TOPIC, {"event": "identifier_changed", "record_id": old["id"],
-                                      "old_identifier": old["identifier"],
-                                      "person_ids": [old["person_id"]]})
+        uow.emit(
+            CHANGED_TOPIC,
+            {
+                "event": "identifier_changed",
+                "record_id": old["id"],
+                "old_identifier": old["identifier"],
+                "person_ids": [old["person_id"]],
+            },
+        )
         return old["id"], old["person_id"]
 
     # --- link / unlink / remove -------------------------------------------------------------
@@ -337,12 +427,15 @@ class Feed:
         if person_a == person_b:
             link = await repo.link_row(b["id"])
             if link is not None and link["kind"] != kind.value:
-                await self.set_link(uow, b["id"], person_a, kind, link["score"],
-                                    link["explanation"], before=link)
+                await self.set_link(
+                    uow, b["id"], person_a, kind, link["score"], link["explanation"], before=link
+                )
             return [person_a]
         await self.move_person(uow, person_b, person_a, kind)
-        uow.emit(CHANGED_TOPIC, {"event": "link", "record_ids": [a["id"], b["id"]],
-                                      "person_ids": [person_a, person_b]})
+        uow.emit(
+            CHANGED_TOPIC,
+            {"event": "link", "record_ids": [a["id"], b["id"]], "person_ids": [person_a, person_b]},
+        )
         return [person_a, person_b]
 
     async def unlink(
@@ -351,16 +444,27 @@ class Feed:
         """Separate record ``b`` from ``a``'s person and assert they are different people."""
         repo = uow.repo
         if await repo.add_no_match(a["id"], b["id"], uow.actor, reason):
-            uow.record("no_match_added", "no_match", b["id"],
-                       after={"record_a": a["id"], "record_b": b["id"]},
-                       record_id=b["id"], person_id=b["person_id"])
+            uow.record(
+                "no_match_added",
+                "no_match",
+                b["id"],
+                after={"record_a": a["id"], "record_b": b["id"]},
+                record_id=b["id"],
+                person_id=b["person_id"],
+            )
         if a["person_id"] != b["person_id"]:
             return []
         person_id = await self.new_person(uow, b["id"])
         link = await repo.link_row(b["id"])
         await self.set_link(uow, b["id"], person_id, LinkKind.MANUAL, None, None, before=link)
-        uow.emit(CHANGED_TOPIC, {"event": "unlink", "record_ids": [a["id"], b["id"]],
-                                      "person_ids": [a["person_id"], person_id]})
+        uow.emit(
+            CHANGED_TOPIC,
+            {
+                "event": "unlink",
+                "record_ids": [a["id"], b["id"]],
+                "person_ids": [a["person_id"], person_id],
+            },
+        )
         return [a["person_id"], person_id]
 
     async def remove(self, uow: UnitOfWork, domain: Domain, value: str) -> tuple[int, int | None]:
@@ -371,14 +475,22 @@ class Feed:
             raise UnknownIdentifier(domain.namespace, value)
         await repo.set_record_status(row["id"], RecordStatus.REMOVED)
         await repo.set_blocking_keys(row["id"], [])
-        uow.record("record_removed", "source_record", row["id"], before=record_snapshot(row),
-                   after={**record_snapshot(row), "status": "removed"},
-                   record_id=row["id"], person_id=row["person_id"])
+        uow.record(
+            "record_removed",
+            "source_record",
+            row["id"],
+            before=record_snapshot(row),
+            after={**record_snapshot(row), "status": "removed"},
+            record_id=row["id"],
+            person_id=row["person_id"],
+        )
         await self.dismiss_reviews(uow, row["id"])
         if row["person_id"] is not None:
             await self.retire_if_empty(uow, row["person_id"])
-        uow.emit(CHANGED_TOPIC, {"event": "remove", "record_id": row["id"],
-                                      "person_ids": [row["person_id"]]})
+        uow.emit(
+            CHANGED_TOPIC,
+            {"event": "remove", "record_id": row["id"], "person_ids": [row["person_id"]]},
+        )
         return row["id"], row["person_id"]
 
 

@@ -118,7 +118,9 @@ class DeterministicMatcher:
             and norm.get("birth_precision") == "day"
             and norm.get("sex") in ("M", "F")
         ):
-            keys.append(f"exact:{norm['family']}|{norm['given']}|{norm['birth_date']}|{norm['sex']}")
+            keys.append(
+                f"exact:{norm['family']}|{norm['given']}|{norm['birth_date']}|{norm['sex']}"
+            )
         return Prepared(norm, search_columns(norm), sorted(set(keys)))
 
     def decide(
@@ -151,15 +153,24 @@ class DeterministicMatcher:
             if len(persons) > 1:
                 for person_id, matched in persons.items():
                     outcome.reviews.append(
-                        (person_id, matched[0].record_id, f"{rule}: several persons match",
-                         _explain(rule, matched))
+                        (
+                            person_id,
+                            matched[0].record_id,
+                            f"{rule}: several persons match",
+                            _explain(rule, matched),
+                        )
                     )
                 return outcome
-            (person_id, matched), = persons.items()
+            ((person_id, matched),) = persons.items()
             conflict = self._conflict(subject, person_records.get(person_id, ()), no_match)
             if conflict:
                 outcome.reviews.append(
-                    (person_id, matched[0].record_id, f"{rule}: {conflict}", _explain(rule, matched))
+                    (
+                        person_id,
+                        matched[0].record_id,
+                        f"{rule}: {conflict}",
+                        _explain(rule, matched),
+                    )
                 )
                 return outcome
             return Outcome(person_id=person_id, score=1.0, explanation=_explain(rule, matched))

@@ -115,9 +115,7 @@ def _name_term(terms: SearchTerms, column: str, raw: str, mode: str, family: boo
         terms.equals(f"{column}_norm", value)
 
 
-async def build_search_terms(
-    domains: DomainRegistry, criteria: SearchCriteria
-) -> SearchTerms:
+async def build_search_terms(domains: DomainRegistry, criteria: SearchCriteria) -> SearchTerms:
     terms = SearchTerms()
     if not criteria.include_inactive:
         terms.active_only()
@@ -128,8 +126,9 @@ async def build_search_terms(
     if criteria.birth_date:
         parsed = parse_birth_date(criteria.birth_date)
         if parsed is None:
-            raise InvalidInput(f"birth date {criteria.birth_date!r} is not a valid date",
-                               field="birth_date")
+            raise InvalidInput(
+                f"birth date {criteria.birth_date!r} is not a valid date", field="birth_date"
+            )
         terms.birth_date(parsed.iso)
     terms.birth_date_range(criteria.birth_date_from, criteria.birth_date_to)
     if criteria.sex:

@@ -50,9 +50,14 @@ async def decide(
     elif decision == StewardDecision.DIFFERENT_PERSONS:
         for other in others:
             if await repo.add_no_match(record["id"], other["id"], uow.actor, reason):
-                uow.record("no_match_added", "no_match", record["id"],
-                           after={"record_a": record["id"], "record_b": other["id"]},
-                           record_id=record["id"], person_id=other["person_id"])
+                uow.record(
+                    "no_match_added",
+                    "no_match",
+                    record["id"],
+                    after={"record_a": record["id"], "record_b": other["id"]},
+                    record_id=record["id"],
+                    person_id=other["person_id"],
+                )
             if other["person_id"] == record["person_id"]:
                 touched = await feed.unlink(uow, other, record, reason)
         status = ReviewStatus.REJECTED
@@ -61,9 +66,15 @@ async def decide(
     else:  # pragma: no cover - StrEnum exhausts the cases
         raise InvalidInput(f"unknown decision {decision!r}")
     await repo.set_review_status(item_id, status, uow.actor)
-    uow.record("review_" + status.value, "review_item", item_id,
-               before={"status": "open"}, after={"status": status.value, "reason": reason},
-               record_id=record["id"], person_id=item["person_id"])
+    uow.record(
+        "review_" + status.value,
+        "review_item",
+        item_id,
+        before={"status": "open"},
+        after={"status": status.value, "reason": reason},
+        record_id=record["id"],
+        person_id=item["person_id"],
+    )
     return touched
 
 
@@ -96,8 +107,14 @@ async def undo(uow: UnitOfWork, feed: Feed, command_id: str) -> list[int]:
                 await repo.delete_link(event.entity_id)
             else:
                 b = event.before
-                await repo.set_link(event.entity_id, b["person_id"], LinkKind(b["kind"]),
-                                    b["score"], b["explanation"], b["actor"])
+                await repo.set_link(
+                    event.entity_id,
+                    b["person_id"],
+                    LinkKind(b["kind"]),
+                    b["score"],
+                    b["explanation"],
+                    b["actor"],
+                )
                 touched.add(b["person_id"])
             if current is not None:
                 touched.add(current["person_id"])
@@ -109,17 +126,24 @@ async def undo(uow: UnitOfWork, feed: Feed, command_id: str) -> list[int]:
             touched.add(event.entity_id)
         elif event.entity == "review_item":
             before = event.before or {"status": ReviewStatus.DISMISSED.value}
-            await repo.set_review_status(event.entity_id, ReviewStatus(before["status"]),
-                                         uow.actor)
+            await repo.set_review_status(event.entity_id, ReviewStatus(before["status"]), uow.actor)
         elif event.entity == "no_match":
-            pair = (event.after or event.before or {})
+            pair = event.after or event.before or {}
             if event.before is None:
                 await repo.delete_no_match(pair["record_a"], pair["record_b"])
             else:
                 await repo.add_no_match(pair["record_a"], pair["record_b"], uow.actor, "undo")
-        uow.record("undo:" + event.event, event.entity, event.entity_id,
-                   before=event.after, after=event.before,
-                   person_id=event.person_id, record_id=event.record_id)
-    uow.emit(CHANGED_TOPIC, {"event": "undo", "undone_command": command_id,
-                                  "person_ids": sorted(touched)})
+        uow.record(
+            "undo:" + event.event,
+            event.entity,
+            event.entity_id,
+            before=event.after,
+            after=event.before,
+            person_id=event.person_id,
+            record_id=event.record_id,
+        )
+    uow.emit(
+        CHANGED_TOPIC,
+        {"event": "undo", "undone_command": command_id, "person_ids": sorted(touched)},
+    )
     return sorted(touched)

@@ -184,8 +184,14 @@ class Mpi:
                 command_id=str(uow.command_id),
             )
             await self._remember(uow, idempotency, reply, result)
-        log.info("event=record_registered decision=%s record=%d person=%d domain=%s actor=%s",
-                 decision.value, record_id, person_id, domain.namespace, actor)
+        log.info(
+            "event=record_registered decision=%s record=%d person=%d domain=%s actor=%s",
+            decision.value,
+            record_id,
+            person_id,
+            domain.namespace,
+            actor,
+        )
         return result
 
     async def merge(
@@ -210,8 +216,10 @@ class Mpi:
             applied, note, record_ids, person_ids = await self.feed.merge(
                 uow, domain, retired, survivor_value
             )
-            if applied and isinstance(survivor, RecordInput) and (
-                survivor.demographics.model_dump(exclude_none=True) or survivor.cleared
+            if (
+                applied
+                and isinstance(survivor, RecordInput)
+                and (survivor.demographics.model_dump(exclude_none=True) or survivor.cleared)
             ):
                 others = await self._other_identifiers(
                     survivor.other_identifiers, domain, survivor_value
@@ -329,9 +337,7 @@ class Mpi:
             rows.append(row)
         return rows
 
-    async def _lookup_records(
-        self, uow: UnitOfWork, refs: Sequence[IdentifierRef]
-    ) -> list[Any]:
+    async def _lookup_records(self, uow: UnitOfWork, refs: Sequence[IdentifierRef]) -> list[Any]:
         from identity.errors import UnknownIdentifier
 
         keys, resolved = [], []
@@ -437,7 +443,9 @@ class Mpi:
         records = []
         if with_records:
             by_id = self.domains.by_id
-            records = [record_from_row(r, by_id) for r in await repo.person_record_rows([person_id])]
+            records = [
+                record_from_row(r, by_id) for r in await repo.person_record_rows([person_id])
+            ]
         return person_from_row(row, records)
 
     async def _command_result(
@@ -451,8 +459,7 @@ class Mpi:
         by_id = self.domains.by_id
         records = [record_from_row(r, by_id) for r in await uow.repo.record_rows(record_ids)]
         persons = [
-            await self._person(uow.repo, p, with_records=True)
-            for p in dict.fromkeys(person_ids)
+            await self._person(uow.repo, p, with_records=True) for p in dict.fromkeys(person_ids)
         ]
         return CommandResult(
             command_id=str(uow.command_id),

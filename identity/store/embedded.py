@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
+import subprocess
 import warnings
 from pathlib import Path
 from typing import Any
@@ -42,8 +44,16 @@ class EmbeddedPostgres:
             return
         from pgserver._commands import pg_ctl
 
-        pg_ctl(["-w", "-m", "fast", "stop"], pgdata=self.pgdata, user=self._server.system_user)
-        self._server = None
+        server, self._server = self._server, None
+        if (self.pgdata / "postmaster.pid").exists():
+            try:
+                pg_ctl(["-w", "-m", "fast", "stop"], pgdata=self.pgdata, user=server.system_user)
+            except subprocess.CalledProcessError as exc:
+                log.warning("event=embedded_postgres_stop_failed code=%s", exc.returncode)
+        # pgserver caches one handle per data directory for the process; forget it, so that a
+        # later start in this process starts the server again instead of reusing a dead handle.
+        server.global_process_id_list.get_and_remove(os.getpid())
+        type(server)._instances.pop(self.pgdata, None)
         log.info("event=embedded_postgres_stopped pgdata=%s", self.pgdata)
 
     async def start(self) -> str:

@@ -64,5 +64,7 @@ async def migrate(conn: asyncpg.Connection, migrations: list[Migration] | None =
                 migration.name,
             )
             applied.append(migration.version)
-            log.info("event=migration_applied version=%d name=%s", migration.version, migration.name)
+            log.info(
+                "event=migration_applied version=%d name=%s", migration.version, migration.name
+            )
     return applied

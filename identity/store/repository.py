@@ -25,7 +25,6 @@ from identity.model import (
     RecordStatus,
     ReviewItem,
     ReviewStatus,
-    SearchCriteria,
     SourceRecord,
 )
 
@@ -100,7 +99,9 @@ class Repository:
 
     # --- source records ---------------------------------------------------------------------
 
-    async def record_row(self, record_id: int, *, for_update: bool = False) -> asyncpg.Record | None:
+    async def record_row(
+        self, record_id: int, *, for_update: bool = False
+    ) -> asyncpg.Record | None:
         lock = " FOR UPDATE OF r" if for_update else ""
         return await self.conn.fetchrow(
             f"SELECT {_RECORD_COLUMNS} {_RECORD_FROM} WHERE r.id = $1{lock}", record_id
@@ -208,7 +209,8 @@ class Repository:
         )
         if identifiers:
             await self.conn.executemany(
-                """INSERT INTO record_identifier (source_record_id, domain_id, identifier, type_code)
+                """INSERT INTO record_identifier
+                       (source_record_id, domain_id, identifier, type_code)
                    VALUES ($1, $2, $3, $4) ON CONFLICT DO NOTHING""",
                 [(record_id, d, v, t) for d, v, t in identifiers],
             )
@@ -277,12 +279,16 @@ class Repository:
                VALUES (lpad(nextval('enterprise_id_seq')::text, 10, '0')) RETURNING *"""
         )
 
-    async def person_row(self, person_id: int, *, for_update: bool = False) -> asyncpg.Record | None:
+    async def person_row(
+        self, person_id: int, *, for_update: bool = False
+    ) -> asyncpg.Record | None:
         lock = " FOR UPDATE" if for_update else ""
         return await self.conn.fetchrow(f"SELECT * FROM person WHERE id = $1{lock}", person_id)
 
     async def person_row_by_enterprise_id(self, enterprise_id: str) -> asyncpg.Record | None:
-        return await self.conn.fetchrow("SELECT * FROM person WHERE enterprise_id = $1", enterprise_id)
+        return await self.conn.fetchrow(
+            "SELECT * FROM person WHERE enterprise_id = $1", enterprise_id
+        )
 
     async def set_person_status(
         self, person_id: int, status: PersonStatus, merged_into: int | None = None
@@ -462,7 +468,8 @@ class Repository:
 
     async def later_history_exists(self, entity: str, entity_id: int, after_id: int) -> bool:
         return await self.conn.fetchval(
-            "SELECT EXISTS (SELECT 1 FROM history WHERE entity = $1 AND entity_id = $2 AND id > $3)",
+            """SELECT EXISTS (SELECT 1 FROM history
+                              WHERE entity = $1 AND entity_id = $2 AND id > $3)""",
             entity,
             entity_id,
             after_id,
@@ -602,7 +609,9 @@ def record_from_row(row: asyncpg.Record, domains_by_id: dict[int, Domain]) -> So
         domain = domains_by_id.get(int(domain_id))
         if domain is not None:
             others.append(
-                Identifier(domain=domain.namespace, value=value, oid=domain.oid, type=type_code or None)
+                Identifier(
+                    domain=domain.namespace, value=value, oid=domain.oid, type=type_code or None
+                )
             )
     link = None
     if row["person_id"] is not None:
@@ -691,7 +700,9 @@ class OutboxStore:
         self.conn = conn
 
     async def try_own(self, topic: str) -> bool:
-        return await self.conn.fetchval("SELECT pg_try_advisory_lock($1)", key_hash("outbox:" + topic))
+        return await self.conn.fetchval(
+            "SELECT pg_try_advisory_lock($1)", key_hash("outbox:" + topic)
+        )
 
     async def release(self, topic: str) -> None:
         await self.conn.execute("SELECT pg_advisory_unlock($1)", key_hash("outbox:" + topic))

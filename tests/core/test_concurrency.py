@@ -16,16 +16,17 @@ from identity.store.db import Database
 
 from .helpers import person, ref
 
-DOMAINS = [
-    {"namespace": f"SITE{i}", "oid": f"1.2.3.9.{i}", "sources": []} for i in range(8)
-] + [{"namespace": "NATIONAL", "oid": "2.16.840.1.113883.4.1", "identifies_person": True}]
+DOMAINS = [{"namespace": f"SITE{i}", "oid": f"1.2.3.9.{i}", "sources": []} for i in range(8)] + [
+    {"namespace": "NATIONAL", "oid": "2.16.840.1.113883.4.1", "identifies_person": True}
+]
 
 
 async def _cores(url: str, schema: str, settings: Settings, n: int) -> list[tuple[Database, Mpi]]:
     cores = []
     for _ in range(n):
-        db = await Database.connect(url, min_size=1, max_size=2,
-                                    server_settings={"search_path": schema})
+        db = await Database.connect(
+            url, min_size=1, max_size=2, server_settings={"search_path": schema}
+        )
         core = Mpi(db, settings)
         await core.start()
         cores.append((db, core))
@@ -40,11 +41,14 @@ async def test_concurrent_registrations_of_one_person_create_one_person(
     try:
         for round_ in range(5):
             family = f"Concurrent{round_}"
-            results = await asyncio.gather(*(
-                core.register(person(f"SITE{i}", f"R{round_}", family=family),
-                              source="X", actor="t")
-                for i, (_, core) in enumerate(cores)
-            ))
+            results = await asyncio.gather(
+                *(
+                    core.register(
+                        person(f"SITE{i}", f"R{round_}", family=family), source="X", actor="t"
+                    )
+                    for i, (_, core) in enumerate(cores)
+                )
+            )
             assert len({r.person.id for r in results}) == 1, f"round {round_}"
     finally:
         for db, _ in cores:
@@ -57,13 +61,22 @@ async def test_concurrent_registrations_sharing_a_national_id_create_one_person(
     settings = make_settings(domains=DOMAINS)
     cores = await _cores(run_database_url, schema, settings, 8)
     try:
-        results = await asyncio.gather(*(
-            core.register(
-                person(f"SITE{i}", "N1", family=f"Name{i}", given=f"Given{i}",
-                       others=(ref("NATIONAL", "555"),)),
-                source="X", actor="t")
-            for i, (_, core) in enumerate(cores)
-        ))
+        results = await asyncio.gather(
+            *(
+                core.register(
+                    person(
+                        f"SITE{i}",
+                        "N1",
+                        family=f"Name{i}",
+                        given=f"Given{i}",
+                        others=(ref("NATIONAL", "555"),),
+                    ),
+                    source="X",
+                    actor="t",
+                )
+                for i, (_, core) in enumerate(cores)
+            )
+        )
         assert len({r.person.id for r in results}) == 1
     finally:
         for db, _ in cores:

@@ -82,12 +82,8 @@ async def test_shared_national_identifier_links_despite_different_names(mpi: Mpi
 
 
 async def test_different_national_identifiers_are_never_linked(mpi: Mpi) -> None:
-    first = await mpi.register(
-        person("HOSPA", "A1", others=(ref("NATIONAL", "111111111"),)), **A
-    )
-    second = await mpi.register(
-        person("HOSPB", "B1", others=(ref("NATIONAL", "222222222"),)), **B
-    )
+    first = await mpi.register(person("HOSPA", "A1", others=(ref("NATIONAL", "111111111"),)), **A)
+    second = await mpi.register(person("HOSPB", "B1", others=(ref("NATIONAL", "222222222"),)), **B)
     assert second.decision == Decision.REVIEW
     assert second.person.id != first.person.id
     (item,) = second.review_items

@@ -80,18 +80,29 @@ async def test_unknown_target_domain_reports_its_position(linked: Mpi) -> None:
 
 async def _people(mpi: Mpi) -> None:
     await mpi.register(
-        person("HOSPA", "A1", family="Smith", given="John", birth_date="1980-03-12",
-               addresses=(Address(lines=("12 Main Street",), city="Springfield",
-                                  state="IL", postal_code="62701"),),
-               phones=(Phone(value="(555) 123-4567"),), mothers_maiden_name="Doe"),
+        person(
+            "HOSPA",
+            "A1",
+            family="Smith",
+            given="John",
+            birth_date="1980-03-12",
+            addresses=(
+                Address(
+                    lines=("12 Main Street",), city="Springfield", state="IL", postal_code="62701"
+                ),
+            ),
+            phones=(Phone(value="(555) 123-4567"),),
+            mothers_maiden_name="Doe",
+        ),
         **A,
     )
-    await mpi.register(person("HOSPA", "A2", family="Smyth", given="Jane", sex="F",
-                              birth_date="1980-07-01"), **A)
-    await mpi.register(person("HOSPA", "A3", family="Smithers", given="Waylon",
-                              birth_date="1955-01-01"), **A)
-    await mpi.register(person("HOSPB", "B1", family="Jones", given="John", birth_date="1980"),
-                       **B)
+    await mpi.register(
+        person("HOSPA", "A2", family="Smyth", given="Jane", sex="F", birth_date="1980-07-01"), **A
+    )
+    await mpi.register(
+        person("HOSPA", "A3", family="Smithers", given="Waylon", birth_date="1955-01-01"), **A
+    )
+    await mpi.register(person("HOSPB", "B1", family="Jones", given="John", birth_date="1980"), **B)
 
 
 async def test_search_exact_family_is_case_and_accent_insensitive(mpi: Mpi) -> None:

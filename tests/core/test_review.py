@@ -43,8 +43,9 @@ async def test_same_person_decision_links_manually(mpi: Mpi) -> None:
 
 async def test_different_persons_decision_is_remembered(mpi: Mpi) -> None:
     _, second, item = await _duplicate_pair(mpi)
-    await mpi.decide_review(item.id, StewardDecision.DIFFERENT_PERSONS, actor="steward:ann",
-                            reason="twins")
+    await mpi.decide_review(
+        item.id, StewardDecision.DIFFERENT_PERSONS, actor="steward:ann", reason="twins"
+    )
     (closed,) = await mpi.review_items(status="rejected")
     assert closed.id == item.id
     # A third record identical to both, from another domain, must not be linked to A1's person

@@ -1,0 +1,175 @@
+"""The service as a whole: embedded PostgreSQL, /healthz, restarts, the CLI and signals."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import re
+import signal
+import subprocess
+import sys
+import uuid
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import aiohttp
+import asyncpg
+import psutil
+import pytest
+
+from identity.app import Service
+from identity.config import Settings
+from identity.model import Decision
+
+from ..conftest import DEMO_DOMAINS, _with_database
+from ..core.helpers import person, ref
+
+
+def _embedded_settings(data_dir: Path) -> Settings:
+    return Settings(data_dir=data_dir, http={"port": 0}, domains=DEMO_DOMAINS)
+
+
+def _postgres_running(pgdata: Path) -> bool:
+    for proc in psutil.process_iter(attrs=["name", "cmdline"]):
+        cmdline = proc.info["cmdline"] or []
+        if proc.info["name"] == "postgres" and any(str(pgdata) in part for part in cmdline):
+            return True
+    return False
+
+
+async def _healthz(port: int) -> tuple[int, dict]:
+    async with aiohttp.ClientSession() as session:
+        async with session.get(f"http://127.0.0.1:{port}/healthz") as response:
+            return response.status, await response.json()
+
+
+async def test_embedded_database_serves_healthz_and_survives_restart(data_dir: Path) -> None:
+    service = Service(_embedded_settings(data_dir))
+    await service.start()
+    try:
+        assert service.http_port
+        status, body = await _healthz(service.http_port)
+        assert status == 200
+        assert body["status"] == "ok" and body["database"]["mode"] == "embedded"
+        assert service.mpi is not None
+        first = await service.mpi.register(person("HOSPA", "A1"), source="ADT_A", actor="t")
+        assert first.decision == Decision.NEW_PERSON
+    finally:
+        await service.stop()
+    pgdata = data_dir / "postgres"
+    assert not _postgres_running(pgdata), "embedded server must stop with the service"
+
+    again = Service(_embedded_settings(data_dir))
+    await again.start()
+    try:
+        assert again.mpi is not None
+        record = await again.mpi.find_record(ref("HOSPA", "A1"))
+        assert record.person_id == first.person.id
+        assert record.enterprise_id == first.person.enterprise_id
+    finally:
+        await again.stop()
+
+
+async def test_healthz_reports_an_unreachable_database(data_dir: Path) -> None:
+    service = Service(_embedded_settings(data_dir))
+    await service.start()
+    try:
+        assert service.db is not None and service.embedded is not None and service.http_port
+        await service.embedded.stop()  # the database goes away under a running service
+        status, body = await _healthz(service.http_port)
+        assert status == 503
+        assert body["database"]["ok"] is False
+    finally:
+        await service.stop()  # stopping a service whose database already went away works too
+
+
+@pytest.fixture
+async def fresh_database(server_url: str) -> AsyncIterator[str]:
+    name = f"identity_cli_{uuid.uuid4().hex[:10]}"
+    conn = await asyncpg.connect(server_url)
+    await conn.execute(f'CREATE DATABASE "{name}"')
+    await conn.close()
+    yield _with_database(server_url, name)
+    conn = await asyncpg.connect(server_url)
+    await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    await conn.close()
+
+
+def _cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "identity", *args],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, **(env or {})},
+    )
+
+
+def test_cli_version_and_help() -> None:
+    version = _cli("--version")
+    assert version.returncode == 0 and version.stdout.startswith("identity ")
+    for command in ("serve", "migrate", "domains"):
+        helped = _cli(command, "--help")
+        assert helped.returncode == 0 and f"identity {command}" in helped.stdout
+
+
+def test_cli_rejects_bad_configuration(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.toml"
+    bad.write_text("[http]\nprot = 1\n")
+    result = _cli("--config", str(bad), "migrate")
+    assert result.returncode == 2
+    assert "http.prot: unknown key" in result.stderr
+
+
+async def test_cli_migrate_and_domains(fresh_database: str) -> None:
+    env = {"IDENTITY_DATABASE__URL": fresh_database}
+    demo = str(Path(__file__).parents[2] / "identity" / "demo" / "demo.toml")
+    first = await asyncio.to_thread(_cli, "--config", demo, "migrate", env=env)
+    assert first.returncode == 0, first.stderr
+    assert "applied migrations: [1" in first.stdout
+    second = await asyncio.to_thread(_cli, "--config", demo, "migrate", env=env)
+    assert "up to date" in second.stdout
+    listed = await asyncio.to_thread(_cli, "--config", demo, "domains", env=env)
+    assert listed.returncode == 0, listed.stderr
+    assert re.search(r"^HOSPA\s+1\.3\.6\.1\.4\.1\.21367\.2026\.2\.1", listed.stdout, re.M)
+    assert re.search(r"^MPI\s+.*yes\s+yes", listed.stdout, re.M)
+
+
+async def test_serve_stops_gracefully_on_sigterm(tmp_path: Path) -> None:
+    """`identity serve` with no configuration file: embedded database, /healthz, SIGTERM."""
+    env = {
+        **os.environ,
+        "IDENTITY_DATA_DIR": str(tmp_path / "data"),
+        "IDENTITY_HTTP__PORT": "0",
+    }
+    env.pop("IDENTITY_CONFIG", None)
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "identity",
+        "serve",
+        env=env,
+        stderr=asyncio.subprocess.PIPE,
+        stdout=asyncio.subprocess.DEVNULL,
+    )
+    assert proc.stderr is not None
+    port = None
+    lines: list[str] = []
+    try:
+        while port is None:
+            line = (await asyncio.wait_for(proc.stderr.readline(), 60)).decode()
+            assert line, "serve exited early:\n" + "".join(lines)
+            lines.append(line)
+            match = re.search(r"event=service_started .*http=127\.0\.0\.1:(\d+)", line)
+            if match:
+                port = int(match.group(1))
+        status, body = await _healthz(port)
+        assert status == 200 and body["database"]["mode"] == "embedded"
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        rest = await asyncio.wait_for(proc.stderr.read(), 60)
+        code = await proc.wait()
+    text = "".join(lines) + rest.decode()
+    assert code == 0, text
+    assert "event=embedded_postgres_stopped" in text and "event=service_stopped" in text
+    assert not _postgres_running(tmp_path / "data" / "postgres")
