@@ -1,0 +1,127 @@
+"""Blocking keys: short strings that the store indexes to find candidate records.
+
+Each key starts with its family name and a colon. Two records are candidates when they share at
+least one key. The families complement each other so that one error does not lose a pair:
+
+- ``fp_by``   phonetic family + birth year          (given-name errors, day/month errors, moves)
+- ``gp_dob``  phonetic given + full birth date      (marriage / family-name changes)
+- ``dob_pc``  full birth date + postal code         (name typos in both fields)
+- ``nm_dob``  both name keys, unordered + birth date (given/family swapped)
+- ``fp_gp_pc`` phonetic family + phonetic given + postal code (no birth date: date errors)
+- ``ph_gi``   phone number + given initial          (no birth date, no family name)
+- ``id``      a shared identifier (domain|value)
+
+Keys of the ``id`` family hold the raw identifier; the service may hash keys before storing.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Hashable, Iterable, Mapping, Sequence
+from typing import Any
+
+import numpy as np
+
+__all__ = [
+    "DEFAULT_MAX_BLOCK",
+    "DEFAULT_MAX_CANDIDATES",
+    "KEY_FAMILIES",
+    "blocking_keys",
+    "candidate_pairs",
+    "select_candidates",
+]
+
+KEY_FAMILIES = ("fp_by", "gp_dob", "dob_pc", "nm_dob", "fp_gp_pc", "ph_gi", "id")
+
+#: Keys shared by more records than this are skipped as uninformative (e.g. a placeholder
+#: birth date with a hospital's postal code); the remaining keys still find the candidates.
+DEFAULT_MAX_BLOCK = 400
+#: At most this many candidates are scored for one incoming record.
+DEFAULT_MAX_CANDIDATES = 200
+
+
+def blocking_keys(normalized: dict[str, Any]) -> list[str]:
+    """The blocking keys of one normalised record (see the module docstring), deduplicated."""
+    fp = normalized.get("family_phonetic") or ""
+    gp = normalized.get("given_phonetic") or ""
+    year = normalized.get("birth_year")
+    full_date = normalized.get("birth_date") if normalized.get("birth_precision") == "day" else ""
+    postal = (normalized.get("postal_codes") or [])[:2]
+    phones = (normalized.get("phones") or [])[:2]
+    initial = normalized.get("initial") or ""
+    keys: list[str] = []
+    if fp and year:
+        keys.append(f"fp_by:{fp}|{year}")
+    if gp and full_date:
+        keys.append(f"gp_dob:{gp}|{full_date}")
+    if full_date:
+        keys.extend(f"dob_pc:{full_date}|{pc}" for pc in postal)
+    if fp and gp and full_date:
+        first, second = sorted((fp, gp))
+        keys.append(f"nm_dob:{first}|{second}|{full_date}")
+    if fp and gp:
+        keys.extend(f"fp_gp_pc:{fp}|{gp}|{pc}" for pc in postal)
+    if initial:
+        keys.extend(f"ph_gi:{ph[-10:]}|{initial}" for ph in phones)
+    for identifier in normalized.get("identifiers") or []:
+        keys.append(f"id:{identifier['domain']}|{identifier['value']}")
+    return list(dict.fromkeys(keys))
+
+
+def select_candidates(
+    keys_to_records: Mapping[str, Sequence[Hashable]],
+    *,
+    max_block: int = DEFAULT_MAX_BLOCK,
+    max_candidates: int = DEFAULT_MAX_CANDIDATES,
+) -> list[Hashable]:
+    """The candidate cap: from the records found under each key, the ones worth scoring.
+
+    Keys holding more than ``max_block`` records are skipped, unless every key is that large
+    (then the smallest block is used). Candidates are ranked by how many keys they share with
+    the incoming record (more shared keys first, ties in order of first appearance) and cut at
+    ``max_candidates``. ``id`` keys always count: a shared identifier outranks everything.
+    """
+    blocks = [(key, ids) for key, ids in keys_to_records.items() if ids]
+    usable = [(k, ids) for k, ids in blocks if len(ids) <= max_block or k.startswith("id:")]
+    if not usable and blocks:
+        usable = [min(blocks, key=lambda item: len(item[1]))]
+    score: dict[Hashable, int] = {}
+    for key, ids in usable:
+        bonus = 100 if key.startswith("id:") else 1
+        for record_id in ids:
+            score[record_id] = score.get(record_id, 0) + bonus
+    ranked = sorted(score, key=lambda rid: -score[rid])  # stable: keeps first-seen order
+    return ranked[:max_candidates]
+
+
+def candidate_pairs(
+    records_keys: Iterable[Sequence[str]],
+    *,
+    max_block: int = DEFAULT_MAX_BLOCK,
+    families: Sequence[str] | None = None,
+) -> np.ndarray:
+    """All candidate pairs (i < j) of a record set from their blocking keys, as an (n, 2) array.
+
+    Used for training, evaluation and batch deduplication. Blocks larger than ``max_block``
+    are skipped, as the service does.
+    """
+    index: dict[str, list[int]] = defaultdict(list)
+    wanted = set(families) if families else None
+    for row, keys in enumerate(records_keys):
+        for key in keys:
+            if wanted is None or key.split(":", 1)[0] in wanted:
+                index[key].append(row)
+    chunks: list[np.ndarray] = []
+    for rows in index.values():
+        if len(rows) < 2 or len(rows) > max_block:
+            continue
+        arr = np.asarray(rows, dtype=np.int64)
+        i, j = np.triu_indices(len(arr), k=1)
+        chunks.append(np.stack([arr[i], arr[j]], axis=1))
+    if not chunks:
+        return np.zeros((0, 2), np.int64)
+    pairs = np.concatenate(chunks)
+    pairs.sort(axis=1)
+    width = int(pairs.max()) + 1
+    codes = np.unique(pairs[:, 0] * width + pairs[:, 1])
+    return np.stack([codes // width, codes % width], axis=1)

@@ -1,0 +1,635 @@
+"""Comparisons as ordered lists of levels, evaluated as array work over record pairs.
+
+A comparison (family name, birth date, ...) is an ordered list of levels. Each level names a
+vectorised predicate and carries m (probability of the level among true matches) and u (among
+non-matches). A pair reaches the first level whose predicate holds; a "null" level (a value
+missing on either side) is neutral and weighs nothing.
+
+Records are encoded once (:func:`encode`) into numpy columns: strings become 64-bit hashes, so
+equality, phonetic, nickname and token-overlap tests are integer comparisons; Jaro-Winkler runs
+in rapidfuzz only for the pairs that still need it. Hashes are Python's string hash: stable
+within a process, which is all that is needed because both sides are encoded in one process.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from rapidfuzz.distance import JaroWinkler
+from rapidfuzz.process import cdist, cpdist
+
+from matching.normalize import normalize_record
+
+__all__ = [
+    "Comparison",
+    "EncodedRecords",
+    "Level",
+    "PairView",
+    "PREDICATES",
+    "as_normalized",
+    "default_comparisons",
+    "encode",
+]
+
+K_TOKENS = 4  # family tokens / previous family names kept per record
+K_VARIANTS = 6  # given-name nickname variants kept per record
+K_ADDRESS = 8  # address tokens kept per record
+K_PHONES = 3
+K_POSTAL = 2
+K_IDS = 3
+_SEX_CODE = {"M": 1, "F": 2, "O": 3}
+_SUFFIX_CODE = {"JR": 1, "SR": 2, "I": 3, "II": 4, "III": 5, "IV": 6, "V": 7}
+
+
+def _h(text: str | None) -> int:
+    if not text:
+        return 0
+    value = hash(text)
+    return value if value != 0 else 1
+
+
+def as_normalized(record: dict[str, Any]) -> dict[str, Any]:
+    """A normalised record: returned as is when already normalised, else normalised here.
+
+    Raw input may be a demographics dict, or ``{"demographics": ..., "identifiers": [...]}``.
+    """
+    if "family_key" in record:
+        return record
+    if "demographics" in record:
+        return normalize_record(record["demographics"] or {}, record.get("identifiers"))
+    return normalize_record(record, record.get("identifiers"))
+
+
+@dataclass
+class EncodedRecords:
+    """Records as numpy columns (one row per record), ready for array comparisons."""
+
+    n: int
+    ints: dict[str, np.ndarray]
+    strings: dict[str, np.ndarray]  # object arrays of str, for Jaro-Winkler
+    tf: dict[str, np.ndarray]  # term frequency of each record's value (nan when unknown)
+
+    def take(self, rows: np.ndarray) -> EncodedRecords:
+        return EncodedRecords(
+            n=len(rows),
+            ints={k: v[rows] for k, v in self.ints.items()},
+            strings={k: v[rows] for k, v in self.strings.items()},
+            tf={k: v[rows] for k, v in self.tf.items()},
+        )
+
+
+def _pad(values: Sequence[int], width: int) -> list[int]:
+    out = list(values[:width])
+    return out + [0] * (width - len(out))
+
+
+def encode(
+    records: Sequence[dict[str, Any]],
+    term_frequencies: dict[str, Any] | None = None,
+) -> EncodedRecords:
+    """Encode normalised (or raw) records into columns. Do this once per record set."""
+    recs = [as_normalized(r) for r in records]
+    n = len(recs)
+    fam = np.zeros(n, np.int64)
+    fam_phon = np.zeros(n, np.int64)
+    fam_tok = np.zeros((n, K_TOKENS), np.int64)
+    prev_fam = np.zeros((n, K_TOKENS), np.int64)
+    giv = np.zeros(n, np.int64)
+    giv_phon = np.zeros(n, np.int64)
+    giv_var = np.zeros((n, K_VARIANTS), np.int64)
+    initial = np.zeros(n, np.int64)
+    dob = np.zeros((n, 3), np.int64)
+    dob_digits = np.zeros((n, 8), np.int8)
+    sex = np.zeros(n, np.int64)
+    suffix = np.zeros(n, np.int64)
+    postal = np.zeros((n, K_POSTAL), np.int64)
+    postal3 = np.zeros((n, K_POSTAL), np.int64)
+    phone = np.zeros((n, K_PHONES), np.int64)
+    addr_line = np.zeros(n, np.int64)
+    addr_tok = np.zeros((n, K_ADDRESS), np.int64)
+    pid_dom = np.zeros((n, K_IDS), np.int64)
+    pid_val = np.zeros((n, K_IDS), np.int64)
+    fam_str = np.empty(n, object)
+    giv_str = np.empty(n, object)
+    tf_fam = np.full(n, np.nan)
+    tf_giv = np.full(n, np.nan)
+    tf_family_table = (term_frequencies or {}).get("family") or {}
+    tf_given_table = (term_frequencies or {}).get("given") or {}
+    total = float((term_frequencies or {}).get("total") or 0)
+
+    for i, r in enumerate(recs):
+        family = r.get("family") or ""
+        fam[i] = _h(r.get("family_key") or "")
+        fam_phon[i] = _h(r.get("family_phonetic"))
+        fam_tok[i] = _pad([_h(t) for t in r.get("family_tokens") or []], K_TOKENS)
+        prev_fam[i] = _pad(
+            [_h(p.replace(" ", "")) for p in r.get("previous_family") or []], K_TOKENS
+        )
+        given = r.get("given") or ""
+        giv[i] = _h(given)
+        giv_phon[i] = _h(r.get("given_phonetic"))
+        giv_var[i] = _pad([_h(v) for v in r.get("given_variants") or []], K_VARIANTS)
+        initial[i] = ord(given[0]) if given else 0
+        year, month, day = r.get("birth_year"), r.get("birth_month"), r.get("birth_day")
+        dob[i] = (year or 0, month or 0, day or 0)
+        if year and month and day:
+            dob_digits[i] = [int(c) for c in f"{year:04d}{month:02d}{day:02d}"]
+        sex[i] = _SEX_CODE.get(r.get("sex") or "", 0)
+        suffix[i] = _SUFFIX_CODE.get(r.get("suffix") or "", 0)
+        codes = r.get("postal_codes") or []
+        postal[i] = _pad([_h(c) for c in codes], K_POSTAL)
+        postal3[i] = _pad([_h(c[:3]) for c in codes], K_POSTAL)
+        phone[i] = _pad([_h(p[-10:]) for p in r.get("phones") or []], K_PHONES)
+        addresses = r.get("addresses") or []
+        addr_line[i] = _h(addresses[0]["line"]) if addresses else 0
+        addr_tok[i] = _pad([_h(t) for t in r.get("address_tokens") or []], K_ADDRESS)
+        person_ids = [x for x in r.get("identifiers") or [] if x.get("person_level")]
+        pid_dom[i] = _pad([_h(x["domain"]) for x in person_ids], K_IDS)
+        pid_val[i] = _pad([_h(x["domain"] + "|" + x["value"]) for x in person_ids], K_IDS)
+        fam_str[i] = r.get("family_key") or ""
+        giv_str[i] = given
+        if total > 0:
+            count = tf_family_table.get(family)
+            if count:
+                tf_fam[i] = count / total
+            count = tf_given_table.get(given)
+            if count:
+                tf_giv[i] = count / total
+
+    return EncodedRecords(
+        n=n,
+        ints={
+            "fam": fam, "fam_phon": fam_phon, "fam_tok": fam_tok, "prev_fam": prev_fam,
+            "giv": giv, "giv_phon": giv_phon, "giv_var": giv_var, "initial": initial,
+            "dob": dob, "dob_digits": dob_digits, "sex": sex, "suffix": suffix,
+            "postal": postal, "postal3": postal3, "phone": phone, "addr_line": addr_line,
+            "addr_tok": addr_tok, "pid_dom": pid_dom, "pid_val": pid_val,
+        },
+        strings={"fam": fam_str, "giv": giv_str},
+        tf={"family": tf_fam, "given": tf_giv},
+    )
+
+
+class PairView:
+    """Aligned columns for a set of pairs (left row li[k] against right row ri[k]).
+
+    When every pair shares one left record (one record against its candidates), the left side
+    is kept as a single row and broadcast, which is what makes one-vs-many scoring cheap.
+    """
+
+    def __init__(
+        self,
+        left: EncodedRecords,
+        right: EncodedRecords,
+        li: np.ndarray | None = None,
+        ri: np.ndarray | None = None,
+    ) -> None:
+        self._left, self._right = left, right
+        self._li, self._ri = li, ri
+        self.single_left = li is None
+        self.n = right.n if ri is None else len(ri)
+        self._cache: dict[str, np.ndarray] = {}
+
+    def _rows(self, side: str, sel: np.ndarray) -> np.ndarray | None:
+        rows = self._li if side == "L" else self._ri
+        if rows is None:
+            return None if len(sel) == self.n else sel
+        return rows if len(sel) == self.n else rows[sel]
+
+    def left_at(self, name: str, sel: np.ndarray) -> np.ndarray:
+        """Left column for the selected pairs (one broadcast row when the left is single)."""
+        col = self._left.ints[name]
+        if self.single_left:
+            return col[:1]
+        return col[self._rows("L", sel)]
+
+    def right_at(self, name: str, sel: np.ndarray) -> np.ndarray:
+        col = self._right.ints[name]
+        rows = self._rows("R", sel)
+        return col if rows is None else col[rows]
+
+    def left_tf(self, name: str) -> np.ndarray:
+        col = self._left.tf[name]
+        if self._li is None:
+            return np.broadcast_to(col[:1], (self.n,))
+        return col[self._li]
+
+    def cached(self, key: str, sel: np.ndarray, compute: Callable[[np.ndarray], np.ndarray]):
+        """A per-pair value computed once per pair (shared by several levels of a comparison)."""
+        store = self._cache.get(key)
+        if store is None:
+            store = np.full(self.n, np.nan)
+            self._cache[key] = store
+        values = store[sel]
+        todo = np.isnan(values)
+        if todo.any():
+            fresh = compute(sel[todo])
+            store[sel[todo]] = fresh
+            values[todo] = fresh
+        return values
+
+    def jaro_winkler(self, name: str, sel: np.ndarray) -> np.ndarray:
+        return self.cached("jw:" + name, sel, lambda s: self._jaro_winkler(name, s))
+
+    def _jaro_winkler(self, name: str, sel: np.ndarray) -> np.ndarray:
+        strings = self._right.strings[name]
+        rows = self._rows("R", sel)
+        right = strings if rows is None else strings[rows]
+        if self._li is None:
+            query = self._left.strings[name][0]
+            return cdist([query], right, scorer=JaroWinkler.normalized_similarity)[0]
+        left = self._left.strings[name][self._rows("L", sel)]
+        return cpdist(left, right, scorer=JaroWinkler.normalized_similarity, workers=1)
+
+
+# --------------------------------------------------------------------------------------------
+# vectorised predicates: (view, sel, level) -> bool array over the selected pairs
+
+Predicate = Callable[[PairView, np.ndarray, "Level"], np.ndarray]
+
+
+def _eq(view: PairView, sel: np.ndarray, name: str) -> np.ndarray:
+    a, b = view.left_at(name, sel), view.right_at(name, sel)
+    return (a == b) & (b != 0) & (a != 0)
+
+
+def _any_shared(view: PairView, sel: np.ndarray, left: str, right: str | None = None) -> np.ndarray:
+    a = view.left_at(left, sel)
+    b = view.right_at(right or left, sel)
+    a3 = a[:, :, None]
+    hit = (a3 == b[:, None, :]) & (a3 != 0)
+    return hit.reshape(hit.shape[0], -1).any(axis=1)
+
+
+def _shared_count(view: PairView, sel: np.ndarray, name: str) -> np.ndarray:
+    a = view.left_at(name, sel)
+    b = view.right_at(name, sel)
+    a3 = a[:, :, None]
+    hit = (a3 == b[:, None, :]) & (a3 != 0)
+    return hit.any(axis=2).sum(axis=1)
+
+
+def _in(view: PairView, sel: np.ndarray, scalar: str, vector: str, left_scalar: bool) -> np.ndarray:
+    if left_scalar:
+        s, v = view.left_at(scalar, sel), view.right_at(vector, sel)
+    else:
+        s, v = view.right_at(scalar, sel), view.left_at(vector, sel)
+    return ((v == s[:, None]) & (s[:, None] != 0)).any(axis=1)
+
+
+def p_else(view: PairView, sel: np.ndarray, level: Level) -> np.ndarray:
+    return np.ones(len(sel), bool)
+
+
+def _missing(view: PairView, sel: np.ndarray, name: str) -> np.ndarray:
+    a, b = view.left_at(name, sel), view.right_at(name, sel)
+    if a.ndim == 2:
+        return (a[:, 0] == 0) | (b[:, 0] == 0)
+    return (a == 0) | (b == 0)
+
+
+def family_missing(view: PairView, sel: np.ndarray, level: Level) -> np.ndarray:
+    return _missing(view, sel, "fam")
+
+
+def family_exact(view: PairView, sel: np.ndarray, level: Level) -> np.ndarray:
+    return _eq(view, sel, "fam")
+
+
+def family_jaro_winkler(view: PairView, sel: np.ndarray, level: Level) -> np.ndarray:
+    return view.jaro_winkler("fam", sel) >= (level.threshold or 0.0)
+
+
+def family_token_shared(view: PairView, sel: np.ndarray, level: Level) -> np.ndarray:
+    return _any_shared(view, sel, "fam_tok")
+
+
+def family_phonetic(view: PairView, sel: np.ndarray, level: Level) -> np.ndarray:
+    return _eq(view, sel, "fam_phon")
+
+
+def family_previous(view: PairView, sel: np.ndarray, level: Level) -> np.ndarray:
+    """A maiden/previous family name on one side equals the other's family (or theirs)."""
+    return (
+        _in(view, sel, "fam", "prev_fam", left_scalar=True)
+        | _in(view, sel, "fam", "prev_fam", left_scalar=False)
+        | _any_shared(view, sel, "prev_fam")
+    )
+
+
+def names_swapped(view: PairView, sel: np.ndarray, level: Level) -> np.ndarray:
+    lf, lg = view.left_at("fam", sel), view.left_at("giv", sel)
+    rf, rg = view.right_at("fam", sel), view.right_at("giv", sel)
+    return (lf == rg) & (lg == rf) & (lf != 0) & (lg != 0)
+
+
+def given_missing(view: PairView, sel: np.ndarray, level: Level) -> np.ndarray:
+    return _missing(view, sel, "giv")
+
+
+def given_exact(view: PairView, sel: np.ndarray, level: Level) -> np.ndarray:
+    return _eq(view, sel, "giv")
+
+
+def given_jaro_winkler(view: PairView, sel: np.ndarray, level: Level) -> np.ndarray:
+    return view.jaro_winkler("giv", sel) >= (level.threshold or 0.0)
+
+
+def given_nickname(view: PairView, sel: np.ndarray, level: Level) -> np.ndarray:
+    return _any_shared(view, sel, "giv_var")
+
+
+def given_phonetic(view: PairView, sel: np.ndarray, level: Level) -> np.ndarray:
+    return _eq(view, sel, "giv_phon")
+
+
+def given_initial(view: PairView, sel: np.ndarray, level: Level) -> np.ndarray:
+    return _eq(view, sel, "initial")
+
+
+def dob_missing(view: PairView, sel: np.ndarray, level: Level) -> np.ndarray:
+    return (view.left_at("dob", sel)[:, 0] == 0) | (view.right_at("dob", sel)[:, 0] == 0)
+
+
+def _full(dob: np.ndarray) -> np.ndarray:
+    return (dob[:, 1] != 0) & (dob[:, 2] != 0)
+
+
+def dob_exact(view: PairView, sel: np.ndarray, level: Level) -> np.ndarray:
+    a, b = view.left_at("dob", sel), view.right_at("dob", sel)
+    return (a == b).all(axis=1) & _full(b) & _full(a)
+
+
+def dob_transposed(view: PairView, sel: np.ndarray, level: Level) -> np.ndarray:
+    a, b = view.left_at("dob", sel), view.right_at("dob", sel)
+    return (
+        (a[:, 0] == b[:, 0]) & (a[:, 1] == b[:, 2]) & (a[:, 2] == b[:, 1])
+        & (a[:, 1] != a[:, 2]) & _full(a) & _full(b)
+    )
+
+
+def dob_one_digit(view: PairView, sel: np.ndarray, level: Level) -> np.ndarray:
+    a, b = view.left_at("dob", sel), view.right_at("dob", sel)
+    da, db = view.left_at("dob_digits", sel), view.right_at("dob_digits", sel)
+    return ((da != db).sum(axis=1) == 1) & _full(a) & _full(b)
+
+
+def dob_year_month(view: PairView, sel: np.ndarray, level: Level) -> np.ndarray:
+    a, b = view.left_at("dob", sel), view.right_at("dob", sel)
+    return (a[:, 0] == b[:, 0]) & (a[:, 1] == b[:, 1]) & (a[:, 1] != 0)
+
+
+def dob_year(view: PairView, sel: np.ndarray, level: Level) -> np.ndarray:
+    a, b = view.left_at("dob", sel), view.right_at("dob", sel)
+    return np.abs(a[:, 0] - b[:, 0]) <= int(level.threshold or 0)
+
+
+def sex_missing(view: PairView, sel: np.ndarray, level: Level) -> np.ndarray:
+    return _missing(view, sel, "sex")
+
+
+def sex_exact(view: PairView, sel: np.ndarray, level: Level) -> np.ndarray:
+    return _eq(view, sel, "sex")
+
+
+def suffix_missing(view: PairView, sel: np.ndarray, level: Level) -> np.ndarray:
+    return _missing(view, sel, "suffix")
+
+
+def suffix_exact(view: PairView, sel: np.ndarray, level: Level) -> np.ndarray:
+    return _eq(view, sel, "suffix")
+
+
+def postal_missing(view: PairView, sel: np.ndarray, level: Level) -> np.ndarray:
+    return _missing(view, sel, "postal")
+
+
+def postal_exact(view: PairView, sel: np.ndarray, level: Level) -> np.ndarray:
+    return _any_shared(view, sel, "postal")
+
+
+def postal_prefix(view: PairView, sel: np.ndarray, level: Level) -> np.ndarray:
+    return _any_shared(view, sel, "postal3")
+
+
+def phone_missing(view: PairView, sel: np.ndarray, level: Level) -> np.ndarray:
+    return _missing(view, sel, "phone")
+
+
+def phone_shared(view: PairView, sel: np.ndarray, level: Level) -> np.ndarray:
+    return _any_shared(view, sel, "phone")
+
+
+def address_missing(view: PairView, sel: np.ndarray, level: Level) -> np.ndarray:
+    return _missing(view, sel, "addr_tok")
+
+
+def address_exact(view: PairView, sel: np.ndarray, level: Level) -> np.ndarray:
+    return _eq(view, sel, "addr_line")
+
+
+def address_token_overlap(view: PairView, sel: np.ndarray, level: Level) -> np.ndarray:
+    shared = view.cached("addr_shared", sel, lambda s: _shared_count(view, s, "addr_tok"))
+    return shared >= int(level.threshold or 1)
+
+
+def contact_missing(view: PairView, sel: np.ndarray, level: Level) -> np.ndarray:
+    """Neither an address nor a phone comparable on both sides."""
+    has_left = (view.left_at("addr_tok", sel)[:, 0] != 0) | (view.left_at("postal", sel)[:, 0] != 0)
+    has_right = (view.right_at("addr_tok", sel)[:, 0] != 0) | (
+        view.right_at("postal", sel)[:, 0] != 0
+    )
+    phones = (view.left_at("phone", sel)[:, 0] != 0) & (view.right_at("phone", sel)[:, 0] != 0)
+    return ~((has_left & has_right) | phones)
+
+
+def address_and_phone(view: PairView, sel: np.ndarray, level: Level) -> np.ndarray:
+    return address_exact(view, sel, level) & phone_shared(view, sel, level)
+
+
+def identifier_missing(view: PairView, sel: np.ndarray, level: Level) -> np.ndarray:
+    """No person-level identifier domain in common."""
+    return ~_any_shared(view, sel, "pid_dom")
+
+
+def identifier_agree(view: PairView, sel: np.ndarray, level: Level) -> np.ndarray:
+    return _any_shared(view, sel, "pid_val")
+
+
+PREDICATES: dict[str, Predicate] = {
+    f.__name__: f
+    for f in (
+        p_else, family_missing, family_exact, family_jaro_winkler, family_token_shared,
+        family_phonetic, family_previous, names_swapped, given_missing, given_exact,
+        given_jaro_winkler, given_nickname, given_phonetic, given_initial, dob_missing,
+        dob_exact, dob_transposed, dob_one_digit, dob_year_month, dob_year, sex_missing,
+        sex_exact, suffix_missing, suffix_exact, postal_missing, postal_exact, postal_prefix,
+        phone_missing, phone_shared, address_missing, address_exact, address_token_overlap,
+        identifier_missing, identifier_agree, contact_missing, address_and_phone,
+    )
+}
+PREDICATES["else"] = p_else
+
+
+# --------------------------------------------------------------------------------------------
+# levels and comparisons (data)
+
+
+@dataclass
+class Level:
+    """One level of a comparison: a predicate plus its m and u probabilities."""
+
+    label: str
+    predicate: str
+    m: float = 0.5
+    u: float = 0.5
+    threshold: float | None = None
+    null: bool = False
+    tf_adjust: bool = False
+
+    @property
+    def weight(self) -> float:
+        """log2 Bayes factor m/u; a null level weighs 0."""
+        if self.null:
+            return 0.0
+        return float(np.log2(max(self.m, 1e-12) / max(self.u, 1e-12)))
+
+    def to_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"label": self.label, "predicate": self.predicate}
+        if self.threshold is not None:
+            out["threshold"] = self.threshold
+        if self.null:
+            out["null"] = True
+        else:
+            out["m"] = round(self.m, 8)
+            out["u"] = round(self.u, 10)
+        if self.tf_adjust:
+            out["tf_adjust"] = True
+        return out
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Level:
+        if data["predicate"] not in PREDICATES:
+            raise ValueError(f"unknown predicate {data['predicate']!r}")
+        return cls(
+            label=data["label"],
+            predicate=data["predicate"],
+            m=float(data.get("m", 0.5)),
+            u=float(data.get("u", 0.5)),
+            threshold=data.get("threshold"),
+            null=bool(data.get("null", False)),
+            tf_adjust=bool(data.get("tf_adjust", False)),
+        )
+
+
+@dataclass
+class Comparison:
+    """An ordered list of levels; the first level whose predicate holds is the one reached."""
+
+    name: str
+    levels: list[Level]
+    tf_field: str | None = None  # "family" or "given": term-frequency table used by tf levels
+    description: str = ""
+
+    def weights(self) -> np.ndarray:
+        return np.array([lv.weight for lv in self.levels])
+
+    def levels_for(self, view: PairView) -> np.ndarray:
+        """Index of the level reached by each pair (int8 array of length view.n)."""
+        n = view.n
+        out = np.full(n, -1, np.int8)
+        remaining = np.arange(n)
+        for index, level in enumerate(self.levels):
+            if remaining.size == 0:
+                break
+            hit = PREDICATES[level.predicate](view, remaining, level)
+            hit = np.broadcast_to(hit, remaining.shape)
+            out[remaining[hit]] = index
+            remaining = remaining[~hit]
+        out[remaining] = len(self.levels) - 1
+        return out
+
+    def to_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"name": self.name}
+        if self.description:
+            out["description"] = self.description
+        if self.tf_field:
+            out["tf_field"] = self.tf_field
+        out["levels"] = [lv.to_dict() for lv in self.levels]
+        return out
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Comparison:
+        return cls(
+            name=data["name"],
+            levels=[Level.from_dict(lv) for lv in data["levels"]],
+            tf_field=data.get("tf_field"),
+            description=data.get("description", ""),
+        )
+
+
+def default_comparisons() -> list[Comparison]:
+    """The comparisons of the shipped model, with starting m/u values before training."""
+    L = Level  # noqa: N806 - short alias keeps the table readable
+    return [
+        Comparison("family_name", [
+            L("missing", "family_missing", null=True),
+            L("exact", "family_exact", 0.88, 0.002, tf_adjust=True),
+            L("swapped with given", "names_swapped", 0.005, 1e-6),
+            L("jaro-winkler >= 0.94", "family_jaro_winkler", 0.04, 0.001, threshold=0.94),
+            L("compound part shared", "family_token_shared", 0.03, 0.0005),
+            L("previous/maiden name", "family_previous", 0.02, 0.0002),
+            L("phonetic", "family_phonetic", 0.01, 0.002),
+            L("jaro-winkler >= 0.85", "family_jaro_winkler", 0.01, 0.01, threshold=0.85),
+            L("different", "else", 0.005, 0.985),
+        ], tf_field="family", description="primary family name"),
+        Comparison("given_name", [
+            L("missing", "given_missing", null=True),
+            L("exact", "given_exact", 0.88, 0.005, tf_adjust=True),
+            L("swapped with family", "names_swapped", 0.005, 1e-6),
+            L("jaro-winkler >= 0.94", "given_jaro_winkler", 0.04, 0.002, threshold=0.94),
+            L("nickname", "given_nickname", 0.03, 0.002),
+            L("phonetic", "given_phonetic", 0.01, 0.002),
+            L("jaro-winkler >= 0.85", "given_jaro_winkler", 0.01, 0.01, threshold=0.85),
+            L("same initial", "given_initial", 0.01, 0.06),
+            L("different", "else", 0.005, 0.92),
+        ], tf_field="given", description="first given name"),
+        Comparison("birth_date", [
+            L("missing", "dob_missing", null=True),
+            L("exact", "dob_exact", 0.9, 0.0001),
+            L("day/month transposed", "dob_transposed", 0.02, 0.00001),
+            L("one digit off", "dob_one_digit", 0.03, 0.0005),
+            L("same year and month", "dob_year_month", 0.02, 0.001),
+            L("same year", "dob_year", 0.01, 0.012, threshold=0),
+            L("within 1 year", "dob_year", 0.005, 0.03, threshold=1),
+            L("different", "else", 0.005, 0.95),
+        ], description="birth date, partial dates compare at their precision"),
+        Comparison("sex", [
+            L("missing", "sex_missing", null=True),
+            L("same", "sex_exact", 0.98, 0.5),
+            L("different", "else", 0.02, 0.5),
+        ]),
+        Comparison("suffix", [
+            L("missing", "suffix_missing", null=True),
+            L("same", "suffix_exact", 0.95, 0.3),
+            L("different (JR vs SR)", "else", 0.05, 0.7),
+        ], description="generational suffix; only compared when both records carry one"),
+        Comparison("contact", [
+            L("missing", "contact_missing", null=True),
+            L("same address and phone", "address_and_phone", 0.55, 0.00002),
+            L("same address", "address_exact", 0.15, 0.0002),
+            L("same house and street", "address_token_overlap", 0.03, 0.0002, threshold=3),
+            L("same phone", "phone_shared", 0.1, 0.0002),
+            L("same postal code", "postal_exact", 0.05, 0.01),
+            L("different", "else", 0.12, 0.99),
+        ], description="address, postal code and phone as one comparison: a household shares "
+           "all three, so counting them separately would count one fact three times"),
+        Comparison("person_identifier", [
+            L("no common domain", "identifier_missing", null=True),
+            L("same value", "identifier_agree", 0.97, 0.000001),
+            L("different value", "else", 0.03, 0.999999),
+        ], description="person-level identifiers (SSN, national id) in a shared domain"),
+    ]

@@ -1,0 +1,252 @@
+"""From a match probability and the hard-rule context to LINK / REVIEW / NO_MATCH.
+
+Thresholds are probabilities: ``probability >= auto_link`` links, ``probability >= review``
+goes to a steward, anything lower is no match. Hard rules are applied after the thresholds and
+no weight overrides them:
+
+1. a steward's no-match assertion for the pair -> NO_MATCH;
+2. different identifiers in the same person-identifying domain (e.g. two SSNs) -> never LINK;
+3. different identifiers from the same source domain (two MRNs of one hospital) -> never LINK:
+   REVIEW as a possible duplicate within that source;
+4. sex AND birth date both disagreeing -> never LINK;
+5. (our addition) conflicting generational suffixes (JR vs SR, II vs III) -> never LINK, and
+   NO_MATCH when the birth years are GENERATION_YEARS or more apart (a parent and child);
+6. (our addition) possible twin: the full birth date and the family name agree but the given
+   names differ (neither equal, nickname-equivalent, swapped, one typo nor a phonetic
+   spelling), or a multiple-birth indicator is on either record and the given names differ.
+   Clearly different given names (JOHN vs JAMES) -> NO_MATCH; similar ones (EMMA vs ELLA, an
+   initial) -> never LINK. A shared person-level identifier (same SSN) lifts the NO_MATCH to
+   "never LINK" and, without a multiple-birth indicator, waives the similar-name case (twins
+   do not share an SSN). Different birth orders of a multiple birth (1 vs 2) -> NO_MATCH.
+
+"Never LINK" means: REVIEW when the probability reaches the review threshold, else NO_MATCH.
+Rules that end in NO_MATCH win over the others.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection, Sequence
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Any
+
+from rapidfuzz.distance import OSA, JaroWinkler
+
+from matching.comparisons import as_normalized
+from matching.normalize import clean_identifier
+
+__all__ = ["Decision", "DecisionResult", "decide", "DEFAULT_AUTO_LINK", "DEFAULT_REVIEW"]
+
+DEFAULT_AUTO_LINK = 0.999
+DEFAULT_REVIEW = 0.5
+#: Given names at least this close (Jaro-Winkler) count as the same name misspelt.
+CLOSE_GIVEN = 0.94
+#: Given names at least this close (or phonetically equal, or one an initial) are "similar".
+SIMILAR_GIVEN = 0.85
+#: Conflicting suffixes with birth years this far apart are a parent and a child.
+GENERATION_YEARS = 12
+
+
+class Decision(StrEnum):
+    LINK = "LINK"
+    REVIEW = "REVIEW"
+    NO_MATCH = "NO_MATCH"
+
+
+@dataclass(frozen=True)
+class DecisionResult:
+    decision: Decision
+    probability: float
+    reasons: tuple[str, ...] = field(default_factory=tuple)
+    hard_rules: tuple[str, ...] = field(default_factory=tuple)  # rule names that fired
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "decision": self.decision.value,
+            "probability": self.probability,
+            "reasons": list(self.reasons),
+            "hard_rules": list(self.hard_rules),
+        }
+
+
+def _by_domain(identifiers: Sequence[dict[str, Any]] | None) -> dict[str, set[str]]:
+    out: dict[str, set[str]] = {}
+    for raw in identifiers or []:
+        cleaned = clean_identifier(raw) if "person_level" not in raw else raw
+        if cleaned is None:
+            continue
+        out.setdefault(cleaned["domain"], set()).add(cleaned["value"])
+    return out
+
+
+def _conflicting_domains(
+    left: dict[str, set[str]], right: dict[str, set[str]], domains: Collection[str]
+) -> list[str]:
+    return sorted(d for d in domains if d in left and d in right and not left[d] & right[d])
+
+
+def _dates_disagree(a: dict[str, Any], b: dict[str, Any]) -> bool:
+    if not a.get("birth_year") or not b.get("birth_year"):
+        return False
+    for part in ("birth_year", "birth_month", "birth_day"):
+        x, y = a.get(part), b.get(part)
+        if x is None or y is None:
+            return False
+        if x != y:
+            return True
+    return False
+
+
+def _given_relation(a: dict[str, Any], b: dict[str, Any]) -> str:
+    """ "same" (equal, nickname, swapped, one typo or phonetic spelling), "similar" or "different".
+
+    Twins' names may be similar (EMMA / ELLA) but are rarely one keystroke or one sound apart;
+    names that close are treated as one name misspelt.
+    """
+    ga, gb = a.get("given") or "", b.get("given") or ""
+    if not ga or not gb or ga == gb:
+        return "same"
+    if set(a.get("given_variants") or []) & set(b.get("given_variants") or []):
+        return "same"
+    if (a.get("family") and a.get("family") == gb) or (b.get("family") and b.get("family") == ga):
+        return "same"  # given and family swapped: the same names in the wrong fields
+    similarity = JaroWinkler.normalized_similarity(ga, gb)
+    if similarity >= CLOSE_GIVEN or (min(len(ga), len(gb)) >= 4 and OSA.distance(ga, gb) <= 1):
+        return "same"  # one keystroke apart: a typo, not a sibling's name
+    if (
+        a.get("given_phonetic")
+        and a.get("given_phonetic") == b.get("given_phonetic")
+        and OSA.distance(ga, gb) <= 2
+    ):
+        return "same"  # a phonetic misspelling (TIFFANY / TIPHANY)
+    if (
+        similarity >= SIMILAR_GIVEN
+        or ((len(ga) == 1 or len(gb) == 1) and ga[0] == gb[0])
+    ):
+        return "similar"
+    return "different"
+
+
+def _years_apart(a: dict[str, Any], b: dict[str, Any]) -> int | None:
+    if not a.get("birth_year") or not b.get("birth_year"):
+        return None
+    return abs(int(a["birth_year"]) - int(b["birth_year"]))
+
+
+def _birth_order(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value > 0
+
+
+def _shared_value(
+    left: dict[str, set[str]], right: dict[str, set[str]], domains: Collection[str]
+) -> bool:
+    return any(d in left and d in right and left[d] & right[d] for d in domains)
+
+
+def _family_agrees(a: dict[str, Any], b: dict[str, Any]) -> bool:
+    fa, fb = a.get("family_tokens") or [], b.get("family_tokens") or []
+    return bool(set(fa) & set(fb)) or (
+        bool(a.get("family_phonetic")) and a.get("family_phonetic") == b.get("family_phonetic")
+    )
+
+
+def decide(
+    probability: float,
+    *,
+    auto_link: float = DEFAULT_AUTO_LINK,
+    review: float = DEFAULT_REVIEW,
+    record_source_domain: str | None = None,
+    candidate_source_domain: str | None = None,
+    record_identifiers: Sequence[dict[str, Any]] | None = None,
+    candidate_identifiers: Sequence[dict[str, Any]] | None = None,
+    person_identifying_domains: Collection[str] = (),
+    no_match_asserted: bool = False,
+    record: dict[str, Any] | None = None,
+    candidate: dict[str, Any] | None = None,
+) -> DecisionResult:
+    """Decide one pair.
+
+    ``probability`` comes from ``MatchModel.score`` through ``probability(weight)``.
+    Identifiers are the {"domain", "value", "type"} dicts of each record (raw or cleaned);
+    ``person_identifying_domains`` are the namespaces whose identifiers name one person
+    (SSN, national health id ...). ``record``/``candidate`` are the demographics (raw or
+    normalised) used by the sex/birth-date, suffix and twin rules; without them those rules
+    cannot fire.
+    """
+    if not 0.0 <= review <= auto_link <= 1.0:
+        raise ValueError("thresholds must satisfy 0 <= review <= auto_link <= 1")
+    reasons: list[str] = []
+    fired: list[str] = []  # rules that forbid LINK
+    refuse: list[str] = []  # rules that force NO_MATCH
+
+    if no_match_asserted:
+        return DecisionResult(
+            Decision.NO_MATCH,
+            probability,
+            ("a steward asserted that these records are different people",),
+            ("no_match_assertion",),
+        )
+
+    left_ids, right_ids = _by_domain(record_identifiers), _by_domain(candidate_identifiers)
+    clash = _conflicting_domains(left_ids, right_ids, person_identifying_domains)
+    if clash:
+        fired.append("person_identifier_conflict")
+        reasons.append("different identifiers in person-identifying domain(s): " + ", ".join(clash))
+    if (
+        record_source_domain
+        and record_source_domain == candidate_source_domain
+        and _conflicting_domains(left_ids, right_ids, (record_source_domain,))
+    ):
+        fired.append("same_source_duplicate")
+        reasons.append(
+            f"different identifiers from the same source {record_source_domain}: "
+            "possible duplicate within that source"
+        )
+
+    if record is not None and candidate is not None:
+        a, b = as_normalized(record), as_normalized(candidate)
+        sex_a, sex_b = a.get("sex"), b.get("sex")
+        sex_disagrees = sex_a in ("M", "F", "O") and sex_b in ("M", "F", "O") and sex_a != sex_b
+        if sex_disagrees and _dates_disagree(a, b):
+            fired.append("sex_and_birth_date_disagree")
+            reasons.append("sex and birth date both disagree")
+        years_apart = _years_apart(a, b)
+        if a.get("suffix") and b.get("suffix") and a["suffix"] != b["suffix"]:
+            reasons.append(f"generational suffixes differ ({a['suffix']} vs {b['suffix']})")
+            if years_apart is not None and years_apart >= GENERATION_YEARS:
+                refuse.append("generational_pair")
+            else:
+                fired.append("suffix_conflict")
+        order_a, order_b = a.get("multiple_birth"), b.get("multiple_birth")
+        if _birth_order(order_a) and _birth_order(order_b) and order_a != order_b:
+            refuse.append("different_birth_order")
+            reasons.append(f"different birth orders of a multiple birth ({order_a} vs {order_b})")
+        relation = _given_relation(a, b)
+        multiple = bool(order_a) or bool(order_b)
+        if relation != "same":
+            same_date = (
+                a.get("birth_precision") == "day" and a.get("birth_date") == b.get("birth_date")
+            )
+            if multiple or (same_date and _family_agrees(a, b)):
+                reasons.append(
+                    f"possible twin: same birth date/family, given names differ "
+                    f"({a.get('given')} vs {b.get('given')})"
+                )
+                identifier_agrees = _shared_value(left_ids, right_ids, person_identifying_domains)
+                if relation == "different" and not identifier_agrees:
+                    refuse.append("probable_twin")
+                elif multiple or not identifier_agrees:
+                    fired.append("possible_twin")
+
+    if refuse:
+        return DecisionResult(
+            Decision.NO_MATCH, probability, tuple(reasons), tuple(fired + refuse)
+        )
+    if probability >= auto_link and not fired:
+        reasons.insert(0, f"probability {probability:.6f} >= auto-link {auto_link}")
+        return DecisionResult(Decision.LINK, probability, tuple(reasons), tuple(fired))
+    if probability >= review:
+        reasons.insert(0, f"probability {probability:.6f} >= review {review}")
+        return DecisionResult(Decision.REVIEW, probability, tuple(reasons), tuple(fired))
+    reasons.insert(0, f"probability {probability:.6f} < review {review}")
+    return DecisionResult(Decision.NO_MATCH, probability, tuple(reasons), tuple(fired))

@@ -1,0 +1,348 @@
+"""The match model: comparisons with m/u, a prior, and vectorised scoring and explanation.
+
+Match weight of a pair = log2(prior / (1 - prior)) + sum over comparisons of log2(m / u) of the
+level reached (+ a term-frequency adjustment on exact name levels). ``probability(weight)``
+turns it into the posterior match probability. The model is data: ``save`` writes one readable
+JSON file, ``load`` reads it back, ``MatchModel.default()`` loads the shipped model.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from matching.comparisons import (
+    Comparison,
+    EncodedRecords,
+    PairView,
+    as_normalized,
+    default_comparisons,
+    encode,
+)
+
+__all__ = [
+    "ComparisonOutcome",
+    "Explanation",
+    "MatchModel",
+    "DEFAULT_MODEL_PATH",
+    "probability",
+    "weight_of",
+    "term_frequencies_from",
+]
+
+DEFAULT_MODEL_PATH = Path(__file__).parent / "data" / "default_model.json"
+FORMAT = "identity-matching-model"
+TF_MIN = 1e-7  # floor for a term frequency (unseen very rare names)
+TF_MAX_ADJUST = 6.0  # cap on the term-frequency weight adjustment, in bits
+
+
+def probability(weight: float | np.ndarray) -> Any:
+    """Posterior match probability of a match weight (log2 odds)."""
+    w = np.clip(np.asarray(weight, dtype=float), -1000, 1000)
+    result = 1.0 / (1.0 + np.exp2(-w))
+    return float(result) if np.ndim(result) == 0 else result
+
+
+def weight_of(prob: float) -> float:
+    """The match weight (log2 odds) of a probability, the inverse of :func:`probability`."""
+    p = min(max(prob, 1e-15), 1 - 1e-15)
+    return math.log2(p / (1 - p))
+
+
+def term_frequencies_from(records: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    """Build the ``term_frequencies`` table ({"family": {v: n}, "given": {...}, "total": n})."""
+    family: dict[str, int] = {}
+    given: dict[str, int] = {}
+    for raw in records:
+        rec = as_normalized(raw)
+        if rec["family"]:
+            family[rec["family"]] = family.get(rec["family"], 0) + 1
+        if rec["given"]:
+            given[rec["given"]] = given.get(rec["given"], 0) + 1
+    return {"family": family, "given": given, "total": len(records)}
+
+
+@dataclass
+class ComparisonOutcome:
+    """How one comparison came out for one pair."""
+
+    comparison: str
+    level: int
+    label: str
+    m: float | None
+    u: float | None
+    weight: float
+    tf_adjustment: float
+    left: Any
+    right: Any
+
+    @property
+    def contribution(self) -> float:
+        return self.weight + self.tf_adjustment
+
+
+@dataclass
+class Explanation:
+    """Why a pair scored what it did: the prior, each comparison's level and weight, the total."""
+
+    prior: float
+    prior_weight: float
+    comparisons: list[ComparisonOutcome]
+    total_weight: float
+    probability: float
+
+    def level_of(self, comparison: str) -> str:
+        for outcome in self.comparisons:
+            if outcome.comparison == comparison:
+                return outcome.label
+        raise KeyError(comparison)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "prior": self.prior,
+            "prior_weight": round(self.prior_weight, 4),
+            "comparisons": [
+                {
+                    "comparison": c.comparison,
+                    "level": c.level,
+                    "label": c.label,
+                    "m": c.m,
+                    "u": c.u,
+                    "weight": round(c.weight, 4),
+                    "tf_adjustment": round(c.tf_adjustment, 4),
+                    "contribution": round(c.contribution, 4),
+                    "left": c.left,
+                    "right": c.right,
+                }
+                for c in self.comparisons
+            ],
+            "total_weight": round(self.total_weight, 4),
+            "probability": self.probability,
+        }
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=2, sort_keys=False)
+
+
+_SHOWN = {
+    "family_name": lambda r: r["family"] or None,
+    "given_name": lambda r: r["given"] or None,
+    "birth_date": lambda r: r["birth_date"],
+    "sex": lambda r: r["sex"],
+    "suffix": lambda r: r["suffix"] or None,
+    "address": lambda r: r["addresses"][0]["line"] if r["addresses"] else None,
+    "postal_code": lambda r: r["postal_codes"] or None,
+    "phone": lambda r: r["phones"] or None,
+    "person_identifier": lambda r: [
+        f"{x['domain']}|{x['value']}" for x in r["identifiers"] if x.get("person_level")
+    ] or None,
+}
+
+
+@dataclass
+class MatchModel:
+    """Comparisons + prior. Score with :meth:`score`, batch with :meth:`score_pairs`."""
+
+    comparisons: list[Comparison]
+    prior: float = 1e-5
+    term_frequencies: dict[str, Any] | None = None
+    training: dict[str, Any] = field(default_factory=dict)
+
+    # ---------------------------------------------------------------- construction / storage
+
+    @classmethod
+    def untrained(cls, prior: float = 1e-5) -> MatchModel:
+        """The comparisons with their hand-set starting m/u values."""
+        return cls(default_comparisons(), prior=prior)
+
+    @classmethod
+    def default(cls) -> MatchModel:
+        """The shipped model (``matching/data/default_model.json``)."""
+        return cls.load(DEFAULT_MODEL_PATH)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> MatchModel:
+        if data.get("format") != FORMAT:
+            raise ValueError(f"not a {FORMAT} document")
+        return cls(
+            comparisons=[Comparison.from_dict(c) for c in data["comparisons"]],
+            prior=float(data["prior"]),
+            training=dict(data.get("training") or {}),
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "format": FORMAT,
+            "version": 1,
+            "prior": self.prior,
+            "prior_weight": round(self.prior_weight, 4),
+            "comparisons": [c.to_dict() for c in self.comparisons],
+            "training": self.training,
+        }
+
+    @classmethod
+    def load(cls, path: str | Path) -> MatchModel:
+        return cls.from_dict(json.loads(Path(path).read_text(encoding="utf-8")))
+
+    def save(self, path: str | Path) -> None:
+        Path(path).write_text(json.dumps(self.to_dict(), indent=2) + "\n", encoding="utf-8")
+
+    def with_term_frequencies(self, table: dict[str, Any] | None) -> MatchModel:
+        """A copy that applies the caller's term-frequency table to exact name levels."""
+        return MatchModel(self.comparisons, self.prior, table, self.training)
+
+    # ---------------------------------------------------------------- scoring
+
+    @property
+    def prior_weight(self) -> float:
+        return weight_of(self.prior)
+
+    def encode(self, records: Sequence[dict[str, Any]]) -> EncodedRecords:
+        """Encode records (normalised or raw) once, for repeated scoring."""
+        return encode(records, self.term_frequencies)
+
+    def _prepare(self, records: Sequence[dict[str, Any]] | EncodedRecords) -> EncodedRecords:
+        return records if isinstance(records, EncodedRecords) else self.encode(records)
+
+    def levels(self, view: PairView) -> np.ndarray:
+        """Level index reached per comparison: int8 array (n_pairs, n_comparisons)."""
+        out = np.empty((view.n, len(self.comparisons)), np.int8)
+        for j, comparison in enumerate(self.comparisons):
+            out[:, j] = comparison.levels_for(view)
+        return out
+
+    def _weights_from_levels(self, view: PairView, levels: np.ndarray) -> np.ndarray:
+        total = np.full(view.n, self.prior_weight)
+        for j, comparison in enumerate(self.comparisons):
+            table = comparison.weights()
+            total += table[levels[:, j]]
+            total += self._tf_adjustment(view, comparison, levels[:, j])
+        return total
+
+    def _tf_adjustment(
+        self, view: PairView, comparison: Comparison, levels: np.ndarray
+    ) -> np.ndarray | float:
+        if not self.term_frequencies or not comparison.tf_field:
+            return 0.0
+        adjust = np.zeros(view.n)
+        tf = view.left_tf(comparison.tf_field)
+        for index, level in enumerate(comparison.levels):
+            if not level.tf_adjust:
+                continue
+            hit = (levels == index) & ~np.isnan(tf)
+            if hit.any():
+                value = np.log2(level.u / np.maximum(tf[hit], TF_MIN))
+                adjust[hit] = np.clip(value, -TF_MAX_ADJUST, TF_MAX_ADJUST)
+        return adjust
+
+    def score(
+        self,
+        record: dict[str, Any] | EncodedRecords,
+        candidates: Sequence[dict[str, Any]] | EncodedRecords,
+    ) -> np.ndarray:
+        """Match weights of one record against each candidate (float array, candidate order).
+
+        ``record`` and ``candidates`` may be raw demographics, normalised records (from
+        ``normalize_record``) or already encoded (:meth:`encode`); encoding once and reusing
+        the encoded candidates is the fast path.
+        """
+        left = record if isinstance(record, EncodedRecords) else self.encode([record])
+        right = self._prepare(candidates)
+        if right.n == 0:
+            return np.zeros(0)
+        view = PairView(left, right)
+        return self._weights_from_levels(view, self.levels(view))
+
+    def score_pairs(
+        self,
+        left: EncodedRecords,
+        left_rows: np.ndarray,
+        right: EncodedRecords | None = None,
+        right_rows: np.ndarray | None = None,
+        *,
+        workers: int = 1,
+        chunk: int = 65536,
+    ) -> np.ndarray:
+        """Batch scoring: weight of pair k = left row left_rows[k] vs right row right_rows[k].
+
+        ``right`` defaults to ``left`` (deduplication within one record set). Pairs are scored
+        in chunks; ``workers`` > 1 scores chunks on threads (numpy and rapidfuzz release the
+        GIL for the heavy work).
+        """
+        right = left if right is None else right
+        if right_rows is None:
+            raise ValueError("right_rows is required")
+        li, ri = np.asarray(left_rows), np.asarray(right_rows)
+        out = np.empty(len(li))
+
+        def run(start: int) -> None:
+            view = PairView(left, right, li[start : start + chunk], ri[start : start + chunk])
+            out[start : start + chunk] = self._weights_from_levels(view, self.levels(view))
+
+        starts = range(0, len(li), chunk)
+        if workers > 1 and len(li) > chunk:
+            with ThreadPoolExecutor(max_workers=workers) as pool:
+                list(pool.map(run, starts))
+        else:
+            for start in starts:
+                run(start)
+        return out
+
+    def pair_levels(
+        self,
+        left: EncodedRecords,
+        left_rows: np.ndarray,
+        right: EncodedRecords | None = None,
+        right_rows: np.ndarray | None = None,
+    ) -> np.ndarray:
+        """Level index per comparison for each pair (used by estimation)."""
+        right = left if right is None else right
+        if right_rows is None:
+            raise ValueError("right_rows is required")
+        view = PairView(left, right, np.asarray(left_rows), np.asarray(right_rows))
+        return self.levels(view)
+
+    def probability(self, weight: float | np.ndarray) -> Any:
+        return probability(weight)
+
+    def explain(self, record: dict[str, Any], candidate: dict[str, Any]) -> Explanation:
+        """Per comparison: level reached and its weight; the prior; total and probability."""
+        left_rec, right_rec = as_normalized(record), as_normalized(candidate)
+        left, right = self.encode([left_rec]), self.encode([right_rec])
+        view = PairView(left, right)
+        levels = self.levels(view)[0]
+        outcomes = []
+        total = self.prior_weight
+        for j, comparison in enumerate(self.comparisons):
+            index = int(levels[j])
+            level = comparison.levels[index]
+            tf = self._tf_adjustment(view, comparison, levels[j : j + 1])
+            tf_value = float(tf[0]) if isinstance(tf, np.ndarray) else float(tf)
+            shown = _SHOWN.get(comparison.name, lambda r: None)
+            outcome = ComparisonOutcome(
+                comparison=comparison.name,
+                level=index,
+                label=level.label,
+                m=None if level.null else level.m,
+                u=None if level.null else level.u,
+                weight=level.weight,
+                tf_adjustment=tf_value,
+                left=shown(left_rec),
+                right=shown(right_rec),
+            )
+            total += outcome.contribution
+            outcomes.append(outcome)
+        return Explanation(
+            prior=self.prior,
+            prior_weight=self.prior_weight,
+            comparisons=outcomes,
+            total_weight=total,
+            probability=probability(total),
+        )
