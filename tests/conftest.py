@@ -9,8 +9,11 @@ not interfere.
 from __future__ import annotations
 
 import os
+import shutil
+import tempfile
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -37,17 +40,31 @@ def _with_database(url: str, database: str) -> str:
     return f"{scheme_host}/{database}" + (f"?{query}" if query else "")
 
 
+@contextmanager
+def private_directory(prefix: str) -> Iterator[Path]:
+    """A temporary directory of our own. Not pytest's tmp_path: pytest deletes old basetemp
+    directories when other pytest runs start, which would pull a live server's data away."""
+    path = Path(tempfile.mkdtemp(prefix=prefix))
+    try:
+        yield path
+    finally:
+        shutil.rmtree(path, ignore_errors=True)
+
+
 @pytest.fixture(scope="session")
-def server_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+def server_url() -> Iterator[str]:
     """A maintenance URL of the test server (its ``postgres`` database)."""
     url = os.environ.get("IDENTITY_TEST_DATABASE_URL")
     if url:
         yield url
         return
-    embedded = EmbeddedPostgres(tmp_path_factory.mktemp("embedded-pg"))
-    embedded_url = embedded.start_sync()
-    yield _with_database(embedded_url, "postgres")
-    embedded.stop_sync()
+    with private_directory("identity-test-pg-") as directory:
+        embedded = EmbeddedPostgres(directory)
+        embedded_url = embedded.start_sync()
+        try:
+            yield _with_database(embedded_url, "postgres")
+        finally:
+            embedded.stop_sync()
 
 
 @pytest.fixture(scope="session")
@@ -108,5 +125,7 @@ async def mpi(db: Database, make_settings: Callable[..., Settings]) -> Mpi:
 
 
 @pytest.fixture
-def data_dir(tmp_path: Path) -> Path:
-    return tmp_path / "identity-data"
+def data_dir() -> Iterator[Path]:
+    """A service data directory (embedded PostgreSQL lives in it) for one test."""
+    with private_directory("identity-test-data-") as directory:
+        yield directory / "identity-data"

@@ -135,11 +135,11 @@ async def test_cli_migrate_and_domains(fresh_database: str) -> None:
     assert re.search(r"^MPI\s+.*yes\s+yes", listed.stdout, re.M)
 
 
-async def test_serve_stops_gracefully_on_sigterm(tmp_path: Path) -> None:
+async def test_serve_stops_gracefully_on_sigterm(data_dir: Path) -> None:
     """`identity serve` with no configuration file: embedded database, /healthz, SIGTERM."""
     env = {
         **os.environ,
-        "IDENTITY_DATA_DIR": str(tmp_path / "data"),
+        "IDENTITY_DATA_DIR": str(data_dir),
         "IDENTITY_HTTP__PORT": "0",
     }
     env.pop("IDENTITY_CONFIG", None)
@@ -172,4 +172,4 @@ async def test_serve_stops_gracefully_on_sigterm(tmp_path: Path) -> None:
     text = "".join(lines) + rest.decode()
     assert code == 0, text
     assert "event=embedded_postgres_stopped" in text and "event=service_stopped" in text
-    assert not _postgres_running(tmp_path / "data" / "postgres")
+    assert not _postgres_running(data_dir / "postgres")

@@ -1,0 +1,65 @@
+import numpy as np
+
+from matching.blocking import KEY_FAMILIES, blocking_keys, candidate_pairs, select_candidates
+from matching.normalize import normalize_record
+
+
+def record(family="Smith", given="John", birth="1980-03-12", postal="62701",
+           phone="555 123 4567", identifiers=None):
+    return normalize_record({
+        "names": [{"family": family, "given": [given]}],
+        "birth_date": birth,
+        "addresses": [{"lines": ["1 Main St"], "postal_code": postal}],
+        "phones": [{"value": phone}] if phone else [],
+    }, identifiers)
+
+
+def test_keys_are_short_prefixed_strings_of_every_family():
+    keys = blocking_keys(record(identifiers=[{"domain": "HOSP", "value": "7", "type": "MR"}]))
+    families = {k.split(":", 1)[0] for k in keys}
+    assert families == set(KEY_FAMILIES)
+    assert "fp_by:SNAT|1980" in keys
+    assert all(len(k) < 80 for k in keys)
+    assert len(keys) == len(set(keys))
+
+
+def test_some_key_survives_each_single_error():
+    base = set(blocking_keys(record()))
+    variants = [
+        record(given="Jhon"),                        # given typo
+        record(family="Smyth-Jones"),               # family change
+        record(birth="1980-12-03"),                  # day/month swap
+        record(birth="1981-03-12"),                  # year typo
+        record(postal="10001", phone=None),          # moved, no phone
+        record(family="John", given="Smith"),        # swapped
+    ]
+    for variant in variants:
+        assert base & set(blocking_keys(variant)), variant
+
+
+def test_a_key_without_the_birth_date_exists():
+    keys = blocking_keys(record(birth=None))
+    assert any(k.startswith("fp_gp_pc:") for k in keys)
+    assert not any("1980" in k for k in keys)
+
+
+def test_candidate_cap_skips_huge_blocks_and_ranks_by_shared_keys():
+    found = {
+        "fp_by:SNAT|1980": list(range(1000)),        # too common: skipped
+        "gp_dob:JAN|1980-03-12": [5, 6, 7],
+        "dob_pc:1980-03-12|62701": [6, 7],
+        "id:HOSP|7": [42],
+    }
+    chosen = select_candidates(found, max_block=100, max_candidates=3)
+    assert chosen == [42, 6, 7]
+    only_big = select_candidates({"a": list(range(10)), "b": list(range(500))}, max_block=5)
+    assert only_big == list(range(10))
+
+
+def test_candidate_pairs_are_unique_and_ordered():
+    keys = [["a", "b"], ["a", "b"], ["b"], ["c"]]
+    pairs = candidate_pairs(keys)
+    assert pairs.tolist() == [[0, 1], [0, 2], [1, 2]]
+    assert candidate_pairs(keys, max_block=2).tolist() == [[0, 1]]
+    assert candidate_pairs([["x"]]).shape == (0, 2)
+    assert isinstance(pairs, np.ndarray)

@@ -1,0 +1,156 @@
+"""Each comparison level, reached through the model's explanation of one pair."""
+
+import pytest
+
+from matching.model import MatchModel
+
+
+@pytest.fixture(scope="module")
+def model() -> MatchModel:
+    return MatchModel.untrained()
+
+
+def person(family="Smith", given=("John",), birth="1980-03-12", sex="M", **extra):
+    demo = {
+        "names": [{"family": family, "given": list(given), "use": "L"}],
+        "birth_date": birth,
+        "sex": sex,
+        "addresses": [{"lines": ["12 Main Street"], "city": "Springfield", "state": "IL",
+                       "postal_code": "62701"}],
+        "phones": [{"value": "(555) 123-4567"}],
+    }
+    demo.update(extra)
+    return demo
+
+
+def level(model, comparison, left, right):
+    return model.explain(left, right).level_of(comparison)
+
+
+@pytest.mark.parametrize(
+    ("left", "right", "expected"),
+    [
+        ("Smith", "Smith", "exact"),
+        ("Smith", "SMITH", "exact"),
+        ("Johnson", "Johnsen", "jaro-winkler >= 0.94"),
+        ("Smith-Jones", "Smith", "compound part shared"),
+        ("Smith-Jones", "Jones Smith", "compound part shared"),
+        ("Catherine", "Katherine", "phonetic"),
+        ("Smith", "Smyth", "jaro-winkler >= 0.85"),
+        ("Smith", "Nguyen", "different"),
+        ("", "Smith", "missing"),
+    ],
+)
+def test_family_name_levels(model, left, right, expected):
+    assert level(model, "family_name", person(family=left), person(family=right)) == expected
+
+
+def test_family_name_maiden_name_level(model):
+    married = person(family="Doe")
+    married["names"].append({"family": "Smith", "given": ["Jane"], "use": "M"})
+    assert level(model, "family_name", married, person(family="Smith")) == "previous/maiden name"
+    assert level(model, "family_name", person(family="Smith"), married) == "previous/maiden name"
+
+
+def test_given_and_family_swapped(model):
+    swapped = person(family="John", given=("Smith",))
+    assert level(model, "family_name", person(), swapped) == "swapped with given"
+    assert level(model, "given_name", person(), swapped) == "swapped with family"
+
+
+@pytest.mark.parametrize(
+    ("left", "right", "expected"),
+    [
+        ("John", "John", "exact"),
+        ("Christopher", "Christophr", "jaro-winkler >= 0.94"),
+        ("Robert", "Bob", "nickname"),
+        ("Bob", "Robert", "nickname"),
+        ("William", "Bill", "nickname"),
+        ("John", "Jon", "nickname"),
+        ("Jon", "Jhon", "phonetic"),
+        ("J", "John", "same initial"),
+        ("John", "James", "same initial"),
+        ("John", "Mary", "different"),
+        ("", "Mary", "missing"),
+    ],
+)
+def test_given_name_levels(model, left, right, expected):
+    l_given = (left,) if left else ()
+    assert level(model, "given_name", person(given=l_given), person(given=(right,))) == expected
+
+
+@pytest.mark.parametrize(
+    ("left", "right", "expected"),
+    [
+        ("1980-03-12", "19800312", "exact"),
+        ("1980-03-12", "1980-12-03", "day/month transposed"),
+        ("1980-03-12", "1980-03-13", "one digit off"),
+        ("1980-03-12", "1989-03-12", "one digit off"),
+        ("1980-03-12", "1980-03-28", "same year and month"),
+        ("1980-03-12", "1980-03", "same year and month"),
+        ("1980-03-12", "1980-07-25", "same year"),
+        ("1980", "1980-07-25", "same year"),
+        ("1980-03-12", "1981-07-25", "within 1 year"),
+        ("1980-03-12", "1950-07-25", "different"),
+        ("1980-03-12", "garbage", "missing"),
+    ],
+)
+def test_birth_date_levels(model, left, right, expected):
+    assert level(model, "birth_date", person(birth=left), person(birth=right)) == expected
+
+
+@pytest.mark.parametrize(
+    ("left", "right", "expected"),
+    [("M", "male", "same"), ("M", "F", "different"), ("M", "U", "missing"), ("M", None, "missing")],
+)
+def test_sex_levels(model, left, right, expected):
+    assert level(model, "sex", person(sex=left), person(sex=right)) == expected
+
+
+def test_suffix_levels(model):
+    junior = person()
+    junior["names"][0]["suffix"] = "Jr."
+    senior = person()
+    senior["names"][0]["suffix"] = "Sr"
+    assert level(model, "suffix", junior, senior) == "different (JR vs SR)"
+    assert level(model, "suffix", junior, junior) == "same"
+    assert level(model, "suffix", junior, person()) == "missing"
+
+
+def test_contact_levels(model):
+    base = person()
+    moved_same_phone = person(addresses=[{"lines": ["9 Elm Road"], "postal_code": "10001"}])
+    new_phone = person(phones=[{"value": "555 999 0000"}])
+    abbreviated = person(addresses=[{"lines": ["12 Main St", "Apt 4"], "postal_code": "62701"}],
+                         phones=[])
+    same_zip = person(addresses=[{"lines": ["77 Oak Lane"], "postal_code": "62701"}], phones=[])
+    elsewhere = person(addresses=[{"lines": ["77 Oak Lane"], "postal_code": "10001"}],
+                       phones=[{"value": "555 999 0000"}])
+    assert level(model, "contact", base, base) == "same address and phone"
+    assert level(model, "contact", base, new_phone) == "same address"
+    assert level(model, "contact", base, moved_same_phone) == "same phone"
+    assert level(model, "contact", base, abbreviated) == "same house and street"
+    assert level(model, "contact", base, same_zip) == "same postal code"
+    assert level(model, "contact", base, elsewhere) == "different"
+    assert level(model, "contact", base, person(addresses=[], phones=[])) == "missing"
+
+
+def test_person_identifier_levels(model):
+    ssn = "2.16.840.1.113883.4.1"
+    left = {"demographics": person(), "identifiers": [
+        {"domain": ssn, "value": "123-45-6788", "type": "SS"}]}
+    same = {"demographics": person(), "identifiers": [
+        {"domain": ssn, "value": "123456788", "type": "SS"}]}
+    other = {"demographics": person(), "identifiers": [
+        {"domain": ssn, "value": "223-45-6788", "type": "SS"}]}
+    mrn_only = {"demographics": person(), "identifiers": [
+        {"domain": "HOSP", "value": "1", "type": "MR"}]}
+    assert level(model, "person_identifier", left, same) == "same value"
+    assert level(model, "person_identifier", left, other) == "different value"
+    assert level(model, "person_identifier", left, mrn_only) == "no common domain"
+
+
+def test_missing_levels_weigh_nothing(model):
+    explanation = model.explain(person(sex="U"), person(sex="M"))
+    sex = next(c for c in explanation.comparisons if c.comparison == "sex")
+    assert sex.label == "missing" and sex.weight == 0.0 and sex.m is None

@@ -1,0 +1,142 @@
+import pytest
+
+from matching.decision import Decision, decide
+from matching.normalize import normalize_record
+
+SSN = "2.16.840.1.113883.4.1"
+
+
+def person(given="John", family="Smith", birth="1980-03-12", sex="M", suffix=None,
+           multiple_birth=None):
+    name = {"family": family, "given": [given]}
+    if suffix:
+        name["suffix"] = suffix
+    demo = {"names": [name], "birth_date": birth, "sex": sex,
+            "addresses": [{"lines": ["12 Main St"], "postal_code": "62701"}]}
+    if multiple_birth is not None:
+        demo["multiple_birth"] = multiple_birth
+    return normalize_record(demo)
+
+
+def test_thresholds_decide_when_no_rule_fires():
+    assert decide(0.9995, auto_link=0.999, review=0.5).decision is Decision.LINK
+    assert decide(0.9, auto_link=0.999, review=0.5).decision is Decision.REVIEW
+    assert decide(0.1, auto_link=0.999, review=0.5).decision is Decision.NO_MATCH
+    with pytest.raises(ValueError):
+        decide(0.5, auto_link=0.4, review=0.5)
+
+
+def test_steward_no_match_assertion_wins_over_any_weight():
+    result = decide(1.0, no_match_asserted=True, record=person(), candidate=person())
+    assert result.decision is Decision.NO_MATCH
+    assert result.hard_rules == ("no_match_assertion",)
+
+
+def test_different_ids_in_a_person_identifying_domain_never_auto_link():
+    result = decide(
+        0.99999,
+        record_identifiers=[{"domain": SSN, "value": "123-45-6788", "type": "SS"}],
+        candidate_identifiers=[{"domain": SSN, "value": "223456788", "type": "SS"}],
+        person_identifying_domains={SSN},
+    )
+    assert result.decision is Decision.REVIEW
+    assert "person_identifier_conflict" in result.hard_rules
+
+
+def test_same_ssn_written_differently_is_not_a_conflict():
+    result = decide(
+        0.99999,
+        record_identifiers=[{"domain": SSN, "value": "123-45-6788", "type": "SS"}],
+        candidate_identifiers=[{"domain": SSN, "value": "123456788", "type": "SS"}],
+        person_identifying_domains={SSN},
+    )
+    assert result.decision is Decision.LINK
+
+
+def test_identifier_domains_not_declared_person_identifying_do_not_block():
+    result = decide(
+        0.99999,
+        record_identifiers=[{"domain": "LAB", "value": "1", "type": "MR"}],
+        candidate_identifiers=[{"domain": "LAB", "value": "2", "type": "MR"}],
+        person_identifying_domains={SSN},
+    )
+    assert result.decision is Decision.LINK
+
+
+def test_two_mrns_of_one_source_go_to_review_as_possible_duplicate():
+    result = decide(
+        0.99999,
+        record_source_domain="HOSP",
+        candidate_source_domain="HOSP",
+        record_identifiers=[{"domain": "HOSP", "value": "A1", "type": "MR"}],
+        candidate_identifiers=[{"domain": "HOSP", "value": "A2", "type": "MR"}],
+    )
+    assert result.decision is Decision.REVIEW
+    assert result.hard_rules == ("same_source_duplicate",)
+    assert "possible duplicate" in " ".join(result.reasons)
+
+
+def test_records_of_different_sources_link_despite_different_local_ids():
+    result = decide(
+        0.99999,
+        record_source_domain="HOSP",
+        candidate_source_domain="CLINIC",
+        record_identifiers=[{"domain": "HOSP", "value": "A1", "type": "MR"}],
+        candidate_identifiers=[{"domain": "CLINIC", "value": "A2", "type": "MR"}],
+    )
+    assert result.decision is Decision.LINK
+
+
+def test_sex_and_birth_date_both_disagreeing_never_auto_link():
+    result = decide(0.99999, record=person(), candidate=person(sex="F", birth="1981-03-12"))
+    assert result.decision is Decision.REVIEW
+    assert "sex_and_birth_date_disagree" in result.hard_rules
+    only_sex = decide(0.99999, record=person(), candidate=person(sex="F"))
+    assert only_sex.decision is Decision.LINK
+
+
+def test_twins_john_and_james_with_same_birth_date_and_address_never_link():
+    result = decide(0.999999, record=person("John"), candidate=person("James"))
+    assert result.decision is Decision.NO_MATCH
+    assert "probable_twin" in result.hard_rules
+
+
+def test_initial_only_against_a_full_name_with_same_birth_date_goes_to_review():
+    # "J SMITH" could be John or his twin James: a steward decides
+    result = decide(0.999999, record=person("J"), candidate=person("James"))
+    assert result.decision is Decision.REVIEW
+    assert "possible_twin" in result.hard_rules
+
+
+def test_typo_and_nickname_of_the_same_person_are_not_twins():
+    assert decide(0.999999, record=person("John"), candidate=person("Jon")).decision is (
+        Decision.LINK
+    )
+    assert decide(0.999999, record=person("Robert"), candidate=person("Bob")).decision is (
+        Decision.LINK
+    )
+    assert decide(0.999999, record=person("Christopher"),
+                  candidate=person("Christohper")).decision is Decision.LINK
+
+
+def test_different_birth_orders_are_different_people():
+    result = decide(0.999999, record=person(multiple_birth=1), candidate=person(multiple_birth=2))
+    assert result.decision is Decision.NO_MATCH
+    assert "different_birth_order" in result.hard_rules
+
+
+def test_junior_and_senior_never_link():
+    senior = person(suffix="Sr", birth="1950-05-01")
+    junior = person(suffix="Jr", birth="1978-02-11")
+    result = decide(0.999999, record=senior, candidate=junior)
+    assert result.decision is Decision.NO_MATCH
+    assert "generational_pair" in result.hard_rules
+    same_year = decide(0.999999, record=person(suffix="Jr"), candidate=person(suffix="Sr"))
+    assert same_year.decision is Decision.REVIEW
+    assert "suffix_conflict" in same_year.hard_rules
+
+
+def test_low_probability_stays_no_match_even_when_a_rule_fires():
+    result = decide(0.2, record=person(), candidate=person(sex="F", birth="1981-03-12"))
+    assert result.decision is Decision.NO_MATCH
+    assert result.to_dict()["decision"] == "NO_MATCH"

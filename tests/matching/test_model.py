@@ -1,0 +1,134 @@
+import json
+
+import numpy as np
+import pytest
+
+from matching.comparisons import encode
+from matching.model import MatchModel, probability, term_frequencies_from, weight_of
+from matching.normalize import normalize_record
+
+
+def person(family="Smith", given="John", birth="1980-03-12", sex="M", line="12 Main Street"):
+    return normalize_record({
+        "names": [{"family": family, "given": [given]}],
+        "birth_date": birth,
+        "sex": sex,
+        "addresses": [{"lines": [line], "postal_code": "62701"}],
+        "phones": [{"value": "555 123 4567"}],
+    })
+
+
+@pytest.fixture(scope="module")
+def model() -> MatchModel:
+    return MatchModel.default()
+
+
+def test_default_model_loads_from_the_shipped_json(model):
+    assert model.comparisons and 0 < model.prior < 0.01
+    names = [c.name for c in model.comparisons]
+    assert names[:3] == ["family_name", "given_name", "birth_date"]
+
+
+def test_model_round_trips_through_readable_json(model, tmp_path):
+    path = tmp_path / "model.json"
+    model.save(path)
+    text = path.read_text()
+    assert '"label": "nickname"' in text  # readable, diffable
+    again = MatchModel.load(path)
+    assert again.to_dict() == json.loads(text)
+    assert again.prior == pytest.approx(model.prior)
+
+
+def test_load_rejects_other_documents(tmp_path):
+    path = tmp_path / "x.json"
+    path.write_text('{"format": "something else"}')
+    with pytest.raises(ValueError):
+        MatchModel.load(path)
+
+
+def test_probability_and_weight_are_inverse():
+    assert probability(0.0) == pytest.approx(0.5)
+    assert probability(10.0) == pytest.approx(1024 / 1025)
+    assert weight_of(probability(3.5)) == pytest.approx(3.5)
+    extremes = probability(np.array([-2000.0, 2000.0]))
+    assert extremes[0] < 1e-300 and extremes[1] == 1.0
+
+
+def test_score_orders_duplicate_above_relatives_and_strangers(model):
+    record = person()
+    duplicate = person(given="Jon")
+    twin = person(given="James")
+    stranger = person(family="Nguyen", given="Linh", birth="1990-01-01", sex="F",
+                      line="9 Elm Road")
+    weights = model.score(record, [stranger, twin, duplicate])
+    assert weights.shape == (3,)
+    assert weights[2] > weights[1] > weights[0]
+    assert probability(weights[0]) < 0.01
+
+
+def test_vectorised_score_equals_explanation_total(model):
+    record = person()
+    candidates = [person(given="Bob"), person(birth="1980-12-03"), person(family="Smith-Jones"),
+                  person(family="Smyth", sex="F")]
+    weights = model.score(record, candidates)
+    for weight, candidate in zip(weights, candidates, strict=True):
+        explanation = model.explain(record, candidate)
+        assert weight == pytest.approx(explanation.total_weight)
+        assert explanation.probability == pytest.approx(probability(weight))
+        contributions = sum(c.contribution for c in explanation.comparisons)
+        assert explanation.total_weight == pytest.approx(explanation.prior_weight + contributions)
+
+
+def test_pre_encoded_and_batch_scoring_agree_with_one_by_one(model):
+    records = [person(), person(given="Jon"), person(family="Jones"), person(birth="1979-03-12")]
+    encoded = model.encode(records)
+    left = np.array([0, 0, 1, 2])
+    right = np.array([1, 2, 3, 3])
+    batch = model.score_pairs(encoded, left, encoded, right)
+    single = [model.score(records[a], [records[b]])[0] for a, b in zip(left, right, strict=True)]
+    assert batch == pytest.approx(single)
+    assert model.score(encode([records[0]]), encoded) == pytest.approx(
+        model.score(records[0], records)
+    )
+
+
+def test_raw_demographics_are_accepted(model):
+    raw = {"names": [{"family": "Smith", "given": ["John"]}], "birth_date": "19800312"}
+    assert model.score(raw, [raw])[0] == pytest.approx(model.score(
+        normalize_record(raw), [normalize_record(raw)])[0])
+
+
+def test_explanation_serialises_to_json(model):
+    explanation = model.explain(person(), person(given="Bob"))
+    data = json.loads(explanation.to_json())
+    assert data["comparisons"][1]["comparison"] == "given_name"
+    assert data["comparisons"][1]["label"] == "same initial" or data["comparisons"][1]["left"]
+    assert set(data) == {"prior", "prior_weight", "comparisons", "total_weight", "probability"}
+
+
+def test_term_frequencies_make_common_names_weigh_less(model):
+    records = [person(family="Smith", given=f"G{i}") for i in range(50)]
+    records += [person(family="Zielinski", given="Anna")]
+    counted = term_frequencies_from(records)
+    assert counted["family"]["SMITH"] == 50 and counted["total"] == 51
+    table = {"family": {"SMITH": 10_000, "ZIELINSKI": 2}, "given": {}, "total": 1_000_000}
+    tf_model = model.with_term_frequencies(table)
+    common = tf_model.explain(person(), person()).comparisons[0]
+    rare = tf_model.explain(person(family="Zielinski"), person(family="Zielinski")).comparisons[0]
+    assert common.label == rare.label == "exact"
+    assert common.tf_adjustment < 0 < rare.tf_adjustment
+    assert common.contribution < rare.contribution
+
+
+def test_one_record_against_200_candidates_is_fast(model):
+    import time
+
+    candidates = model.encode([person(given=f"Name{i}", birth=f"19{50 + i % 40}-01-02")
+                               for i in range(200)])
+    query = model.encode([person()])
+    timings = []
+    for _ in range(30):
+        started = time.perf_counter()
+        model.score(query, candidates)
+        timings.append(time.perf_counter() - started)
+    assert float(np.median(timings)) < 0.01  # generous bound for a shared CI core; bench: <1 ms
