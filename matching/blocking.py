@@ -8,6 +8,7 @@ least one key. The families complement each other so that one error does not los
 - ``dob_pc``  full birth date + postal code         (name typos in both fields)
 - ``nm_dob``  both name keys, unordered + birth date (given/family swapped)
 - ``fp_gp_pc`` phonetic family + phonetic given + postal code (no birth date: date errors)
+- ``ini_dob`` both name initials, unordered + birth date (typos in both names, moves, swaps)
 - ``ph_gi``   phone number + given initial          (no birth date, no family name)
 - ``id``      a shared identifier (domain|value)
 
@@ -31,7 +32,7 @@ __all__ = [
     "select_candidates",
 ]
 
-KEY_FAMILIES = ("fp_by", "gp_dob", "dob_pc", "nm_dob", "fp_gp_pc", "ph_gi", "id")
+KEY_FAMILIES = ("fp_by", "gp_dob", "dob_pc", "nm_dob", "ini_dob", "fp_gp_pc", "ph_gi", "id")
 
 #: Keys shared by more records than this are skipped as uninformative (e.g. a placeholder
 #: birth date with a hospital's postal code); the remaining keys still find the candidates.
@@ -59,6 +60,10 @@ def blocking_keys(normalized: dict[str, Any]) -> list[str]:
     if fp and gp and full_date:
         first, second = sorted((fp, gp))
         keys.append(f"nm_dob:{first}|{second}|{full_date}")
+    family_initial = (normalized.get("family_key") or "")[:1]
+    if initial and family_initial and full_date:
+        first, second = sorted((initial, family_initial))
+        keys.append(f"ini_dob:{first}{second}|{full_date}")
     if fp and gp:
         keys.extend(f"fp_gp_pc:{fp}|{gp}|{pc}" for pc in postal)
     if initial:

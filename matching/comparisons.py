@@ -343,7 +343,12 @@ def given_nickname(view: PairView, sel: np.ndarray, level: Level) -> np.ndarray:
 
 
 def given_phonetic(view: PairView, sel: np.ndarray, level: Level) -> np.ndarray:
-    return _eq(view, sel, "giv_phon")
+    """Same NYSIIS key and not far apart in spelling (NYSIIS alone puts JOHN and JAMES
+    together); ``threshold`` is the minimum Jaro-Winkler similarity."""
+    same = _eq(view, sel, "giv_phon")
+    if level.threshold and same.any():
+        same[same] = view.jaro_winkler("giv", sel[same]) >= level.threshold
+    return same
 
 
 def given_initial(view: PairView, sel: np.ndarray, level: Level) -> np.ndarray:
@@ -592,7 +597,7 @@ def default_comparisons() -> list[Comparison]:
             L("swapped with family", "names_swapped", 0.005, 1e-6),
             L("jaro-winkler >= 0.94", "given_jaro_winkler", 0.04, 0.002, threshold=0.94),
             L("nickname", "given_nickname", 0.03, 0.002),
-            L("phonetic", "given_phonetic", 0.01, 0.002),
+            L("phonetic", "given_phonetic", 0.01, 0.002, threshold=0.75),
             L("jaro-winkler >= 0.85", "given_jaro_winkler", 0.01, 0.01, threshold=0.85),
             L("same initial", "given_initial", 0.01, 0.06),
             L("different", "else", 0.005, 0.92),

@@ -11,7 +11,8 @@ no weight overrides them:
 4. sex AND birth date both disagreeing -> never LINK;
 5. (our addition) conflicting generational suffixes (JR vs SR, II vs III) -> never LINK, and
    NO_MATCH when the birth years are GENERATION_YEARS or more apart (a parent and child);
-6. (our addition) possible twin: the full birth date and the family name agree but the given
+6. (our addition) possible twin: the full birth date (or a one-digit / day-month variant of
+   it) and the family name (or a close spelling) agree but the given
    names differ (neither equal, nickname-equivalent, swapped, one typo nor a phonetic
    spelling), or a multiple-birth indicator is on either record and the given names differ.
    Clearly different given names (JOHN vs JAMES) -> NO_MATCH; similar ones (EMMA vs ELLA, an
@@ -97,25 +98,30 @@ def _dates_disagree(a: dict[str, Any], b: dict[str, Any]) -> bool:
     return False
 
 
-def _given_relation(a: dict[str, Any], b: dict[str, Any]) -> str:
+def _given_relation(a: dict[str, Any], b: dict[str, Any], *, multiple_birth: bool = False) -> str:
     """ "same" (equal, nickname, swapped, one typo or phonetic spelling), "similar" or "different".
 
     Twins' names may be similar (EMMA / ELLA) but are rarely one keystroke or one sound apart;
-    names that close are treated as one name misspelt.
+    names that close are treated as one name misspelt, except when a multiple-birth indicator
+    is present: then a one-keystroke difference is only "similar".
     """
     ga, gb = a.get("given") or "", b.get("given") or ""
     if not ga or not gb or ga == gb:
         return "same"
     if set(a.get("given_variants") or []) & set(b.get("given_variants") or []):
         return "same"
-    if (a.get("family") and a.get("family") == gb) or (b.get("family") and b.get("family") == ga):
+    if a.get("family") and a.get("family") == gb and b.get("family") == ga:
         return "same"  # given and family swapped: the same names in the wrong fields
     similarity = JaroWinkler.normalized_similarity(ga, gb)
-    if similarity >= CLOSE_GIVEN or (min(len(ga), len(gb)) >= 4 and OSA.distance(ga, gb) <= 1):
+    one_typo = min(len(ga), len(gb)) >= 4 and OSA.distance(ga, gb) <= 1
+    if (similarity >= CLOSE_GIVEN or one_typo) and not multiple_birth:
         return "same"  # one keystroke apart: a typo, not a sibling's name
+    if one_typo:
+        return "similar"
     if (
         a.get("given_phonetic")
         and a.get("given_phonetic") == b.get("given_phonetic")
+        and min(len(ga), len(gb)) >= 5
         and OSA.distance(ga, gb) <= 2
     ):
         return "same"  # a phonetic misspelling (TIFFANY / TIPHANY)
@@ -145,8 +151,25 @@ def _shared_value(
 
 def _family_agrees(a: dict[str, Any], b: dict[str, Any]) -> bool:
     fa, fb = a.get("family_tokens") or [], b.get("family_tokens") or []
-    return bool(set(fa) & set(fb)) or (
-        bool(a.get("family_phonetic")) and a.get("family_phonetic") == b.get("family_phonetic")
+    if set(fa) & set(fb):
+        return True
+    if a.get("family_phonetic") and a.get("family_phonetic") == b.get("family_phonetic"):
+        return True
+    ka, kb = a.get("family_key") or "", b.get("family_key") or ""
+    return bool(ka and kb) and JaroWinkler.normalized_similarity(ka, kb) >= SIMILAR_GIVEN
+
+
+def _close_dates(a: dict[str, Any], b: dict[str, Any]) -> bool:
+    """Full birth dates equal, one digit apart, or day and month transposed."""
+    if a.get("birth_precision") != "day" or b.get("birth_precision") != "day":
+        return False
+    da, db = a["birth_date"], b["birth_date"]
+    if da == db:
+        return True
+    if sum(x != y for x, y in zip(da, db, strict=True)) == 1:
+        return True
+    return (a["birth_year"], a["birth_month"], a["birth_day"]) == (
+        b["birth_year"], b["birth_day"], b["birth_month"]
     )
 
 
@@ -221,13 +244,10 @@ def decide(
         if _birth_order(order_a) and _birth_order(order_b) and order_a != order_b:
             refuse.append("different_birth_order")
             reasons.append(f"different birth orders of a multiple birth ({order_a} vs {order_b})")
-        relation = _given_relation(a, b)
         multiple = bool(order_a) or bool(order_b)
+        relation = _given_relation(a, b, multiple_birth=multiple)
         if relation != "same":
-            same_date = (
-                a.get("birth_precision") == "day" and a.get("birth_date") == b.get("birth_date")
-            )
-            if multiple or (same_date and _family_agrees(a, b)):
+            if multiple or (_close_dates(a, b) and _family_agrees(a, b)):
                 reasons.append(
                     f"possible twin: same birth date/family, given names differ "
                     f"({a.get('given')} vs {b.get('given')})"

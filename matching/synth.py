@@ -56,7 +56,10 @@ SOURCE_DOMAINS = {
     "RXPLUS": "1.3.6.1.4.1.21367.13.20.5000",
 }
 SSN_DOMAIN = "2.16.840.1.113883.4.1"
-TODAY = date(2026, 1, 1)  # fixed, so that ages and the output do not depend on the clock
+TODAY = date(2026, 1, 1)
+#: Share of duplicate records registered again in the source that already holds the person
+#: (a within-source duplicate with a new MRN); the others go to another source.
+SAME_SOURCE_SHARE = 0.02  # fixed, so that ages and the output do not depend on the clock
 
 LOCALES = (("en_US", 0.62), ("es_MX", 0.14), ("de_DE", 0.07), ("fr_FR", 0.06),
            ("vi_VN", 0.06), ("it_IT", 0.05))
@@ -541,9 +544,10 @@ def generate(
     """A synthetic population of ``persons`` people and their source records.
 
     ``duplicate_rate`` is the share of persons that have more than one record (each such
-    person gets 1 extra record, sometimes 2 or 3). Duplicates go to other source domains mostly
-    (4% stay in the same source, as a within-source duplicate with a new MRN). ``hard`` raises
-    the share of twins, Jr/Sr pairs and common-name clusters, and the error rate.
+    person gets 1 extra record, sometimes 2 or 3). Duplicates go to other source domains
+    mostly (SAME_SOURCE_SHARE stay in the same source, as a within-source duplicate with a new
+    MRN). ``hard`` raises the share of twins, Jr/Sr pairs and common-name clusters, and the
+    error rate.
     """
     if persons < 0 or not 0.0 <= duplicate_rate <= 1.0:
         raise ValueError("persons must be >= 0 and duplicate_rate in [0, 1]")
@@ -572,7 +576,8 @@ def generate(
                 domain, demo, errors = home, gen.demographics(person), []
             else:
                 free = [d for d in domains if d not in used]
-                domain = home if (rng.random() < 0.04 or not free) else rng.choice(free)
+                stay = rng.random() < SAME_SOURCE_SHARE or not free
+                domain = home if stay else rng.choice(free)
                 used.append(domain)
                 demo, errors = gen.duplicate(person)
                 if domain == home:

@@ -47,6 +47,8 @@ def test_u_matches_the_share_among_random_non_matching_pairs(population):
     for j, comparison in enumerate(model.comparisons):
         nulls = [i for i, lv in enumerate(comparison.levels) if lv.null]
         counted = levels[:, j][~np.isin(levels[:, j], nulls)]
+        if len(counted) < 2000:
+            continue  # e.g. suffix: compared only when both records carry one
         different = len(comparison.levels) - 1
         empirical = float((counted == different).mean())
         assert u[comparison.name][different] == pytest.approx(empirical, abs=0.02)
