@@ -78,6 +78,29 @@ class DomainSettings(_Section):
         return value
 
 
+class MatchingSettings(_Section):
+    """Thresholds are match probabilities: at or above ``auto_link`` a record links
+    automatically (unless a hard rule forbids it), at or above ``review`` the pair goes to a
+    steward, below it is no match."""
+
+    model: Path | None = None
+    """Model JSON written by `identity train`; unset: the model shipped in matching/data."""
+    auto_link: float = Field(0.999, gt=0, le=1)
+    review: float = Field(0.5, gt=0, le=1)
+    max_candidates: int = Field(200, ge=1, le=5000)
+    """Candidates scored per record at most (a warning is logged when the cap bites)."""
+    max_block: int = Field(400, ge=2)
+    """Blocking keys shared by more records than this are skipped as uninformative."""
+    term_frequencies: bool = True
+    """Adjust name agreement by how common the name is in the index (computed at start-up)."""
+
+    @model_validator(mode="after")
+    def _ordered(self) -> MatchingSettings:
+        if self.review > self.auto_link:
+            raise ValueError("review must not exceed auto_link")
+        return self
+
+
 class Hl7Settings(_Section):
     application: str = "IDENTITY"
     """MSH-3 of the messages this service sends (ACK, RSP, ITI-10 notifications)."""
@@ -125,6 +148,7 @@ class Settings(BaseSettings):
     mllp: MllpSettings = MllpSettings()
     mpi: MpiSettings = MpiSettings()
     domains: list[DomainSettings] = Field(default_factory=list)
+    matching: MatchingSettings = MatchingSettings()
     hl7: Hl7Settings = Hl7Settings()
     fhir: FhirSettings = FhirSettings()
     notify: list[NotifySettings] = Field(default_factory=list)

@@ -7,6 +7,7 @@ Each function runs inside the caller's unit of work (one transaction). Locks: fi
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 from typing import Any
 
@@ -23,10 +24,13 @@ from identity.model import (
     RecordStatus,
     ReviewStatus,
 )
-from identity.mpi.matcher import Candidate, DeterministicMatcher, Subject
+from identity.mpi.matcher import Matcher, Party, Verdict
 from identity.mpi.uow import CHANGED_TOPIC, UPDATED_TOPIC, UnitOfWork
+from identity.store.repository import Repository
+from matching.blocking import select_candidates
+from matching.decision import Decision as MatchDecision
 
-CANDIDATE_CAP = 200
+log = logging.getLogger("identity.mpi.feed")
 
 
 def record_key(domain_id: int, identifier: str) -> str:
@@ -57,7 +61,7 @@ def link_snapshot(row: asyncpg.Record | None) -> dict[str, Any] | None:
 class Feed:
     """The feed commands, sharing the matcher and the resolved identifiers of one command."""
 
-    def __init__(self, matcher: DeterministicMatcher) -> None:
+    def __init__(self, matcher: Matcher) -> None:
         self.matcher = matcher
 
     # --- register / update ------------------------------------------------------------------
@@ -129,6 +133,7 @@ class Feed:
         await repo.set_other_identifiers(record_id, others)
         await repo.set_blocking_keys(record_id, prepared.keys)
 
+        subject = Party(record_id, domain.namespace, None, prepared.normalized)
         if row is not None and row["status"] == RecordStatus.ACTIVE and row["person_id"]:
             person_id = row["person_id"]
             await repo.touch_person(person_id)
@@ -136,46 +141,63 @@ class Feed:
                 UPDATED_TOPIC,
                 {"event": "record_updated", "record_id": record_id, "person_ids": [person_id]},
             )
-            return Decision.UNCHANGED_LINK, record_id, person_id, False, []
+            decision, person_id, reviews = await self._rescore(uow, subject, row, prepared.keys)
+            return decision, record_id, person_id, False, reviews
 
-        subject = Subject(
-            record_id=record_id,
-            domain_id=domain.id,
-            identifiers=frozenset((d, v) for d, v, _ in identifiers),
-            keys=frozenset(prepared.keys),
-        )
-        decision, person_id, reviews = await self._decide_and_link(uow, subject)
+        decision, person_id, reviews = await self._decide_and_link(uow, subject, prepared.keys)
         uow.emit(
             CHANGED_TOPIC,
             {"event": "record_added", "record_id": record_id, "person_ids": [person_id]},
         )
         return decision, record_id, person_id, row is None, reviews
 
-    async def _candidates(
-        self, uow: UnitOfWork, subject: Subject
-    ) -> tuple[list[Candidate], dict[int, list[Candidate]]]:
-        repo = uow.repo
-        ids = await repo.candidate_record_ids(list(subject.keys), subject.record_id, CANDIDATE_CAP)
+    async def candidates(
+        self, repo: Repository, keys: Sequence[str], exclude: int | None
+    ) -> dict[int, list[Party]]:
+        """Candidate persons with all their active records, found through blocking keys."""
+        settings = self.matcher.settings
+        blocks = await repo.records_by_keys(keys, settings.max_block + 1)
+        blocks = {k: [i for i in ids if i != exclude] for k, ids in blocks.items()}
+        found = {i for ids in blocks.values() for i in ids}
+        ids = select_candidates(
+            blocks, max_block=settings.max_block, max_candidates=settings.max_candidates
+        )
+        if len(found) > len(ids):
+            log.warning(
+                "event=candidate_cap_reached found=%d scored=%d cap=%d",
+                len(found),
+                len(ids),
+                settings.max_candidates,
+            )
         if not ids:
-            return [], {}
-        rows = [r for r in await repo.record_rows(ids) if r["person_id"] is not None]
-        keys = await repo.keys_of([r["id"] for r in rows])
-        candidates = [_candidate(r, frozenset(keys.get(r["id"], ()))) for r in rows]
-        person_ids = sorted({c.person_id for c in candidates})
-        person_rows = await repo.person_record_rows(person_ids)
-        by_person: dict[int, list[Candidate]] = {}
-        for r in person_rows:
-            if r["id"] != subject.record_id:
-                by_person.setdefault(r["person_id"], []).append(_candidate(r, frozenset()))
-        return candidates, by_person
+            return {}
+        person_ids = await repo.persons_of(list(ids))
+        return await self.person_parties(repo, person_ids, exclude)
+
+    async def person_parties(
+        self, repo: Repository, person_ids: Sequence[int], exclude: int | None
+    ) -> dict[int, list[Party]]:
+        persons: dict[int, list[Party]] = {}
+        for row in await repo.person_record_rows(sorted(set(person_ids))):
+            if row["id"] != exclude:
+                persons.setdefault(row["person_id"], []).append(self.party(row))
+        return persons
+
+    def party(self, row: asyncpg.Record) -> Party:
+        return Party(
+            record_id=row["id"],
+            domain=self.matcher.namespaces.get(row["domain_id"], str(row["domain_id"])),
+            person_id=row["person_id"],
+            normalized=row["normalized"],
+        )
 
     async def _decide_and_link(
-        self, uow: UnitOfWork, subject: Subject
+        self, uow: UnitOfWork, subject: Party, keys: Sequence[str]
     ) -> tuple[Decision, int, list[int]]:
         repo = uow.repo
-        candidates, by_person = await self._candidates(uow, subject)
+        persons = await self.candidates(repo, keys, subject.record_id)
         no_match = await repo.no_match_partners(subject.record_id)
-        outcome = self.matcher.decide(subject, candidates, by_person, no_match)
+        outcome = self.matcher.decide(subject, persons, no_match)
         if outcome.person_id is not None:
             person_id = outcome.person_id
             await repo.touch_person(person_id)
@@ -192,10 +214,21 @@ class Feed:
             outcome.explanation,
             before=None,
         )
+        review_ids = await self.open_reviews(uow, subject.record_id, outcome.reviews)
+        return decision, person_id, review_ids
+
+    async def open_reviews(
+        self, uow: UnitOfWork, record_id: int, verdicts: Sequence[Verdict]
+    ) -> list[int]:
         review_ids = []
-        for other_person, other_record, reason, explanation in outcome.reviews:
-            item = await repo.insert_review_item(
-                subject.record_id, other_record, other_person, None, reason, explanation
+        for verdict in verdicts:
+            item = await uow.repo.insert_review_item(
+                record_id,
+                verdict.best_record_id,
+                verdict.person_id,
+                verdict.probability,
+                verdict.reason,
+                verdict.explanation,
             )
             if item is not None:
                 review_ids.append(item["id"])
@@ -203,11 +236,60 @@ class Feed:
                     "review_opened",
                     "review_item",
                     item["id"],
-                    after={"status": "open", "reason": reason},
-                    record_id=subject.record_id,
-                    person_id=other_person,
+                    after={"status": "open", "reason": verdict.reason},
+                    record_id=record_id,
+                    person_id=verdict.person_id,
                 )
-        return decision, person_id, review_ids
+        return review_ids
+
+    async def _rescore(
+        self, uow: UnitOfWork, subject: Party, row: asyncpg.Record, keys: Sequence[str]
+    ) -> tuple[Decision, int, list[int]]:
+        """After a demographics update: a record alone in its automatic person is matched
+        again like a new one; a record sharing its person is checked against the person's other
+        records, and a link that no longer holds becomes a review item (never a silent unlink).
+        Manual and verified links are never changed automatically."""
+        repo = uow.repo
+        person_id = row["person_id"]
+        if row["link_kind"] != LinkKind.AUTOMATIC:
+            return Decision.UNCHANGED_LINK, person_id, []
+        no_match = await repo.no_match_partners(subject.record_id)
+        own = await self.person_parties(repo, [person_id], subject.record_id)
+        if own:
+            (verdict,) = self.matcher.verdicts(subject, own, no_match)
+            if verdict.decision == MatchDecision.LINK:
+                return Decision.UNCHANGED_LINK, person_id, []
+            verdict.reason = "after an update the link no longer holds: " + verdict.reason
+            reviews = await self.open_reviews(uow, subject.record_id, [verdict])
+            return Decision.REVIEW, person_id, reviews
+        persons = await self.candidates(repo, keys, subject.record_id)
+        persons.pop(person_id, None)
+        outcome = self.matcher.decide(subject, persons, no_match)
+        reviews = await self.open_reviews(uow, subject.record_id, outcome.reviews)
+        if outcome.person_id is None:
+            decision = Decision.REVIEW if reviews else Decision.UNCHANGED_LINK
+            return decision, person_id, reviews
+        link = await repo.link_row(subject.record_id)
+        await self.set_link(
+            uow,
+            subject.record_id,
+            outcome.person_id,
+            LinkKind.AUTOMATIC,
+            outcome.score,
+            outcome.explanation,
+            before=link,
+        )
+        await self.retire_if_empty(uow, person_id, merged_into=outcome.person_id)
+        await repo.touch_person(outcome.person_id)
+        uow.emit(
+            CHANGED_TOPIC,
+            {
+                "event": "relinked",
+                "record_id": subject.record_id,
+                "person_ids": [outcome.person_id, person_id],
+            },
+        )
+        return Decision.LINKED, outcome.person_id, reviews
 
     # --- shared building blocks -------------------------------------------------------------
 
@@ -492,15 +574,3 @@ class Feed:
             {"event": "remove", "record_id": row["id"], "person_ids": [row["person_id"]]},
         )
         return row["id"], row["person_id"]
-
-
-def _candidate(row: asyncpg.Record, keys: frozenset[str]) -> Candidate:
-    identifiers = {(row["domain_id"], row["identifier"])}
-    identifiers.update((int(d), v) for d, v, _ in row["others"])
-    return Candidate(
-        record_id=row["id"],
-        domain_id=row["domain_id"],
-        person_id=row["person_id"],
-        identifiers=frozenset(identifiers),
-        keys=keys,
-    )

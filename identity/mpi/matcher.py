@@ -1,33 +1,31 @@
-"""How the core turns a record into normalised values, search columns and blocking keys, and
-how it decides between link, review and new person.
+"""The core's use of the matching engine: normalise a record, compute its blocking keys and
+search columns, and decide between link, review and new person.
 
-This module holds the *deterministic rule* of the foundation:
-
-1. two records sharing an identifier in a person-identifying domain are the same person;
-2. otherwise an exact match on normalised family name, given name, full birth date and sex links;
-3. anything less creates a new person.
-
-Safety overrides (the MPI must never merge two people): a candidate person holding a *different*
-identifier in a person-identifying domain that the record also has, or a different identifier
-from the record's own source domain, is not linked automatically; the pair goes to review. A
-steward's no-match assertion excludes a candidate. Candidates pointing at more than one person
-are never linked: the record gets a new person and each candidate person becomes a review item.
-
-The probabilistic engine of matching/ replaces the rule (issue: matching engine) behind the same
-interface: ``prepare`` and ``decide``.
+matching/ scores one record against candidates and decides each pair (probability thresholds
+plus hard rules no weight overrides). The MPI decides about *persons*: a person is linked
+automatically only when one of its records reaches LINK and none of its records trips a hard
+rule; several persons reaching LINK are never linked (they all go to a steward), since a false
+merge puts one patient's data in another's chart.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import logging
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import jellyfish
+import numpy as np
 
+from identity.config import MatchingSettings
+from identity.model import Domain, MatchGrade
+from matching.blocking import blocking_keys
+from matching.decision import Decision, DecisionResult, decide
+from matching.model import MatchModel, probability
 from matching.normalize import normalize_record
 
-RULE_NAME = "deterministic-v1"
+log = logging.getLogger("identity.mpi.matcher")
 
 
 @dataclass(frozen=True)
@@ -38,22 +36,25 @@ class Prepared:
 
 
 @dataclass(frozen=True)
-class Subject:
-    """The record being decided on."""
+class Party:
+    """A source record as the matcher sees it."""
 
     record_id: int
-    domain_id: int
-    identifiers: frozenset[tuple[int, str]]  # (domain id, value), primary included
-    keys: frozenset[str]
+    domain: str  # namespace
+    person_id: int | None
+    normalized: dict[str, Any]
 
 
-@dataclass(frozen=True)
-class Candidate:
-    record_id: int
-    domain_id: int
+@dataclass
+class Verdict:
+    """The engine's view of one candidate person."""
+
     person_id: int
-    identifiers: frozenset[tuple[int, str]]
-    keys: frozenset[str] = frozenset()
+    decision: Decision  # LINK, REVIEW or NO_MATCH for the person as a whole
+    probability: float  # best over the person's records
+    best_record_id: int
+    explanation: dict[str, Any]
+    reason: str
 
 
 @dataclass
@@ -61,8 +62,16 @@ class Outcome:
     person_id: int | None  # link to this person; None: create a new person
     score: float | None = None
     explanation: dict[str, Any] | None = None
-    reviews: list[tuple[int, int | None, str, dict[str, Any]]] = field(default_factory=list)
-    """(person id, other record id or None, reason, explanation) for the steward."""
+    reviews: list[Verdict] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class Ranked:
+    party: Party
+    weight: float
+    probability: float
+    grade: MatchGrade
+    explanation: dict[str, Any]
 
 
 def sound(name: str | None) -> str:
@@ -92,11 +101,28 @@ def search_columns(norm: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-class DeterministicMatcher:
-    name = RULE_NAME
+class Matcher:
+    def __init__(self, model: MatchModel, settings: MatchingSettings) -> None:
+        self.model = model
+        self.settings = settings
+        self.namespaces: dict[int, str] = {}
+        self.person_identifying: frozenset[str] = frozenset()
 
-    def __init__(self, person_identifying_domain_ids: set[int]) -> None:
-        self.person_identifying = person_identifying_domain_ids
+    @property
+    def name(self) -> str:
+        return str(self.model.training.get("name") or "matching-model")
+
+    def set_domains(self, domains: Iterable[Domain]) -> None:
+        domains = list(domains)
+        self.namespaces = {d.id: d.namespace for d in domains}
+        self.person_identifying = frozenset(
+            d.namespace for d in domains if d.identifies_person and not d.is_enterprise
+        )
+
+    def use_term_frequencies(self, table: dict[str, Any] | None) -> None:
+        self.model = self.model.with_term_frequencies(table)
+
+    # --- preparation ------------------------------------------------------------------------
 
     def prepare(
         self,
@@ -105,92 +131,158 @@ class DeterministicMatcher:
     ) -> Prepared:
         """``identifiers``: (domain id, value, type) of every identifier the record carries."""
         norm = normalize_record(
-            demographics, [{"domain": str(d), "value": v, "type": t} for d, v, t in identifiers]
+            demographics,
+            [
+                {"domain": self.namespaces.get(d, str(d)), "value": v, "type": t}
+                for d, v, t in identifiers
+            ],
         )
-        keys = [
-            f"pid:{domain_id}|{value}"
-            for domain_id, value, _ in identifiers
-            if domain_id in self.person_identifying
-        ]
-        if (
-            norm.get("family")
-            and norm.get("given")
-            and norm.get("birth_precision") == "day"
-            and norm.get("sex") in ("M", "F")
-        ):
-            keys.append(
-                f"exact:{norm['family']}|{norm['given']}|{norm['birth_date']}|{norm['sex']}"
+        for identifier in norm["identifiers"]:
+            if identifier["domain"] in self.person_identifying:
+                identifier["person_level"] = True
+        return Prepared(norm, search_columns(norm), blocking_keys(norm))
+
+    # --- decisions --------------------------------------------------------------------------
+
+    def _pair(self, subject: Party, other: Party, prob: float, no_match: bool) -> DecisionResult:
+        return decide(
+            prob,
+            auto_link=self.settings.auto_link,
+            review=self.settings.review,
+            record_source_domain=subject.domain,
+            candidate_source_domain=other.domain,
+            record_identifiers=subject.normalized.get("identifiers"),
+            candidate_identifiers=other.normalized.get("identifiers"),
+            person_identifying_domains=self.person_identifying,
+            no_match_asserted=no_match,
+            record=subject.normalized,
+            candidate=other.normalized,
+        )
+
+    def verdicts(
+        self, subject: Party, persons: dict[int, list[Party]], no_match: set[int]
+    ) -> list[Verdict]:
+        """Score ``subject`` against every record of every candidate person."""
+        parties = [p for records in persons.values() for p in records]
+        if not parties:
+            return []
+        weights = self.model.score(subject.normalized, [p.normalized for p in parties])
+        probs = np.atleast_1d(probability(weights))
+        by_person: dict[int, list[tuple[Party, float, DecisionResult]]] = {}
+        for party, prob in zip(parties, probs, strict=True):
+            result = self._pair(subject, party, float(prob), party.record_id in no_match)
+            by_person.setdefault(party.person_id or 0, []).append((party, float(prob), result))
+        verdicts = []
+        for person_id, results in by_person.items():
+            note = ""
+            links = [r for r in results if r[2].decision == Decision.LINK]
+            vetoes = [r for r in results if r[2].hard_rules]
+            reviews = [r for r in results if r[2].decision == Decision.REVIEW]
+            if links and not vetoes:
+                decision, focus = Decision.LINK, max(links, key=lambda r: r[1])
+            elif links or reviews:
+                decision = Decision.REVIEW
+                focus = (
+                    vetoes[0]
+                    if vetoes and (links or reviews)
+                    else max(links + reviews, key=lambda r: r[1])
+                )
+            elif shared := [r for r in results if self._shares_person_identifier(subject, r[0])]:
+                # Below the review threshold, yet the same national ID: one of the two records
+                # is wrong, or it is one person with wrong demographics. A steward decides.
+                decision, focus = Decision.REVIEW, shared[0]
+                note = "shares a person-identifying identifier; "
+            else:
+                decision, focus = Decision.NO_MATCH, max(results, key=lambda r: r[1])
+            best = max(results, key=lambda r: r[1])
+            explanation = self.explain(subject, focus[0], focus[2])
+            verdicts.append(
+                Verdict(
+                    person_id=person_id,
+                    decision=decision,
+                    probability=best[1],
+                    best_record_id=focus[0].record_id,
+                    explanation=explanation,
+                    reason=note + ("; ".join(focus[2].reasons) or decision.value),
+                )
             )
-        return Prepared(norm, search_columns(norm), sorted(set(keys)))
+        verdicts.sort(key=lambda v: -v.probability)
+        return verdicts
+
+    def _shares_person_identifier(self, subject: Party, other: Party) -> bool:
+        mine = {
+            (i["domain"], i["value"])
+            for i in subject.normalized.get("identifiers") or []
+            if i["domain"] in self.person_identifying
+        }
+        return any(
+            (i["domain"], i["value"]) in mine for i in other.normalized.get("identifiers") or []
+        )
 
     def decide(
-        self,
-        subject: Subject,
-        candidates: Sequence[Candidate],
-        person_records: dict[int, Sequence[Candidate]],
-        no_match: set[int],
+        self, subject: Party, persons: dict[int, list[Party]], no_match: set[int]
     ) -> Outcome:
-        """``person_records``: every active record of each candidate's person."""
-        shared_id: dict[int, list[Candidate]] = {}
-        exact: dict[int, list[Candidate]] = {}
-        for candidate in candidates:
-            if candidate.record_id in no_match:
-                continue
-            shared = {
-                pair
-                for pair in subject.identifiers & candidate.identifiers
-                if pair[0] in self.person_identifying
-            }
-            if shared:
-                shared_id.setdefault(candidate.person_id, []).append(candidate)
-            elif any(k.startswith("exact:") for k in subject.keys & candidate.keys):
-                exact.setdefault(candidate.person_id, []).append(candidate)
+        verdicts = self.verdicts(subject, persons, no_match)
+        links = [v for v in verdicts if v.decision == Decision.LINK]
+        reviews = [v for v in verdicts if v.decision == Decision.REVIEW]
+        if len(links) == 1:
+            chosen = links[0]
+            return Outcome(chosen.person_id, chosen.probability, chosen.explanation, reviews)
+        if len(links) > 1:
+            for verdict in links:
+                verdict.reason = "several persons reach the auto-link threshold: " + verdict.reason
+            return Outcome(None, None, None, links + reviews)
+        return Outcome(None, None, None, reviews)
 
-        for rule, persons in (("shared-identifier", shared_id), ("exact-demographics", exact)):
-            if not persons:
-                continue
-            outcome = Outcome(person_id=None)
-            if len(persons) > 1:
-                for person_id, matched in persons.items():
-                    outcome.reviews.append(
-                        (
-                            person_id,
-                            matched[0].record_id,
-                            f"{rule}: several persons match",
-                            _explain(rule, matched),
-                        )
-                    )
-                return outcome
-            ((person_id, matched),) = persons.items()
-            conflict = self._conflict(subject, person_records.get(person_id, ()), no_match)
-            if conflict:
-                outcome.reviews.append(
-                    (
-                        person_id,
-                        matched[0].record_id,
-                        f"{rule}: {conflict}",
-                        _explain(rule, matched),
-                    )
+    def explain(
+        self, subject: Party, other: Party, result: DecisionResult | None = None
+    ) -> dict[str, Any]:
+        explanation = self.model.explain(subject.normalized, other.normalized).to_dict()
+        explanation["model"] = self.name
+        explanation["record_id"] = other.record_id
+        if result is not None:
+            explanation["decision"] = result.to_dict()
+        return explanation
+
+    # --- ranking for queries ($match, PDQ) --------------------------------------------------
+
+    def rank(self, query: dict[str, Any], parties: Sequence[Party], limit: int) -> list[Ranked]:
+        if not parties:
+            return []
+        subject = Party(record_id=0, domain="", person_id=None, normalized=query)
+        weights = np.atleast_1d(self.model.score(query, [p.normalized for p in parties]))
+        order = np.argsort(-weights, kind="stable")[:limit]
+        ranked = []
+        for index in order:
+            party = parties[int(index)]
+            prob = float(probability(float(weights[index])))
+            result = decide(
+                prob,
+                auto_link=self.settings.auto_link,
+                review=self.settings.review,
+                record_identifiers=query.get("identifiers"),
+                candidate_identifiers=party.normalized.get("identifiers"),
+                person_identifying_domains=self.person_identifying,
+                record=query,
+                candidate=party.normalized,
+            )
+            if result.decision == Decision.LINK:
+                grade = MatchGrade.CERTAIN
+            elif result.decision == Decision.REVIEW:
+                grade = MatchGrade.PROBABLE
+            elif result.hard_rules:
+                grade = MatchGrade.CERTAINLY_NOT
+            else:
+                grade = MatchGrade.POSSIBLE
+            ranked.append(
+                Ranked(
+                    party, float(weights[index]), prob, grade, self.explain(subject, party, result)
                 )
-                return outcome
-            return Outcome(person_id=person_id, score=1.0, explanation=_explain(rule, matched))
-        return Outcome(person_id=None)
-
-    def _conflict(
-        self, subject: Subject, records: Sequence[Candidate], no_match: set[int]
-    ) -> str | None:
-        mine = dict(sorted(subject.identifiers))
-        for record in records:
-            if record.record_id in no_match:
-                return "a steward said a record of this person is a different person"
-            if record.domain_id == subject.domain_id:
-                return "the person already has another identifier from the same source domain"
-            for domain_id, value in record.identifiers:
-                if domain_id in self.person_identifying and domain_id in mine:
-                    if (domain_id, value) not in subject.identifiers:
-                        return "different identifiers in a person-identifying domain"
-        return None
+            )
+        return ranked
 
 
-def _explain(rule: str, matched: Sequence[Candidate]) -> dict[str, Any]:
-    return {"rule": RULE_NAME, "criterion": rule, "records": [c.record_id for c in matched]}
+def load_model(settings: MatchingSettings) -> MatchModel:
+    model = MatchModel.load(settings.model) if settings.model else MatchModel.default()
+    log.info("event=match_model_loaded path=%s", settings.model or "default")
+    return model

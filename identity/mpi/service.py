@@ -20,10 +20,12 @@ from identity.model import (
     AuthorityRef,
     CommandResult,
     CrossReferences,
+    Demographics,
     Domain,
     HistoryEvent,
     IdentifierRef,
     LinkKind,
+    MatchCandidate,
     Person,
     RecordInput,
     RegisterResult,
@@ -35,7 +37,7 @@ from identity.model import (
 from identity.mpi import query, review
 from identity.mpi.domains import DomainRegistry
 from identity.mpi.feed import Feed, record_key
-from identity.mpi.matcher import DeterministicMatcher
+from identity.mpi.matcher import Matcher, load_model
 from identity.mpi.review import StewardDecision
 from identity.mpi.uow import CHANGED_TOPIC, UnitOfWork, notify_topic
 from identity.store.db import Database
@@ -56,7 +58,7 @@ class Mpi:
         self.db = db
         self.settings = settings
         self.domains = DomainRegistry(db, settings)
-        self.matcher = DeterministicMatcher(set())
+        self.matcher = Matcher(load_model(settings.matching), settings.matching)
         self.feed = Feed(self.matcher)
         self.fanout = {
             CHANGED_TOPIC: tuple(notify_topic(n.name) for n in settings.notify),
@@ -65,7 +67,12 @@ class Mpi:
     async def start(self) -> None:
         """Sync configured domains into the database and load them."""
         await self.domains.sync_from_settings()
-        self.matcher.person_identifying = self.domains.person_identifying_ids()
+        self.matcher.set_domains(self.domains.all())
+        if self.settings.matching.term_frequencies:
+            async with self.db.connection() as conn:
+                table = await Repository(conn).name_frequencies()
+            self.matcher.use_term_frequencies(table)
+            log.info("event=term_frequencies_loaded records=%s", table["total"])
 
     # --- plumbing ---------------------------------------------------------------------------
 
@@ -77,9 +84,9 @@ class Mpi:
             await uow.flush()
 
     async def _refresh_domains_if(self, domain: Domain) -> None:
-        if domain.id not in self.domains.by_id:
+        if domain.id not in self.domains.by_id or domain.id not in self.matcher.namespaces:
             await self.domains.refresh()
-        self.matcher.person_identifying = self.domains.person_identifying_ids()
+            self.matcher.set_domains(self.domains.all())
 
     async def _remember(
         self,
@@ -382,6 +389,50 @@ class Mpi:
     ) -> CrossReferences:
         async with self.db.connection() as conn:
             return await query.cross_references(Repository(conn), self.domains, identifier, targets)
+
+    async def match(
+        self,
+        demographics: Demographics,
+        identifiers: Sequence[IdentifierRef] = (),
+        *,
+        limit: int = 50,
+    ) -> list[MatchCandidate]:
+        """Active records ranked by the matching engine against query demographics, best
+        first, each with its weight, probability, grade and explanation (PDQ approximate
+        search, FHIR $match). Nothing is written."""
+        resolved: list[tuple[int, str, str | None]] = []
+        for ref in identifiers:
+            try:
+                domain = await self.domains.resolve(ref.authority)
+            except (UnknownDomain, InvalidInput):
+                continue
+            resolved.append((domain.id, ref.value, ref.type))
+        prepared = self.matcher.prepare(demographics.as_matching_input(), resolved)
+        async with self.db.connection() as conn:
+            repo = Repository(conn)
+            persons = await self.feed.candidates(repo, prepared.keys, None)
+            parties = [p for records in persons.values() for p in records]
+            if not parties and prepared.search.get("family_phon"):
+                ids = await repo.search_candidates(
+                    prepared.search["family_phon"],
+                    prepared.search.get("given_phon") or None,
+                    self.settings.matching.max_candidates,
+                )
+                parties = [self.feed.party(r) for r in await repo.record_rows(ids)]
+            ranked = self.matcher.rank(prepared.normalized, parties, limit)
+            rows = {r["id"]: r for r in await repo.record_rows([x.party.record_id for x in ranked])}
+        by_id = self.domains.by_id
+        return [
+            MatchCandidate(
+                record=record_from_row(rows[x.party.record_id], by_id),
+                person_id=x.party.person_id,
+                weight=x.weight,
+                probability=x.probability,
+                grade=x.grade,
+                explanation=x.explanation,
+            )
+            for x in ranked
+        ]
 
     async def search(self, criteria: SearchCriteria) -> SearchResult:
         terms = await query.build_search_terms(self.domains, criteria)

@@ -231,31 +231,25 @@ class Repository:
         )
         return [r["key"] for r in rows]
 
-    async def keys_of(self, record_ids: Sequence[int]) -> dict[int, set[str]]:
+    async def records_by_keys(self, keys: Sequence[str], per_key: int) -> dict[str, list[int]]:
+        """Active records under each blocking key, at most ``per_key`` of them per key."""
         rows = await self.conn.fetch(
-            """SELECT source_record_id, key FROM blocking_key
-               WHERE source_record_id = ANY($1::bigint[])""",
+            """SELECT k.key, ARRAY(SELECT b.source_record_id FROM blocking_key b
+                                   JOIN source_record r ON r.id = b.source_record_id
+                                   WHERE b.key = k.key AND r.status = 'active'
+                                   LIMIT $2) AS ids
+               FROM unnest($1::text[]) AS k(key)""",
+            list(keys),
+            per_key,
+        )
+        return {r["key"]: list(r["ids"]) for r in rows}
+
+    async def persons_of(self, record_ids: Sequence[int]) -> list[int]:
+        rows = await self.conn.fetch(
+            "SELECT DISTINCT person_id FROM link WHERE source_record_id = ANY($1::bigint[])",
             list(record_ids),
         )
-        keys: dict[int, set[str]] = {}
-        for row in rows:
-            keys.setdefault(row["source_record_id"], set()).add(row["key"])
-        return keys
-
-    async def candidate_record_ids(
-        self, keys: Sequence[str], exclude_record_id: int | None, limit: int
-    ) -> list[int]:
-        rows = await self.conn.fetch(
-            """SELECT DISTINCT k.source_record_id AS id
-               FROM blocking_key k JOIN source_record r ON r.id = k.source_record_id
-               WHERE k.key = ANY($1::text[]) AND r.status = 'active'
-                 AND k.source_record_id IS DISTINCT FROM $2
-               LIMIT $3""",
-            list(keys),
-            exclude_record_id,
-            limit,
-        )
-        return [r["id"] for r in rows]
+        return [r["person_id"] for r in rows]
 
     async def records_with_identifier(self, domain_id: int, identifier: str) -> list[int]:
         """Active records whose primary or other identifiers include (domain, identifier)."""
@@ -479,6 +473,41 @@ class Repository:
         await self.conn.executemany(
             "INSERT INTO outbox (topic, payload, command_id) VALUES ($1, $2, $3)", rows
         )
+
+    async def name_frequencies(self) -> dict[str, object]:
+        """How often each normalised family and given name occurs among active records."""
+        family = await self.conn.fetch(
+            """SELECT family_norm AS v, count(*) AS n FROM source_record
+               WHERE status = 'active' AND family_norm IS NOT NULL GROUP BY family_norm"""
+        )
+        given = await self.conn.fetch(
+            """SELECT given_norm AS v, count(*) AS n FROM source_record
+               WHERE status = 'active' AND given_norm IS NOT NULL GROUP BY given_norm"""
+        )
+        total = await self.conn.fetchval(
+            "SELECT count(*) FROM source_record WHERE status = 'active'"
+        )
+        return {
+            "family": {r["v"]: r["n"] for r in family},
+            "given": {r["v"]: r["n"] for r in given},
+            "total": total,
+        }
+
+    async def search_candidates(
+        self, family_phon: str | None, given_phon: str | None, limit: int
+    ) -> list[int]:
+        """Active records sharing the sound of the family (and given) name: the candidates of a
+        demographic query too sparse for blocking keys (no birth date, say)."""
+        rows = await self.conn.fetch(
+            """SELECT id FROM source_record
+               WHERE status = 'active' AND family_phon = $1
+                 AND ($2::text IS NULL OR given_phon = $2)
+               LIMIT $3""",
+            family_phon,
+            given_phon,
+            limit,
+        )
+        return [r["id"] for r in rows]
 
     # --- processed messages -----------------------------------------------------------------
 

@@ -25,7 +25,10 @@ async def test_review_queue_lists_open_items(mpi: Mpi) -> None:
     items = await mpi.review_items()
     assert [i.id for i in items] == [item.id]
     assert items[0].record_id == second.record.id
-    assert items[0].explanation is not None and items[0].explanation["criterion"]
+    explanation = items[0].explanation
+    assert explanation is not None
+    assert {c["comparison"] for c in explanation["comparisons"]} >= {"family_name", "birth_date"}
+    assert explanation["decision"]["hard_rules"] == ["same_source_duplicate"]
 
 
 async def test_same_person_decision_links_manually(mpi: Mpi) -> None:
