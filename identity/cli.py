@@ -14,6 +14,10 @@ from identity.errors import ConfigError, IdentityError
 from identity.logs import setup_logging
 
 
+class InvalidArgument(IdentityError):
+    """A command-line argument that cannot be used."""
+
+
 def _parser() -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument(
@@ -49,6 +53,46 @@ def _parser() -> argparse.ArgumentParser:
         description="Sync the configured domains into the database and list every domain.",
     )
     domains.add_argument("--json", action="store_true", help="print JSON instead of a table")
+
+    generate = commands.add_parser(
+        "generate",
+        parents=[common],
+        help="write a synthetic population with ground truth",
+        description="Write a synthetic population (persons with duplicate records spread over "
+        "several source domains, realistic errors, twins, Jr/Sr pairs, families) as "
+        "population.csv (with the true person id), patients.ndjson (FHIR Patients) and "
+        "adt.hl7 (HL7 v2.5 ADT^A04 messages).",
+    )
+    generate.add_argument("--persons", type=int, required=True, metavar="N")
+    generate.add_argument("--duplicates", type=float, default=0.2, metavar="RATE",
+                          help="share of persons with more than one record (default 0.2)")
+    generate.add_argument("--seed", type=int, default=1, metavar="S")
+    generate.add_argument("--hard", action="store_true",
+                          help="more twins, Jr/Sr pairs, common-name clusters and errors")
+    generate.add_argument("--out", default=".", metavar="DIR", help="output folder")
+    generate.add_argument("--formats", default="csv,ndjson,hl7",
+                          help="comma-separated subset of csv, ndjson, hl7")
+
+    train = commands.add_parser(
+        "train",
+        parents=[common],
+        help="estimate a match model from the records in the index",
+        description="Estimate u from random pairs, the prior from a deterministic rule and m by "
+        "EM on blocked pairs (u fixed), using the index's active records and, as labels, the "
+        "pairs stewards decided. Writes one readable JSON model; point matching.model at it.",
+    )
+    train.add_argument("--output", required=True, metavar="FILE")
+
+    evaluate = commands.add_parser(
+        "evaluate",
+        parents=[common],
+        help="accuracy of the engine on a labelled CSV",
+        description="Run blocking, scoring, decisions and clustering on a labelled CSV (the "
+        "layout `identity generate` writes) and print pairwise and cluster precision, recall "
+        "and F1, pair completeness, auto-link precision and review share as JSON.",
+    )
+    evaluate.add_argument("file", metavar="FILE")
+    evaluate.add_argument("--truth-column", default="person_id")
     return parser
 
 
@@ -69,6 +113,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(asyncio.run(_migrate(settings)))
         elif args.command == "domains":
             print(asyncio.run(_domains(settings, as_json=args.json)))
+        elif args.command == "generate":
+            print(_generate(args))
+        elif args.command == "train":
+            print(asyncio.run(_train(settings, args.output)))
+        elif args.command == "evaluate":
+            print(_evaluate(settings, args.file, args.truth_column))
     except IdentityError as exc:
         print(f"identity: {exc}", file=sys.stderr)
         return 1
@@ -117,6 +167,75 @@ async def _domains(settings: Settings, *, as_json: bool) -> str:
             f"{'yes' if d.is_enterprise else 'no':<10} {','.join(d.sources) or '(any)'}"
         )
     return "\n".join(lines)
+
+
+def _generate(args: argparse.Namespace) -> str:
+    from pathlib import Path
+
+    from matching import synth
+
+    formats = {f.strip() for f in args.formats.split(",") if f.strip()}
+    unknown = formats - {"csv", "ndjson", "hl7"}
+    if unknown:
+        raise InvalidArgument(f"unknown formats: {', '.join(sorted(unknown))}")
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    records = synth.generate(args.persons, args.duplicates, args.seed, hard=args.hard)
+    written = []
+    if "csv" in formats:
+        synth.write_csv(records, out / "population.csv")
+        written.append("population.csv")
+    if "ndjson" in formats:
+        synth.write_ndjson(records, out / "patients.ndjson")
+        written.append("patients.ndjson")
+    if "hl7" in formats:
+        synth.write_hl7(records, out / "adt.hl7")
+        written.append("adt.hl7")
+    persons = len({r.person_id for r in records})
+    return f"{len(records)} records of {persons} persons written to {out}: {', '.join(written)}"
+
+
+async def _train(settings: Settings, output: str) -> str:
+    from identity.app import open_database
+    from identity.store.repository import Repository
+    from matching.estimate import LabelledPair, train
+
+    db, embedded = await open_database(settings)
+    try:
+        async with db.connection() as conn:
+            repo = Repository(conn)
+            rows = await repo.training_records()
+            labels = await repo.steward_labels()
+    finally:
+        await db.close()
+        if embedded is not None:
+            await embedded.stop()
+    if len(rows) < 2:
+        raise InvalidArgument("the index holds fewer than two records: nothing to train on")
+    index = {row["id"]: i for i, row in enumerate(rows)}
+    pairs = [
+        LabelledPair(index[a], index[b], same)
+        for a, b, same in labels
+        if a in index and b in index
+    ]
+    model = train([row["normalized"] for row in rows], labels=pairs)
+    model.save(output)
+    return f"model trained on {len(rows)} records and {len(pairs)} steward labels: {output}"
+
+
+def _evaluate(settings: Settings, path: str, truth_column: str) -> str:
+    from identity.mpi.matcher import load_model
+    from matching.evaluate import evaluate_csv
+
+    figures = evaluate_csv(
+        path,
+        load_model(settings.matching),
+        truth_column=truth_column,
+        auto_link=settings.matching.auto_link,
+        review=settings.matching.review,
+        max_block=settings.matching.max_block,
+    )
+    return json.dumps(figures, indent=2, default=str)
 
 
 if __name__ == "__main__":

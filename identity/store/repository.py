@@ -493,6 +493,23 @@ class Repository:
             "total": total,
         }
 
+    async def training_records(self) -> list[asyncpg.Record]:
+        """Every active record's id and normalised form (input of `identity train`)."""
+        return await self.conn.fetch(
+            "SELECT id, normalized FROM source_record WHERE status = 'active' ORDER BY id"
+        )
+
+    async def steward_labels(self) -> list[tuple[int, int, bool]]:
+        """Pairs a steward decided: (record, record, same person?)."""
+        rows = await self.conn.fetch(
+            """SELECT record_id AS a, other_record_id AS b, status = 'linked' AS same
+               FROM review_item
+               WHERE status IN ('linked', 'rejected') AND other_record_id IS NOT NULL
+               UNION
+               SELECT record_a, record_b, false FROM no_match"""
+        )
+        return [(r["a"], r["b"], r["same"]) for r in rows]
+
     async def search_candidates(
         self, family_phon: str | None, given_phon: str | None, limit: int
     ) -> list[int]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import re
 import signal
@@ -173,3 +174,60 @@ async def test_serve_stops_gracefully_on_sigterm(data_dir: Path) -> None:
     assert code == 0, text
     assert "event=embedded_postgres_stopped" in text and "event=service_stopped" in text
     assert not _postgres_running(data_dir / "postgres")
+
+
+def test_cli_generate_and_evaluate(data_dir: Path) -> None:
+    out = data_dir / "population"
+    made = _cli("generate", "--persons", "300", "--duplicates", "0.2", "--seed", "7",
+                "--hard", "--out", str(out))
+    assert made.returncode == 0, made.stderr
+    assert {p.name for p in out.iterdir()} == {"population.csv", "patients.ndjson", "adt.hl7"}
+    assert (out / "adt.hl7").read_text().startswith("MSH|^~\\&|")
+    scored = _cli("evaluate", str(out / "population.csv"))
+    assert scored.returncode == 0, scored.stderr
+    figures = json.loads(scored.stdout)
+    assert figures["pairwise_precision"] >= 0.99 and figures["pair_completeness"] >= 0.99
+    assert figures["twin_links"] == 0 and figures["jr_sr_links"] == 0
+
+
+async def test_cli_train_writes_a_model_from_the_index(
+    fresh_database: str, data_dir: Path
+) -> None:
+    from identity.app import open_database
+    from identity.model import AuthorityRef, Demographics, IdentifierRef, RecordInput
+    from identity.mpi import Mpi
+    from identity.store.migrate import migrate
+    from matching.synth import generate
+
+    settings = Settings(database={"url": fresh_database},
+                        domains=[{"namespace": "STMARY"}, {"namespace": "CITYGEN"},
+                                 {"namespace": "NORTHCLINIC"}, {"namespace": "LABCORE"},
+                                 {"namespace": "RXPLUS"}])
+    db, _ = await open_database(settings)
+    try:
+        async with db.connection() as conn:
+            await migrate(conn)
+        core = Mpi(db, settings)
+        await core.start()
+        for record in generate(150, 0.2, seed=2):
+            await core.register(
+                RecordInput(
+                    identifier=IdentifierRef(
+                        value=record.mrn, authority=AuthorityRef(namespace=record.source_domain)
+                    ),
+                    demographics=Demographics.model_validate(record.demographics),
+                ),
+                source=record.source_domain, actor="test",
+            )
+    finally:
+        await db.close()
+    output = data_dir / "model.json"
+    await asyncio.to_thread(data_dir.mkdir, parents=True, exist_ok=True)
+    trained = await asyncio.to_thread(
+        _cli, "train", "--output", str(output), env={"IDENTITY_DATABASE__URL": fresh_database}
+    )
+    assert trained.returncode == 0, trained.stderr
+    model = json.loads(await asyncio.to_thread(output.read_text))
+    assert model["format"] == "identity-matching-model"
+    assert 0 < model["prior"] < 1
+    assert {c["name"] for c in model["comparisons"]} >= {"family_name", "birth_date"}
