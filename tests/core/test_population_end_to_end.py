@@ -62,8 +62,8 @@ async def test_generated_population_through_the_core(
     figures = pairwise_figures(truth, predicted)
     assert figures["true_pairs"] > 50
     assert figures["pairwise_precision"] >= 0.999, figures
-    assert figures["pairwise_f1"] >= 0.98, figures
-    assert reviewed / len(records) <= 0.02, reviewed
+    assert figures["pairwise_f1"] >= 0.97, figures
+    assert reviewed / len(records) <= 0.03, reviewed
 
     # Twins and Jr/Sr pairs are never merged: within each twin (Jr/Sr) group, records of
     # different true persons end in different persons of the MPI.
