@@ -7,6 +7,7 @@ import asyncio
 import json
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 
 from identity import __version__
 from identity.config import Settings, load_settings
@@ -83,6 +84,19 @@ def _parser() -> argparse.ArgumentParser:
     )
     train.add_argument("--output", required=True, metavar="FILE")
 
+    load = commands.add_parser(
+        "import",
+        parents=[common],
+        help="initial load of an empty index from a file",
+        description="Load an empty index from a population CSV (the layout `identity "
+        "generate` writes) in one transaction: the whole set is matched at once with the "
+        "configured engine and rules, then written with COPY. Refuses a non-empty index.",
+    )
+    load.add_argument("file", metavar="FILE")
+    load.add_argument("--source", default=None,
+                      help="check that this source may assign every identifier")
+    load.add_argument("--workers", type=int, default=2)
+
     evaluate = commands.add_parser(
         "evaluate",
         parents=[common],
@@ -117,6 +131,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(_generate(args))
         elif args.command == "train":
             print(asyncio.run(_train(settings, args.output)))
+        elif args.command == "import":
+            print(asyncio.run(_import(settings, args.file, args.source, args.workers)))
         elif args.command == "evaluate":
             print(_evaluate(settings, args.file, args.truth_column))
     except IdentityError as exc:
@@ -170,8 +186,6 @@ async def _domains(settings: Settings, *, as_json: bool) -> str:
 
 
 def _generate(args: argparse.Namespace) -> str:
-    from pathlib import Path
-
     from matching import synth
 
     formats = {f.strip() for f in args.formats.split(",") if f.strip()}
@@ -221,6 +235,29 @@ async def _train(settings: Settings, output: str) -> str:
     model = train([row["normalized"] for row in rows], labels=pairs)
     model.save(output)
     return f"model trained on {len(rows)} records and {len(pairs)} steward labels: {output}"
+
+
+async def _import(settings: Settings, path: str, source: str | None, workers: int) -> str:
+    from identity.app import open_database
+    from identity.batch import read_population_csv
+    from identity.mpi import Mpi
+    from identity.store.migrate import migrate
+
+    records = read_population_csv(path)
+    db, embedded = await open_database(settings)
+    try:
+        async with db.connection() as conn:
+            await migrate(conn)
+        mpi = Mpi(db, settings)
+        await mpi.start()
+        report = await mpi.bulk_import(
+            records, actor=f"import:{Path(path).name}", source=source, workers=workers
+        )
+    finally:
+        await db.close()
+        if embedded is not None:
+            await embedded.stop()
+    return json.dumps(report.as_dict(), indent=2)
 
 
 def _evaluate(settings: Settings, path: str, truth_column: str) -> str:

@@ -101,6 +101,24 @@ def search_columns(norm: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+def prepare_record(
+    demographics: dict[str, Any],
+    identifiers: Sequence[tuple[int, str, str | None]],
+    namespaces: dict[int, str],
+    person_identifying: frozenset[str],
+) -> Prepared:
+    """Normalised record, search columns and blocking keys (a plain function, so that bulk
+    import can run it in worker processes)."""
+    norm = normalize_record(
+        demographics,
+        [{"domain": namespaces.get(d, str(d)), "value": v, "type": t} for d, v, t in identifiers],
+    )
+    for identifier in norm["identifiers"]:
+        if identifier["domain"] in person_identifying:
+            identifier["person_level"] = True
+    return Prepared(norm, search_columns(norm), blocking_keys(norm))
+
+
 class Matcher:
     def __init__(self, model: MatchModel, settings: MatchingSettings) -> None:
         self.model = model
@@ -130,21 +148,12 @@ class Matcher:
         identifiers: Sequence[tuple[int, str, str | None]],
     ) -> Prepared:
         """``identifiers``: (domain id, value, type) of every identifier the record carries."""
-        norm = normalize_record(
-            demographics,
-            [
-                {"domain": self.namespaces.get(d, str(d)), "value": v, "type": t}
-                for d, v, t in identifiers
-            ],
-        )
-        for identifier in norm["identifiers"]:
-            if identifier["domain"] in self.person_identifying:
-                identifier["person_level"] = True
-        return Prepared(norm, search_columns(norm), blocking_keys(norm))
+        return prepare_record(demographics, identifiers, self.namespaces, self.person_identifying)
 
     # --- decisions --------------------------------------------------------------------------
 
-    def _pair(self, subject: Party, other: Party, prob: float, no_match: bool) -> DecisionResult:
+    def pair(self, subject: Party, other: Party, prob: float, no_match: bool) -> DecisionResult:
+        """matching's decision for one pair of records (thresholds and hard rules)."""
         return decide(
             prob,
             auto_link=self.settings.auto_link,
@@ -170,7 +179,7 @@ class Matcher:
         probs = np.atleast_1d(probability(weights))
         by_person: dict[int, list[tuple[Party, float, DecisionResult]]] = {}
         for party, prob in zip(parties, probs, strict=True):
-            result = self._pair(subject, party, float(prob), party.record_id in no_match)
+            result = self.pair(subject, party, float(prob), party.record_id in no_match)
             by_person.setdefault(party.person_id or 0, []).append((party, float(prob), result))
         verdicts = []
         for person_id, results in by_person.items():

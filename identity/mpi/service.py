@@ -35,6 +35,7 @@ from identity.model import (
     SourceRecord,
 )
 from identity.mpi import query, review
+from identity.mpi.bulk import ImportReport, bulk_import
 from identity.mpi.domains import DomainRegistry
 from identity.mpi.feed import Feed, record_key
 from identity.mpi.matcher import Matcher, load_model
@@ -68,11 +69,16 @@ class Mpi:
         """Sync configured domains into the database and load them."""
         await self.domains.sync_from_settings()
         self.matcher.set_domains(self.domains.all())
-        if self.settings.matching.term_frequencies:
-            async with self.db.connection() as conn:
-                table = await Repository(conn).name_frequencies()
-            self.matcher.use_term_frequencies(table)
-            log.info("event=term_frequencies_loaded records=%s", table["total"])
+        await self.refresh_term_frequencies()
+
+    async def refresh_term_frequencies(self) -> None:
+        """Recount how common each name is in the index (used to weigh name agreement)."""
+        if not self.settings.matching.term_frequencies:
+            return
+        async with self.db.connection() as conn:
+            table = await Repository(conn).name_frequencies()
+        self.matcher.use_term_frequencies(table)
+        log.info("event=term_frequencies_loaded records=%s", table["total"])
 
     # --- plumbing ---------------------------------------------------------------------------
 
@@ -360,6 +366,17 @@ class Mpi:
                 raise UnknownIdentifier(domain.namespace, ref.value)
             rows.append(row)
         return rows
+
+    async def bulk_import(
+        self,
+        records: Sequence[RecordInput],
+        *,
+        actor: str,
+        source: str | None = None,
+        workers: int = 2,
+    ) -> ImportReport:
+        """Initial load of an empty index (see identity/mpi/bulk.py)."""
+        return await bulk_import(self, records, actor=actor, source=source, workers=workers)
 
     # --- steward ----------------------------------------------------------------------------
 

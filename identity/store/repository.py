@@ -153,7 +153,7 @@ class Repository:
             identifier,
             demographics.model_dump(mode="json"),
             normalized,
-            *_search_values(search),
+            *search_values(search),
             source,
         )
 
@@ -177,7 +177,7 @@ class Repository:
             record_id,
             demographics.model_dump(mode="json"),
             normalized,
-            *_search_values(search),
+            *search_values(search),
             source,
             status.value,
         )
@@ -493,6 +493,9 @@ class Repository:
             "total": total,
         }
 
+    async def has_records(self) -> bool:
+        return await self.conn.fetchval("SELECT EXISTS (SELECT 1 FROM source_record)")
+
     async def training_records(self) -> list[asyncpg.Record]:
         """Every active record's id and normalised form (input of `identity train`)."""
         return await self.conn.fetch(
@@ -569,6 +572,35 @@ class Repository:
         return total, rows
 
 
+class BulkWriter:
+    """COPY-based writing for the initial load (bulk import), inside the caller's transaction."""
+
+    def __init__(self, conn: asyncpg.Connection) -> None:
+        self.conn = conn
+
+    async def lock_index(self) -> None:
+        """Keep feeds out while the load runs (they wait; reads go on)."""
+        await self.conn.execute("LOCK TABLE source_record, person, link IN EXCLUSIVE MODE")
+
+    async def reserve(self, sequence: str, count: int) -> list[int]:
+        """``count`` consecutive values of a sequence, reserved at once (gaps on rollback).
+        Call under ``lock_index`` so that no other transaction draws from it meanwhile."""
+        if count == 0:
+            return []
+        first = await self.conn.fetchval(
+            "SELECT setval($1::regclass, nextval($1::regclass) + $2 - 1) - $2 + 1",
+            sequence,
+            count,
+        )
+        return list(range(first, first + count))
+
+    async def copy(
+        self, table: str, columns: Sequence[str], rows: Iterable[tuple[Any, ...]]
+    ) -> int:
+        result = await self.conn.copy_records_to_table(table, records=rows, columns=list(columns))
+        return int(result.split()[-1])
+
+
 class SearchTerms:
     """Builds the WHERE clause of a demographic search from normalised values."""
 
@@ -634,7 +666,7 @@ def _domain(row: asyncpg.Record) -> Domain:
     )
 
 
-def _search_values(search: dict[str, Any]) -> tuple[Any, ...]:
+def search_values(search: dict[str, Any]) -> tuple[Any, ...]:
     return (
         search.get("family_norm") or None,
         search.get("given_norm") or None,

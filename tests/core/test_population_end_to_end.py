@@ -7,34 +7,17 @@ from collections.abc import Callable
 
 import pytest
 
+from identity.batch import record_input
 from identity.config import Settings
-from identity.model import AuthorityRef, Decision, Demographics, IdentifierRef, RecordInput
+from identity.model import Decision
 from identity.mpi import Mpi
 from identity.store.db import Database
 from matching.evaluate import pairwise_figures
-from matching.synth import SOURCE_DOMAINS, SSN_DOMAIN, SynthRecord, generate
+from matching.synth import SOURCE_DOMAINS, SSN_DOMAIN, generate
 
 DOMAINS = [{"namespace": ns, "oid": oid} for ns, oid in SOURCE_DOMAINS.items()] + [
     {"namespace": "SSN", "oid": SSN_DOMAIN, "identifies_person": True}
 ]
-
-
-def _input(record: SynthRecord) -> RecordInput:
-    refs = []
-    for identifier in record.identifiers:
-        domain = identifier["domain"]
-        authority = (
-            AuthorityRef(oid=domain) if domain == SSN_DOMAIN else AuthorityRef(namespace=domain)
-        )
-        refs.append(
-            IdentifierRef(value=identifier["value"], authority=authority, type=identifier["type"])
-        )
-    primary = next(r for r in refs if r.authority.namespace == record.source_domain)
-    return RecordInput(
-        identifier=primary,
-        demographics=Demographics.model_validate(record.demographics),
-        other_identifiers=tuple(r for r in refs if r is not primary),
-    )
 
 
 @pytest.mark.slow
@@ -47,13 +30,13 @@ async def test_generated_population_through_the_core(
     reviewed = 0
     for record in records:
         result = await core.register(
-            _input(record), source=record.source_domain, actor="test:population"
+            record_input(record), source=record.source_domain, actor="test:population"
         )
         reviewed += result.decision == Decision.REVIEW
     # Persons as they stand at the end (later links may have merged earlier persons).
     final = {}
     for record in records:
-        found = await core.find_record(_input(record).identifier)
+        found = await core.find_record(record_input(record).identifier)
         assert found.person_id is not None
         final[record.record_id] = found.person_id
 

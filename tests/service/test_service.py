@@ -231,3 +231,26 @@ async def test_cli_train_writes_a_model_from_the_index(
     assert model["format"] == "identity-matching-model"
     assert 0 < model["prior"] < 1
     assert {c["name"] for c in model["comparisons"]} >= {"family_name", "birth_date"}
+
+
+async def test_cli_import_loads_a_generated_population(
+    fresh_database: str, data_dir: Path
+) -> None:
+    out = data_dir / "population"
+    made = await asyncio.to_thread(
+        _cli, "generate", "--persons", "3000", "--seed", "4", "--out", str(out), "--formats", "csv"
+    )
+    assert made.returncode == 0, made.stderr
+    demo = Path(__file__).parents[2] / "benchmarks" / "bench.toml"
+    env = {"IDENTITY_DATABASE__URL": fresh_database}
+    loaded = await asyncio.to_thread(
+        _cli, "--config", str(demo), "import", str(out / "population.csv"), env=env
+    )
+    assert loaded.returncode == 0, loaded.stderr
+    report = json.loads(loaded.stdout)
+    # 3,000 true persons: fewer would mean false merges; a few more, missed duplicates
+    assert report["records"] > 3000 and 3000 <= report["persons"] <= 3100
+    again = await asyncio.to_thread(
+        _cli, "--config", str(demo), "import", str(out / "population.csv"), env=env
+    )
+    assert again.returncode == 1 and "empty index" in again.stderr
