@@ -18,6 +18,7 @@ from aiohttp import web
 from identity import __version__
 from identity.config import Settings
 from identity.errors import StoreUnavailable
+from identity.fhir import add_routes as add_fhir_routes
 from identity.mpi import Mpi
 from identity.store.db import Database
 from identity.store.embedded import EmbeddedPostgres
@@ -85,6 +86,7 @@ class Service:
         assert self.mpi is not None
         app[MPI_KEY] = self.mpi
         app.router.add_get("/healthz", healthz)
+        add_fhir_routes(app, self.mpi, self.settings)
         self.http_runner = web.AppRunner(app, access_log=None, shutdown_timeout=10.0)
         await self.http_runner.setup()
         site = web.TCPSite(self.http_runner, self.settings.http.host, self.settings.http.port)

@@ -37,7 +37,7 @@ async def test_bulk_import_matches_the_population(core: Mpi) -> None:
     final = [(await core.find_record(record_input(r).identifier)).person_id for r in population]
     figures = pairwise_figures([r.person_id for r in population], final)
     assert figures["pairwise_precision"] >= 0.999, figures
-    assert figures["pairwise_f1"] >= 0.97, figures
+    assert figures["pairwise_f1"] >= 0.95, figures
     # twins and Jr/Sr pairs stay apart
     groups: dict[tuple[str, str], dict[str, set[int | None]]] = {}
     for record, person in zip(population, final, strict=True):

@@ -254,3 +254,17 @@ async def test_cli_import_loads_a_generated_population(
         _cli, "--config", str(demo), "import", str(out / "population.csv"), env=env
     )
     assert again.returncode == 1 and "empty index" in again.stderr
+
+
+async def test_service_serves_the_fhir_door(data_dir: Path) -> None:
+    service = Service(_embedded_settings(data_dir))
+    await service.start()
+    try:
+        async with aiohttp.ClientSession() as session:
+            url = f"http://127.0.0.1:{service.http_port}/fhir/metadata"
+            async with session.get(url) as response:
+                assert response.status == 200
+                body = await response.json(content_type=None)
+        assert body["resourceType"] == "CapabilityStatement"
+    finally:
+        await service.stop()

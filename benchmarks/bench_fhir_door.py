@@ -1,0 +1,223 @@
+"""Latency and throughput of the FHIR door over HTTP on loopback, against a real PostgreSQL.
+
+Creates a scratch database, loads a synthetic population (matching.synth) through ITI-104
+conditional PUTs from ``--clients`` concurrent clients, then times:
+
+- ITI-104 creates and updates per second (``--clients`` concurrent clients);
+- ITI-83 $ihe-pix, ITI-78 family+birthdate search and ITI-119 $match, one request at a time,
+  p50/p95/p99 in milliseconds (client side: HTTP, JSON, core and database included).
+
+Server and client share one process and event loop (the figures include the client's cost).
+
+    python benchmarks/bench_fhir_door.py [--persons 5000] [--queries 1000] [--clients 8] \
+        [--database-url postgresql://postgres@127.0.0.1:5432/postgres]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import random
+import statistics
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import aiohttp
+import asyncpg
+from aiohttp import web
+
+from identity.config import Settings
+from identity.fhir import add_routes
+from identity.fhir.patient import demographics_of, identifier_ref
+from identity.model import IdentifierRef, SearchCriteria
+from identity.mpi import Mpi
+from identity.store.db import Database
+from identity.store.migrate import migrate
+from matching.synth import SOURCE_DOMAINS, SSN_DOMAIN, generate, to_fhir_patient
+
+JSON = "application/fhir+json"
+
+
+def _with_database(url: str, database: str) -> str:
+    base, _, query = url.partition("?")
+    return f"{base.rpartition('/')[0]}/{database}" + (f"?{query}" if query else "")
+
+
+async def _void(call: Awaitable[Any]) -> None:
+    await call
+
+
+def percentiles(samples: list[float]) -> str:
+    ordered = sorted(samples)
+
+    def at(q: float) -> float:
+        return ordered[min(len(ordered) - 1, int(q * len(ordered)))] * 1000
+
+    return (f"n={len(ordered)} p50={at(0.50):.2f} ms p95={at(0.95):.2f} ms "
+            f"p99={at(0.99):.2f} ms mean={statistics.fmean(ordered) * 1000:.2f} ms")
+
+
+async def timed(calls: list[Callable[[], Awaitable[None]]]) -> list[float]:
+    samples = []
+    for call in calls:
+        start = time.perf_counter()
+        await call()
+        samples.append(time.perf_counter() - start)
+    return samples
+
+
+async def run(args: argparse.Namespace) -> None:
+    name = f"identity_bench_{uuid.uuid4().hex[:10]}"
+    admin = await asyncpg.connect(args.database_url)
+    await admin.execute(f'CREATE DATABASE "{name}"')
+    await admin.close()
+    url = _with_database(args.database_url, name)
+    db = await Database.connect(url, min_size=2, max_size=args.clients + 4)
+    runner: web.AppRunner | None = None
+    try:
+        async with db.connection() as conn:
+            await migrate(conn)
+        domains: list[dict[str, Any]] = [
+            {"namespace": ns, "oid": oid} for ns, oid in SOURCE_DOMAINS.items()
+        ]
+        domains.append({"namespace": "SSN", "oid": SSN_DOMAIN, "identifies_person": True})
+        settings = Settings(domains=domains)
+        mpi = Mpi(db, settings)
+        await mpi.start()
+        app = web.Application()
+        add_routes(app, mpi, settings)
+        runner = web.AppRunner(app, access_log=None)
+        await runner.setup()
+        site = web.TCPSite(runner, "127.0.0.1", 0)
+        await site.start()
+        base = f"http://127.0.0.1:{runner.addresses[0][1]}/fhir"
+
+        records = generate(args.persons, 0.2, seed=args.seed)
+        patients = [to_fhir_patient(r) for r in records]
+        for p in patients:
+            p.pop("id", None)
+        print(f"records={len(patients)} persons={args.persons} clients={args.clients}")
+
+        connector = aiohttp.TCPConnector(limit=args.clients * 2)
+        async with aiohttp.ClientSession(connector=connector) as session:
+            headers = {"Accept": JSON, "Content-Type": JSON}
+
+            async def put(patient: dict[str, Any]) -> int:
+                ident = patient["identifier"][0]
+                async with session.put(
+                    f"{base}/Patient", json=patient, headers=headers,
+                    params={"identifier": f"{ident['system']}|{ident['value']}"},
+                ) as response:
+                    await response.read()
+                    return response.status
+
+            async def feed(batch: list[dict[str, Any]]) -> tuple[float, dict[int, int]]:
+                queue = list(reversed(batch))
+                counts: dict[int, int] = {}
+
+                async def worker() -> None:
+                    while queue:
+                        status = await put(queue.pop())
+                        counts[status] = counts.get(status, 0) + 1
+
+                start = time.perf_counter()
+                await asyncio.gather(*(worker() for _ in range(args.clients)))
+                return time.perf_counter() - start, counts
+
+            elapsed, counts = await feed(patients)
+            print(f"ITI-104 create: {len(patients) / elapsed:.0f}/s over {args.clients} clients "
+                  f"({elapsed:.1f} s, statuses {counts})")
+            rng = random.Random(args.seed)
+            sample = rng.sample(patients, min(args.updates, len(patients)))
+            updates = []
+            for p in sample:
+                changed = dict(p)
+                phone = f"555-{rng.randint(0, 9999):04d}"
+                changed["telecom"] = [{"system": "phone", "value": phone}]
+                updates.append(changed)
+            elapsed, counts = await feed(updates)
+            print(f"ITI-104 update: {len(updates) / elapsed:.0f}/s over {args.clients} clients "
+                  f"({elapsed:.1f} s, statuses {counts})")
+
+            async def get(path: str, params: Any) -> None:
+                async with session.get(base + path, params=params, headers=headers) as response:
+                    await response.read()
+                    assert response.status == 200, (path, params, response.status)
+
+            async def post(path: str, body: Any) -> None:
+                async with session.post(base + path, json=body, headers=headers) as response:
+                    await response.read()
+                    assert response.status == 200, (path, response.status)
+
+            queries = [rng.choice(patients) for _ in range(args.queries)]
+            for _ in range(2):  # warm-up pass of each kind on a few requests
+                await get("/Patient/$ihe-pix", {"sourceIdentifier": "|".join(
+                    (queries[0]["identifier"][0]["system"], queries[0]["identifier"][0]["value"]))})
+            pix = [
+                (lambda p=p: get("/Patient/$ihe-pix", {"sourceIdentifier": "|".join(
+                    (p["identifier"][0]["system"], p["identifier"][0]["value"]))}))
+                for p in queries
+            ]
+            print("ITI-83 $ihe-pix:           " + percentiles(await timed(pix)))
+            searchable = [p for p in queries if p.get("name") and p["name"][0].get("family")
+                          and p.get("birthDate")]
+            pdq = [
+                (lambda p=p: get("/Patient", {"family": p["name"][0]["family"],
+                                              "birthdate": p["birthDate"]}))
+                for p in searchable
+            ]
+            print("ITI-78 family+birthdate:   " + percentiles(await timed(pdq)))
+            match = [
+                (lambda p=p: post("/Patient/$match", {"resourceType": "Parameters", "parameter": [
+                    {"name": "resource", "resource": {**p, "identifier": []}},
+                    {"name": "count", "valueInteger": 10}]}))
+                for p in queries
+            ]
+            print("ITI-119 $match:            " + percentiles(await timed(match)))
+
+            # The same queries straight against the core: the difference is the door's cost.
+            def ref(p: dict[str, Any]) -> IdentifierRef:
+                return identifier_ref(p["identifier"][0]["system"], p["identifier"][0]["value"])
+
+            core_pix = [(lambda p=p: _void(mpi.cross_references(ref(p)))) for p in queries]
+            print("core cross_references:     " + percentiles(await timed(core_pix)))
+            core_pdq = [
+                (lambda p=p: _void(mpi.search(SearchCriteria(
+                    family=p["name"][0]["family"] + "*", birth_date=p["birthDate"],
+                    limit=settings.fhir.default_page_size))))
+                for p in searchable
+            ]
+            print("core search:               " + percentiles(await timed(core_pdq)))
+            core_match = [
+                (lambda p=p: _void(mpi.match(demographics_of(p), limit=10))) for p in queries
+            ]
+            print("core match:                " + percentiles(await timed(core_match)))
+    finally:
+        if runner is not None:
+            await runner.cleanup()
+        await db.close()
+        admin = await asyncpg.connect(args.database_url)
+        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        await admin.close()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--persons", type=int, default=5000)
+    parser.add_argument("--queries", type=int, default=1000)
+    parser.add_argument("--updates", type=int, default=3000)
+    parser.add_argument("--clients", type=int, default=8)
+    parser.add_argument("--seed", type=int, default=7)
+    parser.add_argument(
+        "--database-url",
+        default=os.environ.get("IDENTITY_BENCH_DATABASE_URL",
+                               "postgresql://postgres@127.0.0.1:5432/postgres"),
+    )
+    asyncio.run(run(parser.parse_args()))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,101 @@
+"""GET /fhir/metadata: the CapabilityStatement of this server."""
+
+from __future__ import annotations
+
+from identity import __version__
+from identity.config import Settings
+from identity.fhir.wire import Json
+
+IHE = "https://profiles.ihe.net/ITI"
+INSTANTIATES = [
+    f"{IHE}/PIXm/CapabilityStatement/IHE.PIXm.Manager",
+    f"{IHE}/PDQm/CapabilityStatement/IHE.PDQm.PatientDemographicsSupplierQuery",
+    f"{IHE}/PDQm/CapabilityStatement/IHE.PDQm.PatientDemographicsSupplierMatch",
+    f"{IHE}/PMIR/CapabilityStatement/IHE.PMIR.PatientIdentityRegistry",
+]
+
+_STRING = ("family", "given", "address", "address-city", "address-country",
+           "address-postalcode", "address-state", "mothersMaidenName")
+_DOCS = {
+    "_id": ("token", "Logical id (the source record id)"),
+    "active": ("token", "true: active records (the default); false: merged records"),
+    "identifier": ("token", "system|value; system| alone restricts the domains returned; "
+                            "a value without system searches every domain"),
+    "telecom": ("token", "phone number (digits compared)"),
+    "birthdate": ("date", "YYYY, YYYY-MM or YYYY-MM-DD; prefixes eq ge gt le lt sa eb"),
+    "gender": ("token", "male | female | other | unknown"),
+}
+_MMN = "http://hl7.org/fhir/SearchParameter/patient-extensions-Patient-mothersMaidenName"
+
+
+def capability_statement(base: str, settings: Settings) -> Json:
+    params: list[Json] = []
+    for name, (kind, doc) in _DOCS.items():
+        params.append({"name": name, "type": kind, "documentation": doc})
+    for name in _STRING:
+        entry: Json = {"name": name, "type": "string",
+                       "documentation": "case-insensitive; default and :contains match a prefix "
+                                        "of names (other fields compare whole values); :exact "
+                                        "matches the whole normalised value"}
+        if name == "mothersMaidenName":
+            entry["definition"] = _MMN
+        params.append(entry)
+    return {
+        "resourceType": "CapabilityStatement",
+        "id": "identity-mpi",
+        "url": f"{base}/metadata",
+        "name": "IdentityMPI",
+        "title": "identity master patient index: PIXm Manager, PDQm Supplier, PMIR Registry",
+        "status": "active",
+        "date": "2026-11-27",
+        "publisher": "identity",
+        "kind": "instance",
+        "instantiates": INSTANTIATES,
+        "software": {"name": "identity", "version": __version__},
+        "implementation": {"description": "identity MPI FHIR door", "url": base},
+        "fhirVersion": "4.0.1",
+        "format": ["application/fhir+json", "json"],
+        "rest": [{
+            "mode": "server",
+            "documentation": (
+                "PIXm ITI-83 and ITI-104 (with the Remove Patient option), PDQm ITI-78 and "
+                "ITI-119, PMIR ITI-93. The FHIR client is named by the "
+                f"{settings.fhir.client_id_header} request header (until OAuth2)."
+            ),
+            "security": {"description": f"Client identity from the "
+                         f"{settings.fhir.client_id_header} header; domains list the clients "
+                         "that may assign identifiers in them."},
+            "resource": [{
+                "type": "Patient",
+                "supportedProfile": [
+                    f"{IHE}/PIXm/StructureDefinition/IHE.PIXm.Patient",
+                    f"{IHE}/PDQm/StructureDefinition/IHE.PDQm.Patient",
+                    f"{IHE}/PMIR/StructureDefinition/IHE.PMIR.Patient",
+                ],
+                "interaction": [{"code": "read"}, {"code": "vread"}, {"code": "update"},
+                                {"code": "delete"}, {"code": "search-type"}],
+                "versioning": "versioned-update",
+                "readHistory": False,
+                "updateCreate": True,
+                "conditionalCreate": False,
+                "conditionalRead": "not-supported",
+                "conditionalUpdate": True,
+                "conditionalDelete": "single",
+                "searchParam": params,
+                "operation": [
+                    {"name": "ihe-pix",
+                     "definition": f"{IHE}/PIXm/OperationDefinition/IHE.PIXm.pix"},
+                    {"name": "match",
+                     "definition": f"{IHE}/PDQm/OperationDefinition/PDQmMatch"},
+                ],
+            }],
+            "interaction": [{"code": "search-system"}],
+        }],
+        "messaging": [{
+            "documentation": "PMIR ITI-93: POST [base]/$process-message",
+            "supportedMessage": [{
+                "mode": "receiver",
+                "definition": f"{IHE}/PMIR/MessageDefinition/IHE.PMIR.MessageDefinition",
+            }],
+        }],
+    }

@@ -1,0 +1,525 @@
+"""Request handlers of the FHIR door: FHIR in -> one Mpi command or query -> FHIR out."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from aiohttp import web
+from multidict import MultiDict
+
+from identity.config import Settings
+from identity.errors import (
+    AmbiguousDomain,
+    InvalidInput,
+    NotFound,
+    UnknownDomain,
+    UnknownIdentifier,
+    UnknownTargetDomain,
+)
+from identity.fhir import search as pdq
+from identity.fhir.capability import capability_statement
+from identity.fhir.patient import (
+    authority_of,
+    body_identifiers,
+    demographics_of,
+    etag,
+    fhir_instant,
+    identifier_ref,
+    parse_token,
+    patient_json,
+    record_input,
+    replaced_by,
+    system_of,
+    validate_patient,
+)
+from identity.fhir.wire import FhirError, Json, check_format, fhir_response, read_json
+from identity.model import AuthorityRef, IdentifierRef, RecordStatus, SearchCriteria, SourceRecord
+from identity.mpi import Mpi
+
+MATCH_GRADE = "http://hl7.org/fhir/StructureDefinition/match-grade"
+MATCH_EXPLANATION = "https://identity.example.org/fhir/StructureDefinition/match-explanation"
+
+
+@dataclass
+class Caller:
+    client: str | None
+    actor: str
+    message_id: str
+
+
+class FhirDoor:
+    def __init__(self, mpi: Mpi, settings: Settings) -> None:
+        self.mpi = mpi
+        self.settings = settings
+
+    # --- helpers ------------------------------------------------------------------------
+
+    def base(self, request: web.Request) -> str:
+        if self.settings.fhir.base_url:
+            return self.settings.fhir.base_url.rstrip("/")
+        return f"{request.scheme}://{request.host}/fhir"
+
+    def caller(self, request: web.Request) -> Caller:
+        client = request.headers.get(self.settings.fhir.client_id_header) or None
+        message_id = request.headers.get("X-Request-Id") or str(uuid.uuid4())
+        return Caller(client, f"fhir:{client or 'anonymous'}", message_id)
+
+    @property
+    def enterprise_system(self) -> str:
+        return self.mpi.domains.enterprise.system
+
+    def patient(self, record: SourceRecord, **kw: Any) -> Json:
+        return patient_json(record, self.mpi.domains.enterprise, **kw)
+
+    def record_headers(self, request: web.Request, record: SourceRecord) -> dict[str, str]:
+        return {
+            "ETag": etag(record),
+            "Last-Modified": record.updated_at.strftime("%a, %d %b %Y %H:%M:%S GMT"),
+            "Location": f"{self.base(request)}/Patient/{record.id}/_history/{record.version}",
+        }
+
+    def conditional_identifier(self, request: web.Request) -> IdentifierRef:
+        """The single ``identifier=system|value`` of a conditional PUT or DELETE."""
+        unknown = [k for k in request.query if k not in ("identifier", "_format")]
+        if unknown:
+            raise FhirError(400, "not-supported", "conditional update and delete take only the "
+                            f"identifier parameter, not {unknown}")
+        tokens = request.query.getall("identifier", [])
+        if not tokens:
+            raise FhirError(400, "required", "conditional update and delete need "
+                            "identifier=system|value", expression="identifier")
+        if len(tokens) > 1 or "," in tokens[0]:
+            raise FhirError(412, "multiple-matches", "give exactly one identifier=system|value",
+                            expression="identifier")
+        system, value = parse_token(tokens[0])
+        if not system or not value:
+            raise FhirError(400, "required", "identifier needs both system and value",
+                            expression="identifier")
+        return identifier_ref(system, value)
+
+    # --- capability ---------------------------------------------------------------------
+
+    async def metadata(self, request: web.Request) -> web.StreamResponse:
+        check_format(request)
+        return fhir_response(capability_statement(self.base(request), self.settings))
+
+    # --- read ---------------------------------------------------------------------------
+
+    async def _record_or_404(self, raw_id: str) -> SourceRecord:
+        if not raw_id.isdigit() or len(raw_id) > 18:
+            raise FhirError(404, "not-found", f"Patient/{raw_id} is not known")
+        try:
+            record = await self.mpi.get_record(int(raw_id))
+        except NotFound as exc:
+            raise FhirError(404, "not-found", f"Patient/{raw_id} is not known") from exc
+        if record.status == RecordStatus.REMOVED:
+            raise FhirError(410, "deleted", f"Patient/{raw_id} was removed")
+        return record
+
+    async def read(self, request: web.Request) -> web.StreamResponse:
+        check_format(request)
+        record = await self._record_or_404(request.match_info["id"])
+        see_also: tuple[int, ...] = ()
+        if record.status == RecordStatus.ACTIVE and record.person_id is not None:
+            person = await self.mpi.get_person(record.person_id)
+            see_also = tuple(
+                r.id for r in person.records if r.id != record.id and r.status == "active"
+            )
+        headers = self.record_headers(request, record)
+        del headers["Location"]
+        return fhir_response(self.patient(record, see_also=see_also), headers=headers)
+
+    async def vread(self, request: web.Request) -> web.StreamResponse:
+        check_format(request)
+        record = await self._record_or_404(request.match_info["id"])
+        if request.match_info["vid"] != str(record.version):
+            raise FhirError(404, "not-found", "only the current version of a Patient is kept")
+        headers = self.record_headers(request, record)
+        del headers["Location"]
+        return fhir_response(self.patient(record), headers=headers)
+
+    # --- ITI-83 $ihe-pix ----------------------------------------------------------------
+
+    async def ihe_pix(self, request: web.Request) -> web.StreamResponse:
+        check_format(request)
+        if request.method == "POST":
+            body = await read_json(request)
+            if body.get("resourceType") != "Parameters":
+                raise FhirError(400, "invalid", "expected a Parameters resource")
+            source: tuple[str | None, str | None] | None = None
+            targets: list[str] = []
+            for param in body.get("parameter") or ():
+                if param.get("name") == "sourceIdentifier":
+                    ident = param.get("valueIdentifier")
+                    if ident is not None:
+                        source = (ident.get("system"), ident.get("value"))
+                    elif param.get("valueString") or param.get("valueToken"):
+                        source = parse_token(param.get("valueString") or param["valueToken"])
+                elif param.get("name") == "targetSystem":
+                    uri = param.get("valueUri") or param.get("valueString")
+                    if uri:
+                        targets.append(uri)
+        else:
+            tokens = request.query.getall("sourceIdentifier", [])
+            if len(tokens) > 1:
+                raise FhirError(400, "invalid", "sourceIdentifier is 1..1",
+                                expression="sourceIdentifier")
+            source = parse_token(tokens[0], "sourceIdentifier") if tokens else None
+            targets = [t for raw in request.query.getall("targetSystem", [])
+                       for t in raw.split(",") if t]
+        if source is None or not source[1]:
+            raise FhirError(400, "required", "sourceIdentifier=system|value is required",
+                            expression="sourceIdentifier")
+        if not source[0]:
+            raise FhirError(400, "code-invalid", "sourceIdentifier Assigning Authority not found")
+        ref = IdentifierRef(value=source[1], authority=authority_of(source[0]))
+        try:
+            xrefs = await self.mpi.cross_references(ref, [authority_of(t) for t in targets])
+        except UnknownTargetDomain as exc:
+            raise FhirError(403, "code-invalid", "targetSystem not found") from exc
+        except (UnknownDomain, AmbiguousDomain, InvalidInput) as exc:
+            raise FhirError(400, "code-invalid",
+                            "sourceIdentifier Assigning Authority not found") from exc
+        except UnknownIdentifier as exc:
+            raise FhirError(404, "not-found",
+                            "sourceIdentifier Patient Identifier not found") from exc
+        parameters: list[Json] = []
+        target_ids: list[Json] = []
+        for xref in xrefs.references:
+            ident = xref.identifier
+            value: Json = {"system": system_of(ident.domain, ident.oid), "value": ident.value}
+            parameters.append({"name": "targetIdentifier", "valueIdentifier": value})
+            if xref.record_id is not None:
+                target_ids.append({"name": "targetId",
+                                   "valueReference": {"reference": f"Patient/{xref.record_id}"}})
+        body_out: Json = {"resourceType": "Parameters"}
+        if parameters or target_ids:
+            body_out["parameter"] = parameters + target_ids
+        return fhir_response(body_out)
+
+    # --- ITI-104 feed -------------------------------------------------------------------
+
+    async def conditional_update(self, request: web.Request) -> web.StreamResponse:
+        check_format(request)
+        ref = self.conditional_identifier(request)
+        body = await read_json(request)
+        validate_patient(body)
+        who = self.caller(request)
+        link = replaced_by(body)
+        if link is not None:
+            record, status = await self.merge(ref, body, link, who)
+        else:
+            record, status = await self.update(request, ref, body, who)
+        headers = self.record_headers(request, record)
+        if status == 200:
+            del headers["Location"]
+        headers["X-Request-Id"] = who.message_id
+        return fhir_response(self.patient(record), status, headers)
+
+    async def update(
+        self, request: web.Request | None, ref: IdentifierRef, body: Json, who: Caller
+    ) -> tuple[SourceRecord, int]:
+        if body.get("active") is False:
+            raise FhirError(422, "business-rule", "active=false needs a replaced-by link (merge);"
+                            " to remove a patient use DELETE", expression="Patient.active")
+        if not body.get("identifier"):
+            raise FhirError(400, "required", "Patient.identifier is required (1..*)",
+                            expression="Patient.identifier")
+        if not body.get("name"):
+            raise FhirError(400, "required", "Patient.name is required (1..*)",
+                            expression="Patient.name")
+        if request is not None and request.headers.get("If-Match"):
+            current = await self.mpi.find_record(ref)
+            if request.headers["If-Match"].strip() != etag(current):
+                raise FhirError(412, "conflict", f"version mismatch: the current ETag is "
+                                f"{etag(current)}")
+        record = record_input(body, ref, enterprise_system=self.enterprise_system)
+        result = await self.mpi.register(
+            record, source=who.client, actor=who.actor, message_id=who.message_id, replace=True
+        )
+        return result.record, 201 if result.created else 200
+
+    async def merge(
+        self, ref: IdentifierRef, body: Json, other: Json, who: Caller
+    ) -> tuple[SourceRecord, int]:
+        """ITI-104 merge: the retired identifier, active=false, link replaced-by the survivor."""
+        if body.get("active") is not False:
+            raise FhirError(400, "business-rule", "a replaced-by link needs active=false",
+                            expression="Patient.active")
+        survivor = await self.survivor_identifier(other)
+        if survivor.authority != ref.authority:
+            retired_domain = await self.mpi.domains.resolve(ref.authority)
+            survivor_domain = await self.mpi.domains.resolve(survivor.authority)
+            if retired_domain.id != survivor_domain.id:
+                raise FhirError(422, "business-rule", "merge is only supported within one "
+                                "identifier domain", expression="Patient.link.other")
+        result = await self.mpi.merge(
+            ref.authority, ref.value, survivor.value,
+            source=who.client, actor=who.actor, message_id=who.message_id,
+        )
+        if not result.applied:
+            # A repeated merge (e.g. a client retry) finds the retired record already merged.
+            try:
+                current = await self.mpi.find_record(ref)
+            except UnknownIdentifier:
+                current = None
+            if current is not None and current.status == RecordStatus.MERGED:
+                return current, 200
+            raise FhirError(404, "not-found", result.note or "nothing to merge")
+        retired = next((r for r in result.records if r.identifier == ref.value), None)
+        if retired is None:
+            # Unknown survivor: the core changed the identifier (TF2 ITI-30 A40 as A47); the
+            # record now carries the surviving identifier.
+            retired = next(r for r in result.records if r.identifier == survivor.value)
+        return retired, 200
+
+    async def survivor_identifier(self, other: Json) -> IdentifierRef:
+        ident = other.get("identifier")
+        if ident and ident.get("value"):
+            return identifier_ref(ident.get("system"), ident["value"])
+        reference = other.get("reference") or ""
+        rid = reference.rsplit("/", 1)[-1]
+        if reference and rid.isdigit():
+            record = await self._record_or_404(rid)
+            return IdentifierRef(value=record.identifier,
+                                 authority=AuthorityRef(namespace=record.domain.namespace))
+        raise FhirError(400, "required", "link.other needs an identifier (or a reference to a "
+                        "Patient of this server)", expression="Patient.link.other")
+
+    async def conditional_delete(self, request: web.Request) -> web.StreamResponse:
+        check_format(request)
+        ref = self.conditional_identifier(request)
+        who = self.caller(request)
+        await self.mpi.remove(ref, source=who.client, actor=who.actor, message_id=who.message_id)
+        return fhir_response(None, 204, {"X-Request-Id": who.message_id})
+
+    # --- ITI-78 search ------------------------------------------------------------------
+
+    async def search_get(self, request: web.Request) -> web.StreamResponse:
+        check_format(request)
+        return await self.search(request, request.query)
+
+    async def search_post(self, request: web.Request) -> web.StreamResponse:
+        check_format(request)
+        if request.content_type not in ("application/x-www-form-urlencoded", ""):
+            raise FhirError(415, "not-supported",
+                            "POST _search takes application/x-www-form-urlencoded")
+        form = await request.post()
+        params: MultiDict[str] = MultiDict(request.query)
+        for key, value in form.items():
+            if isinstance(value, str):
+                params.add(key, value)
+        return await self.search(request, list(params.items()))
+
+    async def search(self, request: web.Request, params: Any) -> web.StreamResponse:
+        fhir = self.settings.fhir
+        strict = "handling=strict" in request.headers.get("Prefer", "").replace(" ", "")
+        parsed = pdq.parse_search(params, default_count=fhir.default_page_size,
+                                  max_count=fhir.max_page_size, strict=strict)
+        systems = await self.domains_to_return(parsed.systems)
+        total, records = await self.run_search(parsed, systems)
+        base = self.base(request)
+        entries = []
+        for record in records:
+            entries.append({
+                "fullUrl": f"{base}/Patient/{record.id}",
+                "resource": self.patient(record, systems=systems),
+                "search": {"mode": "match"},
+            })
+        bundle: Json = {
+            "resourceType": "Bundle",
+            "id": str(uuid.uuid4()),
+            "meta": {"lastUpdated": fhir_instant(_now())},
+            "type": "searchset",
+            "total": total,
+            "link": pdq.page_links(base, parsed.echo, parsed.offset, parsed.count, total),
+        }
+        if entries:
+            bundle["entry"] = entries
+        return fhir_response(bundle)
+
+    async def domains_to_return(self, systems: set[str]) -> frozenset[str] | None:
+        if not systems:
+            return None
+        out = set()
+        for system in systems:
+            try:
+                domain = await self.mpi.domains.resolve(authority_of(system))
+            except (UnknownDomain, AmbiguousDomain, InvalidInput) as exc:
+                raise FhirError(404, "not-found", "targetSystem not found",
+                                expression="identifier") from exc
+            out.add(domain.system)
+        return frozenset(out)
+
+    async def run_search(
+        self, parsed: pdq.ParsedSearch, systems: frozenset[str] | None
+    ) -> tuple[int, list[SourceRecord]]:
+        combos = parsed.combinations()
+        if any(pdq.identifier_any_domain(c) for c in combos):
+            all_systems = [d.system for d in self.mpi.domains.all()]
+            combos = pdq.expand_identifier_domains(combos, all_systems)
+        await self.check_identifier_domains(combos)
+        combos = [await self.enterprise_to_ids(c) for c in combos]
+        limit = max(parsed.count, 1)
+        if len(combos) == 1 and systems is None:
+            criteria, ids, active = pdq.criteria_of(combos[0], limit, parsed.offset)
+            if len(criteria) == 1 and ids is None and active is not False:
+                if not pdq.has_filters(criteria[0]):
+                    raise FhirError(400, "too-costly", "give at least one search parameter "
+                                    "(a search of every patient is not supported)")
+                result = await self.mpi.search(criteria[0])
+                return result.total, list(result.records)[: parsed.count]
+        found: dict[int, SourceRecord] = {}
+        for combo in combos:
+            criteria, ids, active = pdq.criteria_of(combo, pdq.EXPANDED_CAP, 0)
+            for record in await self.conjunction(criteria, ids, active):
+                found[record.id] = record
+        ordered = [found[k] for k in sorted(found)]
+        if systems is not None:
+            ordered = [r for r in ordered if self.patient(r, systems=systems).get("identifier")]
+        return len(ordered), ordered[parsed.offset: parsed.offset + parsed.count]
+
+    async def check_identifier_domains(self, combos: list[list[pdq.Alternative]]) -> None:
+        seen: set[str] = set()
+        for combo in combos:
+            for alternative in combo:
+                if "identifier" in alternative and alternative["identifier"][0] not in seen:
+                    system = alternative["identifier"][0]
+                    seen.add(system)
+                    try:
+                        await self.mpi.domains.resolve(authority_of(system))
+                    except (UnknownDomain, AmbiguousDomain, InvalidInput) as exc:
+                        raise FhirError(404, "not-found", "targetSystem not found",
+                                        expression="identifier") from exc
+
+    async def enterprise_to_ids(self, combo: list[pdq.Alternative]) -> list[pdq.Alternative]:
+        """``identifier=<enterprise system>|<EID>``: the person's records (the core's record
+        search does not index enterprise identifiers)."""
+        enterprise = self.mpi.domains.enterprise
+        out = []
+        for alternative in combo:
+            ident = alternative.get("identifier")
+            if ident is not None and ident[0] is not None:
+                domain = await self.mpi.domains.resolve(authority_of(ident[0]))
+                if domain.id == enterprise.id:
+                    try:
+                        person = await self.mpi.get_person_by_enterprise_id(ident[1])
+                        ids = frozenset(r.id for r in person.records if r.status == "active")
+                    except NotFound:
+                        ids = frozenset()
+                    alternative = {k: v for k, v in alternative.items() if k != "identifier"}
+                    alternative["_ids"] = ids
+            out.append(alternative)
+        return out
+
+    async def conjunction(
+        self, criteria: list[SearchCriteria], ids: set[int] | None, active: bool | None
+    ) -> list[SourceRecord]:
+        result: dict[int, SourceRecord] | None = None
+        if ids is not None:
+            result = {}
+            for rid in ids:
+                try:
+                    record = await self.mpi.get_record(rid)
+                except NotFound:
+                    continue
+                result[record.id] = record
+        for item in criteria:
+            if ids is not None and not pdq.has_filters(item):
+                continue
+            if not pdq.has_filters(item):
+                raise FhirError(400, "too-costly", "give at least one search parameter "
+                                "(a search of every patient is not supported)")
+            found = await self.mpi.search(item)
+            if found.total > pdq.EXPANDED_CAP:
+                raise FhirError(400, "too-costly", f"a part of this query matches {found.total} "
+                                f"patients; narrow it (at most {pdq.EXPANDED_CAP})")
+            these = {r.id: r for r in found.records}
+            result = these if result is None else {k: v for k, v in result.items() if k in these}
+        return [r for r in (result or {}).values() if pdq.keep(r, ids, active)]
+
+    def match_identifiers(self, patient: Json) -> list[IdentifierRef]:
+        """The query Patient's identifiers with a system (others cannot be resolved)."""
+        return [ref for ref in body_identifiers(patient)
+                if ref.authority.namespace or ref.authority.oid]
+
+    # --- ITI-119 $match -----------------------------------------------------------------
+
+    async def match(self, request: web.Request) -> web.StreamResponse:
+        check_format(request)
+        body = await read_json(request)
+        only_certain = False
+        count = 10
+        if body.get("resourceType") == "Parameters":
+            patient = None
+            for param in body.get("parameter") or ():
+                name = param.get("name")
+                if name == "resource":
+                    patient = param.get("resource")
+                elif name == "onlyCertainMatches":
+                    only_certain = bool(param.get("valueBoolean"))
+                elif name == "count":
+                    count = int(param.get("valueInteger") or count)
+            if not isinstance(patient, dict):
+                raise FhirError(400, "required", "the resource parameter (a Patient) is required",
+                                expression="Parameters.parameter.resource")
+        elif body.get("resourceType") == "Patient":
+            patient = body
+        else:
+            raise FhirError(400, "invalid", "$match takes Parameters or a Patient")
+        for ext in patient.get("modifierExtension") or ():
+            raise FhirError(400, "not-supported", f"unknown modifierExtension {ext.get('url')!r}",
+                            expression="Patient.modifierExtension")
+        validate_patient(patient)
+        count = max(1, min(count, self.settings.fhir.max_page_size))
+        candidates = await self.mpi.match(
+            demographics_of(patient), self.match_identifiers(patient), limit=count
+        )
+        candidates = [c for c in candidates if c.record.status == RecordStatus.ACTIVE]
+        if only_certain:
+            certain = [c for c in candidates if c.grade == "certain"]
+            candidates = certain if len(certain) == 1 else []
+        base = self.base(request)
+        entries = []
+        for candidate in candidates[:count]:
+            entries.append({
+                "fullUrl": f"{base}/Patient/{candidate.record.id}",
+                "resource": self.patient(candidate.record),
+                "search": {
+                    "extension": [{"url": MATCH_GRADE, "valueCode": str(candidate.grade)}],
+                    "mode": "match",
+                    "score": round(float(candidate.probability), 6),
+                },
+            })
+            entries[-1]["search"]["extension"].append(
+                explanation_extension(candidate.weight, candidate.explanation))
+        bundle: Json = {
+            "resourceType": "Bundle",
+            "id": str(uuid.uuid4()),
+            "meta": {"lastUpdated": fhir_instant(_now())},
+            "type": "searchset",
+            "total": len(entries),
+        }
+        if entries:
+            bundle["entry"] = entries
+        return fhir_response(bundle)
+
+
+def explanation_extension(weight: float, explanation: dict[str, Any]) -> Json:
+    """Our own extension: the match weight and, per compared field, its level and weight."""
+    return {
+        "url": MATCH_EXPLANATION,
+        "extension": [
+            {"url": "weight", "valueDecimal": round(float(weight), 4)},
+            {"url": "detail", "valueString": json.dumps(explanation, sort_keys=True,
+                                                        default=str, separators=(",", ":"))},
+        ],
+    }
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)

@@ -1,0 +1,238 @@
+"""PMIR ITI-93 Mobile Patient Identity Feed: a message Bundle whose MessageHeader (event
+urn:ihe:iti:pmir:2019:patient-feed) focuses a history Bundle of Patient create (POST), update or
+merge (PUT) and delete (DELETE) entries.
+
+Each entry is one core command (its own transaction), applied in order; the response message
+Bundle reports each entry's status. The message is not atomic across entries (the core has no
+multi-command unit of work); a failed entry does not undo the ones before it, and the response
+code is then ``fatal-error`` with an OperationOutcome naming the failed entries.
+"""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+from aiohttp import web
+from pydantic import ValidationError
+
+from identity.errors import MpiError, StoreUnavailable
+from identity.fhir.door import Caller, FhirDoor, _now
+from identity.fhir.patient import (
+    body_identifiers,
+    fhir_instant,
+    identifier_ref,
+    parse_token,
+    replaced_by,
+    validate_patient,
+)
+from identity.fhir.wire import (
+    FhirError,
+    Json,
+    check_format,
+    error_for,
+    fhir_response,
+    issue,
+    operation_outcome,
+    read_json,
+    validation_issues,
+)
+from identity.model import IdentifierRef, RecordStatus
+
+FEED_EVENT = "urn:ihe:iti:pmir:2019:patient-feed"
+RESPONSE_EVENT = "urn:ihe:iti:pmir:2019:patient-feed-response"
+RESPONSE_DEFINITION = (
+    "https://profiles.ihe.net/ITI/PMIR/MessageDefinition/IHE.PMIR.MessageDefinition.Response"
+)
+
+
+def _validate_bundle(body: Json) -> None:
+    from fhir.resources.R4B.bundle import Bundle
+
+    try:
+        Bundle.model_validate(body)
+    except ValidationError as exc:
+        raise FhirError(400, "structure", "invalid Bundle",
+                        issues=validation_issues(exc, "Bundle")) from exc
+
+
+def _history(body: Json) -> tuple[Json, Json]:
+    if body.get("resourceType") != "Bundle" or body.get("type") != "message":
+        raise FhirError(400, "invalid", "ITI-93 takes a Bundle of type message")
+    entries = body.get("entry") or []
+    if len(entries) < 2:
+        raise FhirError(400, "invalid", "the message needs a MessageHeader and a history Bundle")
+    header = entries[0].get("resource") or {}
+    if header.get("resourceType") != "MessageHeader":
+        raise FhirError(400, "invalid", "entry[0] must be a MessageHeader")
+    if header.get("eventUri") != FEED_EVENT:
+        raise FhirError(400, "not-supported", f"unsupported event {header.get('eventUri')!r}; "
+                        f"expected {FEED_EVENT}", expression="MessageHeader.eventUri")
+    focus = [f.get("reference") for f in header.get("focus") or ()]
+    history = None
+    for entry in entries[1:]:
+        resource = entry.get("resource") or {}
+        if resource.get("resourceType") == "Bundle" and resource.get("type") == "history":
+            full_url = entry.get("fullUrl") or ""
+            rid = resource.get("id")
+            if not focus or any(
+                ref and (ref == full_url or full_url.endswith("/" + ref)
+                         or (rid and ref.endswith(f"Bundle/{rid}")))
+                for ref in focus
+            ):
+                history = resource
+                break
+    if history is None:
+        raise FhirError(400, "invalid", "no history Bundle focused by the MessageHeader")
+    return header, history
+
+
+async def process_message(door: FhirDoor, request: web.Request) -> web.StreamResponse:
+    check_format(request)
+    body = await read_json(request)
+    _validate_bundle(body)
+    header, history = _history(body)
+    who = door.caller(request)
+    results: list[Json] = []
+    failed: list[Json] = []
+    for index, entry in enumerate(history.get("entry") or ()):
+        try:
+            results.append(await _apply(door, request, entry, who, index))
+        except StoreUnavailable:
+            raise
+        except (FhirError, MpiError) as exc:
+            error = error_for(exc)
+            failed.extend(
+                {**i, "diagnostics": f"entry[{index}]: {i['diagnostics']}"} for i in error.issues
+            )
+            results.append({
+                "request": entry.get("request") or {"method": "POST", "url": "Patient"},
+                "response": {"status": str(error.status),
+                             "outcome": operation_outcome(error.issues)},
+            })
+    base = door.base(request)
+    response_history: Json = {
+        "resourceType": "Bundle",
+        "id": str(uuid.uuid4()),
+        "type": "history",
+        "entry": results,
+    }
+    response_header: Json = {
+        "resourceType": "MessageHeader",
+        "id": str(uuid.uuid4()),
+        "eventUri": RESPONSE_EVENT,
+        "source": {"endpoint": base},
+        "response": {"identifier": header.get("id") or "unknown",
+                     "code": "fatal-error" if failed else "ok"},
+        "focus": [{"reference": f"urn:uuid:{response_history['id']}"}],
+        "definition": RESPONSE_DEFINITION,
+    }
+    entries: list[Json] = [
+        {"fullUrl": f"urn:uuid:{response_header['id']}", "resource": response_header},
+        {"fullUrl": f"urn:uuid:{response_history['id']}", "resource": response_history},
+    ]
+    if failed:
+        outcome_id = str(uuid.uuid4())
+        response_header["response"]["details"] = {"reference": f"urn:uuid:{outcome_id}"}
+        entries.append({"fullUrl": f"urn:uuid:{outcome_id}",
+                        "resource": {**operation_outcome(failed), "id": outcome_id}})
+    message: Json = {
+        "resourceType": "Bundle",
+        "id": str(uuid.uuid4()),
+        "type": "message",
+        "timestamp": fhir_instant(_now()),
+        "entry": entries,
+    }
+    return fhir_response(message)
+
+
+async def _target(door: FhirDoor, url: str, resource: Json | None, who: Caller) -> IdentifierRef:
+    """The identifier an entry's request.url names: ``Patient?identifier=s|v``, or
+    ``Patient/<id>`` of this server; failing that the Patient's own identifier."""
+    path, _, query = url.partition("?")
+    if query:
+        for part in query.split("&"):
+            key, _, value = part.partition("=")
+            if key == "identifier":
+                from urllib.parse import unquote
+
+                system, ident = parse_token(unquote(value))
+                if system and ident:
+                    return identifier_ref(system, ident)
+        raise FhirError(400, "invalid", f"request.url {url!r}: need identifier=system|value")
+    rid = path.rstrip("/").rsplit("/", 1)[-1]
+    if rid.isdigit():
+        try:
+            record = await door.mpi.get_record(int(rid))
+        except MpiError:
+            record = None
+        if record is not None and record.status != RecordStatus.REMOVED:
+            return IdentifierRef(value=record.identifier,
+                                 authority=_authority(record.domain.namespace))
+    if resource is not None:
+        primary, _ = await door.mpi.primary_identifier(body_identifiers(resource), who.client)
+        return primary
+    raise FhirError(404, "not-found", f"{url!r} names no Patient of this server")
+
+
+def _authority(namespace: str) -> Any:
+    from identity.model import AuthorityRef
+
+    return AuthorityRef(namespace=namespace)
+
+
+async def _apply(
+    door: FhirDoor, request: web.Request, entry: Json, who: Caller, index: int
+) -> Json:
+    req = entry.get("request") or {}
+    method = (req.get("method") or "").upper()
+    url = req.get("url") or "Patient"
+    resource = entry.get("resource")
+    if method in ("POST", "PUT"):
+        if not isinstance(resource, dict):
+            raise FhirError(400, "required", "a POST or PUT entry needs a Patient")
+        validate_patient(resource)
+    base = door.base(request)
+    if method == "POST":
+        primary, _ = await door.mpi.primary_identifier(body_identifiers(resource or {}),
+                                                       who.client)
+        record, status = await door.update(None, primary, resource or {}, who)
+    elif method == "PUT":
+        target = await _target(door, url, resource, who)
+        link = replaced_by(resource or {})
+        if link is not None:
+            record, status = await door.merge(target, resource or {}, link, who)
+        else:
+            current = await _current(door, target)
+            if current is not None and current.status == RecordStatus.MERGED:
+                raise FhirError(422, "business-rule", "unmerge is not supported: the patient "
+                                "was merged (PMIR); feed a new identifier instead")
+            record, status = await door.update(None, target, resource or {}, who)
+    elif method == "DELETE":
+        target = await _target(door, url, None, who)
+        await door.mpi.remove(target, source=who.client, actor=who.actor,
+                              message_id=who.message_id)
+        return {"request": {"method": "DELETE", "url": url}, "response": {"status": "204"}}
+    else:
+        raise FhirError(400, "not-supported", f"entry[{index}]: method {method!r} not supported")
+    return {
+        "fullUrl": f"{base}/Patient/{record.id}",
+        "resource": door.patient(record),
+        "request": {"method": method, "url": url},
+        "response": {
+            "status": str(status),
+            "location": f"Patient/{record.id}/_history/{record.version}",
+            "etag": f'W/"{record.version}"',
+            "lastModified": fhir_instant(record.updated_at),
+        },
+    }
+
+
+async def _current(door: FhirDoor, ref: IdentifierRef) -> Any:
+    try:
+        return await door.mpi.find_record(ref)
+    except MpiError:
+        return None
+
+
+__all__ = ["issue", "process_message"]
