@@ -17,6 +17,11 @@ class StoreUnavailable(IdentityError):
     """The database cannot be reached; nothing was applied."""
 
 
+class StoreConflict(StoreUnavailable):
+    """The database rolled the transaction back (deadlock, serialization failure): nothing was
+    applied and the same command may simply be sent again."""
+
+
 class MpiError(IdentityError):
     """A command of the MPI core was refused; nothing was changed."""
 

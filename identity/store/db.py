@@ -9,7 +9,7 @@ from contextlib import asynccontextmanager
 
 import asyncpg
 
-from identity.errors import StoreUnavailable
+from identity.errors import StoreConflict, StoreUnavailable
 
 log = logging.getLogger("identity.store")
 
@@ -94,6 +94,8 @@ class Database:
             try:
                 async with conn.transaction():
                     yield conn
+            except asyncpg.exceptions.TransactionRollbackError as exc:
+                raise StoreConflict(f"transaction rolled back, nothing applied: {exc}") from exc
             except _UNAVAILABLE as exc:
                 raise StoreUnavailable(f"database unavailable: {exc}") from exc
 

@@ -102,7 +102,7 @@ class Repository:
     async def record_row(
         self, record_id: int, *, for_update: bool = False
     ) -> asyncpg.Record | None:
-        lock = " FOR UPDATE OF r" if for_update else ""
+        lock = " FOR NO KEY UPDATE OF r" if for_update else ""
         return await self.conn.fetchrow(
             f"SELECT {_RECORD_COLUMNS} {_RECORD_FROM} WHERE r.id = $1{lock}", record_id
         )
@@ -110,7 +110,7 @@ class Repository:
     async def record_row_by_identifier(
         self, domain_id: int, identifier: str, *, for_update: bool = False
     ) -> asyncpg.Record | None:
-        lock = " FOR UPDATE OF r" if for_update else ""
+        lock = " FOR NO KEY UPDATE OF r" if for_update else ""
         return await self.conn.fetchrow(
             f"SELECT {_RECORD_COLUMNS} {_RECORD_FROM}"
             f" WHERE r.domain_id = $1 AND r.identifier = $2{lock}",
@@ -276,7 +276,7 @@ class Repository:
     async def person_row(
         self, person_id: int, *, for_update: bool = False
     ) -> asyncpg.Record | None:
-        lock = " FOR UPDATE" if for_update else ""
+        lock = " FOR NO KEY UPDATE" if for_update else ""
         return await self.conn.fetchrow(f"SELECT * FROM person WHERE id = $1{lock}", person_id)
 
     async def person_row_by_enterprise_id(self, enterprise_id: str) -> asyncpg.Record | None:
@@ -392,7 +392,7 @@ class Repository:
         )
 
     async def review_row(self, item_id: int, *, for_update: bool = False) -> asyncpg.Record | None:
-        lock = " FOR UPDATE" if for_update else ""
+        lock = " FOR NO KEY UPDATE" if for_update else ""
         return await self.conn.fetchrow(f"SELECT * FROM review_item WHERE id = $1{lock}", item_id)
 
     async def review_rows(

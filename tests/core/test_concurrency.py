@@ -81,3 +81,23 @@ async def test_concurrent_registrations_sharing_a_national_id_create_one_person(
     finally:
         for db, _ in cores:
             await db.close()
+
+
+async def test_row_locks_of_a_feed_do_not_block_references_to_the_record(
+    mpi: Mpi, db: Database
+) -> None:
+    """A command holds its record's row while it waits for blocking-key locks; another command
+    that references that record (a link, a review item: a foreign-key check) must not wait for
+    it, or the two deadlock. The row lock is therefore FOR NO KEY UPDATE, which a foreign-key
+    check does not conflict with."""
+    from identity.store.repository import Repository
+
+    first = await mpi.register(person("HOSPA", "A1"), source="ADT_A", actor="t")
+    async with db.transaction() as conn:
+        held = await Repository(conn).record_row(first.record.id, for_update=True)
+        assert held is not None
+        # the same person again from the same source: a review item pointing at A1
+        second = await asyncio.wait_for(
+            mpi.register(person("HOSPA", "A2"), source="ADT_A", actor="t"), timeout=10
+        )
+    assert second.review_items and second.review_items[0].other_record_id == first.record.id
