@@ -9,6 +9,8 @@ least one key. The families complement each other so that one error does not los
 - ``nm_dob``  both name keys, unordered + birth date (given/family swapped)
 - ``fp_gp_pc`` phonetic family + phonetic given + postal code (no birth date: date errors)
 - ``ini_dob`` both name initials, unordered + birth date (typos in both names, moves, swaps)
+- ``nm``      phonetic family + phonetic given       (no birth date, no address: a move)
+- ``fp_pc`` / ``gp_pc`` one phonetic name + postal code (no birth date, one name misspelt)
 - ``ph_gi``   phone number + given initial          (no birth date, no family name)
 - ``id``      a shared identifier (domain|value)
 
@@ -32,7 +34,10 @@ __all__ = [
     "select_candidates",
 ]
 
-KEY_FAMILIES = ("fp_by", "gp_dob", "dob_pc", "nm_dob", "ini_dob", "fp_gp_pc", "ph_gi", "id")
+KEY_FAMILIES = (
+    "fp_by", "gp_dob", "dob_pc", "nm_dob", "ini_dob", "fp_gp_pc", "nm", "fp_pc", "gp_pc",
+    "ph_gi", "id",
+)
 
 #: Keys shared by more records than this are skipped as uninformative (e.g. a placeholder
 #: birth date with a hospital's postal code); the remaining keys still find the candidates.
@@ -66,6 +71,11 @@ def blocking_keys(normalized: dict[str, Any]) -> list[str]:
         keys.append(f"ini_dob:{first}{second}|{full_date}")
     if fp and gp:
         keys.extend(f"fp_gp_pc:{fp}|{gp}|{pc}" for pc in postal)
+        keys.append(f"nm:{fp}|{gp}")
+    if fp:
+        keys.extend(f"fp_pc:{fp}|{pc}" for pc in postal)
+    if gp:
+        keys.extend(f"gp_pc:{gp}|{pc}" for pc in postal)
     if initial:
         keys.extend(f"ph_gi:{ph[-10:]}|{initial}" for ph in phones)
     for identifier in normalized.get("identifiers") or []:

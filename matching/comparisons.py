@@ -192,12 +192,21 @@ class PairView:
         self.single_left = li is None
         self.n = right.n if ri is None else len(ri)
         self._cache: dict[str, np.ndarray] = {}
+        self._rows_cache: dict[str, tuple[np.ndarray, np.ndarray]] = {}
 
     def _rows(self, side: str, sel: np.ndarray) -> np.ndarray | None:
         rows = self._li if side == "L" else self._ri
         if rows is None:
             return None if len(sel) == self.n else sel
-        return rows if len(sel) == self.n else rows[sel]
+        if len(sel) == self.n:
+            return rows
+        # the levels of one comparison gather several columns for the same selection
+        cached = self._rows_cache.get(side)
+        if cached is not None and cached[0] is sel:
+            return cached[1]
+        picked = rows[sel]
+        self._rows_cache[side] = (sel, picked)
+        return picked
 
     def left_at(self, name: str, sel: np.ndarray) -> np.ndarray:
         """Left column for the selected pairs (one broadcast row when the left is single)."""
@@ -425,7 +434,7 @@ def phone_missing(view: PairView, sel: np.ndarray, level: Level) -> np.ndarray:
 
 
 def phone_shared(view: PairView, sel: np.ndarray, level: Level) -> np.ndarray:
-    return _any_shared(view, sel, "phone")
+    return view.cached("phone_shared", sel, lambda s: _any_shared(view, s, "phone")) > 0
 
 
 def address_missing(view: PairView, sel: np.ndarray, level: Level) -> np.ndarray:
@@ -433,7 +442,7 @@ def address_missing(view: PairView, sel: np.ndarray, level: Level) -> np.ndarray
 
 
 def address_exact(view: PairView, sel: np.ndarray, level: Level) -> np.ndarray:
-    return _eq(view, sel, "addr_line")
+    return view.cached("addr_exact", sel, lambda s: _eq(view, s, "addr_line")) > 0
 
 
 def address_token_overlap(view: PairView, sel: np.ndarray, level: Level) -> np.ndarray:

@@ -12,13 +12,17 @@ no weight overrides them:
 5. (our addition) conflicting generational suffixes (JR vs SR, II vs III) -> never LINK, and
    NO_MATCH when the birth years are GENERATION_YEARS or more apart (a parent and child);
 6. (our addition) possible twin: the full birth date (or a one-digit / day-month variant of
-   it) and the family name (or a close spelling) agree but the given
-   names differ (neither equal, nickname-equivalent, swapped, one typo nor a phonetic
-   spelling), or a multiple-birth indicator is on either record and the given names differ.
-   Clearly different given names (JOHN vs JAMES) -> NO_MATCH; similar ones (EMMA vs ELLA, an
-   initial) -> never LINK. A shared person-level identifier (same SSN) lifts the NO_MATCH to
-   "never LINK" and, without a multiple-birth indicator, waives the similar-name case (twins
-   do not share an SSN). Different birth orders of a multiple birth (1 vs 2) -> NO_MATCH.
+   it) and the family name (or a close spelling) or the home (address line, phone) agree but
+   the given names differ (neither equal, nickname-equivalent, swapped, one typo nor a
+   phonetic spelling), or a multiple-birth indicator is on either record and the given names
+   differ (then a one-keystroke difference is only "similar": a twin JACK and his brother
+   JACOB misspelt JACB). Clearly different given names (JOHN vs JAMES) -> NO_MATCH; similar
+   ones (an initial J vs JAMES, Jaro-Winkler >= SIMILAR_GIVEN) -> never LINK. A shared
+   person-level identifier (same SSN) lifts the NO_MATCH to "never LINK" and, without a
+   multiple-birth indicator, waives the similar-name case (twins do not share an SSN).
+   Different birth orders of a multiple birth (1 vs 2) -> NO_MATCH;
+7. (our addition) birth years a generation apart (GENERATION_YEARS or more, and not a
+   one-digit slip) -> never LINK: a namesake parent and child without suffixes.
 
 "Never LINK" means: REVIEW when the probability reaches the review threshold, else NO_MATCH.
 Rules that end in NO_MATCH win over the others.
@@ -98,12 +102,15 @@ def _dates_disagree(a: dict[str, Any], b: dict[str, Any]) -> bool:
     return False
 
 
-def _given_relation(a: dict[str, Any], b: dict[str, Any], *, multiple_birth: bool = False) -> str:
+def _given_relation(
+    a: dict[str, Any], b: dict[str, Any], *, multiple_birth: bool = False, sex_differs: bool = False
+) -> str:
     """ "same" (equal, nickname, swapped, one typo or phonetic spelling), "similar" or "different".
 
     Twins' names may be similar (EMMA / ELLA) but are rarely one keystroke or one sound apart;
     names that close are treated as one name misspelt, except when a multiple-birth indicator
-    is present: then a one-keystroke difference is only "similar".
+    is present (a one-keystroke difference below CLOSE_GIVEN is then only "similar") or when the
+    records disagree on sex (MARIA / MARIANO: only equal or nickname names are "same").
     """
     ga, gb = a.get("given") or "", b.get("given") or ""
     if not ga or not gb or ga == gb:
@@ -113,11 +120,14 @@ def _given_relation(a: dict[str, Any], b: dict[str, Any], *, multiple_birth: boo
     if a.get("family") and a.get("family") == gb and b.get("family") == ga:
         return "same"  # given and family swapped: the same names in the wrong fields
     similarity = JaroWinkler.normalized_similarity(ga, gb)
+    if sex_differs:
+        return "similar" if similarity >= SIMILAR_GIVEN else "different"
+    if similarity >= CLOSE_GIVEN:
+        return "same"
     one_typo = min(len(ga), len(gb)) >= 4 and OSA.distance(ga, gb) <= 1
-    if (similarity >= CLOSE_GIVEN or one_typo) and not multiple_birth:
-        return "same"  # one keystroke apart: a typo, not a sibling's name
     if one_typo:
-        return "similar"
+        # one keystroke apart: a typo, not a sibling's name, unless the records say multiple birth
+        return "similar" if multiple_birth else "same"
     if (
         a.get("given_phonetic")
         and a.get("given_phonetic") == b.get("given_phonetic")
@@ -147,6 +157,24 @@ def _shared_value(
     left: dict[str, set[str]], right: dict[str, set[str]], domains: Collection[str]
 ) -> bool:
     return any(d in left and d in right and left[d] & right[d] for d in domains)
+
+
+def _same_home(a: dict[str, Any], b: dict[str, Any]) -> bool:
+    """Same first address line or a shared phone number."""
+    if set(a.get("phones") or []) & set(b.get("phones") or []):
+        return True
+    la = (a.get("addresses") or [{}])[0].get("line")
+    return bool(la) and la == (b.get("addresses") or [{}])[0].get("line")
+
+
+def _generations_apart(a: dict[str, Any], b: dict[str, Any]) -> bool:
+    """Birth years GENERATION_YEARS or more apart and not one digit apart (1950 vs 1980 is a
+    slip of one digit; 1950 vs 1978 is not)."""
+    apart = _years_apart(a, b)
+    if apart is None or apart < GENERATION_YEARS:
+        return False
+    ya, yb = f"{a['birth_year']:04d}", f"{b['birth_year']:04d}"
+    return sum(x != y for x, y in zip(ya, yb, strict=True)) > 1
 
 
 def _family_agrees(a: dict[str, Any], b: dict[str, Any]) -> bool:
@@ -233,6 +261,12 @@ def decide(
         if sex_disagrees and _dates_disagree(a, b):
             fired.append("sex_and_birth_date_disagree")
             reasons.append("sex and birth date both disagree")
+        if _generations_apart(a, b):
+            fired.append("birth_years_apart")
+            reasons.append(
+                f"birth dates {a.get('birth_date')} and {b.get('birth_date')} are a generation "
+                "apart and not a one-digit slip"
+            )
         years_apart = _years_apart(a, b)
         if a.get("suffix") and b.get("suffix") and a["suffix"] != b["suffix"]:
             reasons.append(f"generational suffixes differ ({a['suffix']} vs {b['suffix']})")
@@ -245,9 +279,9 @@ def decide(
             refuse.append("different_birth_order")
             reasons.append(f"different birth orders of a multiple birth ({order_a} vs {order_b})")
         multiple = bool(order_a) or bool(order_b)
-        relation = _given_relation(a, b, multiple_birth=multiple)
+        relation = _given_relation(a, b, multiple_birth=multiple, sex_differs=sex_disagrees)
         if relation != "same":
-            if multiple or (_close_dates(a, b) and _family_agrees(a, b)):
+            if multiple or (_close_dates(a, b) and (_family_agrees(a, b) or _same_home(a, b))):
                 reasons.append(
                     f"possible twin: same birth date/family, given names differ "
                     f"({a.get('given')} vs {b.get('given')})"

@@ -8,7 +8,8 @@ Figures (all in one flat dict):
 - ``cluster_precision/recall``: predicted persons that are exactly a true person / true persons
   found exactly;
 - ``auto_link_precision``: share of LINK pair decisions that are true matches;
-- ``review_pairs`` / ``review_share``: REVIEW decisions, per record;
+- ``review_pairs`` / ``review_share``: REVIEW decisions, per record
+  (``review_share_at_threshold``: the same with a higher review threshold; links unchanged);
 - ``twin_links``, ``jr_sr_links`` (and ``*_merged``): LINK decisions (and predicted persons)
   joining two different members of a twin pair / Jr-Sr pair; both should be zero.
 """
@@ -90,11 +91,24 @@ def evaluate_records(
     max_block: int = DEFAULT_MAX_BLOCK,
     person_identifying_domains: Collection[str] = (SSN_DOMAIN,),
     use_term_frequencies: bool = True,
+    scale_prior: bool = True,
     workers: int = 2,
 ) -> dict[str, Any]:
-    """Run blocking, scoring, decisions and clustering over labelled records; return figures."""
+    """Run blocking, scoring, decisions and clustering over labelled records; return figures.
+
+    ``scale_prior``: the prior (probability that two random records match) shrinks as the
+    record set grows; the model's prior fits its training set of ``training["records"]``
+    records, so for a larger set it is scaled by training size / evaluated size, as the
+    service does for its index size (``MatchModel.with_prior``). It is never raised for a
+    smaller set.
+    """
     started = time.perf_counter()
     model = model or MatchModel.default()
+    trained_on = int(model.training.get("records") or 0)
+    if scale_prior and trained_on and len(records) > trained_on:
+        # Only ever lowered: raising the prior for a set smaller than the training set made
+        # households link (m/u independence does not hold for them), which a MPI must not do.
+        model = model.with_prior(model.prior * trained_on / len(records))
     normalized = [normalize_record(r.demographics, r.identifiers) for r in records]
     if use_term_frequencies:
         model = model.with_term_frequencies(term_frequencies_from(normalized))
@@ -179,6 +193,11 @@ def evaluate_records(
         "review_pairs": int(reviewed.sum()),
         "review_share": float(reviewed.sum() / n) if n else 0.0,
         "review_true_match_share": float(is_match[reviewed].mean()) if reviewed.any() else 0.0,
+        "review_share_at_threshold": {
+            str(level): float((reviewed & (probs >= level)).sum() / n) if n else 0.0
+            for level in (0.5, 0.8, 0.9, 0.95, 0.99)
+            if level >= review
+        },
         "missed_true_pairs_no_match": int((is_match & (decisions == 2)).sum())
         if len(pairs) else 0,
         "twin_links": relation_links("twin", linked),
@@ -195,6 +214,7 @@ def evaluate_records(
         },
         "pairs_per_second": float(len(pairs) / max(t_scored - t_encoded, 1e-9)),
         "thresholds": {"auto_link": auto_link, "review": review, "max_block": max_block},
+        "prior": model.prior,
     }
     return result_figures
 

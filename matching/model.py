@@ -198,6 +198,14 @@ class MatchModel:
         """A copy that applies the caller's term-frequency table to exact name levels."""
         return MatchModel(self.comparisons, self.prior, table, self.training)
 
+    def with_prior(self, prior: float) -> MatchModel:
+        """A copy with another prior. The prior is the probability that two random records
+        match, so it shrinks as the index grows: about (duplicate records per record) /
+        (records in the index). The trained prior fits an index of ``training["records"]``."""
+        if not 0.0 < prior < 1.0:
+            raise ValueError("prior must be in (0, 1)")
+        return MatchModel(self.comparisons, prior, self.term_frequencies, self.training)
+
     # ---------------------------------------------------------------- scoring
 
     @property

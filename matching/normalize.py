@@ -175,14 +175,10 @@ def phonetic(text: str | None) -> str:
     return jellyfish.nysiis(letters)
 
 
-_NICKNAMER: NickNamer | None = None
-
-
+@lru_cache(maxsize=1)
 def _nicknamer() -> NickNamer:
-    global _NICKNAMER  # noqa: PLW0603 - a read-only lookup table loaded once
-    if _NICKNAMER is None:
-        _NICKNAMER = NickNamer()
-    return _NICKNAMER
+    """The nickname table, loaded once on first use (read-only)."""
+    return NickNamer()
 
 
 @lru_cache(maxsize=65536)

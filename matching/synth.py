@@ -33,6 +33,8 @@ from faker import Faker
 from nicknames import NickNamer
 from rapidfuzz.distance import OSA
 
+from matching.normalize import fold
+
 __all__ = [
     "SOURCE_DOMAINS",
     "SSN_DOMAIN",
@@ -295,8 +297,8 @@ class _Generator:
                         relations={"twin": group})
 
     def distinct_names(self, a: str, b: str) -> bool:
-        """Not equal, not nicknames of each other, at least two edits apart."""
-        a, b = a.lower(), b.lower()
+        """Not equal, not nicknames of each other, at least two edits apart (after folding)."""
+        a, b = fold(a).lower(), fold(b).lower()
         related_a = {a} | self.nicknamer.canonicals_of(a) | self.nicknamer.nicknames_of(a)
         related_b = {b} | self.nicknamer.canonicals_of(b) | self.nicknamer.nicknames_of(b)
         return not related_a & related_b and OSA.distance(a, b) >= 2
@@ -340,8 +342,11 @@ class _Generator:
         parent_a = self.new_person(locale=locale, sex="M", family=family, address=address,
                                    phone=phone, birth=self.birth(25, 70),
                                    relations={"spouse": group})
+        wife_given = self.given(locale, "F")
+        while not self.distinct_names(wife_given, parent_a.given):
+            wife_given = self.given(locale, "F")
         parent_b = self.new_person(
-            locale=locale, sex="F",
+            locale=locale, sex="F", given=wife_given,
             family=family if rng.random() < 0.8 else mother_maiden,
             address=dict(address), phone=phone,
             birth=parent_a.birth + timedelta(days=rng.randint(-5 * 365, 5 * 365)),
@@ -349,13 +354,22 @@ class _Generator:
         )
         if parent_b.family == family:
             parent_b.previous_family = mother_maiden
+        taken = [parent_a.given, parent_b.given]
         for _ in range(size - 2):
             child_birth = parent_b.birth + timedelta(days=rng.randint(20 * 365, 40 * 365))
             if child_birth >= TODAY:
                 child_birth = TODAY - timedelta(days=rng.randint(30, 3000))
-            self.new_person(locale=locale, family=family, address=dict(address), phone=phone,
-                            birth=child_birth, mothers_maiden_name=mother_maiden,
-                            relations={"sibling": group})
+            sex = rng.choice("MF")
+            # one household rarely reuses a first name (a namesake son is the Jr/Sr group's case)
+            given = self.given(locale, sex)
+            for _ in range(20):
+                if all(self.distinct_names(given, other) for other in taken):
+                    break
+                given = self.given(locale, sex)
+            taken.append(given)
+            self.new_person(locale=locale, sex=sex, given=given, family=family,
+                            address=dict(address), phone=phone, birth=child_birth,
+                            mothers_maiden_name=mother_maiden, relations={"sibling": group})
 
     # ---- records and errors
 

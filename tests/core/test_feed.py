@@ -91,11 +91,12 @@ async def test_shared_national_identifier_links_despite_spelling_differences(mpi
     assert second.record.other_identifiers[0].domain == "NATIONAL"
 
 
-async def test_shared_national_identifier_with_other_birth_date_is_reviewed(mpi: Mpi) -> None:
+async def test_shared_national_identifier_with_other_demographics_is_reviewed(mpi: Mpi) -> None:
     ssn = ref("NATIONAL", "123456789")
     first = await mpi.register(person("HOSPA", "A1", others=(ssn,)), **A)
     second = await mpi.register(
-        person("HOSPB", "B1", family="Smyth", given="Jon", birth_date="1971-01-01", others=(ssn,)),
+        person("HOSPB", "B1", family="Okafor", given="Chidi", birth_date="1971-01-01",
+               others=(ssn,)),
         **B,
     )
     assert second.decision == Decision.REVIEW

@@ -45,7 +45,7 @@ async def test_generated_population_through_the_core(
     figures = pairwise_figures(truth, predicted)
     assert figures["true_pairs"] > 50
     assert figures["pairwise_precision"] >= 0.999, figures
-    assert figures["pairwise_f1"] >= 0.97, figures
+    assert figures["pairwise_f1"] >= 0.95, figures
     assert reviewed / len(records) <= 0.03, reviewed
 
     # Twins and Jr/Sr pairs are never merged: within each twin (Jr/Sr) group, records of

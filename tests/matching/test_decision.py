@@ -140,3 +140,55 @@ def test_low_probability_stays_no_match_even_when_a_rule_fires():
     result = decide(0.2, record=person(), candidate=person(sex="F", birth="1981-03-12"))
     assert result.decision is Decision.NO_MATCH
     assert result.to_dict()["decision"] == "NO_MATCH"
+
+
+def test_namesake_parent_and_child_without_suffix_never_link():
+    result = decide(
+        0.999999, record=person(birth="1950-05-01"), candidate=person(birth="1978-02-11")
+    )
+    assert result.decision is Decision.REVIEW
+    assert "birth_years_apart" in result.hard_rules
+    slip = decide(
+        0.999999, record=person(birth="1950-05-01"), candidate=person(birth="1980-05-01")
+    )
+    assert "birth_years_apart" not in slip.hard_rules  # 1950 vs 1980: one digit
+
+
+def test_boy_girl_twins_with_close_names_never_link():
+    result = decide(0.999999, record=person("Maria", sex="F"), candidate=person("Mariano"))
+    assert result.decision is not Decision.LINK
+    assert {"possible_twin", "probable_twin"} & set(result.hard_rules)
+
+
+def test_married_twin_with_another_family_name_at_the_same_home_never_links():
+    twin = person("Lily", family="Quinonez", sex="F")
+    sister = person("Lucy", family="Ruiz", sex="F")
+    result = decide(0.999999, record=twin, candidate=sister)
+    assert result.decision is Decision.NO_MATCH
+    assert "probable_twin" in result.hard_rules
+
+
+def test_with_a_multiple_birth_flag_one_keystroke_is_not_enough_to_link():
+    # DAVID / DAVYD: a typo for a singleton, possibly the twin's name for a multiple birth
+    flagged = decide(0.999999, record=person("David", multiple_birth=True),
+                     candidate=person("Davyd"))
+    assert flagged.decision is Decision.REVIEW
+    assert "possible_twin" in flagged.hard_rules
+    unflagged = decide(0.999999, record=person("David"), candidate=person("Davyd"))
+    assert unflagged.decision is Decision.LINK
+
+
+def test_model_and_rules_together_link_the_nickname_and_refuse_the_twin():
+    from matching.model import MatchModel, probability
+
+    model = MatchModel.default()
+    john = person("John")
+    bob = person("Robert")
+    for record, candidate, expected in [
+        (bob, person("Bob"), Decision.LINK),
+        (person("John", family="Smith-Jones"), person("Jon"), Decision.LINK),
+        (john, person("James"), Decision.NO_MATCH),
+    ]:
+        weight = model.score(record, [candidate])[0]
+        result = decide(float(probability(weight)), record=record, candidate=candidate)
+        assert result.decision is expected, (record["given"], candidate["given"], result)

@@ -132,3 +132,12 @@ def test_one_record_against_200_candidates_is_fast(model):
         model.score(query, candidates)
         timings.append(time.perf_counter() - started)
     assert float(np.median(timings)) < 0.01  # generous bound for a shared CI core; bench: <1 ms
+
+
+def test_a_smaller_prior_lowers_every_weight_by_the_same_amount(model):
+    record, candidate = person(), person(given="Jon")
+    base = model.score(record, [candidate])[0]
+    shifted = model.with_prior(model.prior / 2).score(record, [candidate])[0]
+    assert base - shifted == pytest.approx(1.0, abs=1e-3)  # half the odds: one bit less
+    with pytest.raises(ValueError):
+        model.with_prior(0.0)
