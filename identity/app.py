@@ -19,6 +19,7 @@ from identity import __version__
 from identity.config import Settings
 from identity.errors import StoreUnavailable
 from identity.fhir import add_routes as add_fhir_routes
+from identity.hl7v2.service import Hl7Service
 from identity.mpi import Mpi
 from identity.store.db import Database
 from identity.store.embedded import EmbeddedPostgres
@@ -58,6 +59,7 @@ class Service:
     mpi: Mpi | None = None
     http_runner: web.AppRunner | None = None
     http_port: int | None = None
+    hl7: Hl7Service | None = None
     _stopping: bool = field(default=False, repr=False)
 
     async def start(self) -> None:
@@ -68,15 +70,19 @@ class Service:
             log.info("event=migrations_checked applied=%s", applied or "none")
             self.mpi = Mpi(self.db, self.settings)
             await self.mpi.start()
+            self.hl7 = Hl7Service(self.mpi, self.db, self.settings)
+            await self.hl7.start()
             await self._start_http()
         except BaseException:
             await self.stop()
             raise
         log.info(
-            "event=service_started version=%s http=%s:%s database=%s",
+            "event=service_started version=%s http=%s:%s mllp=%s:%s database=%s",
             __version__,
             self.settings.http.host,
             self.http_port,
+            self.settings.mllp.host,
+            self.hl7.port if self.hl7 else None,
             "embedded" if self.embedded else "external",
         )
 
@@ -103,6 +109,9 @@ class Service:
         if self.http_runner is not None:
             await self.http_runner.cleanup()
             self.http_runner = None
+        if self.hl7 is not None:
+            await self.hl7.stop()
+            self.hl7 = None
         if self.db is not None:
             await self.db.close()
             self.db = None

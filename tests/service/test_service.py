@@ -27,7 +27,7 @@ from ..core.helpers import person, ref
 
 
 def _embedded_settings(data_dir: Path) -> Settings:
-    return Settings(data_dir=data_dir, http={"port": 0}, domains=DEMO_DOMAINS)
+    return Settings(data_dir=data_dir, http={"port": 0}, mllp={"port": 0}, domains=DEMO_DOMAINS)
 
 
 def _postgres_running(pgdata: Path) -> bool:
@@ -142,6 +142,7 @@ async def test_serve_stops_gracefully_on_sigterm(data_dir: Path) -> None:
         **os.environ,
         "IDENTITY_DATA_DIR": str(data_dir),
         "IDENTITY_HTTP__PORT": "0",
+        "IDENTITY_MLLP__PORT": "0",
     }
     env.pop("IDENTITY_CONFIG", None)
     proc = await asyncio.create_subprocess_exec(
@@ -266,5 +267,28 @@ async def test_service_serves_the_fhir_door(data_dir: Path) -> None:
                 assert response.status == 200
                 body = await response.json(content_type=None)
         assert body["resourceType"] == "CapabilityStatement"
+    finally:
+        await service.stop()
+
+
+async def test_service_answers_hl7_over_mllp(data_dir: Path) -> None:
+    from identity.hl7v2.mllp import MLLPClient
+
+    service = Service(_embedded_settings(data_dir))
+    await service.start()
+    try:
+        assert service.hl7 is not None
+        message = (
+            "MSH|^~\\&|ADT_A|HOSP|IDENTITY|MPI|20260101120000||ADT^A04^ADT_A01|M1|P|2.5\r"
+            "EVN|A04|20260101120000\r"
+            "PID|||A77^^^HOSPA||Doe^Jane||19700101|F\r"
+            "PV1||O\r"
+        )
+        async with MLLPClient("127.0.0.1", service.hl7.port) as client:
+            reply = (await client.send(message)).decode()
+        assert "MSA|AA|M1" in reply
+        assert service.mpi is not None
+        record = await service.mpi.find_record(ref("HOSPA", "A77"))
+        assert record.person_id is not None
     finally:
         await service.stop()

@@ -1,0 +1,246 @@
+"""Throughput and latency of the HL7 v2 front door over MLLP on loopback, real PostgreSQL.
+
+Creates a scratch database (dropped at the end), starts an Hl7Service on port 0 and times:
+
+- ITI-8 ADT^A04 ingest of new patients, ACK after commit: one connection, then ``--connections``
+  concurrent connections (messages per second, client side);
+- PostgreSQL's own durable single-row commit rate in the same run (INSERT with autocommit on
+  one connection, and on ``--connections`` connections), the ceiling for an ACK-after-commit
+  feed;
+- ITI-9 PIX queries and ITI-21 PDQ family+given+birth date queries, one at a time on one
+  connection: p50/p95/p99 in milliseconds.
+
+Client and server share one process and event loop, so the figures include the client's cost.
+
+    python benchmarks/bench_hl7_door.py [--records 20000] [--single 3000] [--connections 8] \
+        [--queries 2000] [--database-url postgresql://postgres@127.0.0.1:5432/postgres]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import random
+import statistics
+import time
+import uuid
+
+import asyncpg
+
+from identity.config import Settings
+from identity.hl7v2.mllp import MLLPClient
+from identity.hl7v2.pid import record_input
+from identity.hl7v2.replies import ReplyContext, ack
+from identity.hl7v2.service import Hl7Service
+from identity.hl7v2.tokenizer import parse_message
+from identity.mpi import Mpi
+from identity.store.db import Database
+from identity.store.migrate import migrate
+from matching.synth import (
+    SOURCE_DOMAINS,
+    SSN_DOMAIN,
+    SynthRecord,
+    generate,
+    hl7_escape,
+    to_hl7_adt_a04,
+)
+
+DOMAINS = [
+    *({"namespace": ns, "oid": oid, "sources": [ns]} for ns, oid in SOURCE_DOMAINS.items()),
+    {"namespace": "SSA", "oid": SSN_DOMAIN, "identifies_person": True},
+]
+
+
+def _with_database(url: str, database: str) -> str:
+    base, _, query = url.partition("?")
+    return f"{base.rpartition('/')[0]}/{database}" + (f"?{query}" if query else "")
+
+
+def percentiles(samples: list[float]) -> str:
+    ordered = sorted(samples)
+
+    def at(q: float) -> float:
+        return ordered[min(len(ordered) - 1, int(q * len(ordered)))] * 1000
+
+    return (f"n={len(ordered)} p50={at(0.50):.2f} ms p95={at(0.95):.2f} ms "
+            f"p99={at(0.99):.2f} ms mean={statistics.fmean(ordered) * 1000:.2f} ms")
+
+
+class Population:
+    """matching.synth records (the FHIR door benchmark's population) as ADT^A04 messages."""
+
+    def __init__(self, count: int, seed: int) -> None:
+        self.records = generate(count, 0.2, seed=seed)
+        self.position = 0
+
+    def a04s(self, count: int) -> list[bytes]:
+        start = self.position
+        batch = self.records[start : start + count]
+        self.position += len(batch)
+        return [  # MSH-10 unique per sender: a repeated one would be answered, not applied
+            to_hl7_adt_a04(r, f"B{start + i}", "20260101120000").encode("utf-8")
+            for i, r in enumerate(batch)
+        ]
+
+    def sent(self) -> list[SynthRecord]:
+        return self.records[: self.position]
+
+
+def door_cpu(messages: list[bytes], settings: Settings) -> float:
+    """Microseconds of CPU per A04 for the door's own work: parse, map PID, build the ACK."""
+    start = time.perf_counter()
+    for raw in messages:
+        message = parse_message(raw)
+        ctx = ReplyContext.of(message, settings.hl7)
+        pid = message.segment("PID")
+        assert pid is not None
+        record_input(pid)
+        ack(ctx, "AA")
+    return (time.perf_counter() - start) / len(messages) * 1e6
+
+
+async def feed(port: int, messages: list[bytes], connections: int) -> float:
+    """Send ``messages`` over ``connections`` connections; return messages per second."""
+    queue = iter(messages)
+
+    async def worker() -> None:
+        async with MLLPClient("127.0.0.1", port, timeout=60) as client:
+            for message in queue:
+                reply = await client.send(message)
+                if b"MSA|AA|" not in reply:
+                    raise RuntimeError(f"not AA: {reply[:300]!r}")
+
+    start = time.perf_counter()
+    await asyncio.gather(*(worker() for _ in range(connections)))
+    return len(messages) / (time.perf_counter() - start)
+
+
+async def commit_rate(url: str, count: int, connections: int) -> float:
+    """Durable single-row INSERT commits per second (autocommit, synchronous_commit as set)."""
+    setup = await asyncpg.connect(url)
+    await setup.execute("CREATE TABLE IF NOT EXISTS bench_commit (id bigserial PRIMARY KEY, "
+                        "v integer NOT NULL)")
+    await setup.close()
+    per = count // connections
+
+    async def worker() -> None:
+        conn = await asyncpg.connect(url)
+        try:
+            for value in range(per):
+                await conn.execute("INSERT INTO bench_commit (v) VALUES ($1)", value)
+        finally:
+            await conn.close()
+
+    start = time.perf_counter()
+    await asyncio.gather(*(worker() for _ in range(connections)))
+    return per * connections / (time.perf_counter() - start)
+
+
+async def query_latencies(port: int, texts: list[str]) -> list[float]:
+    samples = []
+    async with MLLPClient("127.0.0.1", port, timeout=60) as client:
+        for text in texts:
+            start = time.perf_counter()
+            reply = await client.send(text)
+            samples.append(time.perf_counter() - start)
+            qak = parse_message(reply).segment("QAK")
+            if qak is None or qak.value(2) not in ("OK", "NF"):
+                raise RuntimeError(f"query failed: {reply[:300]!r}")
+    return samples
+
+
+async def run(args: argparse.Namespace) -> None:
+    scratch = f"identity_bench_{uuid.uuid4().hex[:10]}"
+    admin = await asyncpg.connect(args.database_url)
+    await admin.execute(f'CREATE DATABASE "{scratch}"')
+    await admin.close()
+    url = _with_database(args.database_url, scratch)
+    try:
+        conn = await asyncpg.connect(url)
+        await migrate(conn)
+        await conn.close()
+        db = await Database.connect(url, min_size=2, max_size=args.connections + 4)
+        settings = Settings(
+            domains=DOMAINS, mllp={"port": 0}, database={"url": url}, log_level="WARNING"
+        )
+        mpi = Mpi(db, settings)
+        await mpi.start()
+        service = Hl7Service(mpi, db, settings)
+        await service.start()
+        try:
+            total = args.records + args.single * 3
+            population = Population(total, args.seed)
+            print(f"PostgreSQL {await db.pool.fetchval('SHOW server_version')}, "
+                  f"synchronous_commit={await db.pool.fetchval('SHOW synchronous_commit')}, "
+                  f"fsync={await db.pool.fetchval('SHOW fsync')}")
+            load = population.a04s(args.records)
+            print(f"door CPU per A04 (parse, map PID, build ACK): "
+                  f"{door_cpu(load[:2000], settings):.0f} µs")
+            rate = await feed(service.port, load, args.connections)
+            print(f"ITI-8 A04 load of {args.records} records over {args.connections} "
+                  f"connections: {rate:,.0f} msg/s")
+            single = population.a04s(args.single)
+            rate1 = await feed(service.port, single, 1)
+            print(f"ITI-8 A04 on 1 connection ({args.single} msgs, index of "
+                  f"{args.records}): {rate1:,.0f} msg/s")
+            multi = population.a04s(args.single * 2)
+            rate8 = await feed(service.port, multi, args.connections)
+            print(f"ITI-8 A04 on {args.connections} connections ({len(multi)} msgs): "
+                  f"{rate8:,.0f} msg/s")
+            pg1 = await commit_rate(url, 3000, 1)
+            pg8 = await commit_rate(url, 8000, args.connections)
+            print(f"PostgreSQL durable single-row commits: {pg1:,.0f}/s on 1 connection, "
+                  f"{pg8:,.0f}/s on {args.connections} connections")
+
+            rng = random.Random(args.seed + 1)
+            people = population.sent()
+            pix = []
+            for i in range(args.queries):
+                record = rng.choice(people)
+                pix.append(
+                    "MSH|^~\\&|PIXC|FAC|IDENTITY|MPI|20260101||QBP^Q23^QBP_Q21|X"
+                    f"{i}|P|2.5\rQPD|IHE PIX Query|T{i}|{hl7_escape(record.mrn)}^^^"
+                    f"{record.source_domain}\rRCP|I\r"
+                )
+            print("ITI-9 PIX query:", percentiles(await query_latencies(service.port, pix)))
+            pdq = []
+            for i in range(args.queries):
+                demographics = rng.choice(people).demographics
+                first_name = (demographics.get("names") or [{}])[0]
+                family = hl7_escape(first_name.get("family", ""))
+                given = hl7_escape((first_name.get("given") or [""])[0])
+                dob = (demographics.get("birth_date") or "").replace("-", "")
+                pdq.append(
+                    "MSH|^~\\&|PDQC|FAC|IDENTITY|MPI|20260101||QBP^Q22^QBP_Q21|Y"
+                    f"{i}|P|2.5||||||UNICODE UTF-8\rQPD|IHE PDQ Query|T{i}|@PID.5.1.1^{family}~"
+                    f"@PID.5.2^{given}~@PID.7^{dob}\rRCP|I|50^RD\r"
+                )
+            print("ITI-21 PDQ family+given+birth date:",
+                  percentiles(await query_latencies(service.port, pdq)))
+        finally:
+            await service.stop()
+            await db.close()
+    finally:
+        admin = await asyncpg.connect(args.database_url)
+        await admin.execute(f'DROP DATABASE IF EXISTS "{scratch}" WITH (FORCE)')
+        await admin.close()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n")[0])
+    parser.add_argument("--records", type=int, default=20_000)
+    parser.add_argument("--single", type=int, default=3000)
+    parser.add_argument("--connections", type=int, default=8)
+    parser.add_argument("--queries", type=int, default=2000)
+    parser.add_argument("--seed", type=int, default=11)
+    parser.add_argument(
+        "--database-url",
+        default=os.environ.get("IDENTITY_TEST_DATABASE_URL",
+                               "postgresql://postgres@127.0.0.1:5432/postgres"),
+    )
+    asyncio.run(run(parser.parse_args()))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,219 @@
+"""Inbound mapping: CX identifiers and the PID segment to the core's RecordInput.
+
+HL7 v2 update semantics (TF2 C.2.6): an empty field is "not sent" (Demographics field None),
+the explicit null ``""`` deletes the stored value (RecordInput.cleared).
+
+PID-19 (SSN) is kept as another identifier in the domain whose OID is the US Social Security
+Administration's, 2.16.840.1.113883.4.1 (identifier type SS); the core skips it when no such
+domain is configured.
+"""
+
+from __future__ import annotations
+
+from datetime import date
+
+from identity.hl7v2.errors import ErrorLocation, ParseError
+from identity.hl7v2.tokenizer import HL7_NULL, Repetition, Segment
+from identity.model import (
+    Address,
+    AuthorityRef,
+    Demographics,
+    IdentifierRef,
+    Name,
+    Phone,
+    RecordInput,
+)
+
+SSN_OID = "2.16.840.1.113883.4.1"
+
+
+class FieldError(ParseError):
+    """A field of an inbound message is missing or malformed (AE with ERR at ``location``)."""
+
+
+def authority_of(rep: Repetition, component: int = 4) -> AuthorityRef:
+    """CX.4 (HD): namespace (HD.1) and universal ID (HD.2, an OID when HD.3 is ISO or empty)."""
+    namespace = rep.value(component, 1) or None
+    universal = rep.value(component, 2) or None
+    kind = rep.value(component, 3).upper()
+    oid = universal if universal and kind in ("", "ISO") else None
+    return AuthorityRef(namespace=namespace, oid=oid)
+
+
+def hd_authority(rep: Repetition) -> AuthorityRef:
+    """An HD given as a whole field (QPD-4 / QPD-8 carry a CX with only CX.4 valued, but some
+    senders put the HD itself in the repetition: namespace^OID^ISO)."""
+    if rep.value(4) or rep.value(4, 2):
+        return authority_of(rep)
+    namespace = rep.value(1) or None
+    universal = rep.value(2) or None
+    kind = rep.value(3).upper()
+    return AuthorityRef(namespace=namespace, oid=universal if kind in ("", "ISO") else None)
+
+
+def identifier_of(rep: Repetition) -> IdentifierRef | None:
+    value = rep.value(1)
+    if not value or value == HL7_NULL:
+        return None
+    return IdentifierRef(value=value, authority=authority_of(rep), type=rep.value(5) or None)
+
+
+def identifiers(segment: Segment, field: int) -> list[IdentifierRef]:
+    found = []
+    for rep in segment.repetitions(field):
+        ref = identifier_of(rep)
+        if ref is not None:
+            found.append(ref)
+    return found
+
+
+def hl7_date(raw: str, location: ErrorLocation) -> str:
+    """DTM/TS (YYYY[MM[DD[HHMM[SS]]]][+ZZZZ]) → ISO partial date YYYY, YYYY-MM or YYYY-MM-DD."""
+    digits = raw.split("^")[0][:8]
+    if len(digits) not in (4, 6, 8) or not digits.isdigit():
+        raise FieldError(f"not an HL7 date: {raw!r}", location=location, code=102)
+    parts = [digits[:4], digits[4:6], digits[6:8]]
+    iso = "-".join(p for p in parts if p)
+    try:
+        date(int(parts[0]), int(parts[1] or 1), int(parts[2] or 1))
+    except ValueError:
+        raise FieldError(f"not a valid date: {raw!r}", location=location, code=102) from None
+    return iso
+
+
+def _names(segment: Segment) -> tuple[Name, ...]:
+    names = []
+    for rep in segment.repetitions(5):
+        family = rep.value(1, 1)
+        given = tuple(g for g in (rep.value(2), *rep.value(3).split(" ")) if g)
+        if not family and not given:
+            continue
+        names.append(
+            Name(
+                family=family or None,
+                given=given,
+                suffix=rep.value(4) or None,
+                prefix=rep.value(5) or None,
+                use=rep.value(7) or None,
+            )
+        )
+    return tuple(names)
+
+
+def _addresses(segment: Segment) -> tuple[Address, ...]:
+    addresses = []
+    for rep in segment.repetitions(11):
+        lines = tuple(x for x in (rep.value(1, 1), rep.value(2)) if x)
+        address = Address(
+            lines=lines,
+            city=rep.value(3) or None,
+            state=rep.value(4) or None,
+            postal_code=rep.value(5) or None,
+            country=rep.value(6) or None,
+            use=rep.value(7) or None,
+        )
+        if address.model_dump(exclude_defaults=True):
+            addresses.append(address)
+    return tuple(addresses)
+
+
+def phone_number(rep: Repetition) -> str:
+    """XTN: XTN.1 (v2.3.1 formatted number), else XTN.12 unformatted, else country/area/local."""
+    text = rep.value(1) or rep.value(12)
+    if not text:
+        text = "".join(p for p in (rep.value(5), rep.value(6), rep.value(7)) if p)
+    return text if text != HL7_NULL else ""
+
+
+def _phones(segment: Segment) -> tuple[Phone, ...]:
+    phones = []
+    for field, default_use in ((13, "PRN"), (14, "WPN")):
+        for rep in segment.repetitions(field):
+            number = phone_number(rep)
+            if number:
+                use = rep.value(2) or default_use
+                phones.append(Phone(value=number, use="WPN" if field == 14 else use))
+    return tuple(phones)
+
+
+def record_input(
+    segment: Segment,
+    sequence: int = 1,
+    *,
+    require_name: bool = True,
+) -> tuple[list[IdentifierRef], Demographics, frozenset[str], list[IdentifierRef]]:
+    """PID → (PID-3 identifiers, demographics, cleared fields, PID-19 as identifiers).
+    Raises FieldError."""
+    refs = identifiers(segment, 3)
+    if not refs:
+        raise FieldError(
+            "PID-3 patient identifier list is missing",
+            location=ErrorLocation("PID", sequence, 3),
+            code=101,
+        )
+    values: dict[str, object] = {}
+    cleared: set[str] = set()
+    if segment.is_null(5):
+        cleared.add("names")
+    elif segment.field(5):
+        names = _names(segment)
+        if names:
+            values["names"] = names
+    if require_name and "names" not in values and "names" not in cleared:
+        raise FieldError(
+            "PID-5 patient name is missing", location=ErrorLocation("PID", sequence, 5), code=101
+        )
+    if segment.is_null(6):
+        cleared.add("mothers_maiden_name")
+    elif segment.value(6):
+        values["mothers_maiden_name"] = segment.value(6, 1, 1, 1)
+    if segment.is_null(7):
+        cleared.add("birth_date")
+    elif segment.value(7):
+        values["birth_date"] = hl7_date(segment.value(7), ErrorLocation("PID", sequence, 7))
+    if segment.is_null(8):
+        cleared.add("sex")
+    elif segment.value(8):
+        values["sex"] = segment.value(8).upper()
+    if segment.is_null(11):
+        cleared.add("addresses")
+    elif segment.field(11):
+        addresses = _addresses(segment)
+        if addresses:
+            values["addresses"] = addresses
+    phones = _phones(segment)
+    if phones:
+        values["phones"] = phones
+    elif segment.is_null(13) or segment.is_null(14):
+        cleared.add("phones")
+    if segment.is_null(24):
+        cleared.add("multiple_birth")
+    elif segment.value(24):
+        flag = segment.value(24).upper() == "Y"
+        order = segment.value(25)
+        values["multiple_birth"] = int(order) if flag and order.isdigit() else flag
+    try:
+        demographics = Demographics.model_validate(values)
+    except ValueError as exc:
+        raise FieldError(
+            f"invalid demographics: {exc}", location=ErrorLocation("PID", sequence), code=102
+        ) from None
+    extra = []
+    ssn = segment.value(19)
+    if ssn and ssn != HL7_NULL:
+        extra.append(IdentifierRef(value=ssn, authority=AuthorityRef(oid=SSN_OID), type="SS"))
+    return refs, demographics, frozenset(cleared), extra
+
+
+def make_record(
+    primary: IdentifierRef,
+    others: list[IdentifierRef],
+    demographics: Demographics,
+    cleared: frozenset[str],
+) -> RecordInput:
+    return RecordInput(
+        identifier=primary,
+        demographics=demographics,
+        other_identifiers=tuple(others),
+        cleared=cleared,
+    )

@@ -1,0 +1,466 @@
+"""ITI-9 PIX Query (QBP^Q23 -> RSP^K23) and ITI-21 PDQ (QBP^Q22 -> RSP^K22, QCN^J01).
+
+Queries change nothing, so their replies are not stored; a re-sent query is answered afresh.
+
+PDQ continuation is stateless: the DSC-1 pointer is ``<mode><offset>.<digest>`` where the
+digest is a hash of the query (QPD-1, QPD-3, QPD-8, RCP-2), so any process can continue any
+query and a pointer used with another query is refused. The pages are recomputed from the
+database on every continuation; a change between two pages can shift the results.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from identity.errors import (
+    AmbiguousDomain,
+    InvalidInput,
+    MpiError,
+    StoreUnavailable,
+    UnknownDomain,
+    UnknownIdentifier,
+)
+from identity.hl7v2.errors import ErrorLocation
+from identity.hl7v2.pid import FieldError, authority_of, hd_authority, hl7_date
+from identity.hl7v2.replies import (
+    ErrorDetail,
+    ReplyContext,
+    ack,
+    encode,
+    err_segment,
+    msh,
+    pid_segment,
+)
+from identity.hl7v2.tokenizer import Message, Raw, Repetition, Segment
+from identity.model import (
+    Address,
+    AuthorityRef,
+    Demographics,
+    Domain,
+    Identifier,
+    IdentifierRef,
+    Name,
+    Person,
+    RecordStatus,
+    SearchCriteria,
+    SourceRecord,
+)
+from identity.mpi import Mpi
+from matching.normalize import fold
+
+log = logging.getLogger("identity.hl7v2.queries")
+
+PIX_NAME = "~^^^^^^S"
+"""RSP^K23 PID-5: first repetition empty, the second with only the name type S (pseudonym)."""
+
+UNLIMITED = 500
+"""Page size when RCP-2 gives no quantity limit."""
+
+EXACT = ("EXACT", "Exact or wildcard demographic search")
+APPROXIMATE = ("FS-WEIGHT", "Fellegi-Sunter match weight (log2 odds)")
+"""QRI-3 algorithm descriptors."""
+
+APPROXIMATE_LIMIT = 200
+"""At most this many candidates are asked of the matching engine."""
+
+
+def _segment_or_error(message: Message, name: str) -> Segment:
+    segment = message.segment(name)
+    if segment is None:
+        raise FieldError(f"{name} segment is missing", location=ErrorLocation(name), code=100)
+    return segment
+
+
+def _rsp(
+    ctx: ReplyContext,
+    trigger: str,
+    structure: str,
+    code: str,
+    status: str,
+    qpd: Segment | None,
+    errors: Sequence[ErrorDetail] = (),
+    body: Sequence[Any] = (),
+    qak_extra: Sequence[Any] = (),
+) -> bytes:
+    """RSP: MSH, MSA, {ERR}, QAK (QAK-1 = QPD-2, QAK-2 status, QAK-3 = QPD-1, then
+    ``qak_extra``), QPD echoed as received, then ``body``."""
+    tag = qpd.field(2) if qpd is not None else ""
+    name = Raw(qpd.field(1)) if qpd is not None else None
+    segments: list[Any] = [msh(ctx, ("RSP", trigger, structure)), ["MSA", code, ctx.control_id]]
+    segments += [err_segment(e, ctx.version) for e in errors]
+    segments.append(["QAK", Raw(tag), status, name, *qak_extra])
+    if qpd is not None:
+        segments.append(qpd.raw)
+    segments += body
+    return encode(segments)[1]
+
+
+# --- ITI-9 ------------------------------------------------------------------------------------
+
+
+class PixQuery:
+    def __init__(self, mpi: Mpi) -> None:
+        self.mpi = mpi
+
+    async def handle(self, message: Message, ctx: ReplyContext) -> bytes:
+        qpd = message.segment("QPD")
+        try:
+            qpd = _segment_or_error(message, "QPD")
+            source = qpd.repetitions(3)
+            if not source or not source[0].value(1):
+                raise FieldError("QPD-3 person identifier is missing",
+                                 location=ErrorLocation("QPD", 1, 3), code=101)
+            ref = IdentifierRef(value=source[0].value(1), authority=authority_of(source[0]))
+            errors = await self._check_domains(ref.authority, qpd)
+            if errors:
+                return _rsp(ctx, "K23", "RSP_K23", "AE", "AE", qpd, errors)
+            targets = [
+                hd_authority(rep) for rep in qpd.repetitions(4) if _has_authority(rep)
+            ]
+            xref = await self.mpi.cross_references(ref, targets)
+        except FieldError as exc:
+            return _rsp(ctx, "K23", "RSP_K23", "AE", "AE", qpd,
+                        [ErrorDetail(exc.location, exc.code, exc.text)])
+        except UnknownIdentifier as exc:
+            detail = ErrorDetail(ErrorLocation("QPD", 1, 3, 1, 1), 204, str(exc))
+            return _rsp(ctx, "K23", "RSP_K23", "AE", "AE", qpd, [detail])
+        except (UnknownDomain, AmbiguousDomain, InvalidInput) as exc:
+            detail = ErrorDetail(ErrorLocation("QPD", 1, 3, 1, 4), 204, str(exc))
+            return _rsp(ctx, "K23", "RSP_K23", "AE", "AE", qpd, [detail])
+        except StoreUnavailable as exc:
+            return _rsp(ctx, "K23", "RSP_K23", "AE", "AR", qpd, [ErrorDetail(None, 207, str(exc))])
+        if not xref.references:
+            return _rsp(ctx, "K23", "RSP_K23", "AA", "NF", qpd)
+        pid = pid_segment([r.identifier for r in xref.references], name=Raw(PIX_NAME))
+        return _rsp(ctx, "K23", "RSP_K23", "AA", "OK", qpd, body=[pid])
+
+    async def _check_domains(self, source: AuthorityRef, qpd: Segment) -> list[ErrorDetail]:
+        """Case 4 (unknown QPD-3 domain) before case 5 (every unknown QPD-4 domain)."""
+        try:
+            await self.mpi.domains.resolve(source)
+        except (UnknownDomain, AmbiguousDomain, InvalidInput) as exc:
+            return [ErrorDetail(ErrorLocation("QPD", 1, 3, 1, 4), 204, str(exc))]
+        return await _check_targets(self.mpi, qpd, 4)
+
+
+def _has_authority(rep: Repetition) -> bool:
+    authority = hd_authority(rep)
+    return bool(authority.namespace or authority.oid)
+
+
+async def _check_targets(mpi: Mpi, qpd: Segment, field_no: int) -> list[ErrorDetail]:
+    errors = []
+    for position, rep in enumerate(qpd.repetitions(field_no), start=1):
+        if not _has_authority(rep):
+            continue
+        try:
+            await mpi.domains.resolve(hd_authority(rep))
+        except (UnknownDomain, AmbiguousDomain, InvalidInput) as exc:
+            errors.append(ErrorDetail(ErrorLocation("QPD", 1, field_no, position), 204, str(exc)))
+    return errors
+
+
+async def _target_domains(mpi: Mpi, qpd: Segment, field_no: int) -> set[int]:
+    return {
+        (await mpi.domains.resolve(hd_authority(rep))).id
+        for rep in qpd.repetitions(field_no)
+        if _has_authority(rep)
+    }
+
+
+def person_identifiers(person: Person, domains: list[Domain], wanted: set[int]) -> list[Identifier]:
+    """Every identifier of a person (enterprise ID, its active records' identifiers and their
+    other identifiers), fully qualified, in ``wanted`` domains (all when empty)."""
+    by_namespace = {d.namespace: d for d in domains}
+    enterprise = next(d for d in domains if d.is_enterprise)
+    found: list[Identifier] = []
+    seen: set[tuple[str, str]] = set()
+
+    def add(namespace: str, value: str, type_code: str | None) -> None:
+        domain = by_namespace.get(namespace)
+        if domain is None or (wanted and domain.id not in wanted):
+            return
+        if (namespace, value) in seen:
+            return
+        seen.add((namespace, value))
+        found.append(Identifier(domain=namespace, value=value, oid=domain.oid, type=type_code))
+
+    add(enterprise.namespace, person.enterprise_id, None)
+    active = [r for r in person.records if r.status == RecordStatus.ACTIVE]
+    for record in active:
+        add(record.domain.namespace, record.identifier, None)
+    for record in active:
+        for other in record.other_identifiers:
+            add(other.domain, other.value, other.type)
+    return found
+
+
+# --- ITI-21 -----------------------------------------------------------------------------------
+
+
+@dataclass
+class _PdqQuery:
+    criteria: dict[str, Any] = field(default_factory=dict)
+    middle: str | None = None
+    suffix: str | None = None
+    prefix: str | None = None
+    wildcard: bool = False
+    identifier_only: bool = True
+
+
+_SEARCH_FIELDS: dict[str, str] = {
+    "PID.5": "family", "PID.5.1": "family", "PID.5.1.1": "family", "PID.5.2": "given",
+    "PID.5.3": "middle", "PID.5.4": "suffix", "PID.5.5": "prefix",
+    "PID.6": "mothers_maiden_name", "PID.6.1": "mothers_maiden_name",
+    "PID.6.1.1": "mothers_maiden_name",
+    "PID.7": "birth_date", "PID.7.1": "birth_date",
+    "PID.8": "sex",
+    "PID.11": "address_line", "PID.11.1": "address_line", "PID.11.1.1": "address_line",
+    "PID.11.3": "city", "PID.11.4": "state", "PID.11.5": "postal_code", "PID.11.6": "country",
+    "PID.13": "phone", "PID.13.1": "phone", "PID.13.12": "phone",
+    "PID.3": "id", "PID.3.1": "id",
+    "PID.3.4": "ns", "PID.3.4.1": "ns", "PID.3.4.2": "oid", "PID.3.4.3": "oid_type",
+}  # fmt: skip
+
+_NOT_HELD = {
+    "PID.18": "patient account number (PID-18) is not held by this supplier",
+    "PID.21": "mother's identifier (PID-21) is not held by this supplier",
+}
+
+
+def parse_pdq(qpd: Segment) -> _PdqQuery:
+    query = _PdqQuery()
+    identifier: dict[str, str] = {}
+    id_position = 1
+    reps = qpd.repetitions(3)
+    if not reps:
+        raise FieldError("QPD-3 query parameters are missing",
+                         location=ErrorLocation("QPD", 1, 3), code=101)
+    for position, rep in enumerate(reps, start=1):
+        path = rep.value(1).lstrip("@").upper()
+        value = rep.value(2)
+        location = ErrorLocation("QPD", 1, 3, position)
+        if not value:
+            continue
+        base = ".".join(path.split(".")[:2])
+        if base in _NOT_HELD:
+            raise FieldError(_NOT_HELD[base], location=location, code=103)
+        name = _SEARCH_FIELDS.get(path)
+        if name is None:
+            raise FieldError(f"unsupported query parameter @{path}", location=location, code=103)
+        if name in ("id", "ns", "oid", "oid_type"):
+            identifier[name] = value
+            if name == "id":
+                id_position = position
+            continue
+        query.identifier_only = False
+        if name == "birth_date":
+            query.criteria["birth_date"] = hl7_date(value, location)
+        elif name in ("middle", "suffix", "prefix"):
+            setattr(query, name, value)
+        else:
+            if name in ("family", "given") and "*" in value:
+                query.wildcard = True
+            query.criteria[name] = value
+    if not identifier and not query.criteria:
+        raise FieldError("QPD-3 holds no searchable parameter with a value",
+                         location=ErrorLocation("QPD", 1, 3), code=101)
+    if identifier:
+        if "id" not in identifier:
+            raise FieldError("@PID.3.4 needs @PID.3.1", location=ErrorLocation("QPD", 1, 3),
+                             code=101)
+        if not identifier.get("ns") and not identifier.get("oid"):
+            raise FieldError("@PID.3.1 needs @PID.3.4",
+                             location=ErrorLocation("QPD", 1, 3, id_position), code=101)
+        oid = identifier.get("oid") if identifier.get("oid_type", "ISO").upper() == "ISO" else None
+        query.criteria["identifier"] = IdentifierRef(
+            value=identifier["id"],
+            authority=AuthorityRef(namespace=identifier.get("ns") or None, oid=oid),
+        )
+    return query
+
+
+def _name_filter(query: _PdqQuery, record: SourceRecord) -> bool:
+    if not (query.middle or query.suffix or query.prefix):
+        return True
+    for name in record.demographics.names or ():
+        if query.middle and fold(query.middle) not in {fold(g) for g in name.given[1:]}:
+            continue
+        if query.suffix and fold(query.suffix) != fold(name.suffix or ""):
+            continue
+        if query.prefix and fold(query.prefix) != fold(name.prefix or ""):
+            continue
+        return True
+    return False
+
+
+def _limit(message: Message) -> int:
+    rcp = message.segment("RCP")
+    quantity = rcp.value(2) if rcp is not None else ""
+    return int(quantity) if quantity.isdigit() and int(quantity) > 0 else UNLIMITED
+
+
+def _digest(qpd: Segment, limit: int) -> str:
+    text = "\r".join((qpd.field(1), qpd.field(3), qpd.field(8), str(limit)))
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()[:12]
+
+
+@dataclass
+class _Hit:
+    person: Person | None
+    record: SourceRecord
+    identifiers: list[Identifier]
+    weight: float | None = None
+
+
+class PdqQuery:
+    def __init__(self, mpi: Mpi) -> None:
+        self.mpi = mpi
+
+    async def handle(self, message: Message, ctx: ReplyContext) -> bytes:
+        qpd = message.segment("QPD")
+        try:
+            qpd = _segment_or_error(message, "QPD")
+            query = parse_pdq(qpd)
+            errors = await _check_targets(self.mpi, qpd, 8)
+            if errors:
+                return _rsp(ctx, "K22", "RSP_K21", "AE", "AE", qpd, errors)
+            wanted = await _target_domains(self.mpi, qpd, 8)
+            limit = _limit(message)
+            digest = _digest(qpd, limit)
+            mode, offset = self._continuation(message, digest)
+            hits, more, mode = await self._page(query, wanted, mode, offset, limit)
+        except FieldError as exc:
+            return _rsp(ctx, "K22", "RSP_K21", "AE", "AE", qpd,
+                        [ErrorDetail(exc.location, exc.code, exc.text)])
+        except (UnknownDomain, AmbiguousDomain) as exc:
+            location = ErrorLocation("QPD", 1, 3)
+            return _rsp(ctx, "K22", "RSP_K21", "AE", "AE", qpd,
+                        [ErrorDetail(location, 204, str(exc))])
+        except InvalidInput as exc:
+            return _rsp(ctx, "K22", "RSP_K21", "AE", "AE", qpd,
+                        [ErrorDetail(ErrorLocation("QPD", 1, 3), 102, str(exc))])
+        except StoreUnavailable as exc:
+            return _rsp(ctx, "K22", "RSP_K21", "AE", "AR", qpd, [ErrorDetail(None, 207, str(exc))])
+        except MpiError as exc:
+            return _rsp(ctx, "K22", "RSP_K21", "AE", "AE", qpd, [ErrorDetail(None, 207, str(exc))])
+        if not hits:
+            return _rsp(ctx, "K22", "RSP_K21", "AA", "NF", qpd, qak_extra=[0, 0, 0])
+        body: list[Any] = []
+        for number, hit in enumerate(hits, start=1):
+            body.append(pid_segment(hit.identifiers, hit.record.demographics, set_id=number))
+            # QRI is required in the v2.5 RSP_K21 QUERY_RESPONSE group: QRI-1 = match weight
+            # of an approximate hit, QRI-3 = how the hit was found.
+            if hit.weight is not None:
+                body.append(["QRI", round(hit.weight, 3), None, [APPROXIMATE]])
+            else:
+                body.append(["QRI", None, None, [EXACT]])
+        if more:
+            body.append(["DSC", f"{mode}{offset + len(hits)}.{digest}", "I"])
+        return _rsp(ctx, "K22", "RSP_K21", "AA", "OK", qpd, body=body,
+                    qak_extra=[None, len(hits), None])
+
+    def _continuation(self, message: Message, digest: str) -> tuple[str, int]:
+        dsc = message.segment("DSC")
+        pointer = dsc.value(1) if dsc is not None else ""
+        if not pointer:
+            return "e", 0
+        head, _, tail = pointer.partition(".")
+        if tail != digest or head[:1] not in ("e", "a") or not head[1:].isdigit():
+            raise FieldError("DSC-1 continuation pointer does not belong to this query",
+                             location=ErrorLocation("DSC", 1, 1), code=204)
+        return head[:1], int(head[1:])
+
+    async def _page(
+        self, query: _PdqQuery, wanted: set[int], mode: str, offset: int, limit: int
+    ) -> tuple[list[_Hit], bool, str]:
+        needed = offset + limit + 1
+        if mode == "e":
+            hits = await self._exact(query, wanted, needed)
+            if hits or offset or not self._approximate_allowed(query):
+                return hits[offset : offset + limit], len(hits) > offset + limit, "e"
+        hits = await self._approximate(query, wanted, needed)
+        return hits[offset : offset + limit], len(hits) > offset + limit, "a"
+
+    async def _hit(self, record: SourceRecord, wanted: set[int]) -> _Hit | None:
+        domains = self.mpi.domains.all()
+        if record.person_id is None:
+            return None
+        person = await self.mpi.get_person(record.person_id)
+        identifiers = person_identifiers(person, domains, wanted)
+        if not identifiers:
+            return None  # QPD-8 filtered PID-3 to nothing: the PID is dropped
+        return _Hit(person, record, identifiers)
+
+    async def _exact(self, query: _PdqQuery, wanted: set[int], needed: int) -> list[_Hit]:
+        hits: list[_Hit] = []
+        seen: set[int] = set()
+        page = min(max(needed * 2, 100), 10_000)
+        offset = 0
+        while len(hits) < needed:
+            criteria = SearchCriteria(**query.criteria, limit=page, offset=offset)
+            result = await self.mpi.search(criteria)
+            for record in result.records:
+                if record.person_id in seen or not _name_filter(query, record):
+                    continue
+                seen.add(record.person_id or -record.id)
+                hit = await self._hit(record, wanted)
+                if hit is not None:
+                    hits.append(hit)
+                    if len(hits) >= needed:
+                        break
+            offset += len(result.records)
+            if not result.records or offset >= result.total:
+                break
+        return hits
+
+    def _approximate_allowed(self, query: _PdqQuery) -> bool:
+        has_demographics = any(
+            key in query.criteria for key in ("family", "given", "birth_date")
+        )
+        return (
+            hasattr(self.mpi, "match") and has_demographics and not query.wildcard
+            and not query.identifier_only
+        )
+
+    async def _approximate(self, query: _PdqQuery, wanted: set[int], needed: int) -> list[_Hit]:
+        if not self._approximate_allowed(query):
+            return []
+        c = query.criteria
+        given = tuple(g for g in (c.get("given"), query.middle) if g)
+        names = (Name(family=c.get("family"), given=given),) if c.get("family") or given else None
+        address = Address(
+            lines=(c["address_line"],) if c.get("address_line") else (),
+            city=c.get("city"), state=c.get("state"), postal_code=c.get("postal_code"),
+            country=c.get("country"),
+        )
+        demographics = Demographics(
+            names=names,
+            birth_date=c.get("birth_date"),
+            sex=c.get("sex"),
+            mothers_maiden_name=c.get("mothers_maiden_name"),
+            addresses=(address,) if address.model_dump(exclude_defaults=True) else None,
+        )
+        candidates = await self.mpi.match(demographics, limit=min(needed, APPROXIMATE_LIMIT))
+        hits: list[_Hit] = []
+        seen: set[int] = set()
+        for candidate in candidates:
+            if str(candidate.grade) == "certainly-not" or candidate.person_id in seen:
+                continue
+            if candidate.person_id is None:
+                continue
+            seen.add(candidate.person_id)
+            hit = await self._hit(candidate.record, wanted)
+            if hit is not None:
+                hit.weight = candidate.weight
+                hits.append(hit)
+        return hits
+
+
+async def cancel(message: Message, ctx: ReplyContext) -> bytes:
+    """QCN^J01: continuation is stateless, so there is nothing to release; answered AA."""
+    return ack(ctx, "AA", trigger="J01")[1]
