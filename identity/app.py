@@ -11,6 +11,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 
 from aiohttp import web
@@ -49,6 +51,22 @@ async def open_database(settings: Settings) -> tuple[Database, EmbeddedPostgres 
             await embedded.stop()
         raise
     return db, embedded
+
+
+@asynccontextmanager
+async def migrated_database(settings: Settings) -> AsyncIterator[tuple[Database, list[int]]]:
+    """The database (embedded when database.url is unset) with migrations applied, and the
+    versions applied now, for commands that run and exit; closed (and the embedded server
+    stopped) afterwards."""
+    db, embedded = await open_database(settings)
+    try:
+        async with db.connection() as conn:
+            applied = await migrate(conn)
+        yield db, applied
+    finally:
+        await db.close()
+        if embedded is not None:
+            await embedded.stop()
 
 
 @dataclass

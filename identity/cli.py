@@ -144,36 +144,21 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 async def _migrate(settings: Settings) -> str:
-    from identity.app import open_database
-    from identity.store.migrate import migrate
+    from identity.app import migrated_database
 
-    db, embedded = await open_database(settings)
-    try:
-        async with db.connection() as conn:
-            applied = await migrate(conn)
-    finally:
-        await db.close()
-        if embedded is not None:
-            await embedded.stop()
+    async with migrated_database(settings) as (_, applied):
+        pass
     return f"applied migrations: {applied}" if applied else "database is up to date"
 
 
 async def _domains(settings: Settings, *, as_json: bool) -> str:
-    from identity.app import open_database
+    from identity.app import migrated_database
     from identity.mpi import Mpi
-    from identity.store.migrate import migrate
 
-    db, embedded = await open_database(settings)
-    try:
-        async with db.connection() as conn:
-            await migrate(conn)
+    async with migrated_database(settings) as (db, _):
         mpi = Mpi(db, settings)
         await mpi.start()
         domains = mpi.domains.all()
-    finally:
-        await db.close()
-        if embedded is not None:
-            await embedded.stop()
     if as_json:
         return json.dumps([d.model_dump() for d in domains], indent=2)
     lines = [f"{'namespace':<16} {'oid':<32} {'person-id':<9} {'enterprise':<10} sources"]
@@ -210,20 +195,14 @@ def _generate(args: argparse.Namespace) -> str:
 
 
 async def _train(settings: Settings, output: str) -> str:
-    from identity.app import open_database
+    from identity.app import migrated_database
     from identity.store.repository import Repository
     from matching.estimate import LabelledPair, train
 
-    db, embedded = await open_database(settings)
-    try:
-        async with db.connection() as conn:
-            repo = Repository(conn)
-            rows = await repo.training_records()
-            labels = await repo.steward_labels()
-    finally:
-        await db.close()
-        if embedded is not None:
-            await embedded.stop()
+    async with migrated_database(settings) as (db, _), db.connection() as conn:
+        repo = Repository(conn)
+        rows = await repo.training_records()
+        labels = await repo.steward_labels()
     if len(rows) < 2:
         raise InvalidArgument("the index holds fewer than two records: nothing to train on")
     index = {row["id"]: i for i, row in enumerate(rows)}
@@ -238,25 +217,17 @@ async def _train(settings: Settings, output: str) -> str:
 
 
 async def _import(settings: Settings, path: str, source: str | None, workers: int) -> str:
-    from identity.app import open_database
+    from identity.app import migrated_database
     from identity.batch import read_population_csv
     from identity.mpi import Mpi
-    from identity.store.migrate import migrate
 
     records = read_population_csv(path)
-    db, embedded = await open_database(settings)
-    try:
-        async with db.connection() as conn:
-            await migrate(conn)
+    async with migrated_database(settings) as (db, _):
         mpi = Mpi(db, settings)
         await mpi.start()
         report = await mpi.bulk_import(
             records, actor=f"import:{Path(path).name}", source=source, workers=workers
         )
-    finally:
-        await db.close()
-        if embedded is not None:
-            await embedded.stop()
     return json.dumps(report.as_dict(), indent=2)
 
 
