@@ -7,10 +7,11 @@ a national ID in ``ssn`` (assigning authority: the SSN OID), demographics in nam
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 
 from identity.model import AuthorityRef, Demographics, IdentifierRef, RecordInput
-from matching.synth import SSN_DOMAIN, SynthRecord, read_csv
+from matching.synth import SSN_DOMAIN, SynthRecord, iter_csv
 
 
 def record_input(record: SynthRecord) -> RecordInput:
@@ -33,5 +34,6 @@ def record_input(record: SynthRecord) -> RecordInput:
     )
 
 
-def read_population_csv(path: str | Path) -> list[RecordInput]:
-    return [record_input(r) for r in read_csv(path)]
+def read_population_csv(path: str | Path) -> Iterator[RecordInput]:
+    """One record at a time: a million-row file is never held twice."""
+    return (record_input(r) for r in iter_csv(path))

@@ -23,7 +23,7 @@ from __future__ import annotations
 import csv
 import json
 import random
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 from pathlib import Path
@@ -676,7 +676,11 @@ def write_csv(records: Iterable[SynthRecord], path: str | Path) -> None:
 
 def read_csv(path: str | Path, truth_column: str = "person_id") -> list[SynthRecord]:
     """Records from a CSV in the :func:`write_csv` layout; ``truth_column`` holds the truth."""
-    out: list[SynthRecord] = []
+    return list(iter_csv(path, truth_column))
+
+
+def iter_csv(path: str | Path, truth_column: str = "person_id") -> Iterator[SynthRecord]:
+    """:func:`read_csv` one record at a time (for files too large to hold twice)."""
     with open(path, newline="", encoding="utf-8") as handle:
         for row in csv.DictReader(handle):
             given = [row["given"]] + (row.get("middle") or "").split()
@@ -714,14 +718,13 @@ def read_csv(path: str | Path, truth_column: str = "person_id") -> list[SynthRec
             relations = dict(
                 item.split("=", 1) for item in (row.get("relations") or "").split(";") if item
             )
-            out.append(SynthRecord(
+            yield SynthRecord(
                 record_id=row["record_id"], person_id=row[truth_column],
                 source_domain=row["source_domain"], demographics=demo,
                 identifiers=identifiers, duplicate=row.get("duplicate") == "1",
                 errors=[e for e in (row.get("errors") or "").split(";") if e],
                 relations=relations,
-            ))
-    return out
+            )
 
 
 _FHIR_GENDER = {"M": "male", "F": "female", "O": "other", "U": "unknown"}

@@ -21,8 +21,9 @@ persons). No ITI-10 notifications are sent for an initial load.
 from __future__ import annotations
 
 import logging
+import multiprocessing
 import time
-from collections.abc import Sequence
+from collections.abc import Iterable
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
@@ -64,7 +65,6 @@ class _Resolved:
     value: str
     identifiers: list[tuple[int, str, str | None]]  # primary first
     demographics: dict[str, Any]  # as received (stored)
-    matching_input: dict[str, Any]
 
 
 def _prepare_chunk(
@@ -72,7 +72,18 @@ def _prepare_chunk(
                 dict[int, str], frozenset[str]],
 ) -> list[Prepared]:
     rows, namespaces, person_identifying = args
-    return [prepare_record(d, ids, namespaces, person_identifying) for d, ids in rows]
+    return [
+        prepare_record(_without_none(d), ids, namespaces, person_identifying) for d, ids in rows
+    ]
+
+
+def _without_none(value: Any) -> Any:
+    """Demographics as stored (None for absent fields) to the shape matching/ takes."""
+    if isinstance(value, dict):
+        return {k: _without_none(v) for k, v in value.items() if v is not None}
+    if isinstance(value, list):
+        return [_without_none(v) for v in value]
+    return value
 
 
 class _Clusters:
@@ -106,7 +117,7 @@ class _Clusters:
 
 async def bulk_import(
     mpi: Any,  # identity.mpi.service.Mpi (not imported: it imports this module)
-    inputs: Sequence[RecordInput],
+    inputs: Iterable[RecordInput],
     *,
     actor: str,
     source: str | None = None,
@@ -126,12 +137,15 @@ async def bulk_import(
 
     t0 = time.perf_counter()
     jobs = [
-        ([(r.matching_input, r.identifiers) for r in resolved[i : i + CHUNK]],
+        ([(r.demographics, r.identifiers) for r in resolved[i : i + CHUNK]],
          matcher.namespaces, matcher.person_identifying)
         for i in range(0, len(resolved), CHUNK)
     ]
     if workers > 1 and len(jobs) > 1:
-        with ProcessPoolExecutor(max_workers=workers) as pool:
+        # forkserver: the workers do not inherit (and, touching refcounts, copy) this
+        # process's heap, which holds every record of the load.
+        context = multiprocessing.get_context("forkserver")
+        with ProcessPoolExecutor(max_workers=workers, mp_context=context) as pool:
             prepared = [p for chunk in pool.map(_prepare_chunk, jobs) for p in chunk]
     else:
         prepared = [p for job in jobs for p in _prepare_chunk(job)]
@@ -176,7 +190,7 @@ async def bulk_import(
 
 
 async def _resolve(
-    mpi: Any, inputs: Sequence[RecordInput], source: str | None, report: ImportReport
+    mpi: Any, inputs: Iterable[RecordInput], source: str | None, report: ImportReport
 ) -> list[_Resolved]:
     domains: dict[Any, Any] = {}
 
@@ -207,7 +221,6 @@ async def _resolve(
             inp.identifier.value,
             [(domain.id, inp.identifier.value, inp.identifier.type), *others],
             inp.demographics.model_dump(mode="json"),
-            inp.demographics.as_matching_input(),
         )
     mpi.matcher.set_domains(mpi.domains.all())
     return list(by_key.values())
