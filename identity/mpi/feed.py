@@ -8,7 +8,8 @@ Each function runs inside the caller's unit of work (one transaction). Locks: fi
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import asyncpg
@@ -24,7 +25,7 @@ from identity.model import (
     RecordStatus,
     ReviewStatus,
 )
-from identity.mpi.matcher import Matcher, Party, Verdict
+from identity.mpi.matcher import Matcher, Party, Prepared, Verdict
 from identity.mpi.uow import CHANGED_TOPIC, UPDATED_TOPIC, UnitOfWork
 from identity.store.repository import Repository
 from matching.blocking import select_candidates
@@ -58,6 +59,34 @@ def link_snapshot(row: asyncpg.Record | None) -> dict[str, Any] | None:
     }
 
 
+@dataclass
+class Registered:
+    """What a registration did. The ``*_row`` fields hold the record, person and review items
+    as they now are (mappings shaped like the repository's rows) when the registration knows
+    them without reading them back; None: read them."""
+
+    decision: Decision
+    record_id: int
+    person_id: int
+    created: bool
+    review_ids: list[int]
+    record_row: dict[str, Any] | None = None
+    person_row: dict[str, Any] | None = None
+    review_rows: Sequence[Mapping[str, Any]] | None = None
+
+
+def _person_row(written: asyncpg.Record) -> dict[str, Any]:
+    return {
+        "id": written["person_id"],
+        "enterprise_id": written["enterprise_id"],
+        "status": written["person_status"],
+        "merged_into": written["person_merged_into"],
+        "version": written["person_version"],
+        "created_at": written["person_created_at"],
+        "updated_at": written["person_updated_at"],
+    }
+
+
 class Feed:
     """The feed commands, sharing the matcher and the resolved identifiers of one command."""
 
@@ -77,91 +106,338 @@ class Feed:
         replace: bool,
     ) -> tuple[Decision, int, int, bool, list[int]]:
         """Returns (decision, record id, person id, created, review item ids)."""
+        done = await self.register_record(uow, domain, inp, others, source, replace=replace)
+        return done.decision, done.record_id, done.person_id, done.created, done.review_ids
+
+    async def register_record(
+        self,
+        uow: UnitOfWork,
+        domain: Domain,
+        inp: RecordInput,
+        others: Sequence[tuple[int, str, str | None]],
+        source: str | None,
+        *,
+        replace: bool,
+    ) -> Registered:
+        """Create or update a source record and decide its person.
+
+        Round trips: one to lock the record key and read the record (a new record's blocking
+        keys are locked and its candidates read in the same call), one to write (an update
+        locks its blocking keys in that call first), besides the unit of work's own.
+        """
         repo = uow.repo
+        settings = self.matcher.settings
         value = inp.identifier.value
-        await repo.lock([record_key(domain.id, value)])
-        row = await repo.record_row_by_identifier(domain.id, value, for_update=True)
-        if row is not None and row["status"] == RecordStatus.MERGED:
+        identifiers: list[tuple[int, str, str | None]] = [
+            (domain.id, value, inp.identifier.type),
+            *others,
+        ]
+        # A new record is what the message says: prepared before the first call, so that its
+        # blocking keys can be locked in that call.
+        prepared = self.matcher.prepare(inp.demographics.as_matching_input(), identifiers)
+        row = await repo.register_begin(
+            record_key(domain.id, value),
+            domain.id,
+            value,
+            prepared.keys,
+            per_key=settings.max_block + 1,
+            max_block=settings.max_block,
+            max_candidates=settings.max_candidates,
+        )
+        if row["id"] is None:
+            return await self._register_new(uow, domain, inp, others, source, prepared, row)
+        if row["status"] == RecordStatus.MERGED:
             raise InvalidState(f"identifier {value!r} was merged into another record")
-        if row is None or replace:
+        if replace:
             demographics = inp.demographics
         else:
             current = Demographics.model_validate(row["demographics"])
             demographics = current.merged_with(inp.demographics, inp.cleared)
-
-        if row is not None and not others and not replace:
+        if not others and not replace:
             others = [
                 (int(d), v, t or None) for d, v, t in row["others"]
             ]  # an update that names no other identifiers keeps them
-        identifiers = [(domain.id, value, inp.identifier.type), *others]
-        prepared = self.matcher.prepare(demographics.as_matching_input(), identifiers)
-        old_keys = await repo.blocking_keys(row["id"]) if row is not None else []
-        await repo.lock([*prepared.keys, *old_keys])
+        if demographics != inp.demographics or identifiers[1:] != list(others):
+            identifiers = [(domain.id, value, inp.identifier.type), *others]
+            prepared = self.matcher.prepare(demographics.as_matching_input(), identifiers)
+        return await self._register_update(
+            uow, domain, demographics, others, source, prepared, row
+        )
 
-        if row is None:
-            record_id = await repo.insert_record(
-                domain.id, value, demographics, prepared.normalized, prepared.search, source
-            )
-            after = {
-                "domain_id": domain.id,
-                "identifier": value,
-                "status": "active",
-                "demographics": demographics.model_dump(mode="json"),
-            }
-            uow.record(
-                "record_created", "source_record", record_id, after=after, record_id=record_id
-            )
+    async def _register_new(
+        self,
+        uow: UnitOfWork,
+        domain: Domain,
+        inp: RecordInput,
+        others: Sequence[tuple[int, str, str | None]],
+        source: str | None,
+        prepared: Prepared,
+        begun: asyncpg.Record,
+    ) -> Registered:
+        """A record not known before: decide its person, then write it all in one call."""
+        repo = uow.repo
+        subject = Party(0, domain.namespace, None, prepared.normalized)  # no id yet
+        selected = self._select(begun["blocks"])
+        persons = self._prefetched_persons(begun, selected, None)
+        if persons is None:
+            persons = await self._fetch_persons(repo, selected, None)
+        outcome = self.matcher.decide(subject, persons, set())  # no assertions on a new record
+        if outcome.person_id is not None:
+            decision = Decision.LINKED
         else:
-            record_id = row["id"]
-            await repo.update_record(
-                record_id, demographics, prepared.normalized, prepared.search, source
-            )
-            after = {
-                **record_snapshot(row),
+            decision = Decision.REVIEW if outcome.reviews else Decision.NEW_PERSON
+        demographics = inp.demographics.model_dump(mode="json")
+        written = await repo.register_insert(
+            domain.id,
+            inp.identifier.value,
+            demographics,
+            prepared.normalized,
+            prepared.search,
+            source,
+            others,
+            prepared.keys,
+            outcome.person_id,
+            (LinkKind.AUTOMATIC, outcome.score, outcome.explanation, uow.actor),
+            [
+                (v.best_record_id, v.person_id, v.probability, v.reason, v.explanation)
+                for v in outcome.reviews
+            ],
+        )
+        record_id, person_id, now = written["record_id"], written["person_id"], written["tx_now"]
+        uow.record(
+            "record_created",
+            "source_record",
+            record_id,
+            after={
+                "domain_id": domain.id,
+                "identifier": inp.identifier.value,
                 "status": "active",
-                "demographics": demographics.model_dump(mode="json"),
-            }
+                "demographics": demographics,
+            },
+            record_id=record_id,
+        )
+        if outcome.person_id is None:
             uow.record(
-                "record_updated",
-                "source_record",
-                record_id,
-                before=record_snapshot(row),
-                after=after,
+                "person_created",
+                "person",
+                person_id,
+                after={"status": "active", "enterprise_id": written["enterprise_id"]},
+                person_id=person_id,
                 record_id=record_id,
-                person_id=row["person_id"],
             )
-        await repo.set_other_identifiers(record_id, others)
-        await repo.set_blocking_keys(record_id, prepared.keys)
-
-        subject = Party(record_id, domain.namespace, None, prepared.normalized)
-        if row is not None and row["status"] == RecordStatus.ACTIVE and row["person_id"]:
-            person_id = row["person_id"]
-            await repo.touch_person(person_id)
-            uow.emit(
-                UPDATED_TOPIC,
-                {"event": "record_updated", "record_id": record_id, "person_ids": [person_id]},
+        uow.record(
+            "link_set",
+            "link",
+            record_id,
+            after={
+                "person_id": person_id,
+                "kind": LinkKind.AUTOMATIC.value,
+                "score": outcome.score,
+                "explanation": outcome.explanation,
+                "actor": uow.actor,
+            },
+            record_id=record_id,
+            person_id=person_id,
+        )
+        reviews = []
+        for verdict, item_id, explanation in zip(
+            outcome.reviews, written["review_ids"], written["review_explanations"], strict=True
+        ):
+            if item_id is None:
+                continue
+            uow.record(
+                "review_opened",
+                "review_item",
+                item_id,
+                after={"status": "open", "reason": verdict.reason},
+                record_id=record_id,
+                person_id=verdict.person_id,
             )
-            decision, person_id, reviews = await self._rescore(uow, subject, row, prepared.keys)
-            return decision, record_id, person_id, False, reviews
-
-        decision, person_id, reviews = await self._decide_and_link(uow, subject, prepared.keys)
+            reviews.append(
+                {
+                    "id": item_id,
+                    "record_id": record_id,
+                    "other_record_id": verdict.best_record_id,
+                    "person_id": verdict.person_id,
+                    "score": verdict.probability,
+                    "reason": verdict.reason,
+                    "explanation": explanation,
+                    "status": ReviewStatus.OPEN.value,
+                    "created_at": now,
+                    "resolved_at": None,
+                    "resolved_by": None,
+                }
+            )
         uow.emit(
             CHANGED_TOPIC,
             {"event": "record_added", "record_id": record_id, "person_ids": [person_id]},
         )
-        return decision, record_id, person_id, row is None, reviews
-
-    async def candidates(
-        self, repo: Repository, keys: Sequence[str], exclude: int | None
-    ) -> dict[int, list[Party]]:
-        """Candidate persons with all their active records, found through blocking keys."""
-        settings = self.matcher.settings
-        blocks = await repo.records_by_keys(keys, settings.max_block + 1)
-        blocks = {k: [i for i in ids if i != exclude] for k, ids in blocks.items()}
-        found = {i for ids in blocks.values() for i in ids}
-        ids = select_candidates(
-            blocks, max_block=settings.max_block, max_candidates=settings.max_candidates
+        record_row = {
+            "id": record_id,
+            "domain_id": domain.id,
+            "identifier": inp.identifier.value,
+            "status": RecordStatus.ACTIVE.value,
+            "merged_into": None,
+            "demographics": inp.demographics,
+            "version": 1,
+            "created_at": now,
+            "updated_at": now,
+            "person_id": person_id,
+            "link_kind": LinkKind.AUTOMATIC.value,
+            "link_score": outcome.score,
+            "link_actor": uow.actor,
+            "link_created_at": now,
+            "enterprise_id": written["enterprise_id"],
+            "others": written["others"],
+        }
+        return Registered(
+            decision,
+            record_id,
+            person_id,
+            True,
+            [r["id"] for r in reviews],
+            record_row,
+            _person_row(written),
+            reviews,
         )
+
+    async def _register_update(
+        self,
+        uow: UnitOfWork,
+        domain: Domain,
+        demographics: Demographics,
+        others: Sequence[tuple[int, str, str | None]],
+        source: str | None,
+        prepared: Prepared,
+        row: asyncpg.Record,
+    ) -> Registered:
+        """A known record: lock its old and new blocking keys and write it (with the history
+        and outbox rows so far) in one call, then re-score it. A record alone in its automatic
+        person is matched again like a new one; a record sharing its person is checked against
+        the person's other records, and a link that no longer holds becomes a review item
+        (never a silent unlink). Manual and verified links are never changed automatically."""
+        repo = uow.repo
+        settings = self.matcher.settings
+        record_id = row["id"]
+        linked = row["status"] == RecordStatus.ACTIVE and row["person_id"] is not None
+        automatic = linked and row["link_kind"] == LinkKind.AUTOMATIC
+        dumped = demographics.model_dump(mode="json")
+        uow.record(
+            "record_updated",
+            "source_record",
+            record_id,
+            before=record_snapshot(row),
+            after={**record_snapshot(row), "status": "active", "demographics": dumped},
+            record_id=record_id,
+            person_id=row["person_id"],
+        )
+        if linked:
+            payload = {"event": "record_updated", "record_id": record_id}
+            uow.emit(UPDATED_TOPIC, {**payload, "person_ids": [row["person_id"]]})
+        history, outbox = uow.take_events()  # written by the same call
+        written = await repo.register_update(
+            record_id,
+            [*prepared.keys, *row["old_keys"]],
+            dumped,
+            prepared.normalized,
+            prepared.search,
+            source,
+            others,
+            prepared.keys,
+            touch_person=row["person_id"] if linked else None,
+            own_person=row["person_id"] if automatic else None,
+            per_key=settings.max_block + 1,
+            max_block=settings.max_block,
+            max_candidates=settings.max_candidates,
+            history=history,
+            outbox=outbox,
+        )
+        subject = Party(record_id, domain.namespace, None, prepared.normalized)
+        if not linked:  # a removed record registered again: matched like a new one
+            decision, person_id, reviews = await self._decide_and_link(
+                uow, subject, prepared.keys
+            )
+            uow.emit(
+                CHANGED_TOPIC,
+                {"event": "record_added", "record_id": record_id, "person_ids": [person_id]},
+            )
+            return Registered(decision, record_id, person_id, False, reviews)
+
+        person_id = row["person_id"]
+        record_row = {
+            **dict(row),
+            "status": RecordStatus.ACTIVE.value,
+            "merged_into": None,
+            "demographics": demographics,
+            "version": written["version"],
+            "updated_at": written["updated_at"],
+            "others": written["others"],
+        }
+        person_row = _person_row(written)
+        if not automatic:
+            return Registered(
+                Decision.UNCHANGED_LINK, record_id, person_id, False, [], record_row, person_row,
+                []
+            )
+        no_match = set(row["no_match"])
+        own = self._parties_by_person(written["own_parties"], None)
+        if own:
+            (verdict,) = self.matcher.verdicts(subject, own, no_match)
+            if verdict.decision == MatchDecision.LINK:
+                return Registered(
+                    Decision.UNCHANGED_LINK, record_id, person_id, False, [], record_row,
+                    person_row, [],
+                )
+            verdict.reason = "after an update the link no longer holds: " + verdict.reason
+            items = await self._open_review_rows(uow, record_id, [verdict])
+            return Registered(
+                Decision.REVIEW, record_id, person_id, False, [i["id"] for i in items],
+                record_row, person_row, items,
+            )
+        selected = self._select(written["blocks"])
+        persons = self._prefetched_persons(written, selected, record_id)
+        if persons is None:
+            persons = await self._fetch_persons(repo, selected, record_id)
+        persons.pop(person_id, None)
+        outcome = self.matcher.decide(subject, persons, no_match)
+        items = await self._open_review_rows(uow, record_id, outcome.reviews)
+        review_ids = [i["id"] for i in items]
+        if outcome.person_id is None:
+            decision = Decision.REVIEW if items else Decision.UNCHANGED_LINK
+            return Registered(
+                decision, record_id, person_id, False, review_ids, record_row, person_row, items
+            )
+        link = await repo.link_row(record_id)
+        await self.set_link(
+            uow,
+            record_id,
+            outcome.person_id,
+            LinkKind.AUTOMATIC,
+            outcome.score,
+            outcome.explanation,
+            before=link,
+        )
+        await self.retire_if_empty(uow, person_id, merged_into=outcome.person_id)
+        await repo.touch_person(outcome.person_id)
+        uow.emit(
+            CHANGED_TOPIC,
+            {
+                "event": "relinked",
+                "record_id": record_id,
+                "person_ids": [outcome.person_id, person_id],
+            },
+        )
+        return Registered(Decision.LINKED, record_id, outcome.person_id, False, review_ids)
+
+    def _select(self, blocks: Sequence[Sequence[Any]]) -> list[int]:
+        """matching's candidate cap over the blocks found (key, record ids), with a warning in
+        the log when it bites."""
+        settings = self.matcher.settings
+        by_key = {key: ids for key, ids in blocks}
+        ids = select_candidates(
+            by_key, max_block=settings.max_block, max_candidates=settings.max_candidates
+        )
+        found = {i for block in by_key.values() for i in block}
         if len(found) > len(ids):
             log.warning(
                 "event=candidate_cap_reached found=%d scored=%d cap=%d",
@@ -169,10 +445,55 @@ class Feed:
                 len(ids),
                 settings.max_candidates,
             )
+        return [int(i) for i in ids]
+
+    def _prefetched_persons(
+        self, found: asyncpg.Record, selected: Sequence[int], exclude: int | None
+    ) -> dict[int, list[Party]] | None:
+        """The persons of the ``selected`` candidates from what the database returned with
+        the blocks, or None when they were not all prefetched (the cap bit: fetch them)."""
+        if not selected:
+            return {}
+        if found["prefetched"] is None or found["parties"] is None:
+            return None
+        wanted = set(selected)
+        if not wanted <= set(found["prefetched"]):
+            return None
+        persons = {p for r, _, p, _ in found["parties"] if r in wanted}
+        return self._parties_by_person(
+            [party for party in found["parties"] if party[2] in persons], exclude
+        )
+
+    def _parties_by_person(
+        self, parties: Sequence[Sequence[Any]] | None, exclude: int | None
+    ) -> dict[int, list[Party]]:
+        """[record id, domain id, person id, normalized] rows (by record id) as parties."""
+        persons: dict[int, list[Party]] = {}
+        namespaces = self.matcher.namespaces
+        for record_id, domain_id, person_id, normalized in parties or ():
+            if record_id != exclude:
+                persons.setdefault(person_id, []).append(
+                    Party(record_id, namespaces.get(domain_id, str(domain_id)), person_id,
+                          normalized)
+                )
+        return persons
+
+    async def _fetch_persons(
+        self, repo: Repository, ids: Sequence[int], exclude: int | None
+    ) -> dict[int, list[Party]]:
         if not ids:
             return {}
         person_ids = await repo.persons_of(list(ids))
         return await self.person_parties(repo, person_ids, exclude)
+
+    async def candidates(
+        self, repo: Repository, keys: Sequence[str], exclude: int | None
+    ) -> dict[int, list[Party]]:
+        """Candidate persons with all their active records, found through blocking keys."""
+        settings = self.matcher.settings
+        blocks = await repo.records_by_keys(keys, settings.max_block + 1)
+        ids = self._select([(k, [i for i in ids if i != exclude]) for k, ids in blocks.items()])
+        return await self._fetch_persons(repo, ids, exclude)
 
     async def person_parties(
         self, repo: Repository, person_ids: Sequence[int], exclude: int | None
@@ -220,7 +541,13 @@ class Feed:
     async def open_reviews(
         self, uow: UnitOfWork, record_id: int, verdicts: Sequence[Verdict]
     ) -> list[int]:
-        review_ids = []
+        return [item["id"] for item in await self._open_review_rows(uow, record_id, verdicts)]
+
+    async def _open_review_rows(
+        self, uow: UnitOfWork, record_id: int, verdicts: Sequence[Verdict]
+    ) -> list[asyncpg.Record]:
+        """Open a review item per verdict (one already open is left as it is); the new rows."""
+        items = []
         for verdict in verdicts:
             item = await uow.repo.insert_review_item(
                 record_id,
@@ -231,7 +558,7 @@ class Feed:
                 verdict.explanation,
             )
             if item is not None:
-                review_ids.append(item["id"])
+                items.append(item)
                 uow.record(
                     "review_opened",
                     "review_item",
@@ -240,56 +567,7 @@ class Feed:
                     record_id=record_id,
                     person_id=verdict.person_id,
                 )
-        return review_ids
-
-    async def _rescore(
-        self, uow: UnitOfWork, subject: Party, row: asyncpg.Record, keys: Sequence[str]
-    ) -> tuple[Decision, int, list[int]]:
-        """After a demographics update: a record alone in its automatic person is matched
-        again like a new one; a record sharing its person is checked against the person's other
-        records, and a link that no longer holds becomes a review item (never a silent unlink).
-        Manual and verified links are never changed automatically."""
-        repo = uow.repo
-        person_id = row["person_id"]
-        if row["link_kind"] != LinkKind.AUTOMATIC:
-            return Decision.UNCHANGED_LINK, person_id, []
-        no_match = await repo.no_match_partners(subject.record_id)
-        own = await self.person_parties(repo, [person_id], subject.record_id)
-        if own:
-            (verdict,) = self.matcher.verdicts(subject, own, no_match)
-            if verdict.decision == MatchDecision.LINK:
-                return Decision.UNCHANGED_LINK, person_id, []
-            verdict.reason = "after an update the link no longer holds: " + verdict.reason
-            reviews = await self.open_reviews(uow, subject.record_id, [verdict])
-            return Decision.REVIEW, person_id, reviews
-        persons = await self.candidates(repo, keys, subject.record_id)
-        persons.pop(person_id, None)
-        outcome = self.matcher.decide(subject, persons, no_match)
-        reviews = await self.open_reviews(uow, subject.record_id, outcome.reviews)
-        if outcome.person_id is None:
-            decision = Decision.REVIEW if reviews else Decision.UNCHANGED_LINK
-            return decision, person_id, reviews
-        link = await repo.link_row(subject.record_id)
-        await self.set_link(
-            uow,
-            subject.record_id,
-            outcome.person_id,
-            LinkKind.AUTOMATIC,
-            outcome.score,
-            outcome.explanation,
-            before=link,
-        )
-        await self.retire_if_empty(uow, person_id, merged_into=outcome.person_id)
-        await repo.touch_person(outcome.person_id)
-        uow.emit(
-            CHANGED_TOPIC,
-            {
-                "event": "relinked",
-                "record_id": subject.record_id,
-                "person_ids": [outcome.person_id, person_id],
-            },
-        )
-        return Decision.LINKED, outcome.person_id, reviews
+        return items
 
     # --- shared building blocks -------------------------------------------------------------
 

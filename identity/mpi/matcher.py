@@ -11,8 +11,9 @@ merge puts one patient's data in another's chart.
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 
 import jellyfish
@@ -47,14 +48,24 @@ class Party:
 
 @dataclass
 class Verdict:
-    """The engine's view of one candidate person."""
+    """The engine's view of one candidate person.
+
+    The explanation is computed when first asked for: only the pairs that end up on a link or
+    a review item are explained (an explanation costs about as much as scoring)."""
 
     person_id: int
     decision: Decision  # LINK, REVIEW or NO_MATCH for the person as a whole
     probability: float  # best over the person's records
     best_record_id: int
-    explanation: dict[str, Any]
     reason: str
+    explain: Callable[[], dict[str, Any]] = field(repr=False, compare=False)
+    _explanation: dict[str, Any] | None = field(default=None, repr=False, compare=False)
+
+    @property
+    def explanation(self) -> dict[str, Any]:
+        if self._explanation is None:
+            self._explanation = self.explain()
+        return self._explanation
 
 
 @dataclass
@@ -204,15 +215,14 @@ class Matcher:
             else:
                 decision, focus = Decision.NO_MATCH, max(results, key=lambda r: r[1])
             best = max(results, key=lambda r: r[1])
-            explanation = self.explain(subject, focus[0], focus[2])
             verdicts.append(
                 Verdict(
                     person_id=person_id,
                     decision=decision,
                     probability=best[1],
                     best_record_id=focus[0].record_id,
-                    explanation=explanation,
                     reason=note + ("; ".join(focus[2].reasons) or decision.value),
+                    explain=partial(self._explain_with, self.model, subject, focus[0], focus[2]),
                 )
             )
         verdicts.sort(key=lambda v: -v.probability)
@@ -246,8 +256,15 @@ class Matcher:
     def explain(
         self, subject: Party, other: Party, result: DecisionResult | None = None
     ) -> dict[str, Any]:
-        explanation = self.model.explain(subject.normalized, other.normalized).to_dict()
-        explanation["model"] = self.name
+        return self._explain_with(self.model, subject, other, result)
+
+    @staticmethod
+    def _explain_with(
+        model: MatchModel, subject: Party, other: Party, result: DecisionResult | None
+    ) -> dict[str, Any]:
+        """The explanation of one pair by ``model`` (the model that scored it)."""
+        explanation = model.explain(subject.normalized, other.normalized).to_dict()
+        explanation["model"] = str(model.training.get("name") or "matching-model")
         explanation["record_id"] = other.record_id
         if result is not None:
             explanation["decision"] = result.to_dict()

@@ -104,7 +104,7 @@ class Mpi:
         if idempotency is None or reply is None:
             return None
         text = reply(result)
-        await uow.repo.save_processed_reply(idempotency[0], idempotency[1], text)
+        uow.remember_reply(idempotency[0], idempotency[1], text)  # written at flush
         return text
 
     async def processed_reply(self, sender: str, control_id: str) -> str | None:
@@ -183,20 +183,32 @@ class Mpi:
             record.other_identifiers, domain, record.identifier.value
         )
         async with self._unit(actor, message_id) as uow:
-            decision, record_id, person_id, created, review_ids = await self.feed.register(
+            done = await self.feed.register_record(
                 uow, domain, record, others, source, replace=replace
             )
+            by_id = self.domains.by_id
             result = RegisterResult(
-                decision=decision,
-                record=await self._record(uow.repo, record_id),
-                person=await self._person(uow.repo, person_id, with_records=False),
-                created=created,
+                decision=done.decision,
+                record=(
+                    record_from_row(done.record_row, by_id)
+                    if done.record_row is not None
+                    else await self._record(uow.repo, done.record_id)
+                ),
+                person=(
+                    person_from_row(done.person_row)
+                    if done.person_row is not None
+                    else await self._person(uow.repo, done.person_id, with_records=False)
+                ),
+                created=done.created,
                 review_items=tuple(
-                    [review_from_row(await uow.repo.review_row(i)) for i in review_ids]
+                    [review_from_row(r) for r in done.review_rows]
+                    if done.review_rows is not None
+                    else [review_from_row(await uow.repo.review_row(i)) for i in done.review_ids]
                 ),
                 command_id=str(uow.command_id),
             )
             await self._remember(uow, idempotency, reply, result)
+        decision, record_id, person_id = done.decision, done.record_id, done.person_id
         log.info(
             "event=record_registered decision=%s record=%d person=%d domain=%s actor=%s",
             decision.value,

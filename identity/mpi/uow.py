@@ -43,6 +43,7 @@ class UnitOfWork:
         self.command_id = uuid.uuid4()
         self._history: list[tuple[Any, ...]] = []
         self._outbox: list[tuple[str, dict[str, Any], Any]] = []
+        self._reply: tuple[str, str, str] | None = None
 
     def record(
         self,
@@ -80,10 +81,23 @@ class UnitOfWork:
         for subscriber in self.fanout.get(topic, ()):
             self._outbox.append((subscriber, payload, self.command_id))
 
+    def take_events(
+        self,
+    ) -> tuple[list[tuple[Any, ...]], list[tuple[str, dict[str, Any], Any]]]:
+        """The history and outbox rows collected so far, for the caller to write in its own
+        statement (same transaction); they are no longer written at flush."""
+        history, outbox = self._history, self._outbox
+        self._history, self._outbox = [], []
+        return history, outbox
+
+    def remember_reply(self, sender: str, control_id: str, reply: str) -> None:
+        """Store the reply to (sender, message control id) at flush, with the change."""
+        self._reply = (sender, control_id, reply)
+
     async def flush(self) -> None:
-        if self._history:
-            await self.repo.append_history(self._history)
+        """Write the history rows, outbox rows and reply collected, in one statement."""
+        if self._history or self._outbox or self._reply is not None:
+            await self.repo.append_events(self._history, self._outbox, self._reply)
             self._history.clear()
-        if self._outbox:
-            await self.repo.append_outbox(self._outbox)
             self._outbox.clear()
+            self._reply = None

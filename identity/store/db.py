@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import AsyncIterator
+import weakref
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 
 import asyncpg
@@ -41,12 +42,39 @@ async def _init_connection(conn: asyncpg.Connection) -> None:
     await conn.set_type_codec("json", encoder=json.dumps, decoder=json.loads, schema="pg_catalog")
 
 
+def _pool_reset(
+    clean: weakref.WeakSet[asyncpg.Connection],
+) -> Callable[[asyncpg.Connection], Awaitable[None]]:
+    """The pool's reset of a released connection: asyncpg's reset query (unlock session
+    advisory locks, close cursors, UNLISTEN, RESET ALL; a round trip), skipped for a
+    connection whose only use was one committed ``Database.transaction()``, which leaves no
+    session state behind."""
+
+    async def reset(conn: asyncpg.Connection) -> None:
+        if conn in clean:
+            clean.discard(conn)
+            return
+        query = conn.get_reset_query()
+        if query:
+            await conn.execute(query)
+
+    return reset
+
+
 class Database:
     """Owns the connection pool. ``transaction()`` is the unit of work of every MPI command."""
 
-    def __init__(self, pool: asyncpg.Pool, url: str) -> None:
+    def __init__(
+        self,
+        pool: asyncpg.Pool,
+        url: str,
+        clean: weakref.WeakSet[asyncpg.Connection] | None = None,
+    ) -> None:
         self.pool = pool
         self.url = url
+        self._clean: weakref.WeakSet[asyncpg.Connection] = (
+            clean if clean is not None else weakref.WeakSet()
+        )
 
     @classmethod
     async def connect(
@@ -58,9 +86,11 @@ class Database:
         command_timeout: float = 30.0,
         server_settings: dict[str, str] | None = None,
     ) -> Database:
+        clean: weakref.WeakSet[asyncpg.Connection] = weakref.WeakSet()
         try:
             pool = await asyncpg.create_pool(
                 url,
+                reset=_pool_reset(clean),
                 min_size=min_size,
                 max_size=max_size,
                 command_timeout=command_timeout,
@@ -70,7 +100,7 @@ class Database:
         except _UNAVAILABLE as exc:
             raise StoreUnavailable(f"cannot connect to the database: {exc}") from exc
         assert pool is not None
-        return cls(pool, url)
+        return cls(pool, url, clean)
 
     async def close(self) -> None:
         await self.pool.close()
@@ -89,11 +119,19 @@ class Database:
 
         Connection loss anywhere (including at COMMIT) surfaces as StoreUnavailable: the caller
         must then not acknowledge, since the change may not be durable.
+
+        After a commit the connection goes back to the pool without asyncpg's reset query (one
+        round trip less per command): work in here must not change session state (no plain
+        SET, LISTEN, session advisory locks or WITH HOLD cursors; SET LOCAL is fine).
         """
         async with self.connection() as conn:
             try:
                 async with conn.transaction():
                     yield conn
+                # Committed: the connection goes back to the pool without the reset query.
+                raw = getattr(conn, "_con", conn)  # the pool's proxy wraps the connection
+                if isinstance(raw, asyncpg.Connection):
+                    self._clean.add(raw)
             except asyncpg.exceptions.TransactionRollbackError as exc:
                 raise StoreConflict(f"transaction rolled back, nothing applied: {exc}") from exc
             except _UNAVAILABLE as exc:

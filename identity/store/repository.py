@@ -8,7 +8,7 @@ from __future__ import annotations
 import hashlib
 import json
 import uuid
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 import asyncpg
@@ -59,6 +59,149 @@ class Repository:
         hashes = sorted({key_hash(k) for k in keys})
         if hashes:
             await self.conn.execute("SELECT lock_keys($1::bigint[])", hashes)
+
+    # --- registration in few round trips (migration 0002) -----------------------------------
+
+    async def register_begin(
+        self,
+        record_key: str,
+        domain_id: int,
+        identifier: str,
+        keys: Sequence[str],
+        *,
+        per_key: int,
+        max_block: int,
+        max_candidates: int,
+    ) -> asyncpg.Record:
+        """Lock the record key and read the record (row-locked) with its blocking keys
+        (``old_keys``) and no-match partners. When the record is not known, its ``keys`` are
+        locked too (one sorted call) and its candidates returned (``blocks``, ``prefetched``,
+        ``parties``: see the SQL function ``register_candidates``); ``id`` is then NULL."""
+        return await self.conn.fetchrow(
+            "SELECT * FROM register_begin($1, $2, $3, $4::bigint[], $5::text[], $6, $7, $8)",
+            key_hash(record_key),
+            domain_id,
+            identifier,
+            sorted({key_hash(k) for k in keys}),
+            list(keys),
+            per_key,
+            max_block,
+            max_candidates,
+        )
+
+    async def register_insert(
+        self,
+        domain_id: int,
+        identifier: str,
+        demographics: dict[str, Any],
+        normalized: dict[str, Any],
+        search: dict[str, Any],
+        source: str | None,
+        others: Sequence[tuple[int, str, str | None]],
+        keys: Sequence[str],
+        person_id: int | None,
+        link: tuple[LinkKind, float | None, dict[str, Any] | None, str],
+        reviews: Sequence[tuple[int | None, int | None, float | None, str, dict[str, Any]]],
+    ) -> asyncpg.Record:
+        """Write a new record with its identifiers, keys, person (``person_id`` None: a new
+        one; else that person is touched), link and review items (other record, person,
+        score, reason, explanation) in one call."""
+        texts, phones = _search_params(search)
+        kind, score, explanation, actor = link
+        return await self.conn.fetchrow(
+            """SELECT * FROM register_insert($1, $2, $3, $4, $5::text[], $6::text[], $7,
+                   $8::integer[], $9::text[], $10::text[], $11::text[], $12, $13, $14, $15,
+                   $16, $17::bigint[], $18::bigint[], $19::float8[], $20::text[], $21::jsonb)""",
+            domain_id,
+            identifier,
+            demographics,
+            normalized,
+            texts,
+            phones,
+            source,
+            [d for d, _, _ in others],
+            [v for _, v, _ in others],
+            [t for _, _, t in others],
+            list(keys),
+            person_id,
+            kind.value,
+            score,
+            explanation,
+            actor,
+            [r[0] for r in reviews],
+            [r[1] for r in reviews],
+            [r[2] for r in reviews],
+            [r[3] for r in reviews],
+            [r[4] for r in reviews],
+        )
+
+    async def register_update(
+        self,
+        record_id: int,
+        lock_keys: Iterable[str],
+        demographics: dict[str, Any],
+        normalized: dict[str, Any],
+        search: dict[str, Any],
+        source: str | None,
+        others: Sequence[tuple[int, str, str | None]],
+        keys: Sequence[str],
+        *,
+        touch_person: int | None,
+        own_person: int | None,
+        per_key: int,
+        max_block: int,
+        max_candidates: int,
+        history: Sequence[tuple[Any, ...]] = (),
+        outbox: Sequence[tuple[str, dict[str, Any], Any]] = (),
+    ) -> asyncpg.Record:
+        """Lock ``lock_keys`` (one sorted call), write the record, its identifiers and keys,
+        the ``history`` and ``outbox`` rows, touch ``touch_person``; return the active records
+        of ``own_person`` but this one (``own_parties``) and, when there are none, the
+        record's candidates."""
+        texts, phones = _search_params(search)
+        return await self.conn.fetchrow(
+            """SELECT * FROM register_update($1::bigint[], $2, $3, $4, $5::text[], $6::text[],
+                   $7, $8::integer[], $9::text[], $10::text[], $11::text[], $12, $13, $14, $15,
+                   $16, $17::uuid[], $18::text[], $19::text[], $20::bigint[], $21::bigint[],
+                   $22::bigint[], $23::jsonb[], $24::jsonb[], $25::text[], $26::text[],
+                   $27::text[], $28::jsonb[], $29::uuid[])""",
+            sorted({key_hash(k) for k in lock_keys}),
+            record_id,
+            demographics,
+            normalized,
+            texts,
+            phones,
+            source,
+            [d for d, _, _ in others],
+            [v for _, v, _ in others],
+            [t for _, _, t in others],
+            list(keys),
+            touch_person,
+            own_person,
+            per_key,
+            max_block,
+            max_candidates,
+            *_event_params(history, outbox),
+        )
+
+    async def append_events(
+        self,
+        history: Sequence[tuple[Any, ...]],
+        outbox: Sequence[tuple[str, dict[str, Any], Any]],
+        reply: tuple[str, str, str] | None = None,
+    ) -> None:
+        """History rows, outbox rows and the stored reply (sender, control id, text) of a
+        command, in one call."""
+        sender, control_id, text = reply if reply is not None else (None, None, None)
+        await self.conn.execute(
+            """SELECT append_events($1::uuid[], $2::text[], $3::text[], $4::bigint[],
+                   $5::bigint[], $6::bigint[], $7::jsonb[], $8::jsonb[], $9::text[], $10::text[],
+                   $11::text[], $12::jsonb[], $13::uuid[], $14, $15, $16)""",
+            *_event_params(history, outbox),
+            sender,
+            control_id,
+            text,
+        )
 
     # --- domains ----------------------------------------------------------------------------
 
@@ -681,7 +824,31 @@ def search_values(search: dict[str, Any]) -> tuple[Any, ...]:
     )
 
 
-def record_from_row(row: asyncpg.Record, domains_by_id: dict[int, Domain]) -> SourceRecord:
+def _event_params(
+    history: Sequence[tuple[Any, ...]], outbox: Sequence[tuple[str, dict[str, Any], Any]]
+) -> list[list[Any]]:
+    """History rows (command id, event, entity, entity id, person id, record id, before, after,
+    actor, message id) and outbox rows (topic, payload, command id) as the parallel arrays
+    append_events takes."""
+    columns: list[list[Any]] = [[] for _ in range(13)]
+    for row in history:
+        for column, value in zip(columns[:10], row, strict=True):
+            column.append(value)
+    for row in outbox:
+        for column, value in zip(columns[10:], row, strict=True):
+            column.append(value)
+    return columns
+
+
+def _search_params(search: dict[str, Any]) -> tuple[list[str | None], list[str]]:
+    """The search columns as the registration functions take them: nine texts (family_norm,
+    given_norm, family_phon, given_phon, birth_date, sex, postal_code, city_norm,
+    mothers_maiden_norm) and the phone digits."""
+    values = search_values(search)
+    return [*values[:8], values[9]], values[8]
+
+
+def record_from_row(row: Mapping[str, Any], domains_by_id: dict[int, Domain]) -> SourceRecord:
     others = []
     for domain_id, value, type_code in row["others"]:
         domain = domains_by_id.get(int(domain_id))
@@ -717,7 +884,7 @@ def record_from_row(row: asyncpg.Record, domains_by_id: dict[int, Domain]) -> So
     )
 
 
-def person_from_row(row: asyncpg.Record, records: Sequence[SourceRecord] = ()) -> Person:
+def person_from_row(row: Mapping[str, Any], records: Sequence[SourceRecord] = ()) -> Person:
     return Person(
         id=row["id"],
         enterprise_id=row["enterprise_id"],
@@ -730,7 +897,7 @@ def person_from_row(row: asyncpg.Record, records: Sequence[SourceRecord] = ()) -
     )
 
 
-def review_from_row(row: asyncpg.Record) -> ReviewItem:
+def review_from_row(row: Mapping[str, Any]) -> ReviewItem:
     return ReviewItem(
         id=row["id"],
         record_id=row["record_id"],

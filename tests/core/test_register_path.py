@@ -1,0 +1,180 @@
+"""The registration path in few round trips (migration 0002): lock order, the candidate cap's
+fallback, the reply assembled without reading back, and the pool's reset."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+
+import asyncpg
+
+from identity.config import Settings
+from identity.model import Decision
+from identity.mpi import Mpi
+from identity.mpi.feed import record_key
+from identity.store.db import Database
+from identity.store.repository import Repository, key_hash
+
+from .helpers import person, ref
+
+A = {"source": "ADT_A", "actor": "hl7:ADT_A"}
+B = {"source": "ADT_B", "actor": "hl7:ADT_B"}
+
+
+def _split(key: str) -> tuple[int, int]:
+    """An advisory lock key as pg_locks shows it: (classid, objid) of the 64-bit value."""
+    value = key_hash(key) & 0xFFFFFFFFFFFFFFFF
+    return value >> 32, value & 0xFFFFFFFF
+
+
+async def _advisory_locks(conn: asyncpg.Connection, pid: int) -> dict[tuple[int, int], bool]:
+    rows = await conn.fetch(
+        """SELECT classid::bigint AS c, objid::bigint AS o, granted FROM pg_locks
+           WHERE locktype = 'advisory' AND pid = $1 AND objsubid = 1""",
+        pid,
+    )
+    return {(r["c"], r["o"]): r["granted"] for r in rows}
+
+
+async def _waiting_backend(conn: asyncpg.Connection, own: list[int]) -> int:
+    """The pid of the backend of this database (not one of ``own``) waiting on an advisory
+    lock (other test runs share the server, each in a database of its own)."""
+    while True:
+        pid = await conn.fetchval(
+            """SELECT pid FROM pg_locks WHERE locktype = 'advisory' AND NOT granted
+               AND database = (SELECT oid FROM pg_database WHERE datname = current_database())
+               AND pid <> ALL($1::int[]) LIMIT 1""",
+            own,
+        )
+        if pid is not None:
+            return int(pid)
+        await asyncio.sleep(0.01)
+
+
+async def test_registration_takes_the_record_key_before_the_blocking_keys(
+    mpi: Mpi, db: Database, run_database_url: str, schema: str
+) -> None:
+    """Held: one blocking key of the incoming record. The registration then holds its record
+    key and waits for the blocking key: record key first, blocking keys after."""
+    await mpi.register(person("HOSPA", "A1"), **A)
+    incoming = person("HOSPB", "B1")
+    domain = await mpi.domains.resolve(incoming.identifier.authority)
+    prepared = mpi.matcher.prepare(
+        incoming.demographics.as_matching_input(), [(domain.id, "B1", None)]
+    )
+    blocking = sorted(prepared.keys)[0]
+    holder = await asyncpg.connect(run_database_url, server_settings={"search_path": schema})
+    watcher = await asyncpg.connect(run_database_url, server_settings={"search_path": schema})
+    try:
+        own = [holder.get_server_pid(), watcher.get_server_pid()]
+        transaction = holder.transaction()
+        await transaction.start()
+        await Repository(holder).lock([blocking])
+        task = asyncio.create_task(mpi.register(incoming, **B))
+        pid = await asyncio.wait_for(_waiting_backend(watcher, own), timeout=30)
+        locks = await _advisory_locks(watcher, pid)
+        assert locks.get(_split(record_key(domain.id, "B1"))) is True
+        assert locks.get(_split(blocking)) is False
+        await transaction.rollback()
+        result = await asyncio.wait_for(task, timeout=30)
+        assert result.decision == Decision.LINKED
+    finally:
+        await holder.close()
+        await watcher.close()
+
+
+async def test_an_update_waits_for_its_record_key_before_taking_any_other_lock(
+    mpi: Mpi, db: Database, run_database_url: str, schema: str
+) -> None:
+    first = await mpi.register(person("HOSPA", "A1"), **A)
+    holder = await asyncpg.connect(run_database_url, server_settings={"search_path": schema})
+    watcher = await asyncpg.connect(run_database_url, server_settings={"search_path": schema})
+    try:
+        own = [holder.get_server_pid(), watcher.get_server_pid()]
+        transaction = holder.transaction()
+        await transaction.start()
+        key = record_key(first.record.domain.id, "A1")
+        await Repository(holder).lock([key])
+        task = asyncio.create_task(mpi.register(person("HOSPA", "A1", family="Jones"), **A))
+        pid = await asyncio.wait_for(_waiting_backend(watcher, own), timeout=30)
+        assert await _advisory_locks(watcher, pid) == {_split(key): False}
+        await transaction.rollback()
+        result = await asyncio.wait_for(task, timeout=30)
+        assert result.record.version == 2
+    finally:
+        await holder.close()
+        await watcher.close()
+
+
+async def test_candidates_beyond_the_prefetch_cap_are_selected_and_fetched(
+    db: Database, make_settings: Callable[..., Settings]
+) -> None:
+    """With max_candidates 1 the database does not prefetch (three candidates); the core
+    selects the best-ranked one (most shared keys) and fetches its person."""
+    core = Mpi(db, make_settings(matching={"max_candidates": 1, "term_frequencies": False}))
+    await core.start()
+    await core.register(person("HOSPA", "A1", given="Mary", sex="F"), **A)
+    await core.register(person("HOSPA", "A2", birth_date="1980-03-13"), **A)
+    target = await core.register(person("LAB", "L1"), source="LIS", actor="lis")
+    linked = await core.register(person("HOSPB", "B1"), **B)
+    assert linked.decision == Decision.LINKED
+    assert linked.person.id == target.person.id
+    assert linked.review_items == ()  # A2 (a review without the cap) was not scored
+
+
+async def test_register_result_is_what_a_read_back_returns(mpi: Mpi) -> None:
+    """The reply is assembled from what the transaction wrote; it equals a fresh read."""
+    ssn = ref("NATIONAL", "123456789")
+    commands = [
+        (person("HOSPA", "A1", others=(ssn,)), A),
+        (person("HOSPB", "B1", others=(ssn,)), B),  # linked
+        (person("HOSPA", "A2", others=(ref("NATIONAL", "9"),)), A),  # reviewed
+        (person("HOSPB", "B1", given="Johnny", others=(ssn,)), B),  # updated, link holds
+        (person("HOSPB", "B1", family="Okafor", given="Chidi", birth_date="1991-07-30"), B),
+    ]
+    decisions = []
+    for inp, who in commands:
+        result = await mpi.register(inp, **who)
+        decisions.append(result.decision)
+        assert result.record == await mpi.get_record(result.record.id)
+        person_now = await mpi.get_person(result.person.id)
+        assert result.person == person_now.model_copy(update={"records": ()})
+        stored = {i.id: i for i in await mpi.review_items()}
+        for item in result.review_items:
+            assert item == stored[item.id]
+    assert decisions == [
+        Decision.NEW_PERSON,
+        Decision.LINKED,
+        Decision.REVIEW,
+        Decision.UNCHANGED_LINK,
+        Decision.REVIEW,
+    ]
+
+
+async def test_a_connection_used_outside_a_transaction_is_still_reset(db: Database) -> None:
+    """Only a committed Database.transaction() skips the pool's reset query: a session
+    advisory lock taken on a plain connection is released when it goes back to the pool."""
+    async with db.connection() as conn:
+        assert await conn.fetchval("SELECT pg_try_advisory_lock(4242)")
+    async with db.transaction() as conn:
+        pass
+    other = await asyncpg.connect(db.url, server_settings={})
+    try:
+        assert await other.fetchval("SELECT pg_try_advisory_lock(4242)")
+    finally:
+        await other.close()
+
+
+async def test_a_removed_record_registered_again_is_matched_like_a_new_one(mpi: Mpi) -> None:
+    first = await mpi.register(person("HOSPA", "A1"), **A)
+    await mpi.remove(ref("HOSPA", "A1"), **A)
+    other = await mpi.register(person("HOSPB", "B1"), **B)
+    assert other.decision == Decision.NEW_PERSON  # A1 is no candidate while removed
+    again = await mpi.register(person("HOSPA", "A1"), **A)
+    assert not again.created
+    assert again.decision == Decision.LINKED
+    assert again.person.id == other.person.id != first.person.id
+    assert again.record.status.value == "active" and again.record.version == 3
+    assert again.record == await mpi.get_record(again.record.id)
+    events = [e.event for e in await mpi.history(command_id=again.command_id)]
+    assert events == ["record_updated", "link_set"]
