@@ -22,6 +22,15 @@ class StoreConflict(StoreUnavailable):
     applied and the same command may simply be sent again."""
 
 
+class AlreadyProcessed(IdentityError):
+    """The message (sender, control id) was applied before; nothing was applied now.
+    ``reply`` is the reply stored with the first application, to send again."""
+
+    def __init__(self, reply: str) -> None:
+        super().__init__("message already processed")
+        self.reply = reply
+
+
 class MpiError(IdentityError):
     """A command of the MPI core was refused; nothing was changed."""
 

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from identity.errors import (
+    AlreadyProcessed,
     AmbiguousDomain,
     IdentifierConflict,
     InvalidInput,
@@ -169,6 +170,10 @@ class FeedHandler:
         }.get(ctx.trigger, self._register)
         try:
             await run(message, command, _source(message), actor, idempotency, reply)
+        except AlreadyProcessed as exc:
+            # delivered at the same time to another process, which applied it first
+            log.info("event=hl7_redelivered sender=%s control_id=%s", sender, ctx.control_id)
+            return to_bytes(exc.reply)
         except StoreUnavailable as exc:
             return self._unavailable(ctx, exc)
         except (MpiError, ParseError) as exc:

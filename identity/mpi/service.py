@@ -15,7 +15,13 @@ from contextlib import asynccontextmanager
 from typing import Any, TypeVar
 
 from identity.config import Settings
-from identity.errors import InvalidInput, NotFound, SourceNotAuthorized, UnknownDomain
+from identity.errors import (
+    AlreadyProcessed,
+    InvalidInput,
+    NotFound,
+    SourceNotAuthorized,
+    UnknownDomain,
+)
 from identity.model import (
     AuthorityRef,
     CommandResult,
@@ -83,9 +89,22 @@ class Mpi:
     # --- plumbing ---------------------------------------------------------------------------
 
     @asynccontextmanager
-    async def _unit(self, actor: str, message_id: str | None) -> AsyncIterator[UnitOfWork]:
+    async def _unit(
+        self,
+        actor: str,
+        message_id: str | None,
+        idempotency: tuple[str, str] | None = None,
+    ) -> AsyncIterator[UnitOfWork]:
+        """One transaction. With ``idempotency`` (sender, control id) the message's own lock is
+        taken first and a stored reply raises AlreadyProcessed: the same message delivered
+        twice at once, to any process, is applied once."""
         async with self.db.transaction() as conn:
             uow = UnitOfWork(conn, actor, message_id, self.fanout)
+            if idempotency is not None:
+                await uow.repo.lock([f"message:{idempotency[0]}|{idempotency[1]}"])
+                previous = await uow.repo.processed_reply(*idempotency)
+                if previous is not None:
+                    raise AlreadyProcessed(previous)
             yield uow
             await uow.flush()
 
@@ -140,11 +159,15 @@ class Mpi:
     async def primary_identifier(
         self, refs: Sequence[IdentifierRef], source: str | None
     ) -> tuple[IdentifierRef, list[IdentifierRef]]:
-        """Of the identifiers a feed sends (PID-3 repetitions), the first in a domain the source
-        may assign in is the record's own; the others are kept as other identifiers.
-        Raises SourceNotAuthorized (naming the first identifier) when there is none."""
+        """Of the identifiers a feed sends (PID-3 repetitions), pick the record's own; the others
+        are kept as other identifiers. Preference, first match in message order within each
+        rank: a domain whose ``sources`` name this sender; then any other domain open to every
+        source that does not identify a person; a person-identifying domain (a national ID)
+        only when nothing else fits. Raises SourceNotAuthorized (naming the first identifier)
+        when the source may assign in none of them."""
         if not refs:
             raise InvalidInput("no patient identifier", field="identifier")
+        ranked: list[tuple[int, int, IdentifierRef]] = []
         for index, ref in enumerate(refs):
             try:
                 domain = await self.domains.resolve_for_feed(ref.authority, source)
@@ -152,8 +175,18 @@ class Mpi:
                 if index == 0 and len(refs) == 1:
                     raise
                 continue
-            if not domain.is_enterprise and domain.allows(source):
-                return ref, [r for r in refs if r is not ref]
+            if domain.is_enterprise or not domain.allows(source):
+                continue
+            if source is not None and source in domain.sources:
+                rank = 0
+            elif not domain.identifies_person:
+                rank = 1
+            else:
+                rank = 2
+            ranked.append((rank, index, ref))
+        if ranked:
+            _, _, primary = min(ranked, key=lambda item: item[:2])
+            return primary, [r for r in refs if r is not primary]
         first = refs[0]
         domain = await self.domains.resolve_for_feed(first.authority, source)
         raise SourceNotAuthorized(source or "(anonymous)", domain.namespace)
@@ -182,7 +215,7 @@ class Mpi:
         others = await self._other_identifiers(
             record.other_identifiers, domain, record.identifier.value
         )
-        async with self._unit(actor, message_id) as uow:
+        async with self._unit(actor, message_id, idempotency) as uow:
             done = await self.feed.register_record(
                 uow, domain, record, others, source, replace=replace
             )
@@ -237,7 +270,7 @@ class Mpi:
         domain = await self.domains.resolve_for_feed(authority, source)
         await self._refresh_domains_if(domain)
         self._check_source(domain, source)
-        async with self._unit(actor, message_id) as uow:
+        async with self._unit(actor, message_id, idempotency) as uow:
             applied, note, record_ids, person_ids = await self.feed.merge(
                 uow, domain, retired, survivor_value
             )
@@ -269,7 +302,7 @@ class Mpi:
     ) -> CommandResult:
         domain = await self.domains.resolve_for_feed(authority, source)
         self._check_source(domain, source)
-        async with self._unit(actor, message_id) as uow:
+        async with self._unit(actor, message_id, idempotency) as uow:
             record_id, person_id = await self.feed.change_identifier(
                 uow, domain, old_value, new_value
             )
@@ -291,7 +324,7 @@ class Mpi:
     ) -> CommandResult:
         """Declare two records the same person; an unknown record is created first
         (TF2 ITI-30 A24 links even when a record is unknown)."""
-        async with self._unit(actor, message_id) as uow:
+        async with self._unit(actor, message_id, idempotency) as uow:
             rows = await self._ensure_records(uow, [a, b], source)
             persons = await self.feed.link(uow, rows[0], rows[1], kind)
             result = await self._command_result(
@@ -313,7 +346,7 @@ class Mpi:
         reply: Callable[[CommandResult], str] | None = None,
     ) -> CommandResult:
         """Declare two records different people: ``b`` leaves ``a``'s person."""
-        async with self._unit(actor, message_id) as uow:
+        async with self._unit(actor, message_id, idempotency) as uow:
             rows = await self._lookup_records(uow, [a.identifier, b.identifier])
             persons = await self.feed.unlink(uow, rows[0], rows[1], reason)
             note = None if persons else "records were not linked"

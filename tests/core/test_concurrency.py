@@ -101,3 +101,32 @@ async def test_row_locks_of_a_feed_do_not_block_references_to_the_record(
             mpi.register(person("HOSPA", "A2"), source="ADT_A", actor="t"), timeout=10
         )
     assert second.review_items and second.review_items[0].other_record_id == first.record.id
+
+
+async def test_same_message_delivered_twice_at_once_is_applied_once(
+    run_database_url: str, schema: str, make_settings: Callable[..., Settings]
+) -> None:
+    from identity.errors import AlreadyProcessed
+
+    settings = make_settings(domains=DOMAINS)
+    cores = await _cores(run_database_url, schema, settings, 2)
+    try:
+        outcomes = await asyncio.gather(
+            *(
+                core.register(
+                    person("SITE0", "M1"), source="X", actor="t",
+                    idempotency=("APP|FAC", "MSG-1"), reply=lambda r: f"ACK {r.record.id}",
+                )
+                for _, core in cores
+            ),
+            return_exceptions=True,
+        )
+        applied = [o for o in outcomes if not isinstance(o, BaseException)]
+        repeated = [o for o in outcomes if isinstance(o, AlreadyProcessed)]
+        assert len(applied) == 1 and len(repeated) == 1, outcomes
+        assert repeated[0].reply == f"ACK {applied[0].record.id}"
+        history = await cores[0][1].history(record_id=applied[0].record.id)
+        assert [e.event for e in history].count("record_created") == 1
+    finally:
+        for db, _ in cores:
+            await db.close()

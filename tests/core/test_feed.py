@@ -218,12 +218,16 @@ async def test_enterprise_domain_cannot_be_fed(mpi: Mpi) -> None:
         await mpi.register(person("MPI", "0000000001"), **A)
 
 
-async def test_primary_identifier_is_first_in_an_owned_domain(mpi: Mpi) -> None:
+async def test_primary_identifier_prefers_the_senders_own_domain(mpi: Mpi) -> None:
     refs = [ref("HOSPB", "B1"), ref("NATIONAL", "999"), ref("HOSPA", "A1")]
     primary, others = await mpi.primary_identifier(refs, "ADT_A")
-    # NATIONAL has no sources list: any source may assign there, so it comes first.
-    assert primary.value == "999"
-    assert [o.value for o in others] == ["B1", "A1"]
+    # HOSPA names ADT_A among its sources: its MRN is the record's own, even after a national
+    # ID that any source may send.
+    assert primary.value == "A1"
+    assert [o.value for o in others] == ["B1", "999"]
+    # a national ID is the record's own identifier only when nothing else fits
+    primary, others = await mpi.primary_identifier([ref("NATIONAL", "999")], "LIS")
+    assert primary.value == "999" and others == []
     with pytest.raises(SourceNotAuthorized):
         await mpi.primary_identifier([ref("HOSPB", "B1")], "LIS")
 
