@@ -151,6 +151,7 @@ async def bulk_import(
         prepared = [p for job in jobs for p in _prepare_chunk(job)]
     report.seconds["normalize"] = round(time.perf_counter() - t0, 2)
 
+    matcher.calibrate(len(resolved))
     t0 = time.perf_counter()
     pairs = candidate_pairs([p.keys for p in prepared], max_block=settings.max_block)
     report.candidate_pairs = int(len(pairs))

@@ -133,6 +133,8 @@ def prepare_record(
 class Matcher:
     def __init__(self, model: MatchModel, settings: MatchingSettings) -> None:
         self.model = model
+        self.base_prior = model.prior
+        self.base_prior_records = model.training.get("records")
         self.settings = settings
         self.namespaces: dict[int, str] = {}
         self.person_identifying: frozenset[str] = frozenset()
@@ -150,6 +152,19 @@ class Matcher:
 
     def use_term_frequencies(self, table: dict[str, Any] | None) -> None:
         self.model = self.model.with_term_frequencies(table)
+
+    def calibrate(self, index_size: int) -> None:
+        """Fit the prior to the index size. The prior (the chance that two random records are
+        one person) shrinks as the index grows; the trained prior fits the training set, so
+        for a larger index it is scaled down by training size / index size. It is never
+        raised for a smaller index: that made household members link in evaluation."""
+        trained_on = int(self.base_prior_records or 0)
+        prior = self.base_prior
+        if trained_on and index_size > trained_on:
+            prior = self.base_prior * trained_on / index_size
+        if prior != self.model.prior:
+            self.model = self.model.with_prior(prior)
+            log.info("event=prior_calibrated index_records=%d prior=%.3g", index_size, prior)
 
     # --- preparation ------------------------------------------------------------------------
 

@@ -78,11 +78,13 @@ class Mpi:
         await self.refresh_term_frequencies()
 
     async def refresh_term_frequencies(self) -> None:
-        """Recount how common each name is in the index (used to weigh name agreement)."""
-        if not self.settings.matching.term_frequencies:
-            return
+        """Recount how common each name is in the index (used to weigh name agreement), and
+        fit the model's prior to the index size."""
         async with self.db.connection() as conn:
             table = await Repository(conn).name_frequencies()
+        self.matcher.calibrate(int(table["total"]))
+        if not self.settings.matching.term_frequencies:
+            return
         self.matcher.use_term_frequencies(table)
         log.info("event=term_frequencies_loaded records=%s", table["total"])
 

@@ -3,6 +3,8 @@ ranking for queries."""
 
 from __future__ import annotations
 
+import pytest
+
 from identity.model import Address, Decision, Demographics, LinkKind, MatchGrade, Name, Phone
 from identity.mpi import Mpi
 
@@ -120,3 +122,17 @@ async def test_match_writes_nothing(mpi: Mpi) -> None:
     before = await mpi.history()
     await mpi.match(Demographics(names=(Name(family="Smith", given=("John",)),)))
     assert await mpi.history() == before
+
+
+def test_prior_is_scaled_down_for_a_large_index_and_never_up() -> None:
+    from identity.config import MatchingSettings
+    from identity.mpi.matcher import Matcher
+    from matching.model import MatchModel
+
+    model = MatchModel.default()
+    trained_on = int(model.training["records"])
+    matcher = Matcher(model, MatchingSettings())
+    matcher.calibrate(trained_on * 10)
+    assert matcher.model.prior == pytest.approx(model.prior / 10)
+    matcher.calibrate(100)
+    assert matcher.model.prior == model.prior
