@@ -34,7 +34,12 @@ from identity.errors import InvalidInput, InvalidState
 from identity.model import RecordInput
 from identity.mpi.matcher import Party, Prepared, prepare_record
 from identity.mpi.uow import UnitOfWork
-from identity.store.repository import BulkWriter, Repository, search_values
+from identity.store.repository import (
+    BULK_STATEMENT_TIMEOUT,
+    BulkWriter,
+    Repository,
+    search_values,
+)
 from matching.blocking import candidate_pairs
 from matching.decision import Decision as MatchDecision
 from matching.model import probability
@@ -180,7 +185,7 @@ async def bulk_import(
         )
     report.seconds["write"] = round(time.perf_counter() - t0, 2)
     async with mpi.db.connection() as conn:
-        await conn.execute("ANALYZE")
+        await conn.execute("ANALYZE", timeout=BULK_STATEMENT_TIMEOUT)
     await mpi.refresh_term_frequencies()
     report.seconds["total"] = round(time.perf_counter() - started, 2)
     log.info(

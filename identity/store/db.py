@@ -61,6 +61,12 @@ def _pool_reset(
     return reset
 
 
+def _describe(exc: BaseException) -> str:
+    """An error's type and text (a timeout has no text of its own)."""
+    text = str(exc)
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
 class Database:
     """Owns the connection pool. ``transaction()`` is the unit of work of every MPI command."""
 
@@ -98,7 +104,7 @@ class Database:
                 server_settings={"application_name": "identity", **(server_settings or {})},
             )
         except _UNAVAILABLE as exc:
-            raise StoreUnavailable(f"cannot connect to the database: {exc}") from exc
+            raise StoreUnavailable(f"cannot connect to the database: {_describe(exc)}") from exc
         assert pool is not None
         return cls(pool, url, clean)
 
@@ -111,7 +117,7 @@ class Database:
             async with self.pool.acquire() as conn:
                 yield conn
         except _UNAVAILABLE as exc:
-            raise StoreUnavailable(f"database unavailable: {exc}") from exc
+            raise StoreUnavailable(f"database unavailable: {_describe(exc)}") from exc
 
     @asynccontextmanager
     async def transaction(self) -> AsyncIterator[asyncpg.Connection]:
@@ -135,7 +141,7 @@ class Database:
             except asyncpg.exceptions.TransactionRollbackError as exc:
                 raise StoreConflict(f"transaction rolled back, nothing applied: {exc}") from exc
             except _UNAVAILABLE as exc:
-                raise StoreUnavailable(f"database unavailable: {exc}") from exc
+                raise StoreUnavailable(f"database unavailable: {_describe(exc)}") from exc
 
     async def healthy(self) -> tuple[bool, str]:
         try:

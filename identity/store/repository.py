@@ -714,6 +714,43 @@ class Repository:
             )
         return total, rows
 
+    async def search_persons(
+        self, terms: SearchTerms, limit: int, offset: int
+    ) -> tuple[int, list[asyncpg.Record], list[asyncpg.Record]]:
+        """Persons with a record matching ``terms``: (number of persons, the person rows of
+        the page with ``matched_record_id`` = the person's first matching record, the active
+        record rows of those persons). Persons are ordered by their first matching record
+        (family, given, record id: the order of :meth:`search`). Two queries."""
+        where, params = terms.where, terms.params
+        clause = " AND ".join(where) if where else "TRUE"
+        hits = f"""
+            SELECT DISTINCT ON (l.person_id) l.person_id, r.id AS record_id,
+                   r.family_norm AS family, r.given_norm AS given
+            FROM source_record r JOIN link l ON l.source_record_id = r.id
+            WHERE {clause}
+            ORDER BY l.person_id, r.family_norm, r.given_norm, r.id"""
+        n = len(params)
+        persons = await self.conn.fetch(
+            f"""WITH hit AS ({hits})
+                SELECT p.*, h.record_id AS matched_record_id, count(*) OVER () AS total_count
+                FROM hit h JOIN person p ON p.id = h.person_id
+                ORDER BY h.family, h.given, h.record_id
+                LIMIT ${n + 1} OFFSET ${n + 2}""",
+            *params,
+            limit,
+            offset,
+        )
+        if not persons:
+            total = 0
+            if offset:
+                total = await self.conn.fetchval(f"SELECT count(*) FROM ({hits}) h", *params)
+            return total, [], []
+        records = await self.person_record_rows([p["id"] for p in persons])
+        return persons[0]["total_count"], persons, records
+
+
+BULK_STATEMENT_TIMEOUT = 3600.0  # seconds, for one COPY or ANALYZE of an initial load
+
 
 class BulkWriter:
     """COPY-based writing for the initial load (bulk import), inside the caller's transaction."""
@@ -740,7 +777,10 @@ class BulkWriter:
     async def copy(
         self, table: str, columns: Sequence[str], rows: Iterable[tuple[Any, ...]]
     ) -> int:
-        result = await self.conn.copy_records_to_table(table, records=rows, columns=list(columns))
+        # One COPY per table of the whole load: far beyond the per-statement command timeout.
+        result = await self.conn.copy_records_to_table(
+            table, records=rows, columns=list(columns), timeout=BULK_STATEMENT_TIMEOUT
+        )
         return int(result.split()[-1])
 
 
