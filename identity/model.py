@@ -102,6 +102,8 @@ DEMOGRAPHIC_FIELDS = (
     "phones",
     "mothers_maiden_name",
     "multiple_birth",
+    "account_number",
+    "mothers_identifier",
 )
 
 
@@ -115,6 +117,8 @@ class Demographics(_Model):
     phones: tuple[Phone, ...] | None = None
     mothers_maiden_name: str | None = None
     multiple_birth: bool | int | None = None
+    account_number: str | None = None  # PID-18 CX.1
+    mothers_identifier: IdentifierRef | None = None  # PID-21, authority as received
 
     @field_validator("birth_date")
     @classmethod
@@ -291,6 +295,8 @@ class SearchCriteria(_Model):
     sex: str | None = None
     identifier: IdentifierRef | None = None
     mothers_maiden_name: str | None = None
+    account_number: str | None = None  # PID-18 CX.1, exact
+    mothers_identifier: IdentifierRef | None = None  # PID-21, in a known domain
     address_line: str | None = None
     city: str | None = None
     state: str | None = None

@@ -3,6 +3,9 @@
 HL7 v2 update semantics (TF2 C.2.6): an empty field is "not sent" (Demographics field None),
 the explicit null ``""`` deletes the stored value (RecordInput.cleared).
 
+PID-18 (patient account number) is kept as its CX.1; PID-21 (mother's identifier) as the first
+repetition's CX with its assigning authority as received (resolved only when searched).
+
 PID-19 (SSN) is kept as another identifier in the domain whose OID is the US Social Security
 Administration's, 2.16.840.1.113883.4.1 (identifier type SS); the core skips it when no such
 domain is configured.
@@ -186,6 +189,16 @@ def record_input(
         values["phones"] = phones
     elif segment.is_null(13) or segment.is_null(14):
         cleared.add("phones")
+    if segment.is_null(18):
+        cleared.add("account_number")
+    elif segment.value(18) and segment.value(18) != HL7_NULL:
+        values["account_number"] = segment.value(18)  # CX.1 of the first repetition
+    if segment.is_null(21):
+        cleared.add("mothers_identifier")
+    else:
+        mother = next(filter(None, map(identifier_of, segment.repetitions(21))), None)
+        if mother is not None:
+            values["mothers_identifier"] = mother
     if segment.is_null(24):
         cleared.add("multiple_birth")
     elif segment.value(24):

@@ -222,20 +222,33 @@ _SEARCH_FIELDS: dict[str, str] = {
     "PID.11": "address_line", "PID.11.1": "address_line", "PID.11.1.1": "address_line",
     "PID.11.3": "city", "PID.11.4": "state", "PID.11.5": "postal_code", "PID.11.6": "country",
     "PID.13": "phone", "PID.13.1": "phone", "PID.13.12": "phone",
-    "PID.3": "id", "PID.3.1": "id",
-    "PID.3.4": "ns", "PID.3.4.1": "ns", "PID.3.4.2": "oid", "PID.3.4.3": "oid_type",
+    "PID.18": "account_number", "PID.18.1": "account_number",
 }  # fmt: skip
 
-_NOT_HELD = {
-    "PID.18": "patient account number (PID-18) is not held by this supplier",
-    "PID.21": "mother's identifier (PID-21) is not held by this supplier",
+_ID_PARTS: dict[str, str] = {
+    "": "id", ".1": "id", ".4": "ns", ".4.1": "ns", ".4.2": "oid", ".4.3": "oid_type",
 }
+_ID_FIELDS = {"PID.3": "identifier", "PID.21": "mothers_identifier"}
+"""CX parameters: the value (CX.1) and its assigning authority (CX.4: HD.1, HD.2, HD.3)."""
+
+_NOT_HELD = {
+    "PID.18": "only the ID (PID-18.1) of a patient account number is held by this supplier",
+}
+
+
+def _id_parameter(path: str) -> tuple[str, str] | None:
+    """``PID.3.4.1`` -> ("PID.3", "ns"); None for a path that is not a CX parameter."""
+    for field_path in _ID_FIELDS:
+        if path == field_path or path.startswith(field_path + "."):
+            part = _ID_PARTS.get(path[len(field_path) :])
+            return (field_path, part) if part else None
+    return None
 
 
 def parse_pdq(qpd: Segment) -> _PdqQuery:
     query = _PdqQuery()
-    identifier: dict[str, str] = {}
-    id_position = 1
+    identifiers: dict[str, dict[str, str]] = {}
+    id_positions: dict[str, int] = {}
     reps = qpd.repetitions(3)
     if not reps:
         raise FieldError("QPD-3 query parameters are missing",
@@ -246,17 +259,20 @@ def parse_pdq(qpd: Segment) -> _PdqQuery:
         location = ErrorLocation("QPD", 1, 3, position)
         if not value:
             continue
-        base = ".".join(path.split(".")[:2])
-        if base in _NOT_HELD:
-            raise FieldError(_NOT_HELD[base], location=location, code=103)
+        id_parameter = _id_parameter(path)
+        if id_parameter is not None:
+            field_path, part = id_parameter
+            identifiers.setdefault(field_path, {})[part] = value
+            if part == "id":
+                id_positions[field_path] = position
+            if field_path != "PID.3":
+                query.identifier_only = False
+            continue
         name = _SEARCH_FIELDS.get(path)
         if name is None:
-            raise FieldError(f"unsupported query parameter @{path}", location=location, code=103)
-        if name in ("id", "ns", "oid", "oid_type"):
-            identifier[name] = value
-            if name == "id":
-                id_position = position
-            continue
+            base = ".".join(path.split(".")[:2])
+            text = _NOT_HELD.get(base, f"unsupported query parameter @{path}")
+            raise FieldError(text, location=location, code=103)
         query.identifier_only = False
         if name == "birth_date":
             query.criteria["birth_date"] = hl7_date(value, location)
@@ -266,18 +282,19 @@ def parse_pdq(qpd: Segment) -> _PdqQuery:
             if name in ("family", "given") and "*" in value:
                 query.wildcard = True
             query.criteria[name] = value
-    if not identifier and not query.criteria:
+    if not identifiers and not query.criteria:
         raise FieldError("QPD-3 holds no searchable parameter with a value",
                          location=ErrorLocation("QPD", 1, 3), code=101)
-    if identifier:
+    for field_path, identifier in identifiers.items():
         if "id" not in identifier:
-            raise FieldError("@PID.3.4 needs @PID.3.1", location=ErrorLocation("QPD", 1, 3),
-                             code=101)
+            raise FieldError(f"@{field_path}.4 needs @{field_path}.1",
+                             location=ErrorLocation("QPD", 1, 3), code=101)
         if not identifier.get("ns") and not identifier.get("oid"):
-            raise FieldError("@PID.3.1 needs @PID.3.4",
-                             location=ErrorLocation("QPD", 1, 3, id_position), code=101)
+            raise FieldError(f"@{field_path}.1 needs @{field_path}.4",
+                             location=ErrorLocation("QPD", 1, 3, id_positions[field_path]),
+                             code=101)
         oid = identifier.get("oid") if identifier.get("oid_type", "ISO").upper() == "ISO" else None
-        query.criteria["identifier"] = IdentifierRef(
+        query.criteria[_ID_FIELDS[field_path]] = IdentifierRef(
             value=identifier["id"],
             authority=AuthorityRef(namespace=identifier.get("ns") or None, oid=oid),
         )
@@ -333,7 +350,7 @@ class PdqQuery:
             limit = _limit(message)
             digest = _digest(qpd, limit)
             mode, offset = self._continuation(message, digest)
-            hits, more, mode = await self._page(query, wanted, mode, offset, limit)
+            hits, more, mode, total = await self._page(query, wanted, mode, offset, limit)
         except FieldError as exc:
             return _rsp(ctx, "K22", "RSP_K21", "AE", "AE", qpd,
                         [ErrorDetail(exc.location, exc.code, exc.text)])
@@ -352,7 +369,8 @@ class PdqQuery:
             return _rsp(ctx, "K22", "RSP_K21", "AA", "NF", qpd, qak_extra=[0, 0, 0])
         body: list[Any] = []
         for number, hit in enumerate(hits, start=1):
-            body.append(pid_segment(hit.identifiers, hit.record.demographics, set_id=number))
+            pid = pid_segment(hit.identifiers, hit.record.demographics, set_id=number)
+            body.append(await self._account_and_mother(pid, hit.record.demographics))
             # QRI is required in the v2.5 RSP_K21 QUERY_RESPONSE group: QRI-1 = match weight
             # of an approximate hit, QRI-3 = how the hit was found.
             if hit.weight is not None:
@@ -361,8 +379,34 @@ class PdqQuery:
                 body.append(["QRI", None, None, [EXACT]])
         if more:
             body.append(["DSC", f"{mode}{offset + len(hits)}.{digest}", "I"])
+        # QAK-4 hit count total, QAK-5 this payload, QAK-6 hits remaining (persons); the
+        # total is left empty when it is not known without reading every hit.
+        remaining = total - offset - len(hits) if total is not None else None
         return _rsp(ctx, "K22", "RSP_K21", "AA", "OK", qpd, body=body,
-                    qak_extra=[None, len(hits), None])
+                    qak_extra=[total, len(hits), remaining])
+
+    async def _account_and_mother(self, pid: list[Any], demographics: Demographics) -> list[Any]:
+        """PID-18 (CX.1 only) and PID-21 (CX, fully qualified when its authority names a
+        configured domain, else as received) when held."""
+        fields: dict[int, Any] = {}
+        if demographics.account_number:
+            fields[18] = demographics.account_number
+        mother = demographics.mothers_identifier
+        if mother is not None:
+            authority = mother.authority
+            try:
+                domain = await self.mpi.domains.resolve(authority)
+                authority = AuthorityRef(namespace=domain.namespace, oid=domain.oid)
+            except (UnknownDomain, AmbiguousDomain, InvalidInput):
+                pass
+            hd = [authority.namespace, authority.oid, "ISO" if authority.oid else None]
+            fields[21] = [[mother.value, None, None, hd, mother.type]]  # one repetition
+        if not fields:
+            return pid
+        pid = pid + [None] * (max(fields) + 1 - len(pid))
+        for number, value in fields.items():
+            pid[number] = value
+        return pid
 
     def _continuation(self, message: Message, digest: str) -> tuple[str, int]:
         dsc = message.segment("DSC")
@@ -377,14 +421,17 @@ class PdqQuery:
 
     async def _page(
         self, query: _PdqQuery, wanted: set[int], mode: str, offset: int, limit: int
-    ) -> tuple[list[_Hit], bool, str]:
-        needed = offset + limit + 1
+    ) -> tuple[list[_Hit], bool, str, int | None]:
+        """The page (hits, more after it?, mode, total number of hits when known)."""
         if mode == "e":
-            hits = await self._exact(query, wanted, needed)
+            hits, more, total = await self._exact(query, wanted, offset, limit)
             if hits or offset or not self._approximate_allowed(query):
-                return hits[offset : offset + limit], len(hits) > offset + limit, "e"
-        hits = await self._approximate(query, wanted, needed)
-        return hits[offset : offset + limit], len(hits) > offset + limit, "a"
+                return hits, more, "e", total
+        needed = offset + limit + 1
+        found = await self._approximate(query, wanted, needed)
+        more = len(found) > offset + limit
+        total = None if more else len(found)
+        return found[offset : offset + limit], more, "a", total
 
     async def _hit(self, record: SourceRecord, wanted: set[int]) -> _Hit | None:
         domains = self.mpi.domains.all()
@@ -396,35 +443,63 @@ class PdqQuery:
             return None  # QPD-8 filtered PID-3 to nothing: the PID is dropped
         return _Hit(person, record, identifiers)
 
-    async def _exact(self, query: _PdqQuery, wanted: set[int], needed: int) -> list[_Hit]:
+    def _person_hit(
+        self, query: _PdqQuery, person: Person, wanted: set[int], domains: list[Domain]
+    ) -> _Hit | None:
+        """A person found by ``Mpi.search_persons``: its first record is the one that matched;
+        the PID shows that record's demographics, which must pass the name filters."""
+        if not person.records or not _name_filter(query, person.records[0]):
+            return None
+        identifiers = person_identifiers(person, domains, wanted)
+        if not identifiers:
+            return None  # QPD-8 filtered PID-3 to nothing: the PID is dropped
+        return _Hit(person, person.records[0], identifiers)
+
+    async def _exact(
+        self, query: _PdqQuery, wanted: set[int], offset: int, limit: int
+    ) -> tuple[list[_Hit], bool, int | None]:
+        """One page of persons (``Mpi.search_persons``). Without QPD-8 or name filters the
+        page is read directly at ``offset`` and the total is the database's count; with
+        them, persons are read from the start in chunks and filtered until the page is full
+        (the total is then known only when every person was read)."""
+        domains = self.mpi.domains.all()
+        filtered = bool(wanted) or bool(query.middle or query.suffix or query.prefix)
+        if not filtered:
+            size = min(limit, 10_000)
+            criteria = SearchCriteria(**query.criteria, limit=size, offset=offset)
+            total, persons = await self.mpi.search_persons(criteria)
+            hits = [h for p in persons if (h := self._person_hit(query, p, wanted, domains))]
+            return hits, offset + len(persons) < total, total
+        needed = offset + limit + 1
+        chunk = min(max(needed * 2, 100), 10_000)
         hits: list[_Hit] = []
-        seen: set[int] = set()
-        page = min(max(needed * 2, 100), 10_000)
-        offset = 0
+        read = 0
+        exhausted = False
         while len(hits) < needed:
-            criteria = SearchCriteria(**query.criteria, limit=page, offset=offset)
-            result = await self.mpi.search(criteria)
-            for record in result.records:
-                if record.person_id in seen or not _name_filter(query, record):
-                    continue
-                seen.add(record.person_id or -record.id)
-                hit = await self._hit(record, wanted)
+            criteria = SearchCriteria(**query.criteria, limit=chunk, offset=read)
+            total, persons = await self.mpi.search_persons(criteria)
+            for person in persons:
+                hit = self._person_hit(query, person, wanted, domains)
                 if hit is not None:
                     hits.append(hit)
-                    if len(hits) >= needed:
-                        break
-            offset += len(result.records)
-            if not result.records or offset >= result.total:
+            read += len(persons)
+            if not persons or read >= total:
+                exhausted = True
                 break
-        return hits
+        page = hits[offset : offset + limit]
+        more = len(hits) > offset + limit
+        return page, more, len(hits) if exhausted else None
 
     def _approximate_allowed(self, query: _PdqQuery) -> bool:
         has_demographics = any(
             key in query.criteria for key in ("family", "given", "birth_date")
         )
+        exact_only = any(
+            key in query.criteria for key in ("account_number", "mothers_identifier")
+        )  # identifiers the matching engine does not weigh: no approximate fallback
         return (
             hasattr(self.mpi, "match") and has_demographics and not query.wildcard
-            and not query.identifier_only
+            and not query.identifier_only and not exact_only
         )
 
     async def _approximate(self, query: _PdqQuery, wanted: set[int], needed: int) -> list[_Hit]:

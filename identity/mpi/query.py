@@ -139,6 +139,11 @@ async def build_search_terms(domains: DomainRegistry, criteria: SearchCriteria) 
     if criteria.identifier is not None:
         domain = await domains.resolve(criteria.identifier.authority)
         terms.identifier(domain.id, criteria.identifier.value)
+    if criteria.account_number:
+        terms.account_number(criteria.account_number)
+    if criteria.mothers_identifier is not None:
+        mother = await domains.resolve(criteria.mothers_identifier.authority)
+        terms.mothers_identifier(criteria.mothers_identifier.value, mother.namespace, mother.oid)
     if criteria.mothers_maiden_name:
         terms.equals("mothers_maiden_norm", normalize_family(criteria.mothers_maiden_name))
     if criteria.postal_code:

@@ -505,6 +505,30 @@ class Mpi:
         by_id = self.domains.by_id
         return SearchResult(total=total, records=tuple(record_from_row(r, by_id) for r in rows))
 
+    async def search_persons(self, criteria: SearchCriteria) -> tuple[int, list[Person]]:
+        """Demographic search by person: the number of persons with a matching record, and the
+        persons of the page (``criteria.limit``/``offset`` count persons) with all their active
+        records, in two queries on one snapshot. Persons come in the order of their first
+        matching record (as :meth:`search` orders records), and each person's records start
+        with that record when it is active (the rest by id)."""
+        terms = await query.build_search_terms(self.domains, criteria)
+        async with self.db.connection() as conn:
+            async with conn.transaction(isolation="repeatable_read", readonly=True):
+                total, person_rows, record_rows = await Repository(conn).search_persons(
+                    terms, criteria.limit, criteria.offset
+                )
+        by_id = self.domains.by_id
+        records: dict[int, list[SourceRecord]] = {}
+        for row in record_rows:
+            records.setdefault(row["person_id"], []).append(record_from_row(row, by_id))
+        persons = []
+        for row in person_rows:
+            own = records.get(row["id"], [])
+            matched = row["matched_record_id"]
+            own.sort(key=lambda r: (r.id != matched, r.id))
+            persons.append(person_from_row(row, own))
+        return total, persons
+
     async def get_record(self, record_id: int) -> SourceRecord:
         async with self.db.connection() as conn:
             return await self._record(Repository(conn), record_id)

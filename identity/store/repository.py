@@ -828,6 +828,21 @@ class SearchTerms:
             f" AND ri.identifier = {v}))"
         )
 
+    def account_number(self, value: str) -> None:
+        """PID-18 CX.1, exactly (index source_record_account_number, migration 0003)."""
+        self.where.append(f"(r.demographics ->> 'account_number') = {self._p(value)}")
+
+    def mothers_identifier(self, value: str, namespace: str, oid: str | None) -> None:
+        """PID-21 in a domain: the value (index source_record_mothers_identifier) and the
+        authority as received, which names the domain by its namespace or its OID."""
+        v, ns = self._p(value), self._p(namespace)
+        authority = "r.demographics -> 'mothers_identifier' -> 'authority'"
+        by_oid = f" OR ({authority} ->> 'oid') = {self._p(oid)}" if oid else ""
+        self.where.append(
+            f"(r.demographics -> 'mothers_identifier' ->> 'value') = {v}"
+            f" AND (({authority} ->> 'namespace') = {ns}{by_oid})"
+        )
+
     def phone(self, digits: str) -> None:
         self.where.append(f"r.phone_digits @> ARRAY[{self._p(digits)}]::text[]")
 

@@ -5,8 +5,9 @@ from __future__ import annotations
 import pytest
 
 from identity.errors import InvalidInput, UnknownDomain, UnknownIdentifier, UnknownTargetDomain
-from identity.model import Address, AuthorityRef, Phone, SearchCriteria
+from identity.model import Address, AuthorityRef, IdentifierRef, Phone, SearchCriteria
 from identity.mpi import Mpi
+from identity.mpi.query import build_search_terms
 
 from .helpers import person, ref
 
@@ -172,3 +173,114 @@ async def test_search_excludes_removed_records(mpi: Mpi) -> None:
     await mpi.remove(ref("HOSPA", "A1"), **A)
     assert (await mpi.search(SearchCriteria(family="Smith"))).total == 0
     assert (await mpi.search(SearchCriteria(family="Smith", include_inactive=True))).total == 1
+
+
+async def _accounts(mpi: Mpi) -> None:
+    """A1 and B1 carry an account number and a mother's identifier (by namespace, by OID)."""
+    await mpi.register(
+        person("HOSPA", "A1", account_number="ACC-1", mothers_identifier=ref("HOSPA", "M1")),
+        **A,
+    )
+    mother_by_oid = IdentifierRef(value="M1", authority=AuthorityRef(oid="1.2.3.4.5.2"))
+    await mpi.register(
+        person("HOSPB", "B1", family="Jones", account_number="ACC-2",
+               mothers_identifier=mother_by_oid),
+        **B,
+    )
+    await mpi.register(person("HOSPA", "A2", family="Doe"), **A)
+
+
+async def test_search_by_account_number_is_exact(mpi: Mpi) -> None:
+    await _accounts(mpi)
+    found = await mpi.search(SearchCriteria(account_number="ACC-1"))
+    assert [r.identifier for r in found.records] == ["A1"]
+    assert found.records[0].demographics.account_number == "ACC-1"
+    assert (await mpi.search(SearchCriteria(account_number="ACC"))).total == 0
+
+
+async def test_search_by_mothers_identifier_resolves_the_domain(mpi: Mpi) -> None:
+    await _accounts(mpi)
+    # the same value in two domains: the domain decides, whichever way it was named
+    by_ns = await mpi.search(SearchCriteria(mothers_identifier=ref("HOSPA", "M1")))
+    assert [r.identifier for r in by_ns.records] == ["A1"]
+    by_oid = await mpi.search(
+        SearchCriteria(
+            mothers_identifier=IdentifierRef(value="M1", authority=AuthorityRef(oid="1.2.3.4.5.1"))
+        )
+    )
+    assert [r.identifier for r in by_oid.records] == ["A1"]
+    stored_by_oid = await mpi.search(SearchCriteria(mothers_identifier=ref("HOSPB", "M1")))
+    assert [r.identifier for r in stored_by_oid.records] == ["B1"]
+    assert (await mpi.search(SearchCriteria(mothers_identifier=ref("LAB", "M1")))).total == 0
+    with pytest.raises(UnknownDomain):
+        await mpi.search(SearchCriteria(mothers_identifier=ref("NOWHERE", "M1")))
+
+
+async def test_account_number_and_mothers_identifier_follow_partial_updates(mpi: Mpi) -> None:
+    await _accounts(mpi)
+    # not sent: unchanged
+    await mpi.register(person("HOSPA", "A1", family="Smith"), **A)
+    assert (await mpi.search(SearchCriteria(account_number="ACC-1"))).total == 1
+    # a new value replaces the old one
+    await mpi.register(person("HOSPA", "A1", account_number="ACC-9"), **A)
+    assert (await mpi.search(SearchCriteria(account_number="ACC-1"))).total == 0
+    assert (await mpi.search(SearchCriteria(account_number="ACC-9"))).total == 1
+    # explicitly cleared
+    cleared = person("HOSPA", "A1").model_copy(
+        update={"cleared": frozenset({"account_number", "mothers_identifier"})}
+    )
+    await mpi.register(cleared, **A)
+    assert (await mpi.search(SearchCriteria(account_number="ACC-9"))).total == 0
+    assert (await mpi.search(SearchCriteria(mothers_identifier=ref("HOSPA", "M1")))).total == 0
+
+
+async def test_pdq_identifier_searches_use_the_migration_indexes(mpi: Mpi) -> None:
+    await _accounts(mpi)
+    cases = {
+        "source_record_account_number": SearchCriteria(account_number="ACC-1"),
+        "source_record_mothers_identifier": SearchCriteria(mothers_identifier=ref("HOSPA", "M1")),
+    }
+    async with mpi.db.connection() as conn:
+        await conn.execute("SET enable_seqscan = off")  # the table is tiny: force the choice
+        try:
+            for index, criteria in cases.items():
+                terms = await build_search_terms(mpi.domains, criteria)
+                sql = "EXPLAIN SELECT r.id FROM source_record r WHERE " + " AND ".join(terms.where)
+                plan = "\n".join(r[0] for r in await conn.fetch(sql, *terms.params))
+                assert index in plan, plan
+        finally:
+            await conn.execute("RESET enable_seqscan")
+
+
+async def test_search_persons_counts_and_pages_persons_not_records(mpi: Mpi) -> None:
+    await mpi.register(person("HOSPA", "A1"), **A)
+    await mpi.register(person("HOSPB", "B1"), **B)  # the same John Smith: linked to A1
+    await mpi.register(
+        person("HOSPA", "A2", given="Anna", birth_date="1975-12-24", sex="F"), **A
+    )
+    await mpi.register(person("HOSPA", "A3", given="Peter", birth_date="1962-07-07"), **A)
+    assert (await mpi.search(SearchCriteria(family="Smith"))).total == 4
+
+    total, persons = await mpi.search_persons(SearchCriteria(family="Smith"))
+    assert total == 3
+    assert [p.records[0].identifier for p in persons] == ["A2", "A1", "A3"]  # by given name
+    john = persons[1]
+    assert sorted(r.identifier for r in john.records) == ["A1", "B1"]
+    assert tuple(sorted(john.records, key=lambda r: r.id)) == (
+        await mpi.get_person(john.id)
+    ).records
+
+    total, page = await mpi.search_persons(SearchCriteria(family="Smith", limit=2, offset=1))
+    assert total == 3 and [p.id for p in page] == [p.id for p in persons[1:]]
+    total, beyond = await mpi.search_persons(SearchCriteria(family="Smith", offset=5))
+    assert (total, beyond) == (3, [])
+    assert await mpi.search_persons(SearchCriteria(family="Nobody")) == (0, [])
+
+
+async def test_search_persons_puts_the_matching_record_first(mpi: Mpi) -> None:
+    await mpi.register(person("HOSPA", "A1"), **A)
+    await mpi.register(person("HOSPB", "B1"), **B)
+    total, [found] = await mpi.search_persons(SearchCriteria(identifier=ref("HOSPB", "B1")))
+    assert total == 1 and [r.identifier for r in found.records] == ["B1", "A1"]
+    with pytest.raises(UnknownDomain):
+        await mpi.search_persons(SearchCriteria(identifier=ref("NOWHERE", "1")))

@@ -8,6 +8,7 @@ import pytest
 from identity.hl7v2.mllp import MLLPClient
 from identity.hl7v2.service import Hl7Service
 from identity.hl7v2.tokenizer import Message
+from tests.core.helpers import person
 from tests.hl7v2.messages import adt, errs, msa, msh, pdq_query, pid3, qak, reply, strictly_valid
 
 PATIENTS = [
@@ -103,8 +104,76 @@ async def test_identifier_without_authority_is_AE_101(seeded: None, client: MLLP
 
 
 async def test_field_not_held_is_AE_103(seeded: None, client: MLLPClient) -> None:
-    answer = await query(client, "@PID.18^ACC1")
+    # the account number's authority is not held (only PID-18.1), nor is PID-20
+    answer = await query(client, "@PID.5.1.1^SMITH~@PID.18.4.1^HOSPA")
+    assert msa(answer) == "AE" and errs(answer) == [("QPD^1^3^2", "103")]
+    answer = await query(client, "@PID.20^D123")
     assert msa(answer) == "AE" and errs(answer) == [("QPD^1^3^1", "103")]
+
+
+ACCOUNTS = "||||||||||ACC-1^^^HOSPA&1.2.3.4.5.1&ISO^AN|||M77^^^HOSPB^MR"
+"""PID-9..21 after PID-8: PID-18 account number, PID-21 mother's identifier (in HOSPB)."""
+
+
+@pytest.fixture
+async def accounts(service: Hl7Service, client: MLLPClient) -> None:
+    for pid, name, extra in (
+        ("R1^^^HOSPA", "ROE^RICHARD", ACCOUNTS),
+        ("R2^^^HOSPA", "ROE^RITA", "||||||||||ACC-2|||M77^^^LAB"),  # same value, another domain
+        ("R3^^^HOSPA", "ROE^ROBERT", ""),
+    ):
+        answer = reply(await client.send(adt("A04", pid, name=name, extra_pid=extra)))
+        assert msa(answer) == "AA", answer
+
+
+def hospa_ids(message: Message) -> set[str]:
+    return {i.split("^")[0] for p in message.segments("PID") for i in pid3(p) if "^^^HOSPA&" in i}
+
+
+async def test_account_number_and_mothers_identifier_are_searched_and_returned(
+    accounts: None, client: MLLPClient
+) -> None:
+    cases = [
+        ("@PID.18^ACC-1", {"R1"}),
+        ("@PID.18.1^ACC-2~@PID.5.1.1^ROE", {"R2"}),
+        ("@PID.18.1^ACC-3", set()),
+        ("@PID.21.1^M77~@PID.21.4.1^HOSPB", {"R1"}),
+        ("@PID.21^M77~@PID.21.4.2^1.2.3.4.5.2~@PID.21.4.3^ISO", {"R1"}),
+        ("@PID.21.1^M77~@PID.21.4^LAB", {"R2"}),
+        ("@PID.21.1^M77~@PID.21.4.1^HOSPA", set()),
+    ]
+    for params, expected in cases:
+        assert hospa_ids(await query(client, params)) == expected, params
+    raw = await client.send(pdq_query("@PID.18^ACC-1"))
+    strictly_valid(raw)
+    [pid] = reply(raw).segments("PID")
+    assert pid.value(18) == "ACC-1" and pid.field(18) == "ACC-1"
+    assert pid.field(21) == "M77^^^HOSPB&1.2.3.4.5.2&ISO^MR"
+    [plain] = (await query(client, "@PID.5.1.1^ROE~@PID.5.2^ROBERT")).segments("PID")
+    assert plain.field(18) == "" and plain.field(21) == ""
+
+
+async def test_account_number_follows_updates_and_explicit_null(
+    accounts: None, client: MLLPClient
+) -> None:
+    same = reply(await client.send(adt("A08", "R1^^^HOSPA", name="ROE^RICHARD")))
+    assert msa(same) == "AA"  # PID-18/21 not sent: kept
+    assert hospa_ids(await query(client, "@PID.18^ACC-1")) == {"R1"}
+    cleared = adt("A08", "R1^^^HOSPA", name="ROE^RICHARD", extra_pid='||||||||||""|||""')
+    assert msa(reply(await client.send(cleared))) == "AA"
+    assert hospa_ids(await query(client, "@PID.18^ACC-1")) == set()
+    assert hospa_ids(await query(client, "@PID.21.1^M77~@PID.21.4.1^HOSPB")) == set()
+
+
+async def test_mothers_identifier_needs_a_known_authority(
+    accounts: None, client: MLLPClient
+) -> None:
+    answer = await query(client, "@PID.5.1.1^ROE~@PID.21.1^M77")
+    assert (msa(answer), qak(answer)) == ("AE", "AE") and errs(answer) == [("QPD^1^3^2", "101")]
+    answer = await query(client, "@PID.21.1^M77~@PID.21.4.1^NOWHERE")
+    assert msa(answer) == "AE" and errs(answer) == [("QPD^1^3", "204")]
+    answer = await query(client, "@PID.21.4.1^HOSPB")
+    assert msa(answer) == "AE" and errs(answer) == [("QPD^1^3", "101")]
 
 
 async def test_what_domains_returned_filters_PID_3_and_drops_empty_PIDs(
@@ -236,3 +305,61 @@ async def test_approximate_results_page_with_their_own_pointer(
     assert len(second.segments("QRI")) == 1
     assert pid3(second.segments("PID")[0]) != pid3(first.segments("PID")[0])
     assert float(second.segment("QRI").value(1)) <= float(first.segment("QRI").value(1))  # type: ignore[union-attr]
+
+
+def qak_counts(message: Message) -> tuple[str, str, str]:
+    """QAK-4 hit count total, QAK-5 this payload, QAK-6 hits remaining."""
+    segment = message.segment("QAK")
+    assert segment is not None
+    return segment.value(4), segment.value(5), segment.value(6)
+
+
+async def test_QAK_counts_persons_across_continuation_pages(
+    seeded: None, client: MLLPClient
+) -> None:
+    # 5 records named SMITH*, one of them a second record of John Smith's: 5 persons
+    first = await query(client, "@PID.5.1.1^SMITH*", limit=2)
+    assert qak_counts(first) == ("5", "2", "3")
+    pointer = first.segment("DSC").value(1)  # type: ignore[union-attr]
+    second = await query(client, "@PID.5.1.1^SMITH*", limit=2, pointer=pointer)
+    assert qak_counts(second) == ("5", "2", "1")
+    pointer = second.segment("DSC").value(1)  # type: ignore[union-attr]
+    last = await query(client, "@PID.5.1.1^SMITH*", limit=2, pointer=pointer)
+    assert qak_counts(last) == ("5", "1", "0") and last.segment("DSC") is None
+    strictly_valid(await client.send(pdq_query("@PID.5.1.1^SMITH*", limit=2)))
+
+
+async def test_QAK_counts_after_QPD_8_filtering(seeded: None, client: MLLPClient) -> None:
+    # only John Smith has a LAB identifier: every person was read, the total is known
+    answer = await query(client, "@PID.5.1.1^SMITH*", domains="^^^LAB")
+    assert qak_counts(answer) == ("1", "1", "0")
+    # every person read in one chunk: known too
+    paged = await query(client, "@PID.5.1.1^SMITH*", domains="^^^HOSPA", limit=1)
+    assert qak_counts(paged) == ("5", "1", "4") and paged.segment("DSC") is not None
+
+
+async def test_QAK_total_is_empty_when_filtering_stops_before_the_end(
+    service: Hl7Service, client: MLLPClient
+) -> None:
+    # more persons than one filtered read (at least 100): the page fills before the end
+    for n in range(110):
+        record = person("HOSPA", f"W{n}", family="WIDE", given=f"G{n:03d}X",
+                        birth_date=f"19{n % 90 + 10:02d}-01-01")
+        await service.mpi.register(record, source="ADT_A", actor="test")
+    answer = await query(client, "@PID.5.1.1^WIDE", domains="^^^HOSPA", limit=2)
+    assert qak_counts(answer) == ("", "2", "") and answer.segment("DSC") is not None
+    unfiltered = await query(client, "@PID.5.1.1^WIDE", limit=2)
+    assert qak_counts(unfiltered) == ("110", "2", "108")
+
+
+async def test_exact_hits_are_read_without_a_query_per_person(
+    seeded: None, service: Hl7Service, client: MLLPClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async def per_hit(person_id: int) -> None:
+        raise AssertionError("get_person called for a PDQ hit")
+
+    monkeypatch.setattr(service.mpi, "get_person", per_hit)
+    answer = await query(client, "@PID.5.1.1^SMITH")
+    assert (msa(answer), qak(answer)) == ("AA", "OK") and len(answer.segments("PID")) == 4
+    [john] = [p for p in answer.segments("PID") if p.value(5, 1, 2) == "JOHN"]
+    assert {"Q1^^^HOSPA&1.2.3.4.5.1&ISO", "Q1L^^^LAB&1.2.3.4.5.3&ISO"} <= set(pid3(john))
