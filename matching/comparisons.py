@@ -13,6 +13,9 @@ within a process, which is all that is needed because both sides are encoded in 
 
 from __future__ import annotations
 
+import math
+import struct
+from array import array
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -29,9 +32,15 @@ __all__ = [
     "Level",
     "PairView",
     "PREDICATES",
+    "ROW_PREDICATES",
+    "RowPair",
     "as_normalized",
+    "EncodedRow",
     "default_comparisons",
     "encode",
+    "encode_row",
+    "row_level",
+    "stack_rows",
 ]
 
 K_TOKENS = 4  # family tokens / previous family names kept per record
@@ -86,91 +95,145 @@ def _pad(values: Sequence[int], width: int) -> list[int]:
     return out + [0] * (width - len(out))
 
 
+# integer columns: (name, width); width 0 is a 1-D column. One encoded record is one int64 row
+# of all of them side by side (ROW_WIDTH values), so rows can be cached and stacked cheaply.
+_INT_COLUMNS: tuple[tuple[str, int], ...] = (
+    ("fam", 0), ("fam_phon", 0), ("fam_tok", K_TOKENS), ("prev_fam", K_TOKENS),
+    ("giv", 0), ("giv_phon", 0), ("giv_var", K_VARIANTS), ("initial", 0),
+    ("dob", 3), ("dob_digits", 8), ("sex", 0), ("suffix", 0),
+    ("postal", K_POSTAL), ("postal3", K_POSTAL), ("phone", K_PHONES), ("addr_line", 0),
+    ("addr_tok", K_ADDRESS), ("pid_dom", K_IDS), ("pid_val", K_IDS),
+)
+_INT8_COLUMNS = frozenset({"dob_digits"})
+_SLICES: dict[str, tuple[int, int, bool]] = {}
+_offset = 0
+for _name, _width in _INT_COLUMNS:
+    _SLICES[_name] = (_offset, _offset + max(_width, 1), _width == 0)
+    _offset += max(_width, 1)
+ROW_WIDTH = _offset
+_NO_DIGITS = [0] * 8
+_ENCODE_CHUNK = 32768  # records encoded at a time by encode() (bounds its temporary memory)
+
+
+@dataclass(frozen=True, slots=True)
+class EncodedRow:
+    """One record encoded (see :func:`encode_row`): the int64 row as bytes, the two strings
+    compared by Jaro-Winkler and the term frequencies (nan when unknown)."""
+
+    ints: bytes
+    fam: str
+    giv: str
+    tf_family: float
+    tf_given: float
+
+
+def encode_row(
+    record: dict[str, Any], term_frequencies: dict[str, Any] | None = None
+) -> EncodedRow:
+    """Encode one normalised (or raw) record; :func:`stack_rows` turns rows into columns."""
+    r = as_normalized(record)
+    tables = term_frequencies or {}
+    family = r.get("family") or ""
+    given = r.get("given") or ""
+    year, month, day = r.get("birth_year"), r.get("birth_month"), r.get("birth_day")
+    if year and month and day:
+        digits = [int(c) for c in f"{year:04d}{month:02d}{day:02d}"]
+        if len(digits) != 8:
+            raise ValueError(f"birth date out of range: {year}-{month}-{day}")
+    else:
+        digits = _NO_DIGITS
+    codes = r.get("postal_codes") or []
+    addresses = r.get("addresses") or []
+    person_ids = [x for x in r.get("identifiers") or [] if x.get("person_level")]
+    values = [
+        _h(r.get("family_key") or ""),
+        _h(r.get("family_phonetic")),
+        *_pad([_h(t) for t in r.get("family_tokens") or []], K_TOKENS),
+        *_pad([_h(p.replace(" ", "")) for p in r.get("previous_family") or []], K_TOKENS),
+        _h(given),
+        _h(r.get("given_phonetic")),
+        *_pad([_h(v) for v in r.get("given_variants") or []], K_VARIANTS),
+        ord(given[0]) if given else 0,
+        int(year or 0), int(month or 0), int(day or 0),
+        *digits,
+        _SEX_CODE.get(r.get("sex") or "", 0),
+        _SUFFIX_CODE.get(r.get("suffix") or "", 0),
+        *_pad([_h(c) for c in codes], K_POSTAL),
+        *_pad([_h(c[:3]) for c in codes], K_POSTAL),
+        *_pad([_h(p[-10:]) for p in r.get("phones") or []], K_PHONES),
+        _h(addresses[0]["line"]) if addresses else 0,
+        *_pad([_h(t) for t in r.get("address_tokens") or []], K_ADDRESS),
+        *_pad([_h(x["domain"]) for x in person_ids], K_IDS),
+        *_pad([_h(x["domain"] + "|" + x["value"]) for x in person_ids], K_IDS),
+    ]
+    tf_fam = tf_giv = math.nan
+    total = float(tables.get("total") or 0)
+    if total > 0:
+        count = (tables.get("family") or {}).get(family)
+        if count:
+            tf_fam = count / total
+        count = (tables.get("given") or {}).get(given)
+        if count:
+            tf_giv = count / total
+    return EncodedRow(
+        array("q", values).tobytes(), r.get("family_key") or "", given, tf_fam, tf_giv
+    )
+
+
+def stack_rows(rows: Sequence[EncodedRow]) -> EncodedRecords:
+    """Columns of encoded rows (in order), the same arrays :func:`encode` returns."""
+    n = len(rows)
+    block = np.frombuffer(b"".join([row.ints for row in rows]), np.int64).reshape(n, ROW_WIDTH)
+    ints: dict[str, np.ndarray] = {}
+    for name, (start, stop, scalar) in _SLICES.items():
+        column = block[:, start] if scalar else block[:, start:stop]
+        if name in _INT8_COLUMNS:
+            ints[name] = column.astype(np.int8)
+        else:
+            ints[name] = np.ascontiguousarray(column) if n > 1 else column.copy()
+    fam_str = np.empty(n, object)
+    giv_str = np.empty(n, object)
+    fam_str[:] = [row.fam for row in rows]
+    giv_str[:] = [row.giv for row in rows]
+    return EncodedRecords(
+        n=n,
+        ints=ints,
+        strings={"fam": fam_str, "giv": giv_str},
+        tf={
+            "family": np.array([row.tf_family for row in rows], dtype=float),
+            "given": np.array([row.tf_given for row in rows], dtype=float),
+        },
+    )
+
+
 def encode(
     records: Sequence[dict[str, Any]],
     term_frequencies: dict[str, Any] | None = None,
 ) -> EncodedRecords:
     """Encode normalised (or raw) records into columns. Do this once per record set."""
-    recs = [as_normalized(r) for r in records]
-    n = len(recs)
-    fam = np.zeros(n, np.int64)
-    fam_phon = np.zeros(n, np.int64)
-    fam_tok = np.zeros((n, K_TOKENS), np.int64)
-    prev_fam = np.zeros((n, K_TOKENS), np.int64)
-    giv = np.zeros(n, np.int64)
-    giv_phon = np.zeros(n, np.int64)
-    giv_var = np.zeros((n, K_VARIANTS), np.int64)
-    initial = np.zeros(n, np.int64)
-    dob = np.zeros((n, 3), np.int64)
-    dob_digits = np.zeros((n, 8), np.int8)
-    sex = np.zeros(n, np.int64)
-    suffix = np.zeros(n, np.int64)
-    postal = np.zeros((n, K_POSTAL), np.int64)
-    postal3 = np.zeros((n, K_POSTAL), np.int64)
-    phone = np.zeros((n, K_PHONES), np.int64)
-    addr_line = np.zeros(n, np.int64)
-    addr_tok = np.zeros((n, K_ADDRESS), np.int64)
-    pid_dom = np.zeros((n, K_IDS), np.int64)
-    pid_val = np.zeros((n, K_IDS), np.int64)
-    fam_str = np.empty(n, object)
-    giv_str = np.empty(n, object)
-    tf_fam = np.full(n, np.nan)
-    tf_giv = np.full(n, np.nan)
-    tf_family_table = (term_frequencies or {}).get("family") or {}
-    tf_given_table = (term_frequencies or {}).get("given") or {}
-    total = float((term_frequencies or {}).get("total") or 0)
-
-    for i, r in enumerate(recs):
-        family = r.get("family") or ""
-        fam[i] = _h(r.get("family_key") or "")
-        fam_phon[i] = _h(r.get("family_phonetic"))
-        fam_tok[i] = _pad([_h(t) for t in r.get("family_tokens") or []], K_TOKENS)
-        prev_fam[i] = _pad(
-            [_h(p.replace(" ", "")) for p in r.get("previous_family") or []], K_TOKENS
+    n = len(records)
+    if n <= _ENCODE_CHUNK:
+        return stack_rows([encode_row(r, term_frequencies) for r in records])
+    # large sets: chunk by chunk into the final columns, so the rows never all exist at once
+    out: EncodedRecords | None = None
+    for start in range(0, n, _ENCODE_CHUNK):
+        part = stack_rows(
+            [encode_row(r, term_frequencies) for r in records[start : start + _ENCODE_CHUNK]]
         )
-        given = r.get("given") or ""
-        giv[i] = _h(given)
-        giv_phon[i] = _h(r.get("given_phonetic"))
-        giv_var[i] = _pad([_h(v) for v in r.get("given_variants") or []], K_VARIANTS)
-        initial[i] = ord(given[0]) if given else 0
-        year, month, day = r.get("birth_year"), r.get("birth_month"), r.get("birth_day")
-        dob[i] = (year or 0, month or 0, day or 0)
-        if year and month and day:
-            dob_digits[i] = [int(c) for c in f"{year:04d}{month:02d}{day:02d}"]
-        sex[i] = _SEX_CODE.get(r.get("sex") or "", 0)
-        suffix[i] = _SUFFIX_CODE.get(r.get("suffix") or "", 0)
-        codes = r.get("postal_codes") or []
-        postal[i] = _pad([_h(c) for c in codes], K_POSTAL)
-        postal3[i] = _pad([_h(c[:3]) for c in codes], K_POSTAL)
-        phone[i] = _pad([_h(p[-10:]) for p in r.get("phones") or []], K_PHONES)
-        addresses = r.get("addresses") or []
-        addr_line[i] = _h(addresses[0]["line"]) if addresses else 0
-        addr_tok[i] = _pad([_h(t) for t in r.get("address_tokens") or []], K_ADDRESS)
-        person_ids = [x for x in r.get("identifiers") or [] if x.get("person_level")]
-        pid_dom[i] = _pad([_h(x["domain"]) for x in person_ids], K_IDS)
-        pid_val[i] = _pad([_h(x["domain"] + "|" + x["value"]) for x in person_ids], K_IDS)
-        fam_str[i] = r.get("family_key") or ""
-        giv_str[i] = given
-        if total > 0:
-            count = tf_family_table.get(family)
-            if count:
-                tf_fam[i] = count / total
-            count = tf_given_table.get(given)
-            if count:
-                tf_giv[i] = count / total
-
-    return EncodedRecords(
-        n=n,
-        ints={
-            "fam": fam, "fam_phon": fam_phon, "fam_tok": fam_tok, "prev_fam": prev_fam,
-            "giv": giv, "giv_phon": giv_phon, "giv_var": giv_var, "initial": initial,
-            "dob": dob, "dob_digits": dob_digits, "sex": sex, "suffix": suffix,
-            "postal": postal, "postal3": postal3, "phone": phone, "addr_line": addr_line,
-            "addr_tok": addr_tok, "pid_dom": pid_dom, "pid_val": pid_val,
-        },
-        strings={"fam": fam_str, "giv": giv_str},
-        tf={"family": tf_fam, "given": tf_giv},
-    )
+        if out is None:
+            out = EncodedRecords(
+                n=n,
+                ints={k: np.empty((n, *v.shape[1:]), v.dtype) for k, v in part.ints.items()},
+                strings={k: np.empty(n, object) for k in part.strings},
+                tf={k: np.empty(n) for k in part.tf},
+            )
+        stop = start + part.n
+        for group, target in ((part.ints, out.ints), (part.strings, out.strings),
+                              (part.tf, out.tf)):
+            for k, v in group.items():
+                target[k][start:stop] = v
+    assert out is not None
+    return out
 
 
 class PairView:
@@ -560,7 +623,8 @@ class Comparison:
             if remaining.size == 0:
                 break
             hit = PREDICATES[level.predicate](view, remaining, level)
-            hit = np.broadcast_to(hit, remaining.shape)
+            if hit.shape != remaining.shape:
+                hit = np.broadcast_to(hit, remaining.shape)
             out[remaining[hit]] = index
             remaining = remaining[~hit]
         out[remaining] = len(self.levels) - 1
@@ -647,3 +711,193 @@ def default_comparisons() -> list[Comparison]:
             L("different value", "else", 0.03, 0.999999),
         ], description="person-level identifiers (SSN, national id) in a shared domain"),
     ]
+
+
+# --------------------------------------------------------------------------------------------
+# the same predicates on one pair of encoded rows, in plain Python (no numpy per-call overhead):
+# the small-candidate path of MatchModel.score. Each must agree exactly with its vectorised twin
+# above (tests/matching/test_score_fast.py checks levels and weights on generated populations).
+
+_ROW_STRUCT = struct.Struct(f"={ROW_WIDTH}q")
+_F32 = struct.Struct("=f")
+
+
+def _col(name: str) -> int | slice:
+    start, stop, scalar = _SLICES[name]
+    return start if scalar else slice(start, stop)
+
+
+class RowPair:
+    """One pair of encoded rows for the plain-Python predicates (memoises Jaro-Winkler)."""
+
+    __slots__ = ("a", "b", "left", "right", "_jw")
+
+    def __init__(self, left: EncodedRow, right: EncodedRow,
+                 a: tuple[int, ...] | None = None) -> None:
+        self.left, self.right = left, right
+        self.a = a if a is not None else _ROW_STRUCT.unpack(left.ints)
+        self.b = _ROW_STRUCT.unpack(right.ints)
+        self._jw: dict[str, float] = {}
+
+    def jaro_winkler(self, name: str) -> float:
+        """As the vectorised path computes it: rapidfuzz's similarity rounded to float32."""
+        value = self._jw.get(name)
+        if value is None:
+            if name == "fam":
+                sim = JaroWinkler.normalized_similarity(self.left.fam, self.right.fam)
+            else:
+                sim = JaroWinkler.normalized_similarity(self.left.giv, self.right.giv)
+            value = _F32.unpack(_F32.pack(sim))[0]
+            self._jw[name] = value
+        return value
+
+
+_FAM, _FAM_PHON, _FAM_TOK, _PREV_FAM = _col("fam"), _col("fam_phon"), _col("fam_tok"), _col(
+    "prev_fam")
+_GIV, _GIV_PHON, _GIV_VAR, _INITIAL = _col("giv"), _col("giv_phon"), _col("giv_var"), _col(
+    "initial")
+_DOB_START = _SLICES["dob"][0]
+_DIGITS = _col("dob_digits")
+_SEX, _SUFFIX, _POSTAL, _POSTAL3 = _col("sex"), _col("suffix"), _col("postal"), _col("postal3")
+_PHONE, _ADDR_LINE, _ADDR_TOK = _col("phone"), _col("addr_line"), _col("addr_tok")
+_PID_DOM, _PID_VAL = _col("pid_dom"), _col("pid_val")
+_FIRST = {name: _SLICES[name][0] for name in _SLICES}
+
+
+def _r_eq(p: RowPair, i: int) -> bool:
+    a, b = p.a[i], p.b[i]
+    return a == b and b != 0 and a != 0
+
+
+def _r_any_shared(p: RowPair, left: slice, right: slice | None = None) -> bool:
+    b = p.b[right or left]
+    return any(x != 0 and x in b for x in p.a[left])
+
+
+def _r_in(p: RowPair, scalar: int, vector: slice, left_scalar: bool) -> bool:
+    s, v = (p.a[scalar], p.b[vector]) if left_scalar else (p.b[scalar], p.a[vector])
+    return s != 0 and s in v
+
+
+def _r_missing(p: RowPair, name: str) -> bool:
+    i = _FIRST[name]
+    return p.a[i] == 0 or p.b[i] == 0
+
+
+def _r_dob(p: RowPair) -> tuple[tuple[int, ...], tuple[int, ...]]:
+    s = _DOB_START
+    return p.a[s : s + 3], p.b[s : s + 3]
+
+
+def _r_full(d: tuple[int, ...]) -> bool:
+    return d[1] != 0 and d[2] != 0
+
+
+def _r_dob_exact(p: RowPair, lv: Level) -> bool:
+    a, b = _r_dob(p)
+    return a == b and _r_full(b) and _r_full(a)
+
+
+def _r_dob_transposed(p: RowPair, lv: Level) -> bool:
+    a, b = _r_dob(p)
+    return (a[0] == b[0] and a[1] == b[2] and a[2] == b[1] and a[1] != a[2]
+            and _r_full(a) and _r_full(b))
+
+
+def _r_dob_one_digit(p: RowPair, lv: Level) -> bool:
+    a, b = _r_dob(p)
+    diff = sum(x != y for x, y in zip(p.a[_DIGITS], p.b[_DIGITS], strict=True))
+    return diff == 1 and _r_full(a) and _r_full(b)
+
+
+def _r_dob_year_month(p: RowPair, lv: Level) -> bool:
+    a, b = _r_dob(p)
+    return a[0] == b[0] and a[1] == b[1] and a[1] != 0
+
+
+def _r_dob_year(p: RowPair, lv: Level) -> bool:
+    a, b = _r_dob(p)
+    return abs(a[0] - b[0]) <= int(lv.threshold or 0)
+
+
+def _r_names_swapped(p: RowPair, lv: Level) -> bool:
+    lf, lg, rf, rg = p.a[_FAM], p.a[_GIV], p.b[_FAM], p.b[_GIV]
+    return lf == rg and lg == rf and lf != 0 and lg != 0
+
+
+def _r_given_phonetic(p: RowPair, lv: Level) -> bool:
+    same = _r_eq(p, _GIV_PHON)
+    if lv.threshold and same:
+        return p.jaro_winkler("giv") >= lv.threshold
+    return same
+
+
+def _r_address_token_overlap(p: RowPair, lv: Level) -> bool:
+    b = p.b[_ADDR_TOK]
+    shared = sum(1 for x in p.a[_ADDR_TOK] if x != 0 and x in b)
+    return shared >= int(lv.threshold or 1)
+
+
+def _r_contact_missing(p: RowPair, lv: Level) -> bool:
+    t, c, ph = _FIRST["addr_tok"], _FIRST["postal"], _FIRST["phone"]
+    a, b = p.a, p.b
+    has_left = a[t] != 0 or a[c] != 0
+    has_right = b[t] != 0 or b[c] != 0
+    phones = a[ph] != 0 and b[ph] != 0
+    return not ((has_left and has_right) or phones)
+
+
+RowPredicate = Callable[[RowPair, "Level"], bool]
+
+ROW_PREDICATES: dict[str, RowPredicate] = {
+    "p_else": lambda p, lv: True,
+    "else": lambda p, lv: True,
+    "family_missing": lambda p, lv: _r_missing(p, "fam"),
+    "family_exact": lambda p, lv: _r_eq(p, _FAM),
+    "family_jaro_winkler": lambda p, lv: p.jaro_winkler("fam") >= (lv.threshold or 0.0),
+    "family_token_shared": lambda p, lv: _r_any_shared(p, _FAM_TOK),
+    "family_phonetic": lambda p, lv: _r_eq(p, _FAM_PHON),
+    "family_previous": lambda p, lv: (
+        _r_in(p, _FAM, _PREV_FAM, True) or _r_in(p, _FAM, _PREV_FAM, False)
+        or _r_any_shared(p, _PREV_FAM)
+    ),
+    "names_swapped": _r_names_swapped,
+    "given_missing": lambda p, lv: _r_missing(p, "giv"),
+    "given_exact": lambda p, lv: _r_eq(p, _GIV),
+    "given_jaro_winkler": lambda p, lv: p.jaro_winkler("giv") >= (lv.threshold or 0.0),
+    "given_nickname": lambda p, lv: _r_any_shared(p, _GIV_VAR),
+    "given_phonetic": _r_given_phonetic,
+    "given_initial": lambda p, lv: _r_eq(p, _INITIAL),
+    "dob_missing": lambda p, lv: _r_missing(p, "dob"),
+    "dob_exact": _r_dob_exact,
+    "dob_transposed": _r_dob_transposed,
+    "dob_one_digit": _r_dob_one_digit,
+    "dob_year_month": _r_dob_year_month,
+    "dob_year": _r_dob_year,
+    "sex_missing": lambda p, lv: _r_missing(p, "sex"),
+    "sex_exact": lambda p, lv: _r_eq(p, _SEX),
+    "suffix_missing": lambda p, lv: _r_missing(p, "suffix"),
+    "suffix_exact": lambda p, lv: _r_eq(p, _SUFFIX),
+    "postal_missing": lambda p, lv: _r_missing(p, "postal"),
+    "postal_exact": lambda p, lv: _r_any_shared(p, _POSTAL),
+    "postal_prefix": lambda p, lv: _r_any_shared(p, _POSTAL3),
+    "phone_missing": lambda p, lv: _r_missing(p, "phone"),
+    "phone_shared": lambda p, lv: _r_any_shared(p, _PHONE),
+    "address_missing": lambda p, lv: _r_missing(p, "addr_tok"),
+    "address_exact": lambda p, lv: _r_eq(p, _ADDR_LINE),
+    "address_token_overlap": _r_address_token_overlap,
+    "contact_missing": _r_contact_missing,
+    "address_and_phone": lambda p, lv: (
+        _r_eq(p, _ADDR_LINE) and _r_any_shared(p, _PHONE)
+    ),
+    "identifier_missing": lambda p, lv: not _r_any_shared(p, _PID_DOM),
+    "identifier_agree": lambda p, lv: _r_any_shared(p, _PID_VAL),
+}
+
+
+def row_level(comparison: Comparison, pair: RowPair) -> int:
+    """Index of the level ``pair`` reaches: :meth:`Comparison.levels_for` for one pair."""
+    for index, level in enumerate(comparison.levels):
+        if ROW_PREDICATES[level.predicate](pair, level):
+            return index
+    return len(comparison.levels) - 1

@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Sequence
+import threading
+from collections import OrderedDict
+from collections.abc import Hashable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,16 +21,23 @@ from typing import Any
 import numpy as np
 
 from matching.comparisons import (
+    ROW_PREDICATES,
     Comparison,
     EncodedRecords,
+    EncodedRow,
     PairView,
+    RowPair,
     as_normalized,
     default_comparisons,
     encode,
+    encode_row,
+    row_level,
+    stack_rows,
 )
 
 __all__ = [
     "ComparisonOutcome",
+    "EncodingCache",
     "Explanation",
     "MatchModel",
     "DEFAULT_MODEL_PATH",
@@ -41,6 +50,23 @@ DEFAULT_MODEL_PATH = Path(__file__).parent / "data" / "default_model.json"
 FORMAT = "identity-matching-model"
 TF_MIN = 1e-7  # floor for a term frequency (unseen very rare names)
 TF_MAX_ADJUST = 6.0  # cap on the term-frequency weight adjustment, in bits
+SMALL_N = 16  # up to this many candidates score() compares pairs in plain Python (same results)
+ENCODING_CACHE_SIZE = 16384  # encoded candidates kept per model (about 0.7 KB each)
+
+
+_LEVEL_WEIGHTS: dict[tuple[float, float, bool], float] = {}
+
+
+def _level_weight(level: Any) -> float:
+    """``level.weight`` (np.log2 of m/u), memoised on (m, u, null): the small path needs it per
+    pair and np.log2 on one float costs a microsecond."""
+    key = (level.m, level.u, level.null)
+    weight = _LEVEL_WEIGHTS.get(key)
+    if weight is None:
+        weight = level.weight
+        if len(_LEVEL_WEIGHTS) < 65536:
+            _LEVEL_WEIGHTS[key] = weight
+    return weight
 
 
 def probability(weight: float | np.ndarray) -> Any:
@@ -131,6 +157,83 @@ class Explanation:
         return json.dumps(self.to_dict(), indent=2, sort_keys=False)
 
 
+class EncodingCache:
+    """A bounded LRU of encoded records keyed by the caller's keys, e.g. (record id, version).
+
+    Process-local by design: encodings hold Python string hashes, which differ between
+    processes, so never persist or share them. A key must change whenever its record changes
+    (include the record's version). Encodings depend on the model's term-frequency table, so
+    the cache empties itself when it is used with another table. Thread-safe: lookups and
+    insertions take a lock; encoding happens outside it.
+    """
+
+    def __init__(self, size: int = ENCODING_CACHE_SIZE) -> None:
+        if size < 0:
+            raise ValueError("size must be >= 0")
+        self.size = size
+        self.hits = 0
+        self.misses = 0
+        self._rows: OrderedDict[Hashable, EncodedRow] = OrderedDict()
+        self._lock = threading.Lock()
+        self._tf: dict[str, Any] | None = None
+
+    def __len__(self) -> int:
+        return len(self._rows)
+
+    def __getstate__(self) -> dict[str, Any]:
+        # a copied or pickled model starts with an empty cache: encodings never leave the
+        # process (string hashes differ between processes) and a lock cannot be pickled
+        return {"size": self.size}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__init__(state["size"])  # type: ignore[misc]
+
+    def clear(self) -> None:
+        with self._lock:
+            self._rows.clear()
+
+    def rows(
+        self,
+        records: Sequence[dict[str, Any]],
+        keys: Sequence[Hashable],
+        term_frequencies: dict[str, Any] | None,
+    ) -> list[EncodedRow]:
+        """Encoded rows of ``records`` (in order), encoding only the keys not cached."""
+        if len(keys) != len(records):
+            raise ValueError(f"{len(keys)} keys for {len(records)} records")
+        out: list[EncodedRow | None] = [None] * len(records)
+        missing: list[int] = []
+        with self._lock:
+            if term_frequencies is not self._tf:
+                self._rows.clear()
+                self._tf = term_frequencies
+            cached = self._rows
+            for i, key in enumerate(keys):
+                row = cached.get(key)
+                if row is None:
+                    missing.append(i)
+                else:
+                    cached.move_to_end(key)
+                    out[i] = row
+            self.hits += len(records) - len(missing)
+            self.misses += len(missing)
+        if not missing:
+            return out  # type: ignore[return-value]
+        fresh = [(keys[i], encode_row(records[i], term_frequencies)) for i in missing]
+        for i, (_, row) in zip(missing, fresh, strict=True):
+            out[i] = row
+        if self.size:
+            with self._lock:
+                if term_frequencies is self._tf:
+                    cached = self._rows
+                    for key, row in fresh:
+                        cached[key] = row
+                        cached.move_to_end(key)
+                    while len(cached) > self.size:
+                        cached.popitem(last=False)
+        return out  # type: ignore[return-value]
+
+
 _SHOWN = {
     "family_name": lambda r: r["family"] or None,
     "given_name": lambda r: r["given"] or None,
@@ -154,6 +257,9 @@ class MatchModel:
     prior: float = 1e-5
     term_frequencies: dict[str, Any] | None = None
     training: dict[str, Any] = field(default_factory=dict)
+    encodings: EncodingCache = field(
+        default_factory=EncodingCache, repr=False, compare=False, kw_only=True
+    )
 
     # ---------------------------------------------------------------- construction / storage
 
@@ -204,7 +310,10 @@ class MatchModel:
         (records in the index). The trained prior fits an index of ``training["records"]``."""
         if not 0.0 < prior < 1.0:
             raise ValueError("prior must be in (0, 1)")
-        return MatchModel(self.comparisons, prior, self.term_frequencies, self.training)
+        return MatchModel(
+            self.comparisons, prior, self.term_frequencies, self.training,
+            encodings=self.encodings,  # encodings do not depend on the prior
+        )
 
     # ---------------------------------------------------------------- scoring
 
@@ -229,7 +338,7 @@ class MatchModel:
     def _weights_from_levels(self, view: PairView, levels: np.ndarray) -> np.ndarray:
         total = np.full(view.n, self.prior_weight)
         for j, comparison in enumerate(self.comparisons):
-            table = comparison.weights()
+            table = np.array([_level_weight(lv) for lv in comparison.levels])
             total += table[levels[:, j]]
             total += self._tf_adjustment(view, comparison, levels[:, j])
         return total
@@ -254,19 +363,83 @@ class MatchModel:
         self,
         record: dict[str, Any] | EncodedRecords,
         candidates: Sequence[dict[str, Any]] | EncodedRecords,
+        *,
+        keys: Sequence[Hashable] | None = None,
     ) -> np.ndarray:
         """Match weights of one record against each candidate (float array, candidate order).
 
         ``record`` and ``candidates`` may be raw demographics, normalised records (from
         ``normalize_record``) or already encoded (:meth:`encode`); encoding once and reusing
         the encoded candidates is the fast path.
+
+        ``keys`` (one per candidate, e.g. ``(record_id, version)``) lets the model keep each
+        candidate's encoding in its bounded, process-local cache (:attr:`encodings`), so a
+        candidate seen before is not encoded again. A key must change whenever its record
+        changes. Results are the same with or without keys.
         """
-        left = record if isinstance(record, EncodedRecords) else self.encode([record])
-        right = self._prepare(candidates)
+        tf = self.term_frequencies
+        if isinstance(candidates, EncodedRecords):
+            right = candidates
+        else:
+            if keys is not None:
+                rows = self.encodings.rows(candidates, keys, tf)
+            else:
+                rows = [encode_row(c, tf) for c in candidates]
+            if not isinstance(record, EncodedRecords) and 0 < len(rows) <= SMALL_N:
+                if self._rows_supported():
+                    return np.array(self._score_rows(encode_row(record, tf), rows))
+            right = stack_rows(rows)
         if right.n == 0:
             return np.zeros(0)
+        if isinstance(record, EncodedRecords):
+            left = record
+        else:
+            left = stack_rows([encode_row(record, tf)])
         view = PairView(left, right)
         return self._weights_from_levels(view, self.levels(view))
+
+    def _rows_supported(self) -> bool:
+        """Whether every level has a plain-Python predicate (custom predicates may not)."""
+        return all(
+            c.tf_field in (None, "family", "given")
+            and all(lv.predicate in ROW_PREDICATES for lv in c.levels)
+            for c in self.comparisons
+        )
+
+    def _row_levels(self, left: EncodedRow, rows: Sequence[EncodedRow]) -> list[list[int]]:
+        """Level index per comparison for each pair (left, row): :meth:`levels` in Python."""
+        first = RowPair(left, rows[0])
+        pairs = [first] + [RowPair(left, row, first.a) for row in rows[1:]]
+        return [[row_level(c, pair) for c in self.comparisons] for pair in pairs]
+
+    def _score_rows(self, left: EncodedRow, rows: Sequence[EncodedRow]) -> list[float]:
+        """Weights of left against each row, computed as :meth:`_weights_from_levels` does
+        (same additions in the same order, so the same floats)."""
+        prior_weight = self.prior_weight
+        tf_cache: dict[tuple[int, int], float] = {}
+        out = []
+        for levels in self._row_levels(left, rows):
+            total = prior_weight
+            for j, comparison in enumerate(self.comparisons):
+                index = levels[j]
+                level = comparison.levels[index]
+                total += _level_weight(level)
+                if self.term_frequencies and comparison.tf_field and level.tf_adjust:
+                    adjust = tf_cache.get((j, index))
+                    if adjust is None:
+                        adjust = self._tf_value(left, comparison, level)
+                        tf_cache[(j, index)] = adjust
+                    total += adjust
+            out.append(total)
+        return out
+
+    @staticmethod
+    def _tf_value(left: EncodedRow, comparison: Comparison, level: Any) -> float:
+        tf = left.tf_family if comparison.tf_field == "family" else left.tf_given
+        if math.isnan(tf):
+            return 0.0
+        value = np.log2(level.u / np.maximum(np.array([tf]), TF_MIN))
+        return float(np.clip(value, -TF_MAX_ADJUST, TF_MAX_ADJUST)[0])
 
     def score_pairs(
         self,
