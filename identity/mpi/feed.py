@@ -459,7 +459,7 @@ class Feed:
         wanted = set(selected)
         if not wanted <= set(found["prefetched"]):
             return None
-        persons = {p for r, _, p, _ in found["parties"] if r in wanted}
+        persons = {party[2] for party in found["parties"] if party[0] in wanted}
         return self._parties_by_person(
             [party for party in found["parties"] if party[2] in persons], exclude
         )
@@ -467,14 +467,15 @@ class Feed:
     def _parties_by_person(
         self, parties: Sequence[Sequence[Any]] | None, exclude: int | None
     ) -> dict[int, list[Party]]:
-        """[record id, domain id, person id, normalized] rows (by record id) as parties."""
+        """[record id, domain id, person id, normalized, version] rows (by record id) as
+        parties (migration 0004 added the version)."""
         persons: dict[int, list[Party]] = {}
         namespaces = self.matcher.namespaces
-        for record_id, domain_id, person_id, normalized in parties or ():
+        for record_id, domain_id, person_id, normalized, version in parties or ():
             if record_id != exclude:
                 persons.setdefault(person_id, []).append(
                     Party(record_id, namespaces.get(domain_id, str(domain_id)), person_id,
-                          normalized)
+                          normalized, version)
                 )
         return persons
 
@@ -510,6 +511,7 @@ class Feed:
             domain=self.matcher.namespaces.get(row["domain_id"], str(row["domain_id"])),
             person_id=row["person_id"],
             normalized=row["normalized"],
+            version=row["version"],
         )
 
     async def _decide_and_link(

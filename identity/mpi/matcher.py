@@ -44,6 +44,7 @@ class Party:
     domain: str  # namespace
     person_id: int | None
     normalized: dict[str, Any]
+    version: int | None = None  # the record's version: keys the model's encoding cache
 
 
 @dataclass
@@ -201,7 +202,9 @@ class Matcher:
         parties = [p for records in persons.values() for p in records]
         if not parties:
             return []
-        weights = self.model.score(subject.normalized, [p.normalized for p in parties])
+        weights = self.model.score(
+            subject.normalized, [p.normalized for p in parties], keys=_cache_keys(parties)
+        )
         probs = np.atleast_1d(probability(weights))
         by_person: dict[int, list[tuple[Party, float, DecisionResult]]] = {}
         for party, prob in zip(parties, probs, strict=True):
@@ -291,7 +294,9 @@ class Matcher:
         if not parties:
             return []
         subject = Party(record_id=0, domain="", person_id=None, normalized=query)
-        weights = np.atleast_1d(self.model.score(query, [p.normalized for p in parties]))
+        weights = np.atleast_1d(
+            self.model.score(query, [p.normalized for p in parties], keys=_cache_keys(parties))
+        )
         order = np.argsort(-weights, kind="stable")[:limit]
         ranked = []
         for index in order:
@@ -321,6 +326,14 @@ class Matcher:
                 )
             )
         return ranked
+
+
+def _cache_keys(parties: Sequence[Party]) -> list[tuple[int, int]] | None:
+    """(record id, version) of each candidate, so that a candidate seen before is not encoded
+    again; None (no caching) when a version is unknown."""
+    if any(p.version is None for p in parties):
+        return None
+    return [(p.record_id, p.version) for p in parties]  # type: ignore[misc]
 
 
 def load_model(settings: MatchingSettings) -> MatchModel:

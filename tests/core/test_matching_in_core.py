@@ -136,3 +136,13 @@ def test_prior_is_scaled_down_for_a_large_index_and_never_up() -> None:
     assert matcher.model.prior == pytest.approx(model.prior / 10)
     matcher.calibrate(100)
     assert matcher.model.prior == model.prior
+
+
+async def test_candidates_seen_before_are_not_encoded_again(mpi: Mpi) -> None:
+    cache = mpi.matcher.model.encodings
+    await mpi.register(person("HOSPA", "A1", addresses=HOME), **A)
+    await mpi.register(person("HOSPB", "B1", addresses=HOME), **B)
+    misses, hits = cache.misses, cache.hits
+    await mpi.register(person("LAB", "L1", addresses=HOME), source="LIS", actor="lis")
+    assert cache.hits == hits + 1  # A1 came round again: its encoding is reused
+    assert cache.misses == misses + 1  # B1 is a candidate for the first time
