@@ -292,3 +292,60 @@ async def test_service_answers_hl7_over_mllp(data_dir: Path) -> None:
         assert record.person_id is not None
     finally:
         await service.stop()
+
+
+async def test_fed_over_hl7_found_over_fhir_and_the_reverse(data_dir: Path) -> None:
+    from identity.hl7v2.mllp import MLLPClient
+    from identity.hl7v2.tokenizer import parse_message
+
+    service = Service(_embedded_settings(data_dir))
+    await service.start()
+    try:
+        assert service.hl7 is not None
+        base = f"http://127.0.0.1:{service.http_port}/fhir"
+        a04 = (
+            "MSH|^~\\&|ADT_A|HOSP|IDENTITY|MPI|20260101120000||ADT^A04^ADT_A01|M1|P|2.5\r"
+            "EVN|A04|20260101120000\r"
+            "PID|||A77^^^HOSPA||Moreau^Elodie||19750214|F|||3 Rue Haute^^Lyon^^69001^FR\r"
+            "PV1||O\r"
+        )
+        async with MLLPClient("127.0.0.1", service.hl7.port) as client:
+            assert "MSA|AA|M1" in (await client.send(a04)).decode()
+        async with aiohttp.ClientSession() as session:
+            # HL7 -> FHIR: the record fed over MLLP is a Patient to PDQm
+            async with session.get(
+                f"{base}/Patient", params={"identifier": "urn:oid:1.2.3.4.5.1|A77"}
+            ) as response:
+                assert response.status == 200
+                bundle = await response.json(content_type=None)
+            assert bundle["total"] == 1
+            assert bundle["entry"][0]["resource"]["name"][0]["family"] == "Moreau"
+            # FHIR -> HL7: a Patient fed over ITI-104 is cross-referenced by an ITI-9 query
+            patient = {
+                "resourceType": "Patient",
+                "identifier": [{"system": "urn:oid:1.2.3.4.5.2", "value": "B55"}],
+                "name": [{"family": "Moreau", "given": ["Elodie"]}],
+                "gender": "female",
+                "birthDate": "1975-02-14",
+                "address": [{"line": ["3 Rue Haute"], "city": "Lyon", "postalCode": "69001",
+                             "country": "FR"}],
+            }
+            async with session.put(
+                f"{base}/Patient",
+                params={"identifier": "urn:oid:1.2.3.4.5.2|B55"},
+                json=patient,
+                headers={"X-Client-Id": "ADT_B", "Content-Type": "application/fhir+json"},
+            ) as response:
+                assert response.status == 201, await response.text()
+        q23 = (
+            "MSH|^~\\&|PIXC|HOSP|IDENTITY|MPI|20260101120001||QBP^Q23^QBP_Q21|Q1|P|2.5\r"
+            "QPD|IHE PIX Query|T1|B55^^^HOSPB|^^^HOSPA\r"
+            "RCP|I\r"
+        )
+        async with MLLPClient("127.0.0.1", service.hl7.port) as client:
+            reply = parse_message(await client.send(q23))
+        assert reply.segment("MSA").value(1) == "AA"
+        assert reply.segment("QAK").value(2) == "OK"
+        assert reply.segment("PID").value(3) == "A77"
+    finally:
+        await service.stop()
