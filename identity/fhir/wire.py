@@ -14,7 +14,6 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from aiohttp import web
-from asyncpg.exceptions import TransactionRollbackError
 from pydantic import ValidationError
 
 from identity.errors import (
@@ -25,6 +24,7 @@ from identity.errors import (
     MpiError,
     NotFound,
     SourceNotAuthorized,
+    StoreConflict,
     StoreUnavailable,
     UnknownDomain,
     UnknownIdentifier,
@@ -147,7 +147,7 @@ def error_for(exc: Exception) -> FhirError:
     """The HTTP form of an error raised by the core (outside $ihe-pix, which has its own)."""
     if isinstance(exc, FhirError):
         return exc
-    if isinstance(exc, TransactionRollbackError):
+    if isinstance(exc, StoreConflict):
         # A deadlock or serialisation failure rolled the core's transaction back.
         return FhirError(503, "transient", "the change collided with a concurrent one and was "
                          "rolled back; retry", headers={"Retry-After": "1"})

@@ -84,9 +84,10 @@ async def cross_references(
         )
 
     add(domains.enterprise, person["enterprise_id"], None)
-    for row in await repo.person_record_rows([person_id]):
+    rows = await repo.person_record_rows([person_id])
+    for row in rows:  # the records' own identifiers first, then the others they carry
         add(by_id[row["domain_id"]], row["identifier"], row["id"])
-    for row in await repo.person_record_rows([person_id]):
+    for row in rows:
         for domain_id, value, type_code in row["others"]:
             other = by_id.get(int(domain_id))
             if other is not None:

@@ -277,54 +277,6 @@ class Repository:
             list(person_ids),
         )
 
-    async def insert_record(
-        self,
-        domain_id: int,
-        identifier: str,
-        demographics: Demographics,
-        normalized: dict[str, Any],
-        search: dict[str, Any],
-        source: str | None,
-    ) -> int:
-        return await self.conn.fetchval(
-            """INSERT INTO source_record (domain_id, identifier, demographics, normalized,
-                   family_norm, given_norm, family_phon, given_phon, birth_date, sex,
-                   postal_code, city_norm, phone_digits, mothers_maiden_norm, last_source)
-               VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)
-               RETURNING id""",
-            domain_id,
-            identifier,
-            demographics.model_dump(mode="json"),
-            normalized,
-            *search_values(search),
-            source,
-        )
-
-    async def update_record(
-        self,
-        record_id: int,
-        demographics: Demographics,
-        normalized: dict[str, Any],
-        search: dict[str, Any],
-        source: str | None,
-        status: RecordStatus = RecordStatus.ACTIVE,
-    ) -> None:
-        await self.conn.execute(
-            """UPDATE source_record SET demographics = $2, normalized = $3,
-                   family_norm = $4, given_norm = $5, family_phon = $6, given_phon = $7,
-                   birth_date = $8, sex = $9, postal_code = $10, city_norm = $11,
-                   phone_digits = $12, mothers_maiden_norm = $13, last_source = $14,
-                   status = $15, merged_into = NULL,
-                   version = version + 1, updated_at = now()
-               WHERE id = $1""",
-            record_id,
-            demographics.model_dump(mode="json"),
-            normalized,
-            *search_values(search),
-            source,
-            status.value,
-        )
-
     async def set_record_status(
         self, record_id: int, status: RecordStatus, merged_into: int | None = None
     ) -> None:
@@ -344,20 +296,6 @@ class Repository:
             identifier,
         )
 
-    async def set_other_identifiers(
-        self, record_id: int, identifiers: Sequence[tuple[int, str, str | None]]
-    ) -> None:
-        await self.conn.execute(
-            "DELETE FROM record_identifier WHERE source_record_id = $1", record_id
-        )
-        if identifiers:
-            await self.conn.executemany(
-                """INSERT INTO record_identifier
-                       (source_record_id, domain_id, identifier, type_code)
-                   VALUES ($1, $2, $3, $4) ON CONFLICT DO NOTHING""",
-                [(record_id, d, v, t) for d, v, t in identifiers],
-            )
-
     async def set_blocking_keys(self, record_id: int, keys: Sequence[str]) -> None:
         await self.conn.execute("DELETE FROM blocking_key WHERE source_record_id = $1", record_id)
         if keys:
@@ -367,12 +305,6 @@ class Repository:
                 list(keys),
                 record_id,
             )
-
-    async def blocking_keys(self, record_id: int) -> list[str]:
-        rows = await self.conn.fetch(
-            "SELECT key FROM blocking_key WHERE source_record_id = $1 ORDER BY key", record_id
-        )
-        return [r["key"] for r in rows]
 
     async def records_by_keys(self, keys: Sequence[str], per_key: int) -> dict[str, list[int]]:
         """Active records under each blocking key, at most ``per_key`` of them per key."""
@@ -574,14 +506,6 @@ class Repository:
 
     # --- history and outbox -----------------------------------------------------------------
 
-    async def append_history(self, rows: Sequence[tuple[Any, ...]]) -> None:
-        await self.conn.executemany(
-            """INSERT INTO history (command_id, event, entity, entity_id, person_id, record_id,
-                   before, after, actor, message_id)
-               VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)""",
-            rows,
-        )
-
     async def history(
         self,
         *,
@@ -610,11 +534,6 @@ class Repository:
             entity,
             entity_id,
             after_id,
-        )
-
-    async def append_outbox(self, rows: Sequence[tuple[str, dict[str, Any], Any]]) -> None:
-        await self.conn.executemany(
-            "INSERT INTO outbox (topic, payload, command_id) VALUES ($1, $2, $3)", rows
         )
 
     async def name_frequencies(self) -> dict[str, object]:
