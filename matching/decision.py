@@ -16,10 +16,13 @@ no weight overrides them:
    the given names differ (neither equal, nickname-equivalent, swapped, one typo nor a
    phonetic spelling), or a multiple-birth indicator is on either record and the given names
    differ (then a one-keystroke difference is only "similar": a twin JACK and his brother
-   JACOB misspelt JACB). Clearly different given names (JOHN vs JAMES) -> NO_MATCH; similar
-   ones (an initial J vs JAMES, Jaro-Winkler >= SIMILAR_GIVEN) -> never LINK. A shared
-   person-level identifier (same SSN) lifts the NO_MATCH to "never LINK" and, without a
-   multiple-birth indicator, waives the similar-name case (twins do not share an SSN).
+   JACOB misspelt JACB). Given names that agree by spelling are still only "similar" when
+   the second given names clearly differ (MARIA LUISA / MARIA ELENA, HANS / HANS-JOSEF) or
+   when the family's other names (``family_names``) make the spelling ambiguous (JACOB
+   misspelt JACO and his brother JACK). Clearly different given names (JOHN vs JAMES) ->
+   NO_MATCH; similar ones (an initial J vs JAMES, Jaro-Winkler >= SIMILAR_GIVEN) -> never
+   LINK. A shared person-level identifier (same SSN) lifts the NO_MATCH to "never LINK" and,
+   without a multiple-birth indicator, waives the similar-name case (twins do not share an SSN).
    Different birth orders of a multiple birth (1 vs 2) -> NO_MATCH;
 7. (our addition) birth years a generation apart (GENERATION_YEARS or more, and not a
    one-digit slip) -> never LINK: a namesake parent and child without suffixes.
@@ -30,17 +33,19 @@ Rules that end in NO_MATCH win over the others.
 
 from __future__ import annotations
 
-from collections.abc import Collection, Sequence
+from collections.abc import Collection, Iterable, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
+import numpy as np
 from rapidfuzz.distance import OSA, JaroWinkler
 
 from matching.comparisons import as_normalized
-from matching.normalize import clean_identifier
+from matching.normalize import clean_identifier, given_name_variants, is_given_name
 
-__all__ = ["Decision", "DecisionResult", "decide", "DEFAULT_AUTO_LINK", "DEFAULT_REVIEW"]
+__all__ = ["Decision", "DecisionResult", "decide", "family_given_names",
+           "family_given_names_of_pairs", "DEFAULT_AUTO_LINK", "DEFAULT_REVIEW"]
 
 DEFAULT_AUTO_LINK = 0.999
 DEFAULT_REVIEW = 0.5
@@ -103,7 +108,12 @@ def _dates_disagree(a: dict[str, Any], b: dict[str, Any]) -> bool:
 
 
 def _given_relation(
-    a: dict[str, Any], b: dict[str, Any], *, multiple_birth: bool = False, sex_differs: bool = False
+    a: dict[str, Any],
+    b: dict[str, Any],
+    *,
+    multiple_birth: bool = False,
+    sex_differs: bool = False,
+    family_names: Collection[str] = (),
 ) -> str:
     """ "same" (equal, nickname, swapped, one typo or phonetic spelling), "similar" or "different".
 
@@ -111,7 +121,26 @@ def _given_relation(
     names that close are treated as one name misspelt, except when a multiple-birth indicator
     is present (a one-keystroke difference below CLOSE_GIVEN is then only "similar") or when the
     records disagree on sex (MARIA / MARIANO: only equal or nickname names are "same").
+    The first names being "same", the pair is still only "similar" when the second given names
+    (or the parts of a compound first name) are clearly different, or when a spelling
+    difference is ambiguous: ``family_names`` (given names of other records born the same day
+    into the same family) hold a third person's name within reach of one of the two spellings.
     """
+    relation = _spelling_relation(a, b, multiple_birth=multiple_birth, sex_differs=sex_differs)
+    if relation != "same" or (a.get("given") or "") == (b.get("given") or "") == "":
+        return relation
+    if _second_names_differ(a, b):
+        return "similar"  # MARIA LUISA / MARIA ELENA, HANS / HANS-JOSEF, JOHN PAUL / JOHN MARK
+    if (a.get("given") or "") != (b.get("given") or "") and _ambiguous(
+        a.get("given") or "", b.get("given") or "", family_names
+    ):
+        return "similar"  # JACE: JACOB misspelt, or his brother JACK?
+    return "same"
+
+
+def _spelling_relation(
+    a: dict[str, Any], b: dict[str, Any], *, multiple_birth: bool, sex_differs: bool
+) -> str:
     ga, gb = a.get("given") or "", b.get("given") or ""
     if not ga or not gb or ga == gb:
         return "same"
@@ -141,6 +170,94 @@ def _given_relation(
     ):
         return "similar"
     return "different"
+
+
+def _near(x: str, y: str) -> bool:
+    """Two given names one slip of the pen apart (two edits, or Jaro-Winkler >= SIMILAR)."""
+    return OSA.distance(x, y) <= 2 or JaroWinkler.normalized_similarity(x, y) >= SIMILAR_GIVEN
+
+
+def _ambiguous(ga: str, gb: str, family_names: Collection[str]) -> bool:
+    """A spelling difference between ``ga`` and ``gb`` that could as well be a third person's
+    name in the family: a name in ``family_names`` that people have (:func:`is_given_name`),
+    near both spellings, and not merely a third spelling of one name ("same" as both). MIA
+    misspelt MAY links by spelling to her twin MAYA, yet MAY and MAYA are both near MIA; JACOB
+    misspelt JACO is one keystroke from his brother JACK, and both are near JACOB."""
+    spelled = {g: {"given": g, "given_variants": list(given_name_variants(g))} for g in (ga, gb)}
+    for name in family_names:
+        if (
+            name in spelled
+            or not is_given_name(name)  # RENZTO is RENATO misspelt, not a third person
+            or not (_near(ga, name) and _near(gb, name))
+        ):
+            continue
+        third = {"given": name, "given_variants": list(given_name_variants(name))}
+        if not all(
+            _spelling_relation(third, spelled[g], multiple_birth=False, sex_differs=False)
+            == "same"
+            for g in (ga, gb)
+        ):
+            return True
+    return False
+
+
+def _second_names_differ(a: dict[str, Any], b: dict[str, Any]) -> bool:
+    """The first given names agree, but the records name a clearly different second given
+    name (JOHN PAUL / JOHN MARK), or a compound first name on one record is not the other's
+    (HANS-JOSEF / HANS, MARIA LUISA / MARIA ELENA). A second name on one record only is a
+    dropped middle name, not a difference."""
+    if a.get("family") and a.get("family") == b.get("given") and b.get("family") == a.get("given"):
+        return False  # given and family swapped: a compound family name is no given name
+    fa, fb = (a.get("first_given") or "").split(), (b.get("first_given") or "").split()
+    if fa and fb and len(fa) != len(fb):
+        return True
+    if len(fa) > 1 and OSA.distance("".join(fa), "".join(fb)) <= 2:
+        return False  # HEINZ-JOSEF misspelt HEINZJ-OSEF: one compound name, one typo
+    ma = (a.get("middle") or "").split(" ", 1)[0]
+    mb = (b.get("middle") or "").split(" ", 1)[0]
+    if not ma or not mb or ma == mb:
+        return False
+    if (len(ma) == 1 or len(mb) == 1) and ma[0] == mb[0]:
+        return False
+    return not _near(ma, mb)
+
+
+def family_given_names(record: dict[str, Any], others: Iterable[dict[str, Any]]) -> frozenset[str]:
+    """Given names of the records among ``others`` (a record's candidates) born on the same
+    day into the same family as ``record``: its own other spellings, and its twins' names if
+    the index holds them. Passed to :func:`decide` as ``family_names``."""
+    a = as_normalized(record)
+    if a.get("birth_precision") != "day":
+        return frozenset()
+    names = set()
+    for other in others:
+        b = as_normalized(other)
+        if b.get("given") and b.get("birth_date") == a["birth_date"] and _family_agrees(a, b):
+            names.add(b["given"])
+    return frozenset(names)
+
+
+def family_given_names_of_pairs(
+    normalized: Sequence[dict[str, Any]], pairs: Any
+) -> dict[int, frozenset[str]]:
+    """:func:`family_given_names` for every record of a batch, from its candidate pairs
+    ((k, 2) row indices into ``normalized``); only records whose candidates hold two or more
+    different given names appear (the others cannot be ambiguous)."""
+    pairs = np.asarray(pairs, dtype=np.int64).reshape(-1, 2)
+    dates = np.array([as_normalized(r).get("birth_date") or "" for r in normalized], object)
+    if not len(pairs):
+        return {}
+    same_day = (dates[pairs[:, 0]] == dates[pairs[:, 1]]) & (dates[pairs[:, 0]] != "")
+    names: dict[int, set[str]] = {}
+    for x, y in pairs[same_day].tolist():
+        a, b = as_normalized(normalized[x]), as_normalized(normalized[y])
+        if a.get("birth_precision") != "day" or not _family_agrees(a, b):
+            continue
+        if b.get("given"):
+            names.setdefault(x, set()).add(b["given"])
+        if a.get("given"):
+            names.setdefault(y, set()).add(a["given"])
+    return {k: frozenset(v) for k, v in names.items() if len(v) >= 2}
 
 
 def _years_apart(a: dict[str, Any], b: dict[str, Any]) -> int | None:
@@ -214,6 +331,7 @@ def decide(
     no_match_asserted: bool = False,
     record: dict[str, Any] | None = None,
     candidate: dict[str, Any] | None = None,
+    family_names: Collection[str] = (),
 ) -> DecisionResult:
     """Decide one pair.
 
@@ -222,7 +340,9 @@ def decide(
     ``person_identifying_domains`` are the namespaces whose identifiers name one person
     (SSN, national health id ...). ``record``/``candidate`` are the demographics (raw or
     normalised) used by the sex/birth-date, suffix and twin rules; without them those rules
-    cannot fire.
+    cannot fire. ``family_names``: given names of the index's records born the same day into
+    the same family (:func:`family_given_names`); with them the twin rule also catches a
+    misspelling that could be a twin's name.
     """
     if not 0.0 <= review <= auto_link <= 1.0:
         raise ValueError("thresholds must satisfy 0 <= review <= auto_link <= 1")
@@ -279,7 +399,9 @@ def decide(
             refuse.append("different_birth_order")
             reasons.append(f"different birth orders of a multiple birth ({order_a} vs {order_b})")
         multiple = bool(order_a) or bool(order_b)
-        relation = _given_relation(a, b, multiple_birth=multiple, sex_differs=sex_disagrees)
+        relation = _given_relation(
+            a, b, multiple_birth=multiple, sex_differs=sex_disagrees, family_names=family_names
+        )
         if relation != "same":
             if multiple or (_close_dates(a, b) and (_family_agrees(a, b) or _same_home(a, b))):
                 reasons.append(

@@ -25,7 +25,13 @@ from typing import Any
 import numpy as np
 
 from matching.blocking import DEFAULT_MAX_BLOCK, blocking_keys, candidate_pairs
-from matching.decision import DEFAULT_AUTO_LINK, DEFAULT_REVIEW, Decision, decide
+from matching.decision import (
+    DEFAULT_AUTO_LINK,
+    DEFAULT_REVIEW,
+    Decision,
+    decide,
+    family_given_names_of_pairs,
+)
 from matching.model import MatchModel, probability, term_frequencies_from
 from matching.normalize import normalize_record
 from matching.synth import SSN_DOMAIN, SynthRecord, read_csv
@@ -134,6 +140,10 @@ def evaluate_records(
     decisions = np.full(len(pairs), 2, np.int8)  # 0 LINK, 1 REVIEW, 2 NO_MATCH
     rules: Counter[str] = Counter()
     code = {Decision.LINK: 0, Decision.REVIEW: 1, Decision.NO_MATCH: 2}
+    # as the MPI sees a record: the given names its candidates born the same day into the
+    # same family carry (a twin's name among them makes a misspelling ambiguous)
+    family_names = family_given_names_of_pairs(normalized, pairs)
+    no_names: frozenset[str] = frozenset()
     for k in np.flatnonzero(probs >= review):
         a, b = int(pairs[k, 0]), int(pairs[k, 1])
         result = decide(
@@ -147,6 +157,7 @@ def evaluate_records(
             person_identifying_domains=person_identifying_domains,
             record=normalized[a],
             candidate=normalized[b],
+            family_names=family_names.get(a, no_names) | family_names.get(b, no_names),
         )
         decisions[k] = code[result.decision]
         rules.update(result.hard_rules)

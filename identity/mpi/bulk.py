@@ -42,6 +42,7 @@ from identity.store.repository import (
 )
 from matching.blocking import candidate_pairs
 from matching.decision import Decision as MatchDecision
+from matching.decision import family_given_names_of_pairs
 from matching.model import probability
 
 log = logging.getLogger("identity.mpi.bulk")
@@ -243,10 +244,15 @@ def _cluster(
     clusters = _Clusters(len(parties))
     links: list[tuple[float, int, int]] = []
     candidates: list[tuple[int, int, float, str]] = []
+    # as a feed sees a record: the given names of its candidates born the same day into its
+    # family (a twin's name among them makes a misspelling ambiguous)
+    family = family_given_names_of_pairs([p.normalized for p in parties], pairs)
+    none: frozenset[str] = frozenset()
     for k in np.flatnonzero(probs >= review):
         a, b = int(pairs[k, 0]), int(pairs[k, 1])
         prob = float(probs[k])
-        result = matcher.pair(parties[b], parties[a], prob, False)
+        names = family.get(a, none) | family.get(b, none)
+        result = matcher.pair(parties[b], parties[a], prob, False, names)
         if result.decision == MatchDecision.LINK:
             links.append((prob, a, b))
         elif result.decision == MatchDecision.REVIEW:
@@ -269,7 +275,12 @@ def _cluster(
                 result
                 for x in clusters.of(ra)
                 for y in clusters.of(rb)
-                if (result := matcher.pair(parties[x], parties[y], 1.0, False)).hard_rules
+                if (
+                    result := matcher.pair(
+                        parties[x], parties[y], 1.0, False,
+                        family.get(x, none) | family.get(y, none),
+                    )
+                ).hard_rules
             ),
             None,
         )

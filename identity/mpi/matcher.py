@@ -22,7 +22,7 @@ import numpy as np
 from identity.config import MatchingSettings
 from identity.model import Domain, MatchGrade
 from matching.blocking import blocking_keys
-from matching.decision import Decision, DecisionResult, decide
+from matching.decision import Decision, DecisionResult, decide, family_given_names
 from matching.model import MatchModel, probability
 from matching.normalize import normalize_record
 
@@ -179,8 +179,16 @@ class Matcher:
 
     # --- decisions --------------------------------------------------------------------------
 
-    def pair(self, subject: Party, other: Party, prob: float, no_match: bool) -> DecisionResult:
-        """matching's decision for one pair of records (thresholds and hard rules)."""
+    def pair(
+        self,
+        subject: Party,
+        other: Party,
+        prob: float,
+        no_match: bool,
+        family_names: frozenset[str] = frozenset(),
+    ) -> DecisionResult:
+        """matching's decision for one pair of records (thresholds and hard rules);
+        ``family_names``: see :func:`matching.decision.family_given_names`."""
         return decide(
             prob,
             auto_link=self.settings.auto_link,
@@ -193,6 +201,7 @@ class Matcher:
             no_match_asserted=no_match,
             record=subject.normalized,
             candidate=other.normalized,
+            family_names=family_names,
         )
 
     def verdicts(
@@ -206,9 +215,14 @@ class Matcher:
             subject.normalized, [p.normalized for p in parties], keys=_cache_keys(parties)
         )
         probs = np.atleast_1d(probability(weights))
+        # names of the candidates born the same day into the subject's family: a twin's name
+        # among them makes a misspelt given name ambiguous (matching's twin rule)
+        family = family_given_names(subject.normalized, [p.normalized for p in parties])
         by_person: dict[int, list[tuple[Party, float, DecisionResult]]] = {}
         for party, prob in zip(parties, probs, strict=True):
-            result = self.pair(subject, party, float(prob), party.record_id in no_match)
+            result = self.pair(
+                subject, party, float(prob), party.record_id in no_match, family
+            )
             by_person.setdefault(party.person_id or 0, []).append((party, float(prob), result))
         verdicts = []
         for person_id, results in by_person.items():
@@ -298,6 +312,7 @@ class Matcher:
             self.model.score(query, [p.normalized for p in parties], keys=_cache_keys(parties))
         )
         order = np.argsort(-weights, kind="stable")[:limit]
+        family = family_given_names(query, [p.normalized for p in parties])
         ranked = []
         for index in order:
             party = parties[int(index)]
@@ -311,6 +326,7 @@ class Matcher:
                 person_identifying_domains=self.person_identifying,
                 record=query,
                 candidate=party.normalized,
+                family_names=family,
             )
             if result.decision == Decision.LINK:
                 grade = MatchGrade.CERTAIN

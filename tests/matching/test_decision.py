@@ -192,3 +192,72 @@ def test_model_and_rules_together_link_the_nickname_and_refuse_the_twin():
         weight = model.score(record, [candidate])[0]
         result = decide(float(probability(weight)), record=record, candidate=candidate)
         assert result.decision is expected, (record["given"], candidate["given"], result)
+
+
+def names(given, middle=None, **kw):
+    record = person(given, **kw)
+    if middle is None:
+        return record
+    return normalize_record({"names": [{"family": "Smith", "given": [given, middle]}],
+                             "birth_date": "1980-03-12", "sex": kw.get("sex", "M"),
+                             "addresses": [{"lines": ["12 Main St"], "postal_code": "62701"}]})
+
+
+def test_a_misspelling_between_two_twins_names_does_not_link():
+    # JACOB misspelt JACO is one keystroke from his twin brother JACK: with JACOB among the
+    # family's names (same birth date and family in the index) the spelling is ambiguous
+    jaco, jack = person("Jaco"), person("Jack")
+    alone = decide(0.999999, record=jaco, candidate=jack)
+    assert alone.decision is Decision.LINK  # nothing says a JACOB exists: a typo
+    family = frozenset({"JACOB", "JACK", "JACO"})
+    twin = decide(0.999999, record=jaco, candidate=jack, family_names=family)
+    assert twin.decision is Decision.REVIEW
+    assert "possible_twin" in twin.hard_rules
+    # MIA misspelt MAY: MAY and her twin MAYA are both near MIA
+    may = decide(0.999999, record=person("May", sex="F"), candidate=person("Maya", sex="F"),
+                 family_names=frozenset({"MIA", "MAYA"}))
+    assert may.decision is not Decision.LINK
+
+
+def test_a_third_misspelling_of_one_name_is_not_a_twin():
+    # RENZTO is RENATO misspelt (no one is named RENZTO): RENATO / RENATQ still link
+    result = decide(0.999999, record=person("Renato"), candidate=person("Renatq"),
+                    family_names=frozenset({"RENATO", "RENATQ", "RENZTO"}))
+    assert result.decision is Decision.LINK
+    # and the twin's name far from both spellings leaves a typo a typo
+    heather = decide(0.999999, record=person("Heather", sex="F"),
+                     candidate=person("Heahter", sex="F"),
+                     family_names=frozenset({"HEATHER", "JESSICA"}))
+    assert heather.decision is Decision.LINK
+
+
+def test_same_first_name_with_different_second_names_at_one_birth_never_links():
+    # twins MARIA LUISA and MARIA ELENA; HANS and HANS-JOSEF
+    maria = decide(0.999999, record=names("María Luisa", sex="F"),
+                   candidate=names("María Elena", sex="F"))
+    assert maria.decision is not Decision.LINK and "possible_twin" in maria.hard_rules
+    hans = decide(0.999999, record=names("Hans"), candidate=names("Hans-Josef"))
+    assert hans.decision is not Decision.LINK
+    john = decide(0.999999, record=names("John", "Paul"), candidate=names("John", "Mark"))
+    assert john.decision is not Decision.LINK
+    # a dropped or initialled middle name, or one compound name written twice, still links
+    for other in (names("John"), names("John", "P"), names("John", "Paul")):
+        result = decide(0.999999, record=names("John", "Paul"), candidate=other)
+        assert result.decision is Decision.LINK, other["given_tokens"]
+    same = decide(0.999999, record=names("Hans-Josef"), candidate=names("Hans-Josef"))
+    assert same.decision is Decision.LINK
+
+
+def test_family_given_names_come_from_same_day_same_family_candidates():
+    from matching.decision import family_given_names, family_given_names_of_pairs
+
+    jacob = person("Jacob", multiple_birth=1)
+    jack = person("Jack")
+    jaco = person("Jaco")
+    cousin = person("Jacques", family="Brown")
+    elder = person("Joe", birth="1978-03-12")
+    assert family_given_names(jaco, [jacob, jack, cousin, elder]) == {"JACOB", "JACK"}
+    assert family_given_names(person("Jaco", birth="1980"), [jacob]) == frozenset()
+    records = [jaco, jacob, jack, cousin]
+    by_record = family_given_names_of_pairs(records, [(0, 1), (0, 2), (0, 3), (1, 3)])
+    assert by_record == {0: {"JACOB", "JACK"}}  # one name only cannot be ambiguous
