@@ -24,7 +24,7 @@ from identity.model import Domain, MatchGrade
 from matching.blocking import blocking_keys
 from matching.decision import Decision, DecisionResult, decide, family_given_names
 from matching.model import MatchModel, probability
-from matching.normalize import normalize_record
+from matching.normalize import is_given_name, normalize_record
 
 log = logging.getLogger("identity.mpi.matcher")
 
@@ -354,5 +354,6 @@ def _cache_keys(parties: Sequence[Party]) -> list[tuple[int, int]] | None:
 
 def load_model(settings: MatchingSettings) -> MatchModel:
     model = MatchModel.load(settings.model) if settings.model else MatchModel.default()
+    is_given_name("")  # load the given-name table now, not during the first twin decision
     log.info("event=match_model_loaded path=%s", settings.model or "default")
     return model
