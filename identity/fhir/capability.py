@@ -54,7 +54,7 @@ def capability_statement(base: str, settings: Settings) -> Json:
         "software": {"name": "identity", "version": __version__},
         "implementation": {"description": "identity MPI FHIR door", "url": base},
         "fhirVersion": "4.0.1",
-        "format": ["application/fhir+json", "json"],
+        "format": ["application/fhir+json", "json", "application/fhir+xml", "xml"],
         "rest": [{
             "mode": "server",
             "documentation": (

@@ -7,6 +7,7 @@ import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
+from urllib.parse import urlencode
 
 from aiohttp import web
 from multidict import MultiDict
@@ -338,6 +339,10 @@ class FhirDoor:
             "total": total,
             "link": pdq.page_links(base, parsed.echo, parsed.offset, parsed.count, total),
         }
+        fmt = request.query.get("_format")
+        if fmt:  # the paging links keep the format the client asked for
+            for link in bundle["link"]:
+                link["url"] += "&" + urlencode({"_format": fmt})
         if entries:
             bundle["entry"] = entries
         return fhir_response(bundle)

@@ -1,13 +1,24 @@
-"""The FHIR wire: content negotiation, JSON bodies, OperationOutcome and the mapping of the core's
-typed errors to HTTP status codes.
+"""The FHIR wire: content negotiation, JSON and XML bodies, OperationOutcome and the mapping of the
+core's typed errors to HTTP status codes.
 
-Only JSON is spoken. fhir.resources serialises XML only when ``lxml`` is installed, which is not
-a dependency of this project; requests for XML (``_format=xml``, ``Accept: application/fhir+xml``)
-get 406 and XML bodies get 415, each with a JSON OperationOutcome.
+The door's handlers build and read FHIR JSON (plain dicts) only; XML is handled here, in one
+place, with fhir.resources (package ``fhir.resources.R4B``, XML through ``lxml``):
+
+- ``negotiate`` picks the response format: ``_format`` wins over ``Accept``; JSON is the
+  default and wins ties of quality; a request for neither JSON nor XML is 406
+  (``check_format``), answered in JSON;
+- ``fhir_response`` always builds the JSON response and keeps its dict; when XML was negotiated,
+  ``error_middleware`` converts that dict (success or OperationOutcome) to FHIR XML through the
+  R4B model of its ``resourceType``;
+- ``read_json`` reads an XML body (``application/fhir+xml``, ``application/xml``, ``text/xml``)
+  into the R4B model and dumps it as the dict the same resource in JSON would give
+  (``xml_to_json``: no DTD, no entities, FHIR namespace only); a malformed or invalid XML body
+  is 400, a body of any other media type 415.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 from collections.abc import Awaitable, Callable
@@ -33,10 +44,11 @@ from identity.errors import (
 log = logging.getLogger("identity.fhir")
 
 FHIR_JSON = "application/fhir+json"
+FHIR_XML = "application/fhir+xml"
+FHIR_NS = "http://hl7.org/fhir"
+XHTML_NS = "http://www.w3.org/1999/xhtml"
 JSON_TYPES = frozenset({FHIR_JSON, "application/json", "application/json+fhir"})
-XML_TYPES = frozenset(
-    {"application/fhir+xml", "application/xml", "text/xml", "application/xml+fhir"}
-)
+XML_TYPES = frozenset({FHIR_XML, "application/xml", "text/xml", "application/xml+fhir"})
 JSON_FORMATS = JSON_TYPES | {"json"}
 XML_FORMATS = XML_TYPES | {"xml"}
 
@@ -75,54 +87,211 @@ def operation_outcome(issues: list[Json]) -> Json:
     return {"resourceType": "OperationOutcome", "issue": issues}
 
 
+class FhirResponse(web.Response):
+    """A FHIR response built as JSON; ``resource`` keeps the dict so that the middleware can
+    serialise it as XML instead when the client asked for XML."""
+
+    resource: Json | None = None
+
+
 def fhir_response(
     body: Json | None, status: int = 200, headers: dict[str, str] | None = None
 ) -> web.Response:
     text = None if body is None else json.dumps(body, separators=(",", ":"), ensure_ascii=False)
-    return web.Response(
+    response = FhirResponse(
         status=status,
         text=text,
         content_type=FHIR_JSON if text is not None else None,
         charset="utf-8" if text is not None else None,
         headers=headers,
     )
+    response.resource = body
+    return response
 
 
 def outcome_response(error: FhirError) -> web.Response:
     return fhir_response(operation_outcome(error.issues), error.status, error.headers)
 
 
-def _media_types(header: str) -> list[str]:
-    return [part.split(";")[0].strip().lower() for part in header.split(",") if part.strip()]
+def _accept_ranges(header: str) -> list[tuple[str, float]]:
+    """``(media range, q)`` of an Accept header, parameters other than ``q`` dropped."""
+    ranges = []
+    for part in header.split(","):
+        fields = part.split(";")
+        media = fields[0].strip().lower()
+        if not media:
+            continue
+        quality = 1.0
+        for param in fields[1:]:
+            name, _, value = param.partition("=")
+            if name.strip().lower() == "q":
+                try:
+                    quality = float(value.strip())
+                except ValueError:
+                    quality = 0.0
+        ranges.append((media, quality))
+    return ranges
+
+
+def _quality(ranges: list[tuple[str, float]], types: frozenset[str]) -> float:
+    """The best q any of ``types`` gets, each from its most specific matching range."""
+    best = 0.0
+    for media in types:
+        wildcard = media.split("/")[0] + "/*"
+        for candidate in (media, wildcard, "*/*"):
+            found = [q for m, q in ranges if m == candidate]
+            if found:
+                best = max(best, max(found))
+                break
+    return best
+
+
+def negotiate(request: web.Request) -> str | None:
+    """The response format, ``"json"`` or ``"xml"``; None when neither is acceptable.
+
+    ``_format`` wins over ``Accept``. With ``Accept``, XML is chosen only when it gets a higher
+    quality than JSON (so ``*/*``, a tie or no header give JSON).
+    """
+    chosen: str | None
+    fmt = request.query.get("_format")
+    if fmt is not None:
+        # A '+' unescaped in a query is a space.
+        value = fmt.strip().lower().replace(" ", "+").split(";")[0].strip()
+        chosen = "json" if value in JSON_FORMATS else "xml" if value in XML_FORMATS else None
+    else:
+        accept = request.headers.get("Accept", "").strip()
+        if not accept:
+            chosen = "json"
+        else:
+            ranges = _accept_ranges(accept)
+            json_q, xml_q = _quality(ranges, JSON_TYPES), _quality(ranges, XML_TYPES)
+            chosen = "xml" if xml_q > json_q else "json" if json_q > 0 else None
+    return chosen
 
 
 def check_format(request: web.Request) -> None:
-    """Raise 406 unless the response may be JSON (``_format`` wins over ``Accept``)."""
+    """Raise 406 unless the response may be JSON or XML (``_format`` wins over ``Accept``)."""
+    if negotiate(request) is not None:
+        return
     fmt = request.query.get("_format")
     if fmt is not None:
-        value = fmt.strip().lower().replace(" ", "+")  # a '+' unescaped in a query is a space
-        if value.split(";")[0] in JSON_FORMATS:
-            return
-        if value.split(";")[0] in XML_FORMATS:
-            raise FhirError(406, "not-supported", "XML is not supported by this server; use JSON")
-        raise FhirError(406, "not-supported", f"unsupported _format {fmt!r}")
-    accept = request.headers.get("Accept")
-    if not accept:
-        return
-    types = _media_types(accept)
-    if any(t in JSON_TYPES or t in ("*/*", "application/*") for t in types):
-        return
+        raise FhirError(406, "not-supported", f"unsupported _format {fmt!r}; this server speaks "
+                        "json and xml")
+    accept = request.headers.get("Accept", "")
     raise FhirError(406, "not-supported", f"cannot produce any of {accept!r}; this server speaks "
-                    f"{FHIR_JSON}")
+                    f"{FHIR_JSON} and {FHIR_XML}")
+
+
+def _model_class(resource_type: str) -> Any:
+    from fhir.resources.R4B import get_fhir_model_class
+
+    return get_fhir_model_class(resource_type)
+
+
+def to_xml(resource: Json) -> bytes:
+    """FHIR XML of a JSON resource, through its fhir.resources R4B model."""
+    model = _model_class(resource["resourceType"]).model_validate(resource)
+    xml: bytes = model.model_dump_xml()
+    return xml
+
+
+async def _as_xml(response: web.StreamResponse) -> web.StreamResponse:
+    """``response`` with its FHIR JSON body re-serialised as FHIR XML. fhir.resources takes
+    milliseconds a Patient (far more for a Bundle), so it runs off the event loop."""
+    if not isinstance(response, FhirResponse) or response.resource is None:
+        return response
+    response.body = await asyncio.to_thread(to_xml, response.resource)
+    response.content_type = FHIR_XML
+    response.charset = "utf-8"
+    return response
+
+
+def _xml_parser() -> Any:
+    from lxml import etree
+
+    # No DTD, no entity expansion, no network: an XML body is data, never instructions.
+    return etree.XMLParser(resolve_entities=False, no_network=True, load_dtd=False,
+                           huge_tree=False, remove_pis=True)
+
+
+def _check_elements(root: Any) -> None:
+    """What fhir.resources' XML reader lets through: elements of another namespace (it drops the
+    namespace) and text content (it drops the text; FHIR XML puts values in ``value``). The
+    narrative's XHTML ``div`` is left to it."""
+    from lxml import etree
+
+    stack = [root]
+    while stack:
+        element = stack.pop()
+        where = etree.QName(element).localname
+        if element.text and element.text.strip():
+            raise FhirError(400, "structure", f"element {where!r} has text content; FHIR XML "
+                            "carries values in the value attribute")
+        for child in element:
+            if child.tail and child.tail.strip():
+                raise FhirError(400, "structure", f"element {where!r} has text content; FHIR "
+                                "XML carries values in the value attribute")
+            if not isinstance(child.tag, str):  # a comment or processing instruction
+                continue
+            namespace = etree.QName(child).namespace
+            if namespace == XHTML_NS:
+                continue
+            if namespace != FHIR_NS:
+                raise FhirError(400, "structure", f"element {child.tag!r} (in {where!r}) is "
+                                f"not in the {FHIR_NS} namespace")
+            stack.append(child)
+
+
+def xml_to_json(raw: bytes) -> Json:
+    """An XML resource as the dict its JSON form would give; 400 when it is not valid FHIR."""
+    from lxml import etree
+
+    try:
+        root = etree.fromstring(raw, parser=_xml_parser())
+    except etree.XMLSyntaxError as exc:
+        raise FhirError(400, "structure", f"body is not well-formed XML: {exc}") from exc
+    if root.getroottree().docinfo.doctype:
+        raise FhirError(400, "structure", "a DOCTYPE is not allowed in a FHIR XML body")
+    name = etree.QName(root)
+    if name.namespace != FHIR_NS:
+        raise FhirError(400, "structure", f"body is not a FHIR resource (the root element is "
+                        f"not in the {FHIR_NS} namespace)")
+    if root.nsmap.get(None) != FHIR_NS:
+        raise FhirError(400, "structure", f"declare {FHIR_NS} as the default namespace "
+                        "(xmlns=...); prefixed FHIR elements are not read")
+    try:
+        model_class = _model_class(name.localname)
+    except (ValueError, KeyError) as exc:
+        raise FhirError(400, "structure", f"unknown resource type {name.localname!r}") from exc
+    if not model_class.has_resource_base():
+        raise FhirError(400, "structure", f"{name.localname!r} is not a resource")
+    resource_type = name.localname
+    _check_elements(root)
+    try:
+        model = model_class.model_validate_xml(raw, xmlparser=_xml_parser())
+    except ValidationError as exc:
+        raise FhirError(400, "structure", f"invalid {resource_type}",
+                        issues=validation_issues(exc, resource_type)) from exc
+    except (etree.LxmlError, KeyError, ValueError, TypeError, AttributeError, IndexError,
+            NotImplementedError) as exc:
+        detail = f"unknown or misplaced element {exc.args[0]!r}" if isinstance(
+            exc, KeyError) and exc.args and exc.args[0] else f"{type(exc).__name__}: {exc}"
+        raise FhirError(400, "structure",
+                        f"body is not a valid FHIR XML {resource_type}: {detail}") from exc
+    body: Json = model.model_dump(mode="json", exclude_none=True, exclude_comments=True)
+    return body
 
 
 async def read_json(request: web.Request) -> Json:
-    """The JSON body of a request; 415 for other media types, 400 for malformed JSON."""
+    """The request body as a FHIR JSON dict: a JSON body as sent, an XML body converted (see
+    ``xml_to_json``); 415 for other media types, 400 for a malformed body."""
     ctype = request.content_type.lower()
     if ctype in XML_TYPES:
-        raise FhirError(415, "not-supported", "XML bodies are not supported; send JSON")
+        raw = await request.read()
+        return await asyncio.to_thread(xml_to_json, raw)  # milliseconds: off the event loop
     if ctype not in JSON_TYPES and ctype != "application/octet-stream":
-        raise FhirError(415, "not-supported", f"unsupported Content-Type {ctype!r}")
+        raise FhirError(415, "not-supported", f"unsupported Content-Type {ctype!r}; send "
+                        f"{FHIR_JSON} or {FHIR_XML}")
     raw = await request.read()
     try:
         body = json.loads(raw)
@@ -179,7 +348,22 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 @web.middleware
 async def error_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """Every error leaves as an OperationOutcome; a 2xx is only sent after the core committed."""
+    """Every error leaves as an OperationOutcome; a 2xx is only sent after the core committed.
+    Every FHIR response, errors included, leaves in the negotiated format (JSON when the client
+    asked for neither JSON nor XML: the 406 itself)."""
+    response = await _handle(request, handler)
+    if negotiate(request) != "xml":
+        return response
+    try:
+        return await _as_xml(response)
+    except Exception:  # noqa: BLE001 - a response the R4B model refuses is our bug: a 500
+        log.exception("event=fhir_xml_error path=%s", request.path)
+        # In JSON: the XML serialisation is what failed.
+        return outcome_response(FhirError(500, "exception", "the response could not be "
+                                          "serialised as XML; see the server log"))
+
+
+async def _handle(request: web.Request, handler: Handler) -> web.StreamResponse:
     try:
         return await handler(request)
     except web.HTTPException as exc:

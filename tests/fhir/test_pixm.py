@@ -112,9 +112,10 @@ async def test_pix_query_unknown_target_system_is_403_code_invalid(fhir: Fhir) -
     outcome(body, "code-invalid", "targetSystem not found")
 
 
-async def test_pix_query_xml_format_is_406(fhir: Fhir) -> None:
+async def test_pix_query_unsupported_format_is_406(fhir: Fhir) -> None:
     status, body, _ = await fhir.call(
-        "GET", "/Patient/$ihe-pix", params={"sourceIdentifier": f"{HOSPA}|A1", "_format": "xml"})
+        "GET", "/Patient/$ihe-pix",
+        params={"sourceIdentifier": f"{HOSPA}|A1", "_format": "text/turtle"})
     assert status == 406
     outcome(body, "not-supported")
 
@@ -191,10 +192,10 @@ async def test_feed_patient_without_name_or_identifier_is_400(fhir: Fhir) -> Non
     assert body["issue"][0]["expression"] == ["Patient.identifier"]
 
 
-async def test_feed_xml_body_is_415(fhir: Fhir) -> None:
+async def test_feed_body_neither_json_nor_xml_is_415(fhir: Fhir) -> None:
     status, body, _ = await fhir.call(
         "PUT", "/Patient", None, client="ADT_A", params={"identifier": f"{HOSPA}|A1"},
-        headers={"Content-Type": "application/fhir+xml"})
+        headers={"Content-Type": "text/plain"})
     assert status == 415
     outcome(body, "not-supported")
 
