@@ -124,7 +124,7 @@ def _given_relation(
     The first names being "same", the pair is still only "similar" when the second given names
     (or the parts of a compound first name) are clearly different, or when a spelling
     difference is ambiguous: ``family_names`` (given names of other records born the same day
-    into the same family) hold a third person's name within reach of one of the two spellings.
+    into the same family) hold a third person's name near both spellings.
     """
     relation = _spelling_relation(a, b, multiple_birth=multiple_birth, sex_differs=sex_differs)
     if relation != "same" or (a.get("given") or "") == (b.get("given") or "") == "":
@@ -225,7 +225,8 @@ def _second_names_differ(a: dict[str, Any], b: dict[str, Any]) -> bool:
 def family_given_names(record: dict[str, Any], others: Iterable[dict[str, Any]]) -> frozenset[str]:
     """Given names of the records among ``others`` (a record's candidates) born on the same
     day into the same family as ``record``: its own other spellings, and its twins' names if
-    the index holds them. Passed to :func:`decide` as ``family_names``."""
+    the index holds them. Passed to :func:`decide` as ``family_names``. Empty unless there are
+    two or more names (as in :func:`family_given_names_of_pairs`)."""
     a = as_normalized(record)
     if a.get("birth_precision") != "day":
         return frozenset()
@@ -234,7 +235,7 @@ def family_given_names(record: dict[str, Any], others: Iterable[dict[str, Any]])
         b = as_normalized(other)
         if b.get("given") and b.get("birth_date") == a["birth_date"] and _family_agrees(a, b):
             names.add(b["given"])
-    return frozenset(names)
+    return frozenset(names) if len(names) >= 2 else frozenset()
 
 
 def family_given_names_of_pairs(

@@ -257,7 +257,8 @@ def test_family_given_names_come_from_same_day_same_family_candidates():
     cousin = person("Jacques", family="Brown")
     elder = person("Joe", birth="1978-03-12")
     assert family_given_names(jaco, [jacob, jack, cousin, elder]) == {"JACOB", "JACK"}
-    assert family_given_names(person("Jaco", birth="1980"), [jacob]) == frozenset()
+    assert family_given_names(person("Jaco", birth="1980"), [jacob, jack]) == frozenset()
+    assert family_given_names(jaco, [jacob, cousin]) == frozenset()  # one name: no ambiguity
     records = [jaco, jacob, jack, cousin]
     by_record = family_given_names_of_pairs(records, [(0, 1), (0, 2), (0, 3), (1, 3)])
     assert by_record == {0: {"JACOB", "JACK"}}  # one name only cannot be ambiguous
