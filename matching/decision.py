@@ -146,7 +146,7 @@ def _spelling_relation(
         return "same"
     if set(a.get("given_variants") or []) & set(b.get("given_variants") or []):
         return "same"
-    if a.get("family") and a.get("family") == gb and b.get("family") == ga:
+    if _swapped(a, b):
         return "same"  # given and family swapped: the same names in the wrong fields
     similarity = JaroWinkler.normalized_similarity(ga, gb)
     if sex_differs:
@@ -170,6 +170,13 @@ def _spelling_relation(
     ):
         return "similar"
     return "different"
+
+
+def _swapped(a: dict[str, Any], b: dict[str, Any]) -> bool:
+    """Given and family names swapped: the same names in the wrong fields."""
+    return bool(a.get("family")) and a.get("family") == b.get("given") and (
+        b.get("family") == a.get("given")
+    )
 
 
 def _near(x: str, y: str) -> bool:
@@ -206,7 +213,7 @@ def _second_names_differ(a: dict[str, Any], b: dict[str, Any]) -> bool:
     name (JOHN PAUL / JOHN MARK), or a compound first name on one record is not the other's
     (HANS-JOSEF / HANS, MARIA LUISA / MARIA ELENA). A second name on one record only is a
     dropped middle name, not a difference."""
-    if a.get("family") and a.get("family") == b.get("given") and b.get("family") == a.get("given"):
+    if _swapped(a, b):
         return False  # given and family swapped: a compound family name is no given name
     fa, fb = (a.get("first_given") or "").split(), (b.get("first_given") or "").split()
     if fa and fb and len(fa) != len(fb):
