@@ -2,10 +2,11 @@
 urn:ihe:iti:pmir:2019:patient-feed) focuses a history Bundle of Patient create (POST), update or
 merge (PUT) and delete (DELETE) entries.
 
-Each entry is one core command (its own transaction), applied in order; the response message
-Bundle reports each entry's status. The message is not atomic across entries (the core has no
-multi-command unit of work); a failed entry does not undo the ones before it, and the response
-code is then ``fatal-error`` with an OperationOutcome naming the failed entries.
+Each entry is one core command, applied in order, and the message is atomic: all entries run in
+one transaction (``Mpi.atomic``), so either every entry is applied or none is. The response
+message Bundle reports each entry's status; when an entry fails, nothing is applied, the response
+code is ``fatal-error`` with an OperationOutcome, the failed entry carries its own error status
+and outcome and every other entry status 409 ("not applied").
 """
 
 from __future__ import annotations
@@ -93,23 +94,25 @@ async def process_message(door: FhirDoor, request: web.Request) -> web.StreamRes
     _validate_bundle(body)
     header, history = _history(body)
     who = door.caller(request)
+    entries_in = list(history.get("entry") or ())
     results: list[Json] = []
     failed: list[Json] = []
-    for index, entry in enumerate(history.get("entry") or ()):
-        try:
-            results.append(await _apply(door, request, entry, who, index))
-        except StoreUnavailable:
-            raise
-        except (FhirError, MpiError) as exc:
-            error = error_for(exc)
-            failed.extend(
-                {**i, "diagnostics": f"entry[{index}]: {i['diagnostics']}"} for i in error.issues
-            )
-            results.append({
-                "request": entry.get("request") or {"method": "POST", "url": "Patient"},
-                "response": {"status": str(error.status),
-                             "outcome": operation_outcome(error.issues)},
-            })
+    try:
+        async with door.mpi.atomic():
+            for index, entry in enumerate(entries_in):
+                try:
+                    results.append(await _apply(door, request, entry, who, index))
+                except StoreUnavailable:
+                    raise
+                except (FhirError, MpiError) as exc:
+                    raise _EntryFailed(index, error_for(exc)) from exc
+    except _EntryFailed as failure:
+        error = failure.error
+        failed = [{**i, "diagnostics": f"entry[{failure.index}]: {i['diagnostics']}; "
+                   "nothing in this message was applied"} for i in error.issues]
+        results = [_not_applied(entry, failure.index) for entry in entries_in]
+        results[failure.index]["response"] = {
+            "status": str(error.status), "outcome": operation_outcome(error.issues)}
     base = door.base(request)
     response_history: Json = {
         "resourceType": "Bundle",
@@ -144,6 +147,25 @@ async def process_message(door: FhirDoor, request: web.Request) -> web.StreamRes
         "entry": entries,
     }
     return fhir_response(message)
+
+
+class _EntryFailed(Exception):
+    """An entry of an atomic PMIR message failed: the message's transaction rolls back."""
+
+    def __init__(self, index: int, error: FhirError) -> None:
+        super().__init__(f"entry[{index}] failed")
+        self.index = index
+        self.error = error
+
+
+def _not_applied(entry: Json, failed_index: int) -> Json:
+    return {
+        "request": entry.get("request") or {"method": "POST", "url": "Patient"},
+        "response": {"status": "409", "outcome": operation_outcome([issue(
+            "processing",
+            f"not applied: entry[{failed_index}] failed and the message is applied as a whole "
+            "or not at all")])},
+    }
 
 
 async def _target(door: FhirDoor, url: str, resource: Json | None, who: Caller) -> IdentifierRef:

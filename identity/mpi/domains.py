@@ -33,7 +33,7 @@ class DomainRegistry:
     async def sync_from_settings(self) -> None:
         """Write the configured domains and the enterprise domain into the database."""
         mpi = self.settings.mpi
-        async with self.db.transaction() as conn:
+        async with self.db.transaction(detached=True) as conn:
             repo = Repository(conn)
             await repo.upsert_domain(
                 mpi.enterprise_namespace, mpi.enterprise_oid, (), True, is_enterprise=True
@@ -45,7 +45,8 @@ class DomainRegistry:
         await self.refresh()
 
     async def refresh(self) -> None:
-        async with self.db.connection() as conn:
+        # detached: the cache must hold committed domains only, even inside an atomic block
+        async with self.db.connection(detached=True) as conn:
             domains = await Repository(conn).domains()
         self._by_id = {d.id: d for d in domains}
         self._by_namespace = {d.namespace: d for d in domains}
@@ -126,7 +127,8 @@ class DomainRegistry:
                 raise
         namespace = ref.namespace or ref.oid
         assert namespace is not None
-        async with self.db.transaction() as conn:
+        # detached: a domain is configuration, committed at once even inside an atomic block
+        async with self.db.transaction(detached=True) as conn:
             await Repository(conn).insert_domain_if_absent(namespace, ref.oid)
         log.info("event=domain_auto_registered namespace=%s oid=%s", namespace, ref.oid or "")
         await self.refresh()

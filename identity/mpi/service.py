@@ -90,6 +90,13 @@ class Mpi:
 
     # --- plumbing ---------------------------------------------------------------------------
 
+    def atomic(self) -> Any:
+        """An async context in which several commands form one transaction: all are committed
+        when the block ends without error, none otherwise (e.g. a PMIR message of several
+        entries). Reads inside see the block's own changes. Commands inside must be awaited
+        one after another in the calling task."""
+        return self.db.atomic()
+
     @asynccontextmanager
     async def _unit(
         self,

@@ -7,12 +7,16 @@ import logging
 import weakref
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
+from contextvars import ContextVar
 
 import asyncpg
 
 from identity.errors import StoreConflict, StoreUnavailable
 
 log = logging.getLogger("identity.store")
+
+_ATOMIC: ContextVar[asyncpg.Connection | None] = ContextVar("identity_atomic", default=None)
+"""The connection of the ``Database.atomic()`` block the current task runs in, if any."""
 
 # Errors that mean "the database is not there right now": nothing was applied.
 _UNAVAILABLE = (
@@ -112,7 +116,13 @@ class Database:
         await self.pool.close()
 
     @asynccontextmanager
-    async def connection(self) -> AsyncIterator[asyncpg.Connection]:
+    async def connection(self, *, detached: bool = False) -> AsyncIterator[asyncpg.Connection]:
+        """A pooled connection; inside ``atomic()`` (unless ``detached``) the atomic block's
+        own, so that reads see what the block has written so far."""
+        shared = None if detached else _ATOMIC.get()
+        if shared is not None:
+            yield shared
+            return
         try:
             async with self.pool.acquire() as conn:
                 yield conn
@@ -120,7 +130,23 @@ class Database:
             raise StoreUnavailable(f"database unavailable: {_describe(exc)}") from exc
 
     @asynccontextmanager
-    async def transaction(self) -> AsyncIterator[asyncpg.Connection]:
+    async def atomic(self) -> AsyncIterator[asyncpg.Connection]:
+        """Several commands as one transaction: every ``transaction()`` and ``connection()``
+        of this task inside the block runs on the block's connection (each transaction as a
+        savepoint), and nothing is committed unless the whole block ends without error.
+        Used where a protocol defines a message of several changes as one (PMIR ITI-93).
+        Work inside must stay in this task (no ``gather`` of commands on the connection)."""
+        if _ATOMIC.get() is not None:
+            raise RuntimeError("atomic blocks do not nest")
+        async with self.transaction() as conn:
+            token = _ATOMIC.set(conn)
+            try:
+                yield conn
+            finally:
+                _ATOMIC.reset(token)
+
+    @asynccontextmanager
+    async def transaction(self, *, detached: bool = False) -> AsyncIterator[asyncpg.Connection]:
         """One transaction; commits when the block ends without error, else rolls back.
 
         Connection loss anywhere (including at COMMIT) surfaces as StoreUnavailable: the caller
@@ -129,15 +155,20 @@ class Database:
         After a commit the connection goes back to the pool without asyncpg's reset query (one
         round trip less per command): work in here must not change session state (no plain
         SET, LISTEN, session advisory locks or WITH HOLD cursors; SET LOCAL is fine).
+
+        Inside ``atomic()`` (unless ``detached``) it is a savepoint of the atomic block: it
+        commits only with the block.
         """
-        async with self.connection() as conn:
+        shared = None if detached else _ATOMIC.get()
+        async with self.connection(detached=detached) as conn:
             try:
                 async with conn.transaction():
                     yield conn
-                # Committed: the connection goes back to the pool without the reset query.
-                raw = getattr(conn, "_con", conn)  # the pool's proxy wraps the connection
-                if isinstance(raw, asyncpg.Connection):
-                    self._clean.add(raw)
+                if shared is None:
+                    # Committed: the connection goes back to the pool without the reset query.
+                    raw = getattr(conn, "_con", conn)  # the pool's proxy wraps the connection
+                    if isinstance(raw, asyncpg.Connection):
+                        self._clean.add(raw)
             except asyncpg.exceptions.TransactionRollbackError as exc:
                 raise StoreConflict(f"transaction rolled back, nothing applied: {exc}") from exc
             except _UNAVAILABLE as exc:

@@ -89,14 +89,38 @@ async def test_create_update_merge_delete_in_messages(fhir: Fhir) -> None:
     assert status == 410
 
 
-async def test_failed_entry_reported_with_outcome(fhir: Fhir) -> None:
+async def test_a_failed_entry_applies_nothing(fhir: Fhir) -> None:
+    """The message is atomic: the create before the failed entry is rolled back too."""
     bad = create("M3")
     bad["resource"]["identifier"] = [{"system": "urn:oid:1.2.3.4.5.2", "value": "X"}]
-    reply = await post(fhir, message([create("M4"), bad]))
-    assert statuses(reply) == ["201", "403"]
+    reply = await post(fhir, message([create("M4"), bad, create("M6")]))
+    assert statuses(reply) == ["409", "403", "409"]
     header = reply["entry"][0]["resource"]
     assert header["response"]["code"] == "fatal-error"
-    assert reply["entry"][2]["resource"]["resourceType"] == "OperationOutcome"
+    outcome = reply["entry"][2]["resource"]
+    assert outcome["resourceType"] == "OperationOutcome"
+    assert "entry[1]" in outcome["issue"][0]["diagnostics"]
+    for value in ("M4", "M6"):
+        status, _, _ = await fhir.call("GET", f"/Patient?identifier={HOSPA}|{value}")
+        assert status == 200
+        _, found, _ = await fhir.call("GET", f"/Patient?identifier={HOSPA}|{value}")
+        assert found["total"] == 0, found
+
+
+async def test_later_entries_see_earlier_ones(fhir: Fhir) -> None:
+    """Inside one message, a merge may name a patient created by an earlier entry."""
+    survivor, retired = create("M7"), create("M8", family="Smyth")
+    merge = {"resource": patient(HOSPA, "M8", family="Smyth", active=False, link=[
+                 {"type": "replaced-by", "other": {"identifier": {"system": HOSPA,
+                                                                  "value": "M7"}}}]),
+             "request": {"method": "PUT", "url": f"Patient?identifier={HOSPA}|M8"}}
+    reply = await post(fhir, message([survivor, retired, merge]))
+    assert reply["entry"][0]["resource"]["response"]["code"] == "ok", reply
+    assert statuses(reply) == ["201", "201", "200"]
+    merged = reply["entry"][1]["resource"]["entry"][2]["resource"]
+    assert merged["active"] is False and merged["link"][0]["type"] == "replaced-by"
+    status, read, _ = await fhir.call("GET", f"/Patient/{merged['id']}")
+    assert status == 200 and read["active"] is False
 
 
 async def test_wrong_event_or_shape_is_400(fhir: Fhir) -> None:
