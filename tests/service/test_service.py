@@ -349,3 +349,69 @@ async def test_fed_over_hl7_found_over_fhir_and_the_reverse(data_dir: Path) -> N
         assert reply.segment("PID").value(3) == "A77"
     finally:
         await service.stop()
+
+
+async def test_one_index_behind_both_doors(fresh_database: str) -> None:
+    """A record fed over HL7 v2 is found over FHIR, and one fed over FHIR is found over HL7 v2:
+    one service, one core, one database behind both front doors."""
+    from identity.hl7v2.mllp import MLLPClient
+
+    from ..hl7v2.messages import adt, msa, pdq_query, pid3, pix_query, qak, reply
+
+    settings = Settings(database={"url": fresh_database}, http={"port": 0}, mllp={"port": 0},
+                        domains=DEMO_DOMAINS)
+    service = Service(settings)
+    await service.start()
+    base = f"http://127.0.0.1:{service.http_port}/fhir"
+    json_type = {"Accept": "application/fhir+json"}
+    try:
+        assert service.hl7 is not None
+        async with MLLPClient("127.0.0.1", service.hl7.port) as mllp, aiohttp.ClientSession(
+            headers=json_type
+        ) as http:
+            # HL7 v2 in ...
+            ack = reply(await mllp.send(adt("A04", "X1^^^HOSPA", name="DOE^JANE", dob="19700101",
+                                            sex="F")))
+            assert msa(ack) == "AA"
+            # ... FHIR out: ITI-78 by identifier and by demographics, ITI-83
+            params = {"identifier": "urn:oid:1.2.3.4.5.1|X1"}
+            async with http.get(f"{base}/Patient", params=params) as response:
+                found = await response.json(content_type=None)
+            assert response.status == 200 and found["total"] == 1
+            jane = found["entry"][0]["resource"]
+            assert jane["name"][0]["family"] == "DOE" and jane["birthDate"] == "1970-01-01"
+            async with http.get(f"{base}/Patient",
+                                params={"family": "doe", "birthdate": "1970"}) as response:
+                by_name = await response.json(content_type=None)
+            assert [e["resource"]["id"] for e in by_name["entry"]] == [jane["id"]]
+            async with http.get(f"{base}/Patient/$ihe-pix",
+                                params={"sourceIdentifier": "urn:oid:1.2.3.4.5.1|X1"}) as response:
+                pix = await response.json(content_type=None)
+            assert response.status == 200
+            enterprise = [p["valueIdentifier"]["value"] for p in pix["parameter"]
+                          if p["name"] == "targetIdentifier"]
+            assert len(enterprise) == 1  # the enterprise ID: the only other identifier
+
+            # FHIR in ...
+            roe = {"resourceType": "Patient",
+                   "identifier": [{"system": "urn:oid:1.2.3.4.5.2", "value": "Y1"}],
+                   "name": [{"family": "Roe", "given": ["Richard"]}],
+                   "gender": "male", "birthDate": "1961-07-04"}
+            async with http.put(f"{base}/Patient",
+                                params={"identifier": "urn:oid:1.2.3.4.5.2|Y1"}, json=roe,
+                                headers={"X-Client-Id": "ADT_B",
+                                         "Content-Type": "application/fhir+json"}) as response:
+                assert response.status == 201, await response.text()
+            # ... HL7 v2 out: ITI-9 gives the enterprise ID, ITI-21 finds the demographics
+            pix_reply = reply(await mllp.send(pix_query("Y1^^^HOSPB")))
+            assert msa(pix_reply) == "AA" and qak(pix_reply) == "OK"
+            pid = pix_reply.segment("PID")
+            assert pid is not None and len(pid3(pid)) == 1 and "MPI" in pid3(pid)[0]
+            pdq_reply = reply(await mllp.send(pdq_query("@PID.5.1^ROE~@PID.7^19610704")))
+            assert qak(pdq_reply) == "OK"
+            found_pids = pdq_reply.segments("PID")
+            assert len(found_pids) == 1
+            assert any(rep.startswith("Y1^^^HOSPB") for rep in pid3(found_pids[0]))
+            assert found_pids[0].value(5) == "Roe"
+    finally:
+        await service.stop()
