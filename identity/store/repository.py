@@ -74,15 +74,16 @@ class Repository:
         max_candidates: int,
     ) -> asyncpg.Record:
         """Lock the record key and read the record (row-locked) with its blocking keys
-        (``old_keys``) and no-match partners. When the record is not known, its ``keys`` are
-        locked too (one sorted call) and its candidates returned (``blocks``, ``prefetched``,
-        ``parties``: see the SQL function ``register_candidates``); ``id`` is then NULL."""
+        (``old_keys``) and no-match partners. When the record is not known, those of its
+        ``keys`` that can give candidates are locked too (one sorted call; see migration 0005)
+        and its candidates read under them (``blocks``, ``prefetched``, ``parties``: see the
+        SQL function ``register_candidates``); ``id`` is then NULL."""
         return await self.conn.fetchrow(
             "SELECT * FROM register_begin($1, $2, $3, $4::bigint[], $5::text[], $6, $7, $8)",
             key_hash(record_key),
             domain_id,
             identifier,
-            sorted({key_hash(k) for k in keys}),
+            [key_hash(k) for k in keys],  # aligned with the keys
             list(keys),
             per_key,
             max_block,
@@ -307,12 +308,11 @@ class Repository:
             )
 
     async def records_by_keys(self, keys: Sequence[str], per_key: int) -> dict[str, list[int]]:
-        """Active records under each blocking key, at most ``per_key`` of them per key."""
+        """Active records under each blocking key, at most ``per_key`` of them per key (only
+        active records have blocking keys: merge and remove delete them)."""
         rows = await self.conn.fetch(
             """SELECT k.key, ARRAY(SELECT b.source_record_id FROM blocking_key b
-                                   JOIN source_record r ON r.id = b.source_record_id
-                                   WHERE b.key = k.key AND r.status = 'active'
-                                   LIMIT $2) AS ids
+                                   WHERE b.key = k.key LIMIT $2) AS ids
                FROM unnest($1::text[]) AS k(key)""",
             list(keys),
             per_key,

@@ -178,3 +178,55 @@ async def test_a_removed_record_registered_again_is_matched_like_a_new_one(mpi: 
     assert again.record == await mpi.get_record(again.record.id)
     events = [e.event for e in await mpi.history(command_id=again.command_id)]
     assert events == ["record_updated", "link_set"]
+
+
+async def test_a_new_record_does_not_wait_for_keys_too_common_to_give_candidates(
+    db: Database, make_settings: Callable[..., Settings], run_database_url: str, schema: str
+) -> None:
+    """Migration 0005: a blocking key holding more than max_block records is never read for
+    candidates, so a registration does not lock it; one that holds the lock of every other
+    key is waited for. Three Smiths born in 1980 make the family + birth year key oversized
+    with max_block 2."""
+    core = Mpi(db, make_settings(matching={"max_block": 2, "term_frequencies": False}))
+    await core.start()
+    for value, given, day in (("A1", "Adam", "01"), ("A2", "Bert", "02"), ("A3", "Carl", "03")):
+        await core.register(person("HOSPA", value, given=given, birth_date=f"1980-05-{day}"), **A)
+    incoming = person("HOSPB", "B1", given="Dave", birth_date="1980-06-04")
+    domain = await core.domains.resolve(incoming.identifier.authority)
+    keys = core.matcher.prepare(
+        incoming.demographics.as_matching_input(), [(domain.id, "B1", None)]
+    ).keys
+    common = [k for k in keys if k.startswith("fp_by:")]
+    assert len(common) == 1
+    async with db.connection() as conn:
+        usable = await conn.fetchrow(
+            "SELECT * FROM usable_keys($1::text[], $2::bigint[], 2)",
+            keys, [key_hash(k) for k in keys],
+        )
+        assert common[0] not in usable["keys"] and usable["keys"]
+        assert usable["locks"] == [key_hash(k) for k in usable["keys"]]
+        # every block oversized: the smallest (the first among equals) is used, and locked
+        smallest = await conn.fetchrow(
+            "SELECT * FROM usable_keys($1::text[], $2::bigint[], 0)",
+            [common[0], "nm:unknown"], [1, 2],
+        )
+        assert (smallest["keys"], smallest["locks"]) == (["nm:unknown"], [2])
+
+    holder = await asyncpg.connect(run_database_url, server_settings={"search_path": schema})
+    try:
+        transaction = holder.transaction()
+        await transaction.start()
+        await Repository(holder).lock([common[0]])
+        result = await asyncio.wait_for(core.register(incoming, **B), timeout=10)
+        assert result.decision == Decision.NEW_PERSON
+        # a usable key held by another transaction is waited for
+        await Repository(holder).lock([usable["keys"][0]])
+        other = person("HOSPB", "B2", given="Dave", birth_date="1980-06-04")
+        task = asyncio.create_task(core.register(other, **B))
+        await asyncio.sleep(0.5)
+        assert not task.done()
+        await transaction.rollback()
+        # ... and then finds B1 (same name and birth date): not a new person
+        assert (await asyncio.wait_for(task, timeout=10)).decision != Decision.NEW_PERSON
+    finally:
+        await holder.close()
