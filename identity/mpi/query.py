@@ -13,7 +13,6 @@ from identity.model import (
     Identifier,
     IdentifierRef,
     PersonStatus,
-    RecordStatus,
     SearchCriteria,
 )
 from identity.mpi.domains import DomainRegistry
@@ -46,25 +45,35 @@ async def cross_references(
     target_domains = await domains.resolve_targets(targets)
     wanted = {d.id for d in target_domains}
 
-    record_id: int | None = None
-    if domain.is_enterprise:
-        person = await repo.person_row_by_enterprise_id(ref.value)
-        if person is None or person["status"] != PersonStatus.ACTIVE:
+    # The usual case in one round trip: a record's own identifier, or an enterprise id.
+    rows = await repo.cross_reference_rows(
+        None if domain.is_enterprise else domain.id, ref.value
+    )
+    if rows:
+        if rows[0]["person_status"] != PersonStatus.ACTIVE:
             raise UnknownIdentifier(domain.namespace, ref.value)
-        person_id = person["id"]
+        person_id, record_id = rows[0]["person_id"], rows[0]["hit_id"]
+        enterprise_id = rows[0]["enterprise_id"]
     else:
-        row = await repo.record_row_by_identifier(domain.id, ref.value)
-        if row is not None and row["status"] == RecordStatus.ACTIVE and row["person_id"]:
-            person_id, record_id = row["person_id"], row["id"]
+        record_id = None
+        if domain.is_enterprise:
+            person = await repo.person_row_by_enterprise_id(ref.value)
+            if person is None or person["status"] != PersonStatus.ACTIVE:
+                raise UnknownIdentifier(domain.namespace, ref.value)
+            person_id = person["id"]
         else:
             # An identifier carried only as another identifier (e.g. a national ID in PID-19).
-            rows = await repo.record_rows(await repo.records_with_identifier(domain.id, ref.value))
-            persons = {r["person_id"] for r in rows if r["person_id"]}
+            found = await repo.record_rows(
+                await repo.records_with_identifier(domain.id, ref.value)
+            )
+            persons = {r["person_id"] for r in found if r["person_id"]}
             if len(persons) != 1:
                 raise UnknownIdentifier(domain.namespace, ref.value)
             person_id = persons.pop()
-        person = await repo.person_row(person_id)
-        assert person is not None
+            person = await repo.person_row(person_id)
+            assert person is not None
+        enterprise_id = person["enterprise_id"]
+        rows = await repo.person_record_rows([person_id])
 
     by_id = domains.by_id
     references: list[CrossReference] = []
@@ -83,8 +92,7 @@ async def cross_references(
             )
         )
 
-    add(domains.enterprise, person["enterprise_id"], None)
-    rows = await repo.person_record_rows([person_id])
+    add(domains.enterprise, enterprise_id, None)
     for row in rows:  # the records' own identifiers first, then the others they carry
         add(by_id[row["domain_id"]], row["identifier"], row["id"])
     for row in rows:
@@ -94,7 +102,7 @@ async def cross_references(
                 add(other, value, None, type_code or None)
     return CrossReferences(
         person_id=person_id,
-        enterprise_id=person["enterprise_id"],
+        enterprise_id=enterprise_id,
         source_record_id=record_id,
         references=tuple(references),
     )

@@ -348,6 +348,41 @@ class Repository:
                VALUES (lpad(nextval('enterprise_id_seq')::text, 10, '0')) RETURNING *"""
         )
 
+    async def cross_reference_rows(
+        self, domain_id: int | None, identifier: str
+    ) -> list[asyncpg.Record]:
+        """For a PIX query, in one round trip: the active records (``id``, ``domain_id``,
+        ``identifier``, ``others``; by id) of the person named by an active record's own
+        identifier in ``domain_id`` (``hit_id``: that record) or, with ``domain_id`` None, by
+        the enterprise id ``identifier`` (``hit_id`` NULL); each row with ``person_id``,
+        ``enterprise_id`` and ``person_status``. Empty when there is no such record, or the
+        person has no active records. No demographics are read."""
+        if domain_id is None:
+            named = """SELECT NULL::bigint AS hit_id, p.id, p.enterprise_id, p.status
+                       FROM person p WHERE p.enterprise_id = $1"""
+            args: tuple[Any, ...] = (identifier,)
+        else:
+            named = """SELECT h.id AS hit_id, p.id, p.enterprise_id, p.status
+                       FROM source_record h
+                       JOIN link hl ON hl.source_record_id = h.id
+                       JOIN person p ON p.id = hl.person_id
+                       WHERE h.domain_id = $1 AND h.identifier = $2 AND h.status = 'active'"""
+            args = (domain_id, identifier)
+        return await self.conn.fetch(
+            f"""SELECT x.hit_id, x.id AS person_id, x.enterprise_id, x.status AS person_status,
+                       r.id, r.domain_id, r.identifier,
+                       coalesce((SELECT array_agg(ARRAY[ri.domain_id::text, ri.identifier,
+                                                        coalesce(ri.type_code, '')]
+                                                  ORDER BY ri.domain_id, ri.identifier)
+                                 FROM record_identifier ri WHERE ri.source_record_id = r.id),
+                                '{{}}') AS others
+                FROM ({named}) x
+                JOIN link l ON l.person_id = x.id
+                JOIN source_record r ON r.id = l.source_record_id AND r.status = 'active'
+                ORDER BY r.id""",
+            *args,
+        )
+
     async def person_row(
         self, person_id: int, *, for_update: bool = False
     ) -> asyncpg.Record | None:
