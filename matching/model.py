@@ -495,35 +495,78 @@ class MatchModel:
 
     def explain(self, record: dict[str, Any], candidate: dict[str, Any]) -> Explanation:
         """Per comparison: level reached and its weight; the prior; total and probability."""
-        left_rec, right_rec = as_normalized(record), as_normalized(candidate)
-        left, right = self.encode([left_rec]), self.encode([right_rec])
-        view = PairView(left, right)
-        levels = self.levels(view)[0]
-        outcomes = []
-        total = self.prior_weight
-        for j, comparison in enumerate(self.comparisons):
-            index = int(levels[j])
-            level = comparison.levels[index]
-            tf = self._tf_adjustment(view, comparison, levels[j : j + 1])
-            tf_value = float(tf[0]) if isinstance(tf, np.ndarray) else float(tf)
-            shown = _SHOWN.get(comparison.name, lambda r: None)
-            outcome = ComparisonOutcome(
-                comparison=comparison.name,
-                level=index,
-                label=level.label,
-                m=None if level.null else level.m,
-                u=None if level.null else level.u,
-                weight=level.weight,
-                tf_adjustment=tf_value,
-                left=shown(left_rec),
-                right=shown(right_rec),
+        return self.explain_many(record, [candidate])[0]
+
+    def explain_many(
+        self,
+        record: dict[str, Any],
+        candidates: Sequence[dict[str, Any]],
+        *,
+        keys: Sequence[Hashable] | None = None,
+    ) -> list[Explanation]:
+        """:meth:`explain` of one record against each candidate, encoding the record once and
+        each candidate at most once (``keys`` as in :meth:`score`); the totals are the
+        weights :meth:`score` gives."""
+        if not candidates:
+            return []
+        tf = self.term_frequencies
+        left_rec = as_normalized(record)
+        right_recs = [as_normalized(c) for c in candidates]
+        left_row = encode_row(left_rec, tf)
+        if keys is not None:
+            rows = self.encodings.rows(right_recs, keys, tf)
+        else:
+            rows = [encode_row(c, tf) for c in right_recs]
+        levels: Sequence[Sequence[int]]
+        adjust: list[list[float]]
+        if self._rows_supported():
+            levels = self._row_levels(left_row, rows)
+            adjust = [
+                [
+                    self._tf_value(left_row, comparison, comparison.levels[lv[j]])
+                    if tf and comparison.tf_field and comparison.levels[lv[j]].tf_adjust
+                    else 0.0
+                    for j, comparison in enumerate(self.comparisons)
+                ]
+                for lv in levels
+            ]
+        else:
+            view = PairView(stack_rows([left_row]), stack_rows(rows))
+            array = self.levels(view)
+            columns = [
+                np.broadcast_to(self._tf_adjustment(view, c, array[:, j]), (view.n,))
+                for j, c in enumerate(self.comparisons)
+            ]
+            levels = array.tolist()
+            adjust = [[float(col[i]) for col in columns] for i in range(view.n)]
+        explanations = []
+        for pair, right_rec in enumerate(right_recs):
+            outcomes = []
+            total = self.prior_weight
+            for j, comparison in enumerate(self.comparisons):
+                index = int(levels[pair][j])
+                level = comparison.levels[index]
+                shown = _SHOWN.get(comparison.name, lambda r: None)
+                outcome = ComparisonOutcome(
+                    comparison=comparison.name,
+                    level=index,
+                    label=level.label,
+                    m=None if level.null else level.m,
+                    u=None if level.null else level.u,
+                    weight=level.weight,
+                    tf_adjustment=adjust[pair][j],
+                    left=shown(left_rec),
+                    right=shown(right_rec),
+                )
+                total += outcome.contribution
+                outcomes.append(outcome)
+            explanations.append(
+                Explanation(
+                    prior=self.prior,
+                    prior_weight=self.prior_weight,
+                    comparisons=outcomes,
+                    total_weight=total,
+                    probability=probability(total),
+                )
             )
-            total += outcome.contribution
-            outcomes.append(outcome)
-        return Explanation(
-            prior=self.prior,
-            prior_weight=self.prior_weight,
-            comparisons=outcomes,
-            total_weight=total,
-            probability=probability(total),
-        )
+        return explanations

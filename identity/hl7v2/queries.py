@@ -520,7 +520,9 @@ class PdqQuery:
             mothers_maiden_name=c.get("mothers_maiden_name"),
             addresses=(address,) if address.model_dump(exclude_defaults=True) else None,
         )
-        candidates = await self.mpi.match(demographics, limit=min(needed, APPROXIMATE_LIMIT))
+        candidates = await self.mpi.match(
+            demographics, limit=min(needed, APPROXIMATE_LIMIT), explain=False
+        )  # QRI-1 carries the weight; RSP^K22 has no place for the explanation
         hits: list[_Hit] = []
         seen: set[int] = set()
         for candidate in candidates:

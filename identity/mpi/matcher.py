@@ -304,18 +304,39 @@ class Matcher:
 
     # --- ranking for queries ($match, PDQ) --------------------------------------------------
 
-    def rank(self, query: dict[str, Any], parties: Sequence[Party], limit: int) -> list[Ranked]:
+    def rank(
+        self,
+        query: dict[str, Any],
+        parties: Sequence[Party],
+        limit: int,
+        *,
+        explain: bool = True,
+    ) -> list[Ranked]:
+        """The ``limit`` best of ``parties`` against query demographics, best first, each with
+        its grade and (with ``explain``) the explanation of its weight."""
         if not parties:
             return []
-        subject = Party(record_id=0, domain="", person_id=None, normalized=query)
+        keys = _cache_keys(parties)
         weights = np.atleast_1d(
-            self.model.score(query, [p.normalized for p in parties], keys=_cache_keys(parties))
+            self.model.score(query, [p.normalized for p in parties], keys=keys)
         )
-        order = np.argsort(-weights, kind="stable")[:limit]
+        order = [int(i) for i in np.argsort(-weights, kind="stable")[:limit]]
         family = family_given_names(query, [p.normalized for p in parties])
+        explained: list[dict[str, Any]] = [{} for _ in order]
+        if explain:
+            name = str(self.model.training.get("name") or "matching-model")
+            explanations = self.model.explain_many(
+                query,
+                [parties[i].normalized for i in order],
+                keys=None if keys is None else [keys[i] for i in order],
+            )
+            for slot, (i, explanation) in enumerate(zip(order, explanations, strict=True)):
+                explained[slot] = {
+                    **explanation.to_dict(), "model": name, "record_id": parties[i].record_id
+                }
         ranked = []
-        for index in order:
-            party = parties[int(index)]
+        for slot, index in enumerate(order):
+            party = parties[index]
             prob = float(probability(float(weights[index])))
             result = decide(
                 prob,
@@ -336,11 +357,9 @@ class Matcher:
                 grade = MatchGrade.CERTAINLY_NOT
             else:
                 grade = MatchGrade.POSSIBLE
-            ranked.append(
-                Ranked(
-                    party, float(weights[index]), prob, grade, self.explain(subject, party, result)
-                )
-            )
+            if explain:
+                explained[slot]["decision"] = result.to_dict()
+            ranked.append(Ranked(party, float(weights[index]), prob, grade, explained[slot]))
         return ranked
 
 

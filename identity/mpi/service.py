@@ -467,10 +467,11 @@ class Mpi:
         identifiers: Sequence[IdentifierRef] = (),
         *,
         limit: int = 50,
+        explain: bool = True,
     ) -> list[MatchCandidate]:
         """Active records ranked by the matching engine against query demographics, best
-        first, each with its weight, probability, grade and explanation (PDQ approximate
-        search, FHIR $match). Nothing is written."""
+        first, each with its weight, probability, grade and (with ``explain``; else empty)
+        explanation (PDQ approximate search, FHIR $match). Nothing is written."""
         resolved: list[tuple[int, str, str | None]] = []
         for ref in identifiers:
             try:
@@ -490,7 +491,7 @@ class Mpi:
                     self.settings.matching.max_candidates,
                 )
                 parties = [self.feed.party(r) for r in await repo.record_rows(ids)]
-            ranked = self.matcher.rank(prepared.normalized, parties, limit)
+            ranked = self.matcher.rank(prepared.normalized, parties, limit, explain=explain)
             rows = {r["id"]: r for r in await repo.record_rows([x.party.record_id for x in ranked])}
         by_id = self.domains.by_id
         return [

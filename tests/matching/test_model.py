@@ -79,6 +79,29 @@ def test_vectorised_score_equals_explanation_total(model):
         assert explanation.total_weight == pytest.approx(explanation.prior_weight + contributions)
 
 
+@pytest.mark.parametrize("rows_path", [True, False])
+@pytest.mark.parametrize("with_tf", [False, True])
+def test_explain_many_agrees_with_score(model, rows_path, with_tf, monkeypatch):
+    """One record explained against many candidates at once (the Python row path and the
+    vectorised one, with and without term frequencies): each total is the score's weight."""
+    if with_tf:
+        model = model.with_term_frequencies(
+            {"family": {"SMITH": 10_000}, "given": {"JOHN": 5_000}, "total": 1_000_000})
+    if not rows_path:
+        monkeypatch.setattr(model, "_rows_supported", lambda: False)
+    record = person()
+    candidates = [person(given="Bob"), person(birth="1980-12-03"), person(family="Smyth"),
+                  person(family="Nguyen", given="Linh", sex="F"), person()]
+    keys = [(i, 1) for i in range(len(candidates))]
+    weights = model.score(record, candidates)
+    many = model.explain_many(record, candidates, keys=keys)
+    assert [e.total_weight for e in many] == pytest.approx(list(weights))
+    assert [e.to_dict() for e in many] == [model.explain(record, c).to_dict()
+                                          for c in candidates]
+    assert many[3].probability < 0.01 < 0.99 < many[4].probability
+    assert model.explain_many(record, []) == []
+
+
 def test_pre_encoded_and_batch_scoring_agree_with_one_by_one(model):
     records = [person(), person(given="Jon"), person(family="Jones"), person(birth="1979-03-12")]
     encoded = model.encode(records)
