@@ -10,6 +10,7 @@ from contextlib import asynccontextmanager
 from contextvars import ContextVar
 
 import asyncpg
+import orjson
 
 from identity.errors import StoreConflict, StoreUnavailable
 
@@ -30,12 +31,17 @@ _UNAVAILABLE = (
 )
 
 
+_ORJSON_OPTIONS = orjson.OPT_NON_STR_KEYS | orjson.OPT_SERIALIZE_NUMPY
+
+
 def _jsonb_encode(value: object) -> bytes:
-    return b"\x01" + json.dumps(value, separators=(",", ":")).encode()
+    # orjson: a registration writes several JSON values and reads up to max_candidates
+    # records' normalised JSON; the standard library's json was a visible share of its CPU.
+    return b"\x01" + orjson.dumps(value, option=_ORJSON_OPTIONS)
 
 
 def _jsonb_decode(data: bytes) -> object:
-    return json.loads(data[1:])  # binary jsonb: a version byte (1), then the text
+    return orjson.loads(memoryview(data)[1:])  # binary jsonb: a version byte (1), then the text
 
 
 async def _init_connection(conn: asyncpg.Connection) -> None:
