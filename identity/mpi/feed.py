@@ -451,7 +451,8 @@ class Feed:
         self, found: asyncpg.Record, selected: Sequence[int], exclude: int | None
     ) -> dict[int, list[Party]] | None:
         """The persons of the ``selected`` candidates from what the database returned with
-        the blocks, or None when they were not all prefetched (the cap bit: fetch them)."""
+        the blocks (migration 0005 prefetches the selected ones), or None when they were not all
+        prefetched (a selection that differs from the database's: fetch them)."""
         if not selected:
             return {}
         if found["prefetched"] is None or found["parties"] is None:

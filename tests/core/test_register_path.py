@@ -230,3 +230,42 @@ async def test_a_new_record_does_not_wait_for_keys_too_common_to_give_candidates
         assert (await asyncio.wait_for(task, timeout=10)).decision != Decision.NEW_PERSON
     finally:
         await holder.close()
+
+
+async def test_the_database_selects_candidates_as_matching_does(
+    mpi: Mpi, db: Database
+) -> None:
+    """register_candidates cuts the candidates in SQL (migration 0005) so that their persons
+    come with the blocks; its selection must be matching.blocking.select_candidates' own, for
+    usable and oversized blocks, id: keys, ties, and the smallest-block fallback."""
+    import random
+
+    from matching.blocking import select_candidates
+
+    rng = random.Random(7)
+    async with db.connection() as conn:
+        ids = [
+            await conn.fetchval(
+                """INSERT INTO source_record (domain_id, identifier, demographics, normalized)
+                   VALUES ((SELECT min(id) FROM domain), $1, '{}', '{}') RETURNING id""",
+                f"R{i}",
+            )
+            for i in range(60)
+        ]
+        keys = [f"k{j}" for j in range(8)] + ["id:1|X"]
+        for key in keys:
+            size = rng.choice([0, 1, 3, 5, 9, 12, 20])
+            for record_id in rng.sample(ids, size):
+                await conn.execute("INSERT INTO blocking_key VALUES ($1, $2)", key, record_id)
+        for trial in range(40):
+            asked = rng.sample(keys, rng.randint(1, len(keys)))
+            max_block = rng.choice([2, 4, 8, 15])
+            cap = rng.choice([1, 3, 10, 50])
+            row = await conn.fetchrow(
+                "SELECT * FROM register_candidates($1::text[], NULL, $2, $3, $4)",
+                asked, max_block + 1, max_block, cap,
+            )
+            blocks = {key: list(block) for key, block in row["blocks"]}
+            assert list(blocks) == asked
+            expected = select_candidates(blocks, max_block=max_block, max_candidates=cap)
+            assert list(row["prefetched"]) == expected, (trial, asked, max_block, cap)
