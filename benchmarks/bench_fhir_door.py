@@ -7,10 +7,11 @@ conditional PUTs from ``--clients`` concurrent clients, then times:
 - ITI-83 $ihe-pix, ITI-78 family+birthdate search and ITI-119 $match, one request at a time,
   p50/p95/p99 in milliseconds (client side: HTTP, JSON, core and database included).
 
-Server and client share one process and event loop (the figures include the client's cost).
+The HTTP client runs in a process of its own (as an app does), so that its work does not share
+the server's event loop; ``--same-process`` puts it back in the server's loop.
 
     python benchmarks/bench_fhir_door.py [--persons 5000] [--queries 1000] [--clients 8] \
-        [--database-url postgresql://postgres@127.0.0.1:5432/postgres]
+        [--database-url postgresql://postgres@127.0.0.1:5432/postgres] [--same-process]
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from typing import Any
 import aiohttp
 import asyncpg
 from aiohttp import web
+from bench_client import Client
 
 from identity.config import Settings
 from identity.fhir import add_routes
@@ -69,6 +71,51 @@ async def timed(calls: list[Callable[[], Awaitable[None]]]) -> list[float]:
     return samples
 
 
+# --- the client's side (run in its own process by bench_client.Client) ------------------------
+
+
+async def feed(base: str, batch: list[dict[str, Any]], clients: int) -> tuple[float, dict]:
+    """ITI-104 conditional PUTs from ``clients`` concurrent clients: (seconds, statuses)."""
+    queue = list(reversed(batch))
+    counts: dict[int, int] = {}
+    connector = aiohttp.TCPConnector(limit=clients * 2)
+    async with aiohttp.ClientSession(connector=connector) as session:
+        headers = {"Accept": JSON, "Content-Type": JSON}
+
+        async def worker() -> None:
+            while queue:
+                patient = queue.pop()
+                ident = patient["identifier"][0]
+                async with session.put(
+                    f"{base}/Patient", json=patient, headers=headers,
+                    params={"identifier": f"{ident['system']}|{ident['value']}"},
+                ) as response:
+                    await response.read()
+                    counts[response.status] = counts.get(response.status, 0) + 1
+
+        start = time.perf_counter()
+        await asyncio.gather(*(worker() for _ in range(clients)))
+        return time.perf_counter() - start, counts
+
+
+async def requests(base: str, calls: list[tuple[str, str, Any]]) -> list[float]:
+    """(method, path, params or JSON body) one at a time: each one's seconds; a warm-up pass
+    of the first two is not counted."""
+    async with aiohttp.ClientSession() as session:
+        headers = {"Accept": JSON, "Content-Type": JSON}
+
+        async def call(method: str, path: str, data: Any) -> None:
+            kwargs = {"params": data} if method == "GET" else {"json": data}
+            async with session.request(method, base + path, headers=headers,
+                                       **kwargs) as response:
+                await response.read()
+                assert response.status == 200, (path, data, response.status)
+
+        for method, path, data in calls[:2]:
+            await call(method, path, data)
+        return await timed([(lambda c=c: call(*c)) for c in calls])
+
+
 async def run(args: argparse.Namespace) -> None:
     name = f"identity_bench_{uuid.uuid4().hex[:10]}"
     admin = await asyncpg.connect(args.database_url)
@@ -101,100 +148,58 @@ async def run(args: argparse.Namespace) -> None:
             p.pop("id", None)
         print(f"records={len(patients)} persons={args.persons} clients={args.clients}")
 
-        connector = aiohttp.TCPConnector(limit=args.clients * 2)
-        async with aiohttp.ClientSession(connector=connector) as session:
-            headers = {"Accept": JSON, "Content-Type": JSON}
+        client = Client(args.same_process)
+        print("client:", "in the server's event loop" if args.same_process else "own process")
+        elapsed, counts = await client.run(feed, base, patients, args.clients)
+        print(f"ITI-104 create: {len(patients) / elapsed:.0f}/s over {args.clients} clients "
+              f"({elapsed:.1f} s, statuses {counts}; load {os.getloadavg()[0]:.1f})")
+        rng = random.Random(args.seed)
+        sample = rng.sample(patients, min(args.updates, len(patients)))
+        updates = []
+        for p in sample:
+            changed = dict(p)
+            phone = f"555-{rng.randint(0, 9999):04d}"
+            changed["telecom"] = [{"system": "phone", "value": phone}]
+            updates.append(changed)
+        elapsed, counts = await client.run(feed, base, updates, args.clients)
+        print(f"ITI-104 update: {len(updates) / elapsed:.0f}/s over {args.clients} clients "
+              f"({elapsed:.1f} s, statuses {counts}; load {os.getloadavg()[0]:.1f})")
 
-            async def put(patient: dict[str, Any]) -> int:
-                ident = patient["identifier"][0]
-                async with session.put(
-                    f"{base}/Patient", json=patient, headers=headers,
-                    params={"identifier": f"{ident['system']}|{ident['value']}"},
-                ) as response:
-                    await response.read()
-                    return response.status
+        def system_value(p: dict[str, Any]) -> str:
+            return "|".join((p["identifier"][0]["system"], p["identifier"][0]["value"]))
 
-            async def feed(batch: list[dict[str, Any]]) -> tuple[float, dict[int, int]]:
-                queue = list(reversed(batch))
-                counts: dict[int, int] = {}
+        queries = [rng.choice(patients) for _ in range(args.queries)]
+        pix = [("GET", "/Patient/$ihe-pix", {"sourceIdentifier": system_value(p)})
+               for p in queries]
+        print("ITI-83 $ihe-pix:           " + percentiles(await client.run(requests, base, pix)))
+        searchable = [p for p in queries if p.get("name") and p["name"][0].get("family")
+                      and p.get("birthDate")]
+        pdq = [("GET", "/Patient", {"family": p["name"][0]["family"],
+                                    "birthdate": p["birthDate"]}) for p in searchable]
+        print("ITI-78 family+birthdate:   " + percentiles(await client.run(requests, base, pdq)))
+        match = [("POST", "/Patient/$match", {"resourceType": "Parameters", "parameter": [
+                     {"name": "resource", "resource": {**p, "identifier": []}},
+                     {"name": "count", "valueInteger": 10}]}) for p in queries]
+        print("ITI-119 $match:            " + percentiles(await client.run(requests, base, match)))
+        client.close()
 
-                async def worker() -> None:
-                    while queue:
-                        status = await put(queue.pop())
-                        counts[status] = counts.get(status, 0) + 1
+        # The same queries straight against the core: the difference is the door's cost.
+        def ref(p: dict[str, Any]) -> IdentifierRef:
+            return identifier_ref(p["identifier"][0]["system"], p["identifier"][0]["value"])
 
-                start = time.perf_counter()
-                await asyncio.gather(*(worker() for _ in range(args.clients)))
-                return time.perf_counter() - start, counts
-
-            elapsed, counts = await feed(patients)
-            print(f"ITI-104 create: {len(patients) / elapsed:.0f}/s over {args.clients} clients "
-                  f"({elapsed:.1f} s, statuses {counts})")
-            rng = random.Random(args.seed)
-            sample = rng.sample(patients, min(args.updates, len(patients)))
-            updates = []
-            for p in sample:
-                changed = dict(p)
-                phone = f"555-{rng.randint(0, 9999):04d}"
-                changed["telecom"] = [{"system": "phone", "value": phone}]
-                updates.append(changed)
-            elapsed, counts = await feed(updates)
-            print(f"ITI-104 update: {len(updates) / elapsed:.0f}/s over {args.clients} clients "
-                  f"({elapsed:.1f} s, statuses {counts})")
-
-            async def get(path: str, params: Any) -> None:
-                async with session.get(base + path, params=params, headers=headers) as response:
-                    await response.read()
-                    assert response.status == 200, (path, params, response.status)
-
-            async def post(path: str, body: Any) -> None:
-                async with session.post(base + path, json=body, headers=headers) as response:
-                    await response.read()
-                    assert response.status == 200, (path, response.status)
-
-            queries = [rng.choice(patients) for _ in range(args.queries)]
-            for _ in range(2):  # warm-up pass of each kind on a few requests
-                await get("/Patient/$ihe-pix", {"sourceIdentifier": "|".join(
-                    (queries[0]["identifier"][0]["system"], queries[0]["identifier"][0]["value"]))})
-            pix = [
-                (lambda p=p: get("/Patient/$ihe-pix", {"sourceIdentifier": "|".join(
-                    (p["identifier"][0]["system"], p["identifier"][0]["value"]))}))
-                for p in queries
-            ]
-            print("ITI-83 $ihe-pix:           " + percentiles(await timed(pix)))
-            searchable = [p for p in queries if p.get("name") and p["name"][0].get("family")
-                          and p.get("birthDate")]
-            pdq = [
-                (lambda p=p: get("/Patient", {"family": p["name"][0]["family"],
-                                              "birthdate": p["birthDate"]}))
-                for p in searchable
-            ]
-            print("ITI-78 family+birthdate:   " + percentiles(await timed(pdq)))
-            match = [
-                (lambda p=p: post("/Patient/$match", {"resourceType": "Parameters", "parameter": [
-                    {"name": "resource", "resource": {**p, "identifier": []}},
-                    {"name": "count", "valueInteger": 10}]}))
-                for p in queries
-            ]
-            print("ITI-119 $match:            " + percentiles(await timed(match)))
-
-            # The same queries straight against the core: the difference is the door's cost.
-            def ref(p: dict[str, Any]) -> IdentifierRef:
-                return identifier_ref(p["identifier"][0]["system"], p["identifier"][0]["value"])
-
-            core_pix = [(lambda p=p: _void(mpi.cross_references(ref(p)))) for p in queries]
-            print("core cross_references:     " + percentiles(await timed(core_pix)))
-            core_pdq = [
-                (lambda p=p: _void(mpi.search(SearchCriteria(
-                    family=p["name"][0]["family"] + "*", birth_date=p["birthDate"],
-                    limit=settings.fhir.default_page_size))))
-                for p in searchable
-            ]
-            print("core search:               " + percentiles(await timed(core_pdq)))
-            core_match = [
-                (lambda p=p: _void(mpi.match(demographics_of(p), limit=10))) for p in queries
-            ]
-            print("core match:                " + percentiles(await timed(core_match)))
+        core_pix = [(lambda p=p: _void(mpi.cross_references(ref(p)))) for p in queries]
+        print("core cross_references:     " + percentiles(await timed(core_pix)))
+        core_pdq = [
+            (lambda p=p: _void(mpi.search(SearchCriteria(
+                family=p["name"][0]["family"] + "*", birth_date=p["birthDate"],
+                limit=settings.fhir.default_page_size))))
+            for p in searchable
+        ]
+        print("core search:               " + percentiles(await timed(core_pdq)))
+        core_match = [
+            (lambda p=p: _void(mpi.match(demographics_of(p), limit=10))) for p in queries
+        ]
+        print("core match:                " + percentiles(await timed(core_match)))
     finally:
         if runner is not None:
             await runner.cleanup()
@@ -211,6 +216,8 @@ def main() -> None:
     parser.add_argument("--updates", type=int, default=3000)
     parser.add_argument("--clients", type=int, default=8)
     parser.add_argument("--seed", type=int, default=7)
+    parser.add_argument("--same-process", action="store_true",
+                        help="run the HTTP client in the server's event loop")
     parser.add_argument(
         "--database-url",
         default=os.environ.get("IDENTITY_BENCH_DATABASE_URL",

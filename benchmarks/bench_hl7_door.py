@@ -21,15 +21,14 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import multiprocessing
 import os
 import random
 import statistics
 import time
 import uuid
-from concurrent.futures import ProcessPoolExecutor
 
 import asyncpg
+from bench_client import Client
 
 from identity.config import Settings
 from identity.hl7v2.mllp import MLLPClient
@@ -101,30 +100,6 @@ def door_cpu(messages: list[bytes], settings: Settings) -> float:
         record_input(pid)
         ack(ctx, "AA")
     return (time.perf_counter() - start) / len(messages) * 1e6
-
-
-class Client:
-    """Runs the benchmark's client coroutines in a child process (or, with ``same_process``,
-    in the caller's event loop)."""
-
-    def __init__(self, same_process: bool) -> None:
-        self.pool = None if same_process else ProcessPoolExecutor(
-            1, mp_context=multiprocessing.get_context("spawn")
-        )
-
-    async def run(self, function, *args):  # noqa: ANN001, ANN201
-        if self.pool is None:
-            return await function(*args)
-        loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self.pool, _in_child, function, args)
-
-    def close(self) -> None:
-        if self.pool is not None:
-            self.pool.shutdown()
-
-
-def _in_child(function, args):  # noqa: ANN001, ANN202
-    return asyncio.run(function(*args))
 
 
 async def feed(port: int, messages: list[bytes], connections: int) -> float:
