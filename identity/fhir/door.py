@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import json
 import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import urlencode
 
+import orjson
 from aiohttp import web
 from multidict import MultiDict
 
@@ -520,8 +520,9 @@ def explanation_extension(weight: float, explanation: dict[str, Any]) -> Json:
         "url": MATCH_EXPLANATION,
         "extension": [
             {"url": "weight", "valueDecimal": round(float(weight), 4)},
-            {"url": "detail", "valueString": json.dumps(explanation, sort_keys=True,
-                                                        default=str, separators=(",", ":"))},
+            {"url": "detail", "valueString": orjson.dumps(
+                explanation, default=str, option=orjson.OPT_SORT_KEYS | orjson.OPT_NON_STR_KEYS
+            ).decode()},
         ],
     }
 

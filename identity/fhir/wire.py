@@ -19,11 +19,11 @@ place, with fhir.resources (package ``fhir.resources.R4B``, XML through ``lxml``
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+import orjson
 from aiohttp import web
 from pydantic import ValidationError
 
@@ -97,12 +97,12 @@ class FhirResponse(web.Response):
 def fhir_response(
     body: Json | None, status: int = 200, headers: dict[str, str] | None = None
 ) -> web.Response:
-    text = None if body is None else json.dumps(body, separators=(",", ":"), ensure_ascii=False)
+    data = None if body is None else orjson.dumps(body)  # UTF-8, compact
     response = FhirResponse(
         status=status,
-        text=text,
-        content_type=FHIR_JSON if text is not None else None,
-        charset="utf-8" if text is not None else None,
+        body=data,
+        content_type=FHIR_JSON if data is not None else None,
+        charset="utf-8" if data is not None else None,
         headers=headers,
     )
     response.resource = body
@@ -294,7 +294,7 @@ async def read_json(request: web.Request) -> Json:
                         f"{FHIR_JSON} or {FHIR_XML}")
     raw = await request.read()
     try:
-        body = json.loads(raw)
+        body = orjson.loads(raw)
     except (ValueError, UnicodeDecodeError) as exc:
         raise FhirError(400, "structure", f"body is not valid JSON: {exc}") from exc
     if not isinstance(body, dict) or not isinstance(body.get("resourceType"), str):
