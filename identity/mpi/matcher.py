@@ -205,25 +205,50 @@ class Matcher:
         )
 
     def verdicts(
-        self, subject: Party, persons: dict[int, list[Party]], no_match: set[int]
+        self,
+        subject: Party,
+        persons: dict[int, list[Party]],
+        no_match: set[int],
+        *,
+        matches_only: bool = False,
     ) -> list[Verdict]:
-        """Score ``subject`` against every record of every candidate person."""
+        """Score ``subject`` against every record of every candidate person.
+
+        ``matches_only``: leave out the persons that can only be NO_MATCH — every record
+        below the review threshold and no person-identifying identifier shared — without
+        running the decision rules on them (the rules only ever lower a decision, and a
+        person is linked or reviewed only through a record at or above review). At 1M records
+        most of up to max_candidates candidates are such persons."""
         parties = [p for records in persons.values() for p in records]
         if not parties:
             return []
         weights = self.model.score(
             subject.normalized, [p.normalized for p in parties], keys=_cache_keys(parties)
         )
-        probs = np.atleast_1d(probability(weights))
+        probs = [float(x) for x in np.atleast_1d(probability(weights))]
+        grouped: dict[int, list[tuple[Party, float]]] = {}
+        for party, prob in zip(parties, probs, strict=True):
+            grouped.setdefault(party.person_id or 0, []).append((party, prob))
+        if matches_only:
+            review = self.settings.review
+            grouped = {
+                person_id: pairs
+                for person_id, pairs in grouped.items()
+                if max(prob for _, prob in pairs) >= review
+                or any(self._shares_person_identifier(subject, party) for party, _ in pairs)
+            }
+            if not grouped:
+                return []
         # names of the candidates born the same day into the subject's family: a twin's name
         # among them makes a misspelt given name ambiguous (matching's twin rule)
         family = family_given_names(subject.normalized, [p.normalized for p in parties])
-        by_person: dict[int, list[tuple[Party, float, DecisionResult]]] = {}
-        for party, prob in zip(parties, probs, strict=True):
-            result = self.pair(
-                subject, party, float(prob), party.record_id in no_match, family
-            )
-            by_person.setdefault(party.person_id or 0, []).append((party, float(prob), result))
+        by_person: dict[int, list[tuple[Party, float, DecisionResult]]] = {
+            person_id: [
+                (party, prob, self.pair(subject, party, prob, party.record_id in no_match, family))
+                for party, prob in pairs
+            ]
+            for person_id, pairs in grouped.items()
+        }
         verdicts = []
         for person_id, results in by_person.items():
             note = ""
@@ -273,7 +298,7 @@ class Matcher:
     def decide(
         self, subject: Party, persons: dict[int, list[Party]], no_match: set[int]
     ) -> Outcome:
-        verdicts = self.verdicts(subject, persons, no_match)
+        verdicts = self.verdicts(subject, persons, no_match, matches_only=True)
         links = [v for v in verdicts if v.decision == Decision.LINK]
         reviews = [v for v in verdicts if v.decision == Decision.REVIEW]
         if len(links) == 1:

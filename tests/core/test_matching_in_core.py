@@ -146,3 +146,38 @@ async def test_candidates_seen_before_are_not_encoded_again(mpi: Mpi) -> None:
     await mpi.register(person("LAB", "L1", addresses=HOME), source="LIS", actor="lis")
     assert cache.hits == hits + 1  # A1 came round again: its encoding is reused
     assert cache.misses == misses + 1  # B1 is a candidate for the first time
+
+
+def test_leaving_out_persons_below_review_changes_no_decision() -> None:
+    """Matcher.decide skips the decision rules for persons that can only be NO_MATCH
+    (verdicts(matches_only=True)); on a hard synthetic population (twins, Jr/Sr pairs,
+    typos) its links and reviews are those of the full verdicts."""
+    from identity.batch import record_input
+    from identity.config import MatchingSettings
+    from identity.mpi.matcher import Matcher, Party
+    from matching.decision import Decision as Verdict
+    from matching.model import MatchModel
+    from matching.synth import generate
+
+    matcher = Matcher(MatchModel.default(), MatchingSettings())
+    records = [record_input(r) for r in generate(300, 0.5, seed=11, hard=True)]
+    parties = [
+        Party(i + 1, r.identifier.authority.namespace or "X", (i + 1) // 2,
+              matcher.prepare(r.demographics.as_matching_input(), []).normalized)
+        for i, r in enumerate(records)
+    ]
+    checked = decided = 0
+    for subject in parties[:120]:
+        persons: dict[int, list[Party]] = {}
+        for other in parties:
+            if other is not subject:
+                persons.setdefault(other.person_id or 0, []).append(other)
+        full = [v for v in matcher.verdicts(subject, persons, set())
+                if v.decision != Verdict.NO_MATCH]
+        fast = [v for v in matcher.verdicts(subject, persons, set(), matches_only=True)
+                if v.decision != Verdict.NO_MATCH]
+        assert [(v.person_id, v.decision, v.probability, v.reason) for v in fast] == [
+            (v.person_id, v.decision, v.probability, v.reason) for v in full]
+        checked += 1
+        decided += bool(fast)
+    assert checked == 120 and decided > 10  # the population does produce links and reviews
