@@ -40,8 +40,11 @@ CREATE FUNCTION register_candidates(
 LANGUAGE plpgsql
 -- 4. PostgreSQL's own plan caching (plan_cache_mode auto) again, not a custom plan per call:
 --    planning these statements cost 1-2 ms a call at 1M records, more than running them.
---    Cached plans are re-planned when ANALYZE (autovacuum) updates the tables' statistics,
---    so a plan made while the index was small does not outlive its growth.
+--    A plan cached while the index was small would scan the tables whole once they have
+--    grown, until ANALYZE (autovacuum) updates their statistics and it is re-planned
+--    (measured: 245 ms a call after 300,000 rows went in, against 0.7 ms). Every statement
+--    here is an index lookup, so sequential scans are ruled out for the planner.
+SET enable_seqscan = off
 AS $$
 DECLARE
     v_selected bigint[];
@@ -112,6 +115,7 @@ CREATE FUNCTION usable_keys(
     OUT locks bigint[]
 )
 LANGUAGE plpgsql
+SET enable_seqscan = off  -- see 4. above
 AS $$
 DECLARE
     v_smallest_key text;
@@ -157,7 +161,9 @@ CREATE FUNCTION register_begin(
     link_created_at timestamptz, enterprise_id text, others text[],
     old_keys text[], no_match bigint[], blocks jsonb, prefetched bigint[], parties jsonb[]
 )
-LANGUAGE plpgsql AS $$
+LANGUAGE plpgsql
+SET enable_seqscan = off  -- see 4. above
+AS $$
 #variable_conflict use_column
 DECLARE
     v_keys text[];
@@ -228,7 +234,9 @@ CREATE FUNCTION register_update(
     person_version integer, person_created_at timestamptz, person_updated_at timestamptz,
     own_parties jsonb, blocks jsonb, prefetched bigint[], parties jsonb[]
 )
-LANGUAGE plpgsql AS $$
+LANGUAGE plpgsql
+SET enable_seqscan = off  -- see 4. above
+AS $$
 #variable_conflict use_column
 DECLARE
     v_version integer;
