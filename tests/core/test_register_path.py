@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
-from typing import Any
 
 import asyncpg
 
@@ -271,40 +270,3 @@ async def test_the_database_selects_candidates_as_matching_does(
             expected = select_candidates(blocks, max_block=max_block, max_candidates=cap)
             assert list(row["prefetched"]) == expected, (trial, asked, max_block, cap)
 
-
-async def test_cached_candidate_plans_never_scan_the_key_table(db: Database) -> None:
-    """Migration 0005 lets PostgreSQL cache the candidate functions' plans. A plan cached
-    while the tables were empty is used while they grow, until ANALYZE: it must be an index
-    plan (a sequential scan cost 245 ms a call at 300,000 keys), so the functions rule
-    sequential scans out."""
-    keys = [f"k{i}" for i in range(5)]
-    async with db.connection() as conn:
-        for _ in range(8):  # past the custom-plan phase of plan_cache_mode auto
-            await conn.fetchrow(
-                "SELECT * FROM register_candidates($1::text[], NULL, 401, 400, 200)", keys
-            )
-            await conn.fetchrow("SELECT * FROM usable_keys($1::text[], $2::bigint[], 400)",
-                                keys, [1, 2, 3, 4, 5])
-        await conn.execute("LOAD 'auto_explain'")
-        await conn.execute(
-            "SET auto_explain.log_min_duration = 0; SET auto_explain.log_nested_statements = on;"
-            " SET auto_explain.log_level = notice; SET client_min_messages = notice"
-        )
-        plans: list[str] = []
-
-        def listen(_conn: object, message: Any) -> None:
-            plans.append(message.message)
-
-        conn.add_log_listener(listen)
-        try:
-            await conn.fetchrow(
-                "SELECT * FROM register_candidates($1::text[], NULL, 401, 400, 200)", keys
-            )
-            await conn.fetchrow("SELECT * FROM usable_keys($1::text[], $2::bigint[], 400)",
-                                keys, [1, 2, 3, 4, 5])
-        finally:
-            conn.remove_log_listener(listen)
-            await conn.execute("RESET auto_explain.log_min_duration; RESET client_min_messages")
-    nested = [p for p in plans if "blocking_key" in p]
-    assert len(nested) >= 2, plans
-    assert not [p for p in nested if "Seq Scan on blocking_key" in p], nested

@@ -20,7 +20,7 @@
 --
 -- 3. The candidate cap is applied in the database (see register_candidates).
 --
--- 4. and 5.: see register_candidates (plan caching; parties as an array).
+-- 4. Parties as an array (see register_candidates).
 
 -- The result types change (parties: jsonb[]), so the three functions are dropped and created.
 DROP FUNCTION register_begin(bigint, integer, text, bigint[], text[], integer, integer, integer);
@@ -38,13 +38,11 @@ CREATE FUNCTION register_candidates(
     p_max_candidates integer
 ) RETURNS TABLE (blocks jsonb, prefetched bigint[], parties jsonb[])
 LANGUAGE plpgsql
--- 4. PostgreSQL's own plan caching (plan_cache_mode auto) again, not a custom plan per call:
---    planning these statements cost 1-2 ms a call at 1M records, more than running them.
---    A plan cached while the index was small would scan the tables whole once they have
---    grown, until ANALYZE (autovacuum) updates their statistics and it is re-planned
---    (measured: 245 ms a call after 300,000 rows went in, against 0.7 ms). Every statement
---    here is an index lookup, so sequential scans are ruled out for the planner.
-SET enable_seqscan = off
+-- Planned for the values at hand, as in 0004: a plan cached while the tables were small
+-- (a new index) would scan them whole once they have grown, until ANALYZE re-plans it
+-- (measured: 245 ms a call after 300,000 keys went in; ruling sequential scans out is not
+-- enough, the planner then walks a whole index instead).
+SET plan_cache_mode = force_custom_plan
 AS $$
 DECLARE
     v_selected bigint[];
@@ -90,7 +88,7 @@ BEGIN
                      FROM (SELECT * FROM ranked ORDER BY score DESC, first_seen
                            LIMIT p_max_candidates) r), '{}'::bigint[])
     INTO v_blocks, v_selected;
-    -- 5. An array of [record id, domain id, person id, normalized, version] values, not one
+    -- 4. An array of [record id, domain id, person id, normalized, version] values, not one
     --    jsonb_agg document: building that document cost about 10 ms for 200 candidates.
     RETURN QUERY
     SELECT v_blocks, v_selected,
@@ -115,7 +113,7 @@ CREATE FUNCTION usable_keys(
     OUT locks bigint[]
 )
 LANGUAGE plpgsql
-SET enable_seqscan = off  -- see 4. above
+SET plan_cache_mode = force_custom_plan  -- see register_candidates
 AS $$
 DECLARE
     v_smallest_key text;
@@ -162,7 +160,6 @@ CREATE FUNCTION register_begin(
     old_keys text[], no_match bigint[], blocks jsonb, prefetched bigint[], parties jsonb[]
 )
 LANGUAGE plpgsql
-SET enable_seqscan = off  -- see 4. above
 AS $$
 #variable_conflict use_column
 DECLARE
@@ -235,7 +232,6 @@ CREATE FUNCTION register_update(
     own_parties jsonb, blocks jsonb, prefetched bigint[], parties jsonb[]
 )
 LANGUAGE plpgsql
-SET enable_seqscan = off  -- see 4. above
 AS $$
 #variable_conflict use_column
 DECLARE
