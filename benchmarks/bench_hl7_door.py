@@ -26,11 +26,12 @@ import random
 import statistics
 import time
 import uuid
+from pathlib import Path
 
 import asyncpg
 from bench_client import Client
 
-from identity.config import Settings
+from identity.config import Settings, load_settings
 from identity.hl7v2.mllp import MLLPClient
 from identity.hl7v2.pid import record_input
 from identity.hl7v2.replies import ReplyContext, ack
@@ -47,6 +48,8 @@ from matching.synth import (
     hl7_escape,
     to_hl7_adt_a04,
 )
+
+CONFIG = Path(__file__).with_name("bench.toml")
 
 DOMAINS = [
     *({"namespace": ns, "oid": oid, "sources": [ns]} for ns, oid in SOURCE_DOMAINS.items()),
@@ -70,10 +73,18 @@ def percentiles(samples: list[float]) -> str:
 
 
 class Population:
-    """matching.synth records (the FHIR door benchmark's population) as ADT^A04 messages."""
+    """matching.synth records (the FHIR door benchmark's population) as ADT^A04 messages;
+    ``prefix`` makes their MRNs new to an index built from another generated population."""
 
-    def __init__(self, count: int, seed: int) -> None:
+    def __init__(self, count: int, seed: int, prefix: str = "", ssn: str = "SSA") -> None:
         self.records = generate(count, 0.2, seed=seed)
+        self.ssn = ssn  # the namespace of the SSN domain in the index's configuration
+        self.run = uuid.uuid4().hex[:6]  # control ids new to an index that keeps replies
+        if prefix:
+            for record in self.records:
+                for identifier in record.identifiers:
+                    if identifier["domain"] == record.source_domain:
+                        identifier["value"] = prefix + identifier["value"]
         self.position = 0
 
     def a04s(self, count: int) -> list[bytes]:
@@ -81,7 +92,8 @@ class Population:
         batch = self.records[start : start + count]
         self.position += len(batch)
         return [  # MSH-10 unique per sender: a repeated one would be answered, not applied
-            to_hl7_adt_a04(r, f"B{start + i}", "20260101120000").encode("utf-8")
+            to_hl7_adt_a04(r, f"B{self.run}-{start + i}", "20260101120000")
+            .replace("^^^SSA&", f"^^^{self.ssn}&").encode("utf-8")
             for i, r in enumerate(batch)
         ]
 
@@ -153,19 +165,26 @@ async def query_latencies(port: int, texts: list[str]) -> list[float]:
 
 
 async def run(args: argparse.Namespace) -> None:
-    scratch = f"identity_bench_{uuid.uuid4().hex[:10]}"
-    admin = await asyncpg.connect(args.database_url)
-    await admin.execute(f'CREATE DATABASE "{scratch}"')
-    await admin.close()
-    url = _with_database(args.database_url, scratch)
+    scratch = None if args.index else f"identity_bench_{uuid.uuid4().hex[:10]}"
+    if scratch is not None:
+        admin = await asyncpg.connect(args.database_url)
+        await admin.execute(f'CREATE DATABASE "{scratch}"')
+        await admin.close()
+    url = args.index or _with_database(args.database_url, scratch)
     try:
         conn = await asyncpg.connect(url)
         await migrate(conn)
+        indexed = await conn.fetchval("SELECT count(*) FROM source_record")
         await conn.close()
         db = await Database.connect(url, min_size=2, max_size=args.connections + 4)
-        settings = Settings(
-            domains=DOMAINS, mllp={"port": 0}, database={"url": url}, log_level="WARNING"
-        )
+        if args.index:  # the index's own domains (an `identity import` with bench.toml)
+            settings = load_settings(
+                CONFIG, mllp={"port": 0}, database={"url": url}, log_level="WARNING"
+            )
+        else:
+            settings = Settings(
+                domains=DOMAINS, mllp={"port": 0}, database={"url": url}, log_level="WARNING"
+            )
         mpi = Mpi(db, settings)
         await mpi.start()
         service = Hl7Service(mpi, db, settings)
@@ -173,27 +192,36 @@ async def run(args: argparse.Namespace) -> None:
         client = Client(args.same_process)
         print("client:", "in the server's event loop" if args.same_process else "own process")
         try:
-            total = args.records + args.single * 3
-            population = Population(total, args.seed)
+            records = 0 if args.index else args.records
+            total = records + args.single * 3
+            population = Population(
+                total, args.seed, f"N{args.seed}-" if args.index else "",
+                "SSN" if args.index else "SSA",  # bench.toml's name of the SSN domain
+            )
+            print(f"index of {indexed + records:,} records before the timed phases")
             print(f"PostgreSQL {await db.pool.fetchval('SHOW server_version')}, "
                   f"synchronous_commit={await db.pool.fetchval('SHOW synchronous_commit')}, "
                   f"fsync={await db.pool.fetchval('SHOW fsync')}")
-            load = population.a04s(args.records)
-            print(f"door CPU per A04 (parse, map PID, build ACK): "
-                  f"{door_cpu(load[:2000], settings):.0f} µs")
-            rate = await client.run(feed, service.port, load, args.connections)
-            print(f"ITI-8 A04 load of {args.records} records over {args.connections} "
-                  f"connections: {rate:,.0f} msg/s")
+            load = population.a04s(records)
+            if load:
+                rate = await client.run(feed, service.port, load, args.connections)
+                print(f"ITI-8 A04 load of {records} records over {args.connections} "
+                      f"connections: {rate:,.0f} msg/s")
             single = population.a04s(args.single)
+            print(f"door CPU per A04 (parse, map PID, build ACK): "
+                  f"{door_cpu(single[:2000], settings):.0f} µs")
             rate1 = await client.run(feed, service.port, single, 1)
             print(f"ITI-8 A04 on 1 connection ({args.single} msgs, index of "
-                  f"{args.records}): {rate1:,.0f} msg/s")
+                  f"{indexed + records:,}): {rate1:,.0f} msg/s")
             multi = population.a04s(args.single * 2)
             rate8 = await client.run(feed, service.port, multi, args.connections)
             print(f"ITI-8 A04 on {args.connections} connections ({len(multi)} msgs): "
                   f"{rate8:,.0f} msg/s")
             pg1 = await commit_rate(url, 3000, 1)
             pg8 = await commit_rate(url, 8000, args.connections)
+            if args.index:
+                async with db.connection() as conn:
+                    await conn.execute("DROP TABLE bench_commit")
             print(f"PostgreSQL durable single-row commits: {pg1:,.0f}/s on 1 connection, "
                   f"{pg8:,.0f}/s on {args.connections} connections")
 
@@ -228,9 +256,10 @@ async def run(args: argparse.Namespace) -> None:
             await service.stop()
             await db.close()
     finally:
-        admin = await asyncpg.connect(args.database_url)
-        await admin.execute(f'DROP DATABASE IF EXISTS "{scratch}" WITH (FORCE)')
-        await admin.close()
+        if scratch is not None:
+            admin = await asyncpg.connect(args.database_url)
+            await admin.execute(f'DROP DATABASE IF EXISTS "{scratch}" WITH (FORCE)')
+            await admin.close()
 
 
 def main() -> None:
@@ -242,6 +271,12 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=11)
     parser.add_argument("--same-process", action="store_true",
                         help="run the client in the server's event loop (the old way)")
+    parser.add_argument(
+        "--index", metavar="URL",
+        help="an existing index to run against (e.g. the 1M import, made with "
+        "benchmarks/bench.toml) instead of a scratch database: no initial load, the new "
+        "patients get fresh MRNs and stay in the index",
+    )
     parser.add_argument(
         "--database-url",
         default=os.environ.get("IDENTITY_TEST_DATABASE_URL",
