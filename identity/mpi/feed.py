@@ -491,11 +491,22 @@ class Feed:
     async def candidates(
         self, repo: Repository, keys: Sequence[str], exclude: int | None
     ) -> dict[int, list[Party]]:
-        """Candidate persons with all their active records, found through blocking keys."""
+        """Candidate persons with all their active records, found through blocking keys, in
+        one round trip (the SQL function register_candidates, without locks: for reads and
+        for callers that hold the keys' locks)."""
         settings = self.matcher.settings
-        blocks = await repo.records_by_keys(keys, settings.max_block + 1)
-        ids = self._select([(k, [i for i in ids if i != exclude]) for k, ids in blocks.items()])
-        return await self._fetch_persons(repo, ids, exclude)
+        found = await repo.candidates(
+            keys,
+            exclude,
+            per_key=settings.max_block + 1,
+            max_block=settings.max_block,
+            max_candidates=settings.max_candidates,
+        )
+        selected = self._select(found["blocks"])
+        persons = self._prefetched_persons(found, selected, exclude)
+        if persons is None:
+            persons = await self._fetch_persons(repo, selected, exclude)
+        return persons
 
     async def person_parties(
         self, repo: Repository, person_ids: Sequence[int], exclude: int | None

@@ -307,17 +307,25 @@ class Repository:
                 record_id,
             )
 
-    async def records_by_keys(self, keys: Sequence[str], per_key: int) -> dict[str, list[int]]:
-        """Active records under each blocking key, at most ``per_key`` of them per key (only
-        active records have blocking keys: merge and remove delete them)."""
-        rows = await self.conn.fetch(
-            """SELECT k.key, ARRAY(SELECT b.source_record_id FROM blocking_key b
-                                   WHERE b.key = k.key LIMIT $2) AS ids
-               FROM unnest($1::text[]) AS k(key)""",
+    async def candidates(
+        self,
+        keys: Sequence[str],
+        exclude: int | None,
+        *,
+        per_key: int,
+        max_block: int,
+        max_candidates: int,
+    ) -> asyncpg.Record:
+        """``blocks``, ``prefetched`` and ``parties`` of the SQL function register_candidates
+        (migration 0005) for these keys, ``exclude`` left out; no locks are taken."""
+        return await self.conn.fetchrow(
+            "SELECT * FROM register_candidates($1::text[], $2, $3, $4, $5)",
             list(keys),
+            exclude,
             per_key,
+            max_block,
+            max_candidates,
         )
-        return {r["key"]: list(r["ids"]) for r in rows}
 
     async def persons_of(self, record_ids: Sequence[int]) -> list[int]:
         rows = await self.conn.fetch(
