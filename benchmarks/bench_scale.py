@@ -1,5 +1,6 @@
 """Registrations/s of new records against an existing index, to compare index sizes
-(issue target: throughput at 1M persons >= 0.8 x throughput at 10k persons).
+(issue target: throughput at 1M persons >= 0.8 x throughput at 10k persons); with ``--match N``
+also the latency of N core ``match`` queries (ten results with explanations, as $match).
 
 Build the index first with `identity generate` + `identity import` (see README, Benchmarks),
 then point this script at it: either the data directory of an embedded server
@@ -28,7 +29,21 @@ from matching.synth import generate
 CONFIG = Path(__file__).with_name("bench.toml")
 
 
-async def measure(url: str, single: int, concurrent: int, seed: int) -> None:
+async def match_latency(mpi: Mpi, count: int, seed: int) -> str:
+    samples = []
+    for r in generate(count, 0.2, seed + 1)[:count]:
+        start = time.perf_counter()
+        await mpi.match(record_input(r).demographics, limit=10)
+        samples.append(time.perf_counter() - start)
+    samples.sort()
+
+    def at(q: float) -> float:
+        return samples[min(len(samples) - 1, int(q * len(samples)))] * 1000
+
+    return f"match (10 results, explained): p50 {at(0.5):.1f} ms, p95 {at(0.95):.1f} ms"
+
+
+async def measure(url: str, single: int, concurrent: int, seed: int, matches: int) -> None:
     settings = load_settings(CONFIG)
     db = await Database.connect(url, min_size=8, max_size=9)
     try:
@@ -64,6 +79,8 @@ async def measure(url: str, single: int, concurrent: int, seed: int) -> None:
             f"index of {size} records: {one:.0f} new records/s on 1 connection, "
             f"{eight:.0f}/s on 8; load average {os.getloadavg()[0]:.1f}"
         )
+        if matches:
+            print(await match_latency(mpi, matches, seed))
     finally:
         await db.close()
 
@@ -76,15 +93,17 @@ def main() -> None:
     parser.add_argument("--single", type=int, default=1000)
     parser.add_argument("--concurrent", type=int, default=2000)
     parser.add_argument("--seed", type=int, default=77)
+    parser.add_argument("--match", type=int, default=0, metavar="N",
+                        help="also time N core match queries")
     args = parser.parse_args()
     if args.url:
-        asyncio.run(measure(args.url, args.single, args.concurrent, args.seed))
+        asyncio.run(measure(args.url, args.single, args.concurrent, args.seed, args.match))
         return
     embedded = EmbeddedPostgres(args.pgdata.parent)
     embedded.pgdata = args.pgdata.resolve()
     url = embedded.start_sync()
     try:
-        asyncio.run(measure(url, args.single, args.concurrent, args.seed))
+        asyncio.run(measure(url, args.single, args.concurrent, args.seed, args.match))
     finally:
         embedded.stop_sync()
 
