@@ -14,7 +14,9 @@
 --    candidates, so every key a registration reads candidates from is one it holds the lock
 --    of (two registrations that could pair still run one after the other). At 1M records the
 --    common keys (family name + postal code, given name + postal code, ...) are oversized and
---    were serialising unrelated registrations.
+--    were serialising unrelated registrations. (A block can shrink only when records are
+--    merged or removed; one that crosses max_block between two registrations' sizing can
+--    at worst let them miss each other, a missed match, never a false one.)
 --
 --    p_key_locks is now aligned with p_keys (the lock hash of each key, in the same order).
 --
