@@ -11,7 +11,8 @@ The HTTP client runs in a process of its own (as an app does), so that its work 
 the server's event loop; ``--same-process`` puts it back in the server's loop.
 
     python benchmarks/bench_fhir_door.py [--persons 5000] [--queries 1000] [--clients 8] \
-        [--database-url postgresql://postgres@127.0.0.1:5432/postgres] [--same-process]
+        [--database-url postgresql://postgres@127.0.0.1:5432/postgres] [--same-process] \
+        [--index URL]
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ import statistics
 import time
 import uuid
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -31,7 +33,7 @@ import asyncpg
 from aiohttp import web
 from bench_client import Client
 
-from identity.config import Settings
+from identity.config import Settings, load_settings
 from identity.fhir import add_routes
 from identity.fhir.patient import demographics_of, identifier_ref
 from identity.model import IdentifierRef, SearchCriteria
@@ -41,6 +43,7 @@ from identity.store.migrate import migrate
 from matching.synth import SOURCE_DOMAINS, SSN_DOMAIN, generate, to_fhir_patient
 
 JSON = "application/fhir+json"
+CONFIG = Path(__file__).with_name("bench.toml")
 
 
 def _with_database(url: str, database: str) -> str:
@@ -117,21 +120,26 @@ async def requests(base: str, calls: list[tuple[str, str, Any]]) -> list[float]:
 
 
 async def run(args: argparse.Namespace) -> None:
-    name = f"identity_bench_{uuid.uuid4().hex[:10]}"
-    admin = await asyncpg.connect(args.database_url)
-    await admin.execute(f'CREATE DATABASE "{name}"')
-    await admin.close()
-    url = _with_database(args.database_url, name)
+    name = None if args.index else f"identity_bench_{uuid.uuid4().hex[:10]}"
+    if name is not None:
+        admin = await asyncpg.connect(args.database_url)
+        await admin.execute(f'CREATE DATABASE "{name}"')
+        await admin.close()
+    url = args.index or _with_database(args.database_url, name)
     db = await Database.connect(url, min_size=2, max_size=args.clients + 4)
     runner: web.AppRunner | None = None
     try:
         async with db.connection() as conn:
             await migrate(conn)
-        domains: list[dict[str, Any]] = [
-            {"namespace": ns, "oid": oid} for ns, oid in SOURCE_DOMAINS.items()
-        ]
-        domains.append({"namespace": "SSN", "oid": SSN_DOMAIN, "identifies_person": True})
-        settings = Settings(domains=domains)
+            indexed = await conn.fetchval("SELECT count(*) FROM source_record")
+        if args.index:  # the index's own domains (an `identity import` with bench.toml)
+            settings = load_settings(CONFIG, log_level="WARNING")
+        else:
+            domains: list[dict[str, Any]] = [
+                {"namespace": ns, "oid": oid} for ns, oid in SOURCE_DOMAINS.items()
+            ]
+            domains.append({"namespace": "SSN", "oid": SSN_DOMAIN, "identifies_person": True})
+            settings = Settings(domains=domains)
         mpi = Mpi(db, settings)
         await mpi.start()
         app = web.Application()
@@ -143,10 +151,17 @@ async def run(args: argparse.Namespace) -> None:
         base = f"http://127.0.0.1:{runner.addresses[0][1]}/fhir"
 
         records = generate(args.persons, 0.2, seed=args.seed)
+        if args.index:  # identifiers new to an index built from another generated population
+            run_id = uuid.uuid4().hex[:6]
+            for record in records:
+                for identifier in record.identifiers:
+                    if identifier["domain"] == record.source_domain:
+                        identifier["value"] = f"F{run_id}-{identifier['value']}"
         patients = [to_fhir_patient(r) for r in records]
         for p in patients:
             p.pop("id", None)
-        print(f"records={len(patients)} persons={args.persons} clients={args.clients}")
+        print(f"records={len(patients)} persons={args.persons} clients={args.clients}, "
+              f"index of {indexed:,} records before")
 
         client = Client(args.same_process)
         print("client:", "in the server's event loop" if args.same_process else "own process")
@@ -204,9 +219,10 @@ async def run(args: argparse.Namespace) -> None:
         if runner is not None:
             await runner.cleanup()
         await db.close()
-        admin = await asyncpg.connect(args.database_url)
-        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        await admin.close()
+        if name is not None:
+            admin = await asyncpg.connect(args.database_url)
+            await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+            await admin.close()
 
 
 def main() -> None:
@@ -216,6 +232,12 @@ def main() -> None:
     parser.add_argument("--updates", type=int, default=3000)
     parser.add_argument("--clients", type=int, default=8)
     parser.add_argument("--seed", type=int, default=7)
+    parser.add_argument(
+        "--index", metavar="URL",
+        help="an existing index to run against (e.g. the 1M import, made with "
+        "benchmarks/bench.toml) instead of a scratch database: the patients get fresh "
+        "identifiers and stay in the index",
+    )
     parser.add_argument("--same-process", action="store_true",
                         help="run the HTTP client in the server's event loop")
     parser.add_argument(
