@@ -439,7 +439,7 @@ class Feed:
         )
         found = {i for block in by_key.values() for i in block}
         if len(found) > len(ids):
-            log.warning(
+            log.info(
                 "event=candidate_cap_reached found=%d scored=%d cap=%d",
                 len(found),
                 len(ids),

@@ -109,8 +109,8 @@ async def test_an_update_waits_for_its_record_key_before_taking_any_other_lock(
 async def test_candidates_beyond_the_prefetch_cap_are_selected_and_fetched(
     db: Database, make_settings: Callable[..., Settings]
 ) -> None:
-    """With max_candidates 1 the database does not prefetch (three candidates); the core
-    selects the best-ranked one (most shared keys) and fetches its person."""
+    """With max_candidates 1 (three candidates) the best-ranked one (most shared keys) is
+    selected and its person read with it."""
     core = Mpi(db, make_settings(matching={"max_candidates": 1, "term_frequencies": False}))
     await core.start()
     await core.register(person("HOSPA", "A1", given="Mary", sex="F"), **A)
