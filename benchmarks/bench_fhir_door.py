@@ -21,7 +21,6 @@ import argparse
 import asyncio
 import os
 import random
-import statistics
 import time
 import uuid
 from collections.abc import Awaitable, Callable
@@ -29,9 +28,8 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
-import asyncpg
 from aiohttp import web
-from bench_client import Client
+from bench_common import Client, bench_database, percentiles, renumber
 
 from identity.config import Settings, load_settings
 from identity.fhir import add_routes
@@ -46,23 +44,8 @@ JSON = "application/fhir+json"
 CONFIG = Path(__file__).with_name("bench.toml")
 
 
-def _with_database(url: str, database: str) -> str:
-    base, _, query = url.partition("?")
-    return f"{base.rpartition('/')[0]}/{database}" + (f"?{query}" if query else "")
-
-
 async def _void(call: Awaitable[Any]) -> None:
     await call
-
-
-def percentiles(samples: list[float]) -> str:
-    ordered = sorted(samples)
-
-    def at(q: float) -> float:
-        return ordered[min(len(ordered) - 1, int(q * len(ordered)))] * 1000
-
-    return (f"n={len(ordered)} p50={at(0.50):.2f} ms p95={at(0.95):.2f} ms "
-            f"p99={at(0.99):.2f} ms mean={statistics.fmean(ordered) * 1000:.2f} ms")
 
 
 async def timed(calls: list[Callable[[], Awaitable[None]]]) -> list[float]:
@@ -74,7 +57,7 @@ async def timed(calls: list[Callable[[], Awaitable[None]]]) -> list[float]:
     return samples
 
 
-# --- the client's side (run in its own process by bench_client.Client) ------------------------
+# --- the client's side (run in its own process by bench_common.Client) ------------------------
 
 
 async def feed(base: str, batch: list[dict[str, Any]], clients: int) -> tuple[float, dict]:
@@ -120,12 +103,11 @@ async def requests(base: str, calls: list[tuple[str, str, Any]]) -> list[float]:
 
 
 async def run(args: argparse.Namespace) -> None:
-    name = None if args.index else f"identity_bench_{uuid.uuid4().hex[:10]}"
-    if name is not None:
-        admin = await asyncpg.connect(args.database_url)
-        await admin.execute(f'CREATE DATABASE "{name}"')
-        await admin.close()
-    url = args.index or _with_database(args.database_url, name)
+    async with bench_database(args.index, args.database_url) as url:
+        await measure(args, url)
+
+
+async def measure(args: argparse.Namespace, url: str) -> None:
     db = await Database.connect(url, min_size=2, max_size=args.clients + 4)
     runner: web.AppRunner | None = None
     try:
@@ -151,12 +133,8 @@ async def run(args: argparse.Namespace) -> None:
         base = f"http://127.0.0.1:{runner.addresses[0][1]}/fhir"
 
         records = generate(args.persons, 0.2, seed=args.seed)
-        if args.index:  # identifiers new to an index built from another generated population
-            run_id = uuid.uuid4().hex[:6]
-            for record in records:
-                for identifier in record.identifiers:
-                    if identifier["domain"] == record.source_domain:
-                        identifier["value"] = f"F{run_id}-{identifier['value']}"
+        if args.index:
+            renumber(records, f"F{uuid.uuid4().hex[:6]}-")
         patients = [to_fhir_patient(r) for r in records]
         for p in patients:
             p.pop("id", None)
@@ -219,10 +197,6 @@ async def run(args: argparse.Namespace) -> None:
         if runner is not None:
             await runner.cleanup()
         await db.close()
-        if name is not None:
-            admin = await asyncpg.connect(args.database_url)
-            await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-            await admin.close()
 
 
 def main() -> None:

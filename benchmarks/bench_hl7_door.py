@@ -23,13 +23,12 @@ import argparse
 import asyncio
 import os
 import random
-import statistics
 import time
 import uuid
 from pathlib import Path
 
 import asyncpg
-from bench_client import Client
+from bench_common import Client, bench_database, percentiles, renumber
 
 from identity.config import Settings, load_settings
 from identity.hl7v2.mllp import MLLPClient
@@ -57,21 +56,6 @@ DOMAINS = [
 ]
 
 
-def _with_database(url: str, database: str) -> str:
-    base, _, query = url.partition("?")
-    return f"{base.rpartition('/')[0]}/{database}" + (f"?{query}" if query else "")
-
-
-def percentiles(samples: list[float]) -> str:
-    ordered = sorted(samples)
-
-    def at(q: float) -> float:
-        return ordered[min(len(ordered) - 1, int(q * len(ordered)))] * 1000
-
-    return (f"n={len(ordered)} p50={at(0.50):.2f} ms p95={at(0.95):.2f} ms "
-            f"p99={at(0.99):.2f} ms mean={statistics.fmean(ordered) * 1000:.2f} ms")
-
-
 class Population:
     """matching.synth records (the FHIR door benchmark's population) as ADT^A04 messages;
     ``prefix`` makes their MRNs new to an index built from another generated population."""
@@ -80,11 +64,7 @@ class Population:
         self.records = generate(count, 0.2, seed=seed)
         self.ssn = ssn  # the namespace of the SSN domain in the index's configuration
         self.run = uuid.uuid4().hex[:6]  # control ids new to an index that keeps replies
-        if prefix:
-            for record in self.records:
-                for identifier in record.identifiers:
-                    if identifier["domain"] == record.source_domain:
-                        identifier["value"] = prefix + identifier["value"]
+        renumber(self.records, prefix)
         self.position = 0
 
     def a04s(self, count: int) -> list[bytes]:
@@ -165,101 +145,94 @@ async def query_latencies(port: int, texts: list[str]) -> list[float]:
 
 
 async def run(args: argparse.Namespace) -> None:
-    scratch = None if args.index else f"identity_bench_{uuid.uuid4().hex[:10]}"
-    if scratch is not None:
-        admin = await asyncpg.connect(args.database_url)
-        await admin.execute(f'CREATE DATABASE "{scratch}"')
-        await admin.close()
-    url = args.index or _with_database(args.database_url, scratch)
-    try:
-        conn = await asyncpg.connect(url)
-        await migrate(conn)
-        indexed = await conn.fetchval("SELECT count(*) FROM source_record")
-        await conn.close()
-        db = await Database.connect(url, min_size=2, max_size=args.connections + 4)
-        if args.index:  # the index's own domains (an `identity import` with bench.toml)
-            settings = load_settings(
-                CONFIG, mllp={"port": 0}, database={"url": url}, log_level="WARNING"
-            )
-        else:
-            settings = Settings(
-                domains=DOMAINS, mllp={"port": 0}, database={"url": url}, log_level="WARNING"
-            )
-        mpi = Mpi(db, settings)
-        await mpi.start()
-        service = Hl7Service(mpi, db, settings)
-        await service.start()
-        client = Client(args.same_process)
-        print("client:", "in the server's event loop" if args.same_process else "own process")
-        try:
-            records = 0 if args.index else args.records
-            total = records + args.single * 3
-            population = Population(
-                total, args.seed, f"N{args.seed}-" if args.index else "",
-                "SSN" if args.index else "SSA",  # bench.toml's name of the SSN domain
-            )
-            print(f"index of {indexed + records:,} records before the timed phases")
-            print(f"PostgreSQL {await db.pool.fetchval('SHOW server_version')}, "
-                  f"synchronous_commit={await db.pool.fetchval('SHOW synchronous_commit')}, "
-                  f"fsync={await db.pool.fetchval('SHOW fsync')}")
-            load = population.a04s(records)
-            if load:
-                rate = await client.run(feed, service.port, load, args.connections)
-                print(f"ITI-8 A04 load of {records} records over {args.connections} "
-                      f"connections: {rate:,.0f} msg/s")
-            single = population.a04s(args.single)
-            print(f"door CPU per A04 (parse, map PID, build ACK): "
-                  f"{door_cpu(single[:2000], settings):.0f} µs")
-            rate1 = await client.run(feed, service.port, single, 1)
-            print(f"ITI-8 A04 on 1 connection ({args.single} msgs, index of "
-                  f"{indexed + records:,}): {rate1:,.0f} msg/s")
-            multi = population.a04s(args.single * 2)
-            rate8 = await client.run(feed, service.port, multi, args.connections)
-            print(f"ITI-8 A04 on {args.connections} connections ({len(multi)} msgs): "
-                  f"{rate8:,.0f} msg/s")
-            pg1 = await commit_rate(url, 3000, 1)
-            pg8 = await commit_rate(url, 8000, args.connections)
-            if args.index:
-                async with db.connection() as conn:
-                    await conn.execute("DROP TABLE bench_commit")
-            print(f"PostgreSQL durable single-row commits: {pg1:,.0f}/s on 1 connection, "
-                  f"{pg8:,.0f}/s on {args.connections} connections")
+    async with bench_database(args.index, args.database_url) as url:
+        await measure(args, url)
 
-            rng = random.Random(args.seed + 1)
-            people = population.sent()
-            pix = []
-            for i in range(args.queries):
-                record = rng.choice(people)
-                pix.append(
-                    "MSH|^~\\&|PIXC|FAC|IDENTITY|MPI|20260101||QBP^Q23^QBP_Q21|X"
-                    f"{i}|P|2.5\rQPD|IHE PIX Query|T{i}|{hl7_escape(record.mrn)}^^^"
-                    f"{record.source_domain}\rRCP|I\r"
-                )
-            print("ITI-9 PIX query:",
-                  percentiles(await client.run(query_latencies, service.port, pix)))
-            pdq = []
-            for i in range(args.queries):
-                demographics = rng.choice(people).demographics
-                first_name = (demographics.get("names") or [{}])[0]
-                family = hl7_escape(first_name.get("family", ""))
-                given = hl7_escape((first_name.get("given") or [""])[0])
-                dob = (demographics.get("birth_date") or "").replace("-", "")
-                pdq.append(
-                    "MSH|^~\\&|PDQC|FAC|IDENTITY|MPI|20260101||QBP^Q22^QBP_Q21|Y"
-                    f"{i}|P|2.5||||||UNICODE UTF-8\rQPD|IHE PDQ Query|T{i}|@PID.5.1.1^{family}~"
-                    f"@PID.5.2^{given}~@PID.7^{dob}\rRCP|I|50^RD\r"
-                )
-            print("ITI-21 PDQ family+given+birth date:",
-                  percentiles(await client.run(query_latencies, service.port, pdq)))
-        finally:
-            client.close()
-            await service.stop()
-            await db.close()
+
+async def measure(args: argparse.Namespace, url: str) -> None:
+    conn = await asyncpg.connect(url)
+    await migrate(conn)
+    indexed = await conn.fetchval("SELECT count(*) FROM source_record")
+    await conn.close()
+    db = await Database.connect(url, min_size=2, max_size=args.connections + 4)
+    if args.index:  # the index's own domains (an `identity import` with bench.toml)
+        settings = load_settings(
+            CONFIG, mllp={"port": 0}, database={"url": url}, log_level="WARNING"
+        )
+    else:
+        settings = Settings(
+            domains=DOMAINS, mllp={"port": 0}, database={"url": url}, log_level="WARNING"
+        )
+    mpi = Mpi(db, settings)
+    await mpi.start()
+    service = Hl7Service(mpi, db, settings)
+    await service.start()
+    client = Client(args.same_process)
+    print("client:", "in the server's event loop" if args.same_process else "own process")
+    try:
+        records = 0 if args.index else args.records
+        total = records + args.single * 3
+        population = Population(
+            total, args.seed, f"N{args.seed}-" if args.index else "",
+            "SSN" if args.index else "SSA",  # bench.toml's name of the SSN domain
+        )
+        print(f"index of {indexed + records:,} records before the timed phases")
+        print(f"PostgreSQL {await db.pool.fetchval('SHOW server_version')}, "
+              f"synchronous_commit={await db.pool.fetchval('SHOW synchronous_commit')}, "
+              f"fsync={await db.pool.fetchval('SHOW fsync')}")
+        load = population.a04s(records)
+        if load:
+            rate = await client.run(feed, service.port, load, args.connections)
+            print(f"ITI-8 A04 load of {records} records over {args.connections} "
+                  f"connections: {rate:,.0f} msg/s")
+        single = population.a04s(args.single)
+        print(f"door CPU per A04 (parse, map PID, build ACK): "
+              f"{door_cpu(single[:2000], settings):.0f} µs")
+        rate1 = await client.run(feed, service.port, single, 1)
+        print(f"ITI-8 A04 on 1 connection ({args.single} msgs, index of "
+              f"{indexed + records:,}): {rate1:,.0f} msg/s")
+        multi = population.a04s(args.single * 2)
+        rate8 = await client.run(feed, service.port, multi, args.connections)
+        print(f"ITI-8 A04 on {args.connections} connections ({len(multi)} msgs): "
+              f"{rate8:,.0f} msg/s")
+        pg1 = await commit_rate(url, 3000, 1)
+        pg8 = await commit_rate(url, 8000, args.connections)
+        if args.index:
+            async with db.connection() as conn:
+                await conn.execute("DROP TABLE bench_commit")
+        print(f"PostgreSQL durable single-row commits: {pg1:,.0f}/s on 1 connection, "
+              f"{pg8:,.0f}/s on {args.connections} connections")
+
+        rng = random.Random(args.seed + 1)
+        people = population.sent()
+        pix = []
+        for i in range(args.queries):
+            record = rng.choice(people)
+            pix.append(
+                "MSH|^~\\&|PIXC|FAC|IDENTITY|MPI|20260101||QBP^Q23^QBP_Q21|X"
+                f"{i}|P|2.5\rQPD|IHE PIX Query|T{i}|{hl7_escape(record.mrn)}^^^"
+                f"{record.source_domain}\rRCP|I\r"
+            )
+        print("ITI-9 PIX query:",
+              percentiles(await client.run(query_latencies, service.port, pix)))
+        pdq = []
+        for i in range(args.queries):
+            demographics = rng.choice(people).demographics
+            first_name = (demographics.get("names") or [{}])[0]
+            family = hl7_escape(first_name.get("family", ""))
+            given = hl7_escape((first_name.get("given") or [""])[0])
+            dob = (demographics.get("birth_date") or "").replace("-", "")
+            pdq.append(
+                "MSH|^~\\&|PDQC|FAC|IDENTITY|MPI|20260101||QBP^Q22^QBP_Q21|Y"
+                f"{i}|P|2.5||||||UNICODE UTF-8\rQPD|IHE PDQ Query|T{i}|@PID.5.1.1^{family}~"
+                f"@PID.5.2^{given}~@PID.7^{dob}\rRCP|I|50^RD\r"
+            )
+        print("ITI-21 PDQ family+given+birth date:",
+              percentiles(await client.run(query_latencies, service.port, pdq)))
     finally:
-        if scratch is not None:
-            admin = await asyncpg.connect(args.database_url)
-            await admin.execute(f'DROP DATABASE IF EXISTS "{scratch}" WITH (FORCE)')
-            await admin.close()
+        client.close()
+        await service.stop()
+        await db.close()
 
 
 def main() -> None:
