@@ -23,7 +23,7 @@ from identity.config import MatchingSettings
 from identity.model import Domain, MatchGrade
 from matching.blocking import blocking_keys
 from matching.decision import Decision, DecisionResult, decide, family_given_names
-from matching.model import MatchModel, probability
+from matching.model import Explanation, MatchModel, probability
 from matching.normalize import is_given_name, normalize_record
 
 log = logging.getLogger("identity.mpi.matcher")
@@ -320,12 +320,9 @@ class Matcher:
         model: MatchModel, subject: Party, other: Party, result: DecisionResult | None
     ) -> dict[str, Any]:
         """The explanation of one pair by ``model`` (the model that scored it)."""
-        explanation = model.explain(subject.normalized, other.normalized).to_dict()
-        explanation["model"] = str(model.training.get("name") or "matching-model")
-        explanation["record_id"] = other.record_id
-        if result is not None:
-            explanation["decision"] = result.to_dict()
-        return explanation
+        return _described(
+            model, model.explain(subject.normalized, other.normalized), other.record_id, result
+        )
 
     # --- ranking for queries ($match, PDQ) --------------------------------------------------
 
@@ -347,33 +344,33 @@ class Matcher:
         )
         order = [int(i) for i in np.argsort(-weights, kind="stable")[:limit]]
         family = family_given_names(query, [p.normalized for p in parties])
+        results = [
+            decide(
+                float(probability(float(weights[i]))),
+                auto_link=self.settings.auto_link,
+                review=self.settings.review,
+                record_identifiers=query.get("identifiers"),
+                candidate_identifiers=parties[i].normalized.get("identifiers"),
+                person_identifying_domains=self.person_identifying,
+                record=query,
+                candidate=parties[i].normalized,
+                family_names=family,
+            )
+            for i in order
+        ]
         explained: list[dict[str, Any]] = [{} for _ in order]
-        if explain:
-            name = str(self.model.training.get("name") or "matching-model")
+        if explain:  # one batch: the query is encoded once
             explanations = self.model.explain_many(
                 query,
                 [parties[i].normalized for i in order],
                 keys=None if keys is None else [keys[i] for i in order],
             )
-            for slot, (i, explanation) in enumerate(zip(order, explanations, strict=True)):
-                explained[slot] = {
-                    **explanation.to_dict(), "model": name, "record_id": parties[i].record_id
-                }
+            explained = [
+                _described(self.model, explanation, parties[i].record_id, result)
+                for i, explanation, result in zip(order, explanations, results, strict=True)
+            ]
         ranked = []
-        for slot, index in enumerate(order):
-            party = parties[index]
-            prob = float(probability(float(weights[index])))
-            result = decide(
-                prob,
-                auto_link=self.settings.auto_link,
-                review=self.settings.review,
-                record_identifiers=query.get("identifiers"),
-                candidate_identifiers=party.normalized.get("identifiers"),
-                person_identifying_domains=self.person_identifying,
-                record=query,
-                candidate=party.normalized,
-                family_names=family,
-            )
+        for i, result, explanation in zip(order, results, explained, strict=True):
             if result.decision == Decision.LINK:
                 grade = MatchGrade.CERTAIN
             elif result.decision == Decision.REVIEW:
@@ -382,10 +379,23 @@ class Matcher:
                 grade = MatchGrade.CERTAINLY_NOT
             else:
                 grade = MatchGrade.POSSIBLE
-            if explain:
-                explained[slot]["decision"] = result.to_dict()
-            ranked.append(Ranked(party, float(weights[index]), prob, grade, explained[slot]))
+            ranked.append(
+                Ranked(parties[i], float(weights[i]), result.probability, grade, explanation)
+            )
         return ranked
+
+
+def _described(
+    model: MatchModel, explanation: Explanation, record_id: int, result: DecisionResult | None
+) -> dict[str, Any]:
+    """An explanation as links, review items and $match carry it: which model, which record,
+    and (when decided) the decision with its reasons."""
+    described = explanation.to_dict()
+    described["model"] = str(model.training.get("name") or "matching-model")
+    described["record_id"] = record_id
+    if result is not None:
+        described["decision"] = result.to_dict()
+    return described
 
 
 def _cache_keys(parties: Sequence[Party]) -> list[tuple[int, int]] | None:

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import AsyncIterator, Callable, Sequence
-from contextlib import asynccontextmanager
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from typing import Any, TypeVar
 
 from identity.config import Settings
@@ -90,7 +90,7 @@ class Mpi:
 
     # --- plumbing ---------------------------------------------------------------------------
 
-    def atomic(self) -> Any:
+    def atomic(self) -> AbstractAsyncContextManager[object]:
         """An async context in which several commands form one transaction: all are committed
         when the block ends without error, none otherwise (e.g. a PMIR message of several
         entries). Reads inside see the block's own changes. Commands inside must be awaited
