@@ -1,14 +1,19 @@
 """Where the true duplicates of a record rank among its candidates, against an index imported
-from a generated population (its CSV holds the truth): the evidence for a candidate cap.
+from a generated population (its CSV holds the truth): the evidence for the candidate cap and
+margin (matching.blocking.select_candidates).
 
 For ``--sample`` records of persons with several records, the record's blocking keys are looked
 up as a registration does (the SQL function register_candidates, the record itself left out,
-the configured max_block, no cap) and the rank of its first true partner in the candidate
-ranking (shared keys, then first appearance) is noted. Prints, for caps of 10 to 200, the
-share of records whose partner is within the cap and the mean number of candidates scored.
+the configured max_block, no cap, no margin) and the rank of its first true partner in the
+candidate ranking (shared keys, then first appearance) is noted. Prints, for caps of 10 to 200
+and for other selection policies under ``--cap``, the share of records whose partner is kept
+and the mean number of candidates scored. With ``--decisions``, the engine's decision for each
+record (link, review, new person) with every candidate scored is compared with its decision
+under each cap and margin, and the persons no longer sent to review are checked against the
+truth.
 
     python benchmarks/candidate_recall.py --url postgresql://postgres@127.0.0.1:5432/bench1m \\
-        --csv /tmp/p1m/population.csv [--sample 1000] [--rows 300000]
+        --csv /tmp/p1m/population.csv [--sample 1000] [--rows 300000] [--decisions]
 """
 
 from __future__ import annotations
@@ -19,16 +24,137 @@ import itertools
 import random
 import statistics
 from collections import defaultdict
+from collections.abc import Callable
 from pathlib import Path
 
 from identity.batch import record_input
 from identity.config import load_settings
 from identity.mpi import Mpi
+from identity.mpi.matcher import Party
 from identity.store.db import Database
 from matching.synth import iter_csv
 
 CONFIG = Path(__file__).with_name("bench.toml")
 CAPS = (10, 25, 50, 100, 200)
+
+
+async def shared_keys(conn, keys: list[str], own: int, block: int) -> dict[int, int]:
+    """Candidate record id -> the selection's score (keys shared; an id: key counts 100) over the
+    usable blocks, as matching.blocking.select_candidates counts them."""
+    rows = await conn.fetch(
+        "SELECT k.key, ARRAY(SELECT b.source_record_id FROM blocking_key b WHERE b.key = k.key"
+        " AND b.source_record_id <> $2 ORDER BY 1 LIMIT $3) AS ids"
+        " FROM unnest($1::text[]) AS k(key)",
+        keys, own, block + 1,
+    )
+    blocks = [(r["key"], r["ids"]) for r in rows if r["ids"]]
+    usable = [(k, ids) for k, ids in blocks if len(ids) <= block or k.startswith("id:")]
+    if not usable and blocks:
+        usable = [min(blocks, key=lambda item: len(item[1]))]
+    score: dict[int, int] = defaultdict(int)
+    for key, ids in usable:
+        for rid in ids:
+            score[rid] += 100 if key.startswith("id:") else 1
+    return score
+
+
+def policies(cap: int) -> dict[str, Callable[[list[int]], int]]:
+    """Selection policies over the ranked scores (descending): each keeps a prefix."""
+
+    def at_least(m: int, floor: int) -> Callable[[list[int]], int]:
+        def keep(scores: list[int]) -> int:
+            n = sum(s >= m for s in scores)
+            return min(cap, max(n, min(floor, len(scores))))
+        return keep
+
+    def relative(d: int) -> Callable[[list[int]], int]:
+        # demographic keys (score % 100) within d of the best; a shared identifier always kept
+        def keep(scores: list[int]) -> int:
+            if not scores:
+                return 0
+            best = max(s % 100 for s in scores)
+            return min(cap, sum(s >= 100 or s % 100 >= best - d for s in scores))
+        return keep
+
+    def singles(k: int) -> Callable[[list[int]], int]:
+        def keep(scores: list[int]) -> int:
+            return min(cap, sum(s >= 2 for s in scores) + min(k, sum(s < 2 for s in scores)))
+        return keep
+
+    out: dict[str, Callable[[list[int]], int]] = {}
+    for m, floor in ((2, 0), (2, 5), (2, 10), (3, 10)):
+        out[f"shared >= {m}, else top {floor}"] = at_least(m, floor)
+    for d in (1, 2, 3, 4, 5, 6):
+        out[f"within {d} of the best"] = relative(d)
+    for k in (0, 5, 10, 20):
+        out[f"shared >= 2 + {k} sharing one"] = singles(k)
+    return out
+
+
+async def compare_decisions(
+    mpi: Mpi,
+    conn,
+    truth: dict[tuple[str, str], str],
+    decisions: list[tuple[Party, list[int], list[list], str]],
+    by_rank: list[tuple[list[int], list[int]]],
+    chosen: dict[str, Callable[[list[int]], int]],
+) -> None:
+    """The engine's decision (person linked, persons sent to review) for each sampled record
+    with every candidate scored, against the decision with each policy's selection. Persons
+    no longer sent to review are checked against the truth: the same true person (a split the
+    steward would have been shown) or another one (a review item saved)."""
+
+    async def true_persons(record_ids: list[int]) -> set[str]:
+        rows = await conn.fetch(
+            "SELECT d.namespace, r.identifier FROM source_record r JOIN domain d"
+            " ON d.id = r.domain_id WHERE r.id = ANY($1::bigint[])", record_ids)
+        return {truth.get((r["namespace"], r["identifier"]), "?") for r in rows}
+
+    def decide(subject: Party, selected: list[int], parties: list[list]) -> tuple:
+        wanted = set(selected)
+        persons_of = {p[2] for p in parties if p[0] in wanted}
+        persons: dict[int, list[Party]] = {}
+        for rid, domain_id, person_id, normalized, version in parties:
+            if person_id in persons_of:
+                persons.setdefault(person_id, []).append(Party(
+                    rid, mpi.matcher.namespaces.get(domain_id, str(domain_id)), person_id,
+                    normalized, version))
+        outcome = mpi.matcher.decide(subject, persons, set())
+        return outcome.person_id, frozenset(v.person_id for v in outcome.reviews)
+
+    reference = [decide(s, ranking, parties) for s, ranking, parties, _ in decisions]
+    print(f"decisions with every candidate scored: "
+          f"{sum(r[0] is not None for r in reference)} linked, "
+          f"{sum(r[0] is None and bool(r[1]) for r in reference)} to review, "
+          f"{sum(r[0] is None and not r[1] for r in reference)} new person")
+    plans = {f"cap {cap}": (lambda scores, cap=cap: cap) for cap in (10, 25, 50)}
+    plans.update({name: keep for name, keep in chosen.items() if "within" in name})
+    for name, keep in plans.items():
+        same = lost = riskier = other = unsure = split = saved = 0
+        for (subject, ranking, parties, person), (scores, _), ref in zip(
+            decisions, by_rank, reference, strict=True
+        ):
+            got = decide(subject, ranking[: keep(scores)], parties)
+            for dropped in ref[1] - got[1]:
+                records = [p[0] for p in parties if p[2] == dropped]
+                if person in await true_persons(records):
+                    split += 1
+                else:
+                    saved += 1
+            if got == ref:
+                same += 1
+            elif ref[0] is not None and got[0] is None:
+                lost += 1  # a link became a review or a new person
+            elif got[0] is not None and got[0] != ref[0]:
+                riskier += 1  # linked where the full decision did not (or elsewhere)
+            elif ref[0] is not None:
+                other += 1  # the same link, fewer or other persons sent to review beside it
+            else:
+                unsure += 1  # no link either way, but the persons sent to review differ
+        print(f"{name}: same decision {same}, link lost {lost}, link gained or moved "
+              f"{riskier}, same link with other reviews {other}, "
+              f"no link with other reviews {unsure}; persons no longer sent to review: "
+              f"{split} the same true person, {saved} another")
 
 
 async def run(args: argparse.Namespace) -> None:
@@ -43,9 +169,11 @@ async def run(args: argparse.Namespace) -> None:
         settings = load_settings(CONFIG, log_level="WARNING")
         mpi = Mpi(db, settings)
         await mpi.start()
-        block = settings.matching.max_block
+        block = args.max_block or settings.matching.max_block
         ranks: list[int | None] = []
         found: list[int] = []
+        by_rank: list[tuple[list[int], list[int]]] = []
+        decisions: list[tuple[Party, list[int], list[list], str]] = []
         async with db.connection() as conn:
             for record, group in sample:
                 inp = record_input(record)
@@ -68,13 +196,25 @@ async def run(args: argparse.Namespace) -> None:
                     other_domain = await mpi.domains.resolve(ref.authority)
                     identifiers.append((other_domain.id, ref.value, ref.type))
                 keys = mpi.matcher.prepare(inp.demographics.as_matching_input(), identifiers).keys
+                prepared = mpi.matcher.prepare(inp.demographics.as_matching_input(), identifiers)
                 row = await conn.fetchrow(
-                    "SELECT prefetched FROM register_candidates($1::text[], $2, $3, $4, $5)",
-                    keys, own, block + 1, block, 1_000_000,
+                    "SELECT prefetched, parties FROM register_candidates($1::text[], $2, $3, $4,"
+                    " $5, NULL)", keys, own, block + 1, block, 1_000_000,
                 )
                 ranking = list(row["prefetched"])
+                if args.decisions:
+                    subject = Party(0, domain.namespace, None, prepared.normalized)
+                    parties = [p for p in row["parties"] if p[0] != own]
+                    decisions.append((subject, ranking, parties, record.person_id))
                 found.append(len(ranking))
                 ranks.append(next((i for i, rid in enumerate(ranking) if rid in partners), None))
+                scores = await shared_keys(conn, keys, own, block)
+                by_rank.append(([scores[r] for r in ranking],
+                               [i for i, rid in enumerate(ranking) if rid in partners]))
+        if args.decisions:
+            truth = {(r.source_domain, r.mrn): r.person_id for r in iter_csv(args.csv)}
+            async with db.connection() as conn:
+                await compare_decisions(mpi, conn, truth, decisions, by_rank, policies(args.cap))
     finally:
         await db.close()
     n = len(ranks)
@@ -88,6 +228,15 @@ async def run(args: argparse.Namespace) -> None:
         scored = statistics.fmean(min(f, cap) for f in found)
         print(f"cap {cap:>3}: partner within the cap for {within:.2%}; "
               f"mean candidates scored {scored:.1f}")
+    best = [s[0] - s[p[0]] if p else None for s, p in by_rank]
+    print("partner's shared keys below the best candidate's: "
+          + ", ".join(f"{d}: {best.count(d)}" for d in sorted({b for b in best if b is not None}))
+          + f", none: {best.count(None)}")
+    for name, keep in policies(args.cap).items():
+        kept = [keep(s) for s, _ in by_rank]
+        within = sum(bool(p) and p[0] < k for (_, p), k in zip(by_rank, kept, strict=True)) / n
+        print(f"cap {args.cap}, {name}: partner kept for {within:.2%}; "
+              f"mean candidates scored {statistics.fmean(kept):.1f}")
 
 
 def main() -> None:
@@ -97,6 +246,11 @@ def main() -> None:
     parser.add_argument("--sample", type=int, default=1000)
     parser.add_argument("--rows", type=int, default=300_000, help="CSV rows read for the sample")
     parser.add_argument("--seed", type=int, default=5)
+    parser.add_argument("--max-block", type=int, default=0,
+                        help="blocks larger than this are skipped (default: the configured one)")
+    parser.add_argument("--decisions", action="store_true",
+                        help="also compare the engine's decisions under each selection")
+    parser.add_argument("--cap", type=int, default=50, help="the cap the policies work under")
     asyncio.run(run(parser.parse_args()))
 
 

@@ -27,6 +27,7 @@ import numpy as np
 
 __all__ = [
     "DEFAULT_MAX_BLOCK",
+    "DEFAULT_CANDIDATE_MARGIN",
     "DEFAULT_MAX_CANDIDATES",
     "KEY_FAMILIES",
     "blocking_keys",
@@ -47,6 +48,11 @@ DEFAULT_MAX_BLOCK = 400
 #: records (within 200: 99.9%), and 50 candidates are half the scoring work of 200
 #: (benchmarks/candidate_recall.py).
 DEFAULT_MAX_CANDIDATES = 50
+#: A candidate that shares no identifier key is scored only when it shares at least as many
+#: demographic keys as the best candidate less this margin. At 1M records most candidates share
+#: one weak key (family name sound + birth year) while a true duplicate shares many; the margin
+#: drops them whatever the index size (benchmarks/candidate_recall.py has the evidence).
+DEFAULT_CANDIDATE_MARGIN = 4
 
 
 def blocking_keys(normalized: dict[str, Any]) -> list[str]:
@@ -91,25 +97,36 @@ def select_candidates(
     *,
     max_block: int = DEFAULT_MAX_BLOCK,
     max_candidates: int = DEFAULT_MAX_CANDIDATES,
+    margin: int | None = None,
 ) -> list[Hashable]:
-    """The candidate cap: from the records found under each key, the ones worth scoring.
+    """The candidate selection: from the records found under each key, the ones worth scoring.
 
     Keys holding more than ``max_block`` records are skipped, unless every key is that large
-    (then the smallest block is used). Candidates are ranked by how many keys they share with
-    the incoming record (more shared keys first, ties in order of first appearance) and cut at
+    (then the smallest block is used). With a ``margin``, a candidate sharing no ``id`` key is
+    kept only when it shares at least as many keys as the best candidate (by keys other than
+    ``id`` ones) less ``margin``. Candidates are ranked by how many keys they share with the
+    incoming record (more shared keys first, ties in order of first appearance) and cut at
     ``max_candidates``. ``id`` keys always count: a shared identifier outranks everything.
     """
     blocks = [(key, ids) for key, ids in keys_to_records.items() if ids]
     usable = [(k, ids) for k, ids in blocks if len(ids) <= max_block or k.startswith("id:")]
     if not usable and blocks:
         usable = [min(blocks, key=lambda item: len(item[1]))]
-    score: dict[Hashable, int] = {}
+    by_id: dict[Hashable, int] = {}
+    by_demographics: dict[Hashable, int] = {}
     for key, ids in usable:
-        bonus = 100 if key.startswith("id:") else 1
+        shared = by_id if key.startswith("id:") else by_demographics
         for record_id in ids:
-            score[record_id] = score.get(record_id, 0) + bonus
-    ranked = sorted(score, key=lambda rid: -score[rid])  # stable: keeps first-seen order
-    return ranked[:max_candidates]
+            by_id.setdefault(record_id, 0)  # first-seen order
+            by_demographics.setdefault(record_id, 0)
+            shared[record_id] += 1
+    kept = list(by_id)
+    if margin is not None and kept:
+        floor = max(by_demographics.values()) - margin
+        kept = [rid for rid in kept if by_id[rid] or by_demographics[rid] >= floor]
+    # stable: keeps first-seen order among equals
+    kept.sort(key=lambda rid: -(100 * by_id[rid] + by_demographics[rid]))
+    return kept[:max_candidates]
 
 
 def candidate_pairs(

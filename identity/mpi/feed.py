@@ -27,8 +27,7 @@ from identity.model import (
 )
 from identity.mpi.matcher import Matcher, Party, Prepared, Verdict
 from identity.mpi.uow import CHANGED_TOPIC, UPDATED_TOPIC, UnitOfWork
-from identity.store.repository import Repository
-from matching.blocking import select_candidates
+from identity.store.repository import CandidateSelection, Repository
 from matching.decision import Decision as MatchDecision
 
 log = logging.getLogger("identity.mpi.feed")
@@ -126,7 +125,6 @@ class Feed:
         locks its blocking keys in that call first), besides the unit of work's own.
         """
         repo = uow.repo
-        settings = self.matcher.settings
         value = inp.identifier.value
         identifiers: list[tuple[int, str, str | None]] = [
             (domain.id, value, inp.identifier.type),
@@ -140,9 +138,7 @@ class Feed:
             domain.id,
             value,
             prepared.keys,
-            per_key=settings.max_block + 1,
-            max_block=settings.max_block,
-            max_candidates=settings.max_candidates,
+            self.selection,
         )
         if row["id"] is None:
             return await self._register_new(uow, domain, inp, others, source, prepared, row)
@@ -177,10 +173,7 @@ class Feed:
         """A record not known before: decide its person, then write it all in one call."""
         repo = uow.repo
         subject = Party(0, domain.namespace, None, prepared.normalized)  # no id yet
-        selected = self._select(begun["blocks"])
-        persons = self._prefetched_persons(begun, selected, None)
-        if persons is None:
-            persons = await self._fetch_persons(repo, selected, None)
+        persons = self._candidate_persons(begun, None)
         outcome = self.matcher.decide(subject, persons, set())  # no assertions on a new record
         if outcome.person_id is not None:
             decision = Decision.LINKED
@@ -317,7 +310,6 @@ class Feed:
         the person's other records, and a link that no longer holds becomes a review item
         (never a silent unlink). Manual and verified links are never changed automatically."""
         repo = uow.repo
-        settings = self.matcher.settings
         record_id = row["id"]
         linked = row["status"] == RecordStatus.ACTIVE and row["person_id"] is not None
         automatic = linked and row["link_kind"] == LinkKind.AUTOMATIC
@@ -346,9 +338,7 @@ class Feed:
             prepared.keys,
             touch_person=row["person_id"] if linked else None,
             own_person=row["person_id"] if automatic else None,
-            per_key=settings.max_block + 1,
-            max_block=settings.max_block,
-            max_candidates=settings.max_candidates,
+            selection=self.selection,
             history=history,
             outbox=outbox,
         )
@@ -394,10 +384,7 @@ class Feed:
                 Decision.REVIEW, record_id, person_id, False, [i["id"] for i in items],
                 record_row, person_row, items,
             )
-        selected = self._select(written["blocks"])
-        persons = self._prefetched_persons(written, selected, record_id)
-        if persons is None:
-            persons = await self._fetch_persons(repo, selected, record_id)
+        persons = self._candidate_persons(written, record_id)
         persons.pop(person_id, None)
         outcome = self.matcher.decide(subject, persons, no_match)
         items = await self._open_review_rows(uow, record_id, outcome.reviews)
@@ -429,41 +416,30 @@ class Feed:
         )
         return Registered(Decision.LINKED, record_id, outcome.person_id, False, review_ids)
 
-    def _select(self, blocks: Sequence[Sequence[Any]]) -> list[int]:
-        """matching's candidate cap over the blocks found (key, record ids), with a warning in
-        the log when it bites."""
+    @property
+    def selection(self) -> CandidateSelection:
         settings = self.matcher.settings
-        by_key = {key: ids for key, ids in blocks}
-        ids = select_candidates(
-            by_key, max_block=settings.max_block, max_candidates=settings.max_candidates
+        return CandidateSelection(
+            settings.max_block, settings.max_candidates, settings.candidate_margin
         )
-        found = {i for block in by_key.values() for i in block}
-        if len(found) > len(ids):
-            log.info(
-                "event=candidate_cap_reached found=%d scored=%d cap=%d",
-                len(found),
-                len(ids),
-                settings.max_candidates,
-            )
-        return [int(i) for i in ids]
 
-    def _prefetched_persons(
-        self, found: asyncpg.Record, selected: Sequence[int], exclude: int | None
-    ) -> dict[int, list[Party]] | None:
-        """The persons of the ``selected`` candidates from what the database returned with
-        the blocks (migration 0005 prefetches the selected ones), or None when they were not all
-        prefetched (a selection that differs from the database's: fetch them)."""
+    def _candidate_persons(
+        self, found: asyncpg.Record, exclude: int | None
+    ) -> dict[int, list[Party]]:
+        """The candidates the database selected (matching.blocking.select_candidates, made in
+        the SQL function register_candidates), as persons with all their active records; a
+        line in the log when the margin or the cap left some out."""
+        selected = found["prefetched"] or ()
+        if found["candidates_found"] and found["candidates_found"] > len(selected):
+            log.info(
+                "event=candidates_selected found=%d scored=%d cap=%d",
+                found["candidates_found"],
+                len(selected),
+                self.matcher.settings.max_candidates,
+            )
         if not selected:
             return {}
-        if found["prefetched"] is None or found["parties"] is None:
-            return None
-        wanted = set(selected)
-        if not wanted <= set(found["prefetched"]):
-            return None
-        persons = {party[2] for party in found["parties"] if party[0] in wanted}
-        return self._parties_by_person(
-            [party for party in found["parties"] if party[2] in persons], exclude
-        )
+        return self._parties_by_person(found["parties"], exclude)
 
     def _parties_by_person(
         self, parties: Sequence[Sequence[Any]] | None, exclude: int | None
@@ -480,42 +456,14 @@ class Feed:
                 )
         return persons
 
-    async def _fetch_persons(
-        self, repo: Repository, ids: Sequence[int], exclude: int | None
-    ) -> dict[int, list[Party]]:
-        if not ids:
-            return {}
-        person_ids = await repo.persons_of(list(ids))
-        return await self.person_parties(repo, person_ids, exclude)
-
     async def candidates(
         self, repo: Repository, keys: Sequence[str], exclude: int | None
     ) -> dict[int, list[Party]]:
         """Candidate persons with all their active records, found through blocking keys, in
         one round trip (the SQL function register_candidates, without locks: for reads and
         for callers that hold the keys' locks)."""
-        settings = self.matcher.settings
-        found = await repo.candidates(
-            keys,
-            exclude,
-            per_key=settings.max_block + 1,
-            max_block=settings.max_block,
-            max_candidates=settings.max_candidates,
-        )
-        selected = self._select(found["blocks"])
-        persons = self._prefetched_persons(found, selected, exclude)
-        if persons is None:
-            persons = await self._fetch_persons(repo, selected, exclude)
-        return persons
-
-    async def person_parties(
-        self, repo: Repository, person_ids: Sequence[int], exclude: int | None
-    ) -> dict[int, list[Party]]:
-        persons: dict[int, list[Party]] = {}
-        for row in await repo.person_record_rows(sorted(set(person_ids))):
-            if row["id"] != exclude:
-                persons.setdefault(row["person_id"], []).append(self.party(row))
-        return persons
+        return self._candidate_persons(await repo.candidates(keys, exclude, self.selection),
+                                       exclude)
 
     def party(self, row: asyncpg.Record) -> Party:
         return Party(

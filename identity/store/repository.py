@@ -9,7 +9,7 @@ import hashlib
 import json
 import uuid
 from collections.abc import Iterable, Mapping, Sequence
-from typing import Any
+from typing import Any, NamedTuple
 
 import asyncpg
 
@@ -49,6 +49,20 @@ def key_hash(key: str) -> int:
     return int.from_bytes(hashlib.blake2b(key.encode(), digest_size=8).digest(), "big", signed=True)
 
 
+class CandidateSelection(NamedTuple):
+    """How the SQL function register_candidates selects candidates (matching.blocking's
+    select_candidates, whose parameters these are)."""
+
+    max_block: int
+    max_candidates: int
+    margin: int | None
+
+    def params(self) -> tuple[int, int, int, int | None]:
+        """p_per_key, p_max_block, p_max_candidates, p_margin: a block is read up to one id
+        beyond max_block, enough to tell that it is oversized."""
+        return self.max_block + 1, self.max_block, self.max_candidates, self.margin
+
+
 class Repository:
     def __init__(self, conn: asyncpg.Connection) -> None:
         self.conn = conn
@@ -68,26 +82,21 @@ class Repository:
         domain_id: int,
         identifier: str,
         keys: Sequence[str],
-        *,
-        per_key: int,
-        max_block: int,
-        max_candidates: int,
+        selection: CandidateSelection,
     ) -> asyncpg.Record:
         """Lock the record key and read the record (row-locked) with its blocking keys
         (``old_keys``) and no-match partners. When the record is not known, those of its
         ``keys`` that can give candidates are locked too (one sorted call; see migration 0005)
-        and its candidates read under them (``blocks``, ``prefetched``, ``parties``: see the
-        SQL function ``register_candidates``); ``id`` is then NULL."""
+        and its candidates read under them (``candidates_found``, ``prefetched``, ``parties``:
+        see the SQL function ``register_candidates``); ``id`` is then NULL."""
         return await self.conn.fetchrow(
-            "SELECT * FROM register_begin($1, $2, $3, $4::bigint[], $5::text[], $6, $7, $8)",
+            "SELECT * FROM register_begin($1, $2, $3, $4::bigint[], $5::text[], $6, $7, $8, $9)",
             key_hash(record_key),
             domain_id,
             identifier,
             [key_hash(k) for k in keys],  # aligned with the keys
             list(keys),
-            per_key,
-            max_block,
-            max_candidates,
+            *selection.params(),
         )
 
     async def register_insert(
@@ -149,9 +158,7 @@ class Repository:
         *,
         touch_person: int | None,
         own_person: int | None,
-        per_key: int,
-        max_block: int,
-        max_candidates: int,
+        selection: CandidateSelection,
         history: Sequence[tuple[Any, ...]] = (),
         outbox: Sequence[tuple[str, dict[str, Any], Any]] = (),
     ) -> asyncpg.Record:
@@ -163,9 +170,9 @@ class Repository:
         return await self.conn.fetchrow(
             """SELECT * FROM register_update($1::bigint[], $2, $3, $4, $5::text[], $6::text[],
                    $7, $8::integer[], $9::text[], $10::text[], $11::text[], $12, $13, $14, $15,
-                   $16, $17::uuid[], $18::text[], $19::text[], $20::bigint[], $21::bigint[],
-                   $22::bigint[], $23::jsonb[], $24::jsonb[], $25::text[], $26::text[],
-                   $27::text[], $28::jsonb[], $29::uuid[])""",
+                   $16, $17, $18::uuid[], $19::text[], $20::text[], $21::bigint[],
+                   $22::bigint[], $23::bigint[], $24::jsonb[], $25::jsonb[], $26::text[],
+                   $27::text[], $28::text[], $29::jsonb[], $30::uuid[])""",
             sorted({key_hash(k) for k in lock_keys}),
             record_id,
             demographics,
@@ -179,9 +186,7 @@ class Repository:
             list(keys),
             touch_person,
             own_person,
-            per_key,
-            max_block,
-            max_candidates,
+            *selection.params(),
             *_event_params(history, outbox),
         )
 
@@ -311,28 +316,17 @@ class Repository:
         self,
         keys: Sequence[str],
         exclude: int | None,
-        *,
-        per_key: int,
-        max_block: int,
-        max_candidates: int,
+        selection: CandidateSelection,
     ) -> asyncpg.Record:
-        """``blocks``, ``prefetched`` and ``parties`` of the SQL function register_candidates
-        (migration 0005) for these keys, ``exclude`` left out; no locks are taken."""
+        """``candidates_found``, ``prefetched`` and ``parties`` of the SQL function
+        register_candidates (migration 0006) for these keys, ``exclude`` left out; no locks
+        are taken."""
         return await self.conn.fetchrow(
-            "SELECT * FROM register_candidates($1::text[], $2, $3, $4, $5)",
+            "SELECT * FROM register_candidates($1::text[], $2, $3, $4, $5, $6)",
             list(keys),
             exclude,
-            per_key,
-            max_block,
-            max_candidates,
+            *selection.params(),
         )
-
-    async def persons_of(self, record_ids: Sequence[int]) -> list[int]:
-        rows = await self.conn.fetch(
-            "SELECT DISTINCT person_id FROM link WHERE source_record_id = ANY($1::bigint[])",
-            list(record_ids),
-        )
-        return [r["person_id"] for r in rows]
 
     async def records_with_identifier(self, domain_id: int, identifier: str) -> list[int]:
         """Active records whose primary or other identifiers include (domain, identifier)."""

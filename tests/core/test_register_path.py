@@ -13,7 +13,7 @@ from identity.model import Decision
 from identity.mpi import Mpi
 from identity.mpi.feed import record_key
 from identity.store.db import Database
-from identity.store.repository import Repository, key_hash
+from identity.store.repository import CandidateSelection, Repository, key_hash
 
 from .helpers import person, ref
 
@@ -235,9 +235,10 @@ async def test_a_new_record_does_not_wait_for_keys_too_common_to_give_candidates
 async def test_the_database_selects_candidates_as_matching_does(
     mpi: Mpi, db: Database
 ) -> None:
-    """register_candidates cuts the candidates in SQL (migration 0005) so that their persons
-    come with the blocks; its selection must be matching.blocking.select_candidates' own, for
-    usable and oversized blocks, id: keys, ties, and the smallest-block fallback."""
+    """register_candidates selects the candidates in SQL (migrations 0005, 0006) so that their
+    persons come in the same call; its selection must be matching.blocking.select_candidates'
+    own, for usable and oversized blocks, id: keys, ties, the margin and the smallest-block
+    fallback."""
     import random
 
     from matching.blocking import select_candidates
@@ -252,21 +253,33 @@ async def test_the_database_selects_candidates_as_matching_does(
             )
             for i in range(60)
         ]
-        keys = [f"k{j}" for j in range(8)] + ["id:1|X"]
+        keys = [f"k{j}" for j in range(8)] + ["id:1|X", "id:2|Y"]
+        members: dict[str, list[int]] = {}
         for key in keys:
             size = rng.choice([0, 1, 3, 5, 9, 12, 20])
-            for record_id in rng.sample(ids, size):
+            members[key] = sorted(rng.sample(ids, size))
+            for record_id in members[key]:
                 await conn.execute("INSERT INTO blocking_key VALUES ($1, $2)", key, record_id)
-        for trial in range(40):
+        margins_seen = set()
+        for trial in range(80):
             asked = rng.sample(keys, rng.randint(1, len(keys)))
             max_block = rng.choice([2, 4, 8, 15])
             cap = rng.choice([1, 3, 10, 50])
+            margin = rng.choice([None, 0, 1, 2, 4])
+            selection = CandidateSelection(max_block, cap, margin)
             row = await conn.fetchrow(
-                "SELECT * FROM register_candidates($1::text[], NULL, $2, $3, $4)",
-                asked, max_block + 1, max_block, cap,
+                "SELECT * FROM register_candidates($1::text[], NULL, $2, $3, $4, $5)",
+                asked, *selection.params(),
             )
-            blocks = {key: list(block) for key, block in row["blocks"]}
-            assert list(blocks) == asked
-            expected = select_candidates(blocks, max_block=max_block, max_candidates=cap)
-            assert list(row["prefetched"]) == expected, (trial, asked, max_block, cap)
+            blocks = {key: members[key][: max_block + 1] for key in asked}
+            expected = select_candidates(
+                blocks, max_block=max_block, max_candidates=cap, margin=margin
+            )
+            assert list(row["prefetched"]) == expected, (trial, asked, max_block, cap, margin)
+            unlimited = select_candidates(blocks, max_block=max_block, max_candidates=10_000)
+            assert row["candidates_found"] == len(unlimited)
+            if len(expected) < len(select_candidates(blocks, max_block=max_block,
+                                                     max_candidates=cap)):
+                margins_seen.add(margin)
+        assert margins_seen  # the margin did cut in some trials
 

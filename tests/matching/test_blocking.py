@@ -56,6 +56,25 @@ def test_candidate_cap_skips_huge_blocks_and_ranks_by_shared_keys():
     assert only_big == list(range(10))
 
 
+def test_the_margin_drops_candidates_far_behind_the_best_but_never_a_shared_identifier():
+    found = {
+        "fp_by:SNAT|1980": [1, 2, 3, 9],           # 1, 2, 3: one weak key each
+        "gp_dob:JAN|1980-03-12": [9],
+        "dob_pc:1980-03-12|62701": [9, 4],
+        "nm_dob:JAN|SNAT|1980-03-12": [9],
+        "ini_dob:JS|1980-03-12": [9, 4],
+        "nm:SNAT|JAN": [9],
+        "id:SSN|123": [3],                          # 3 shares an identifier as well
+    }
+    # 9 shares 6 keys, 4 shares 2, 1 and 2 share 1, 3 shares 1 and the identifier
+    assert select_candidates(found) == [3, 9, 4, 1, 2]
+    assert select_candidates(found, margin=4) == [3, 9, 4]
+    assert select_candidates(found, margin=3) == [3, 9]
+    assert select_candidates(found, margin=0) == [3, 9]
+    assert select_candidates(found, margin=5) == [3, 9, 4, 1, 2]
+    assert select_candidates(found, margin=4, max_candidates=2) == [3, 9]
+
+
 def test_candidate_pairs_are_unique_and_ordered():
     keys = [["a", "b"], ["a", "b"], ["b"], ["c"]]
     pairs = candidate_pairs(keys)
