@@ -145,14 +145,9 @@ class FeedHandler:
     async def _handle(
         self, message: Message, ctx: ReplyContext, sender: str, idempotency: tuple[str, str]
     ) -> bytes:
-        try:
-            previous = await self.mpi.processed_reply(*idempotency)
-        except StoreUnavailable as exc:
-            return self._unavailable(ctx, exc)
-        if previous is not None:
-            log.info("event=hl7_redelivered sender=%s control_id=%s", sender, ctx.control_id)
-            return to_bytes(previous)
-
+        # A message processed before is recognised inside the command's transaction (the
+        # core's idempotency check, under the message's lock) or, when it is refused again,
+        # by the reply stored for it: either way it gets the reply it got the first time.
         built: dict[str, bytes] = {}
 
         def reply(_result: Any) -> str:
@@ -171,7 +166,6 @@ class FeedHandler:
         try:
             await run(message, command, _source(message), actor, idempotency, reply)
         except AlreadyProcessed as exc:
-            # delivered at the same time to another process, which applied it first
             log.info("event=hl7_redelivered sender=%s control_id=%s", sender, ctx.control_id)
             return to_bytes(exc.reply)
         except StoreUnavailable as exc:
@@ -181,9 +175,12 @@ class FeedHandler:
                      ctx.trigger, ctx.control_id, type(exc).__name__)
             text, data = ack(ctx, "AE", error_details(exc, command))
             try:
-                await self.mpi.remember_reply(sender, ctx.control_id, text)
+                stored = await self.mpi.remember_reply(sender, ctx.control_id, text)
             except StoreUnavailable:
-                pass
+                return data
+            if stored != text:
+                log.info("event=hl7_redelivered sender=%s control_id=%s", sender, ctx.control_id)
+                return to_bytes(stored)
             return data
         return built["bytes"]
 

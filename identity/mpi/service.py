@@ -110,8 +110,7 @@ class Mpi:
         async with self.db.transaction() as conn:
             uow = UnitOfWork(conn, actor, message_id, self.fanout)
             if idempotency is not None:
-                await uow.repo.lock([f"message:{idempotency[0]}|{idempotency[1]}"])
-                previous = await uow.repo.processed_reply(*idempotency)
+                previous = await uow.repo.begin_message(*idempotency)
                 if previous is not None:
                     raise AlreadyProcessed(previous)
             yield uow
@@ -135,15 +134,11 @@ class Mpi:
         uow.remember_reply(idempotency[0], idempotency[1], text)  # written at flush
         return text
 
-    async def processed_reply(self, sender: str, control_id: str) -> str | None:
-        """The reply already sent for this message, if it was processed before."""
+    async def remember_reply(self, sender: str, control_id: str, reply: str) -> str:
+        """Store the reply to a message that changed nothing (an error); returns the reply to
+        send: the one stored before when the message was processed already."""
         async with self.db.connection() as conn:
-            return await Repository(conn).processed_reply(sender, control_id)
-
-    async def remember_reply(self, sender: str, control_id: str, reply: str) -> None:
-        """Store the reply to a message that changed nothing (an error or a query)."""
-        async with self.db.connection() as conn:
-            await Repository(conn).save_processed_reply(sender, control_id, reply)
+            return await Repository(conn).save_processed_reply(sender, control_id, reply)
 
     def _check_source(self, domain: Domain, source: str | None) -> None:
         if domain.is_enterprise or not domain.allows(source):

@@ -630,17 +630,23 @@ class Repository:
 
     # --- processed messages -----------------------------------------------------------------
 
-    async def processed_reply(self, sender: str, control_id: str) -> str | None:
+    async def begin_message(self, sender: str, control_id: str) -> str | None:
+        """Take the message's own transaction lock, then read the reply stored for it, if any
+        (one call, migration 0007): the same message delivered twice at once is applied once."""
         return await self.conn.fetchval(
-            "SELECT reply FROM processed_message WHERE sender = $1 AND control_id = $2",
+            "SELECT message_begin($1, $2, $3)",
+            key_hash(f"message:{sender}|{control_id}"),
             sender,
             control_id,
         )
 
-    async def save_processed_reply(self, sender: str, control_id: str, reply: str) -> None:
-        await self.conn.execute(
+    async def save_processed_reply(self, sender: str, control_id: str, reply: str) -> str:
+        """Store the reply to a message unless one is stored already; returns the stored one
+        (a message refused before and now re-sent gets the reply it got then)."""
+        return await self.conn.fetchval(
             """INSERT INTO processed_message (sender, control_id, reply) VALUES ($1, $2, $3)
-               ON CONFLICT DO NOTHING""",
+               ON CONFLICT (sender, control_id) DO UPDATE SET reply = processed_message.reply
+               RETURNING reply""",
             sender,
             control_id,
             reply,

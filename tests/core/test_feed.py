@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from identity.errors import (
+    AlreadyProcessed,
     AmbiguousDomain,
     IdentifierConflict,
     InvalidInput,
@@ -368,8 +369,20 @@ async def test_idempotent_reply_is_stored_with_the_change(mpi: Mpi) -> None:
         reply=lambda r: f"ACK {r.decision.value}",
         **A,
     )
-    assert await mpi.processed_reply("ADT_A|HOSP", "MSG1") == "ACK new_person"
-    assert await mpi.processed_reply("ADT_A|HOSP", "MSG2") is None
+    with pytest.raises(AlreadyProcessed) as again:
+        await mpi.register(
+            person("HOSPA", "A2"),
+            idempotency=("ADT_A|HOSP", "MSG1"),
+            reply=lambda r: "not sent",
+            **A,
+        )
+    assert again.value.reply == "ACK new_person"
+    with pytest.raises(UnknownIdentifier):
+        await mpi.find_record(ref("HOSPA", "A2"))  # nothing applied
+    # a refusal is stored unless the message has a reply already
+    assert await mpi.remember_reply("ADT_A|HOSP", "MSG1", "AE") == "ACK new_person"
+    assert await mpi.remember_reply("ADT_A|HOSP", "MSG2", "AE") == "AE"
+    assert await mpi.remember_reply("ADT_A|HOSP", "MSG2", "AE again") == "AE"
 
 
 async def test_outbox_rows_are_written_with_the_change(mpi: Mpi, db) -> None:  # type: ignore[no-untyped-def]

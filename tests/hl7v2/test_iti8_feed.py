@@ -147,6 +147,22 @@ async def test_refusal_is_remembered_and_repeated(client: MLLPClient) -> None:
     assert await client.send(message) == await client.send(message)
 
 
+async def test_a_message_control_id_gets_its_first_reply_whatever_comes_with_it_later(
+    service: Hl7Service, client: MLLPClient
+) -> None:
+    """The same sender and MSH-10 is the same message: refused first (no name), it stays refused
+    when it comes back valid, and nothing is applied; accepted first, it stays accepted when it
+    comes back invalid."""
+    refused = await client.send(adt("A04", f"P15{HOSPA}", name="", control="C15"))
+    assert msa(reply(refused)) == "AE"
+    assert await client.send(adt("A04", f"P15{HOSPA}", control="C15")) == refused
+    with pytest.raises(Exception, match="P15"):
+        await service.mpi.find_record(ref("HOSPA", "P15"))
+    accepted = await client.send(adt("A04", f"P16{HOSPA}", control="C16"))
+    assert msa(reply(accepted)) == "AA"
+    assert await client.send(adt("A04", f"P16{HOSPA}", name="", control="C16")) == accepted
+
+
 async def test_database_unreachable_is_AE_207_and_the_resend_succeeds_later(
     service: Hl7Service, client: MLLPClient, run_database_url: str, schema: str
 ) -> None:
