@@ -38,15 +38,19 @@ CONFIG = Path(__file__).with_name("bench.toml")
 CAPS = (10, 25, 50, 100, 200)
 
 
-async def shared_keys(conn, keys: list[str], own: int, block: int) -> dict[int, int]:
+async def shared_keys(
+    conn, keys: list[str], own: int, block: int
+) -> tuple[dict[int, int], int]:
     """Candidate record id -> the selection's score (keys shared; an id: key counts 100) over the
-    usable blocks, as matching.blocking.select_candidates counts them."""
+    usable blocks, as matching.blocking.select_candidates counts them; and the number of the
+    record's usable demographic keys."""
     rows = await conn.fetch(
         "SELECT k.key, ARRAY(SELECT b.source_record_id FROM blocking_key b WHERE b.key = k.key"
         " AND b.source_record_id <> $2 ORDER BY 1 LIMIT $3) AS ids"
         " FROM unnest($1::text[]) AS k(key)",
         keys, own, block + 1,
     )
+    usable_own = sum(1 for r in rows if not r["key"].startswith("id:") and len(r["ids"]) <= block)
     blocks = [(r["key"], r["ids"]) for r in rows if r["ids"]]
     usable = [(k, ids) for k, ids in blocks if len(ids) <= block or k.startswith("id:")]
     if not usable and blocks:
@@ -55,39 +59,32 @@ async def shared_keys(conn, keys: list[str], own: int, block: int) -> dict[int, 
     for key, ids in usable:
         for rid in ids:
             score[rid] += 100 if key.startswith("id:") else 1
-    return score
+    return score, usable_own
 
 
-def policies(cap: int) -> dict[str, Callable[[list[int]], int]]:
-    """Selection policies over the ranked scores (descending): each keeps a prefix."""
+Policy = Callable[[list[int], int], int]
 
-    def at_least(m: int, floor: int) -> Callable[[list[int]], int]:
-        def keep(scores: list[int]) -> int:
-            n = sum(s >= m for s in scores)
-            return min(cap, max(n, min(floor, len(scores))))
-        return keep
 
-    def relative(d: int) -> Callable[[list[int]], int]:
-        # demographic keys (score % 100) within d of the best; a shared identifier always kept
-        def keep(scores: list[int]) -> int:
+def policies(cap: int) -> dict[str, Policy]:
+    """Selection policies over a record's ranked candidate scores (descending; an id: key counts
+    100) and its number of usable demographic keys: each keeps a prefix, as
+    matching.blocking.select_candidates does with the same margin and floor."""
+
+    def select(floor_keys: int | None, margin: int | None) -> Policy:
+        def keep(scores: list[int], own: int) -> int:
             if not scores:
                 return 0
             best = max(s % 100 for s in scores)
-            return min(cap, sum(s >= 100 or s % 100 >= best - d for s in scores))
+            floor = max(best - margin if margin is not None else 0,
+                        min(floor_keys, own) if floor_keys is not None else 0)
+            return min(cap, sum(s >= 100 or s % 100 >= floor for s in scores))
         return keep
 
-    def singles(k: int) -> Callable[[list[int]], int]:
-        def keep(scores: list[int]) -> int:
-            return min(cap, sum(s >= 2 for s in scores) + min(k, sum(s < 2 for s in scores)))
-        return keep
-
-    out: dict[str, Callable[[list[int]], int]] = {}
-    for m, floor in ((2, 0), (2, 5), (2, 10), (3, 10)):
-        out[f"shared >= {m}, else top {floor}"] = at_least(m, floor)
-    for d in (1, 2, 3, 4, 5, 6):
-        out[f"within {d} of the best"] = relative(d)
-    for k in (0, 5, 10, 20):
-        out[f"shared >= 2 + {k} sharing one"] = singles(k)
+    out: dict[str, Policy] = {}
+    for d in (2, 4, 6):
+        out[f"margin {d}"] = select(None, d)
+    for f, d in ((2, None), (2, 4), (2, 6), (3, 6)):
+        out[f"floor {f}" + (f", margin {d}" if d is not None else "")] = select(f, d)
     return out
 
 
@@ -96,8 +93,8 @@ async def compare_decisions(
     conn,
     truth: dict[tuple[str, str], str],
     decisions: list[tuple[Party, list[int], list[list], str]],
-    by_rank: list[tuple[list[int], list[int]]],
-    chosen: dict[str, Callable[[list[int]], int]],
+    by_rank: list[tuple[list[int], list[int], int]],
+    chosen: dict[str, Policy],
 ) -> None:
     """The engine's decision (person linked, persons sent to review) for each sampled record
     with every candidate scored, against the decision with each policy's selection. Persons
@@ -127,14 +124,16 @@ async def compare_decisions(
           f"{sum(r[0] is not None for r in reference)} linked, "
           f"{sum(r[0] is None and bool(r[1]) for r in reference)} to review, "
           f"{sum(r[0] is None and not r[1] for r in reference)} new person")
-    plans = {f"cap {cap}": (lambda scores, cap=cap: cap) for cap in (10, 25, 50)}
-    plans.update({name: keep for name, keep in chosen.items() if "within" in name})
+    plans: dict[str, Policy] = {
+        f"cap {cap}": (lambda scores, own, cap=cap: cap) for cap in (10, 25, 50)
+    }
+    plans.update(chosen)
     for name, keep in plans.items():
-        same = lost = riskier = other = unsure = split = saved = 0
-        for (subject, ranking, parties, person), (scores, _), ref in zip(
+        same = lost = riskier = wrong = other = unsure = split = saved = 0
+        for (subject, ranking, parties, person), (scores, _, usable), ref in zip(
             decisions, by_rank, reference, strict=True
         ):
-            got = decide(subject, ranking[: keep(scores)], parties)
+            got = decide(subject, ranking[: keep(scores, usable)], parties)
             for dropped in ref[1] - got[1]:
                 records = [p[0] for p in parties if p[2] == dropped]
                 if person in await true_persons(records):
@@ -146,13 +145,19 @@ async def compare_decisions(
             elif ref[0] is not None and got[0] is None:
                 lost += 1  # a link became a review or a new person
             elif got[0] is not None and got[0] != ref[0]:
-                riskier += 1  # linked where the full decision did not (or elsewhere)
+                # linked where the full decision did not (or elsewhere): to the right person?
+                records = [p[0] for p in parties if p[2] == got[0]]
+                if person in await true_persons(records):
+                    riskier += 1
+                else:
+                    wrong += 1
             elif ref[0] is not None:
                 other += 1  # the same link, fewer or other persons sent to review beside it
             else:
                 unsure += 1  # no link either way, but the persons sent to review differ
         print(f"{name}: same decision {same}, link lost {lost}, link gained or moved "
-              f"{riskier}, same link with other reviews {other}, "
+              f"{riskier} (to the true person) {wrong} (to another: a false link), "
+              f"same link with other reviews {other}, "
               f"no link with other reviews {unsure}; persons no longer sent to review: "
               f"{split} the same true person, {saved} another")
 
@@ -172,7 +177,7 @@ async def run(args: argparse.Namespace) -> None:
         block = args.max_block or settings.matching.max_block
         ranks: list[int | None] = []
         found: list[int] = []
-        by_rank: list[tuple[list[int], list[int]]] = []
+        by_rank: list[tuple[list[int], list[int], int]] = []
         decisions: list[tuple[Party, list[int], list[list], str]] = []
         async with db.connection() as conn:
             for record, group in sample:
@@ -199,7 +204,7 @@ async def run(args: argparse.Namespace) -> None:
                 prepared = mpi.matcher.prepare(inp.demographics.as_matching_input(), identifiers)
                 row = await conn.fetchrow(
                     "SELECT prefetched, parties FROM register_candidates($1::text[], $2, $3, $4,"
-                    " $5, NULL)", keys, own, block + 1, block, 1_000_000,
+                    " $5, NULL, NULL)", keys, own, block + 1, block, 1_000_000,
                 )
                 ranking = list(row["prefetched"])
                 if args.decisions:
@@ -208,9 +213,9 @@ async def run(args: argparse.Namespace) -> None:
                     decisions.append((subject, ranking, parties, record.person_id))
                 found.append(len(ranking))
                 ranks.append(next((i for i, rid in enumerate(ranking) if rid in partners), None))
-                scores = await shared_keys(conn, keys, own, block)
+                scores, usable = await shared_keys(conn, keys, own, block)
                 by_rank.append(([scores[r] for r in ranking],
-                               [i for i, rid in enumerate(ranking) if rid in partners]))
+                               [i for i, rid in enumerate(ranking) if rid in partners], usable))
         if args.decisions:
             truth = {(r.source_domain, r.mrn): r.person_id for r in iter_csv(args.csv)}
             async with db.connection() as conn:
@@ -228,13 +233,17 @@ async def run(args: argparse.Namespace) -> None:
         scored = statistics.fmean(min(f, cap) for f in found)
         print(f"cap {cap:>3}: partner within the cap for {within:.2%}; "
               f"mean candidates scored {scored:.1f}")
-    best = [s[0] - s[p[0]] if p else None for s, p in by_rank]
+    partner = [s[p[0]] % 100 if p and s[p[0]] < 100 else None for s, p, _ in by_rank]
+    shares = sorted({k for k in partner if k is not None})
+    print("demographic keys the first partner shares (no identifier shared): "
+          + ", ".join(f"{k}: {partner.count(k)}" for k in shares))
+    best = [s[0] - s[p[0]] if p else None for s, p, _ in by_rank]
     print("partner's shared keys below the best candidate's: "
           + ", ".join(f"{d}: {best.count(d)}" for d in sorted({b for b in best if b is not None}))
           + f", none: {best.count(None)}")
     for name, keep in policies(args.cap).items():
-        kept = [keep(s) for s, _ in by_rank]
-        within = sum(bool(p) and p[0] < k for (_, p), k in zip(by_rank, kept, strict=True)) / n
+        kept = [keep(s, u) for s, _, u in by_rank]
+        within = sum(bool(p) and p[0] < k for (_, p, _), k in zip(by_rank, kept, strict=True)) / n
         print(f"cap {args.cap}, {name}: partner kept for {within:.2%}; "
               f"mean candidates scored {statistics.fmean(kept):.1f}")
 

@@ -91,12 +91,14 @@ class MatchingSettings(_Section):
     """Candidates scored per record at most: the best-ranked by blocking keys shared (logged at
     INFO when the cap cuts). At 1M records a true duplicate ranks within the first 50 for 99.8%
     of records, against 99.9% within 200 (`benchmarks/candidate_recall.py`)."""
-    candidate_margin: int = Field(4, ge=0)
+    candidate_min_keys: int = Field(2, ge=0)
     """A candidate sharing no identifier with the record is scored only when it shares at least
-    as many demographic blocking keys as the best candidate less this margin (a large number
-    keeps every candidate up to the cap). It keeps the number of candidates scored per record
-    about the same at 1M records as at 10k; the evidence (`benchmarks/candidate_recall.py
-    --decisions`) is in the README."""
+    this many demographic blocking keys (fewer when the record has fewer usable ones: sparse
+    records still find candidates) ..."""
+    candidate_margin: int = Field(6, ge=0)
+    """... and no fewer than the best candidate less this margin (a large number: no margin).
+    Together they keep the number of candidates scored per record about the same at 1M records
+    as at 10k; the evidence (`benchmarks/candidate_recall.py --decisions`) is in the README."""
     max_block: int = Field(400, ge=2)
     """Blocking keys shared by more records than this are skipped as uninformative."""
     term_frequencies: bool = True

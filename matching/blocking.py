@@ -29,6 +29,7 @@ __all__ = [
     "DEFAULT_MAX_BLOCK",
     "DEFAULT_CANDIDATE_MARGIN",
     "DEFAULT_MAX_CANDIDATES",
+    "DEFAULT_MIN_KEYS",
     "KEY_FAMILIES",
     "blocking_keys",
     "candidate_pairs",
@@ -48,11 +49,14 @@ DEFAULT_MAX_BLOCK = 400
 #: records (within 200: 99.9%), and 50 candidates are half the scoring work of 200
 #: (benchmarks/candidate_recall.py).
 DEFAULT_MAX_CANDIDATES = 50
-#: A candidate that shares no identifier key is scored only when it shares at least as many
-#: demographic keys as the best candidate less this margin. At 1M records most candidates share
-#: one weak key (family name sound + birth year) while a true duplicate shares many; the margin
-#: drops them whatever the index size (benchmarks/candidate_recall.py has the evidence).
-DEFAULT_CANDIDATE_MARGIN = 4
+#: A candidate that shares no identifier key is scored only when it shares at least
+#: DEFAULT_MIN_KEYS demographic keys (fewer when the record has fewer usable ones: sparse
+#: records still find candidates) and no fewer than the best candidate less
+#: DEFAULT_CANDIDATE_MARGIN. At 1M records most candidates share one weak key (family name
+#: sound + birth year) while a true duplicate shares many; floor and margin drop them whatever
+#: the index size (benchmarks/candidate_recall.py, figures in the README).
+DEFAULT_MIN_KEYS = 2
+DEFAULT_CANDIDATE_MARGIN = 6
 
 
 def blocking_keys(normalized: dict[str, Any]) -> list[str]:
@@ -98,15 +102,18 @@ def select_candidates(
     max_block: int = DEFAULT_MAX_BLOCK,
     max_candidates: int = DEFAULT_MAX_CANDIDATES,
     margin: int | None = None,
+    min_keys: int | None = None,
 ) -> list[Hashable]:
     """The candidate selection: from the records found under each key, the ones worth scoring.
 
     Keys holding more than ``max_block`` records are skipped, unless every key is that large
-    (then the smallest block is used). With a ``margin``, a candidate sharing no ``id`` key is
-    kept only when it shares at least as many keys as the best candidate (by keys other than
-    ``id`` ones) less ``margin``. Candidates are ranked by how many keys they share with the
-    incoming record (more shared keys first, ties in order of first appearance) and cut at
-    ``max_candidates``. ``id`` keys always count: a shared identifier outranks everything.
+    (then the smallest block is used). A candidate sharing no ``id`` key is kept only when it
+    shares at least ``min_keys`` keys (or as many as the record has usable ones, when it has
+    fewer) and no fewer than the best candidate less ``margin`` (keys other than ``id`` ones
+    counted; None: no floor, no margin). Candidates are ranked by how many keys they share
+    with the incoming record (more shared keys first, ties in order of first appearance) and
+    cut at ``max_candidates``. ``id`` keys always count: a shared identifier outranks
+    everything.
     """
     blocks = [(key, ids) for key, ids in keys_to_records.items() if ids]
     usable = [(k, ids) for k, ids in blocks if len(ids) <= max_block or k.startswith("id:")]
@@ -121,8 +128,13 @@ def select_candidates(
             by_demographics.setdefault(record_id, 0)
             shared[record_id] += 1
     kept = list(by_id)
-    if margin is not None and kept:
-        floor = max(by_demographics.values()) - margin
+    if kept:
+        own = sum(1 for k, ids in keys_to_records.items()
+                  if not k.startswith("id:") and len(ids) <= max_block)
+        floor = max(
+            max(by_demographics.values()) - margin if margin is not None else 0,
+            min(min_keys, own) if min_keys is not None else 0,
+        )
         kept = [rid for rid in kept if by_id[rid] or by_demographics[rid] >= floor]
     # stable: keeps first-seen order among equals
     kept.sort(key=lambda rid: -(100 * by_id[rid] + by_demographics[rid]))

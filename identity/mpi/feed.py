@@ -420,7 +420,10 @@ class Feed:
     def selection(self) -> CandidateSelection:
         settings = self.matcher.settings
         return CandidateSelection(
-            settings.max_block, settings.max_candidates, settings.candidate_margin
+            settings.max_block,
+            settings.max_candidates,
+            settings.candidate_margin,
+            settings.candidate_min_keys,
         )
 
     def _candidate_persons(

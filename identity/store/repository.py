@@ -56,11 +56,12 @@ class CandidateSelection(NamedTuple):
     max_block: int
     max_candidates: int
     margin: int | None
+    min_keys: int | None
 
-    def params(self) -> tuple[int, int, int, int | None]:
-        """p_per_key, p_max_block, p_max_candidates, p_margin: a block is read up to one id
-        beyond max_block, enough to tell that it is oversized."""
-        return self.max_block + 1, self.max_block, self.max_candidates, self.margin
+    def params(self) -> tuple[int, int, int, int | None, int | None]:
+        """p_per_key, p_max_block, p_max_candidates, p_margin, p_min_keys: a block is read up
+        to one id beyond max_block, enough to tell that it is oversized."""
+        return self.max_block + 1, self.max_block, self.max_candidates, self.margin, self.min_keys
 
 
 class Repository:
@@ -90,7 +91,8 @@ class Repository:
         and its candidates read under them (``candidates_found``, ``prefetched``, ``parties``:
         see the SQL function ``register_candidates``); ``id`` is then NULL."""
         return await self.conn.fetchrow(
-            "SELECT * FROM register_begin($1, $2, $3, $4::bigint[], $5::text[], $6, $7, $8, $9)",
+            "SELECT * FROM register_begin($1, $2, $3, $4::bigint[], $5::text[], $6, $7, $8, $9,"
+            " $10)",
             key_hash(record_key),
             domain_id,
             identifier,
@@ -170,9 +172,9 @@ class Repository:
         return await self.conn.fetchrow(
             """SELECT * FROM register_update($1::bigint[], $2, $3, $4, $5::text[], $6::text[],
                    $7, $8::integer[], $9::text[], $10::text[], $11::text[], $12, $13, $14, $15,
-                   $16, $17, $18::uuid[], $19::text[], $20::text[], $21::bigint[],
-                   $22::bigint[], $23::bigint[], $24::jsonb[], $25::jsonb[], $26::text[],
-                   $27::text[], $28::text[], $29::jsonb[], $30::uuid[])""",
+                   $16, $17, $18, $19::uuid[], $20::text[], $21::text[], $22::bigint[],
+                   $23::bigint[], $24::bigint[], $25::jsonb[], $26::jsonb[], $27::text[],
+                   $28::text[], $29::text[], $30::jsonb[], $31::uuid[])""",
             sorted({key_hash(k) for k in lock_keys}),
             record_id,
             demographics,
@@ -322,7 +324,7 @@ class Repository:
         register_candidates (migration 0006) for these keys, ``exclude`` left out; no locks
         are taken."""
         return await self.conn.fetchrow(
-            "SELECT * FROM register_candidates($1::text[], $2, $3, $4, $5, $6)",
+            "SELECT * FROM register_candidates($1::text[], $2, $3, $4, $5, $6, $7)",
             list(keys),
             exclude,
             *selection.params(),

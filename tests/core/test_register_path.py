@@ -237,8 +237,8 @@ async def test_the_database_selects_candidates_as_matching_does(
 ) -> None:
     """register_candidates selects the candidates in SQL (migrations 0005, 0006) so that their
     persons come in the same call; its selection must be matching.blocking.select_candidates'
-    own, for usable and oversized blocks, id: keys, ties, the margin and the smallest-block
-    fallback."""
+    own, for usable and oversized blocks, id: keys, ties, the floor, the margin and the
+    smallest-block fallback."""
     import random
 
     from matching.blocking import select_candidates
@@ -251,7 +251,7 @@ async def test_the_database_selects_candidates_as_matching_does(
                    VALUES ((SELECT min(id) FROM domain), $1, '{}', '{}') RETURNING id""",
                 f"R{i}",
             )
-            for i in range(60)
+            for i in range(20)
         ]
         keys = [f"k{j}" for j in range(8)] + ["id:1|X", "id:2|Y"]
         members: dict[str, list[int]] = {}
@@ -260,26 +260,29 @@ async def test_the_database_selects_candidates_as_matching_does(
             members[key] = sorted(rng.sample(ids, size))
             for record_id in members[key]:
                 await conn.execute("INSERT INTO blocking_key VALUES ($1, $2)", key, record_id)
-        margins_seen = set()
-        for trial in range(80):
+        cut_by: set[tuple[int | None, int | None]] = set()
+        for trial in range(150):
             asked = rng.sample(keys, rng.randint(1, len(keys)))
             max_block = rng.choice([2, 4, 8, 15])
             cap = rng.choice([1, 3, 10, 50])
             margin = rng.choice([None, 0, 1, 2, 4])
-            selection = CandidateSelection(max_block, cap, margin)
+            min_keys = rng.choice([None, 1, 2, 3])
+            selection = CandidateSelection(max_block, cap, margin, min_keys)
             row = await conn.fetchrow(
-                "SELECT * FROM register_candidates($1::text[], NULL, $2, $3, $4, $5)",
+                "SELECT * FROM register_candidates($1::text[], NULL, $2, $3, $4, $5, $6)",
                 asked, *selection.params(),
             )
             blocks = {key: members[key][: max_block + 1] for key in asked}
             expected = select_candidates(
-                blocks, max_block=max_block, max_candidates=cap, margin=margin
+                blocks, max_block=max_block, max_candidates=cap, margin=margin, min_keys=min_keys
             )
-            assert list(row["prefetched"]) == expected, (trial, asked, max_block, cap, margin)
+            assert list(row["prefetched"]) == expected, (trial, selection)
             unlimited = select_candidates(blocks, max_block=max_block, max_candidates=10_000)
             assert row["candidates_found"] == len(unlimited)
             if len(expected) < len(select_candidates(blocks, max_block=max_block,
                                                      max_candidates=cap)):
-                margins_seen.add(margin)
-        assert margins_seen  # the margin did cut in some trials
+                cut_by.add((margin, min_keys))
+        # the floor alone and the margin alone did cut in some trials
+        assert {m for m, k in cut_by if k is None} - {None}
+        assert {k for m, k in cut_by if m is None} - {None}
 

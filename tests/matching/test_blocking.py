@@ -75,6 +75,28 @@ def test_the_margin_drops_candidates_far_behind_the_best_but_never_a_shared_iden
     assert select_candidates(found, margin=4, max_candidates=2) == [3, 9]
 
 
+def test_the_floor_drops_candidates_sharing_one_key_unless_none_shares_more():
+    found = {
+        "fp_by:SNAT|1980": [1, 2, 9],
+        "fp_pc:SNAT|62701": [9, 4],
+        "gp_pc:JAN|62701": [9],
+        "id:SSN|123": [3],
+    }
+    # 9 shares 3 keys, 4 shares 1, 1 and 2 share 1, 3 shares the identifier only
+    assert select_candidates(found, min_keys=2) == [3, 9]
+    assert select_candidates(found, min_keys=2, margin=0) == [3, 9]
+    assert select_candidates(found, min_keys=1) == [3, 9, 1, 2, 4]
+    # nobody shares two keys: only the identifier is left
+    lonely = {"fp_by:SNAT|1980": [1, 2], "fp_pc:SNAT|62701": [4], "gp_pc:JAN|62701": [7],
+              "id:SSN|123": [3]}
+    assert select_candidates(lonely, min_keys=2) == [3]
+    assert select_candidates(lonely) == [3, 1, 2, 4, 7]
+    # a sparse record (one usable demographic key) keeps the ones sharing it
+    sparse = {"nm:SNAT|JAN": [5, 6], "fp_by:SNAT|1980": list(range(1000)), "id:SSN|123": [3]}
+    assert select_candidates(sparse, min_keys=2, max_block=400) == [3, 5, 6]
+    assert select_candidates(sparse, min_keys=2, margin=6, max_block=400) == [3, 5, 6]
+
+
 def test_candidate_pairs_are_unique_and_ordered():
     keys = [["a", "b"], ["a", "b"], ["b"], ["c"]]
     pairs = candidate_pairs(keys)

@@ -1,13 +1,14 @@
 -- Fewer, better candidates per registration (issue 4: throughput at 1M >= 0.8 x at 10k).
 --
--- 1. A margin on shared keys. At 1M records a registration found ~60 candidates, most of them
---    sharing one weak key (phonetic family name + birth year, say) with the new record while
---    its true duplicate shares many; reading, scoring and deciding them was what made a
---    registration at 1M slower than at 10k. A candidate is now kept only when it shares an
---    identifier key with the record, or at least as many demographic keys as the best
---    candidate less p_margin (NULL: no margin); the cap and the ranking are as before. The
---    evidence (true duplicates kept, the engine's decisions unchanged) comes from
---    benchmarks/candidate_recall.py and is in the README.
+-- 1. A floor and a margin on shared keys. At 1M records a registration found ~60 candidates,
+--    most of them sharing one weak key (phonetic family name + birth year, say) with the new
+--    record while its true duplicate shares many; reading, scoring and deciding them was what
+--    made a registration at 1M slower than at 10k. A candidate is now kept only when it shares
+--    an identifier key with the record, or at least p_min_keys demographic keys (fewer when the
+--    record has fewer usable ones: a record with sparse demographics still finds candidates)
+--    and no fewer than the best candidate less p_margin (NULL: no floor, no margin); the cap
+--    and the ranking are as before. The evidence (true duplicates kept, the engine's decisions
+--    unchanged) comes from benchmarks/candidate_recall.py and is in the README.
 --
 -- 2. The blocks are no longer returned: the selection made here is the one used (tested equal
 --    to matching.blocking.select_candidates), and shipping every block's ids to the service
@@ -29,7 +30,8 @@ CREATE FUNCTION register_candidates(
     p_per_key integer,
     p_max_block integer,
     p_max_candidates integer,
-    p_margin integer
+    p_margin integer,
+    p_min_keys integer
 ) RETURNS TABLE (candidates_found integer, prefetched bigint[], parties jsonb[])
 LANGUAGE plpgsql
 SET plan_cache_mode = force_custom_plan  -- see 0004 and 0005
@@ -40,9 +42,10 @@ DECLARE
 BEGIN
     -- matching.blocking.select_candidates: usable blocks (at most p_max_block ids, or an id:
     -- key; when none, the smallest block, first among equals); per candidate the id: keys and
-    -- the other keys it shares; kept when it shares an id: key or at least (best - p_margin)
-    -- other keys; ranked by 100 x id: keys + other keys, ties in order of first appearance;
-    -- cut at p_max_candidates. (Each block in record id order: the oldest records first.)
+    -- the other keys it shares; kept when it shares an id: key, or at least (best - p_margin)
+    -- and at least p_min_keys other keys (fewer when the record has fewer usable other keys);
+    -- ranked by 100 x id: keys + other keys, ties in order of first appearance; cut at
+    -- p_max_candidates. (A NULL margin or floor is none: greatest ignores NULLs.) (Each block in record id order: the oldest records first.)
     WITH blk AS (
         SELECT k.ord, k.key,
                ARRAY(SELECT b.source_record_id FROM blocking_key b
@@ -73,10 +76,18 @@ BEGIN
         FROM usable u, unnest(u.ids) WITH ORDINALITY AS x(id, pos)
         GROUP BY x.id
     ),
+    floor AS (
+        SELECT greatest(
+                   (SELECT max(s.by_demographics) FROM shared s) - p_margin,
+                   least(coalesce(p_min_keys, 0),
+                         (SELECT count(*) FROM blk
+                          WHERE blk.key NOT LIKE 'id:%'
+                            AND cardinality(blk.ids) <= p_max_block)),
+                   0) AS n
+    ),
     kept AS (
-        SELECT * FROM shared s
-        WHERE p_margin IS NULL OR s.by_id > 0
-           OR s.by_demographics >= (SELECT max(b.by_demographics) FROM shared b) - p_margin
+        SELECT s.* FROM shared s, floor
+        WHERE s.by_id > 0 OR s.by_demographics >= floor.n
         ORDER BY 100 * s.by_id + s.by_demographics DESC, s.first_seen
         LIMIT p_max_candidates
     )
@@ -106,7 +117,8 @@ CREATE FUNCTION register_begin(
     p_per_key integer,
     p_max_block integer,
     p_max_candidates integer,
-    p_margin integer
+    p_margin integer,
+    p_min_keys integer
 ) RETURNS TABLE (
     id bigint, domain_id integer, identifier text, status text, merged_into bigint,
     demographics jsonb, normalized jsonb, version integer,
@@ -156,7 +168,7 @@ BEGIN
            NULL::timestamptz, NULL::text, NULL::text[], NULL::text[], NULL::bigint[],
            c.candidates_found, c.prefetched, c.parties
     FROM register_candidates(v_keys, NULL, p_per_key, p_max_block, p_max_candidates,
-                             p_margin) AS c;
+                             p_margin, p_min_keys) AS c;
 END;
 $$;
 
@@ -179,6 +191,7 @@ CREATE FUNCTION register_update(
     p_max_block integer,
     p_max_candidates integer,
     p_margin integer,
+    p_min_keys integer,
     -- history and outbox rows known before the call (see append_events)
     p_command uuid[], p_event text[], p_entity text[], p_entity_id bigint[],
     p_person bigint[], p_record bigint[], p_before jsonb[], p_after jsonb[],
@@ -247,7 +260,7 @@ BEGIN
         IF v_own = '[]'::jsonb THEN
             SELECT c.candidates_found, c.prefetched, c.parties INTO v_found, v_prefetched, v_parties
             FROM register_candidates(p_keys, p_record_id, p_per_key, p_max_block,
-                                     p_max_candidates, p_margin) AS c;
+                                     p_max_candidates, p_margin, p_min_keys) AS c;
         END IF;
     END IF;
 
