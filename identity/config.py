@@ -89,7 +89,7 @@ class MatchingSettings(_Section):
     review: float = Field(0.5, gt=0, le=1)
     max_candidates: int = Field(50, ge=1, le=5000)
     """Candidates scored per record at most: the best-ranked by blocking keys shared (logged at
-    INFO when the cap cuts). At 1M records a true duplicate ranks within the first 50 for 99.8%
+    DEBUG when the cap cuts). At 1M records a true duplicate ranks within the first 50 for 99.8%
     of records, against 99.9% within 200 (`benchmarks/candidate_recall.py`)."""
     candidate_min_keys: int = Field(2, ge=0)
     """A candidate sharing no identifier with the record is scored only when it shares at least
