@@ -286,3 +286,37 @@ async def test_the_database_selects_candidates_as_matching_does(
         assert {m for m, k in cut_by if k is None} - {None}
         assert {k for m, k in cut_by if m is None} - {None}
 
+
+
+async def test_the_floor_leaves_out_a_candidate_sharing_one_weak_key_but_not_a_sparse_records(
+    mpi: Mpi, db: Database
+) -> None:
+    """candidate_min_keys (2): a record that shares only its family name's sound and birth year
+    with an indexed one does not make it a candidate; a record with a single usable key (a name
+    and nothing else) still does, and so does one sharing an identifier."""
+    from identity.model import Address
+
+    home = (Address(postal_code="62701"),)
+    ssn = ref("NATIONAL", "123456789")
+    indexed = await mpi.register(person("HOSPA", "A1", addresses=home, others=(ssn,)), **A)
+
+    async def candidates(record) -> set[int]:  # type: ignore[no-untyped-def]
+        identifiers = [((await mpi.domains.resolve(record.identifier.authority)).id,
+                        record.identifier.value, None)]
+        for other in record.other_identifiers:
+            identifiers.append(((await mpi.domains.resolve(other.authority)).id, other.value,
+                                None))
+        keys = mpi.matcher.prepare(record.demographics.as_matching_input(), identifiers).keys
+        async with db.connection() as conn:
+            return set(await mpi.feed.candidates(Repository(conn), keys, None))
+
+    # same family sound and birth year; another given name, day and postal code: one key
+    weak = person("HOSPB", "B1", given="Walter", birth_date="1980-11-02",
+                  addresses=(Address(postal_code="10001"),))
+    assert await candidates(weak) == set()
+    # the same, sharing the national identifier: a candidate
+    assert await candidates(weak.model_copy(update={"other_identifiers": (ssn,)})) == {
+        indexed.person.id}
+    # a name and nothing else: one usable key, so one shared key is enough
+    sparse = person("HOSPB", "B2", birth_date=None, sex=None)
+    assert await candidates(sparse) == {indexed.person.id}
