@@ -24,7 +24,6 @@ import itertools
 import random
 import statistics
 from collections import defaultdict
-from collections.abc import Callable
 from pathlib import Path
 
 from identity.batch import record_input
@@ -32,59 +31,34 @@ from identity.config import load_settings
 from identity.mpi import Mpi
 from identity.mpi.matcher import Party
 from identity.store.db import Database
+from matching.blocking import select_candidates
 from matching.synth import iter_csv
 
 CONFIG = Path(__file__).with_name("bench.toml")
 CAPS = (10, 25, 50, 100, 200)
 
 
-async def shared_keys(
-    conn, keys: list[str], own: int, block: int
-) -> tuple[dict[int, int], int]:
-    """Candidate record id -> the selection's score (keys shared; an id: key counts 100) over the
-    usable blocks, as matching.blocking.select_candidates counts them; and the number of the
-    record's usable demographic keys."""
+async def blocks_of(conn, keys: list[str], own: int, block: int) -> dict[str, list[int]]:
+    """The record's blocks as a registration reads them (record id order, one id beyond
+    ``block``), the record itself left out: the input of matching.blocking.select_candidates."""
     rows = await conn.fetch(
         "SELECT k.key, ARRAY(SELECT b.source_record_id FROM blocking_key b WHERE b.key = k.key"
         " AND b.source_record_id <> $2 ORDER BY 1 LIMIT $3) AS ids"
         " FROM unnest($1::text[]) AS k(key)",
         keys, own, block + 1,
     )
-    usable_own = sum(1 for r in rows if not r["key"].startswith("id:") and len(r["ids"]) <= block)
-    blocks = [(r["key"], r["ids"]) for r in rows if r["ids"]]
-    usable = [(k, ids) for k, ids in blocks if len(ids) <= block or k.startswith("id:")]
-    if not usable and blocks:
-        usable = [min(blocks, key=lambda item: len(item[1]))]
-    score: dict[int, int] = defaultdict(int)
-    for key, ids in usable:
-        for rid in ids:
-            score[rid] += 100 if key.startswith("id:") else 1
-    return score, usable_own
+    return {r["key"]: list(r["ids"]) for r in rows}
 
 
-Policy = Callable[[list[int], int], int]
-
-
-def policies(cap: int) -> dict[str, Policy]:
-    """Selection policies over a record's ranked candidate scores (descending; an id: key counts
-    100) and its number of usable demographic keys: each keeps a prefix, as
-    matching.blocking.select_candidates does with the same margin and floor."""
-
-    def select(floor_keys: int | None, margin: int | None) -> Policy:
-        def keep(scores: list[int], own: int) -> int:
-            if not scores:
-                return 0
-            best = max(s % 100 for s in scores)
-            floor = max(best - margin if margin is not None else 0,
-                        min(floor_keys, own) if floor_keys is not None else 0)
-            return min(cap, sum(s >= 100 or s % 100 >= floor for s in scores))
-        return keep
-
-    out: dict[str, Policy] = {}
-    for d in (2, 4, 6):
-        out[f"margin {d}"] = select(None, d)
-    for f, d in ((2, None), (2, 4), (2, 6), (3, 6)):
-        out[f"floor {f}" + (f", margin {d}" if d is not None else "")] = select(f, d)
+def policies() -> dict[str, dict[str, int | None]]:
+    """Selections to compare: select_candidates' floor, margin and rare-block arguments."""
+    out: dict[str, dict[str, int | None]] = {}
+    for d in (4, 6):
+        out[f"margin {d}"] = {"margin": d}
+    for f, d, r in ((2, None, None), (2, 6, None), (3, 6, None), (2, 6, 5), (2, 6, 10)):
+        name = f"floor {f}" + (f", margin {d}" if d is not None else "")
+        out[name + (f", rare block {r}" if r is not None else "")] = {
+            "min_keys": f, "margin": d, "rare_block": r}
     return out
 
 
@@ -93,8 +67,9 @@ async def compare_decisions(
     conn,
     truth: dict[tuple[str, str], str],
     decisions: list[tuple[Party, list[int], list[list], str]],
-    by_rank: list[tuple[list[int], list[int], int]],
-    chosen: dict[str, Policy],
+    blocks: list[dict[str, list[int]]],
+    block: int,
+    cap: int,
 ) -> None:
     """The engine's decision (person linked, persons sent to review) for each sampled record
     with every candidate scored, against the decision with each policy's selection. Persons
@@ -124,16 +99,17 @@ async def compare_decisions(
           f"{sum(r[0] is not None for r in reference)} linked, "
           f"{sum(r[0] is None and bool(r[1]) for r in reference)} to review, "
           f"{sum(r[0] is None and not r[1] for r in reference)} new person")
-    plans: dict[str, Policy] = {
-        f"cap {cap}": (lambda scores, own, cap=cap: cap) for cap in (10, 25, 50)
+    plans: dict[str, dict[str, int | None]] = {
+        f"cap {c}": {"max_candidates": c} for c in (10, 25, 50)
     }
-    plans.update(chosen)
-    for name, keep in plans.items():
+    plans.update({name: {"max_candidates": cap, **kw} for name, kw in policies().items()})
+    for name, kw in plans.items():
         same = lost = riskier = wrong = other = unsure = split = saved = 0
-        for (subject, ranking, parties, person), (scores, _, usable), ref in zip(
-            decisions, by_rank, reference, strict=True
+        for (subject, _, parties, person), found, ref in zip(
+            decisions, blocks, reference, strict=True
         ):
-            got = decide(subject, ranking[: keep(scores, usable)], parties)
+            selected = select_candidates(found, max_block=block, **kw)  # type: ignore[arg-type]
+            got = decide(subject, [int(i) for i in selected], parties)
             for dropped in ref[1] - got[1]:
                 records = [p[0] for p in parties if p[2] == dropped]
                 if person in await true_persons(records):
@@ -177,7 +153,9 @@ async def run(args: argparse.Namespace) -> None:
         block = args.max_block or settings.matching.max_block
         ranks: list[int | None] = []
         found: list[int] = []
-        by_rank: list[tuple[list[int], list[int], int]] = []
+        shares: list[int | None] = []
+        blocks: list[dict[str, list[int]]] = []
+        partner_ranks: list[dict[str, int | None]] = []
         decisions: list[tuple[Party, list[int], list[list], str]] = []
         async with db.connection() as conn:
             for record, group in sample:
@@ -204,7 +182,7 @@ async def run(args: argparse.Namespace) -> None:
                 prepared = mpi.matcher.prepare(inp.demographics.as_matching_input(), identifiers)
                 row = await conn.fetchrow(
                     "SELECT prefetched, parties FROM register_candidates($1::text[], $2, $3, $4,"
-                    " $5, NULL, NULL)", keys, own, block + 1, block, 1_000_000,
+                    " $5, NULL, NULL, NULL)", keys, own, block + 1, block, 1_000_000,
                 )
                 ranking = list(row["prefetched"])
                 if args.decisions:
@@ -213,13 +191,27 @@ async def run(args: argparse.Namespace) -> None:
                     decisions.append((subject, ranking, parties, record.person_id))
                 found.append(len(ranking))
                 ranks.append(next((i for i, rid in enumerate(ranking) if rid in partners), None))
-                scores, usable = await shared_keys(conn, keys, own, block)
-                by_rank.append(([scores[r] for r in ranking],
-                               [i for i, rid in enumerate(ranking) if rid in partners], usable))
+                found_blocks = await blocks_of(conn, keys, own, block)
+                blocks.append(found_blocks)
+                shared = [k for k, ids in found_blocks.items()
+                          if not k.startswith("id:") and len(ids) <= block
+                          and partners & set(ids)]
+                by_id = any(k.startswith("id:") and partners & set(ids)
+                            for k, ids in found_blocks.items())
+                shares.append(None if by_id else len(shared))
+                kept_by: dict[str, int | None] = {}
+                for name, kw in policies().items():
+                    selected = select_candidates(
+                        found_blocks, max_block=block, max_candidates=args.cap,
+                        **kw,  # type: ignore[arg-type]
+                    )
+                    kept_by[name] = len(selected) if partners & set(selected) else None
+                    kept_by[name + " n"] = len(selected)
+                partner_ranks.append(kept_by)
         if args.decisions:
             truth = {(r.source_domain, r.mrn): r.person_id for r in iter_csv(args.csv)}
             async with db.connection() as conn:
-                await compare_decisions(mpi, conn, truth, decisions, by_rank, policies(args.cap))
+                await compare_decisions(mpi, conn, truth, decisions, blocks, block, args.cap)
     finally:
         await db.close()
     n = len(ranks)
@@ -233,19 +225,14 @@ async def run(args: argparse.Namespace) -> None:
         scored = statistics.fmean(min(f, cap) for f in found)
         print(f"cap {cap:>3}: partner within the cap for {within:.2%}; "
               f"mean candidates scored {scored:.1f}")
-    partner = [s[p[0]] % 100 if p and s[p[0]] < 100 else None for s, p, _ in by_rank]
-    shares = sorted({k for k in partner if k is not None})
-    print("demographic keys the first partner shares (no identifier shared): "
-          + ", ".join(f"{k}: {partner.count(k)}" for k in shares))
-    best = [s[0] - s[p[0]] if p else None for s, p, _ in by_rank]
-    print("partner's shared keys below the best candidate's: "
-          + ", ".join(f"{d}: {best.count(d)}" for d in sorted({b for b in best if b is not None}))
-          + f", none: {best.count(None)}")
-    for name, keep in policies(args.cap).items():
-        kept = [keep(s, u) for s, _, u in by_rank]
-        within = sum(bool(p) and p[0] < k for (_, p, _), k in zip(by_rank, kept, strict=True)) / n
+    print("demographic keys the partner shares at most (no identifier shared): "
+          + ", ".join(f"{k}: {shares.count(k)}"
+                      for k in sorted({k for k in shares if k is not None})))
+    for name in policies():
+        within = sum(k[name] is not None for k in partner_ranks) / n
+        scored = statistics.fmean(k[name + " n"] for k in partner_ranks)  # type: ignore[misc]
         print(f"cap {args.cap}, {name}: partner kept for {within:.2%}; "
-              f"mean candidates scored {statistics.fmean(kept):.1f}")
+              f"mean candidates scored {scored:.1f}")
 
 
 def main() -> None:
@@ -259,7 +246,7 @@ def main() -> None:
                         help="blocks larger than this are skipped (default: the configured one)")
     parser.add_argument("--decisions", action="store_true",
                         help="also compare the engine's decisions under each selection")
-    parser.add_argument("--cap", type=int, default=50, help="the cap the policies work under")
+    parser.add_argument("--cap", type=int, default=50, help="the cap the selections work under")
     asyncio.run(run(parser.parse_args()))
 
 

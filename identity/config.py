@@ -95,6 +95,9 @@ class MatchingSettings(_Section):
     """A candidate sharing no identifier with the record is scored only when it shares at least
     this many demographic blocking keys (fewer when the record has fewer usable ones: sparse
     records still find candidates) ..."""
+    candidate_rare_block: int = Field(10, ge=0)
+    """... but one key is enough when it is rare: its block holds at most this many records (0:
+    never) ..."""
     candidate_margin: int = Field(6, ge=0)
     """... and no fewer than the best candidate less this margin (a large number: no margin).
     Together they keep the number of candidates scored per record about the same at 1M records

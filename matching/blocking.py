@@ -30,6 +30,7 @@ __all__ = [
     "DEFAULT_CANDIDATE_MARGIN",
     "DEFAULT_MAX_CANDIDATES",
     "DEFAULT_MIN_KEYS",
+    "DEFAULT_RARE_BLOCK",
     "KEY_FAMILIES",
     "blocking_keys",
     "candidate_pairs",
@@ -56,6 +57,9 @@ DEFAULT_MAX_CANDIDATES = 50
 #: sound + birth year) while a true duplicate shares many; floor and margin drop them whatever
 #: the index size (benchmarks/candidate_recall.py, figures in the README).
 DEFAULT_MIN_KEYS = 2
+#: ... except that one key is enough when its block holds at most this many records: a rare key
+#: shared is evidence; the keys whose blocks grow with the index are not.
+DEFAULT_RARE_BLOCK = 10
 DEFAULT_CANDIDATE_MARGIN = 6
 
 
@@ -103,14 +107,16 @@ def select_candidates(
     max_candidates: int = DEFAULT_MAX_CANDIDATES,
     margin: int | None = None,
     min_keys: int | None = None,
+    rare_block: int | None = None,
 ) -> list[Hashable]:
     """The candidate selection: from the records found under each key, the ones worth scoring.
 
     Keys holding more than ``max_block`` records are skipped, unless every key is that large
     (then the smallest block is used). A candidate sharing no ``id`` key is kept only when it
     shares at least ``min_keys`` keys (or as many as the record has usable ones, when it has
-    fewer) and no fewer than the best candidate less ``margin`` (keys other than ``id`` ones
-    counted; None: no floor, no margin). Candidates are ranked by how many keys they share
+    fewer; one is enough when its block holds at most ``rare_block`` records) and no fewer than
+    the best candidate less ``margin`` (keys other than ``id`` ones counted; None: no floor, no
+    margin, no exception). Candidates are ranked by how many keys they share
     with the incoming record (more shared keys first, ties in order of first appearance) and
     cut at ``max_candidates``. ``id`` keys always count: a shared identifier outranks
     everything.
@@ -121,21 +127,28 @@ def select_candidates(
         usable = [min(blocks, key=lambda item: len(item[1]))]
     by_id: dict[Hashable, int] = {}
     by_demographics: dict[Hashable, int] = {}
+    rarest: dict[Hashable, int] = {}  # the smallest block among the demographic keys shared
     for key, ids in usable:
         shared = by_id if key.startswith("id:") else by_demographics
         for record_id in ids:
             by_id.setdefault(record_id, 0)  # first-seen order
             by_demographics.setdefault(record_id, 0)
             shared[record_id] += 1
+            if not key.startswith("id:"):
+                rarest[record_id] = min(rarest.get(record_id, len(ids)), len(ids))
     kept = list(by_id)
     if kept:
         own = sum(1 for k, ids in keys_to_records.items()
                   if not k.startswith("id:") and len(ids) <= max_block)
-        floor = max(
-            max(by_demographics.values()) - margin if margin is not None else 0,
-            min(min_keys, own) if min_keys is not None else 0,
-        )
-        kept = [rid for rid in kept if by_id[rid] or by_demographics[rid] >= floor]
+        by_margin = max(by_demographics.values()) - margin if margin is not None else 0
+        floor = max(by_margin, min(min_keys, own) if min_keys is not None else 0)
+        kept = [
+            rid for rid in kept
+            if by_id[rid]
+            or by_demographics[rid] >= floor
+            or (rare_block is not None and rarest.get(rid, max_block + 1) <= rare_block
+                and by_demographics[rid] >= by_margin)
+        ]
     # stable: keeps first-seen order among equals
     kept.sort(key=lambda rid: -(100 * by_id[rid] + by_demographics[rid]))
     return kept[:max_candidates]

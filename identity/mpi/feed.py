@@ -424,6 +424,7 @@ class Feed:
             settings.max_candidates,
             settings.candidate_margin,
             settings.candidate_min_keys,
+            settings.candidate_rare_block,
         )
 
     def _candidate_persons(

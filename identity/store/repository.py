@@ -57,11 +57,13 @@ class CandidateSelection(NamedTuple):
     max_candidates: int
     margin: int | None
     min_keys: int | None
+    rare_block: int | None
 
-    def params(self) -> tuple[int, int, int, int | None, int | None]:
-        """p_per_key, p_max_block, p_max_candidates, p_margin, p_min_keys: a block is read up
-        to one id beyond max_block, enough to tell that it is oversized."""
-        return self.max_block + 1, self.max_block, self.max_candidates, self.margin, self.min_keys
+    def params(self) -> tuple[int, int, int, int | None, int | None, int | None]:
+        """p_per_key, p_max_block, p_max_candidates, p_margin, p_min_keys, p_rare_block: a
+        block is read up to one id beyond max_block, enough to tell that it is oversized."""
+        return (self.max_block + 1, self.max_block, self.max_candidates, self.margin,
+                self.min_keys, self.rare_block)
 
 
 class Repository:
@@ -92,7 +94,7 @@ class Repository:
         see the SQL function ``register_candidates``); ``id`` is then NULL."""
         return await self.conn.fetchrow(
             "SELECT * FROM register_begin($1, $2, $3, $4::bigint[], $5::text[], $6, $7, $8, $9,"
-            " $10)",
+            " $10, $11)",
             key_hash(record_key),
             domain_id,
             identifier,
@@ -172,9 +174,9 @@ class Repository:
         return await self.conn.fetchrow(
             """SELECT * FROM register_update($1::bigint[], $2, $3, $4, $5::text[], $6::text[],
                    $7, $8::integer[], $9::text[], $10::text[], $11::text[], $12, $13, $14, $15,
-                   $16, $17, $18, $19::uuid[], $20::text[], $21::text[], $22::bigint[],
-                   $23::bigint[], $24::bigint[], $25::jsonb[], $26::jsonb[], $27::text[],
-                   $28::text[], $29::text[], $30::jsonb[], $31::uuid[])""",
+                   $16, $17, $18, $19, $20::uuid[], $21::text[], $22::text[], $23::bigint[],
+                   $24::bigint[], $25::bigint[], $26::jsonb[], $27::jsonb[], $28::text[],
+                   $29::text[], $30::text[], $31::jsonb[], $32::uuid[])""",
             sorted({key_hash(k) for k in lock_keys}),
             record_id,
             demographics,
@@ -324,7 +326,7 @@ class Repository:
         register_candidates (migration 0006) for these keys, ``exclude`` left out; no locks
         are taken."""
         return await self.conn.fetchrow(
-            "SELECT * FROM register_candidates($1::text[], $2, $3, $4, $5, $6, $7)",
+            "SELECT * FROM register_candidates($1::text[], $2, $3, $4, $5, $6, $7, $8)",
             list(keys),
             exclude,
             *selection.params(),

@@ -267,14 +267,16 @@ async def test_the_database_selects_candidates_as_matching_does(
             cap = rng.choice([1, 3, 10, 50])
             margin = rng.choice([None, 0, 1, 2, 4])
             min_keys = rng.choice([None, 1, 2, 3])
-            selection = CandidateSelection(max_block, cap, margin, min_keys)
+            rare_block = rng.choice([None, 0, 1, 3])
+            selection = CandidateSelection(max_block, cap, margin, min_keys, rare_block)
             row = await conn.fetchrow(
-                "SELECT * FROM register_candidates($1::text[], NULL, $2, $3, $4, $5, $6)",
+                "SELECT * FROM register_candidates($1::text[], NULL, $2, $3, $4, $5, $6, $7)",
                 asked, *selection.params(),
             )
             blocks = {key: members[key][: max_block + 1] for key in asked}
             expected = select_candidates(
-                blocks, max_block=max_block, max_candidates=cap, margin=margin, min_keys=min_keys
+                blocks, max_block=max_block, max_candidates=cap, margin=margin,
+                min_keys=min_keys, rare_block=rare_block,
             )
             assert list(row["prefetched"]) == expected, (trial, selection)
             unlimited = select_candidates(blocks, max_block=max_block, max_candidates=10_000)
@@ -289,18 +291,22 @@ async def test_the_database_selects_candidates_as_matching_does(
 
 
 async def test_the_floor_leaves_out_a_candidate_sharing_one_weak_key_but_not_a_sparse_records(
-    mpi: Mpi, db: Database
+    db: Database, make_settings: Callable[..., Settings]
 ) -> None:
     """candidate_min_keys (2): a record that shares only its family name's sound and birth year
-    with an indexed one does not make it a candidate; a record with a single usable key (a name
-    and nothing else) still does, and so does one sharing an identifier."""
+    with an indexed one does not make it a candidate (unless that key is rare: here every block
+    is, so candidate_rare_block is 0 first); a record with a single usable key (a name and
+    nothing else) still does, and so does one sharing an identifier."""
     from identity.model import Address
+
+    mpi = Mpi(db, make_settings(matching={"candidate_rare_block": 0}))
+    await mpi.start()
 
     home = (Address(postal_code="62701"),)
     ssn = ref("NATIONAL", "123456789")
     indexed = await mpi.register(person("HOSPA", "A1", addresses=home, others=(ssn,)), **A)
 
-    async def candidates(record) -> set[int]:  # type: ignore[no-untyped-def]
+    async def candidates(record, mpi: Mpi = mpi) -> set[int]:  # type: ignore[no-untyped-def]
         identifiers = [((await mpi.domains.resolve(record.identifier.authority)).id,
                         record.identifier.value, None)]
         for other in record.other_identifiers:
@@ -320,3 +326,8 @@ async def test_the_floor_leaves_out_a_candidate_sharing_one_weak_key_but_not_a_s
     # a name and nothing else: one usable key, so one shared key is enough
     sparse = person("HOSPB", "B2", birth_date=None, sex=None)
     assert await candidates(sparse) == {indexed.person.id}
+    # the one key shared is rare (its block holds one record): enough with the default of 10
+    default = Mpi(db, make_settings())
+    await default.start()
+    assert default.matcher.settings.candidate_rare_block == 10
+    assert await candidates(weak, default) == {indexed.person.id}

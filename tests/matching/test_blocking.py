@@ -91,6 +91,9 @@ def test_the_floor_drops_candidates_sharing_one_key_unless_none_shares_more():
               "id:SSN|123": [3]}
     assert select_candidates(lonely, min_keys=2) == [3]
     assert select_candidates(lonely) == [3, 1, 2, 4, 7]
+    # one key is enough when its block is rare
+    assert select_candidates(lonely, min_keys=2, rare_block=1) == [3, 4, 7]
+    assert select_candidates(lonely, min_keys=2, rare_block=2) == [3, 1, 2, 4, 7]
     # a sparse record (one usable demographic key) keeps the ones sharing it
     sparse = {"nm:SNAT|JAN": [5, 6], "fp_by:SNAT|1980": list(range(1000)), "id:SSN|123": [3]}
     assert select_candidates(sparse, min_keys=2, max_block=400) == [3, 5, 6]

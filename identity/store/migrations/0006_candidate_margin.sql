@@ -5,10 +5,13 @@
 --    record while its true duplicate shares many; reading, scoring and deciding them was what
 --    made a registration at 1M slower than at 10k. A candidate is now kept only when it shares
 --    an identifier key with the record, or at least p_min_keys demographic keys (fewer when the
---    record has fewer usable ones: a record with sparse demographics still finds candidates)
---    and no fewer than the best candidate less p_margin (NULL: no floor, no margin); the cap
---    and the ranking are as before. The evidence (true duplicates kept, the engine's decisions
---    unchanged) comes from benchmarks/candidate_recall.py and is in the README.
+--    record has fewer usable ones: a record with sparse demographics still finds candidates;
+--    one is enough when its block holds at most p_rare_block records: a rare key shared is
+--    evidence, the keys whose blocks grow with the index are not) and no fewer than the best
+--    candidate less p_margin (each NULL: not applied); the cap and the ranking are as before.
+--    The evidence (true duplicates kept, the engine's decisions unchanged, the online path's
+--    precision and recall) comes from benchmarks/candidate_recall.py and
+--    benchmarks/online_quality.py and is in the README.
 --
 -- 2. The blocks are no longer returned: the selection made here is the one used (tested equal
 --    to matching.blocking.select_candidates), and shipping every block's ids to the service
@@ -31,7 +34,8 @@ CREATE FUNCTION register_candidates(
     p_max_block integer,
     p_max_candidates integer,
     p_margin integer,
-    p_min_keys integer
+    p_min_keys integer,
+    p_rare_block integer
 ) RETURNS TABLE (candidates_found integer, prefetched bigint[], parties jsonb[])
 LANGUAGE plpgsql
 SET plan_cache_mode = force_custom_plan  -- see 0004 and 0005
@@ -43,7 +47,8 @@ BEGIN
     -- matching.blocking.select_candidates: usable blocks (at most p_max_block ids, or an id:
     -- key; when none, the smallest block, first among equals); per candidate the id: keys and
     -- the other keys it shares; kept when it shares an id: key, or at least (best - p_margin)
-    -- and at least p_min_keys other keys (fewer when the record has fewer usable other keys);
+    -- and at least p_min_keys other keys (fewer when the record has fewer usable other keys,
+    -- and one is enough when its block holds at most p_rare_block records);
     -- ranked by 100 x id: keys + other keys, ties in order of first appearance; cut at
     -- p_max_candidates. (A NULL margin or floor is none: greatest ignores NULLs.) (Each block in record id order: the oldest records first.)
     WITH blk AS (
@@ -72,22 +77,23 @@ BEGIN
         SELECT x.id,
                count(*) FILTER (WHERE u.key LIKE 'id:%') AS by_id,
                count(*) FILTER (WHERE u.key NOT LIKE 'id:%') AS by_demographics,
+               min(cardinality(u.ids)) FILTER (WHERE u.key NOT LIKE 'id:%') AS rarest,
                min(u.ord * 1000000 + x.pos) AS first_seen
         FROM usable u, unnest(u.ids) WITH ORDINALITY AS x(id, pos)
         GROUP BY x.id
     ),
-    floor AS (
-        SELECT greatest(
-                   (SELECT max(s.by_demographics) FROM shared s) - p_margin,
-                   least(coalesce(p_min_keys, 0),
-                         (SELECT count(*) FROM blk
-                          WHERE blk.key NOT LIKE 'id:%'
-                            AND cardinality(blk.ids) <= p_max_block)),
-                   0) AS n
+    bounds AS (
+        SELECT (SELECT max(s.by_demographics) FROM shared s) - p_margin AS by_margin,
+               least(coalesce(p_min_keys, 0),
+                     (SELECT count(*) FROM blk
+                      WHERE blk.key NOT LIKE 'id:%'
+                        AND cardinality(blk.ids) <= p_max_block)) AS by_keys
     ),
     kept AS (
-        SELECT s.* FROM shared s, floor
-        WHERE s.by_id > 0 OR s.by_demographics >= floor.n
+        SELECT s.* FROM shared s, bounds b
+        WHERE s.by_id > 0
+           OR s.by_demographics >= greatest(b.by_margin, b.by_keys, 0)
+           OR (s.rarest <= p_rare_block AND s.by_demographics >= coalesce(b.by_margin, 0))
         ORDER BY 100 * s.by_id + s.by_demographics DESC, s.first_seen
         LIMIT p_max_candidates
     )
@@ -118,7 +124,8 @@ CREATE FUNCTION register_begin(
     p_max_block integer,
     p_max_candidates integer,
     p_margin integer,
-    p_min_keys integer
+    p_min_keys integer,
+    p_rare_block integer
 ) RETURNS TABLE (
     id bigint, domain_id integer, identifier text, status text, merged_into bigint,
     demographics jsonb, normalized jsonb, version integer,
@@ -168,7 +175,7 @@ BEGIN
            NULL::timestamptz, NULL::text, NULL::text[], NULL::text[], NULL::bigint[],
            c.candidates_found, c.prefetched, c.parties
     FROM register_candidates(v_keys, NULL, p_per_key, p_max_block, p_max_candidates,
-                             p_margin, p_min_keys) AS c;
+                             p_margin, p_min_keys, p_rare_block) AS c;
 END;
 $$;
 
@@ -192,6 +199,7 @@ CREATE FUNCTION register_update(
     p_max_candidates integer,
     p_margin integer,
     p_min_keys integer,
+    p_rare_block integer,
     -- history and outbox rows known before the call (see append_events)
     p_command uuid[], p_event text[], p_entity text[], p_entity_id bigint[],
     p_person bigint[], p_record bigint[], p_before jsonb[], p_after jsonb[],
@@ -260,7 +268,8 @@ BEGIN
         IF v_own = '[]'::jsonb THEN
             SELECT c.candidates_found, c.prefetched, c.parties INTO v_found, v_prefetched, v_parties
             FROM register_candidates(p_keys, p_record_id, p_per_key, p_max_block,
-                                     p_max_candidates, p_margin, p_min_keys) AS c;
+                                     p_max_candidates, p_margin, p_min_keys,
+                                     p_rare_block) AS c;
         END IF;
     END IF;
 
