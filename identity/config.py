@@ -22,6 +22,13 @@ from pydantic_settings import (
 )
 
 from identity.errors import ConfigError
+from matching.blocking import (
+    DEFAULT_CANDIDATE_MARGIN,
+    DEFAULT_MAX_BLOCK,
+    DEFAULT_MAX_CANDIDATES,
+    DEFAULT_MIN_KEYS,
+    DEFAULT_RARE_BLOCK,
+)
 
 _OID = re.compile(r"^[0-2](\.(0|[1-9][0-9]*))+$")
 
@@ -87,22 +94,22 @@ class MatchingSettings(_Section):
     """Model JSON written by `identity train`; unset: the model shipped in matching/data."""
     auto_link: float = Field(0.999, gt=0, le=1)
     review: float = Field(0.5, gt=0, le=1)
-    max_candidates: int = Field(50, ge=1, le=5000)
+    max_candidates: int = Field(DEFAULT_MAX_CANDIDATES, ge=1, le=5000)
     """Candidates scored per record at most: the best-ranked by blocking keys shared (logged at
     DEBUG when the cap cuts). At 1M records a true duplicate ranks within the first 50 for 99.8%
     of records, against 99.9% within 200 (`benchmarks/candidate_recall.py`)."""
-    candidate_min_keys: int = Field(2, ge=0)
+    candidate_min_keys: int = Field(DEFAULT_MIN_KEYS, ge=0)
     """A candidate sharing no identifier with the record is scored only when it shares at least
     this many demographic blocking keys (fewer when the record has fewer usable ones: sparse
     records still find candidates) ..."""
-    candidate_rare_block: int = Field(10, ge=0)
+    candidate_rare_block: int = Field(DEFAULT_RARE_BLOCK, ge=0)
     """... but one key is enough when it is rare: its block holds at most this many records (0:
     never) ..."""
-    candidate_margin: int = Field(6, ge=0)
+    candidate_margin: int = Field(DEFAULT_CANDIDATE_MARGIN, ge=0)
     """... and no fewer than the best candidate less this margin (a large number: no margin).
     Together they keep the number of candidates scored per record about the same at 1M records
     as at 10k; the evidence (`benchmarks/candidate_recall.py --decisions`) is in the README."""
-    max_block: int = Field(400, ge=2)
+    max_block: int = Field(DEFAULT_MAX_BLOCK, ge=2)
     """Blocking keys shared by more records than this are skipped as uninformative."""
     term_frequencies: bool = True
     """Adjust name agreement by how common the name is in the index (computed at start-up)."""
