@@ -80,7 +80,7 @@ class Mpi:
     async def refresh_term_frequencies(self) -> None:
         """Recount how common each name is in the index (used to weigh name agreement), and
         fit the model's prior to the index size."""
-        async with self.db.connection() as conn:
+        async with self.db.read() as conn:
             table = await Repository(conn).name_frequencies()
         self.matcher.calibrate(int(table["total"]))
         if not self.settings.matching.term_frequencies:
@@ -137,7 +137,7 @@ class Mpi:
     async def remember_reply(self, sender: str, control_id: str, reply: str) -> str:
         """Store the reply to a message that changed nothing (an error); returns the reply to
         send: the one stored before when the message was processed already."""
-        async with self.db.connection() as conn:
+        async with self.db.read() as conn:
             return await Repository(conn).save_processed_reply(sender, control_id, reply)
 
     def _check_source(self, domain: Domain, source: str | None) -> None:
@@ -432,7 +432,7 @@ class Mpi:
     async def review_items(
         self, status: str | None = "open", limit: int = 100, offset: int = 0
     ) -> list[ReviewItem]:
-        async with self.db.connection() as conn:
+        async with self.db.read() as conn:
             rows = await Repository(conn).review_rows(status, limit, offset)
         return [review_from_row(r) for r in rows]
 
@@ -453,7 +453,7 @@ class Mpi:
     async def cross_references(
         self, identifier: IdentifierRef, targets: Sequence[AuthorityRef] = ()
     ) -> CrossReferences:
-        async with self.db.connection() as conn:
+        async with self.db.read() as conn:
             return await query.cross_references(Repository(conn), self.domains, identifier, targets)
 
     async def match(
@@ -475,7 +475,7 @@ class Mpi:
                 continue
             resolved.append((domain.id, ref.value, ref.type))
         prepared = self.matcher.prepare(demographics.as_matching_input(), resolved)
-        async with self.db.connection() as conn:
+        async with self.db.read() as conn:
             repo = Repository(conn)
             persons = await self.feed.candidates(repo, prepared.keys, None)
             parties = [p for records in persons.values() for p in records]
@@ -503,7 +503,7 @@ class Mpi:
 
     async def search(self, criteria: SearchCriteria) -> SearchResult:
         terms = await query.build_search_terms(self.domains, criteria)
-        async with self.db.connection() as conn:
+        async with self.db.read() as conn:
             total, rows = await Repository(conn).search(terms, criteria.limit, criteria.offset)
         by_id = self.domains.by_id
         return SearchResult(total=total, records=tuple(record_from_row(r, by_id) for r in rows))
@@ -515,7 +515,7 @@ class Mpi:
         matching record (as :meth:`search` orders records), and each person's records start
         with that record when it is active (the rest by id)."""
         terms = await query.build_search_terms(self.domains, criteria)
-        async with self.db.connection() as conn:
+        async with self.db.read() as conn:
             async with conn.transaction(isolation="repeatable_read", readonly=True):
                 total, person_rows, record_rows = await Repository(conn).search_persons(
                     terms, criteria.limit, criteria.offset
@@ -533,25 +533,25 @@ class Mpi:
         return total, persons
 
     async def get_record(self, record_id: int) -> SourceRecord:
-        async with self.db.connection() as conn:
+        async with self.db.read() as conn:
             return await self._record(Repository(conn), record_id)
 
     async def find_record(self, identifier: IdentifierRef) -> SourceRecord:
         from identity.errors import UnknownIdentifier
 
         domain = await self.domains.resolve(identifier.authority)
-        async with self.db.connection() as conn:
+        async with self.db.read() as conn:
             row = await Repository(conn).record_row_by_identifier(domain.id, identifier.value)
         if row is None:
             raise UnknownIdentifier(domain.namespace, identifier.value)
         return record_from_row(row, self.domains.by_id)
 
     async def get_person(self, person_id: int) -> Person:
-        async with self.db.connection() as conn:
+        async with self.db.read() as conn:
             return await self._person(Repository(conn), person_id, with_records=True)
 
     async def get_person_by_enterprise_id(self, enterprise_id: str) -> Person:
-        async with self.db.connection() as conn:
+        async with self.db.read() as conn:
             repo = Repository(conn)
             row = await repo.person_row_by_enterprise_id(enterprise_id)
             if row is None:
@@ -565,7 +565,7 @@ class Mpi:
         record_id: int | None = None,
         command_id: str | None = None,
     ) -> list[HistoryEvent]:
-        async with self.db.connection() as conn:
+        async with self.db.read() as conn:
             return await Repository(conn).history(
                 person_id=person_id, record_id=record_id, command_id=command_id
             )

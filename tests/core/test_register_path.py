@@ -7,6 +7,7 @@ import asyncio
 from collections.abc import Callable
 
 import asyncpg
+import pytest
 
 from identity.config import Settings
 from identity.model import Decision
@@ -163,6 +164,25 @@ async def test_a_connection_used_outside_a_transaction_is_still_reset(db: Databa
         assert await other.fetchval("SELECT pg_try_advisory_lock(4242)")
     finally:
         await other.close()
+
+
+async def test_a_read_connection_goes_back_to_the_pool_without_the_reset(db: Database) -> None:
+    """Database.read() is for statements that leave no session state: its connection is not
+    reset on release (the round trip saved), so a session lock taken on it stays held; a block
+    that ends in an error is reset as usual."""
+    async with db.read() as conn:
+        assert await conn.fetchval("SELECT pg_try_advisory_lock(4343)")
+    other = await asyncpg.connect(db.url, server_settings={})
+    try:
+        assert not await other.fetchval("SELECT pg_try_advisory_lock(4343)")  # still held
+        with pytest.raises(ZeroDivisionError):
+            async with db.read() as conn:
+                assert await conn.fetchval("SELECT pg_try_advisory_lock(4345)")
+                raise ZeroDivisionError
+        assert await other.fetchval("SELECT pg_try_advisory_lock(4345)")  # reset: released
+    finally:
+        await other.close()
+        await db.pool.expire_connections()  # let no test after this one inherit the lock
 
 
 async def test_a_removed_record_registered_again_is_matched_like_a_new_one(mpi: Mpi) -> None:
