@@ -116,12 +116,24 @@ def _name_term(terms: SearchTerms, column: str, raw: str, mode: str, family: boo
         if wildcard:
             return  # "*" alone matches everything
         raise InvalidInput(f"{column}: empty name", field=column)
-    if wildcard or mode == "prefix":
-        terms.prefix(f"{column}_norm", value)
-    elif mode == "phonetic":
+    if mode == "phonetic":
         terms.equals(f"{column}_phon", sound(value))
+        return
+    first, _, rest = value.partition(" ") if not family else (value, "", "")
+    # A record keeps its first given name apart from the others (normalised: given "JULIO",
+    # middle "CESAR" for "Julio César"), so a given name of several words is the first word
+    # and then the rest, whole or as a prefix.
+    if not rest:
+        if wildcard or mode == "prefix":
+            terms.prefix(f"{column}_norm", value)
+        else:
+            terms.equals(f"{column}_norm", value)
+        return
+    terms.equals(f"{column}_norm", first)
+    if wildcard or mode == "prefix":
+        terms.normalized_prefix("middle", rest)
     else:
-        terms.equals(f"{column}_norm", value)
+        terms.normalized_contains({"middle": rest})
 
 
 async def build_search_terms(domains: DomainRegistry, criteria: SearchCriteria) -> SearchTerms:

@@ -750,6 +750,11 @@ class BulkWriter:
         return int(result.split()[-1])
 
 
+def _like_prefix(value: str) -> str:
+    escaped = value.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+    return escaped + "%"
+
+
 class SearchTerms:
     """Builds the WHERE clause of a demographic search from normalised values."""
 
@@ -765,8 +770,11 @@ class SearchTerms:
         self.where.append(f"r.{column} = {self._p(value)}")
 
     def prefix(self, column: str, value: str) -> None:
-        escaped = value.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
-        self.where.append(f"r.{column} LIKE {self._p(escaped + '%')}")
+        self.where.append(f"r.{column} LIKE {self._p(_like_prefix(value))}")
+
+    def normalized_prefix(self, field: str, value: str) -> None:
+        """A top-level text field of the normalised record starts with ``value``."""
+        self.where.append(f"(r.normalized ->> '{field}') LIKE {self._p(_like_prefix(value))}")
 
     def birth_date(self, value: str) -> None:
         """A partial date matches every stored date at that precision or finer."""

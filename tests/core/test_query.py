@@ -119,6 +119,27 @@ async def test_search_prefix_with_wildcard(mpi: Mpi) -> None:
     assert sorted(r.identifier for r in result.records) == ["A1", "A3"]
 
 
+async def test_search_by_a_given_name_of_several_words(mpi: Mpi) -> None:
+    """A record keeps its first given name apart from the others ("Julio César": given JULIO,
+    middle CESAR); a search by the whole given name finds it, exactly or as a prefix, and a
+    different second word does not."""
+    await mpi.register(person("HOSPA", "C1", family="Maya", given="Julio César"), **A)
+    await mpi.register(person("HOSPA", "C2", family="Maya", given="Julio"), **A)
+    await mpi.register(person("HOSPA", "C3", family="Maya", given="Julio Alberto"), **A)
+
+    async def found(given: str, mode: str = "exact") -> list[str]:
+        result = await mpi.search(SearchCriteria(family="Maya", given=given, name_mode=mode))
+        return sorted(r.identifier for r in result.records)
+
+    assert await found("Julio César") == ["C1"]
+    assert await found("JULIO CESAR") == ["C1"]
+    assert await found("Julio-César") == ["C1"]
+    assert await found("Julio C*") == ["C1"]
+    assert await found("Julio C", "prefix") == ["C1"]
+    assert await found("Julio") == ["C1", "C2", "C3"]
+    assert await found("Julio Césarine") == []
+
+
 async def test_search_phonetic(mpi: Mpi) -> None:
     await _people(mpi)
     result = await mpi.search(SearchCriteria(family="Smythe", name_mode="phonetic"))

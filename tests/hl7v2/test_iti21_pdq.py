@@ -57,6 +57,20 @@ async def test_family_given_birth_date_finds_the_patient_with_all_identifiers(
     assert qri is not None and qri.field(1) == "" and qri.value(3) == "EXACT"
 
 
+async def test_a_given_name_of_several_words_is_an_exact_hit(client: MLLPClient) -> None:
+    """PID-5.2 "JULIO CÉSAR" is kept as given JULIO and middle CESAR; asking for the whole
+    given name finds the patient exactly (QRI-3 EXACT), not through the approximate search."""
+    answer = reply(await client.send(adt("A04", "Q7^^^HOSPA", name="MAYA^JULIO CESAR",
+                                         dob="19790921")))
+    assert msa(answer) == "AA", answer
+    answer = await query(client, "@PID.5.1.1^MAYA~@PID.5.2^JULIO CESAR~@PID.7^19790921")
+    assert (msa(answer), qak(answer)) == ("AA", "OK")
+    [pid] = answer.segments("PID")
+    assert pid.field(5).startswith("MAYA^JULIO CESAR")
+    qri = answer.segment("QRI")
+    assert qri is not None and qri.value(3) == "EXACT"
+
+
 async def test_rsp_k22_parses_with_hl7apy(seeded: None, client: MLLPClient) -> None:
     raw = await client.send(pdq_query("@PID.5.1.1^SMITH~@PID.5.2^JOHN"))
     parsed = strictly_valid(raw)
