@@ -116,21 +116,19 @@ def _name_term(terms: SearchTerms, column: str, raw: str, mode: str, family: boo
         if wildcard:
             return  # "*" alone matches everything
         raise InvalidInput(f"{column}: empty name", field=column)
-    if mode == "phonetic":
+    prefix = wildcard or mode == "prefix"  # a wildcard wins over every mode
+    if mode == "phonetic" and not prefix:
         terms.equals(f"{column}_phon", sound(value))
         return
-    first, _, rest = value.partition(" ") if not family else (value, "", "")
     # A record keeps its first given name apart from the others (normalised: given "JULIO",
     # middle "CESAR" for "Julio César"), so a given name of several words is the first word
     # and then the rest, whole or as a prefix.
+    first, _, rest = (value, "", "") if family else value.partition(" ")
     if not rest:
-        if wildcard or mode == "prefix":
-            terms.prefix(f"{column}_norm", value)
-        else:
-            terms.equals(f"{column}_norm", value)
+        (terms.prefix if prefix else terms.equals)(f"{column}_norm", value)
         return
     terms.equals(f"{column}_norm", first)
-    if wildcard or mode == "prefix":
+    if prefix:
         terms.normalized_prefix("middle", rest)
     else:
         terms.normalized_contains({"middle": rest})

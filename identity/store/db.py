@@ -149,15 +149,10 @@ class Database:
         every read (ITI-9, ITI-21, FHIR reads); a block that ends in an error is reset as
         usual. Inside ``atomic()``, the block's connection."""
         shared = _ATOMIC.get()
-        if shared is not None:
-            yield shared
-            return
-        try:
-            async with self.pool.acquire() as conn:
-                yield conn
+        async with self.connection() as conn:
+            yield conn
+            if shared is None:  # an atomic block's connection is the block's to release
                 self._mark_clean(conn)
-        except _UNAVAILABLE as exc:
-            raise StoreUnavailable(f"database unavailable: {_describe(exc)}") from exc
 
     @asynccontextmanager
     async def atomic(self) -> AsyncIterator[asyncpg.Connection]:

@@ -132,6 +132,7 @@ async def test_search_by_a_given_name_of_several_words(mpi: Mpi) -> None:
         return sorted(r.identifier for r in result.records)
 
     assert await found("Julio César") == ["C1"]
+    assert await found("Ju*", "phonetic") == ["C1", "C2", "C3"]  # a wildcard wins
     assert await found("JULIO CESAR") == ["C1"]
     assert await found("Julio-César") == ["C1"]
     assert await found("Julio C*") == ["C1"]
