@@ -16,6 +16,7 @@ from typing import Any
 
 import asyncpg
 
+from identity.loop import run as run_loop
 from matching.synth import SynthRecord
 
 
@@ -40,7 +41,7 @@ class Client:
 
 
 def _in_child(function: Callable[..., Awaitable[Any]], args: tuple[Any, ...]) -> Any:
-    return asyncio.run(function(*args))
+    return run_loop(function(*args))
 
 
 def _with_database(url: str, database: str) -> str:

@@ -39,6 +39,7 @@ import asyncpg
 
 from identity.batch import record_input
 from identity.config import Settings, load_settings
+from identity.loop import run as run_loop
 from identity.model import RecordInput
 from identity.mpi import Mpi
 from identity.store.db import Database
@@ -248,6 +249,8 @@ async def run(args: argparse.Namespace) -> None:
             print(f"\nprofile: {len(batch)} new records on 1 connection, "
                   f"{len(batch) / elapsed:,.0f}/s under cProfile")
             pstats.Stats(profiler).sort_stats("cumulative").print_stats(40)
+            if args.profile_out:
+                profiler.dump_stats(args.profile_out)
             pstats.Stats(profiler).sort_stats("tottime").print_stats(30)
     finally:
         await db.close()
@@ -273,11 +276,13 @@ def main() -> None:
     parser.add_argument("--consumers", type=int, default=0, help="ITI-10 consumers (fan-out)")
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--profile", action="store_true")
+    parser.add_argument("--profile-out", metavar="FILE",
+                        help="with --profile: also write the cProfile data (for pstats)")
     parser.add_argument("--count-queries", action="store_true")
     parser.add_argument(
         "--no-analyze", action="store_true", help="no ANALYZE after the preload (cold statistics)"
     )
-    asyncio.run(run(parser.parse_args()))
+    run_loop(run(parser.parse_args()))
 
 
 if __name__ == "__main__":

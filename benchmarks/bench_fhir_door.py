@@ -34,6 +34,7 @@ from bench_common import Client, bench_database, percentiles, renumber
 from identity.config import Settings, load_settings
 from identity.fhir import add_routes
 from identity.fhir.patient import demographics_of, identifier_ref
+from identity.loop import run as run_loop
 from identity.model import IdentifierRef, SearchCriteria
 from identity.mpi import Mpi
 from identity.store.db import Database
@@ -223,7 +224,7 @@ def main() -> None:
         default=os.environ.get("IDENTITY_BENCH_DATABASE_URL",
                                "postgresql://postgres@127.0.0.1:5432/postgres"),
     )
-    asyncio.run(run(parser.parse_args()))
+    run_loop(run(parser.parse_args()))
 
 
 if __name__ == "__main__":

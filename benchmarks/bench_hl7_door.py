@@ -36,6 +36,7 @@ from identity.hl7v2.pid import record_input
 from identity.hl7v2.replies import ReplyContext, ack
 from identity.hl7v2.service import Hl7Service
 from identity.hl7v2.tokenizer import parse_message
+from identity.loop import run as run_loop
 from identity.mpi import Mpi
 from identity.store.db import Database
 from identity.store.migrate import migrate
@@ -260,7 +261,7 @@ def main() -> None:
         default=os.environ.get("IDENTITY_TEST_DATABASE_URL",
                                "postgresql://postgres@127.0.0.1:5432/postgres"),
     )
-    asyncio.run(run(parser.parse_args()))
+    run_loop(run(parser.parse_args()))
 
 
 if __name__ == "__main__":

@@ -20,6 +20,7 @@ from pathlib import Path
 
 from identity.batch import record_input
 from identity.config import load_settings
+from identity.loop import run as run_loop
 from identity.mpi import Mpi
 from identity.store.db import Database
 from identity.store.embedded import EmbeddedPostgres
@@ -97,13 +98,13 @@ def main() -> None:
                         help="also time N core match queries")
     args = parser.parse_args()
     if args.url:
-        asyncio.run(measure(args.url, args.single, args.concurrent, args.seed, args.match))
+        run_loop(measure(args.url, args.single, args.concurrent, args.seed, args.match))
         return
     embedded = EmbeddedPostgres(args.pgdata.parent)
     embedded.pgdata = args.pgdata.resolve()
     url = embedded.start_sync()
     try:
-        asyncio.run(measure(url, args.single, args.concurrent, args.seed, args.match))
+        run_loop(measure(url, args.single, args.concurrent, args.seed, args.match))
     finally:
         embedded.stop_sync()
 

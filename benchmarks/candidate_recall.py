@@ -19,7 +19,6 @@ truth.
 from __future__ import annotations
 
 import argparse
-import asyncio
 import itertools
 import random
 import statistics
@@ -28,6 +27,7 @@ from pathlib import Path
 
 from identity.batch import record_input
 from identity.config import load_settings
+from identity.loop import run as run_loop
 from identity.mpi import Mpi
 from identity.mpi.matcher import Party
 from identity.store.db import Database
@@ -247,7 +247,7 @@ def main() -> None:
     parser.add_argument("--decisions", action="store_true",
                         help="also compare the engine's decisions under each selection")
     parser.add_argument("--cap", type=int, default=50, help="the cap the selections work under")
-    asyncio.run(run(parser.parse_args()))
+    run_loop(run(parser.parse_args()))
 
 
 if __name__ == "__main__":

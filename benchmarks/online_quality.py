@@ -15,7 +15,6 @@ person holding another true person's record (false links), and the review items 
 from __future__ import annotations
 
 import argparse
-import asyncio
 import itertools
 import time
 from pathlib import Path
@@ -24,6 +23,7 @@ from bench_common import bench_database
 
 from identity.batch import record_input
 from identity.config import load_settings
+from identity.loop import run as run_loop
 from identity.mpi import Mpi
 from identity.store.db import Database
 from identity.store.migrate import migrate
@@ -80,7 +80,7 @@ def main() -> None:
     parser.add_argument("--records", type=int, default=5000)
     parser.add_argument("--min-keys", type=int, default=2)
     parser.add_argument("--margin", type=int, default=6)
-    asyncio.run(run(parser.parse_args()))
+    run_loop(run(parser.parse_args()))
 
 
 if __name__ == "__main__":

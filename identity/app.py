@@ -22,6 +22,7 @@ from identity.config import Settings
 from identity.errors import StoreUnavailable
 from identity.fhir import add_routes as add_fhir_routes
 from identity.hl7v2.service import Hl7Service
+from identity.loop import loop_name
 from identity.mpi import Mpi
 from identity.store.db import Database
 from identity.store.embedded import EmbeddedPostgres
@@ -95,13 +96,14 @@ class Service:
             await self.stop()
             raise
         log.info(
-            "event=service_started version=%s http=%s:%s mllp=%s:%s database=%s",
+            "event=service_started version=%s http=%s:%s mllp=%s:%s database=%s loop=%s",
             __version__,
             self.settings.http.host,
             self.http_port,
             self.settings.mllp.host,
             self.hl7.port if self.hl7 else None,
             "embedded" if self.embedded else "external",
+            loop_name(asyncio.get_running_loop()),
         )
 
     async def _start_http(self) -> None:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import asyncio
 import json
 import sys
 from collections.abc import Sequence
@@ -13,6 +12,7 @@ from identity import __version__
 from identity.config import Settings, load_settings
 from identity.errors import ConfigError, IdentityError
 from identity.logs import setup_logging
+from identity.loop import run
 
 
 class InvalidArgument(IdentityError):
@@ -122,17 +122,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "serve":
             from identity.app import serve
 
-            asyncio.run(serve(settings))
+            run(serve(settings), settings.event_loop)
         elif args.command == "migrate":
-            print(asyncio.run(_migrate(settings)))
+            print(run(_migrate(settings)))
         elif args.command == "domains":
-            print(asyncio.run(_domains(settings, as_json=args.json)))
+            print(run(_domains(settings, as_json=args.json)))
         elif args.command == "generate":
             print(_generate(args))
         elif args.command == "train":
-            print(asyncio.run(_train(settings, args.output)))
+            print(run(_train(settings, args.output)))
         elif args.command == "import":
-            print(asyncio.run(_import(settings, args.file, args.source, args.workers)))
+            print(run(_import(settings, args.file, args.source, args.workers)))
         elif args.command == "evaluate":
             print(_evaluate(settings, args.file, args.truth_column))
     except IdentityError as exc:

@@ -11,7 +11,7 @@ import os
 import re
 import tomllib
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 from pydantic_settings import (
@@ -163,6 +163,7 @@ class Settings(BaseSettings):
 
     data_dir: Path = Path("./identity-data")
     log_level: str = "INFO"
+    event_loop: Literal["auto", "uvloop", "asyncio"] = "auto"
     database: DatabaseSettings = DatabaseSettings()
     http: HttpSettings = HttpSettings()
     mllp: MllpSettings = MllpSettings()

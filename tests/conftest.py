@@ -21,6 +21,7 @@ import asyncpg
 import pytest
 
 from identity.config import Settings
+from identity.loop import loop_factory
 from identity.mpi import Mpi
 from identity.store.db import Database
 from identity.store.embedded import EmbeddedPostgres
@@ -32,6 +33,13 @@ DEMO_DOMAINS = [
     {"namespace": "LAB", "oid": "1.2.3.4.5.3", "sources": ["LIS", "ADT_A"]},
     {"namespace": "NATIONAL", "oid": "2.16.840.1.113883.4.1", "identifies_person": True},
 ]
+
+
+def pytest_asyncio_loop_factories(config: Any, item: Any) -> dict[str, Any] | None:
+    """The tests run on the event loop the service runs on (identity.loop: uvloop when it is
+    installed)."""
+    factory = loop_factory()
+    return None if factory is None else {"uvloop": factory}
 
 
 def _with_database(url: str, database: str) -> str:

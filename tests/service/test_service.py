@@ -173,6 +173,7 @@ async def test_serve_stops_gracefully_on_sigterm(data_dir: Path) -> None:
         code = await proc.wait()
     text = "".join(lines) + rest.decode()
     assert code == 0, text
+    assert "loop=uvloop" in text  # installed with the service: `serve` runs on it by default
     assert "event=embedded_postgres_stopped" in text and "event=service_stopped" in text
     assert not _postgres_running(data_dir / "postgres")
 
