@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import multiprocessing
+import random
 import statistics
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
@@ -18,6 +19,17 @@ import asyncpg
 
 from identity.loop import run as run_loop
 from matching.synth import SynthRecord
+
+
+def feed_order(records: list[SynthRecord], seed: int) -> list[SynthRecord]:
+    """The records in the order a feed of many senders delivers them: shuffled (seeded).
+    ``matching.synth.generate`` lists each household's members, and each person's duplicate
+    records, next to each other; sent in that order over 8 connections, 61% of new records at
+    1M shared a locked blocking key with one of the 7 sent just before (each waits for the
+    other's commit), against 0.35% shuffled. That measured the file's order, not the feed."""
+    shuffled = list(records)
+    random.Random(seed).shuffle(shuffled)
+    return shuffled
 
 
 class Client:

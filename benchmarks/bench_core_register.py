@@ -36,6 +36,7 @@ from pathlib import Path
 from typing import Any
 
 import asyncpg
+from bench_common import feed_order
 
 from identity.batch import record_input
 from identity.config import Settings, load_settings
@@ -181,7 +182,9 @@ async def run(args: argparse.Namespace) -> None:
         await mpi.start()
         per_round = args.single + args.multi
         needed = args.preload + per_round * args.rounds + (args.single if args.profile else 0)
-        synth = generate(max(args.persons, int(needed / 1.1) + 50), 0.2, seed=args.seed)
+        synth = feed_order(
+            generate(max(args.persons, int(needed / 1.1) + 50), 0.2, seed=args.seed), args.seed
+        )
         records = [record_input(r) for r in synth]
         bench = Bench(mpi, records, args.connections)
         version = await db.pool.fetchval("SHOW server_version")

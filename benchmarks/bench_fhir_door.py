@@ -29,7 +29,7 @@ from typing import Any
 
 import aiohttp
 from aiohttp import web
-from bench_common import Client, bench_database, percentiles, renumber
+from bench_common import Client, bench_database, feed_order, percentiles, renumber
 
 from identity.config import Settings, load_settings
 from identity.fhir import add_routes
@@ -133,7 +133,7 @@ async def measure(args: argparse.Namespace, url: str) -> None:
         await site.start()
         base = f"http://127.0.0.1:{runner.addresses[0][1]}/fhir"
 
-        records = generate(args.persons, 0.2, seed=args.seed)
+        records = feed_order(generate(args.persons, 0.2, seed=args.seed), args.seed)
         if args.index:
             renumber(records, f"F{uuid.uuid4().hex[:6]}-")
         patients = [to_fhir_patient(r) for r in records]

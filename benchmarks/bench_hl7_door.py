@@ -28,7 +28,7 @@ import uuid
 from pathlib import Path
 
 import asyncpg
-from bench_common import Client, bench_database, percentiles, renumber
+from bench_common import Client, bench_database, feed_order, percentiles, renumber
 
 from identity.config import Settings, load_settings
 from identity.hl7v2.mllp import MLLPClient
@@ -62,7 +62,7 @@ class Population:
     ``prefix`` makes their MRNs new to an index built from another generated population."""
 
     def __init__(self, count: int, seed: int, prefix: str = "", ssn: str = "SSA") -> None:
-        self.records = generate(count, 0.2, seed=seed)
+        self.records = feed_order(generate(count, 0.2, seed=seed), seed)
         self.ssn = ssn  # the namespace of the SSN domain in the index's configuration
         self.run = uuid.uuid4().hex[:6]  # control ids new to an index that keeps replies
         renumber(self.records, prefix)

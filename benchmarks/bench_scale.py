@@ -18,6 +18,8 @@ import os
 import time
 from pathlib import Path
 
+from bench_common import feed_order
+
 from identity.batch import record_input
 from identity.config import load_settings
 from identity.loop import run as run_loop
@@ -61,7 +63,7 @@ async def measure(url: str, single: int, concurrent: int, seed: int, matches: in
                     )
                 }
             )
-            for i, r in enumerate(generate(single + concurrent, 0.2, seed))
+            for i, r in enumerate(feed_order(generate(single + concurrent, 0.2, seed), seed))
         ]
         started = time.perf_counter()
         for record in records[:single]:
