@@ -12,9 +12,10 @@
 -- merge joins are ruled out inside these two functions (only there: the settings apply while
 -- they run). Measured with benchmarks/plan_stability.py (plans cached on empty tables, then
 -- 100,000 records and 1,000,000 blocking keys written without ANALYZE, a worst case that
--- autovacuum would soften): per call of both, 1,188 ms with the plan cached alone, 131 ms
--- planned each time (the planner believed the tables empty), 2.1 ms cached with the rules
--- below. Ruling out sequential scans alone (or with bitmap scans) was not enough: 181-186 ms.
+-- autovacuum would soften): per call of both, 1,188-1,349 ms with the plan cached alone,
+-- 131-141 ms planned each time (the planner believed the tables empty), 1.8-2.1 ms cached with
+-- the rules below. Ruling out sequential scans alone (or with bitmap scans) was not enough:
+-- 181-186 ms.
 ALTER FUNCTION register_candidates(text[], bigint, integer, integer, integer, integer,
                                    integer, integer)
     SET plan_cache_mode = force_generic_plan;
