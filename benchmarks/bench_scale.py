@@ -8,6 +8,14 @@ then point this script at it: either the data directory of an embedded server
 another seed and fresh identifiers, so they find candidates among the existing persons.
 
     python benchmarks/bench_scale.py --pgdata /tmp/bench1m/postgres
+
+``--compare SMALL_URL LARGE_URL`` measures the target's ratio directly: the same new records
+are registered into both indexes from one process, in alternating batches (``--rounds`` rounds
+of ``--batch`` records on 1 connection and twice as many over 8 connections, each round
+starting with the other index), so that both see the same moments of a noisy machine; it prints
+each index's rate and the ratio of the large index's rate to the small one's.
+
+    python benchmarks/bench_scale.py --compare postgresql://.../bench10k postgresql://.../bench1m
 """
 
 from __future__ import annotations
@@ -16,6 +24,7 @@ import argparse
 import asyncio
 import os
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 from bench_common import feed_order
@@ -23,6 +32,7 @@ from bench_common import feed_order
 from identity.batch import record_input
 from identity.config import load_settings
 from identity.loop import run as run_loop
+from identity.model import RecordInput
 from identity.mpi import Mpi
 from identity.store.db import Database
 from identity.store.embedded import EmbeddedPostgres
@@ -46,38 +56,84 @@ async def match_latency(mpi: Mpi, count: int, seed: int) -> str:
     return f"match (10 results, explained): p50 {at(0.5):.1f} ms, p95 {at(0.95):.1f} ms"
 
 
-async def measure(url: str, single: int, concurrent: int, seed: int, matches: int) -> None:
-    settings = load_settings(CONFIG)
+def new_records(count: int, seed: int) -> list[RecordInput]:
+    """``count`` generated records in a feed's order, with identifiers new to any index."""
+    return [
+        record_input(r).model_copy(
+            update={
+                "identifier": record_input(r).identifier.model_copy(
+                    update={"value": f"BENCH{seed}-{i}"}
+                )
+            }
+        )
+        for i, r in enumerate(feed_order(generate(count, 0.2, seed), seed))
+    ]
+
+
+async def open_index(url: str) -> tuple[Database, Mpi, int]:
+    """A pool and a started Mpi on the index at ``url`` (migrated), and its record count."""
     db = await Database.connect(url, min_size=8, max_size=9)
-    try:
-        async with db.connection() as conn:
-            await migrate(conn)
-            size = await conn.fetchval("SELECT count(*) FROM source_record")
-        mpi = Mpi(db, settings)
-        await mpi.start()
-        records = [
-            record_input(r).model_copy(
-                update={
-                    "identifier": record_input(r).identifier.model_copy(
-                        update={"value": f"BENCH{seed}-{i}"}
-                    )
-                }
-            )
-            for i, r in enumerate(feed_order(generate(single + concurrent, 0.2, seed), seed))
-        ]
-        started = time.perf_counter()
-        for record in records[:single]:
+    async with db.connection() as conn:
+        await migrate(conn)
+        size = await conn.fetchval("SELECT count(*) FROM source_record")
+    mpi = Mpi(db, load_settings(CONFIG))
+    await mpi.start()
+    return db, mpi, size
+
+
+async def register_all(mpi: Mpi, records: Sequence[RecordInput], tasks: int) -> float:
+    """Register ``records`` over ``tasks`` concurrent tasks (one pool connection each);
+    seconds taken."""
+
+    async def worker(k: int) -> None:
+        for record in records[k::tasks]:
             await mpi.register(record, source=None, actor="bench")
-        one = single / (time.perf_counter() - started)
+
+    started = time.perf_counter()
+    await asyncio.gather(*(worker(k) for k in range(tasks)))
+    return time.perf_counter() - started
+
+
+async def compare(small: str, large: str, rounds: int, batch: int, seed: int) -> None:
+    records = new_records(50 + rounds * batch * 3, seed)
+    opened = [await open_index(small), await open_index(large)]
+    try:
+        for _, mpi, _ in opened:  # warm-up, not counted: plans, caches, the pool
+            await register_all(mpi, records[:50], 1)
+        seconds = {(i, tasks): 0.0 for i in range(2) for tasks in (1, 8)}
+        ratios: dict[int, list[float]] = {1: [], 8: []}
+        position = 50
+        for r in range(rounds):
+            one, eight = records[position:position + batch], \
+                records[position + batch:position + batch * 3]
+            position += batch * 3
+            for tasks, part in ((1, one), (8, eight)):
+                took = {}
+                for i in ((0, 1) if r % 2 == 0 else (1, 0)):
+                    took[i] = await register_all(opened[i][1], part, tasks)
+                    seconds[(i, tasks)] += took[i]
+                ratios[tasks].append(took[0] / took[1])
+        for tasks in (1, 8):
+            done = rounds * batch * (1 if tasks == 1 else 2)
+            small_rate = done / seconds[(0, tasks)]
+            large_rate = done / seconds[(1, tasks)]
+            print(f"{tasks} connection(s): index of {opened[0][2]:,} records {small_rate:.0f}/s, "
+                  f"of {opened[1][2]:,} records {large_rate:.0f}/s; ratio "
+                  f"{large_rate / small_rate:.2f} (rounds {min(ratios[tasks]):.2f}–"
+                  f"{max(ratios[tasks]):.2f})")
+        print(f"load average {os.getloadavg()[0]:.1f}")
+    finally:
+        for db, _, _ in opened:
+            await db.close()
+
+
+async def measure(url: str, single: int, concurrent: int, seed: int, matches: int) -> None:
+    db, mpi, size = await open_index(url)
+    try:
+        records = new_records(single + concurrent, seed)
+        one = single / await register_all(mpi, records[:single], 1)
         rest = records[single:]
-
-        async def worker(k: int) -> None:
-            for record in rest[k::8]:
-                await mpi.register(record, source=None, actor="bench")
-
-        started = time.perf_counter()
-        await asyncio.gather(*(worker(k) for k in range(8)))
-        eight = len(rest) / (time.perf_counter() - started)
+        eight = len(rest) / await register_all(mpi, rest, 8)
         print(
             f"index of {size} records: {one:.0f} new records/s on 1 connection, "
             f"{eight:.0f}/s on 8; load average {os.getloadavg()[0]:.1f}"
@@ -93,12 +149,20 @@ def main() -> None:
     where = parser.add_mutually_exclusive_group(required=True)
     where.add_argument("--pgdata", type=Path, help="data directory of an embedded server")
     where.add_argument("--url", help="PostgreSQL URL of the index")
+    where.add_argument("--compare", nargs=2, metavar=("SMALL_URL", "LARGE_URL"),
+                       help="register the same records into both indexes, alternating")
+    parser.add_argument("--rounds", type=int, default=10, help="with --compare")
+    parser.add_argument("--batch", type=int, default=100,
+                        help="with --compare: records per round on 1 connection (x2 on 8)")
     parser.add_argument("--single", type=int, default=1000)
     parser.add_argument("--concurrent", type=int, default=2000)
     parser.add_argument("--seed", type=int, default=77)
     parser.add_argument("--match", type=int, default=0, metavar="N",
                         help="also time N core match queries")
     args = parser.parse_args()
+    if args.compare:
+        run_loop(compare(*args.compare, args.rounds, args.batch, args.seed))
+        return
     if args.url:
         run_loop(measure(args.url, args.single, args.concurrent, args.seed, args.match))
         return
