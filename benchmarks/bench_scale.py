@@ -58,15 +58,11 @@ async def match_latency(mpi: Mpi, count: int, seed: int) -> str:
 
 def new_records(count: int, seed: int) -> list[RecordInput]:
     """``count`` generated records in a feed's order, with identifiers new to any index."""
+    records = [record_input(r) for r in feed_order(generate(count, 0.2, seed), seed)]
     return [
-        record_input(r).model_copy(
-            update={
-                "identifier": record_input(r).identifier.model_copy(
-                    update={"value": f"BENCH{seed}-{i}"}
-                )
-            }
-        )
-        for i, r in enumerate(feed_order(generate(count, 0.2, seed), seed))
+        r.model_copy(update={"identifier": r.identifier.model_copy(
+            update={"value": f"BENCH{seed}-{i}"})})
+        for i, r in enumerate(records)
     ]
 
 

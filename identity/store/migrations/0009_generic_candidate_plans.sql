@@ -18,18 +18,13 @@
 -- 181-186 ms.
 ALTER FUNCTION register_candidates(text[], bigint, integer, integer, integer, integer,
                                    integer, integer)
-    SET plan_cache_mode = force_generic_plan;
-ALTER FUNCTION register_candidates(text[], bigint, integer, integer, integer, integer,
-                                   integer, integer)
-    SET enable_seqscan = off;
-ALTER FUNCTION register_candidates(text[], bigint, integer, integer, integer, integer,
-                                   integer, integer)
-    SET enable_hashjoin = off;
-ALTER FUNCTION register_candidates(text[], bigint, integer, integer, integer, integer,
-                                   integer, integer)
+    SET plan_cache_mode = force_generic_plan
+    SET enable_seqscan = off
+    SET enable_hashjoin = off
     SET enable_mergejoin = off;
 
-ALTER FUNCTION usable_keys(text[], bigint[], integer) SET plan_cache_mode = force_generic_plan;
-ALTER FUNCTION usable_keys(text[], bigint[], integer) SET enable_seqscan = off;
-ALTER FUNCTION usable_keys(text[], bigint[], integer) SET enable_hashjoin = off;
-ALTER FUNCTION usable_keys(text[], bigint[], integer) SET enable_mergejoin = off;
+ALTER FUNCTION usable_keys(text[], bigint[], integer)
+    SET plan_cache_mode = force_generic_plan
+    SET enable_seqscan = off
+    SET enable_hashjoin = off
+    SET enable_mergejoin = off;
