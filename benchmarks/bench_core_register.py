@@ -41,6 +41,7 @@ from bench_common import feed_order
 from identity.batch import record_input
 from identity.config import Settings, load_settings
 from identity.loop import run as run_loop
+from identity.loop import settle_heap
 from identity.model import RecordInput
 from identity.mpi import Mpi
 from identity.store.db import Database
@@ -187,6 +188,7 @@ async def run(args: argparse.Namespace) -> None:
         )
         records = [record_input(r) for r in synth]
         bench = Bench(mpi, records, args.connections)
+        settle_heap()  # as the service does once started
         version = await db.pool.fetchval("SHOW server_version")
         sync = await db.pool.fetchval("SHOW synchronous_commit")
         print(f"PostgreSQL {version}, synchronous_commit={sync}, load average "

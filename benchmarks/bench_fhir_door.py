@@ -35,6 +35,7 @@ from identity.config import Settings, load_settings
 from identity.fhir import add_routes
 from identity.fhir.patient import demographics_of, identifier_ref
 from identity.loop import run as run_loop
+from identity.loop import settle_heap
 from identity.model import IdentifierRef, SearchCriteria
 from identity.mpi import Mpi
 from identity.store.db import Database
@@ -137,6 +138,7 @@ async def measure(args: argparse.Namespace, url: str) -> None:
         if args.index:
             renumber(records, f"F{uuid.uuid4().hex[:6]}-")
         patients = [to_fhir_patient(r) for r in records]
+        settle_heap()  # as the service does once started
         for p in patients:
             p.pop("id", None)
         print(f"records={len(patients)} persons={args.persons} clients={args.clients}, "

@@ -37,6 +37,7 @@ from identity.hl7v2.replies import ReplyContext, ack
 from identity.hl7v2.service import Hl7Service
 from identity.hl7v2.tokenizer import parse_message
 from identity.loop import run as run_loop
+from identity.loop import settle_heap
 from identity.mpi import Mpi
 from identity.store.db import Database
 from identity.store.migrate import migrate
@@ -177,6 +178,7 @@ async def measure(args: argparse.Namespace, url: str) -> None:
             total, args.seed, f"N{args.seed}-" if args.index else "",
             "SSN" if args.index else "SSA",  # bench.toml's name of the SSN domain
         )
+        settle_heap()  # as the service does once started
         print(f"index of {indexed + records:,} records before the timed phases")
         print(f"PostgreSQL {await db.pool.fetchval('SHOW server_version')}, "
               f"synchronous_commit={await db.pool.fetchval('SHOW synchronous_commit')}, "

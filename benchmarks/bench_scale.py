@@ -32,6 +32,7 @@ from bench_common import feed_order
 from identity.batch import record_input
 from identity.config import load_settings
 from identity.loop import run as run_loop
+from identity.loop import settle_heap
 from identity.model import RecordInput
 from identity.mpi import Mpi
 from identity.store.db import Database
@@ -93,6 +94,7 @@ async def register_all(mpi: Mpi, records: Sequence[RecordInput], tasks: int) -> 
 async def compare(small: str, large: str, rounds: int, batch: int, seed: int) -> None:
     records = new_records(50 + rounds * batch * 3, seed)
     opened = [await open_index(small), await open_index(large)]
+    settle_heap()  # as the service does once started
     try:
         for _, mpi, _ in opened:  # warm-up, not counted: plans, caches, the pool
             await register_all(mpi, records[:50], 1)
@@ -127,6 +129,7 @@ async def measure(url: str, single: int, concurrent: int, seed: int, matches: in
     db, mpi, size = await open_index(url)
     try:
         records = new_records(single + concurrent, seed)
+        settle_heap()  # as the service does once started
         one = single / await register_all(mpi, records[:single], 1)
         rest = records[single:]
         eight = len(rest) / await register_all(mpi, rest, 8)

@@ -9,6 +9,7 @@ closed in ``stop``.
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import signal
 from collections.abc import AsyncIterator
@@ -22,7 +23,7 @@ from identity.config import Settings
 from identity.errors import StoreUnavailable
 from identity.fhir import add_routes as add_fhir_routes
 from identity.hl7v2.service import Hl7Service
-from identity.loop import loop_name
+from identity.loop import loop_name, settle_heap
 from identity.mpi import Mpi
 from identity.store.db import Database
 from identity.store.embedded import EmbeddedPostgres
@@ -92,6 +93,8 @@ class Service:
             self.hl7 = Hl7Service(self.mpi, self.db, self.settings)
             await self.hl7.start()
             await self._start_http()
+            frozen, collect_ms = settle_heap()
+            log.debug("event=heap_settled frozen=%d collect_ms=%.1f", frozen, collect_ms)
         except BaseException:
             await self.stop()
             raise
@@ -138,6 +141,7 @@ class Service:
         if self.embedded is not None:
             await self.embedded.stop()
             self.embedded = None
+        gc.unfreeze()  # what start froze may be collected again (a test runs several services)
         log.info("event=service_stopped")
 
 

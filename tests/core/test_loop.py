@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import sys
+import weakref
 
 import pytest
 
 from identity.config import load_settings
 from identity.errors import ConfigError
-from identity.loop import loop_factory, loop_name, run
+from identity.loop import loop_factory, loop_name, run, settle_heap
 
 
 async def _kind() -> str:
@@ -38,6 +40,26 @@ def test_without_uvloop_auto_falls_back_and_uvloop_is_an_error(
 
 async def test_the_tests_run_on_the_service_loop() -> None:
     assert await _kind() == "uvloop"
+
+
+def test_settle_heap_collects_then_freezes_what_is_left() -> None:
+    class Cycle:
+        me: object = None
+
+    gc.disable()  # no automatic collection in between: only settle_heap's own
+    try:
+        garbage = Cycle()
+        garbage.me = garbage
+        dead = weakref.ref(garbage)
+        del garbage
+        kept = [Cycle() for _ in range(100)]
+        assert dead() is not None and gc.get_freeze_count() == 0
+        frozen, elapsed = settle_heap()
+        assert dead() is None  # collected first, not frozen
+        assert frozen == gc.get_freeze_count() >= len(kept) and elapsed >= 0
+    finally:
+        gc.unfreeze()
+        gc.enable()
 
 
 def test_event_loop_key_is_checked(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import json
 import os
 import re
@@ -53,10 +54,12 @@ async def test_embedded_database_serves_healthz_and_survives_restart(data_dir: P
         assert status == 200
         assert body["status"] == "ok" and body["database"]["mode"] == "embedded"
         assert service.mpi is not None
+        assert gc.get_freeze_count() > 0  # start-up's long-lived objects left out of full GCs
         first = await service.mpi.register(person("HOSPA", "A1"), source="ADT_A", actor="t")
         assert first.decision == Decision.NEW_PERSON
     finally:
         await service.stop()
+    assert gc.get_freeze_count() == 0
     pgdata = data_dir / "postgres"
     assert not _postgres_running(pgdata), "embedded server must stop with the service"
 
