@@ -12,13 +12,14 @@ the server's event loop; ``--same-process`` puts it back in the server's loop.
 
     python benchmarks/bench_fhir_door.py [--persons 5000] [--queries 1000] [--clients 8] \
         [--database-url postgresql://postgres@127.0.0.1:5432/postgres] [--same-process] \
-        [--index URL]
+        [--index URL] [--profile-out FILE]
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import cProfile
 import os
 import random
 import time
@@ -157,7 +158,13 @@ async def measure(args: argparse.Namespace, url: str) -> None:
             phone = f"555-{rng.randint(0, 9999):04d}"
             changed["telecom"] = [{"system": "phone", "value": phone}]
             updates.append(changed)
+        profiler = cProfile.Profile() if args.profile_out else None
+        if profiler is not None:
+            profiler.enable()
         elapsed, counts = await client.run(feed, base, updates, args.clients)
+        if profiler is not None:
+            profiler.disable()
+            profiler.dump_stats(args.profile_out)
         print(f"ITI-104 update: {len(updates) / elapsed:.0f}/s over {args.clients} clients "
               f"({elapsed:.1f} s, statuses {counts}; load {os.getloadavg()[0]:.1f})")
 
@@ -218,6 +225,11 @@ def main() -> None:
         help="an existing index to run against (e.g. the 1M import, made with "
         "benchmarks/bench.toml) instead of a scratch database: the patients get fresh "
         "identifiers and stay in the index",
+    )
+    parser.add_argument(
+        "--profile-out", metavar="FILE",
+        help="profile the server's process (cProfile) during the update phase and write the "
+        "data to FILE (for pstats); the update rate is then not a figure to report",
     )
     parser.add_argument("--same-process", action="store_true",
                         help="run the HTTP client in the server's event loop")

@@ -74,6 +74,22 @@ class Registered:
     review_rows: Sequence[Mapping[str, Any]] | None = None
 
 
+def _unchanged(
+    row: asyncpg.Record,
+    current: Demographics,
+    demographics: Demographics,
+    stored_others: Sequence[tuple[int, str, str | None]],
+    others: Sequence[tuple[int, str, str | None]],
+) -> bool:
+    """Whether an update of the active, linked record ``row`` would change nothing: the same
+    demographics and the same other identifiers (in any order)."""
+    if row["status"] != RecordStatus.ACTIVE or row["person_id"] is None:
+        return False  # a removed record registered again is matched again
+    if {(d, v, t or "") for d, v, t in others} != {(d, v, t or "") for d, v, t in stored_others}:
+        return False
+    return demographics.model_dump(mode="json") == current.model_dump(mode="json")
+
+
 def _person_row(written: asyncpg.Record) -> dict[str, Any]:
     return {
         "id": written["person_id"],
@@ -144,15 +160,21 @@ class Feed:
             return await self._register_new(uow, domain, inp, others, source, prepared, row)
         if row["status"] == RecordStatus.MERGED:
             raise InvalidState(f"identifier {value!r} was merged into another record")
+        current = Demographics.model_validate(row["demographics"])
         if replace:
             demographics = inp.demographics
         else:
-            current = Demographics.model_validate(row["demographics"])
             demographics = current.merged_with(inp.demographics, inp.cleared)
+        stored_others = [(int(d), v, t or None) for d, v, t in row["others"]]
         if not others and not replace:
-            others = [
-                (int(d), v, t or None) for d, v, t in row["others"]
-            ]  # an update that names no other identifiers keeps them
+            others = stored_others  # an update that names no other identifiers keeps them
+        if _unchanged(row, current, demographics, stored_others, others):
+            # A repeated A08 or PUT: nothing to write, no new version, no history, the link
+            # as it was (the record was matched when it last changed).
+            return Registered(
+                Decision.UNCHANGED_LINK, row["id"], row["person_id"], False, [],
+                {**dict(row), "demographics": current}, None, [],
+            )
         if demographics != inp.demographics or identifiers[1:] != list(others):
             identifiers = [(domain.id, value, inp.identifier.type), *others]
             prepared = self.matcher.prepare(demographics.as_matching_input(), identifiers)

@@ -162,6 +162,34 @@ async def test_update_writes_history_with_before_and_after(mpi: Mpi) -> None:
     assert update.actor == A["actor"] and update.message_id == "MSG2"
 
 
+async def test_update_that_changes_nothing_writes_nothing(mpi: Mpi, db) -> None:  # type: ignore[no-untyped-def]
+    ssn = IdentifierRef(value="123-45-6789", authority=AuthorityRef(namespace="NATIONAL"))
+    created = await mpi.register(person("HOSPA", "A1", others=(ssn,)), **A)
+    async with db.connection() as conn:
+        counts = "SELECT (SELECT count(*) FROM history), (SELECT count(*) FROM outbox)"
+        before = tuple(await conn.fetchrow(counts))
+    # a repeated A08 (partial: nothing or the same values), a repeated PUT (replace)
+    for update, replace in (
+        (RecordInput(identifier=ref("HOSPA", "A1"), demographics=Demographics()), False),
+        (person("HOSPA", "A1", family="Smith"), False),
+        (person("HOSPA", "A1", others=(ssn,)), True),
+    ):
+        result = await mpi.register(update, replace=replace, **A)
+        assert result.decision == Decision.UNCHANGED_LINK
+        assert result.record.version == 1
+        assert result.record.updated_at == created.record.updated_at
+        assert result.record.person_id == created.person.id
+        assert result.person.enterprise_id == created.person.enterprise_id
+        assert [o.value for o in result.record.other_identifiers] == ["123-45-6789"]
+        async with db.connection() as conn:
+            assert tuple(await conn.fetchrow(counts)) == before
+    # a change of any kind is written: a field, or the other identifiers (replace drops them)
+    changed = await mpi.register(person("HOSPA", "A1", sex="F", others=(ssn,)), **A)
+    assert changed.record.version == 2
+    dropped = await mpi.register(person("HOSPA", "A1", sex="F"), replace=True, **A)
+    assert dropped.record.version == 3 and dropped.record.other_identifiers == ()
+
+
 async def test_source_may_only_assign_in_its_own_domain(mpi: Mpi) -> None:
     with pytest.raises(SourceNotAuthorized) as caught:
         await mpi.register(person("HOSPB", "B1"), **A)

@@ -150,6 +150,23 @@ async def test_feed_conditional_put_creates_201_then_updates_200_with_versions(
     assert response.headers["ETag"] == 'W/"2"'
 
 
+async def test_feed_put_of_the_same_patient_again_is_200_without_a_new_version(
+    fhir: Fhir,
+) -> None:
+    first = patient(HOSPA, "A9", telecom=[{"system": "phone", "value": "555-0199"}])
+    status, body, _ = await fhir.put_patient(HOSPA, "A9", first)
+    assert status == 201
+    status, again, response = await fhir.put_patient(HOSPA, "A9", first)  # e.g. a retry
+    assert status == 200 and "Location" not in response.headers
+    Patient.model_validate(again)
+    assert again["id"] == body["id"]
+    assert again["meta"]["versionId"] == "1" and response.headers["ETag"] == 'W/"1"'
+    assert again["meta"]["lastUpdated"] == body["meta"]["lastUpdated"]
+    status, changed, response = await fhir.put_patient(
+        HOSPA, "A9", patient(HOSPA, "A9", telecom=[{"system": "phone", "value": "555-0200"}]))
+    assert status == 200 and changed["meta"]["versionId"] == "2"
+
+
 async def test_feed_put_replaces_demographics(fhir: Fhir) -> None:
     await fhir.put_patient(HOSPA, "A8", patient(HOSPA, "A8", telecom=[
         {"system": "phone", "value": "555-0100"}]))

@@ -71,6 +71,21 @@ async def test_A08_updates_empty_keeps_and_explicit_null_deletes(
     assert record.demographics.addresses[0].city == "Springfield"  # type: ignore[index]
 
 
+async def test_A08_repeating_the_stored_demographics_is_AA_and_writes_nothing(
+    service: Hl7Service, client: MLLPClient
+) -> None:
+    await client.send(adt("A04", f"P40{HOSPA}", extra_pid="|||1 Main St^^Springfield^IL^62701"))
+    before = await service.mpi.find_record(ref("HOSPA", "P40"))
+    history = await service.mpi.history(record_id=before.id)
+    for message in (adt("A08", f"P40{HOSPA}"), adt("A08", f"P40{HOSPA}", sex="")):
+        assert msa(reply(await client.send(message))) == "AA"  # a new MSH-10 each time
+    after = await service.mpi.find_record(ref("HOSPA", "P40"))
+    assert (after.version, after.updated_at) == (before.version, before.updated_at)
+    assert await service.mpi.history(record_id=before.id) == history
+    assert msa(reply(await client.send(adt("A08", f"P40{HOSPA}", sex="F")))) == "AA"
+    assert (await service.mpi.find_record(ref("HOSPA", "P40"))).version == before.version + 1
+
+
 async def test_unknown_domain_is_AE_204_at_PID_3_4(client: MLLPClient) -> None:
     raw = await client.send(adt("A04", "P5^^^NOWHERE"))
     strictly_valid(raw)
