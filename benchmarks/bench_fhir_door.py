@@ -30,7 +30,7 @@ from typing import Any
 
 import aiohttp
 from aiohttp import web
-from bench_common import Client, bench_database, feed_order, percentiles, renumber
+from bench_common import Client, CpuMeter, bench_database, feed_order, percentiles, renumber
 
 from identity.config import Settings, load_settings
 from identity.fhir import add_routes
@@ -147,9 +147,11 @@ async def measure(args: argparse.Namespace, url: str) -> None:
 
         client = Client(args.same_process)
         print("client:", "in the server's event loop" if args.same_process else "own process")
+        meter = CpuMeter()
         elapsed, counts = await client.run(feed, base, patients, args.clients)
         print(f"ITI-104 create: {len(patients) / elapsed:.0f}/s over {args.clients} clients "
               f"({elapsed:.1f} s, statuses {counts}; load {os.getloadavg()[0]:.1f})")
+        print("  " + meter.per(len(patients), "create"))
         rng = random.Random(args.seed)
         sample = rng.sample(patients, min(args.updates, len(patients)))
         updates = []
@@ -158,15 +160,17 @@ async def measure(args: argparse.Namespace, url: str) -> None:
             phone = f"555-{rng.randint(0, 9999):04d}"
             changed["telecom"] = [{"system": "phone", "value": phone}]
             updates.append(changed)
-        profiler = cProfile.Profile() if args.profile_out else None
+        profiler = cProfile.Profile(time.process_time) if args.profile_out else None
         if profiler is not None:
             profiler.enable()
+        meter = CpuMeter()
         elapsed, counts = await client.run(feed, base, updates, args.clients)
         if profiler is not None:
             profiler.disable()
             profiler.dump_stats(args.profile_out)
         print(f"ITI-104 update: {len(updates) / elapsed:.0f}/s over {args.clients} clients "
               f"({elapsed:.1f} s, statuses {counts}; load {os.getloadavg()[0]:.1f})")
+        print("  " + meter.per(len(updates), "update"))
 
         # The queries are timed on their own, not against the write-back of the feed phases.
         async with db.connection() as conn:

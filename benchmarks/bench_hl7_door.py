@@ -28,7 +28,7 @@ import uuid
 from pathlib import Path
 
 import asyncpg
-from bench_common import Client, bench_database, feed_order, percentiles, renumber
+from bench_common import Client, CpuMeter, bench_database, feed_order, percentiles, renumber
 
 from identity.config import Settings, load_settings
 from identity.hl7v2.mllp import MLLPClient
@@ -191,13 +191,17 @@ async def measure(args: argparse.Namespace, url: str) -> None:
         single = population.a04s(args.single)
         print(f"door CPU per A04 (parse, map PID, build ACK): "
               f"{door_cpu(single[:2000], settings):.0f} µs")
+        meter = CpuMeter()
         rate1 = await client.run(feed, service.port, single, 1)
         print(f"ITI-8 A04 on 1 connection ({args.single} msgs, index of "
               f"{indexed + records:,}): {rate1:,.0f} msg/s")
+        print("  " + meter.per(len(single), "A04"))
         multi = population.a04s(args.single * 2)
+        meter = CpuMeter()
         rate8 = await client.run(feed, service.port, multi, args.connections)
         print(f"ITI-8 A04 on {args.connections} connections ({len(multi)} msgs): "
               f"{rate8:,.0f} msg/s")
+        print("  " + meter.per(len(multi), "A04"))
         pg1 = await commit_rate(url, 3000, 1)
         pg8 = await commit_rate(url, 8000, args.connections)
         if args.index:

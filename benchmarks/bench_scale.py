@@ -13,7 +13,9 @@ another seed and fresh identifiers, so they find candidates among the existing p
 are registered into both indexes from one process, in alternating batches (``--rounds`` rounds
 of ``--batch`` records on 1 connection and twice as many over 8 connections, each round
 starting with the other index), so that both see the same moments of a noisy machine; it prints
-each index's rate and the ratio of the large index's rate to the small one's.
+each index's rate and the ratio of the large index's rate to the small one's, and the CPU
+(this process and PostgreSQL's) per registration at each size with its ratio, the throughput
+ratio when CPU is what bounds it (steadier than the rates on a shared machine).
 
     python benchmarks/bench_scale.py --compare postgresql://.../bench10k postgresql://.../bench1m
 """
@@ -27,7 +29,7 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-from bench_common import feed_order
+from bench_common import cpu_seconds, feed_order
 
 from identity.batch import record_input
 from identity.config import load_settings
@@ -99,6 +101,7 @@ async def compare(small: str, large: str, rounds: int, batch: int, seed: int) ->
         for _, mpi, _ in opened:  # warm-up, not counted: plans, caches, the pool
             await register_all(mpi, records[:50], 1)
         seconds = {(i, tasks): 0.0 for i in range(2) for tasks in (1, 8)}
+        cpu = {(i, tasks): 0.0 for i in range(2) for tasks in (1, 8)}  # this process + server
         ratios: dict[int, list[float]] = {1: [], 8: []}
         position = 50
         for r in range(rounds):
@@ -108,8 +111,11 @@ async def compare(small: str, large: str, rounds: int, batch: int, seed: int) ->
             for tasks, part in ((1, one), (8, eight)):
                 took = {}
                 for i in ((0, 1) if r % 2 == 0 else (1, 0)):
+                    before = cpu_seconds()
                     took[i] = await register_all(opened[i][1], part, tasks)
+                    after = cpu_seconds()
                     seconds[(i, tasks)] += took[i]
+                    cpu[(i, tasks)] += sum(after.values()) - sum(before.values())
                 ratios[tasks].append(took[0] / took[1])
         for tasks in (1, 8):
             done = rounds * batch * (1 if tasks == 1 else 2)
@@ -119,6 +125,9 @@ async def compare(small: str, large: str, rounds: int, batch: int, seed: int) ->
                   f"of {opened[1][2]:,} records {large_rate:.0f}/s; ratio "
                   f"{large_rate / small_rate:.2f} (rounds {min(ratios[tasks]):.2f}–"
                   f"{max(ratios[tasks]):.2f})")
+            small_cpu, large_cpu = (1000 * cpu[(i, tasks)] / done for i in (0, 1))
+            print(f"  CPU per registration (this process and PostgreSQL): {small_cpu:.2f} ms "
+                  f"and {large_cpu:.2f} ms; ratio {small_cpu / large_cpu:.2f}")
         print(f"load average {os.getloadavg()[0]:.1f}")
     finally:
         for db, _, _ in opened:
