@@ -8,7 +8,8 @@ Each function runs inside the caller's unit of work (one transaction). Locks: fi
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping, Sequence
+import time
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -102,11 +103,54 @@ def _person_row(written: asyncpg.Record) -> dict[str, Any]:
     }
 
 
+class OversizedKeys:
+    """The blocking keys this process has seen holding more than ``max_block`` records
+    (migration 0010). A new record leaves them out of the keys it locks and reads, so that its
+    blocks are read once, without the pass that sizes them; two registrations that share only
+    such a key do not wait for each other. A block shrinks below ``max_block`` only when records
+    are merged or removed; what is known is forgotten every ``ttl`` seconds (and when ``limit``
+    keys are known), so that such a key gives candidates again after a while (until then at
+    worst a candidate is missed, never a false one made)."""
+
+    def __init__(self, ttl: float = 3600.0, limit: int = 100_000) -> None:
+        self.ttl = ttl
+        self.limit = limit
+        self._keys: set[str] = set()
+        self._since = time.monotonic()
+
+    def __contains__(self, key: object) -> bool:
+        return key in self._keys
+
+    def __len__(self) -> int:
+        return len(self._keys)
+
+    def split(self, keys: Sequence[str]) -> tuple[list[str], bool]:
+        """The keys a new record locks and reads, and whether they were presized (the known
+        oversized ones left out). When every key is known to be oversized, all are given and
+        sized in the database, which then reads the smallest block."""
+        if time.monotonic() - self._since > self.ttl:
+            self.forget()
+        kept = [k for k in keys if k not in self._keys]
+        if kept:
+            return kept, True
+        return list(keys), False
+
+    def learn(self, keys: Iterable[str]) -> None:
+        self._keys.update(keys)
+        if len(self._keys) > self.limit:
+            self.forget()
+
+    def forget(self) -> None:
+        self._keys.clear()
+        self._since = time.monotonic()
+
+
 class Feed:
     """The feed commands, sharing the matcher and the resolved identifiers of one command."""
 
     def __init__(self, matcher: Matcher) -> None:
         self.matcher = matcher
+        self.oversized = OversizedKeys()
 
     # --- register / update ------------------------------------------------------------------
 
@@ -149,14 +193,17 @@ class Feed:
         # A new record is what the message says: prepared before the first call, so that its
         # blocking keys can be locked in that call.
         prepared = self.matcher.prepare(inp.demographics.as_matching_input(), identifiers)
+        keys, presized = self.oversized.split(prepared.keys)
         row = await repo.register_begin(
             record_key(domain.id, value),
             domain.id,
             value,
-            prepared.keys,
+            keys,
             self.selection,
+            presized=presized,
         )
         if row["id"] is None:
+            self.oversized.learn(row["oversized"])
             return await self._register_new(uow, domain, inp, others, source, prepared, row)
         if row["status"] == RecordStatus.MERGED:
             raise InvalidState(f"identifier {value!r} was merged into another record")

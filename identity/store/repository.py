@@ -86,21 +86,27 @@ class Repository:
         identifier: str,
         keys: Sequence[str],
         selection: CandidateSelection,
+        *,
+        presized: bool = False,
     ) -> asyncpg.Record:
         """Lock the record key and read the record (row-locked) with its blocking keys
-        (``old_keys``) and no-match partners. When the record is not known, those of its
-        ``keys`` that can give candidates are locked too (one sorted call; see migration 0005)
-        and its candidates read under them (``candidates_found``, ``prefetched``, ``parties``:
-        see the SQL function ``register_candidates``); ``id`` is then NULL."""
+        (``old_keys``) and no-match partners. When the record is not known, its ``keys`` are
+        locked too (one sorted call) and its candidates read under them (``candidates_found``,
+        ``prefetched``, ``parties``: see the SQL function ``register_candidates``; ``oversized``:
+        the keys whose blocks were too large to read); ``id`` is then NULL. ``presized``: the
+        caller left out the keys it knows to be oversized, and all of ``keys`` are locked and
+        read at once; otherwise only those that can give candidates are, after a pass that
+        sizes their blocks (migrations 0005, 0010)."""
         return await self.conn.fetchrow(
             "SELECT * FROM register_begin($1, $2, $3, $4::bigint[], $5::text[], $6, $7, $8, $9,"
-            " $10, $11)",
+            " $10, $11, $12)",
             key_hash(record_key),
             domain_id,
             identifier,
             [key_hash(k) for k in keys],  # aligned with the keys
             list(keys),
             *selection.params(),
+            presized,
         )
 
     async def register_insert(

@@ -203,10 +203,11 @@ async def test_a_removed_record_registered_again_is_matched_like_a_new_one(mpi: 
 async def test_a_new_record_does_not_wait_for_keys_too_common_to_give_candidates(
     db: Database, make_settings: Callable[..., Settings], run_database_url: str, schema: str
 ) -> None:
-    """Migration 0005: a blocking key holding more than max_block records is never read for
-    candidates, so a registration does not lock it; one that holds the lock of every other
-    key is waited for. Three Smiths born in 1980 make the family + birth year key oversized
-    with max_block 2."""
+    """Migrations 0005 and 0010: a blocking key holding more than max_block records is never
+    read for candidates, so a registration does not lock it once the service knows it to be
+    oversized (the first registration to read its block tells); one that holds the lock of
+    every other key is waited for. Three Smiths born in 1980 make the family + birth year key
+    oversized with max_block 2."""
     core = Mpi(db, make_settings(matching={"max_block": 2, "term_frequencies": False}))
     await core.start()
     for value, given, day in (("A1", "Adam", "01"), ("A2", "Bert", "02"), ("A3", "Carl", "03")):
@@ -234,6 +235,20 @@ async def test_a_new_record_does_not_wait_for_keys_too_common_to_give_candidates
 
     holder = await asyncpg.connect(run_database_url, server_settings={"search_path": schema})
     try:
+        # not known yet: the first registration meeting the key locks it, reads its block
+        # and tells the service that it is oversized
+        assert common[0] not in core.feed.oversized
+        transaction = holder.transaction()
+        await transaction.start()
+        await Repository(holder).lock([common[0]])
+        first = person("HOSPB", "B0", given="Eric", birth_date="1980-07-05")
+        task = asyncio.create_task(core.register(first, **B))
+        await asyncio.sleep(0.5)
+        assert not task.done()
+        await transaction.rollback()
+        assert (await asyncio.wait_for(task, timeout=10)).decision == Decision.NEW_PERSON
+        assert common[0] in core.feed.oversized
+        # known: left out, not waited for
         transaction = holder.transaction()
         await transaction.start()
         await Repository(holder).lock([common[0]])
@@ -299,6 +314,9 @@ async def test_the_database_selects_candidates_as_matching_does(
                 min_keys=min_keys, rare_block=rare_block,
             )
             assert list(row["prefetched"]) == expected, (trial, selection)
+            assert list(row["oversized"]) == [  # migration 0010
+                k for k in asked if len(members[k]) > max_block and not k.startswith("id:")
+            ]
             unlimited = select_candidates(blocks, max_block=max_block, max_candidates=10_000)
             assert row["candidates_found"] == len(unlimited)
             if len(expected) < len(select_candidates(blocks, max_block=max_block,
@@ -351,3 +369,23 @@ async def test_the_floor_leaves_out_a_candidate_sharing_one_weak_key_but_not_a_s
     await default.start()
     assert default.matcher.settings.candidate_rare_block == 10
     assert await candidates(weak, default) == {indexed.person.id}
+
+
+def test_oversized_keys_are_left_out_until_forgotten(monkeypatch: pytest.MonkeyPatch) -> None:
+    """What a new record locks and reads (migration 0010): its keys less the known oversized
+    ones (presized); all of them, sized in the database, when every one is known oversized."""
+    from identity.mpi import feed
+
+    clock = [100.0]
+    monkeypatch.setattr(feed.time, "monotonic", lambda: clock[0])
+    known = feed.OversizedKeys(ttl=60, limit=3)
+    assert known.split(["a", "b"]) == (["a", "b"], True)  # nothing known: all, presized
+    known.learn(["b"])
+    assert known.split(["a", "b", "c"]) == (["a", "c"], True)
+    assert known.split(["b"]) == (["b"], False)  # only oversized keys: sized in the database
+    clock[0] += 61  # forgotten after ttl seconds
+    assert known.split(["a", "b"]) == (["a", "b"], True) and len(known) == 0
+    known.learn(["a", "b", "c"])
+    assert len(known) == 3
+    known.learn(["d"])  # over the limit: forgotten
+    assert len(known) == 0
