@@ -6,10 +6,13 @@ latency percentiles."""
 from __future__ import annotations
 
 import asyncio
+import json
 import multiprocessing
 import os
 import random
+import socket
 import statistics
+import sys
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from concurrent.futures import ProcessPoolExecutor
@@ -24,12 +27,14 @@ from matching.synth import SynthRecord
 _TICK = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
 
 
-def cpu_seconds() -> dict[str, float]:
-    """CPU seconds (user + system) so far of this process (the server), its child processes
-    (the client) and PostgreSQL's processes on this machine (backends, WAL writer,
+def cpu_seconds(server: int | None = None) -> dict[str, float]:
+    """CPU seconds (user + system) so far of this process and the process tree of ``server``
+    (the server: a `identity serve` started by ``ServeProcess``), this process's other child
+    processes (the client) and PostgreSQL's processes on this machine (backends, WAL writer,
     checkpointer, ...), from /proc."""
     me = os.getpid()
     totals = {"server": 0.0, "client": 0.0, "postgres": 0.0}
+    processes: dict[int, tuple[str, int, float]] = {}
     for entry in os.listdir("/proc"):
         if not entry.isdigit():
             continue
@@ -39,9 +44,16 @@ def cpu_seconds() -> dict[str, float]:
         except OSError:
             continue  # gone meanwhile
         fields = rest.split()
-        name, ppid = head.partition("(")[2], int(fields[1])
         seconds = (int(fields[11]) + int(fields[12])) / _TICK
-        if int(entry) == me:
+        processes[int(entry)] = (head.partition("(")[2], int(fields[1]), seconds)
+    tree = {me} if server is None else {me, server}
+    grown = True
+    while grown:
+        found = {pid for pid, (_, ppid, _) in processes.items() if ppid in tree and ppid != me}
+        grown = not found <= tree
+        tree |= found
+    for pid, (name, ppid, seconds) in processes.items():
+        if pid in tree:
             totals["server"] += seconds
         elif ppid == me:
             totals["client"] += seconds
@@ -57,20 +69,84 @@ class CpuMeter:
 
         meter = CpuMeter(); ...timed phase...; print(meter.per(n, "update"))"""
 
-    def __init__(self) -> None:
+    def __init__(self, server: int | None = None) -> None:
         self.available = os.path.isdir("/proc/self")
-        self.start = cpu_seconds() if self.available else {}
+        self.server = server
+        self.start = cpu_seconds(server) if self.available else {}
 
     def per(self, operations: int, what: str) -> str:
         if not self.available or operations == 0:
             return "CPU per operation: not measured (no /proc)"
-        end = cpu_seconds()
+        end = cpu_seconds(self.server)
         ms = {k: 1000 * (end[k] - self.start[k]) / operations for k in end}
         total = sum(ms.values())
         cores = os.cpu_count() or 1
         return (f"CPU per {what}: server {ms['server']:.2f} ms, PostgreSQL {ms['postgres']:.2f}"
                 f" ms, client {ms['client']:.2f} ms; {total:.2f} ms in all = at most "
                 f"{1000 * cores / total:,.0f}/s on {cores} cores fully used")
+
+
+class ServeProcess:
+    """`identity serve` with ``workers`` worker processes against ``url`` (the service as it
+    is deployed, instead of a server in the benchmark's own event loop), on free ports.
+
+        async with ServeProcess(url, domains, workers=2) as served: ... served.http ..."""
+
+    def __init__(self, url: str, domains: list[dict[str, Any]], workers: int) -> None:
+        self.url, self.domains, self.workers = url, domains, workers
+        self.http = self.mllp = 0
+        self.proc: asyncio.subprocess.Process | None = None
+
+    async def __aenter__(self) -> ServeProcess:
+        self.http, self.mllp = _free_port(), _free_port()
+        env = {
+            **os.environ,
+            "IDENTITY_DATABASE__URL": self.url,
+            "IDENTITY_DATABASE__MAX_CONNECTIONS": "12",
+            "IDENTITY_WORKERS": str(self.workers),
+            "IDENTITY_HTTP__PORT": str(self.http),
+            "IDENTITY_MLLP__PORT": str(self.mllp),
+            "IDENTITY_DOMAINS": json.dumps(self.domains),
+            "IDENTITY_LOG_LEVEL": "WARNING",
+        }
+        env.pop("IDENTITY_CONFIG", None)
+        self.proc = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "identity", "serve", env=env
+        )
+        for _ in range(600):
+            await asyncio.sleep(0.1)
+            if self.proc.returncode is not None:
+                raise RuntimeError(f"identity serve exited with {self.proc.returncode}")
+            if await _healthy(self.http):
+                return self
+        raise RuntimeError("identity serve did not answer /healthz in 60 s")
+
+    @property
+    def pid(self) -> int:
+        assert self.proc is not None
+        return self.proc.pid
+
+    async def __aexit__(self, *exc: object) -> None:
+        if self.proc is not None and self.proc.returncode is None:
+            self.proc.terminate()
+            await self.proc.wait()
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+async def _healthy(port: int) -> bool:
+    try:
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    except OSError:
+        return False
+    writer.write(b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+    reply = await reader.read()
+    writer.close()
+    return reply.startswith(b"HTTP/1.1 200")
 
 
 def feed_order(records: list[SynthRecord], seed: int) -> list[SynthRecord]:

@@ -12,13 +12,18 @@ the server's event loop; ``--same-process`` puts it back in the server's loop.
 
     python benchmarks/bench_fhir_door.py [--persons 5000] [--queries 1000] [--clients 8] \
         [--database-url postgresql://postgres@127.0.0.1:5432/postgres] [--same-process] \
-        [--index URL] [--profile-out FILE]
+        [--index URL] [--profile-out FILE] [--workers N]
+
+``--workers N`` serves with `identity serve` and N worker processes (README, *Worker
+processes*) instead of a server in the benchmark's own process; the core's timings at the end
+stay in this process.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import cProfile
 import os
 import random
@@ -30,7 +35,15 @@ from typing import Any
 
 import aiohttp
 from aiohttp import web
-from bench_common import Client, CpuMeter, bench_database, feed_order, percentiles, renumber
+from bench_common import (
+    Client,
+    CpuMeter,
+    ServeProcess,
+    bench_database,
+    feed_order,
+    percentiles,
+    renumber,
+)
 
 from identity.config import Settings, load_settings
 from identity.fhir import add_routes
@@ -113,6 +126,7 @@ async def run(args: argparse.Namespace) -> None:
 async def measure(args: argparse.Namespace, url: str) -> None:
     db = await Database.connect(url, min_size=2, max_size=args.clients + 4)
     runner: web.AppRunner | None = None
+    stack = contextlib.AsyncExitStack()
     try:
         async with db.connection() as conn:
             await migrate(conn)
@@ -127,13 +141,23 @@ async def measure(args: argparse.Namespace, url: str) -> None:
             settings = Settings(domains=domains)
         mpi = Mpi(db, settings)
         await mpi.start()
-        app = web.Application()
-        add_routes(app, mpi, settings)
-        runner = web.AppRunner(app, access_log=None)
-        await runner.setup()
-        site = web.TCPSite(runner, "127.0.0.1", 0)
-        await site.start()
-        base = f"http://127.0.0.1:{runner.addresses[0][1]}/fhir"
+        server = None
+        if args.workers:  # `identity serve` as deployed, in processes of its own
+            served = await stack.enter_async_context(ServeProcess(
+                url, [d.model_dump(mode="json") for d in settings.domains], args.workers
+            ))
+            server = served.pid
+            base = f"http://127.0.0.1:{served.http}/fhir"
+        else:
+            app = web.Application()
+            add_routes(app, mpi, settings)
+            runner = web.AppRunner(app, access_log=None)
+            await runner.setup()
+            site = web.TCPSite(runner, "127.0.0.1", 0)
+            await site.start()
+            base = f"http://127.0.0.1:{runner.addresses[0][1]}/fhir"
+        print("server:", f"identity serve, {args.workers} worker process(es)" if args.workers
+              else "in the benchmark's process")
 
         records = feed_order(generate(args.persons, 0.2, seed=args.seed), args.seed)
         if args.index:
@@ -147,7 +171,7 @@ async def measure(args: argparse.Namespace, url: str) -> None:
 
         client = Client(args.same_process)
         print("client:", "in the server's event loop" if args.same_process else "own process")
-        meter = CpuMeter()
+        meter = CpuMeter(server)
         elapsed, counts = await client.run(feed, base, patients, args.clients)
         print(f"ITI-104 create: {len(patients) / elapsed:.0f}/s over {args.clients} clients "
               f"({elapsed:.1f} s, statuses {counts}; load {os.getloadavg()[0]:.1f})")
@@ -163,7 +187,7 @@ async def measure(args: argparse.Namespace, url: str) -> None:
         profiler = cProfile.Profile(time.process_time) if args.profile_out else None
         if profiler is not None:
             profiler.enable()
-        meter = CpuMeter()
+        meter = CpuMeter(server)
         elapsed, counts = await client.run(feed, base, updates, args.clients)
         if profiler is not None:
             profiler.disable()
@@ -212,6 +236,7 @@ async def measure(args: argparse.Namespace, url: str) -> None:
         ]
         print("core match:                " + percentiles(await timed(core_match)))
     finally:
+        await stack.aclose()
         if runner is not None:
             await runner.cleanup()
         await db.close()
@@ -235,6 +260,11 @@ def main() -> None:
         help="profile the server's process (cProfile) during the update phase and write the "
         "data to FILE (for pstats); the update rate is then not a figure to report",
     )
+    parser.add_argument(
+        "--workers", type=int, metavar="N",
+        help="serve with `identity serve` and N worker processes (the deployed service; the "
+        "server's CPU is the whole process tree) instead of a server in this process",
+    )
     parser.add_argument("--same-process", action="store_true",
                         help="run the HTTP client in the server's event loop")
     parser.add_argument(
@@ -242,7 +272,10 @@ def main() -> None:
         default=os.environ.get("IDENTITY_BENCH_DATABASE_URL",
                                "postgresql://postgres@127.0.0.1:5432/postgres"),
     )
-    run_loop(run(parser.parse_args()))
+    args = parser.parse_args()
+    if args.workers and (args.profile_out or args.same_process):
+        parser.error("--profile-out and --same-process need the server in this process")
+    run_loop(run(args))
 
 
 if __name__ == "__main__":

@@ -11,7 +11,9 @@ from __future__ import annotations
 import asyncio
 import gc
 import logging
+import os
 import signal
+import socket
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
@@ -74,6 +76,9 @@ async def migrated_database(settings: Settings) -> AsyncIterator[tuple[Database,
 @dataclass
 class Service:
     settings: Settings
+    sockets: tuple[socket.socket, socket.socket] | None = None
+    """Listening sockets (HTTP, MLLP) to serve instead of binding settings.http and .mllp: a
+    worker process of several (identity.workers)."""
     db: Database | None = None
     embedded: EmbeddedPostgres | None = None
     mpi: Mpi | None = None
@@ -90,7 +95,9 @@ class Service:
             log.info("event=migrations_checked applied=%s", applied or "none")
             self.mpi = Mpi(self.db, self.settings)
             await self.mpi.start()
-            self.hl7 = Hl7Service(self.mpi, self.db, self.settings)
+            self.hl7 = Hl7Service(
+                self.mpi, self.db, self.settings, self.sockets[1] if self.sockets else None
+            )
             await self.hl7.start()
             await self._start_http()
             frozen, collect_ms = settle_heap()
@@ -99,7 +106,8 @@ class Service:
             await self.stop()
             raise
         log.info(
-            "event=service_started version=%s http=%s:%s mllp=%s:%s database=%s loop=%s",
+            "event=%s version=%s http=%s:%s mllp=%s:%s database=%s loop=%s",
+            "worker_ready" if self.sockets is not None else "service_started",
             __version__,
             self.settings.http.host,
             self.http_port,
@@ -118,7 +126,11 @@ class Service:
         add_fhir_routes(app, self.mpi, self.settings)
         self.http_runner = web.AppRunner(app, access_log=None, shutdown_timeout=10.0)
         await self.http_runner.setup()
-        site = web.TCPSite(self.http_runner, self.settings.http.host, self.settings.http.port)
+        site: web.BaseSite
+        if self.sockets is not None:
+            site = web.SockSite(self.http_runner, self.sockets[0])
+        else:
+            site = web.TCPSite(self.http_runner, self.settings.http.host, self.settings.http.port)
         await site.start()
         server = site._server
         sockets = getattr(server, "sockets", None) or []
@@ -155,6 +167,7 @@ async def healthz(request: web.Request) -> web.Response:
     body = {
         "status": "ok" if ok else "unavailable",
         "version": __version__,
+        "process": os.getpid(),
         "database": {
             "ok": ok,
             "mode": "embedded" if service.embedded else "external",
@@ -165,9 +178,20 @@ async def healthz(request: web.Request) -> web.Response:
     return web.json_response(body, status=200 if ok else 503)
 
 
-async def serve(settings: Settings, *, ready: asyncio.Event | None = None) -> None:
-    """Run until SIGINT or SIGTERM, then shut down gracefully."""
-    service = Service(settings)
+async def serve(
+    settings: Settings,
+    *,
+    ready: asyncio.Event | None = None,
+    sockets: tuple[socket.socket, socket.socket] | None = None,
+) -> None:
+    """Run until SIGINT or SIGTERM, then shut down gracefully. With ``workers`` above 1 this
+    process supervises that many worker processes (identity.workers)."""
+    if settings.workers > 1 and sockets is None:
+        from identity.workers import supervise
+
+        await supervise(settings, ready=ready)
+        return
+    service = Service(settings, sockets)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):

@@ -164,6 +164,10 @@ class Settings(BaseSettings):
     data_dir: Path = Path("./identity-data")
     log_level: str = "INFO"
     event_loop: Literal["auto", "uvloop", "asyncio"] = "auto"
+    workers: int = Field(1, ge=1, le=64)
+    """Service processes (`identity serve`): each serves HTTP and MLLP on the same ports, with
+    its own event loop and database pool; more than one lets the service use more than one
+    core (README, *Worker processes*)."""
     database: DatabaseSettings = DatabaseSettings()
     http: HttpSettings = HttpSettings()
     mllp: MllpSettings = MllpSettings()

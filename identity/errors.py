@@ -22,6 +22,10 @@ class StoreConflict(StoreUnavailable):
     applied and the same command may simply be sent again."""
 
 
+class WorkerFailed(IdentityError):
+    """A worker process of ``identity serve`` could not start or kept failing."""
+
+
 class AlreadyProcessed(IdentityError):
     """The message (sender, control id) was applied before; nothing was applied now.
     ``reply`` is the reply stored with the first application, to send again."""

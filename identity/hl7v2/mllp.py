@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import socket
 import ssl
 from collections import deque
 from collections.abc import Awaitable, Callable
@@ -181,8 +182,10 @@ class MLLPServer:
         idle_timeout: float = 300.0,
         ssl_context: ssl.SSLContext | None = None,
         backlog: int = 1024,
+        sock: socket.socket | None = None,
     ) -> None:
         self._handler = handler
+        self._sock = sock  # a listening socket to serve instead of host and port
         self.host = host
         self._requested_port = port
         self.max_message_bytes = max_message_bytes
@@ -208,13 +211,18 @@ class MLLPServer:
         if self._server is not None:
             raise RuntimeError("server already started")
         self._stopping = False
-        self._server = await asyncio.start_server(
-            self._serve_connection,
-            self.host,
-            self._requested_port,
-            ssl=self._ssl_context,
-            backlog=self._backlog,
-        )
+        if self._sock is not None:
+            self._server = await asyncio.start_server(
+                self._serve_connection, sock=self._sock, ssl=self._ssl_context
+            )
+        else:
+            self._server = await asyncio.start_server(
+                self._serve_connection,
+                self.host,
+                self._requested_port,
+                ssl=self._ssl_context,
+                backlog=self._backlog,
+            )
         logger.info(
             "mllp.listening host=%s port=%d tls=%s",
             self.host,

@@ -9,6 +9,7 @@ stops the workers (a delivery in progress is finished first).
 from __future__ import annotations
 
 import logging
+import socket
 
 from identity.config import Settings
 from identity.hl7v2.handler import Hl7Handler
@@ -21,7 +22,9 @@ log = logging.getLogger("identity.hl7v2")
 
 
 class Hl7Service:
-    def __init__(self, mpi: Mpi, db: Database, settings: Settings) -> None:
+    def __init__(
+        self, mpi: Mpi, db: Database, settings: Settings, sock: socket.socket | None = None
+    ) -> None:
         self.mpi = mpi
         self.db = db
         self.settings = settings
@@ -32,6 +35,7 @@ class Hl7Service:
             settings.mllp.port,
             max_message_bytes=settings.mllp.max_message_bytes,
             idle_timeout=settings.mllp.idle_timeout,
+            sock=sock,
         )
         self.notifiers = [Notifier(mpi, db, settings, consumer) for consumer in settings.notify]
 

@@ -10,20 +10,16 @@ import re
 import signal
 import subprocess
 import sys
-import uuid
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import aiohttp
-import asyncpg
 import psutil
-import pytest
 
 from identity.app import Service
 from identity.config import Settings
 from identity.model import Decision
 
-from ..conftest import DEMO_DOMAINS, _with_database
+from ..conftest import DEMO_DOMAINS
 from ..core.helpers import person, ref
 
 
@@ -85,18 +81,6 @@ async def test_healthz_reports_an_unreachable_database(data_dir: Path) -> None:
         assert body["database"]["ok"] is False
     finally:
         await service.stop()  # stopping a service whose database already went away works too
-
-
-@pytest.fixture
-async def fresh_database(server_url: str) -> AsyncIterator[str]:
-    name = f"identity_cli_{uuid.uuid4().hex[:10]}"
-    conn = await asyncpg.connect(server_url)
-    await conn.execute(f'CREATE DATABASE "{name}"')
-    await conn.close()
-    yield _with_database(server_url, name)
-    conn = await asyncpg.connect(server_url)
-    await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-    await conn.close()
 
 
 def _cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
