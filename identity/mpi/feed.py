@@ -91,7 +91,7 @@ def _unchanged(
     return demographics.model_dump(mode="json") == current.model_dump(mode="json")
 
 
-def _person_row(written: Mapping[str, Any]) -> dict[str, Any]:
+def _person_row(written: asyncpg.Record) -> dict[str, Any]:
     return {
         "id": written["person_id"],
         "enterprise_id": written["enterprise_id"],
@@ -151,9 +151,6 @@ class Feed:
     def __init__(self, matcher: Matcher) -> None:
         self.matcher = matcher
         self.oversized = OversizedKeys()
-        self.replace_in_one_call = True
-        """False: a replacing registration reads, then writes, in two calls, as an HL7 v2
-        update does (the tests compare the two ways)."""
 
     # --- register / update ------------------------------------------------------------------
 
@@ -197,10 +194,6 @@ class Feed:
         # blocking keys can be locked in that call.
         prepared = self.matcher.prepare(inp.demographics.as_matching_input(), identifiers)
         keys, presized = self.oversized.split(prepared.keys)
-        if replace and self.replace_in_one_call and not uow.pending:
-            return await self._register_replacing(
-                uow, domain, inp, others, source, prepared, keys, presized
-            )
         row = await repo.register_begin(
             record_key(domain.id, value),
             domain.id,
@@ -235,69 +228,6 @@ class Feed:
         return await self._register_update(
             uow, domain, demographics, others, source, prepared, row
         )
-
-    async def _register_replacing(
-        self,
-        uow: UnitOfWork,
-        domain: Domain,
-        inp: RecordInput,
-        others: Sequence[tuple[int, str, str | None]],
-        source: str | None,
-        prepared: Prepared,
-        keys: Sequence[str],
-        presized: bool,
-    ) -> Registered:
-        """A registration whose demographics and other identifiers replace the stored ones
-        (FHIR PUT): what to write does not depend on what is stored, so a known record is read
-        and written in one call (migration 0011), with the same result as register_begin then
-        register_update: one round trip fewer for each update."""
-        value = inp.identifier.value
-        row = await uow.repo.register_replace(
-            record_key(domain.id, value),
-            domain.id,
-            value,
-            keys,
-            self.selection,
-            presized=presized,
-            all_keys=prepared.keys,
-            demographics=inp.demographics.model_dump(mode="json"),
-            normalized=prepared.normalized,
-            search=prepared.search,
-            source=source,
-            others=others,
-            command_id=uow.command_id,
-            actor=uow.actor,
-            message_id=uow.message_id,
-            topics=uow.topics(UPDATED_TOPIC),
-        )
-        outcome = row["outcome"]
-        if outcome == "new":
-            self.oversized.learn(row["oversized"])
-            return await self._register_new(uow, domain, inp, others, source, prepared, row)
-        if outcome == "merged":
-            raise InvalidState(f"identifier {value!r} was merged into another record")
-        if outcome == "unchanged":  # as in register_record: nothing written
-            return Registered(
-                Decision.UNCHANGED_LINK, row["id"], row["person_id"], False, [],
-                {**dict(row), "demographics": inp.demographics}, None, [],
-            )
-        written = {
-            "version": row["new_version"],
-            "updated_at": row["new_updated_at"],
-            "others": row["new_others"],
-            "person_id": row["person_id"],
-            "enterprise_id": row["enterprise_id"],
-            "person_status": row["person_status"],
-            "person_merged_into": row["person_merged_into"],
-            "person_version": row["person_version"],
-            "person_created_at": row["person_created_at"],
-            "person_updated_at": row["person_updated_at"],
-            "own_parties": row["own_parties"],
-            "candidates_found": row["candidates_found"],
-            "prefetched": row["prefetched"],
-            "parties": row["parties"],
-        }
-        return await self._rematch(uow, domain, inp.demographics, prepared, row, written)
 
     async def _register_new(
         self,
@@ -481,24 +411,6 @@ class Feed:
             history=history,
             outbox=outbox,
         )
-        return await self._rematch(uow, domain, demographics, prepared, row, written)
-
-    async def _rematch(
-        self,
-        uow: UnitOfWork,
-        domain: Domain,
-        demographics: Demographics,
-        prepared: Prepared,
-        row: Mapping[str, Any],
-        written: Mapping[str, Any],
-    ) -> Registered:
-        """After an update was written (``row``: the record as it was; ``written``: what
-        register_update returned): match a removed record again, keep a manual link, check an
-        automatic one."""
-        repo = uow.repo
-        record_id = row["id"]
-        linked = row["status"] == RecordStatus.ACTIVE and row["person_id"] is not None
-        automatic = linked and row["link_kind"] == LinkKind.AUTOMATIC
         subject = Party(record_id, domain.namespace, None, prepared.normalized)
         if not linked:  # a removed record registered again: matched like a new one
             decision, person_id, reviews = await self._decide_and_link(
@@ -585,7 +497,7 @@ class Feed:
         )
 
     def _candidate_persons(
-        self, found: Mapping[str, Any], exclude: int | None
+        self, found: asyncpg.Record, exclude: int | None
     ) -> dict[int, list[Party]]:
         """The candidates the database selected (matching.blocking.select_candidates, made in
         the SQL function register_candidates), as persons with all their active records; a

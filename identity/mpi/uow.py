@@ -77,18 +77,9 @@ class UnitOfWork:
 
         A topic with subscribers (``fanout``) also gets one row per subscriber topic, so that
         each consumer is delivered to in order and retried on its own."""
-        for name in self.topics(topic):
-            self._outbox.append((name, payload, self.command_id))
-
-    def topics(self, topic: str) -> list[str]:
-        """The outbox topics an event of ``topic`` is written to: its own and its
-        subscribers'."""
-        return [topic, *self.fanout.get(topic, ())]
-
-    @property
-    def pending(self) -> bool:
-        """Whether history or outbox rows wait to be written."""
-        return bool(self._history or self._outbox)
+        self._outbox.append((topic, payload, self.command_id))
+        for subscriber in self.fanout.get(topic, ()):
+            self._outbox.append((subscriber, payload, self.command_id))
 
     def take_events(
         self,

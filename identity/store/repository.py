@@ -45,10 +45,8 @@ _RECORD_FROM = """
 
 
 def key_hash(key: str) -> int:
-    """A stable signed 64-bit hash of a lock key (same in every process): the first 8 bytes of
-    its SHA-256, as the SQL function key_lock makes it (migration 0011), so that the database
-    can make the lock ids of keys it reads itself."""
-    return int.from_bytes(hashlib.sha256(key.encode()).digest()[:8], "big", signed=True)
+    """A stable signed 64-bit hash of a lock key (same in every process)."""
+    return int.from_bytes(hashlib.blake2b(key.encode(), digest_size=8).digest(), "big", signed=True)
 
 
 class CandidateSelection(NamedTuple):
@@ -109,58 +107,6 @@ class Repository:
             list(keys),
             *selection.params(),
             presized,
-        )
-
-    async def register_replace(
-        self,
-        record_key: str,
-        domain_id: int,
-        identifier: str,
-        keys: Sequence[str],
-        selection: CandidateSelection,
-        *,
-        presized: bool,
-        all_keys: Sequence[str],
-        demographics: dict[str, Any],
-        normalized: dict[str, Any],
-        search: dict[str, Any],
-        source: str | None,
-        others: Sequence[tuple[int, str, str | None]],
-        command_id: Any,
-        actor: str,
-        message_id: str | None,
-        topics: Sequence[str],
-    ) -> asyncpg.Record:
-        """register_begin and, for a known record that the replacing demographics and other
-        identifiers change, register_update with the update's history row and outbox rows
-        (``topics``), in one call (migration 0011). ``outcome``: new, merged, unchanged or
-        updated; the record as it was in register_begin's columns, the write's in ``new_*``,
-        ``person_*`` and ``own_parties``."""
-        texts, phones = _search_params(search)
-        return await self.conn.fetchrow(
-            """SELECT * FROM register_replace($1, $2, $3, $4::bigint[], $5::text[], $6, $7, $8,
-                   $9, $10, $11, $12, $13::text[], $14, $15, $16::text[], $17::text[], $18,
-                   $19::integer[], $20::text[], $21::text[], $22, $23, $24, $25::text[])""",
-            key_hash(record_key),
-            domain_id,
-            identifier,
-            [key_hash(k) for k in keys],
-            list(keys),
-            *selection.params(),
-            presized,
-            list(all_keys),
-            demographics,
-            normalized,
-            texts,
-            phones,
-            source,
-            [d for d, _, _ in others],
-            [v for _, v, _ in others],
-            [t for _, _, t in others],
-            command_id,
-            actor,
-            message_id,
-            list(topics),
         )
 
     async def register_insert(
