@@ -1,9 +1,10 @@
 """Several service processes on one machine (``workers`` above 1).
 
-One Python process runs one event loop on one core at a time: at a few hundred feed messages
-a second the service's own process is the bottleneck while the machine's other cores wait
-(issue 5 measured the rate at 66-80% of what the cores allow with one process, 93-98% with
-two). So ``identity serve`` with ``workers = N`` becomes a supervisor:
+One Python process runs one event loop on one core at a time, so a service of one process
+cannot use a machine's other cores. (On the two-core benchmark machine, where PostgreSQL and the
+client share the cores, two workers raised the share of the cores used but also each update's
+CPU, and the rate did not measurably change: README, *Benchmarks*.) So ``identity serve`` with
+``workers = N`` becomes a supervisor:
 
 1. it starts the embedded PostgreSQL when ``database.url`` is unset and applies migrations;
 2. it binds the HTTP and MLLP listening sockets itself (port 0 picks one port for all);
@@ -85,7 +86,7 @@ def _worker_main(
 
         started = asyncio.Event()
         watcher = asyncio.create_task(started.wait())
-        watcher.add_done_callback(lambda _: ready.set())
+        watcher.add_done_callback(lambda task: None if task.cancelled() else ready.set())
         orphaned = asyncio.create_task(_stop_when_orphaned(supervisor))
         try:
             await serve(settings, ready=started, sockets=(http, mllp))
