@@ -117,7 +117,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"identity: {exc}", file=sys.stderr)
         return 2
-    setup_logging(settings.log_level)
+    setup_logging(settings.log_level, with_pid=args.command == "serve" and settings.workers > 1)
     try:
         if args.command == "serve":
             from identity.app import serve

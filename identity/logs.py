@@ -11,10 +11,15 @@ import time
 
 
 class _Formatter(logging.Formatter):
+    def __init__(self, with_pid: bool = False) -> None:
+        super().__init__()
+        self.with_pid = with_pid
+
     def format(self, record: logging.LogRecord) -> str:
         stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created))
+        pid = f"pid={record.process} " if self.with_pid else ""
         line = (
-            f"ts={stamp}.{int(record.msecs):03d}Z level={record.levelname} "
+            f"ts={stamp}.{int(record.msecs):03d}Z level={record.levelname} {pid}"
             f"logger={record.name} {record.getMessage()}"
         )
         if record.exc_info:
@@ -22,9 +27,11 @@ class _Formatter(logging.Formatter):
         return line
 
 
-def setup_logging(level: str = "INFO") -> None:
+def setup_logging(level: str = "INFO", *, with_pid: bool = False) -> None:
+    """``with_pid``: each line names its process (``pid=``), for a service of several worker
+    processes writing to one stream."""
     handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(_Formatter())
+    handler.setFormatter(_Formatter(with_pid))
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)

@@ -79,7 +79,7 @@ def _worker_main(
     """A worker process: the whole service over the supervisor's sockets, with the
     supervisor's settings (as values: they are final, no file or environment is read again)."""
     settings = Settings.model_validate(values)
-    setup_logging(settings.log_level)
+    setup_logging(settings.log_level, with_pid=True)
 
     async def main() -> None:
         from identity.app import serve

@@ -144,6 +144,10 @@ async def test_two_workers_share_the_ports_and_the_index(served: Served) -> None
     code, text = await served.stop()
     assert code == 0, text
     assert text.count("event=worker_ready") == 3
+    # every line names its process: the workers' own and the supervisor's
+    ready = re.findall(r"pid=(\d+) logger=identity\.app event=worker_ready", text)
+    assert workers | replaced == {int(p) for p in ready}
+    assert f"pid={served.proc.pid} logger=identity.workers event=service_stopped" in text
     assert "logger=identity.workers event=service_stopped" in text
     assert not any(psutil.pid_exists(p) for p in replaced)
 
