@@ -14,13 +14,18 @@ The client runs in a process of its own (as a sender does), so that its parsing 
 not share the server's event loop; ``--same-process`` puts it back in the server's loop.
 
     python benchmarks/bench_hl7_door.py [--records 20000] [--single 3000] [--connections 8] \
-        [--queries 2000] [--database-url postgresql://postgres@127.0.0.1:5432/postgres]
+        [--queries 2000] [--database-url postgresql://postgres@127.0.0.1:5432/postgres] \
+        [--index URL] [--workers N]
+
+``--workers N`` serves with `identity serve` and N worker processes (README, *Worker
+processes*) instead of an Hl7Service in the benchmark's own process.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import os
 import random
 import time
@@ -28,7 +33,15 @@ import uuid
 from pathlib import Path
 
 import asyncpg
-from bench_common import Client, CpuMeter, bench_database, feed_order, percentiles, renumber
+from bench_common import (
+    Client,
+    CpuMeter,
+    ServeProcess,
+    bench_database,
+    feed_order,
+    percentiles,
+    renumber,
+)
 
 from identity.config import Settings, load_settings
 from identity.hl7v2.mllp import MLLPClient
@@ -167,8 +180,20 @@ async def measure(args: argparse.Namespace, url: str) -> None:
         )
     mpi = Mpi(db, settings)
     await mpi.start()
-    service = Hl7Service(mpi, db, settings)
-    await service.start()
+    stack = contextlib.AsyncExitStack()
+    server = None
+    service: Hl7Service | None = None
+    if args.workers:  # `identity serve` as deployed, in processes of its own
+        served = await stack.enter_async_context(ServeProcess(
+            url, [d.model_dump(mode="json") for d in settings.domains], args.workers
+        ))
+        server, port = served.pid, served.mllp
+    else:
+        service = Hl7Service(mpi, db, settings)
+        await service.start()
+        port = port
+    print("server:", f"identity serve, {args.workers} worker process(es)" if args.workers
+          else "in the benchmark's process")
     client = Client(args.same_process)
     print("client:", "in the server's event loop" if args.same_process else "own process")
     try:
@@ -185,20 +210,20 @@ async def measure(args: argparse.Namespace, url: str) -> None:
               f"fsync={await db.pool.fetchval('SHOW fsync')}")
         load = population.a04s(records)
         if load:
-            rate = await client.run(feed, service.port, load, args.connections)
+            rate = await client.run(feed, port, load, args.connections)
             print(f"ITI-8 A04 load of {records} records over {args.connections} "
                   f"connections: {rate:,.0f} msg/s")
         single = population.a04s(args.single)
         print(f"door CPU per A04 (parse, map PID, build ACK): "
               f"{door_cpu(single[:2000], settings):.0f} µs")
-        meter = CpuMeter()
-        rate1 = await client.run(feed, service.port, single, 1)
+        meter = CpuMeter(server)
+        rate1 = await client.run(feed, port, single, 1)
         print(f"ITI-8 A04 on 1 connection ({args.single} msgs, index of "
               f"{indexed + records:,}): {rate1:,.0f} msg/s")
         print("  " + meter.per(len(single), "A04"))
         multi = population.a04s(args.single * 2)
-        meter = CpuMeter()
-        rate8 = await client.run(feed, service.port, multi, args.connections)
+        meter = CpuMeter(server)
+        rate8 = await client.run(feed, port, multi, args.connections)
         print(f"ITI-8 A04 on {args.connections} connections ({len(multi)} msgs): "
               f"{rate8:,.0f} msg/s")
         print("  " + meter.per(len(multi), "A04"))
@@ -226,7 +251,7 @@ async def measure(args: argparse.Namespace, url: str) -> None:
                 f"{record.source_domain}\rRCP|I\r"
             )
         print("ITI-9 PIX query:",
-              percentiles(await client.run(query_latencies, service.port, pix)))
+              percentiles(await client.run(query_latencies, port, pix)))
         pdq = []
         for i in range(args.queries):
             demographics = rng.choice(people).demographics
@@ -240,10 +265,12 @@ async def measure(args: argparse.Namespace, url: str) -> None:
                 f"@PID.5.2^{given}~@PID.7^{dob}\rRCP|I|50^RD\r"
             )
         print("ITI-21 PDQ family+given+birth date:",
-              percentiles(await client.run(query_latencies, service.port, pdq)))
+              percentiles(await client.run(query_latencies, port, pdq)))
     finally:
         client.close()
-        await service.stop()
+        if service is not None:
+            await service.stop()
+        await stack.aclose()
         await db.close()
 
 
@@ -257,6 +284,11 @@ def main() -> None:
     parser.add_argument("--same-process", action="store_true",
                         help="run the client in the server's event loop (the old way)")
     parser.add_argument(
+        "--workers", type=int, metavar="N",
+        help="serve with `identity serve` and N worker processes (the deployed service; the "
+        "server's CPU is the whole process tree) instead of a server in this process",
+    )
+    parser.add_argument(
         "--index", metavar="URL",
         help="an existing index to run against (e.g. the 1M import, made with "
         "benchmarks/bench.toml) instead of a scratch database: no initial load, the new "
@@ -267,7 +299,10 @@ def main() -> None:
         default=os.environ.get("IDENTITY_TEST_DATABASE_URL",
                                "postgresql://postgres@127.0.0.1:5432/postgres"),
     )
-    run_loop(run(parser.parse_args()))
+    args = parser.parse_args()
+    if args.workers and args.same_process:
+        parser.error("--same-process needs the server in this process")
+    run_loop(run(args))
 
 
 if __name__ == "__main__":
