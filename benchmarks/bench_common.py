@@ -19,6 +19,7 @@ from concurrent.futures import ProcessPoolExecutor
 from contextlib import asynccontextmanager
 from typing import Any
 
+import aiohttp
 import asyncpg
 
 from identity.loop import run as run_loop
@@ -140,13 +141,11 @@ def _free_port() -> int:
 
 async def _healthy(port: int) -> bool:
     try:
-        reader, writer = await asyncio.open_connection("127.0.0.1", port)
-    except OSError:
+        async with aiohttp.ClientSession() as session:
+            async with session.get(f"http://127.0.0.1:{port}/healthz") as response:
+                return response.status == 200
+    except aiohttp.ClientError:
         return False
-    writer.write(b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
-    reply = await reader.read()
-    writer.close()
-    return reply.startswith(b"HTTP/1.1 200")
 
 
 def feed_order(records: list[SynthRecord], seed: int) -> list[SynthRecord]:

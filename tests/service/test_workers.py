@@ -158,7 +158,7 @@ async def test_a_worker_dying_at_start_stops_the_service(served: Served) -> None
     workers = _workers(served.proc.pid)
     os.kill(min(workers), signal.SIGKILL)
     await served.until(r"event=worker_exited")
-    code = await asyncio.wait_for(served.proc.wait(), 60)  # by itself, no signal sent
+    await asyncio.wait_for(served.proc.wait(), 60)  # exits by itself, no signal sent
     code, text = await served.stop()
     assert code == 1, text
     assert "after it started" in text
