@@ -111,11 +111,6 @@ class Encoding:
         """The MSH-2 text: component, repetition, escape, subcomponent, truncation."""
         return self.component + self.repetition + self.escape + self.subcomponent + self.truncation
 
-    @classmethod
-    def from_msh(cls, field_separator: str, msh2: str) -> Encoding:
-        """The encoding named by MSH-1 and MSH-2 (MSH-2 may have 1 to 5 characters)."""
-        return _encoding_from_msh(field_separator, msh2)
-
 
 def _encoding_problem(encoding: Encoding) -> tuple[int, str] | None:
     """(MSH field at fault, description) or None."""
