@@ -1,15 +1,41 @@
-"""Numbered plain-SQL migrations (``migrations/NNNN_name.sql``), applied in order.
+"""The database schema: numbered migrations, then one current definition per SQL function.
 
-Each run takes an advisory lock so that several processes starting at once apply them once.
-All pending migrations run in one transaction: a failing migration leaves the database as it
-was. Applied versions are recorded in ``schema_migration``; re-running is a no-op.
+Two kinds of files, applied by :func:`migrate` in one transaction under one advisory lock (so
+that several processes starting at once apply them once, and a failure leaves the database as
+it was):
+
+``migrations/NNNN_name.sql``
+    Numbered migrations, applied once each, in order, and recorded in ``schema_migration``.
+    They hold tables, indexes, data changes, and every change to a function that
+    ``CREATE OR REPLACE`` cannot make: a new signature or result type (``DROP FUNCTION`` then
+    ``CREATE FUNCTION``) and dropping a function. A released migration is never edited:
+    existing databases have it recorded as applied.
+
+``sql/NAME.sql``
+    Repeatable scripts, one per function (triggers' functions included): the function's
+    current ``CREATE OR REPLACE FUNCTION``, settings (``SET ...``) included, so that a reader
+    finds what runs in one file. After the pending numbered migrations, each file whose text
+    (sha256) differs from the checksum recorded in ``schema_function`` is applied and its
+    checksum recorded, like Flyway's repeatable migrations; when numbered migrations ran, every
+    file is applied again, so that a migration re-creating a function cannot leave another
+    body in place than the file's. To change a function's body or settings, edit its file;
+    to change its signature or result type, add a numbered migration that drops and creates
+    it (with any body: the file's replaces it in the same run) and update the file; to drop
+    one, a numbered migration drops it and its file is deleted. A new function needs only its
+    file, unless a numbered migration uses it (a migration runs before the files: it creates
+    what it needs itself). The files are applied in name order: a SQL-language function (whose
+    body is checked when it is created) that calls another must sort after it.
+
+``schema.sql`` is a dump of the resulting schema (identity.store.schema_dump, which says how
+to regenerate it; tests/core/test_schema.py checks it).
 """
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from importlib import resources
 
 import asyncpg
@@ -17,6 +43,7 @@ import asyncpg
 log = logging.getLogger("identity.store.migrate")
 
 _NAME = re.compile(r"^(\d{4})_([a-z0-9_]+)\.sql$")
+_FUNCTION_NAME = re.compile(r"^([a-z_][a-z0-9_]*)\.sql$")
 _LOCK_KEY = 0x1D3E7171  # advisory lock id for "identity migrations"
 
 
@@ -25,6 +52,26 @@ class Migration:
     version: int
     name: str
     sql: str
+
+
+@dataclass(frozen=True)
+class Function:
+    """A repeatable script ``sql/NAME.sql``: the current definition of function NAME."""
+
+    name: str
+    sql: str
+
+    @property
+    def checksum(self) -> str:
+        return hashlib.sha256(self.sql.encode("utf-8")).hexdigest()
+
+
+@dataclass(frozen=True)
+class Applied:
+    """What one :func:`apply_migrations` run applied."""
+
+    versions: list[int] = field(default_factory=list)
+    functions: list[str] = field(default_factory=list)
 
 
 def available_migrations() -> list[Migration]:
@@ -41,9 +88,34 @@ def available_migrations() -> list[Migration]:
     return found
 
 
-async def migrate(conn: asyncpg.Connection, migrations: list[Migration] | None = None) -> list[int]:
-    """Apply pending migrations; return the versions applied now."""
+def available_functions() -> list[Function]:
+    """The repeatable scripts of ``sql/``, in name order."""
+    folder = resources.files("identity.store") / "sql"
+    found = []
+    for entry in folder.iterdir():
+        match = _FUNCTION_NAME.match(entry.name)
+        if match:
+            found.append(Function(match[1], entry.read_text(encoding="utf-8")))
+        elif entry.name.endswith(".sql"):
+            raise RuntimeError(f"sql/{entry.name}: expected a lower-case function name")
+    found.sort(key=lambda f: f.name)
+    return found
+
+
+async def apply_migrations(
+    conn: asyncpg.Connection,
+    migrations: list[Migration] | None = None,
+    functions: list[Function] | None = None,
+) -> Applied:
+    """Apply the pending numbered migrations, then the changed repeatable scripts.
+
+    By default both come from the package. A caller that passes its own ``migrations`` and no
+    ``functions`` gets no repeatable scripts (the package's need the package's tables).
+    """
+    packaged = migrations is None and functions is None
     migrations = available_migrations() if migrations is None else migrations
+    if functions is None:
+        functions = available_functions() if packaged else []
     async with conn.transaction():
         await conn.execute("SELECT pg_advisory_xact_lock($1)", _LOCK_KEY)
         await conn.execute(
@@ -52,8 +124,14 @@ async def migrate(conn: asyncpg.Connection, migrations: list[Migration] | None =
                    name text NOT NULL,
                    applied_at timestamptz NOT NULL DEFAULT now())"""
         )
+        await conn.execute(
+            """CREATE TABLE IF NOT EXISTS schema_function (
+                   name text PRIMARY KEY,
+                   checksum text NOT NULL,
+                   applied_at timestamptz NOT NULL DEFAULT now())"""
+        )
         done = {r["version"] for r in await conn.fetch("SELECT version FROM schema_migration")}
-        applied = []
+        versions = []
         for migration in migrations:
             if migration.version in done:
                 continue
@@ -63,8 +141,44 @@ async def migrate(conn: asyncpg.Connection, migrations: list[Migration] | None =
                 migration.version,
                 migration.name,
             )
-            applied.append(migration.version)
+            versions.append(migration.version)
             log.info(
                 "event=migration_applied version=%d name=%s", migration.version, migration.name
             )
-    return applied
+
+        recorded = {
+            r["name"]: r["checksum"]
+            for r in await conn.fetch("SELECT name, checksum FROM schema_function")
+        }
+        names = []
+        for function in functions:
+            if not versions and recorded.get(function.name) == function.checksum:
+                continue
+            await conn.execute(function.sql)
+            await conn.execute(
+                """INSERT INTO schema_function (name, checksum) VALUES ($1, $2)
+                   ON CONFLICT (name) DO UPDATE
+                   SET checksum = excluded.checksum, applied_at = excluded.applied_at""",
+                function.name,
+                function.checksum,
+            )
+            names.append(function.name)
+            log.info(
+                "event=function_applied name=%s checksum=%s",
+                function.name,
+                function.checksum[:12],
+            )
+        if packaged:
+            # A file deleted (its function dropped by a numbered migration): forget its
+            # checksum, so that a file of that name added later is applied.
+            gone = sorted(set(recorded) - {f.name for f in functions})
+            if gone:
+                await conn.execute("DELETE FROM schema_function WHERE name = ANY($1)", gone)
+                log.info("event=function_records_removed names=%s", ",".join(gone))
+    return Applied(versions, names)
+
+
+async def migrate(conn: asyncpg.Connection, migrations: list[Migration] | None = None) -> list[int]:
+    """Apply pending migrations and changed function definitions (:func:`apply_migrations`);
+    return the versions of the numbered migrations applied now."""
+    return (await apply_migrations(conn, migrations)).versions
