@@ -15,7 +15,10 @@ sampling from the pools keeps 100,000 persons well under a minute. Same seed, sa
 
 Writers: :func:`write_csv` (one row per record, ground-truth ``person_id`` column; read back by
 :func:`read_csv`), :func:`write_ndjson` (FHIR R4 Patient resources as plain dicts) and
-:func:`write_hl7` (HL7 v2.5 ADT^A04 messages, segments separated by carriage returns).
+:func:`write_hl7` (HL7 v2.5 ADT^A04 messages, segments separated by carriage returns, optionally
+MLLP-framed). The FHIR and HL7 writers name each domain by the namespace and OID of
+``authorities`` (default: :data:`SOURCE_DOMAINS`, and ``SSA`` for the SSN), and the HL7 writer
+takes MSH-3 from ``applications`` (default: the source domain's namespace).
 """
 
 from __future__ import annotations
@@ -23,7 +26,7 @@ from __future__ import annotations
 import csv
 import json
 import random
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 from pathlib import Path
@@ -33,7 +36,7 @@ from faker import Faker
 from nicknames import NickNamer
 from rapidfuzz.distance import OSA
 
-from matching.normalize import fold
+from matching.normalize import SSN_OID, fold
 
 __all__ = [
     "SOURCE_DOMAINS",
@@ -57,7 +60,7 @@ SOURCE_DOMAINS = {
     "LABCORE": "1.3.6.1.4.1.21367.13.20.4000",
     "RXPLUS": "1.3.6.1.4.1.21367.13.20.5000",
 }
-SSN_DOMAIN = "2.16.840.1.113883.4.1"
+SSN_DOMAIN = SSN_OID  # the SSN assigning authority of generated records
 TODAY = date(2026, 1, 1)
 #: Share of duplicate records registered again in the source that already holds the person
 #: (a within-source duplicate with a new MRN); the others go to another source.
@@ -730,15 +733,30 @@ def iter_csv(path: str | Path, truth_column: str = "person_id") -> Iterator[Synt
 _FHIR_GENDER = {"M": "male", "F": "female", "O": "other", "U": "unknown"}
 
 
-def to_fhir_patient(record: SynthRecord) -> dict[str, Any]:
-    """A FHIR R4 Patient resource (plain dict) for one record."""
+#: A domain's namespace and OID (None: named by its namespace only).
+Authority = tuple[str, str | None]
+
+
+def _authority(domain: str, authorities: Mapping[str, Authority] | None) -> Authority:
+    if authorities is not None and domain in authorities:
+        return authorities[domain]
+    if domain in SOURCE_DOMAINS:
+        return domain, SOURCE_DOMAINS[domain]
+    return "SSA", domain
+
+
+def to_fhir_patient(
+    record: SynthRecord, *, authorities: Mapping[str, Authority] | None = None
+) -> dict[str, Any]:
+    """A FHIR R4 Patient resource (plain dict) for one record. An identifier's system is
+    ``urn:oid:<OID>`` of its domain in ``authorities``, or the namespace when it has no OID."""
     demo = record.demographics
     patient: dict[str, Any] = {"resourceType": "Patient", "id": record.record_id.lower()}
     identifiers = []
     for identifier in record.identifiers:
-        system = SOURCE_DOMAINS.get(identifier["domain"], identifier["domain"])
+        namespace, oid = _authority(identifier["domain"], authorities)
         identifiers.append({
-            "system": f"urn:oid:{system}",
+            "system": f"urn:oid:{oid}" if oid else namespace,
             "value": identifier["value"],
             "type": {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/v2-0203",
                                  "code": identifier["type"]}]},
@@ -786,11 +804,17 @@ def to_fhir_patient(record: SynthRecord) -> dict[str, Any]:
     return patient
 
 
-def write_ndjson(records: Iterable[SynthRecord], path: str | Path) -> None:
+def write_ndjson(
+    records: Iterable[SynthRecord],
+    path: str | Path,
+    *,
+    authorities: Mapping[str, Authority] | None = None,
+) -> None:
     """One FHIR Patient resource per line."""
     with open(path, "w", encoding="utf-8") as handle:
         for record in records:
-            handle.write(json.dumps(to_fhir_patient(record), separators=(",", ":")) + "\n")
+            patient = to_fhir_patient(record, authorities=authorities)
+            handle.write(json.dumps(patient, separators=(",", ":")) + "\n")
 
 
 def hl7_escape(text: Any) -> str:
@@ -803,19 +827,28 @@ def hl7_escape(text: Any) -> str:
     )
 
 
-def to_hl7_adt_a04(record: SynthRecord, control_id: str, timestamp: str) -> str:
-    """One HL7 v2.5 ADT^A04 (register a patient) message: MSH, EVN, PID, PV1."""
+def to_hl7_adt_a04(
+    record: SynthRecord,
+    control_id: str,
+    timestamp: str,
+    *,
+    authorities: Mapping[str, Authority] | None = None,
+    applications: Mapping[str, str] | None = None,
+) -> str:
+    """One HL7 v2.5 ADT^A04 (register a patient) message: MSH, EVN, PID, PV1. MSH-3 is the
+    source domain's application in ``applications`` (default: the namespace), MSH-4 the source
+    domain; PID-3's CX.4 names each domain as ``authorities`` does."""
     e = hl7_escape
     demo = record.demographics
-    msh = (f"MSH|^~\\&|{e(record.source_domain)}|{e(record.source_domain)}|IDENTITY|MPI|"
+    application = (applications or {}).get(record.source_domain, record.source_domain)
+    msh = (f"MSH|^~\\&|{e(application)}|{e(record.source_domain)}|IDENTITY|MPI|"
            f"{timestamp}||ADT^A04^ADT_A01|{e(control_id)}|P|2.5")
     evn = f"EVN|A04|{timestamp}"
     cx = []
     for identifier in record.identifiers:
-        domain = identifier["domain"]
-        oid = SOURCE_DOMAINS.get(domain, domain)
-        namespace = domain if domain in SOURCE_DOMAINS else "SSA"
-        cx.append(f"{e(identifier['value'])}^^^{e(namespace)}&{e(oid)}&ISO^{e(identifier['type'])}")
+        namespace, oid = _authority(identifier["domain"], authorities)
+        hd = f"{e(namespace)}&{e(oid)}&ISO" if oid else e(namespace)
+        cx.append(f"{e(identifier['value'])}^^^{hd}^{e(identifier['type'])}")
     xpn = []
     for name in demo.get("names") or []:
         given = name.get("given") or []
@@ -859,13 +892,28 @@ def to_hl7_adt_a04(record: SynthRecord, control_id: str, timestamp: str) -> str:
     return "\r".join((msh, evn, pid, pv1)) + "\r"
 
 
+MLLP_START, MLLP_END = "\x0b", "\x1c\r"
+
+
 def write_hl7(
-    records: Sequence[SynthRecord], path: str | Path, start: str = "20260101080000"
+    records: Sequence[SynthRecord],
+    path: str | Path,
+    start: str = "20260101080000",
+    *,
+    authorities: Mapping[str, Authority] | None = None,
+    applications: Mapping[str, str] | None = None,
+    framed: bool = False,
 ) -> None:
-    """ADT^A04 messages, one after the other (each ends with a carriage return), with a
-    blank line between messages is *not* added: the file is a plain batch of messages."""
+    """ADT^A04 messages, one after the other (each ends with a carriage return; no blank line
+    between them). ``framed``: each message in an MLLP block (``0x0B`` message ``0x1C 0x0D``),
+    the form MLLP senders such as python-hl7's ``mllp_send`` read from a file."""
     base = datetime.strptime(start, "%Y%m%d%H%M%S")
+    before, after = (MLLP_START, MLLP_END) if framed else ("", "")
     with open(path, "w", encoding="utf-8", newline="") as handle:
         for index, record in enumerate(records):
             stamp = (base + timedelta(seconds=index)).strftime("%Y%m%d%H%M%S")
-            handle.write(to_hl7_adt_a04(record, f"MSG{index + 1:09d}", stamp))
+            message = to_hl7_adt_a04(
+                record, f"MSG{index + 1:09d}", stamp,
+                authorities=authorities, applications=applications,
+            )
+            handle.write(before + message + after)
