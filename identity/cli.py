@@ -6,7 +6,9 @@ import argparse
 import json
 import sys
 from collections.abc import Sequence
+from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Any
 
 from identity import __version__
 from identity.config import Settings, load_settings
@@ -62,7 +64,9 @@ def _parser() -> argparse.ArgumentParser:
         description="Write a synthetic population (persons with duplicate records spread over "
         "several source domains, realistic errors, twins, Jr/Sr pairs, families) as "
         "population.csv (with the true person id), patients.ndjson (FHIR Patients) and "
-        "adt.hl7 (HL7 v2.5 ADT^A04 messages).",
+        "adt.hl7 (HL7 v2.5 ADT^A04 messages, MLLP-framed). By default the records come from "
+        "the demo configuration's sources (identity/demo/demo.toml), so that what is written "
+        "can be sent to, or imported into, the demo service as it is.",
     )
     generate.add_argument("--persons", type=int, required=True, metavar="N")
     generate.add_argument("--duplicates", type=float, default=0.2, metavar="RATE",
@@ -73,6 +77,13 @@ def _parser() -> argparse.ArgumentParser:
     generate.add_argument("--out", default=".", metavar="DIR", help="output folder")
     generate.add_argument("--formats", default="csv,ndjson,hl7",
                           help="comma-separated subset of csv, ndjson, hl7")
+    generate.add_argument(
+        "--domains", default="demo", metavar="SPEC",
+        help="the records' source domains: 'demo' (default: HOSPA, HOSPB and LAB, sent by "
+        "ADT_A, ADT_B and LIS, as identity/demo/demo.toml allows), 'synthetic' (the "
+        "generator's own five, as benchmarks/bench.toml configures) or a list "
+        "NAMESPACE=APPLICATION,... (domains named by namespace only)",
+    )
 
     train = commands.add_parser(
         "train",
@@ -170,25 +181,103 @@ async def _domains(settings: Settings, *, as_json: bool) -> str:
     return "\n".join(lines)
 
 
+#: The demo configuration's source domains (identity/demo/demo.toml): namespace, the
+#: application that assigns in it (MSH-3, FHIR client id), OID.
+DEMO_SOURCES = (
+    ("HOSPA", "ADT_A", "1.3.6.1.4.1.21367.2026.2.1"),
+    ("HOSPB", "ADT_B", "1.3.6.1.4.1.21367.2026.2.2"),
+    ("LAB", "LIS", "1.3.6.1.4.1.21367.2026.2.3"),
+)
+#: The demo's namespace for the national identifier (the SSN, under its OID).
+DEMO_NATIONAL = "NATIONAL"
+
+
+@dataclass(frozen=True)
+class GeneratedDomains:
+    """Where generated records come from: source domains (namespace, application, OID or
+    None) and the namespace the national identifier is written under (empty: its OID only).
+    No sources: the generator's own domains, written as they are."""
+
+    sources: tuple[tuple[str, str, str | None], ...]
+    national: str
+
+
+def _generated_domains(spec: str) -> GeneratedDomains:
+    if spec == "demo":
+        return GeneratedDomains(DEMO_SOURCES, DEMO_NATIONAL)
+    if spec == "synthetic":
+        return GeneratedDomains((), "")
+    sources = []
+    for item in (i.strip() for i in spec.split(",")):
+        namespace, _, application = item.partition("=")
+        if not namespace or not application:
+            raise InvalidArgument(
+                f"--domains: {item!r} is not NAMESPACE=APPLICATION (or 'demo', 'synthetic')"
+            )
+        sources.append((namespace, application, None))
+    if len({ns for ns, _, _ in sources}) != len(sources):
+        raise InvalidArgument("--domains: a namespace is named twice")
+    return GeneratedDomains(tuple(sources), "")
+
+
+def _assign_domains(records: list[Any], namespaces: Sequence[str]) -> list[Any]:
+    """The generated records moved to ``namespaces``. A person's records in different domains
+    of the generator go to different domains here, as long as there are enough (a person's
+    first domain rotates over ``namespaces``); each domain numbers its records from 1. The
+    national identifier is left as it is."""
+    from itertools import groupby
+
+    counters = dict.fromkeys(namespaces, 0)
+    moved = []
+    for ordinal, (_, group) in enumerate(groupby(records, key=lambda r: r.person_id)):
+        targets: dict[str, str] = {}
+        for record in group:
+            if record.source_domain not in targets:
+                index = (ordinal + len(targets)) % len(namespaces)
+                targets[record.source_domain] = namespaces[index]
+            namespace = targets[record.source_domain]
+            counters[namespace] += 1
+            mrn = f"{counters[namespace]:08d}"
+            identifiers = [
+                {**i, "domain": namespace, "value": mrn} if i["domain"] == record.source_domain
+                else i
+                for i in record.identifiers
+            ]
+            moved.append(replace(record, source_domain=namespace, identifiers=identifiers))
+    return moved
+
+
 def _generate(args: argparse.Namespace) -> str:
+    from identity.batch import NATIONAL_ID_OID
     from matching import synth
 
     formats = {f.strip() for f in args.formats.split(",") if f.strip()}
     unknown = formats - {"csv", "ndjson", "hl7"}
     if unknown:
         raise InvalidArgument(f"unknown formats: {', '.join(sorted(unknown))}")
+    domains = _generated_domains(args.domains)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     records = synth.generate(args.persons, args.duplicates, args.seed, hard=args.hard)
+    authorities: dict[str, tuple[str, str | None]] | None = None
+    applications: dict[str, str] | None = None
+    if domains.sources:
+        records = _assign_domains(records, [ns for ns, _, _ in domains.sources])
+        authorities = {ns: (ns, oid) for ns, _, oid in domains.sources}
+        authorities[synth.SSN_DOMAIN] = (domains.national, NATIONAL_ID_OID)
+        applications = {ns: app for ns, app, _ in domains.sources}
     written = []
     if "csv" in formats:
         synth.write_csv(records, out / "population.csv")
         written.append("population.csv")
     if "ndjson" in formats:
-        synth.write_ndjson(records, out / "patients.ndjson")
+        synth.write_ndjson(records, out / "patients.ndjson", authorities=authorities)
         written.append("patients.ndjson")
     if "hl7" in formats:
-        synth.write_hl7(records, out / "adt.hl7")
+        synth.write_hl7(
+            records, out / "adt.hl7",
+            authorities=authorities, applications=applications, framed=True,
+        )
         written.append("adt.hl7")
     persons = len({r.person_id for r in records})
     return f"{len(records)} records of {persons} persons written to {out}: {', '.join(written)}"
