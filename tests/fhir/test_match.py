@@ -11,8 +11,6 @@ from identity.fhir.door import MATCH_EXPLANATION, MATCH_GRADE
 from tests.fhir.conftest import HOSPA, HOSPB, Fhir, patient
 from tests.fhir.test_pixm import outcome
 
-GRADES = {"certain", "probable", "possible", "certainly-not"}
-
 
 async def seed(fhir: Fhir) -> None:
     rows = [
@@ -42,6 +40,18 @@ def query() -> dict[str, Any]:
                    address=[{"line": ["1 Elm St"], "city": "Boston", "postalCode": "02134"}])
 
 
+def grades(bundle: Any) -> list[str]:
+    """The match-grade of each entry, in the Bundle's order."""
+    return [{x["url"]: x for x in e["search"]["extension"]}[MATCH_GRADE]["valueCode"]
+            for e in bundle.get("entry", [])]
+
+
+def local_ids(bundle: Any) -> list[str]:
+    """The HOSPA identifier of each entry, in the Bundle's order."""
+    return [i["value"] for e in bundle.get("entry", []) for i in e["resource"]["identifier"]
+            if i["system"] == HOSPA]
+
+
 async def match(fhir: Fhir, body: dict[str, Any], status: int = 200) -> Any:
     got, reply, _ = await fhir.call("POST", "/Patient/$match", body)
     assert got == status, reply
@@ -59,10 +69,13 @@ async def test_match_ranks_by_score_with_grade_and_explanation(fhir: Fhir) -> No
     scores = [e["search"]["score"] for e in entries]
     assert scores == sorted(scores, reverse=True)
     assert all(0 <= s <= 1 for s in scores)
+    # A1 is the query itself; A2 (Karen Johanson, same birth date) differs by a letter in each
+    # name and has no phone or address: certain too, but lower; A3 is no candidate at all
+    assert local_ids(reply) == ["A1", "A2"]
+    assert grades(reply) == ["certain", "certain"]
+    assert scores[0] > scores[1]
     best = entries[0]
-    assert [i["value"] for i in best["resource"]["identifier"] if i["system"] == HOSPA] == ["A1"]
     by_url = {x["url"]: x for x in best["search"]["extension"]}
-    assert by_url[MATCH_GRADE]["valueCode"] in GRADES
     parts = {x["url"]: x for x in by_url[MATCH_EXPLANATION]["extension"]}
     assert isinstance(parts["weight"]["valueDecimal"], float)
     assert isinstance(json.loads(parts["detail"]["valueString"]), dict)
@@ -81,15 +94,18 @@ async def test_only_certain_matches_returns_the_single_certain_one_or_nothing(
     fhir: Fhir,
 ) -> None:
     await seed(fhir)
+    # Lars Peterson: A3 is the one certain match, and the only entry returned
+    lars = patient(HOSPB, "Q4", "Peterson", "Lars", "1950-01-01", "male")
+    everything = await match(fhir, parameters(lars))
+    assert (local_ids(everything), grades(everything)) == (["A3"], ["certain"])
+    reply = await match(fhir, parameters(lars, only_certain=True))
+    assert reply["total"] == 1
+    assert [e["fullUrl"] for e in reply["entry"]] == [everything["entry"][0]["fullUrl"]]
+    # Karin Johansson: two certain matches (A1, A2) are not a single certain one: nothing
     everything = await match(fhir, parameters(query()))
-    certain = [e for e in everything.get("entry", [])
-               if {x["url"]: x for x in e["search"]["extension"]}[MATCH_GRADE]["valueCode"]
-               == "certain"]
+    assert (local_ids(everything), grades(everything)) == (["A1", "A2"], ["certain", "certain"])
     reply = await match(fhir, parameters(query(), only_certain=True))
-    if len(certain) == 1:
-        assert [e["fullUrl"] for e in reply["entry"]] == [certain[0]["fullUrl"]]
-    else:
-        assert "entry" not in reply
+    assert "entry" not in reply and reply["total"] == 0
     nobody = patient(HOSPB, "Q2", "Zzyzx", "Quentin", "1901-01-01", "male")
     reply = await match(fhir, parameters(nobody, only_certain=True))
     assert "entry" not in reply and reply["total"] == 0
@@ -99,10 +115,8 @@ async def test_no_match_is_an_empty_bundle(fhir: Fhir) -> None:
     await seed(fhir)
     reply = await match(fhir, parameters(patient(HOSPB, "Q3", "Zzyzx", "Quentin", "1901-01-01",
                                                  "male")))
-    assert all(
-        {x["url"]: x for x in e["search"]["extension"]}[MATCH_GRADE]["valueCode"] != "certain"
-        for e in reply.get("entry", [])
-    )
+    # a searchset Bundle with total 0 and no entry element (FHIR JSON has no empty arrays)
+    assert reply["total"] == 0 and "entry" not in reply
 
 
 async def test_unknown_modifier_extension_is_400(fhir: Fhir) -> None:
