@@ -48,18 +48,20 @@ def alice(system: str, value: str) -> dict[str, object]:
 
 
 async def test_pixm_example_red_to_all_and_red_to_blue(ihe: Fhir) -> None:
-    ids = {}
+    ids, eids = {}, set()
     for client, system, value in (("red", RED, "IHERED-994"), ("green", GREEN, "IHEGREEN-994"),
                                   ("blue", BLUE, "IHEBLUE-994")):
         status, body, _ = await ihe.put_patient(system, value, alice(system, value), client=client)
         assert status == 201, body
         ids[value] = f"Patient/{body['id']}"
+        eids |= {i["value"] for i in body["identifier"] if i["system"] == MPI_SYSTEM}
+    (eid,) = eids  # one person: the SSN identifies her
     status, body, _ = await ihe.call("GET", "/Patient/$ihe-pix",
                                      params={"sourceIdentifier": f"{RED}|IHERED-994"})
     assert status == 200
     idents, refs = targets(body)
-    assert {(GREEN, "IHEGREEN-994"), (BLUE, "IHEBLUE-994")} <= idents
-    assert {s for s, _ in idents} == {GREEN, BLUE, SSN, MPI_SYSTEM}
+    assert idents == {(GREEN, "IHEGREEN-994"), (BLUE, "IHEBLUE-994"), (SSN, "999-01-2345"),
+                      (MPI_SYSTEM, eid)}
     assert refs == {ids["IHEGREEN-994"], ids["IHEBLUE-994"]}
     status, body, _ = await ihe.call(
         "GET", "/Patient/$ihe-pix",
