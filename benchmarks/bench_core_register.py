@@ -43,7 +43,7 @@ from identity.config import Settings, load_settings
 from identity.loop import run as run_loop
 from identity.loop import settle_heap
 from identity.model import RecordInput
-from identity.mpi import Mpi
+from identity.mpi import Envelope, Mpi, Register
 from identity.store.db import Database
 from identity.store.migrate import migrate
 from matching.synth import generate
@@ -138,7 +138,9 @@ class Bench:
         return batch
 
     async def register(self, record: RecordInput) -> None:
-        await self.mpi.register(record, source=None, actor="bench", message_id="bench")
+        await self.mpi.handle(
+            Register(subject=record), Envelope(actor="bench", message_id="bench")
+        )
 
     async def new(self, count: int, tasks: int) -> float:
         batch = self.take(count)

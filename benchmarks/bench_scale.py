@@ -36,7 +36,7 @@ from identity.config import load_settings
 from identity.loop import run as run_loop
 from identity.loop import settle_heap
 from identity.model import RecordInput
-from identity.mpi import Mpi
+from identity.mpi import Envelope, Mpi, Register
 from identity.store.db import Database
 from identity.store.embedded import EmbeddedPostgres
 from identity.store.migrate import migrate
@@ -86,7 +86,7 @@ async def register_all(mpi: Mpi, records: Sequence[RecordInput], tasks: int) -> 
 
     async def worker(k: int) -> None:
         for record in records[k::tasks]:
-            await mpi.register(record, source=None, actor="bench")
+            await mpi.handle(Register(subject=record), Envelope(actor="bench"))
 
     started = time.perf_counter()
     await asyncio.gather(*(worker(k) for k in range(tasks)))

@@ -24,7 +24,7 @@ from bench_common import bench_database
 from identity.batch import record_input
 from identity.config import load_settings
 from identity.loop import run as run_loop
-from identity.mpi import Mpi
+from identity.mpi import Envelope, Mpi, Register
 from identity.store.db import Database
 from identity.store.migrate import migrate
 from matching.evaluate import pairwise_figures
@@ -46,7 +46,9 @@ async def run(args: argparse.Namespace) -> None:
             await mpi.start()
             started = time.perf_counter()
             for record in records:
-                await mpi.register(record_input(record), source=None, actor="bench")
+                await mpi.handle(
+                    Register(subject=record_input(record)), Envelope(actor="bench")
+                )
             elapsed = time.perf_counter() - started
             async with db.connection() as conn:
                 rows = await conn.fetch(

@@ -308,14 +308,15 @@ async def _train(settings: Settings, output: str) -> str:
 async def _import(settings: Settings, path: str, source: str | None, workers: int) -> str:
     from identity.app import migrated_database
     from identity.batch import read_population_csv
-    from identity.mpi import Mpi
+    from identity.mpi import Envelope, ImportRecords, Mpi
 
     records = read_population_csv(path)
     async with migrated_database(settings) as (db, _):
         mpi = Mpi(db, settings)
         await mpi.start()
-        report = await mpi.bulk_import(
-            records, actor=f"import:{Path(path).name}", source=source, workers=workers
+        report = await mpi.handle(
+            ImportRecords(records=records, workers=workers),
+            Envelope(actor=f"import:{Path(path).name}", source=source),
         )
     return json.dumps(report.as_dict(), indent=2)
 

@@ -38,8 +38,14 @@ from identity.fhir.patient import (
     validate_patient,
 )
 from identity.fhir.wire import FhirError, Json, check_format, fhir_response, read_json
-from identity.model import AuthorityRef, IdentifierRef, RecordStatus, SearchCriteria, SourceRecord
-from identity.mpi import Mpi
+from identity.model import (
+    AuthorityRef,
+    IdentifierRef,
+    RecordStatus,
+    SearchCriteria,
+    SourceRecord,
+)
+from identity.mpi import Envelope, Merge, Mpi, Register, Remove
 
 MATCH_GRADE = "http://hl7.org/fhir/StructureDefinition/match-grade"
 MATCH_EXPLANATION = "https://identity.example.org/fhir/StructureDefinition/match-explanation"
@@ -50,6 +56,12 @@ class Caller:
     client: str | None
     actor: str
     message_id: str
+
+    @property
+    def envelope(self) -> Envelope:
+        """The envelope of the request's command: no sender, so no stored reply (a FHIR
+        client retries a PUT, which is idempotent itself)."""
+        return Envelope(actor=self.actor, source=self.client, message_id=self.message_id)
 
 
 class FhirDoor:
@@ -239,9 +251,7 @@ class FhirDoor:
                 raise FhirError(412, "conflict", f"version mismatch: the current ETag is "
                                 f"{etag(current)}")
         record = record_input(body, ref, enterprise_system=self.enterprise_system)
-        result = await self.mpi.register(
-            record, source=who.client, actor=who.actor, message_id=who.message_id, replace=True
-        )
+        result = await self.mpi.handle(Register(subject=record, replace=True), who.envelope)
         return result.record, 201 if result.created else 200
 
     async def merge(
@@ -258,9 +268,8 @@ class FhirDoor:
             if retired_domain.id != survivor_domain.id:
                 raise FhirError(422, "business-rule", "merge is only supported within one "
                                 "identifier domain", expression="Patient.link.other")
-        result = await self.mpi.merge(
-            ref.authority, ref.value, survivor.value,
-            source=who.client, actor=who.actor, message_id=who.message_id,
+        result = await self.mpi.handle(
+            Merge.within(ref.authority, ref.value, survivor.value), who.envelope
         )
         if not result.applied:
             # A repeated merge (e.g. a client retry) finds the retired record already merged.
@@ -295,7 +304,7 @@ class FhirDoor:
         check_format(request)
         ref = self.conditional_identifier(request)
         who = self.caller(request)
-        await self.mpi.remove(ref, source=who.client, actor=who.actor, message_id=who.message_id)
+        await self.mpi.handle(Remove(identifier=ref), who.envelope)
         return fhir_response(None, 204, {"X-Request-Id": who.message_id})
 
     # --- ITI-78 search ------------------------------------------------------------------

@@ -39,6 +39,7 @@ from identity.fhir.wire import (
     validation_issues,
 )
 from identity.model import IdentifierRef, RecordStatus
+from identity.mpi import Remove
 
 FEED_EVENT = "urn:ihe:iti:pmir:2019:patient-feed"
 RESPONSE_EVENT = "urn:ihe:iti:pmir:2019:patient-feed-response"
@@ -192,8 +193,7 @@ async def _target(door: FhirDoor, url: str, resource: Json | None, who: Caller) 
             return IdentifierRef(value=record.identifier,
                                  authority=_authority(record.domain.namespace))
     if resource is not None:
-        primary, _ = await door.mpi.primary_identifier(body_identifiers(resource), who.client)
-        return primary
+        return await door.mpi.own_identifier(body_identifiers(resource), who.client)
     raise FhirError(404, "not-found", f"{url!r} names no Patient of this server")
 
 
@@ -216,8 +216,7 @@ async def _apply(
         validate_patient(resource)
     base = door.base(request)
     if method == "POST":
-        primary, _ = await door.mpi.primary_identifier(body_identifiers(resource or {}),
-                                                       who.client)
+        primary = await door.mpi.own_identifier(body_identifiers(resource or {}), who.client)
         record, status = await door.update(None, primary, resource or {}, who)
     elif method == "PUT":
         target = await _target(door, url, resource, who)
@@ -232,8 +231,7 @@ async def _apply(
             record, status = await door.update(None, target, resource or {}, who)
     elif method == "DELETE":
         target = await _target(door, url, None, who)
-        await door.mpi.remove(target, source=who.client, actor=who.actor,
-                              message_id=who.message_id)
+        await door.mpi.handle(Remove(identifier=target), who.envelope)
         return {"request": {"method": "DELETE", "url": url}, "response": {"status": "204"}}
     else:
         raise FhirError(400, "not-supported", f"entry[{index}]: method {method!r} not supported")

@@ -1,27 +1,26 @@
-"""ITI-8 Patient Identity Feed and ITI-30 Patient Identity Management: ADT in, Mpi command,
+"""ITI-8 Patient Identity Feed and ITI-30 Patient Identity Management: ADT in, core command,
 ACK out.
 
-The ACK is built inside the command's transaction (``reply=``) and stored with the change, so
-it is only sent after the commit and a re-sent message (same MSH-3, MSH-4, MSH-10) gets the
-same ACK without being applied again. An error that changed nothing (AE) is remembered too;
-StoreUnavailable is not (the re-sent message must succeed once the database is back).
+The door parses the message into one command (identity.mpi.commands: Register, Merge,
+ChangeIdentifier, Link, Unlink) with the identifiers as received, and an Envelope that renders
+the ACK. The core (``Mpi.answer``) renders the AA inside the command's transaction and stores
+it with the change, so it is only sent after the commit and a re-sent message (same MSH-3,
+MSH-4, MSH-10) gets the same ACK without being applied again. A refusal (AE with ERR) is
+stored too; StoreUnavailable is not (the re-sent message must succeed once the database is
+back).
 """
 
 from __future__ import annotations
 
-import asyncio
 import logging
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 from identity.errors import (
-    AlreadyProcessed,
     AmbiguousDomain,
     IdentifierConflict,
     InvalidInput,
     InvalidState,
-    MpiError,
     NotFound,
     SourceNotAuthorized,
     StoreUnavailable,
@@ -29,11 +28,12 @@ from identity.errors import (
     UnknownIdentifier,
 )
 from identity.hl7v2.errors import ErrorLocation, ParseError
-from identity.hl7v2.pid import FieldError, identifiers, make_record, record_input
+from identity.hl7v2.pid import FieldError, identifiers, record_input
 from identity.hl7v2.replies import ErrorDetail, ReplyContext, ack
-from identity.hl7v2.tokenizer import Message, Segment, to_bytes
-from identity.model import IdentifierRef, RecordInput
-from identity.mpi import Mpi
+from identity.hl7v2.tokenizer import Message, to_bytes
+from identity.model import IdentifierRef
+from identity.mpi import ChangeIdentifier, Envelope, Link, Merge, Mpi, Received, Register, Unlink
+from identity.mpi.commands import Command
 
 log = logging.getLogger("identity.hl7v2.feed")
 
@@ -48,6 +48,7 @@ _FIELD_LOCATIONS = {
     "given": (ErrorLocation("PID", 1, 5), 102),
     "birth_date": (ErrorLocation("PID", 1, 7), 102),
     "sex": (ErrorLocation("PID", 1, 8), 103),
+    "prior_identifier": (ErrorLocation("MRG", 1, 1, 1, 4), 204),
 }
 
 
@@ -113,117 +114,77 @@ def _source(message: Message) -> str:
 
 
 class FeedHandler:
+    """Turns an ADT message into one core command and returns the ACK the core answers with."""
+
     def __init__(self, mpi: Mpi) -> None:
         self.mpi = mpi
-        self._in_flight: dict[tuple[str, str], asyncio.Future[bytes]] = {}
 
     async def handle(self, message: Message, ctx: ReplyContext) -> bytes:
-        """Apply one feed message. A copy of a message still being handled in this process
-        (same sender and MSH-10, e.g. on a second connection) waits for it and gets its reply."""
+        """Apply one feed message: AA after the change is committed; AE/AR with ERR when it is
+        refused (nothing changed); the reply stored the first time for a re-sent message (same
+        MSH-3, MSH-4, MSH-10)."""
         sender = f"{ctx.sending_application}|{ctx.sending_facility}"
-        idempotency = (sender, ctx.control_id)
-        running = self._in_flight.get(idempotency)
-        if running is not None:
-            return await asyncio.shield(running)
-        future: asyncio.Future[bytes] = asyncio.get_running_loop().create_future()
-        self._in_flight[idempotency] = future
+        received = _Command()
+        envelope = Envelope(
+            actor=f"hl7:{sender}",
+            source=_source(message),
+            message_id=ctx.control_id,
+            sender=sender,
+            reply=lambda _result: ack(ctx, "AA")[0],
+            refusal=lambda exc: ack(ctx, "AE", error_details(exc, received))[0],
+        )
         try:
-            data = await self._handle(message, ctx, sender, idempotency)
-        except asyncio.CancelledError:
-            future.cancel()
-            raise
-        except Exception as exc:
-            future.set_exception(exc)
-            future.exception()  # mark it retrieved: only the waiters re-raise it
-            raise
-        else:
-            future.set_result(data)
-            return data
-        finally:
-            del self._in_flight[idempotency]
-
-    async def _handle(
-        self, message: Message, ctx: ReplyContext, sender: str, idempotency: tuple[str, str]
-    ) -> bytes:
-        # A message processed before is recognised inside the command's transaction (the
-        # core's idempotency check, under the message's lock) or, when it is refused again,
-        # by the reply stored for it: either way it gets the reply it got the first time.
-        built: dict[str, bytes] = {}
-
-        def reply(_result: Any) -> str:
-            text, data = ack(ctx, "AA")
-            built["bytes"] = data
-            return text
-
-        command = _Command()
-        actor = f"hl7:{sender}"
-        run = {
-            "A40": self._merge,
-            "A47": self._change_identifier,
-            "A24": self._link,
-            "A37": self._unlink,
-        }.get(ctx.trigger, self._register)
-        try:
-            await run(message, command, _source(message), actor, idempotency, reply)
-        except AlreadyProcessed as exc:
-            log.info("event=hl7_redelivered sender=%s control_id=%s", sender, ctx.control_id)
-            return to_bytes(exc.reply)
+            try:
+                command = self._command(message, ctx.trigger, received)
+            except ParseError as exc:
+                log.info("event=hl7_feed_refused trigger=%s control_id=%s error=%s",
+                         ctx.trigger, ctx.control_id, type(exc).__name__)
+                reply = await self.mpi.refuse(envelope, exc)
+            else:
+                reply = await self.mpi.answer(command, envelope)
         except StoreUnavailable as exc:
             return self._unavailable(ctx, exc)
-        except (MpiError, ParseError) as exc:
-            log.info("event=hl7_feed_refused trigger=%s control_id=%s error=%s",
-                     ctx.trigger, ctx.control_id, type(exc).__name__)
-            text, data = ack(ctx, "AE", error_details(exc, command))
-            try:
-                stored = await self.mpi.remember_reply(sender, ctx.control_id, text)
-            except StoreUnavailable:
-                return data
-            if stored != text:
-                log.info("event=hl7_redelivered sender=%s control_id=%s", sender, ctx.control_id)
-                return to_bytes(stored)
-            return data
-        return built["bytes"]
+        return to_bytes(reply)
 
     def _unavailable(self, ctx: ReplyContext, exc: Exception) -> bytes:
         log.warning("event=hl7_store_unavailable control_id=%s", ctx.control_id)
         detail = ErrorDetail(None, 207, f"database unavailable, nothing applied: {exc}")
         return ack(ctx, "AE", [detail])[1]
 
-    # --- the commands -----------------------------------------------------------------------
+    # --- message -> command -----------------------------------------------------------------
 
-    async def _record(
-        self, pid: Segment, seq: int, source: str, command: _Command, *, require_name: bool,
-        strict_source: bool = True,
-    ) -> RecordInput:
-        refs, demographics, cleared, extra = record_input(pid, seq, require_name=require_name)
-        command.pids.append(refs)
-        try:
-            primary, others = await self.mpi.primary_identifier(refs, source)
-        except SourceNotAuthorized:
-            if strict_source:
-                raise
-            primary, others = refs[0], refs[1:]
-        return make_record(primary, [*others, *extra], demographics, cleared)
+    def _command(self, message: Message, trigger: str, received: _Command) -> Command[Any]:
+        """The core command an ADT event asks for (ITI-8, ITI-30). Raises ParseError."""
+        if trigger == "A40":
+            survivor = self._received(message, 1, received, require_name=False)
+            return Merge(survivor=survivor, retired=self._mrg(message, received))
+        if trigger == "A47":
+            subject = self._received(message, 1, received, require_name=False)
+            return ChangeIdentifier(subject=subject, prior=self._mrg(message, received))
+        if trigger in ("A24", "A37"):
+            a = self._received(message, 1, received, require_name=False)
+            b = self._received(message, 2, received, require_name=False)
+            return Link(a=a, b=b) if trigger == "A24" else Unlink(a=a, b=b)
+        return Register(subject=self._received(message, 1, received, require_name=True))
 
-    def _pid(self, message: Message, seq: int = 1) -> Segment:
+    def _received(
+        self, message: Message, seq: int, received: _Command, *, require_name: bool
+    ) -> Received:
         pids = message.segments("PID")
         if len(pids) < seq:
             raise FieldError(
                 f"PID segment {seq} is missing", location=ErrorLocation("PID", seq), code=100
             )
-        return pids[seq - 1]
-
-    async def _register(
-        self, message: Message, command: _Command, source: str, actor: str,
-        idempotency: tuple[str, str], reply: Callable[[Any], str],
-    ) -> None:
-        record = await self._record(self._pid(message), 1, source, command, require_name=True)
-        await self.mpi.register(
-            record, source=source, actor=actor, message_id=idempotency[1],
-            idempotency=idempotency, reply=reply,
+        refs, demographics, cleared, extra = record_input(
+            pids[seq - 1], seq, require_name=require_name
+        )
+        received.pids.append(refs)
+        return Received(
+            identifiers=tuple(refs), demographics=demographics, cleared=cleared,
+            extra=tuple(extra),
         )
 
-    def _mrg(self, message: Message, command: _Command) -> list[IdentifierRef]:
+    def _mrg(self, message: Message, received: _Command) -> tuple[IdentifierRef, ...]:
         mrg = message.segment("MRG")
         if mrg is None:
             raise FieldError("MRG segment is missing", location=ErrorLocation("MRG"), code=100)
@@ -234,81 +195,5 @@ class FeedHandler:
                 location=ErrorLocation("MRG", 1, 1),
                 code=101,
             )
-        command.mrg = refs
-        return refs
-
-    async def _prior_in_domain(self, record: RecordInput, prior: list[IdentifierRef]) -> str:
-        """The MRG-1 repetition in the surviving identifier's domain (or without authority)."""
-        target = record.identifier.authority
-        for ref in prior:
-            authority = ref.authority
-            if not authority.namespace and not authority.oid:
-                return ref.value
-            if authority == target:
-                return ref.value
-        if target.namespace or target.oid:
-            wanted = await self.mpi.domains.resolve(target)
-            for ref in prior:
-                try:
-                    if (await self.mpi.domains.resolve(ref.authority)).id == wanted.id:
-                        return ref.value
-                except (UnknownDomain, AmbiguousDomain, InvalidInput):
-                    continue
-        raise FieldError(
-            "MRG-1 holds no identifier in the domain of PID-3",
-            location=ErrorLocation("MRG", 1, 1, 1, 4),
-            code=204,
-        )
-
-    async def _merge(
-        self, message: Message, command: _Command, source: str, actor: str,
-        idempotency: tuple[str, str], reply: Callable[[Any], str],
-    ) -> None:
-        record = await self._record(self._pid(message), 1, source, command, require_name=False)
-        retired = await self._prior_in_domain(record, self._mrg(message, command))
-        await self.mpi.merge(
-            record.identifier.authority, retired, record, source=source, actor=actor,
-            message_id=idempotency[1], idempotency=idempotency, reply=reply,
-        )
-
-    async def _change_identifier(
-        self, message: Message, command: _Command, source: str, actor: str,
-        idempotency: tuple[str, str], reply: Callable[[Any], str],
-    ) -> None:
-        record = await self._record(self._pid(message), 1, source, command, require_name=False)
-        old = await self._prior_in_domain(record, self._mrg(message, command))
-        await self.mpi.change_identifier(
-            record.identifier.authority, old, record.identifier.value, source=source,
-            actor=actor, message_id=idempotency[1], idempotency=idempotency, reply=reply,
-        )
-
-    async def _two(
-        self, message: Message, command: _Command, source: str
-    ) -> tuple[RecordInput, RecordInput]:
-        a = await self._record(self._pid(message, 1), 1, source, command,
-                               require_name=False, strict_source=False)
-        b = await self._record(self._pid(message, 2), 2, source, command,
-                               require_name=False, strict_source=False)
-        return a, b
-
-    async def _link(
-        self, message: Message, command: _Command, source: str, actor: str,
-        idempotency: tuple[str, str], reply: Callable[[Any], str],
-    ) -> None:
-        a, b = await self._two(message, command, source)
-        await self.mpi.link(
-            a, b, source=source, actor=actor, message_id=idempotency[1],
-            idempotency=idempotency, reply=reply,
-        )
-
-    async def _unlink(
-        self, message: Message, command: _Command, source: str, actor: str,
-        idempotency: tuple[str, str], reply: Callable[[Any], str],
-    ) -> None:
-        a, b = await self._two(message, command, source)
-        await self.mpi.unlink(
-            a, b, source=source, actor=actor, message_id=idempotency[1],
-            idempotency=idempotency, reply=reply,
-        )
-
-
+        received.mrg = refs
+        return tuple(refs)

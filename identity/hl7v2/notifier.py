@@ -29,7 +29,7 @@ from identity.hl7v2.tokenizer import Raw, parse_message
 from identity.mpi import Mpi
 from identity.mpi.uow import notify_topic
 from identity.store.db import Database
-from identity.store.repository import OutboxStore
+from identity.store.outbox import OutboxStore
 
 log = logging.getLogger("identity.hl7v2.notifier")
 

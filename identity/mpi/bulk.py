@@ -32,14 +32,13 @@ import numpy as np
 
 from identity.errors import InvalidInput, InvalidState
 from identity.model import RecordInput
+from identity.mpi.commands import Envelope, ImportRecords
+from identity.mpi.core import Core
 from identity.mpi.matcher import Party, Prepared, prepare_record
 from identity.mpi.uow import UnitOfWork
-from identity.store.repository import (
-    BULK_STATEMENT_TIMEOUT,
-    BulkWriter,
-    Repository,
-    search_values,
-)
+from identity.store.bulk import BULK_STATEMENT_TIMEOUT, BulkWriter
+from identity.store.registration import search_values
+from identity.store.repository import Repository
 from matching.blocking import candidate_pairs
 from matching.decision import Decision as MatchDecision
 from matching.decision import family_given_names_of_pairs
@@ -121,25 +120,23 @@ class _Clusters:
         self.parent[rb] = ra
 
 
-async def bulk_import(
-    mpi: Any,  # identity.mpi.service.Mpi (not imported: it imports this module)
-    inputs: Iterable[RecordInput],
-    *,
-    actor: str,
-    source: str | None = None,
-    workers: int = 2,
-) -> ImportReport:
+async def bulk_import(core: Core, command: ImportRecords, envelope: Envelope) -> ImportReport:
+    """Handle ImportRecords: the whole load matched in this process (normalising in
+    ``command.workers`` processes), then written in one transaction."""
+    inputs: Iterable[RecordInput] = command.records
+    source = envelope.source
+    workers = command.workers
     report = ImportReport()
     started = time.perf_counter()
-    async with mpi.db.connection() as conn:
+    async with core.db.connection() as conn:
         if await Repository(conn).has_records():  # checked again, under lock, before writing
             raise InvalidState(
                 "bulk import needs an empty index; load more records through the feeds"
             )
-    resolved = await _resolve(mpi, inputs, source, report)
+    resolved = await _resolve(core, inputs, source, report)
     report.records = len(resolved)
-    matcher = mpi.matcher
-    settings = mpi.settings.matching
+    matcher = core.matcher
+    settings = core.settings.matching
 
     t0 = time.perf_counter()
     jobs = [
@@ -180,14 +177,14 @@ async def bulk_import(
     report.seconds["cluster"] = round(time.perf_counter() - t0, 2)
 
     t0 = time.perf_counter()
-    async with mpi._unit(actor, None) as uow:  # noqa: SLF001 - the core's own unit of work
+    async with core.unit(envelope) as uow:
         report.persons, report.linked_records, report.review_items = await _write(
             uow, resolved, prepared, clusters, reviews, best, source
         )
     report.seconds["write"] = round(time.perf_counter() - t0, 2)
-    async with mpi.db.connection() as conn:
+    async with core.db.connection() as conn:
         await conn.execute("ANALYZE", timeout=BULK_STATEMENT_TIMEOUT)
-    await mpi.refresh_term_frequencies()
+    await core.refresh_term_frequencies()
     report.seconds["total"] = round(time.perf_counter() - started, 2)
     log.info(
         "event=bulk_import records=%d persons=%d reviews=%d seconds=%s",
@@ -197,13 +194,13 @@ async def bulk_import(
 
 
 async def _resolve(
-    mpi: Any, inputs: Iterable[RecordInput], source: str | None, report: ImportReport
+    core: Core, inputs: Iterable[RecordInput], source: str | None, report: ImportReport
 ) -> list[_Resolved]:
     domains: dict[Any, Any] = {}
 
     async def domain_of(authority: Any) -> Any:
         if authority not in domains:
-            domains[authority] = await mpi.domains.resolve_for_feed(authority, source)
+            domains[authority] = await core.domains.resolve_for_feed(authority, source)
         return domains[authority]
 
     by_key: dict[tuple[int, str], _Resolved] = {}
@@ -213,7 +210,7 @@ async def _resolve(
         except InvalidInput as exc:
             raise InvalidInput(f"record {index + 1}: {exc}") from exc
         if source is not None:
-            mpi._check_source(domain, source)  # noqa: SLF001
+            core.check_source(domain, source)
         others: list[tuple[int, str, str | None]] = []
         for ref in inp.other_identifiers:
             other = await domain_of(ref.authority)
@@ -229,7 +226,7 @@ async def _resolve(
             [(domain.id, inp.identifier.value, inp.identifier.type), *others],
             inp.demographics.model_dump(mode="json"),
         )
-    mpi.matcher.set_domains(mpi.domains.all())
+    core.matcher.set_domains(core.domains.all())
     return list(by_key.values())
 
 

@@ -13,8 +13,6 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-import asyncpg
-
 from identity.errors import IdentifierConflict, InvalidState, UnknownIdentifier
 from identity.model import (
     Decision,
@@ -28,17 +26,27 @@ from identity.model import (
 )
 from identity.mpi.matcher import Matcher, Party, Prepared, Verdict
 from identity.mpi.uow import CHANGED_TOPIC, UPDATED_TOPIC, UnitOfWork
-from identity.store.repository import CandidateSelection, Repository
+from identity.store.registration import (
+    CandidateSelection,
+    LinkWrite,
+    RecordWrite,
+    ResolvedIdentifier,
+    ReviewWrite,
+)
+from identity.store.repository import Repository
 from matching.decision import Decision as MatchDecision
 
 log = logging.getLogger("identity.mpi.feed")
+
+Row = Mapping[str, Any]
+"""A row the repository read (the store's row mapping turns it into domain types)."""
 
 
 def record_key(domain_id: int, identifier: str) -> str:
     return f"record:{domain_id}|{identifier}"
 
 
-def record_snapshot(row: asyncpg.Record | dict[str, Any]) -> dict[str, Any]:
+def record_snapshot(row: Row) -> dict[str, Any]:
     return {
         "domain_id": row["domain_id"],
         "identifier": row["identifier"],
@@ -47,7 +55,7 @@ def record_snapshot(row: asyncpg.Record | dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def link_snapshot(row: asyncpg.Record | None) -> dict[str, Any] | None:
+def link_snapshot(row: Row | None) -> dict[str, Any] | None:
     if row is None:
         return None
     return {
@@ -76,11 +84,11 @@ class Registered:
 
 
 def _unchanged(
-    row: asyncpg.Record,
+    row: Row,
     current: Demographics,
     demographics: Demographics,
-    stored_others: Sequence[tuple[int, str, str | None]],
-    others: Sequence[tuple[int, str, str | None]],
+    stored_others: Sequence[ResolvedIdentifier],
+    others: Sequence[ResolvedIdentifier],
 ) -> bool:
     """Whether an update of the active, linked record ``row`` would change nothing: the same
     demographics and the same other identifiers (in any order)."""
@@ -91,7 +99,7 @@ def _unchanged(
     return demographics.model_dump(mode="json") == current.model_dump(mode="json")
 
 
-def _person_row(written: asyncpg.Record) -> dict[str, Any]:
+def _person_row(written: Row) -> dict[str, Any]:
     return {
         "id": written["person_id"],
         "enterprise_id": written["enterprise_id"],
@@ -159,7 +167,7 @@ class Feed:
         uow: UnitOfWork,
         domain: Domain,
         inp: RecordInput,
-        others: Sequence[tuple[int, str, str | None]],
+        others: Sequence[ResolvedIdentifier],
         source: str | None,
         *,
         replace: bool,
@@ -173,7 +181,7 @@ class Feed:
         uow: UnitOfWork,
         domain: Domain,
         inp: RecordInput,
-        others: Sequence[tuple[int, str, str | None]],
+        others: Sequence[ResolvedIdentifier],
         source: str | None,
         *,
         replace: bool,
@@ -186,7 +194,7 @@ class Feed:
         """
         repo = uow.repo
         value = inp.identifier.value
-        identifiers: list[tuple[int, str, str | None]] = [
+        identifiers: list[ResolvedIdentifier] = [
             (domain.id, value, inp.identifier.type),
             *others,
         ]
@@ -195,11 +203,11 @@ class Feed:
         prepared = self.matcher.prepare(inp.demographics.as_matching_input(), identifiers)
         keys, presized = self.oversized.split(prepared.keys)
         row = await repo.register_begin(
-            record_key(domain.id, value),
-            domain.id,
-            value,
-            keys,
-            self.selection,
+            record_key=record_key(domain.id, value),
+            domain_id=domain.id,
+            identifier=value,
+            keys=keys,
+            selection=self.selection,
             presized=presized,
         )
         if row["id"] is None:
@@ -234,10 +242,10 @@ class Feed:
         uow: UnitOfWork,
         domain: Domain,
         inp: RecordInput,
-        others: Sequence[tuple[int, str, str | None]],
+        others: Sequence[ResolvedIdentifier],
         source: str | None,
         prepared: Prepared,
-        begun: asyncpg.Record,
+        begun: Row,
     ) -> Registered:
         """A record not known before: decide its person, then write it all in one call."""
         repo = uow.repo
@@ -250,18 +258,31 @@ class Feed:
             decision = Decision.REVIEW if outcome.reviews else Decision.NEW_PERSON
         demographics = inp.demographics.model_dump(mode="json")
         written = await repo.register_insert(
-            domain.id,
-            inp.identifier.value,
-            demographics,
-            prepared.normalized,
-            prepared.search,
-            source,
-            others,
-            prepared.keys,
-            outcome.person_id,
-            (LinkKind.AUTOMATIC, outcome.score, outcome.explanation, uow.actor),
-            [
-                (v.best_record_id, v.person_id, v.probability, v.reason, v.explanation)
+            domain_id=domain.id,
+            identifier=inp.identifier.value,
+            record=RecordWrite(
+                demographics=demographics,
+                normalized=prepared.normalized,
+                search=prepared.search,
+                source=source,
+                others=others,
+                keys=prepared.keys,
+            ),
+            person_id=outcome.person_id,
+            link=LinkWrite(
+                kind=LinkKind.AUTOMATIC,
+                score=outcome.score,
+                explanation=outcome.explanation,
+                actor=uow.actor,
+            ),
+            reviews=[
+                ReviewWrite(
+                    other_record_id=v.best_record_id,
+                    person_id=v.person_id,
+                    score=v.probability,
+                    reason=v.reason,
+                    explanation=v.explanation,
+                )
                 for v in outcome.reviews
             ],
         )
@@ -368,10 +389,10 @@ class Feed:
         uow: UnitOfWork,
         domain: Domain,
         demographics: Demographics,
-        others: Sequence[tuple[int, str, str | None]],
+        others: Sequence[ResolvedIdentifier],
         source: str | None,
         prepared: Prepared,
-        row: asyncpg.Record,
+        row: Row,
     ) -> Registered:
         """A known record: lock its old and new blocking keys and write it (with the history
         and outbox rows so far) in one call, then re-score it. A record alone in its automatic
@@ -397,14 +418,16 @@ class Feed:
             uow.emit(UPDATED_TOPIC, {**payload, "person_ids": [row["person_id"]]})
         history, outbox = uow.take_events()  # written by the same call
         written = await repo.register_update(
-            record_id,
-            [*prepared.keys, *row["old_keys"]],
-            dumped,
-            prepared.normalized,
-            prepared.search,
-            source,
-            others,
-            prepared.keys,
+            record_id=record_id,
+            lock_keys=[*prepared.keys, *row["old_keys"]],
+            record=RecordWrite(
+                demographics=dumped,
+                normalized=prepared.normalized,
+                search=prepared.search,
+                source=source,
+                others=others,
+                keys=prepared.keys,
+            ),
             touch_person=row["person_id"] if linked else None,
             own_person=row["person_id"] if automatic else None,
             selection=self.selection,
@@ -497,7 +520,7 @@ class Feed:
         )
 
     def _candidate_persons(
-        self, found: asyncpg.Record, exclude: int | None
+        self, found: Row, exclude: int | None
     ) -> dict[int, list[Party]]:
         """The candidates the database selected (matching.blocking.select_candidates, made in
         the SQL function register_candidates), as persons with all their active records; a
@@ -539,7 +562,7 @@ class Feed:
         return self._candidate_persons(await repo.candidates(keys, exclude, self.selection),
                                        exclude)
 
-    def party(self, row: asyncpg.Record) -> Party:
+    def party(self, row: Row) -> Party:
         return Party(
             record_id=row["id"],
             domain=self.matcher.namespaces.get(row["domain_id"], str(row["domain_id"])),
@@ -581,7 +604,7 @@ class Feed:
 
     async def _open_review_rows(
         self, uow: UnitOfWork, record_id: int, verdicts: Sequence[Verdict]
-    ) -> list[asyncpg.Record]:
+    ) -> list[Row]:
         """Open a review item per verdict (one already open is left as it is); the new rows."""
         items = []
         for verdict in verdicts:
@@ -628,7 +651,7 @@ class Feed:
         score: float | None,
         explanation: dict[str, Any] | None,
         *,
-        before: asyncpg.Record | None,
+        before: Row | None,
     ) -> None:
         await uow.repo.set_link(record_id, person_id, kind, score, explanation, uow.actor)
         after = {
@@ -775,7 +798,7 @@ class Feed:
         return await self._rename(uow, domain, old, new_value)
 
     async def _rename(
-        self, uow: UnitOfWork, domain: Domain, old: asyncpg.Record, new_value: str
+        self, uow: UnitOfWork, domain: Domain, old: Row, new_value: str
     ) -> tuple[int, int]:
         repo = uow.repo
         clash = await repo.record_row_by_identifier(domain.id, new_value)
@@ -814,7 +837,7 @@ class Feed:
     # --- link / unlink / remove -------------------------------------------------------------
 
     async def link(
-        self, uow: UnitOfWork, a: asyncpg.Record, b: asyncpg.Record, kind: LinkKind
+        self, uow: UnitOfWork, a: Row, b: Row, kind: LinkKind
     ) -> list[int]:
         """Make the persons of records ``a`` and ``b`` one (b's person merges into a's)."""
         repo = uow.repo
@@ -835,7 +858,7 @@ class Feed:
         return [person_a, person_b]
 
     async def unlink(
-        self, uow: UnitOfWork, a: asyncpg.Record, b: asyncpg.Record, reason: str | None
+        self, uow: UnitOfWork, a: Row, b: Row, reason: str | None
     ) -> list[int]:
         """Separate record ``b`` from ``a``'s person and assert they are different people."""
         repo = uow.repo

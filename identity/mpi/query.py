@@ -17,7 +17,8 @@ from identity.model import (
 )
 from identity.mpi.domains import DomainRegistry
 from identity.mpi.matcher import sound
-from identity.store.repository import Repository, SearchTerms
+from identity.store.repository import Repository
+from identity.store.search import SearchTerms
 from matching.normalize import (
     fold,
     normalize_address,

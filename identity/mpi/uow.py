@@ -7,6 +7,7 @@ from typing import Any
 
 import asyncpg
 
+from identity.mpi.commands import Envelope
 from identity.store.repository import Repository
 
 CHANGED_TOPIC = "identity.changed"
@@ -25,21 +26,21 @@ def notify_topic(consumer: str) -> str:
 class UnitOfWork:
     """Collects history and outbox rows and writes them before the transaction commits.
 
-    ``actor`` names who caused the change (``hl7:<MSH-3>|<MSH-4>``, ``fhir:<client>``,
-    ``steward:<user>``, ``system``); ``message_id`` the originating message or request id.
+    The ``envelope`` says who caused the change (its ``actor``, written on every history row)
+    and which message or request did (``message_id``).
     """
 
     def __init__(
         self,
         conn: asyncpg.Connection,
-        actor: str,
-        message_id: str | None,
+        envelope: Envelope,
         fanout: dict[str, tuple[str, ...]] | None = None,
     ) -> None:
         self.repo = Repository(conn)
         self.fanout = fanout or {}
-        self.actor = actor
-        self.message_id = message_id
+        self.envelope = envelope
+        self.actor = envelope.actor
+        self.message_id = envelope.message_id
         self.command_id = uuid.uuid4()
         self._history: list[tuple[Any, ...]] = []
         self._outbox: list[tuple[str, dict[str, Any], Any]] = []

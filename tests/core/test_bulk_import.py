@@ -10,7 +10,7 @@ from identity.batch import record_input
 from identity.config import Settings
 from identity.errors import InvalidState
 from identity.model import Decision, PersonStatus, ReviewStatus
-from identity.mpi import Mpi
+from identity.mpi import Envelope, ImportRecords, Mpi, Register
 from identity.store.db import Database
 from matching.evaluate import pairwise_figures
 from matching.synth import SOURCE_DOMAINS, SSN_DOMAIN, generate
@@ -29,8 +29,9 @@ async def core(db: Database, make_settings: Callable[..., Settings]) -> Mpi:
 
 async def test_bulk_import_matches_the_population(core: Mpi) -> None:
     population = generate(500, 0.25, seed=21, hard=True)
-    report = await core.bulk_import(
-        [record_input(r) for r in population], actor="import:test", workers=1
+    report = await core.handle(
+        ImportRecords(records=[record_input(r) for r in population], workers=1),
+        Envelope(actor="import:test"),
     )
     assert report.records == len(population)
     assert report.persons < report.records
@@ -67,7 +68,10 @@ async def test_bulk_import_matches_the_population(core: Mpi) -> None:
 
 async def test_feed_after_import_links_to_imported_persons(core: Mpi) -> None:
     population = generate(200, 0.0, seed=5)
-    await core.bulk_import([record_input(r) for r in population], actor="import:test", workers=1)
+    await core.handle(
+        ImportRecords(records=[record_input(r) for r in population], workers=1),
+        Envelope(actor="import:test"),
+    )
     first = population[0]
     again = record_input(first).model_copy(
         update={"identifier": record_input(first).identifier.model_copy(update={"value": "NEW1"})}
@@ -78,7 +82,7 @@ async def test_feed_after_import_links_to_imported_persons(core: Mpi) -> None:
             update={"authority": again.identifier.authority.model_copy(
                 update={"namespace": other_domain})})}
     )
-    result = await core.register(moved, source=other_domain, actor="t")
+    result = await core.handle(Register(subject=moved), Envelope(actor="t", source=other_domain))
     imported = await core.find_record(record_input(first).identifier)
     assert result.decision == Decision.LINKED
     assert result.person.id == imported.person_id
@@ -86,9 +90,15 @@ async def test_feed_after_import_links_to_imported_persons(core: Mpi) -> None:
 
 async def test_bulk_import_refuses_a_non_empty_index(core: Mpi) -> None:
     population = [record_input(r) for r in generate(20, 0.0, seed=1)]
-    await core.bulk_import(population[:10], actor="import:test", workers=1)
+    await core.handle(
+        ImportRecords(records=population[:10], workers=1),
+        Envelope(actor="import:test"),
+    )
     with pytest.raises(InvalidState):
-        await core.bulk_import(population[10:], actor="import:test", workers=1)
+        await core.handle(
+            ImportRecords(records=population[10:], workers=1),
+            Envelope(actor="import:test"),
+        )
 
 
 async def test_repeated_identifier_in_file_keeps_the_last(core: Mpi) -> None:
@@ -96,6 +106,9 @@ async def test_repeated_identifier_in_file_keeps_the_last(core: Mpi) -> None:
     changed = population[0].model_copy(
         update={"demographics": population[0].demographics.model_copy(update={"sex": "F"})}
     )
-    report = await core.bulk_import([*population, changed], actor="import:test", workers=1)
+    report = await core.handle(
+        ImportRecords(records=[*population, changed], workers=1),
+        Envelope(actor="import:test"),
+    )
     assert report.duplicates_skipped == 1 and report.records == 5
     assert (await core.find_record(changed.identifier)).demographics.sex == "F"

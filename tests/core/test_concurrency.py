@@ -11,7 +11,7 @@ import asyncio
 from collections.abc import Callable
 
 from identity.config import Settings
-from identity.mpi import Mpi
+from identity.mpi import Envelope, Mpi, Register
 from identity.store.db import Database
 
 from .helpers import person, ref
@@ -43,8 +43,9 @@ async def test_concurrent_registrations_of_one_person_create_one_person(
             family = f"Concurrent{round_}"
             results = await asyncio.gather(
                 *(
-                    core.register(
-                        person(f"SITE{i}", f"R{round_}", family=family), source="X", actor="t"
+                    core.handle(
+                        Register(subject=person(f"SITE{i}", f"R{round_}", family=family)),
+                        Envelope(actor="t", source="X"),
                     )
                     for i, (_, core) in enumerate(cores)
                 )
@@ -63,17 +64,13 @@ async def test_concurrent_registrations_sharing_a_national_id_create_one_person(
     try:
         results = await asyncio.gather(
             *(
-                core.register(
-                    person(
+                core.handle(Register(subject=person(
                         f"SITE{i}",
                         "N1",
                         family=f"Name{i}",
                         given=f"Given{i}",
                         others=(ref("NATIONAL", "555"),),
-                    ),
-                    source="X",
-                    actor="t",
-                )
+                    )), Envelope(actor="t", source="X"))
                 for i, (_, core) in enumerate(cores)
             )
         )
@@ -92,13 +89,18 @@ async def test_row_locks_of_a_feed_do_not_block_references_to_the_record(
     check does not conflict with."""
     from identity.store.repository import Repository
 
-    first = await mpi.register(person("HOSPA", "A1"), source="ADT_A", actor="t")
+    first = await mpi.handle(
+        Register(subject=person("HOSPA", "A1")), Envelope(actor="t", source="ADT_A")
+    )
     async with db.transaction() as conn:
         held = await Repository(conn).record_row(first.record.id, for_update=True)
         assert held is not None
         # the same person again from the same source: a review item pointing at A1
         second = await asyncio.wait_for(
-            mpi.register(person("HOSPA", "A2"), source="ADT_A", actor="t"), timeout=10
+            mpi.handle(
+                Register(subject=person("HOSPA", "A2")), Envelope(actor="t", source="ADT_A")
+            ),
+            timeout=10,
         )
     assert second.review_items and second.review_items[0].other_record_id == first.record.id
 
@@ -113,9 +115,10 @@ async def test_same_message_delivered_twice_at_once_is_applied_once(
     try:
         outcomes = await asyncio.gather(
             *(
-                core.register(
-                    person("SITE0", "M1"), source="X", actor="t",
-                    idempotency=("APP|FAC", "MSG-1"), reply=lambda r: f"ACK {r.record.id}",
+                core.handle(
+                    Register(subject=person("SITE0", "M1")),
+                    Envelope(actor="t", source="X", sender="APP|FAC", message_id="MSG-1",
+                             reply=lambda r: f"ACK {r.record.id}"),
                 )
                 for _, core in cores
             ),

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 
 from identity.errors import (
@@ -27,17 +29,27 @@ from identity.model import (
     RecordStatus,
     SearchCriteria,
 )
-from identity.mpi import Mpi
+from identity.mpi import (
+    ChangeIdentifier,
+    Envelope,
+    Link,
+    Merge,
+    Mpi,
+    Received,
+    Register,
+    Remove,
+    Unlink,
+)
 from identity.mpi.uow import CHANGED_TOPIC
 
 from .helpers import person, ref
 
-A = {"source": "ADT_A", "actor": "hl7:ADT_A|HOSP"}
-B = {"source": "ADT_B", "actor": "hl7:ADT_B|HOSP"}
+A = Envelope(source="ADT_A", actor="hl7:ADT_A|HOSP")
+B = Envelope(source="ADT_B", actor="hl7:ADT_B|HOSP")
 
 
 async def test_first_registration_creates_record_and_person(mpi: Mpi) -> None:
-    result = await mpi.register(person("HOSPA", "A1"), **A)
+    result = await mpi.handle(Register(subject=person("HOSPA", "A1")), A)
     assert result.decision == Decision.NEW_PERSON
     assert result.created
     assert result.record.identifier == "A1"
@@ -49,8 +61,12 @@ async def test_first_registration_creates_record_and_person(mpi: Mpi) -> None:
 
 
 async def test_exact_demographics_in_another_domain_links_to_same_person(mpi: Mpi) -> None:
-    first = await mpi.register(person("HOSPA", "A1", family="Müller", given="José"), **A)
-    second = await mpi.register(person("HOSPB", "B7", family="MULLER", given="jose"), **B)
+    first = await mpi.handle(
+        Register(subject=person("HOSPA", "A1", family="Müller", given="José")), A
+    )
+    second = await mpi.handle(
+        Register(subject=person("HOSPB", "B7", family="MULLER", given="jose")), B
+    )
     assert second.decision == Decision.LINKED
     assert second.person.id == first.person.id
     assert second.record.link is not None
@@ -58,17 +74,20 @@ async def test_exact_demographics_in_another_domain_links_to_same_person(mpi: Mp
 
 
 async def test_one_day_off_birth_date_is_reviewed_not_linked(mpi: Mpi) -> None:
-    first = await mpi.register(person("HOSPA", "A1"), **A)
-    second = await mpi.register(person("HOSPB", "B1", birth_date="1980-03-13"), **B)
+    first = await mpi.handle(Register(subject=person("HOSPA", "A1")), A)
+    second = await mpi.handle(Register(subject=person("HOSPB", "B1", birth_date="1980-03-13")), B)
     assert second.decision == Decision.REVIEW
     assert second.person.id != first.person.id
     assert second.review_items[0].person_id == first.person.id
 
 
 async def test_different_person_creates_new_person(mpi: Mpi) -> None:
-    first = await mpi.register(person("HOSPA", "A1"), **A)
-    second = await mpi.register(
-        person("HOSPB", "B1", family="Okafor", given="Chidi", birth_date="1991-07-30"), **B
+    first = await mpi.handle(Register(subject=person("HOSPA", "A1")), A)
+    second = await mpi.handle(
+        Register(subject=person(
+            "HOSPB", "B1", family="Okafor", given="Chidi", birth_date="1991-07-30",
+        )),
+        B,
     )
     assert second.decision == Decision.NEW_PERSON
     assert second.person.id != first.person.id
@@ -76,16 +95,16 @@ async def test_different_person_creates_new_person(mpi: Mpi) -> None:
 
 
 async def test_partial_birth_date_never_links_on_demographics(mpi: Mpi) -> None:
-    await mpi.register(person("HOSPA", "A1", birth_date="1980"), **A)
-    second = await mpi.register(person("HOSPB", "B1", birth_date="1980"), **B)
+    await mpi.handle(Register(subject=person("HOSPA", "A1", birth_date="1980")), A)
+    second = await mpi.handle(Register(subject=person("HOSPB", "B1", birth_date="1980")), B)
     assert second.decision == Decision.NEW_PERSON
 
 
 async def test_shared_national_identifier_links_despite_spelling_differences(mpi: Mpi) -> None:
     ssn = ref("NATIONAL", "123456789")
-    first = await mpi.register(person("HOSPA", "A1", others=(ssn,)), **A)
-    second = await mpi.register(
-        person("HOSPB", "B1", family="Smyth", given="Jon", others=(ssn,)), **B
+    first = await mpi.handle(Register(subject=person("HOSPA", "A1", others=(ssn,))), A)
+    second = await mpi.handle(
+        Register(subject=person("HOSPB", "B1", family="Smyth", given="Jon", others=(ssn,))), B
     )
     assert second.decision == Decision.LINKED
     assert second.person.id == first.person.id
@@ -94,20 +113,22 @@ async def test_shared_national_identifier_links_despite_spelling_differences(mpi
 
 async def test_shared_national_identifier_with_other_demographics_is_reviewed(mpi: Mpi) -> None:
     ssn = ref("NATIONAL", "123456789")
-    first = await mpi.register(person("HOSPA", "A1", others=(ssn,)), **A)
-    second = await mpi.register(
-        person("HOSPB", "B1", family="Okafor", given="Chidi", birth_date="1971-01-01",
-               others=(ssn,)),
-        **B,
-    )
+    first = await mpi.handle(Register(subject=person("HOSPA", "A1", others=(ssn,))), A)
+    second = await mpi.handle(Register(subject=person(
+        "HOSPB", "B1", family="Okafor", given="Chidi", birth_date="1971-01-01", others=(ssn,),
+    )), B)
     assert second.decision == Decision.REVIEW
     assert second.review_items[0].person_id == first.person.id
     assert second.review_items[0].reason.startswith("shares a person-identifying identifier")
 
 
 async def test_different_national_identifiers_are_never_linked(mpi: Mpi) -> None:
-    first = await mpi.register(person("HOSPA", "A1", others=(ref("NATIONAL", "111111111"),)), **A)
-    second = await mpi.register(person("HOSPB", "B1", others=(ref("NATIONAL", "222222222"),)), **B)
+    first = await mpi.handle(
+        Register(subject=person("HOSPA", "A1", others=(ref("NATIONAL", "111111111"),))), A
+    )
+    second = await mpi.handle(
+        Register(subject=person("HOSPB", "B1", others=(ref("NATIONAL", "222222222"),))), B
+    )
     assert second.decision == Decision.REVIEW
     assert second.person.id != first.person.id
     (item,) = second.review_items
@@ -116,24 +137,26 @@ async def test_different_national_identifiers_are_never_linked(mpi: Mpi) -> None
 
 
 async def test_same_source_domain_duplicate_goes_to_review_not_link(mpi: Mpi) -> None:
-    first = await mpi.register(person("HOSPA", "A1"), **A)
-    second = await mpi.register(person("HOSPA", "A2"), **A)
+    first = await mpi.handle(Register(subject=person("HOSPA", "A1")), A)
+    second = await mpi.handle(Register(subject=person("HOSPA", "A2")), A)
     assert second.decision == Decision.REVIEW
     assert second.person.id != first.person.id
     assert "same source HOSPA" in second.review_items[0].reason
 
 
 async def test_update_merges_fields_and_explicit_null_clears(mpi: Mpi) -> None:
-    await mpi.register(
-        person("HOSPA", "A1", addresses=(Address(lines=("1 Main St",), city="Springfield"),)),
-        **A,
+    await mpi.handle(
+        Register(subject=person(
+            "HOSPA", "A1", addresses=(Address(lines=("1 Main St",), city="Springfield"),),
+        )),
+        A,
     )
     update = RecordInput(
         identifier=ref("HOSPA", "A1"),
         demographics=Demographics(sex="F"),
         cleared=frozenset({"addresses"}),
     )
-    result = await mpi.register(update, **A)
+    result = await mpi.handle(Register(subject=update), A)
     assert result.decision == Decision.UNCHANGED_LINK
     assert not result.created
     demo = result.record.demographics
@@ -144,14 +167,17 @@ async def test_update_merges_fields_and_explicit_null_clears(mpi: Mpi) -> None:
 
 
 async def test_replace_update_drops_fields_not_sent(mpi: Mpi) -> None:
-    await mpi.register(person("HOSPA", "A1", mothers_maiden_name="Doe"), **A)
-    result = await mpi.register(person("HOSPA", "A1"), replace=True, **A)
+    await mpi.handle(Register(subject=person("HOSPA", "A1", mothers_maiden_name="Doe")), A)
+    result = await mpi.handle(Register(subject=person("HOSPA", "A1"), replace=True), A)
     assert result.record.demographics.mothers_maiden_name is None
 
 
 async def test_update_writes_history_with_before_and_after(mpi: Mpi) -> None:
-    created = await mpi.register(person("HOSPA", "A1"), **A)
-    await mpi.register(person("HOSPA", "A1", family="Jones"), message_id="MSG2", **A)
+    created = await mpi.handle(Register(subject=person("HOSPA", "A1")), A)
+    await mpi.handle(
+        Register(subject=person("HOSPA", "A1", family="Jones")),
+        dataclasses.replace(A, message_id="MSG2"),
+    )
     events = await mpi.history(record_id=created.record.id)
     kinds = [e.event for e in events]
     assert kinds[:3] == ["record_created", "person_created", "link_set"]
@@ -159,12 +185,12 @@ async def test_update_writes_history_with_before_and_after(mpi: Mpi) -> None:
     assert update.before is not None and update.after is not None
     assert update.before["demographics"]["names"][0]["family"] == "Smith"
     assert update.after["demographics"]["names"][0]["family"] == "Jones"
-    assert update.actor == A["actor"] and update.message_id == "MSG2"
+    assert update.actor == A.actor and update.message_id == "MSG2"
 
 
 async def test_update_that_changes_nothing_writes_nothing(mpi: Mpi, db) -> None:  # type: ignore[no-untyped-def]
     ssn = IdentifierRef(value="123-45-6789", authority=AuthorityRef(namespace="NATIONAL"))
-    created = await mpi.register(person("HOSPA", "A1", others=(ssn,)), **A)
+    created = await mpi.handle(Register(subject=person("HOSPA", "A1", others=(ssn,))), A)
     async with db.connection() as conn:
         counts = "SELECT (SELECT count(*) FROM history), (SELECT count(*) FROM outbox)"
         before = tuple(await conn.fetchrow(counts))
@@ -174,7 +200,7 @@ async def test_update_that_changes_nothing_writes_nothing(mpi: Mpi, db) -> None:
         (person("HOSPA", "A1", family="Smith"), False),
         (person("HOSPA", "A1", others=(ssn,)), True),
     ):
-        result = await mpi.register(update, replace=replace, **A)
+        result = await mpi.handle(Register(subject=update, replace=replace), A)
         assert result.decision == Decision.UNCHANGED_LINK
         assert result.record.version == 1
         assert result.record.updated_at == created.record.updated_at
@@ -184,15 +210,15 @@ async def test_update_that_changes_nothing_writes_nothing(mpi: Mpi, db) -> None:
         async with db.connection() as conn:
             assert tuple(await conn.fetchrow(counts)) == before
     # a change of any kind is written: a field, or the other identifiers (replace drops them)
-    changed = await mpi.register(person("HOSPA", "A1", sex="F", others=(ssn,)), **A)
+    changed = await mpi.handle(Register(subject=person("HOSPA", "A1", sex="F", others=(ssn,))), A)
     assert changed.record.version == 2
-    dropped = await mpi.register(person("HOSPA", "A1", sex="F"), replace=True, **A)
+    dropped = await mpi.handle(Register(subject=person("HOSPA", "A1", sex="F"), replace=True), A)
     assert dropped.record.version == 3 and dropped.record.other_identifiers == ()
 
 
 async def test_source_may_only_assign_in_its_own_domain(mpi: Mpi) -> None:
     with pytest.raises(SourceNotAuthorized) as caught:
-        await mpi.register(person("HOSPB", "B1"), **A)
+        await mpi.handle(Register(subject=person("HOSPB", "B1")), A)
     assert caught.value.domain == "HOSPB"
     assert (await mpi.search(SearchCriteria(family="Smith"))).total == 0
     assert await mpi.history() == []
@@ -200,13 +226,18 @@ async def test_source_may_only_assign_in_its_own_domain(mpi: Mpi) -> None:
 
 async def test_unknown_domain_is_rejected_without_auto_registration(mpi: Mpi) -> None:
     with pytest.raises(UnknownDomain):
-        await mpi.register(person("NOWHERE", "X1"), source="ADT_A", actor="t")
+        await mpi.handle(
+            Register(subject=person("NOWHERE", "X1")), Envelope(actor="t", source="ADT_A")
+        )
 
 
 async def test_auto_registration_creates_unknown_domain(db, make_settings) -> None:  # type: ignore[no-untyped-def]
     core = Mpi(db, make_settings(mpi={"auto_register_domains": True}))
     await core.start()
-    result = await core.register(person("CLINIC9", "C1"), source="ANY", actor="t")
+    result = await core.handle(
+        Register(subject=person("CLINIC9", "C1")),
+        Envelope(actor="t", source="ANY"),
+    )
     assert result.record.domain.namespace == "CLINIC9"
     assert "CLINIC9" in {d.namespace for d in core.domains.all()}
 
@@ -216,7 +247,7 @@ async def test_authority_by_oid_alone_resolves_the_domain(mpi: Mpi) -> None:
         identifier=IdentifierRef(value="A1", authority=AuthorityRef(oid="1.2.3.4.5.1")),
         demographics=Demographics(names=(Name(family="Doe"),)),
     )
-    result = await mpi.register(inp, **A)
+    result = await mpi.handle(Register(subject=inp), A)
     assert result.record.domain.namespace == "HOSPA"
 
 
@@ -227,46 +258,51 @@ async def test_namespace_and_oid_that_disagree_are_rejected(mpi: Mpi) -> None:
         )
     )
     with pytest.raises(AmbiguousDomain):
-        await mpi.register(inp, **A)
+        await mpi.handle(Register(subject=inp), A)
 
 
 async def test_missing_authority_completed_when_source_owns_one_domain(mpi: Mpi) -> None:
     inp = RecordInput(identifier=IdentifierRef(value="B5"), demographics=Demographics())
-    result = await mpi.register(inp, **B)
+    result = await mpi.handle(Register(subject=inp), B)
     assert result.record.domain.namespace == "HOSPB"
 
 
 async def test_missing_authority_rejected_when_source_owns_several(mpi: Mpi) -> None:
     inp = RecordInput(identifier=IdentifierRef(value="A5"))
     with pytest.raises(InvalidInput):
-        await mpi.register(inp, **A)  # ADT_A owns HOSPA and LAB
+        await mpi.handle(Register(subject=inp), A)  # ADT_A owns HOSPA and LAB
 
 
 async def test_enterprise_domain_cannot_be_fed(mpi: Mpi) -> None:
     with pytest.raises(SourceNotAuthorized):
-        await mpi.register(person("MPI", "0000000001"), **A)
+        await mpi.handle(Register(subject=person("MPI", "0000000001")), A)
 
 
-async def test_primary_identifier_prefers_the_senders_own_domain(mpi: Mpi) -> None:
-    refs = [ref("HOSPB", "B1"), ref("NATIONAL", "999"), ref("HOSPA", "A1")]
-    primary, others = await mpi.primary_identifier(refs, "ADT_A")
+async def test_own_identifier_prefers_the_senders_own_domain(mpi: Mpi) -> None:
+    refs = (ref("HOSPB", "B1"), ref("NATIONAL", "999"), ref("HOSPA", "A1"))
+    received = Received(identifiers=refs, demographics=person("HOSPA", "A1").demographics)
+    result = await mpi.handle(Register(subject=received), A)
     # HOSPA names ADT_A among its sources: its MRN is the record's own, even after a national
-    # ID that any source may send.
-    assert primary.value == "A1"
-    assert [o.value for o in others] == ["B1", "999"]
+    # ID that any source may send; the others are kept as other identifiers.
+    assert (result.record.domain.namespace, result.record.identifier) == ("HOSPA", "A1")
+    assert sorted(o.value for o in result.record.other_identifiers) == ["999", "B1"]
     # a national ID is the record's own identifier only when nothing else fits
-    primary, others = await mpi.primary_identifier([ref("NATIONAL", "999")], "LIS")
-    assert primary.value == "999" and others == []
+    assert await mpi.own_identifier([ref("NATIONAL", "999")], "LIS") == ref("NATIONAL", "999")
     with pytest.raises(SourceNotAuthorized):
-        await mpi.primary_identifier([ref("HOSPB", "B1")], "LIS")
+        await mpi.own_identifier([ref("HOSPB", "B1")], "LIS")
+    with pytest.raises(SourceNotAuthorized):
+        await mpi.handle(Register(subject=Received(identifiers=(ref("HOSPB", "B2"),))),
+                         Envelope(actor="lis", source="LIS"))
 
 
 async def test_merge_retires_identifier_and_joins_persons(mpi: Mpi) -> None:
-    old = await mpi.register(person("HOSPA", "A1", given="Jon"), **A)
-    lab = await mpi.register(person("LAB", "L1", given="Jon"), source="LIS", actor="lis")
+    old = await mpi.handle(Register(subject=person("HOSPA", "A1", given="Jon")), A)
+    lab = await mpi.handle(
+        Register(subject=person("LAB", "L1", given="Jon")), Envelope(actor="lis", source="LIS")
+    )
     assert lab.person.id == old.person.id  # exact match links the lab record to A1's person
-    new = await mpi.register(person("HOSPA", "A2", family="Smith", given="John"), **A)
-    result = await mpi.merge(AuthorityRef(namespace="HOSPA"), "A1", "A2", **A)
+    new = await mpi.handle(Register(subject=person("HOSPA", "A2", family="Smith", given="John")), A)
+    result = await mpi.handle(Merge.within(AuthorityRef(namespace="HOSPA"), "A1", "A2"), A)
     assert result.applied
     retired = await mpi.get_record(old.record.id)
     assert retired.status == RecordStatus.MERGED
@@ -282,37 +318,37 @@ async def test_merge_retires_identifier_and_joins_persons(mpi: Mpi) -> None:
 
 
 async def test_merge_with_unknown_retired_identifier_does_nothing(mpi: Mpi) -> None:
-    await mpi.register(person("HOSPA", "A2"), **A)
-    result = await mpi.merge(AuthorityRef(namespace="HOSPA"), "NOPE", "A2", **A)
+    await mpi.handle(Register(subject=person("HOSPA", "A2")), A)
+    result = await mpi.handle(Merge.within(AuthorityRef(namespace="HOSPA"), "NOPE", "A2"), A)
     assert not result.applied
 
 
 async def test_merge_with_unknown_survivor_changes_the_identifier(mpi: Mpi) -> None:
-    old = await mpi.register(person("HOSPA", "A1"), **A)
-    result = await mpi.merge(AuthorityRef(namespace="HOSPA"), "A1", "A9", **A)
+    old = await mpi.handle(Register(subject=person("HOSPA", "A1")), A)
+    result = await mpi.handle(Merge.within(AuthorityRef(namespace="HOSPA"), "A1", "A9"), A)
     assert result.applied and result.note and "identifier changed" in result.note
     assert (await mpi.get_record(old.record.id)).identifier == "A9"
 
 
 async def test_merge_applies_survivor_demographics_in_same_transaction(mpi: Mpi) -> None:
-    await mpi.register(person("HOSPA", "A1"), **A)
-    await mpi.register(person("HOSPA", "A2", family="Smith"), **A)
+    await mpi.handle(Register(subject=person("HOSPA", "A1")), A)
+    await mpi.handle(Register(subject=person("HOSPA", "A2", family="Smith")), A)
     survivor = person("HOSPA", "A2", family="Smith-Jones")
-    result = await mpi.merge(AuthorityRef(namespace="HOSPA"), "A1", survivor, **A)
+    result = await mpi.handle(Merge.within(AuthorityRef(namespace="HOSPA"), "A1", survivor), A)
     record = next(r for r in result.records if r.identifier == "A2")
     names = (await mpi.get_record(record.id)).demographics.names
     assert names is not None and names[0].family == "Smith-Jones"
 
 
 async def test_merge_requires_source_authority(mpi: Mpi) -> None:
-    await mpi.register(person("HOSPA", "A1"), **A)
+    await mpi.handle(Register(subject=person("HOSPA", "A1")), A)
     with pytest.raises(SourceNotAuthorized):
-        await mpi.merge(AuthorityRef(namespace="HOSPA"), "A1", "A2", **B)
+        await mpi.handle(Merge.within(AuthorityRef(namespace="HOSPA"), "A1", "A2"), B)
 
 
 async def test_change_identifier(mpi: Mpi) -> None:
-    old = await mpi.register(person("HOSPA", "A1"), **A)
-    await mpi.change_identifier(AuthorityRef(namespace="HOSPA"), "A1", "A100", **A)
+    old = await mpi.handle(Register(subject=person("HOSPA", "A1")), A)
+    await mpi.handle(ChangeIdentifier.within(AuthorityRef(namespace="HOSPA"), "A1", "A100"), A)
     record = await mpi.get_record(old.record.id)
     assert record.identifier == "A100"
     xref = await mpi.cross_references(ref("HOSPA", "A100"))
@@ -320,18 +356,18 @@ async def test_change_identifier(mpi: Mpi) -> None:
 
 
 async def test_change_identifier_to_one_in_use_is_an_error(mpi: Mpi) -> None:
-    await mpi.register(person("HOSPA", "A1"), **A)
-    await mpi.register(person("HOSPA", "A2", given="Mary", sex="F"), **A)
+    await mpi.handle(Register(subject=person("HOSPA", "A1")), A)
+    await mpi.handle(Register(subject=person("HOSPA", "A2", given="Mary", sex="F")), A)
     with pytest.raises(IdentifierConflict):
-        await mpi.change_identifier(AuthorityRef(namespace="HOSPA"), "A1", "A2", **A)
+        await mpi.handle(ChangeIdentifier.within(AuthorityRef(namespace="HOSPA"), "A1", "A2"), A)
     with pytest.raises(UnknownIdentifier):
-        await mpi.change_identifier(AuthorityRef(namespace="HOSPA"), "ZZ", "A3", **A)
+        await mpi.handle(ChangeIdentifier.within(AuthorityRef(namespace="HOSPA"), "ZZ", "A3"), A)
 
 
 async def test_link_creates_unknown_record_and_joins_persons(mpi: Mpi) -> None:
-    a = await mpi.register(person("HOSPA", "A1"), **A)
-    result = await mpi.link(
-        person("HOSPA", "A1"), person("LAB", "L9", family="Other", given="Name"), **A
+    a = await mpi.handle(Register(subject=person("HOSPA", "A1")), A)
+    result = await mpi.handle(
+        Link(a=person("HOSPA", "A1"), b=person("LAB", "L9", family="Other", given="Name")), A
     )
     lab = await mpi.find_record(ref("LAB", "L9"))
     assert lab.person_id == a.person.id
@@ -340,32 +376,34 @@ async def test_link_creates_unknown_record_and_joins_persons(mpi: Mpi) -> None:
 
 
 async def test_unlink_separates_and_prevents_automatic_relink(mpi: Mpi) -> None:
-    a = await mpi.register(person("HOSPA", "A1"), **A)
-    b = await mpi.register(person("HOSPB", "B1"), **B)
+    a = await mpi.handle(Register(subject=person("HOSPA", "A1")), A)
+    b = await mpi.handle(Register(subject=person("HOSPB", "B1")), B)
     assert a.person.id == b.person.id
-    result = await mpi.unlink(person("HOSPA", "A1"), person("HOSPB", "B1"), **A)
+    result = await mpi.handle(Unlink(a=person("HOSPA", "A1"), b=person("HOSPB", "B1")), A)
     assert result.applied
     b_now = await mpi.get_record(b.record.id)
     assert b_now.person_id != a.person.id
     # an update of B1 keeps it where the steward put it
-    again = await mpi.register(person("HOSPB", "B1"), **B)
+    again = await mpi.handle(Register(subject=person("HOSPB", "B1")), B)
     assert again.person.id == b_now.person_id
     # an identical record from a third domain now matches two persons: review, never a link
-    lab = await mpi.register(person("LAB", "L1"), source="LIS", actor="lis")
+    lab = await mpi.handle(
+        Register(subject=person("LAB", "L1")), Envelope(actor="lis", source="LIS")
+    )
     assert lab.decision == Decision.REVIEW
     assert {i.person_id for i in lab.review_items} == {a.person.id, b_now.person_id}
 
 
 async def test_unlink_of_unlinked_records_is_not_applied(mpi: Mpi) -> None:
-    await mpi.register(person("HOSPA", "A1"), **A)
-    await mpi.register(person("HOSPB", "B1", given="Other"), **B)
-    result = await mpi.unlink(person("HOSPA", "A1"), person("HOSPB", "B1"), **A)
+    await mpi.handle(Register(subject=person("HOSPA", "A1")), A)
+    await mpi.handle(Register(subject=person("HOSPB", "B1", given="Other")), B)
+    result = await mpi.handle(Unlink(a=person("HOSPA", "A1"), b=person("HOSPB", "B1")), A)
     assert not result.applied
 
 
 async def test_remove_hides_record_and_retires_empty_person(mpi: Mpi) -> None:
-    a = await mpi.register(person("HOSPA", "A1"), **A)
-    await mpi.remove(ref("HOSPA", "A1"), **A)
+    a = await mpi.handle(Register(subject=person("HOSPA", "A1")), A)
+    await mpi.handle(Remove(identifier=ref("HOSPA", "A1")), A)
     assert (await mpi.get_record(a.record.id)).status == RecordStatus.REMOVED
     assert (await mpi.get_person(a.person.id)).status == PersonStatus.RETIRED
     with pytest.raises(UnknownIdentifier):
@@ -373,48 +411,52 @@ async def test_remove_hides_record_and_retires_empty_person(mpi: Mpi) -> None:
 
 
 async def test_merged_identifier_cannot_be_registered_again(mpi: Mpi) -> None:
-    await mpi.register(person("HOSPA", "A1"), **A)
-    await mpi.register(person("HOSPA", "A2", given="Johnny"), **A)
-    await mpi.merge(AuthorityRef(namespace="HOSPA"), "A1", "A2", **A)
+    await mpi.handle(Register(subject=person("HOSPA", "A1")), A)
+    await mpi.handle(Register(subject=person("HOSPA", "A2", given="Johnny")), A)
+    await mpi.handle(Merge.within(AuthorityRef(namespace="HOSPA"), "A1", "A2"), A)
     with pytest.raises(InvalidState):
-        await mpi.register(person("HOSPA", "A1"), **A)
+        await mpi.handle(Register(subject=person("HOSPA", "A1")), A)
 
 
 async def test_failed_command_changes_nothing(mpi: Mpi) -> None:
-    await mpi.register(person("HOSPA", "A1"), **A)
-    await mpi.register(person("HOSPA", "A2", given="Mary", sex="F"), **A)
+    await mpi.handle(Register(subject=person("HOSPA", "A1")), A)
+    await mpi.handle(Register(subject=person("HOSPA", "A2", given="Mary", sex="F")), A)
     before = await mpi.history()
     with pytest.raises(IdentifierConflict):
-        await mpi.change_identifier(AuthorityRef(namespace="HOSPA"), "A1", "A2", **A)
+        await mpi.handle(ChangeIdentifier.within(AuthorityRef(namespace="HOSPA"), "A1", "A2"), A)
     assert await mpi.history() == before
     assert (await mpi.find_record(ref("HOSPA", "A1"))).identifier == "A1"
 
 
 async def test_idempotent_reply_is_stored_with_the_change(mpi: Mpi) -> None:
-    await mpi.register(
-        person("HOSPA", "A1"),
-        idempotency=("ADT_A|HOSP", "MSG1"),
-        reply=lambda r: f"ACK {r.decision.value}",
-        **A,
+    await mpi.handle(
+        Register(subject=person("HOSPA", "A1")),
+        dataclasses.replace(A, sender="ADT_A|HOSP", message_id="MSG1",
+                reply=lambda r: f"ACK {r.decision.value}"),
     )
     with pytest.raises(AlreadyProcessed) as again:
-        await mpi.register(
-            person("HOSPA", "A2"),
-            idempotency=("ADT_A|HOSP", "MSG1"),
-            reply=lambda r: "not sent",
-            **A,
+        await mpi.handle(
+            Register(subject=person("HOSPA", "A2")),
+            dataclasses.replace(A, sender="ADT_A|HOSP", message_id="MSG1",
+                                reply=lambda r: "not sent"),
         )
     assert again.value.reply == "ACK new_person"
     with pytest.raises(UnknownIdentifier):
         await mpi.find_record(ref("HOSPA", "A2"))  # nothing applied
     # a refusal is stored unless the message has a reply already
-    assert await mpi.remember_reply("ADT_A|HOSP", "MSG1", "AE") == "ACK new_person"
-    assert await mpi.remember_reply("ADT_A|HOSP", "MSG2", "AE") == "AE"
-    assert await mpi.remember_reply("ADT_A|HOSP", "MSG2", "AE again") == "AE"
+
+    def refusing(control_id: str, text: str) -> Envelope:
+        return dataclasses.replace(A, sender="ADT_A|HOSP", message_id=control_id,
+                                   refusal=lambda exc: text)
+
+    refused = InvalidInput("bad")
+    assert await mpi.refuse(refusing("MSG1", "AE"), refused) == "ACK new_person"
+    assert await mpi.refuse(refusing("MSG2", "AE"), refused) == "AE"
+    assert await mpi.refuse(refusing("MSG2", "AE again"), refused) == "AE"
 
 
 async def test_outbox_rows_are_written_with_the_change(mpi: Mpi, db) -> None:  # type: ignore[no-untyped-def]
-    result = await mpi.register(person("HOSPA", "A1"), **A)
+    result = await mpi.handle(Register(subject=person("HOSPA", "A1")), A)
     async with db.connection() as conn:
         rows = await conn.fetch("SELECT topic, payload, command_id FROM outbox")
     assert len(rows) == 1

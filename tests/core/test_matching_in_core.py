@@ -6,18 +6,22 @@ from __future__ import annotations
 import pytest
 
 from identity.model import Address, Decision, Demographics, LinkKind, MatchGrade, Name, Phone
-from identity.mpi import Mpi
+from identity.mpi import Envelope, Link, Mpi, Register
 
 from .helpers import person, ref
 
-A = {"source": "ADT_A", "actor": "hl7:ADT_A"}
-B = {"source": "ADT_B", "actor": "hl7:ADT_B"}
+A = Envelope(source="ADT_A", actor="hl7:ADT_A")
+B = Envelope(source="ADT_B", actor="hl7:ADT_B")
 HOME = (Address(lines=("12 Elm Street",), city="Springfield", postal_code="62701"),)
 
 
 async def test_twins_at_one_address_are_never_linked(mpi: Mpi) -> None:
-    john = await mpi.register(person("HOSPA", "A1", given="John", addresses=HOME), **A)
-    james = await mpi.register(person("HOSPB", "B1", given="James", addresses=HOME), **B)
+    john = await mpi.handle(
+        Register(subject=person("HOSPA", "A1", given="John", addresses=HOME)), A
+    )
+    james = await mpi.handle(
+        Register(subject=person("HOSPB", "B1", given="James", addresses=HOME)), B
+    )
     assert james.decision == Decision.NEW_PERSON
     assert james.person.id != john.person.id
 
@@ -34,19 +38,25 @@ async def test_junior_and_senior_are_never_linked(mpi: Mpi) -> None:
             ),
         )
 
-    senior = await mpi.register(named("HOSPA", "A1", "Sr", "1950-03-12"), **A)
-    junior = await mpi.register(named("HOSPB", "B1", "Jr", "1980-03-12"), **B)
+    senior = await mpi.handle(Register(subject=named("HOSPA", "A1", "Sr", "1950-03-12")), A)
+    junior = await mpi.handle(Register(subject=named("HOSPB", "B1", "Jr", "1980-03-12")), B)
     assert junior.decision != Decision.LINKED
     assert junior.person.id != senior.person.id
 
 
 async def test_typo_and_nickname_still_link_across_domains(mpi: Mpi) -> None:
     phone = (Phone(value="555-123-4567"),)
-    first = await mpi.register(
-        person("HOSPA", "A1", family="Johnson", given="Robert", addresses=HOME, phones=phone), **A
+    first = await mpi.handle(
+        Register(subject=person(
+            "HOSPA", "A1", family="Johnson", given="Robert", addresses=HOME, phones=phone,
+        )),
+        A,
     )
-    second = await mpi.register(
-        person("HOSPB", "B1", family="Jonhson", given="Bob", addresses=HOME, phones=phone), **B
+    second = await mpi.handle(
+        Register(subject=person(
+            "HOSPB", "B1", family="Jonhson", given="Bob", addresses=HOME, phones=phone,
+        )),
+        B,
     )
     assert second.decision == Decision.LINKED
     assert second.person.id == first.person.id
@@ -55,12 +65,14 @@ async def test_typo_and_nickname_still_link_across_domains(mpi: Mpi) -> None:
 
 
 async def test_update_that_breaks_the_link_opens_a_review_and_keeps_the_link(mpi: Mpi) -> None:
-    first = await mpi.register(person("HOSPA", "A1", addresses=HOME), **A)
-    second = await mpi.register(person("HOSPB", "B1", addresses=HOME), **B)
+    first = await mpi.handle(Register(subject=person("HOSPA", "A1", addresses=HOME)), A)
+    second = await mpi.handle(Register(subject=person("HOSPB", "B1", addresses=HOME)), B)
     assert second.person.id == first.person.id
-    changed = await mpi.register(
-        person("HOSPB", "B1", family="Okafor", given="Chidi", birth_date="1991-07-30", sex="F"),
-        **B,
+    changed = await mpi.handle(
+        Register(subject=person(
+            "HOSPB", "B1", family="Okafor", given="Chidi", birth_date="1991-07-30", sex="F",
+        )),
+        B,
     )
     assert changed.decision == Decision.REVIEW
     assert changed.person.id == first.person.id  # never a silent unlink
@@ -70,22 +82,28 @@ async def test_update_that_breaks_the_link_opens_a_review_and_keeps_the_link(mpi
 
 
 async def test_update_of_a_lone_record_that_now_matches_is_relinked(mpi: Mpi) -> None:
-    first = await mpi.register(person("HOSPA", "A1", addresses=HOME), **A)
-    lone = await mpi.register(
-        person("HOSPB", "B1", family="Okafor", given="Chidi", birth_date="1991-07-30"), **B
+    first = await mpi.handle(Register(subject=person("HOSPA", "A1", addresses=HOME)), A)
+    lone = await mpi.handle(
+        Register(subject=person(
+            "HOSPB", "B1", family="Okafor", given="Chidi", birth_date="1991-07-30",
+        )),
+        B,
     )
     assert lone.person.id != first.person.id
-    fixed = await mpi.register(person("HOSPB", "B1", addresses=HOME), **B)
+    fixed = await mpi.handle(Register(subject=person("HOSPB", "B1", addresses=HOME)), B)
     assert fixed.decision == Decision.LINKED
     assert fixed.person.id == first.person.id
     assert (await mpi.get_person(lone.person.id)).merged_into == first.person.id
 
 
 async def test_manual_links_are_not_changed_by_updates(mpi: Mpi) -> None:
-    await mpi.register(person("HOSPA", "A1"), **A)
-    await mpi.link(person("HOSPA", "A1"), person("LAB", "L1", given="Zed"), **A)
-    changed = await mpi.register(
-        person("LAB", "L1", family="Okafor", given="Chidi", birth_date="1991-07-30"), **A
+    await mpi.handle(Register(subject=person("HOSPA", "A1")), A)
+    await mpi.handle(Link(a=person("HOSPA", "A1"), b=person("LAB", "L1", given="Zed")), A)
+    changed = await mpi.handle(
+        Register(subject=person(
+            "LAB", "L1", family="Okafor", given="Chidi", birth_date="1991-07-30",
+        )),
+        A,
     )
     assert changed.decision == Decision.UNCHANGED_LINK
     assert changed.review_items == ()
@@ -93,10 +111,11 @@ async def test_manual_links_are_not_changed_by_updates(mpi: Mpi) -> None:
 
 
 async def test_match_ranks_candidates_with_grades_and_explanations(mpi: Mpi) -> None:
-    await mpi.register(person("HOSPA", "A1", addresses=HOME), **A)
-    await mpi.register(person("HOSPA", "A2", given="Jane", sex="F", birth_date="1985-01-01"),
-                       **A)
-    await mpi.register(person("HOSPB", "B9", family="Okafor", given="Chidi"), **B)
+    await mpi.handle(Register(subject=person("HOSPA", "A1", addresses=HOME)), A)
+    await mpi.handle(
+        Register(subject=person("HOSPA", "A2", given="Jane", sex="F", birth_date="1985-01-01")), A
+    )
+    await mpi.handle(Register(subject=person("HOSPB", "B9", family="Okafor", given="Chidi")), B)
     query = Demographics(
         names=(Name(family="Smith", given=("John",)),), birth_date="1980-03-12", sex="M",
         addresses=HOME,
@@ -111,14 +130,14 @@ async def test_match_ranks_candidates_with_grades_and_explanations(mpi: Mpi) -> 
 
 
 async def test_match_with_a_family_name_only_still_finds_candidates(mpi: Mpi) -> None:
-    await mpi.register(person("HOSPA", "A1"), **A)
+    await mpi.handle(Register(subject=person("HOSPA", "A1")), A)
     ranked = await mpi.match(Demographics(names=(Name(family="Smyth"),)))
     assert [r.record.identifier for r in ranked] == ["A1"]
     assert ranked[0].grade in (MatchGrade.POSSIBLE, MatchGrade.PROBABLE)
 
 
 async def test_match_writes_nothing(mpi: Mpi) -> None:
-    await mpi.register(person("HOSPA", "A1"), **A)
+    await mpi.handle(Register(subject=person("HOSPA", "A1")), A)
     before = await mpi.history()
     await mpi.match(Demographics(names=(Name(family="Smith", given=("John",)),)))
     assert await mpi.history() == before
@@ -140,10 +159,12 @@ def test_prior_is_scaled_down_for_a_large_index_and_never_up() -> None:
 
 async def test_candidates_seen_before_are_not_encoded_again(mpi: Mpi) -> None:
     cache = mpi.matcher.model.encodings
-    await mpi.register(person("HOSPA", "A1", addresses=HOME), **A)
-    await mpi.register(person("HOSPB", "B1", addresses=HOME), **B)
+    await mpi.handle(Register(subject=person("HOSPA", "A1", addresses=HOME)), A)
+    await mpi.handle(Register(subject=person("HOSPB", "B1", addresses=HOME)), B)
     misses, hits = cache.misses, cache.hits
-    await mpi.register(person("LAB", "L1", addresses=HOME), source="LIS", actor="lis")
+    await mpi.handle(
+        Register(subject=person("LAB", "L1", addresses=HOME)), Envelope(actor="lis", source="LIS")
+    )
     assert cache.hits == hits + 1  # A1 came round again: its encoding is reused
     assert cache.misses == misses + 1  # B1 is a candidate for the first time
 

@@ -10,7 +10,7 @@ import pytest
 from identity.batch import record_input
 from identity.config import Settings
 from identity.model import Decision
-from identity.mpi import Mpi
+from identity.mpi import Envelope, Mpi, Register
 from identity.store.db import Database
 from matching.evaluate import pairwise_figures
 from matching.synth import SOURCE_DOMAINS, SSN_DOMAIN, generate
@@ -29,8 +29,9 @@ async def test_generated_population_through_the_core(
     records = generate(400, 0.25, seed=11, hard=True)
     reviewed = 0
     for record in records:
-        result = await core.register(
-            record_input(record), source=record.source_domain, actor="test:population"
+        result = await core.handle(
+            Register(subject=record_input(record)),
+            Envelope(actor="test:population", source=record.source_domain),
         )
         reviewed += result.decision == Decision.REVIEW
     # Persons as they stand at the end (later links may have merged earlier persons).

@@ -6,21 +6,21 @@ import pytest
 
 from identity.errors import InvalidInput, UnknownDomain, UnknownIdentifier, UnknownTargetDomain
 from identity.model import Address, AuthorityRef, IdentifierRef, Phone, SearchCriteria
-from identity.mpi import Mpi
+from identity.mpi import Envelope, Mpi, Register, Remove
 from identity.mpi.query import build_search_terms
 
 from .helpers import person, ref
 
-A = {"source": "ADT_A", "actor": "test"}
-B = {"source": "ADT_B", "actor": "test"}
+A = Envelope(source="ADT_A", actor="test")
+B = Envelope(source="ADT_B", actor="test")
 
 
 @pytest.fixture
 async def linked(mpi: Mpi) -> Mpi:
     ssn = ref("NATIONAL", "123456789")
-    await mpi.register(person("HOSPA", "A1", others=(ssn,)), **A)
-    await mpi.register(person("HOSPB", "B1"), **B)
-    await mpi.register(person("LAB", "L1"), source="LIS", actor="test")
+    await mpi.handle(Register(subject=person("HOSPA", "A1", others=(ssn,))), A)
+    await mpi.handle(Register(subject=person("HOSPB", "B1")), B)
+    await mpi.handle(Register(subject=person("LAB", "L1")), Envelope(actor="test", source="LIS"))
     return mpi
 
 
@@ -43,7 +43,7 @@ async def test_cross_references_restricted_to_target_domains(linked: Mpi) -> Non
 
 
 async def test_cross_references_with_nothing_in_target_domain_is_empty(mpi: Mpi) -> None:
-    await mpi.register(person("HOSPA", "A1"), **A)
+    await mpi.handle(Register(subject=person("HOSPA", "A1")), A)
     xref = await mpi.cross_references(ref("HOSPA", "A1"), [AuthorityRef(namespace="LAB")])
     assert xref.references == ()
 
@@ -80,8 +80,7 @@ async def test_unknown_target_domain_reports_its_position(linked: Mpi) -> None:
 
 
 async def _people(mpi: Mpi) -> None:
-    await mpi.register(
-        person(
+    await mpi.handle(Register(subject=person(
             "HOSPA",
             "A1",
             family="Smith",
@@ -94,16 +93,22 @@ async def _people(mpi: Mpi) -> None:
             ),
             phones=(Phone(value="(555) 123-4567"),),
             mothers_maiden_name="Doe",
-        ),
-        **A,
+        )), A)
+    await mpi.handle(
+        Register(subject=person(
+            "HOSPA", "A2", family="Smyth", given="Jane", sex="F", birth_date="1980-07-01",
+        )),
+        A,
     )
-    await mpi.register(
-        person("HOSPA", "A2", family="Smyth", given="Jane", sex="F", birth_date="1980-07-01"), **A
+    await mpi.handle(
+        Register(subject=person(
+            "HOSPA", "A3", family="Smithers", given="Waylon", birth_date="1955-01-01",
+        )),
+        A,
     )
-    await mpi.register(
-        person("HOSPA", "A3", family="Smithers", given="Waylon", birth_date="1955-01-01"), **A
+    await mpi.handle(
+        Register(subject=person("HOSPB", "B1", family="Jones", given="John", birth_date="1980")), B
     )
-    await mpi.register(person("HOSPB", "B1", family="Jones", given="John", birth_date="1980"), **B)
 
 
 async def test_search_exact_family_is_case_and_accent_insensitive(mpi: Mpi) -> None:
@@ -123,9 +128,11 @@ async def test_search_by_a_given_name_of_several_words(mpi: Mpi) -> None:
     """A record keeps its first given name apart from the others ("Julio César": given JULIO,
     middle CESAR); a search by the whole given name finds it, exactly or as a prefix, and a
     different second word does not."""
-    await mpi.register(person("HOSPA", "C1", family="Maya", given="Julio César"), **A)
-    await mpi.register(person("HOSPA", "C2", family="Maya", given="Julio"), **A)
-    await mpi.register(person("HOSPA", "C3", family="Maya", given="Julio Alberto"), **A)
+    await mpi.handle(Register(subject=person("HOSPA", "C1", family="Maya", given="Julio César")), A)
+    await mpi.handle(Register(subject=person("HOSPA", "C2", family="Maya", given="Julio")), A)
+    await mpi.handle(
+        Register(subject=person("HOSPA", "C3", family="Maya", given="Julio Alberto")), A
+    )
 
     async def found(given: str, mode: str = "exact") -> list[str]:
         result = await mpi.search(SearchCriteria(family="Maya", given=given, name_mode=mode))
@@ -192,24 +199,23 @@ async def test_search_rejects_bad_values(mpi: Mpi) -> None:
 
 async def test_search_excludes_removed_records(mpi: Mpi) -> None:
     await _people(mpi)
-    await mpi.remove(ref("HOSPA", "A1"), **A)
+    await mpi.handle(Remove(identifier=ref("HOSPA", "A1")), A)
     assert (await mpi.search(SearchCriteria(family="Smith"))).total == 0
     assert (await mpi.search(SearchCriteria(family="Smith", include_inactive=True))).total == 1
 
 
 async def _accounts(mpi: Mpi) -> None:
     """A1 and B1 carry an account number and a mother's identifier (by namespace, by OID)."""
-    await mpi.register(
-        person("HOSPA", "A1", account_number="ACC-1", mothers_identifier=ref("HOSPA", "M1")),
-        **A,
+    await mpi.handle(
+        Register(subject=person(
+            "HOSPA", "A1", account_number="ACC-1", mothers_identifier=ref("HOSPA", "M1"),
+        )),
+        A,
     )
     mother_by_oid = IdentifierRef(value="M1", authority=AuthorityRef(oid="1.2.3.4.5.2"))
-    await mpi.register(
-        person("HOSPB", "B1", family="Jones", account_number="ACC-2",
-               mothers_identifier=mother_by_oid),
-        **B,
-    )
-    await mpi.register(person("HOSPA", "A2", family="Doe"), **A)
+    await mpi.handle(Register(subject=person("HOSPB", "B1", family="Jones", account_number="ACC-2",
+               mothers_identifier=mother_by_oid)), B)
+    await mpi.handle(Register(subject=person("HOSPA", "A2", family="Doe")), A)
 
 
 async def test_search_by_account_number_is_exact(mpi: Mpi) -> None:
@@ -241,17 +247,17 @@ async def test_search_by_mothers_identifier_resolves_the_domain(mpi: Mpi) -> Non
 async def test_account_number_and_mothers_identifier_follow_partial_updates(mpi: Mpi) -> None:
     await _accounts(mpi)
     # not sent: unchanged
-    await mpi.register(person("HOSPA", "A1", family="Smith"), **A)
+    await mpi.handle(Register(subject=person("HOSPA", "A1", family="Smith")), A)
     assert (await mpi.search(SearchCriteria(account_number="ACC-1"))).total == 1
     # a new value replaces the old one
-    await mpi.register(person("HOSPA", "A1", account_number="ACC-9"), **A)
+    await mpi.handle(Register(subject=person("HOSPA", "A1", account_number="ACC-9")), A)
     assert (await mpi.search(SearchCriteria(account_number="ACC-1"))).total == 0
     assert (await mpi.search(SearchCriteria(account_number="ACC-9"))).total == 1
     # explicitly cleared
     cleared = person("HOSPA", "A1").model_copy(
         update={"cleared": frozenset({"account_number", "mothers_identifier"})}
     )
-    await mpi.register(cleared, **A)
+    await mpi.handle(Register(subject=cleared), A)
     assert (await mpi.search(SearchCriteria(account_number="ACC-9"))).total == 0
     assert (await mpi.search(SearchCriteria(mothers_identifier=ref("HOSPA", "M1")))).total == 0
 
@@ -275,12 +281,16 @@ async def test_pdq_identifier_searches_use_the_migration_indexes(mpi: Mpi) -> No
 
 
 async def test_search_persons_counts_and_pages_persons_not_records(mpi: Mpi) -> None:
-    await mpi.register(person("HOSPA", "A1"), **A)
-    await mpi.register(person("HOSPB", "B1"), **B)  # the same John Smith: linked to A1
-    await mpi.register(
-        person("HOSPA", "A2", given="Anna", birth_date="1975-12-24", sex="F"), **A
+    await mpi.handle(Register(subject=person("HOSPA", "A1")), A)
+    await mpi.handle(
+        Register(subject=person("HOSPB", "B1")), B
+    )  # the same John Smith: linked to A1
+    await mpi.handle(
+        Register(subject=person("HOSPA", "A2", given="Anna", birth_date="1975-12-24", sex="F")), A
     )
-    await mpi.register(person("HOSPA", "A3", given="Peter", birth_date="1962-07-07"), **A)
+    await mpi.handle(
+        Register(subject=person("HOSPA", "A3", given="Peter", birth_date="1962-07-07")), A
+    )
     assert (await mpi.search(SearchCriteria(family="Smith"))).total == 4
 
     total, persons = await mpi.search_persons(SearchCriteria(family="Smith"))
@@ -300,8 +310,8 @@ async def test_search_persons_counts_and_pages_persons_not_records(mpi: Mpi) -> 
 
 
 async def test_search_persons_puts_the_matching_record_first(mpi: Mpi) -> None:
-    await mpi.register(person("HOSPA", "A1"), **A)
-    await mpi.register(person("HOSPB", "B1"), **B)
+    await mpi.handle(Register(subject=person("HOSPA", "A1")), A)
+    await mpi.handle(Register(subject=person("HOSPB", "B1")), B)
     total, [found] = await mpi.search_persons(SearchCriteria(identifier=ref("HOSPB", "B1")))
     assert total == 1 and [r.identifier for r in found.records] == ["B1", "A1"]
     with pytest.raises(UnknownDomain):

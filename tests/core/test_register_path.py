@@ -11,15 +11,17 @@ import pytest
 
 from identity.config import Settings
 from identity.model import Decision
-from identity.mpi import Mpi
+from identity.mpi import Envelope, Mpi, Register, Remove
 from identity.mpi.feed import record_key
 from identity.store.db import Database
-from identity.store.repository import CandidateSelection, Repository, key_hash
+from identity.store.keys import key_hash
+from identity.store.registration import CandidateSelection
+from identity.store.repository import Repository
 
 from .helpers import person, ref
 
-A = {"source": "ADT_A", "actor": "hl7:ADT_A"}
-B = {"source": "ADT_B", "actor": "hl7:ADT_B"}
+A = Envelope(source="ADT_A", actor="hl7:ADT_A")
+B = Envelope(source="ADT_B", actor="hl7:ADT_B")
 
 
 def _split(key: str) -> tuple[int, int]:
@@ -57,7 +59,7 @@ async def test_registration_takes_the_record_key_before_the_blocking_keys(
 ) -> None:
     """Held: one blocking key of the incoming record. The registration then holds its record
     key and waits for the blocking key: record key first, blocking keys after."""
-    await mpi.register(person("HOSPA", "A1"), **A)
+    await mpi.handle(Register(subject=person("HOSPA", "A1")), A)
     incoming = person("HOSPB", "B1")
     domain = await mpi.domains.resolve(incoming.identifier.authority)
     prepared = mpi.matcher.prepare(
@@ -71,7 +73,7 @@ async def test_registration_takes_the_record_key_before_the_blocking_keys(
         transaction = holder.transaction()
         await transaction.start()
         await Repository(holder).lock([blocking])
-        task = asyncio.create_task(mpi.register(incoming, **B))
+        task = asyncio.create_task(mpi.handle(Register(subject=incoming), B))
         pid = await asyncio.wait_for(_waiting_backend(watcher, own), timeout=30)
         locks = await _advisory_locks(watcher, pid)
         assert locks.get(_split(record_key(domain.id, "B1"))) is True
@@ -87,7 +89,7 @@ async def test_registration_takes_the_record_key_before_the_blocking_keys(
 async def test_an_update_waits_for_its_record_key_before_taking_any_other_lock(
     mpi: Mpi, db: Database, run_database_url: str, schema: str
 ) -> None:
-    first = await mpi.register(person("HOSPA", "A1"), **A)
+    first = await mpi.handle(Register(subject=person("HOSPA", "A1")), A)
     holder = await asyncpg.connect(run_database_url, server_settings={"search_path": schema})
     watcher = await asyncpg.connect(run_database_url, server_settings={"search_path": schema})
     try:
@@ -96,7 +98,9 @@ async def test_an_update_waits_for_its_record_key_before_taking_any_other_lock(
         await transaction.start()
         key = record_key(first.record.domain.id, "A1")
         await Repository(holder).lock([key])
-        task = asyncio.create_task(mpi.register(person("HOSPA", "A1", family="Jones"), **A))
+        task = asyncio.create_task(mpi.handle(
+            Register(subject=person("HOSPA", "A1", family="Jones")), A)
+        )
         pid = await asyncio.wait_for(_waiting_backend(watcher, own), timeout=30)
         assert await _advisory_locks(watcher, pid) == {_split(key): False}
         await transaction.rollback()
@@ -114,10 +118,13 @@ async def test_candidates_beyond_the_prefetch_cap_are_selected_and_fetched(
     selected and its person read with it."""
     core = Mpi(db, make_settings(matching={"max_candidates": 1, "term_frequencies": False}))
     await core.start()
-    await core.register(person("HOSPA", "A1", given="Mary", sex="F"), **A)
-    await core.register(person("HOSPA", "A2", birth_date="1980-03-13"), **A)
-    target = await core.register(person("LAB", "L1"), source="LIS", actor="lis")
-    linked = await core.register(person("HOSPB", "B1"), **B)
+    await core.handle(Register(subject=person("HOSPA", "A1", given="Mary", sex="F")), A)
+    await core.handle(Register(subject=person("HOSPA", "A2", birth_date="1980-03-13")), A)
+    target = await core.handle(
+        Register(subject=person("LAB", "L1")),
+        Envelope(actor="lis", source="LIS"),
+    )
+    linked = await core.handle(Register(subject=person("HOSPB", "B1")), B)
     assert linked.decision == Decision.LINKED
     assert linked.person.id == target.person.id
     assert linked.review_items == ()  # A2 (a review without the cap) was not scored
@@ -135,7 +142,7 @@ async def test_register_result_is_what_a_read_back_returns(mpi: Mpi) -> None:
     ]
     decisions = []
     for inp, who in commands:
-        result = await mpi.register(inp, **who)
+        result = await mpi.handle(Register(subject=inp), who)
         decisions.append(result.decision)
         assert result.record == await mpi.get_record(result.record.id)
         person_now = await mpi.get_person(result.person.id)
@@ -186,11 +193,11 @@ async def test_a_read_connection_goes_back_to_the_pool_without_the_reset(db: Dat
 
 
 async def test_a_removed_record_registered_again_is_matched_like_a_new_one(mpi: Mpi) -> None:
-    first = await mpi.register(person("HOSPA", "A1"), **A)
-    await mpi.remove(ref("HOSPA", "A1"), **A)
-    other = await mpi.register(person("HOSPB", "B1"), **B)
+    first = await mpi.handle(Register(subject=person("HOSPA", "A1")), A)
+    await mpi.handle(Remove(identifier=ref("HOSPA", "A1")), A)
+    other = await mpi.handle(Register(subject=person("HOSPB", "B1")), B)
     assert other.decision == Decision.NEW_PERSON  # A1 is no candidate while removed
-    again = await mpi.register(person("HOSPA", "A1"), **A)
+    again = await mpi.handle(Register(subject=person("HOSPA", "A1")), A)
     assert not again.created
     assert again.decision == Decision.LINKED
     assert again.person.id == other.person.id != first.person.id
@@ -211,7 +218,10 @@ async def test_a_new_record_does_not_wait_for_keys_too_common_to_give_candidates
     core = Mpi(db, make_settings(matching={"max_block": 2, "term_frequencies": False}))
     await core.start()
     for value, given, day in (("A1", "Adam", "01"), ("A2", "Bert", "02"), ("A3", "Carl", "03")):
-        await core.register(person("HOSPA", value, given=given, birth_date=f"1980-05-{day}"), **A)
+        await core.handle(
+            Register(subject=person("HOSPA", value, given=given, birth_date=f"1980-05-{day}")),
+            A,
+        )
     incoming = person("HOSPB", "B1", given="Dave", birth_date="1980-06-04")
     domain = await core.domains.resolve(incoming.identifier.authority)
     keys = core.matcher.prepare(
@@ -242,7 +252,7 @@ async def test_a_new_record_does_not_wait_for_keys_too_common_to_give_candidates
         await transaction.start()
         await Repository(holder).lock([common[0]])
         first = person("HOSPB", "B0", given="Eric", birth_date="1980-07-05")
-        task = asyncio.create_task(core.register(first, **B))
+        task = asyncio.create_task(core.handle(Register(subject=first), B))
         await asyncio.sleep(0.5)
         assert not task.done()
         await transaction.rollback()
@@ -252,12 +262,12 @@ async def test_a_new_record_does_not_wait_for_keys_too_common_to_give_candidates
         transaction = holder.transaction()
         await transaction.start()
         await Repository(holder).lock([common[0]])
-        result = await asyncio.wait_for(core.register(incoming, **B), timeout=10)
+        result = await asyncio.wait_for(core.handle(Register(subject=incoming), B), timeout=10)
         assert result.decision == Decision.NEW_PERSON
         # a usable key held by another transaction is waited for
         await Repository(holder).lock([usable["keys"][0]])
         other = person("HOSPB", "B2", given="Dave", birth_date="1980-06-04")
-        task = asyncio.create_task(core.register(other, **B))
+        task = asyncio.create_task(core.handle(Register(subject=other), B))
         await asyncio.sleep(0.5)
         assert not task.done()
         await transaction.rollback()
@@ -342,7 +352,9 @@ async def test_the_floor_leaves_out_a_candidate_sharing_one_weak_key_but_not_a_s
 
     home = (Address(postal_code="62701"),)
     ssn = ref("NATIONAL", "123456789")
-    indexed = await mpi.register(person("HOSPA", "A1", addresses=home, others=(ssn,)), **A)
+    indexed = await mpi.handle(
+        Register(subject=person("HOSPA", "A1", addresses=home, others=(ssn,))), A
+    )
 
     async def candidates(record, mpi: Mpi = mpi) -> set[int]:  # type: ignore[no-untyped-def]
         identifiers = [((await mpi.domains.resolve(record.identifier.authority)).id,

@@ -6,16 +6,16 @@ import pytest
 
 from identity.errors import InvalidState, NotFound
 from identity.model import Decision, LinkKind, PersonStatus, ReviewStatus
-from identity.mpi import Mpi, StewardDecision
+from identity.mpi import DecideReview, Envelope, Mpi, Register, StewardDecision, Undo
 
 from .helpers import person
 
-A = {"source": "ADT_A", "actor": "hl7:ADT_A"}
+A = Envelope(source="ADT_A", actor="hl7:ADT_A")
 
 
 async def _duplicate_pair(mpi: Mpi):  # type: ignore[no-untyped-def]
-    first = await mpi.register(person("HOSPA", "A1"), **A)
-    second = await mpi.register(person("HOSPA", "A2"), **A)
+    first = await mpi.handle(Register(subject=person("HOSPA", "A1")), A)
+    second = await mpi.handle(Register(subject=person("HOSPA", "A2")), A)
     assert second.decision == Decision.REVIEW
     return first, second, second.review_items[0]
 
@@ -33,7 +33,10 @@ async def test_review_queue_lists_open_items(mpi: Mpi) -> None:
 
 async def test_same_person_decision_links_manually(mpi: Mpi) -> None:
     first, second, item = await _duplicate_pair(mpi)
-    await mpi.decide_review(item.id, StewardDecision.SAME_PERSON, actor="steward:ann")
+    await mpi.handle(
+        DecideReview(item_id=item.id, decision=StewardDecision.SAME_PERSON),
+        Envelope(actor="steward:ann"),
+    )
     record = await mpi.get_record(second.record.id)
     assert record.person_id == first.person.id
     assert record.link is not None and record.link.kind == LinkKind.MANUAL
@@ -46,30 +49,45 @@ async def test_same_person_decision_links_manually(mpi: Mpi) -> None:
 
 async def test_different_persons_decision_is_remembered(mpi: Mpi) -> None:
     _, second, item = await _duplicate_pair(mpi)
-    await mpi.decide_review(
-        item.id, StewardDecision.DIFFERENT_PERSONS, actor="steward:ann", reason="twins"
+    await mpi.handle(
+        DecideReview(item_id=item.id, decision=StewardDecision.DIFFERENT_PERSONS, reason="twins"),
+        Envelope(actor="steward:ann"),
     )
     (closed,) = await mpi.review_items(status="rejected")
     assert closed.id == item.id
     # A third record identical to both, from another domain, must not be linked to A1's person
     # through A2: the steward said they differ, so it goes to review.
-    lab = await mpi.register(person("LAB", "L1"), source="LIS", actor="lis")
+    lab = await mpi.handle(
+        Register(subject=person("LAB", "L1")), Envelope(actor="lis", source="LIS")
+    )
     assert lab.decision == Decision.REVIEW
 
 
 async def test_decided_item_cannot_be_decided_again(mpi: Mpi) -> None:
     _, _, item = await _duplicate_pair(mpi)
-    await mpi.decide_review(item.id, StewardDecision.DISMISS, actor="steward:ann")
+    await mpi.handle(
+        DecideReview(item_id=item.id, decision=StewardDecision.DISMISS),
+        Envelope(actor="steward:ann"),
+    )
     with pytest.raises(InvalidState):
-        await mpi.decide_review(item.id, StewardDecision.SAME_PERSON, actor="steward:ann")
+        await mpi.handle(
+            DecideReview(item_id=item.id, decision=StewardDecision.SAME_PERSON),
+            Envelope(actor="steward:ann"),
+        )
     with pytest.raises(NotFound):
-        await mpi.decide_review(999999, StewardDecision.DISMISS, actor="steward:ann")
+        await mpi.handle(
+            DecideReview(item_id=999999, decision=StewardDecision.DISMISS),
+            Envelope(actor="steward:ann"),
+        )
 
 
 async def test_undo_of_a_link_decision_restores_everything(mpi: Mpi) -> None:
     first, second, item = await _duplicate_pair(mpi)
-    decided = await mpi.decide_review(item.id, StewardDecision.SAME_PERSON, actor="steward:ann")
-    await mpi.undo(decided.command_id, actor="steward:ann")
+    decided = await mpi.handle(
+        DecideReview(item_id=item.id, decision=StewardDecision.SAME_PERSON),
+        Envelope(actor="steward:ann"),
+    )
+    await mpi.handle(Undo(command_id=decided.command_id), Envelope(actor="steward:ann"))
     record = await mpi.get_record(second.record.id)
     assert record.person_id == second.person.id
     assert record.link is not None and record.link.kind == LinkKind.AUTOMATIC
@@ -82,18 +100,25 @@ async def test_undo_of_a_link_decision_restores_everything(mpi: Mpi) -> None:
 
 async def test_undo_is_refused_when_something_changed_since(mpi: Mpi) -> None:
     first, second, item = await _duplicate_pair(mpi)
-    decided = await mpi.decide_review(item.id, StewardDecision.SAME_PERSON, actor="steward:ann")
-    undone = await mpi.undo(decided.command_id, actor="steward:ann")
+    decided = await mpi.handle(
+        DecideReview(item_id=item.id, decision=StewardDecision.SAME_PERSON),
+        Envelope(actor="steward:ann"),
+    )
+    undone = await mpi.handle(Undo(command_id=decided.command_id), Envelope(actor="steward:ann"))
     with pytest.raises(InvalidState):
-        await mpi.undo(decided.command_id, actor="steward:ann")  # already undone
+        await mpi.handle(
+            Undo(command_id=decided.command_id), Envelope(actor="steward:ann")
+        )  # already undone
     # the undo itself can be undone (redo)
-    await mpi.undo(undone.command_id, actor="steward:ann")
+    await mpi.handle(Undo(command_id=undone.command_id), Envelope(actor="steward:ann"))
     assert (await mpi.get_record(second.record.id)).person_id == first.person.id
 
 
 async def test_feed_commands_are_not_undoable(mpi: Mpi) -> None:
-    first = await mpi.register(person("HOSPA", "A1"), **A)
+    first = await mpi.handle(Register(subject=person("HOSPA", "A1")), A)
     with pytest.raises(InvalidState):
-        await mpi.undo(first.command_id, actor="steward:ann")
+        await mpi.handle(Undo(command_id=first.command_id), Envelope(actor="steward:ann"))
     with pytest.raises(NotFound):
-        await mpi.undo("00000000-0000-0000-0000-000000000000", actor="steward:ann")
+        await mpi.handle(
+            Undo(command_id="00000000-0000-0000-0000-000000000000"), Envelope(actor="steward:ann")
+        )

@@ -8,6 +8,7 @@ import pytest
 from identity.hl7v2.mllp import MLLPClient
 from identity.hl7v2.service import Hl7Service
 from identity.hl7v2.tokenizer import Message
+from identity.mpi import Envelope, Register
 from tests.core.helpers import person
 from tests.hl7v2.messages import adt, errs, msa, msh, pdq_query, pid3, qak, reply, strictly_valid
 
@@ -359,7 +360,7 @@ async def test_QAK_total_is_empty_when_filtering_stops_before_the_end(
     for n in range(110):
         record = person("HOSPA", f"W{n}", family="WIDE", given=f"G{n:03d}X",
                         birth_date=f"19{n % 90 + 10:02d}-01-01")
-        await service.mpi.register(record, source="ADT_A", actor="test")
+        await service.mpi.handle(Register(subject=record), Envelope(actor="test", source="ADT_A"))
     answer = await query(client, "@PID.5.1.1^WIDE", domains="^^^HOSPA", limit=2)
     assert qak_counts(answer) == ("", "2", "") and answer.segment("DSC") is not None
     unfiltered = await query(client, "@PID.5.1.1^WIDE", limit=2)

@@ -18,6 +18,7 @@ import psutil
 from identity.app import Service
 from identity.config import Settings
 from identity.model import Decision
+from identity.mpi import Envelope, Register
 
 from ..conftest import DEMO_DOMAINS
 from ..core.helpers import person, ref
@@ -51,7 +52,9 @@ async def test_embedded_database_serves_healthz_and_survives_restart(data_dir: P
         assert body["status"] == "ok" and body["database"]["mode"] == "embedded"
         assert service.mpi is not None
         assert gc.get_freeze_count() > 0  # start-up's long-lived objects left out of full GCs
-        first = await service.mpi.register(person("HOSPA", "A1"), source="ADT_A", actor="t")
+        first = await service.mpi.handle(
+            Register(subject=person("HOSPA", "A1")), Envelope(actor="t", source="ADT_A")
+        )
         assert first.decision == Decision.NEW_PERSON
     finally:
         await service.stop()
@@ -171,7 +174,8 @@ def test_cli_generate_and_evaluate(data_dir: Path) -> None:
                 "--hard", "--out", str(out))
     assert made.returncode == 0, made.stderr
     assert {p.name for p in out.iterdir()} == {"population.csv", "patients.ndjson", "adt.hl7"}
-    assert (out / "adt.hl7").read_text().startswith("MSH|^~\\&|")
+    # MLLP-framed, as mllp_send sends a file: <VT>message<FS><CR>, from the demo's ADT_A
+    assert (out / "adt.hl7").read_text().startswith("\x0bMSH|^~\\&|ADT_A|HOSPA|")
     scored = _cli("evaluate", str(out / "population.csv"))
     assert scored.returncode == 0, scored.stderr
     figures = json.loads(scored.stdout)
@@ -199,15 +203,12 @@ async def test_cli_train_writes_a_model_from_the_index(
         core = Mpi(db, settings)
         await core.start()
         for record in generate(150, 0.2, seed=2):
-            await core.register(
-                RecordInput(
+            await core.handle(Register(subject=RecordInput(
                     identifier=IdentifierRef(
                         value=record.mrn, authority=AuthorityRef(namespace=record.source_domain)
                     ),
                     demographics=Demographics.model_validate(record.demographics),
-                ),
-                source=record.source_domain, actor="test",
-            )
+                )), Envelope(actor="test", source=record.source_domain))
     finally:
         await db.close()
     output = data_dir / "model.json"
@@ -227,7 +228,8 @@ async def test_cli_import_loads_a_generated_population(
 ) -> None:
     out = data_dir / "population"
     made = await asyncio.to_thread(
-        _cli, "generate", "--persons", "3000", "--seed", "4", "--out", str(out), "--formats", "csv"
+        _cli, "generate", "--persons", "3000", "--seed", "4", "--out", str(out), "--formats", "csv",
+        "--domains", "synthetic",  # the generator's own domains, which bench.toml configures
     )
     assert made.returncode == 0, made.stderr
     demo = Path(__file__).parents[2] / "benchmarks" / "bench.toml"

@@ -1,0 +1,196 @@
+"""The commands of the MPI core, and the envelope every command travels in.
+
+A front door turns what it received into one command (a small frozen dataclass) and an
+:class:`Envelope` (who sent it, which message it was, how to render the reply), and hands both
+to :meth:`identity.mpi.Mpi.handle` (or :meth:`~identity.mpi.Mpi.answer` for a door that must
+answer a re-delivered message with the reply it got the first time). Each command has one
+handler function in :mod:`identity.mpi.handlers`; actor, history, idempotency and the stored
+reply are taken care of once, for every command, from the envelope.
+
+Identifiers travel as received: a door does not decide which identifier is the record's own
+(:class:`Received`), nor which prior identifier a merge retires; the core does.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Any, Generic, TypeVar
+
+from identity.model import (
+    AuthorityRef,
+    CommandResult,
+    Demographics,
+    IdentifierRef,
+    LinkKind,
+    RecordInput,
+    RegisterResult,
+)
+
+R = TypeVar("R")
+
+
+@dataclass(frozen=True, kw_only=True)
+class Envelope:
+    """Who sent a command and how to answer it.
+
+    ``actor`` names who caused the change in history (``hl7:<MSH-3>|<MSH-4>``,
+    ``fhir:<client>``, ``steward:<user>``, ``system``); ``source`` is the sending application
+    that the domains' ``sources`` name (MSH-3, the FHIR client id; None: any); ``message_id``
+    the originating message or request id. With a ``sender`` as well, (sender, message_id)
+    identifies the message for idempotency: a message applied before is not applied again, and
+    :meth:`Mpi.answer` returns the reply stored with it. ``reply`` renders the reply to a
+    command that succeeded (stored in the command's own transaction), ``refusal`` the reply to
+    one that was refused (stored after the rollback)."""
+
+    actor: str
+    source: str | None = None
+    message_id: str | None = None
+    sender: str | None = None
+    reply: Callable[[Any], str] | None = None
+    refusal: Callable[[Exception], str] | None = None
+
+    @property
+    def idempotency(self) -> tuple[str, str] | None:
+        """(sender, message control id) when the message can be recognised again."""
+        if self.sender is None or self.message_id is None:
+            return None
+        return self.sender, self.message_id
+
+
+@dataclass(frozen=True, kw_only=True)
+class Received:
+    """One patient as a message describes it, before the core knows which identifier is the
+    record's own: ``identifiers`` in message order (PID-3, Patient.identifier), ``extra``
+    identifiers that are never the record's own (PID-19 SSN), the demographics and the fields
+    the message explicitly cleared (HL7 ``""``)."""
+
+    identifiers: tuple[IdentifierRef, ...]
+    demographics: Demographics = field(default_factory=Demographics)
+    cleared: frozenset[str] = frozenset()
+    extra: tuple[IdentifierRef, ...] = ()
+
+
+Subject = RecordInput | Received
+"""A command's patient: a RecordInput names the record's own identifier (FHIR conditional
+update, tests); Received leaves the choice to the core."""
+
+
+class Command(Generic[R]):
+    """Base of the commands; ``R`` is what handling one returns."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class Register(Command[RegisterResult]):
+    """Create or update a source record and decide its person (ITI-8/30 A01, A04, A05, A08,
+    A28, A31; ITI-104 and PMIR create/update). ``replace``: the demographics replace the stored
+    ones (FHIR PUT); otherwise they are a partial update (HL7 v2: empty = unchanged, cleared
+    fields deleted)."""
+
+    subject: Subject
+    replace: bool = False
+
+
+@dataclass(frozen=True, kw_only=True)
+class Merge(Command[CommandResult]):
+    """Retire one record into another of the same domain (ITI-30 A40, ITI-104 / PMIR merge).
+    ``retired`` holds the prior identifiers as received (MRG-1): the one in the survivor's
+    domain, or without an authority, is retired. An unknown retired identifier is nothing to
+    do; an unknown survivor makes this a change of identifier."""
+
+    survivor: Subject
+    retired: tuple[IdentifierRef, ...]
+
+    @classmethod
+    def within(cls, authority: AuthorityRef, retired: str, survivor: str | Subject) -> Merge:
+        """A merge of two identifiers of one domain (ITI-104: the retired Patient links
+        replaced-by the survivor); a survivor given as a record also updates its
+        demographics."""
+        if isinstance(survivor, str):
+            survivor = RecordInput(identifier=IdentifierRef(value=survivor, authority=authority))
+        return cls(survivor=survivor, retired=(IdentifierRef(value=retired, authority=authority),))
+
+
+@dataclass(frozen=True, kw_only=True)
+class ChangeIdentifier(Command[CommandResult]):
+    """Give a record a new identifier in its domain (ITI-30 A47): ``prior`` as received
+    (MRG-1), the new identifier is the subject's own."""
+
+    subject: Subject
+    prior: tuple[IdentifierRef, ...]
+
+    @classmethod
+    def within(cls, authority: AuthorityRef, old: str, new: str) -> ChangeIdentifier:
+        """``old`` becomes ``new`` in the domain ``authority`` names."""
+        return cls(
+            subject=RecordInput(identifier=IdentifierRef(value=new, authority=authority)),
+            prior=(IdentifierRef(value=old, authority=authority),),
+        )
+
+
+@dataclass(frozen=True, kw_only=True)
+class Link(Command[CommandResult]):
+    """Declare two records the same person; an unknown record is created first (ITI-30 A24)."""
+
+    a: Subject
+    b: Subject
+    kind: LinkKind = LinkKind.MANUAL
+
+
+@dataclass(frozen=True, kw_only=True)
+class Unlink(Command[CommandResult]):
+    """Declare two records different people: ``b`` leaves ``a``'s person (ITI-30 A37)."""
+
+    a: Subject
+    b: Subject
+    reason: str | None = None
+
+
+@dataclass(frozen=True, kw_only=True)
+class Remove(Command[CommandResult]):
+    """Remove a source record (ITI-104 / PMIR delete)."""
+
+    identifier: IdentifierRef
+
+
+@dataclass(frozen=True, kw_only=True)
+class DecideReview(Command[CommandResult]):
+    """A steward's decision on a review item (``decision``: identity.mpi.review's
+    StewardDecision)."""
+
+    item_id: int
+    decision: Any
+    reason: str | None = None
+
+
+@dataclass(frozen=True, kw_only=True)
+class Undo(Command[CommandResult]):
+    """Undo a command, by its id, restoring what it changed (identity.mpi.review.undo)."""
+
+    command_id: str
+
+
+@dataclass(frozen=True, kw_only=True)
+class ImportRecords(Command[Any]):
+    """Initial load of an empty index (identity.mpi.bulk): all records matched as a whole and
+    written in one transaction. Returns an ImportReport."""
+
+    records: Iterable[RecordInput]  # read once, streamed
+    workers: int = 2
+
+
+__all__ = [
+    "ChangeIdentifier",
+    "Command",
+    "DecideReview",
+    "Envelope",
+    "ImportRecords",
+    "Link",
+    "Merge",
+    "Received",
+    "Register",
+    "Remove",
+    "Subject",
+    "Undo",
+    "Unlink",
+]

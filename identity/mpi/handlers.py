@@ -1,0 +1,208 @@
+"""One handler per command: ``async def handler(command, uow, core) -> result``.
+
+Each runs inside the unit of work that :meth:`identity.mpi.Mpi.handle` opened for the
+command (one transaction; history, outbox rows and the stored reply are written when it
+ends). The steps that change the index live in :mod:`identity.mpi.feed` (register, merge,
+link, ...) and :mod:`identity.mpi.review` (steward decisions, undo); a handler resolves what
+the command names, checks the caller may do it, calls those steps and assembles the result.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any
+
+from identity.errors import NotFound, UnknownIdentifier
+from identity.model import (
+    CommandResult,
+    IdentifierRef,
+    RecordInput,
+    RegisterResult,
+)
+from identity.mpi import review
+from identity.mpi.commands import (
+    ChangeIdentifier,
+    Command,
+    DecideReview,
+    Link,
+    Merge,
+    Register,
+    Remove,
+    Subject,
+    Undo,
+    Unlink,
+)
+from identity.mpi.core import Core
+from identity.mpi.feed import record_key
+from identity.mpi.uow import UnitOfWork
+from identity.store.rows import person_from_row, record_from_row, review_from_row
+
+log = logging.getLogger("identity.mpi")
+
+Handler = Callable[[Any, UnitOfWork, Core], Awaitable[Any]]
+
+
+async def register(cmd: Register, uow: UnitOfWork, core: Core) -> RegisterResult:
+    source = uow.envelope.source
+    domain, record = await core.resolve_subject(cmd.subject, source)
+    if isinstance(cmd.subject, RecordInput):  # Received: chosen among those it may assign in
+        core.check_source(domain, source)
+    others = await core.other_identifiers(
+        record.other_identifiers, domain, record.identifier.value
+    )
+    done = await core.feed.register_record(
+        uow, domain, record, others, source, replace=cmd.replace
+    )
+    repo = uow.repo
+    by_id = core.domains.by_id
+    result = RegisterResult(
+        decision=done.decision,
+        record=(
+            record_from_row(done.record_row, by_id)
+            if done.record_row is not None
+            else await core.record(repo, done.record_id)
+        ),
+        person=(
+            person_from_row(done.person_row)
+            if done.person_row is not None
+            else await core.person(repo, done.person_id, with_records=False)
+        ),
+        created=done.created,
+        review_items=tuple(
+            [review_from_row(r) for r in done.review_rows]
+            if done.review_rows is not None
+            else [review_from_row(await repo.review_row(i)) for i in done.review_ids]
+        ),
+        command_id=str(uow.command_id),
+    )
+    log.info(
+        "event=record_registered decision=%s record=%d person=%d domain=%s actor=%s",
+        done.decision.value,
+        done.record_id,
+        done.person_id,
+        domain.namespace,
+        uow.actor,
+    )
+    return result
+
+
+async def merge(cmd: Merge, uow: UnitOfWork, core: Core) -> CommandResult:
+    source = uow.envelope.source
+    domain, survivor = await core.resolve_subject(cmd.survivor, source)
+    core.check_source(domain, source)
+    retired = await core.prior_in_domain(survivor, domain, cmd.retired)
+    applied, note, record_ids, person_ids = await core.feed.merge(
+        uow, domain, retired, survivor.identifier.value
+    )
+    if applied and (survivor.demographics.model_dump(exclude_none=True) or survivor.cleared):
+        others = await core.other_identifiers(
+            survivor.other_identifiers, domain, survivor.identifier.value
+        )
+        await core.feed.register(uow, domain, survivor, others, source, replace=False)
+    result = await core.command_result(uow, applied, record_ids, person_ids, note)
+    log.info("event=merge applied=%s domain=%s actor=%s", applied, domain.namespace, uow.actor)
+    return result
+
+
+async def change_identifier(cmd: ChangeIdentifier, uow: UnitOfWork, core: Core) -> CommandResult:
+    source = uow.envelope.source
+    domain, record = await core.resolve_subject(cmd.subject, source)
+    core.check_source(domain, source)
+    old_value = await core.prior_in_domain(record, domain, cmd.prior)
+    record_id, person_id = await core.feed.change_identifier(
+        uow, domain, old_value, record.identifier.value
+    )
+    return await core.command_result(uow, True, [record_id], [person_id], None)
+
+
+async def link(cmd: Link, uow: UnitOfWork, core: Core) -> CommandResult:
+    rows = await _ensure_records(uow, core, [cmd.a, cmd.b])
+    persons = await core.feed.link(uow, rows[0], rows[1], cmd.kind)
+    return await core.command_result(uow, True, [rows[0]["id"], rows[1]["id"]], persons, None)
+
+
+async def unlink(cmd: Unlink, uow: UnitOfWork, core: Core) -> CommandResult:
+    rows = await _lookup_records(uow, core, [cmd.a, cmd.b])
+    persons = await core.feed.unlink(uow, rows[0], rows[1], cmd.reason)
+    note = None if persons else "records were not linked"
+    return await core.command_result(
+        uow, bool(persons), [rows[0]["id"], rows[1]["id"]], persons, note
+    )
+
+
+async def remove(cmd: Remove, uow: UnitOfWork, core: Core) -> CommandResult:
+    source = uow.envelope.source
+    domain = await core.domains.resolve_for_feed(cmd.identifier.authority, source)
+    core.check_source(domain, source)
+    record_id, person_id = await core.feed.remove(uow, domain, cmd.identifier.value)
+    persons = [person_id] if person_id else []
+    return await core.command_result(uow, True, [record_id], persons, None)
+
+
+async def decide_review(cmd: DecideReview, uow: UnitOfWork, core: Core) -> CommandResult:
+    persons = await review.decide(uow, core.feed, cmd.item_id, cmd.decision, cmd.reason)
+    return await core.command_result(uow, True, [], persons, cmd.decision.value)
+
+
+async def undo(cmd: Undo, uow: UnitOfWork, core: Core) -> CommandResult:
+    persons = await review.undo(uow, core.feed, cmd.command_id)
+    return await core.command_result(uow, True, [], persons, f"undid {cmd.command_id}")
+
+
+# --- the two records of a link or an unlink ---------------------------------------------------
+
+
+async def _ensure_records(uow: UnitOfWork, core: Core, subjects: Sequence[Subject]) -> list[Any]:
+    """The active records the subjects name; an unknown one is registered first (TF2 ITI-30:
+    A24 links even when a record is unknown)."""
+    source = uow.envelope.source
+    resolved = [await core.resolve_subject(s, source, strict=False) for s in subjects]
+    await uow.repo.lock(sorted(record_key(d.id, r.identifier.value) for d, r in resolved))
+    rows = []
+    for domain, record in resolved:
+        value = record.identifier.value
+        row = await uow.repo.record_row_by_identifier(domain.id, value)
+        if row is None:
+            core.check_source(domain, source)
+            others = await core.other_identifiers(record.other_identifiers, domain, value)
+            await core.feed.register(uow, domain, record, others, source, replace=False)
+            row = await uow.repo.record_row_by_identifier(domain.id, value)
+        if row is None or row["status"] != "active":
+            raise NotFound(f"record {value!r} is not active")
+        rows.append(row)
+    return rows
+
+
+async def _lookup_records(uow: UnitOfWork, core: Core, subjects: Sequence[Subject]) -> list[Any]:
+    """The active records the subjects name, row-locked; an unknown one is refused."""
+    source = uow.envelope.source
+    refs: list[IdentifierRef] = [
+        (await core.resolve_subject(s, source, strict=False))[1].identifier for s in subjects
+    ]
+    keys, resolved = [], []
+    for ref in refs:
+        domain = await core.domains.resolve(ref.authority)
+        resolved.append((domain, ref))
+        keys.append(record_key(domain.id, ref.value))
+    await uow.repo.lock(sorted(keys))
+    rows = []
+    for domain, ref in resolved:
+        row = await uow.repo.record_row_by_identifier(domain.id, ref.value, for_update=True)
+        if row is None or row["status"] != "active":
+            raise UnknownIdentifier(domain.namespace, ref.value)
+        rows.append(row)
+    return rows
+
+
+HANDLERS: dict[type[Command[Any]], Handler] = {
+    Register: register,
+    Merge: merge,
+    ChangeIdentifier: change_identifier,
+    Link: link,
+    Unlink: unlink,
+    Remove: remove,
+    DecideReview: decide_review,
+    Undo: undo,
+}
+"""Which function handles which command (ImportRecords runs its own transaction: bulk.py)."""
