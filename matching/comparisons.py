@@ -1,9 +1,11 @@
 """Comparisons as ordered lists of levels, evaluated as array work over record pairs.
 
 A comparison (family name, birth date, ...) is an ordered list of levels. Each level names a
-vectorised predicate and carries m (probability of the level among true matches) and u (among
-non-matches). A pair reaches the first level whose predicate holds; a "null" level (a value
-missing on either side) is neutral and weighs nothing.
+predicate, a registered :class:`LevelKind`, and carries m (probability of the level among true
+matches) and u (among non-matches). A pair reaches the first level whose predicate holds; a
+"null" level (a value missing on either side) is neutral and weighs nothing. A level kind is one
+object with both forms of its test: ``vectorised`` over many pairs (numpy) and ``scalar`` for
+one pair (plain Python, the small-candidate path); the two agree exactly.
 
 Records are encoded once (:func:`encode`) into numpy columns: strings become 64-bit hashes, so
 equality, phonetic, nickname and token-overlap tests are integer comparisons; Jaro-Winkler runs
@@ -15,9 +17,10 @@ from __future__ import annotations
 
 import math
 import struct
+from abc import ABC, abstractmethod
 from array import array
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -29,16 +32,18 @@ from matching.normalize import normalize_record
 __all__ = [
     "Comparison",
     "EncodedRecords",
+    "LEVEL_KINDS",
     "Level",
+    "LevelKind",
     "PairView",
-    "PREDICATES",
-    "ROW_PREDICATES",
     "RowPair",
     "as_normalized",
     "EncodedRow",
     "default_comparisons",
     "encode",
     "encode_row",
+    "level_kind",
+    "register_level_kind",
     "row_level",
     "stack_rows",
 ]
@@ -318,9 +323,54 @@ class PairView:
 
 
 # --------------------------------------------------------------------------------------------
-# vectorised predicates: (view, sel, level) -> bool array over the selected pairs
+# one pair of encoded rows, in plain Python (no numpy per-call overhead): the small-candidate
+# path of MatchModel.score
 
-Predicate = Callable[[PairView, np.ndarray, "Level"], np.ndarray]
+_ROW_STRUCT = struct.Struct(f"={ROW_WIDTH}q")
+_F32 = struct.Struct("=f")
+
+
+def _col(name: str) -> int | slice:
+    start, stop, scalar = _SLICES[name]
+    return start if scalar else slice(start, stop)
+
+
+def _span(name: str) -> slice:
+    start, stop, _ = _SLICES[name]
+    return slice(start, stop)
+
+
+_FIRST = {name: _SLICES[name][0] for name in _SLICES}
+
+
+class RowPair:
+    """One pair of encoded rows for the scalar forms of the level kinds (memoises
+    Jaro-Winkler)."""
+
+    __slots__ = ("a", "b", "left", "right", "_jw")
+
+    def __init__(self, left: EncodedRow, right: EncodedRow,
+                 a: tuple[int, ...] | None = None) -> None:
+        self.left, self.right = left, right
+        self.a = a if a is not None else _ROW_STRUCT.unpack(left.ints)
+        self.b = _ROW_STRUCT.unpack(right.ints)
+        self._jw: dict[str, float] = {}
+
+    def jaro_winkler(self, name: str) -> float:
+        """As the vectorised path computes it: rapidfuzz's similarity rounded to float32."""
+        value = self._jw.get(name)
+        if value is None:
+            if name == "fam":
+                sim = JaroWinkler.normalized_similarity(self.left.fam, self.right.fam)
+            else:
+                sim = JaroWinkler.normalized_similarity(self.left.giv, self.right.giv)
+            value = _F32.unpack(_F32.pack(sim))[0]
+            self._jw[name] = value
+        return value
+
+
+# --------------------------------------------------------------------------------------------
+# array helpers: over the selected pairs of a PairView
 
 
 def _eq(view: PairView, sel: np.ndarray, name: str) -> np.ndarray:
@@ -328,9 +378,9 @@ def _eq(view: PairView, sel: np.ndarray, name: str) -> np.ndarray:
     return (a == b) & (b != 0) & (a != 0)
 
 
-def _any_shared(view: PairView, sel: np.ndarray, left: str, right: str | None = None) -> np.ndarray:
-    a = view.left_at(left, sel)
-    b = view.right_at(right or left, sel)
+def _any_shared(view: PairView, sel: np.ndarray, name: str) -> np.ndarray:
+    a = view.left_at(name, sel)
+    b = view.right_at(name, sel)
     a3 = a[:, :, None]
     hit = (a3 == b[:, None, :]) & (a3 != 0)
     return hit.reshape(hit.shape[0], -1).any(axis=1)
@@ -352,10 +402,6 @@ def _in(view: PairView, sel: np.ndarray, scalar: str, vector: str, left_scalar: 
     return ((v == s[:, None]) & (s[:, None] != 0)).any(axis=1)
 
 
-def p_else(view: PairView, sel: np.ndarray, level: Level) -> np.ndarray:
-    return np.ones(len(sel), bool)
-
-
 def _missing(view: PairView, sel: np.ndarray, name: str) -> np.ndarray:
     a, b = view.left_at(name, sel), view.right_at(name, sel)
     if a.ndim == 2:
@@ -363,192 +409,444 @@ def _missing(view: PairView, sel: np.ndarray, name: str) -> np.ndarray:
     return (a == 0) | (b == 0)
 
 
-def family_missing(view: PairView, sel: np.ndarray, level: Level) -> np.ndarray:
-    return _missing(view, sel, "fam")
-
-
-def family_exact(view: PairView, sel: np.ndarray, level: Level) -> np.ndarray:
-    return _eq(view, sel, "fam")
-
-
-def family_jaro_winkler(view: PairView, sel: np.ndarray, level: Level) -> np.ndarray:
-    return view.jaro_winkler("fam", sel) >= (level.threshold or 0.0)
-
-
-def family_token_shared(view: PairView, sel: np.ndarray, level: Level) -> np.ndarray:
-    return _any_shared(view, sel, "fam_tok")
-
-
-def family_phonetic(view: PairView, sel: np.ndarray, level: Level) -> np.ndarray:
-    return _eq(view, sel, "fam_phon")
-
-
-def family_previous(view: PairView, sel: np.ndarray, level: Level) -> np.ndarray:
-    """A maiden/previous family name on one side equals the other's family (or theirs)."""
-    return (
-        _in(view, sel, "fam", "prev_fam", left_scalar=True)
-        | _in(view, sel, "fam", "prev_fam", left_scalar=False)
-        | _any_shared(view, sel, "prev_fam")
-    )
-
-
-def names_swapped(view: PairView, sel: np.ndarray, level: Level) -> np.ndarray:
-    lf, lg = view.left_at("fam", sel), view.left_at("giv", sel)
-    rf, rg = view.right_at("fam", sel), view.right_at("giv", sel)
-    return (lf == rg) & (lg == rf) & (lf != 0) & (lg != 0)
-
-
-def given_missing(view: PairView, sel: np.ndarray, level: Level) -> np.ndarray:
-    return _missing(view, sel, "giv")
-
-
-def given_exact(view: PairView, sel: np.ndarray, level: Level) -> np.ndarray:
-    return _eq(view, sel, "giv")
-
-
-def given_jaro_winkler(view: PairView, sel: np.ndarray, level: Level) -> np.ndarray:
-    return view.jaro_winkler("giv", sel) >= (level.threshold or 0.0)
-
-
-def given_nickname(view: PairView, sel: np.ndarray, level: Level) -> np.ndarray:
-    return _any_shared(view, sel, "giv_var")
-
-
-def given_phonetic(view: PairView, sel: np.ndarray, level: Level) -> np.ndarray:
-    """Same NYSIIS key and not far apart in spelling (NYSIIS alone puts JOHN and JAMES
-    together); ``threshold`` is the minimum Jaro-Winkler similarity."""
-    same = _eq(view, sel, "giv_phon")
-    if level.threshold and same.any():
-        same[same] = view.jaro_winkler("giv", sel[same]) >= level.threshold
-    return same
-
-
-def given_initial(view: PairView, sel: np.ndarray, level: Level) -> np.ndarray:
-    return _eq(view, sel, "initial")
-
-
-def dob_missing(view: PairView, sel: np.ndarray, level: Level) -> np.ndarray:
-    return (view.left_at("dob", sel)[:, 0] == 0) | (view.right_at("dob", sel)[:, 0] == 0)
-
-
 def _full(dob: np.ndarray) -> np.ndarray:
     return (dob[:, 1] != 0) & (dob[:, 2] != 0)
 
 
-def dob_exact(view: PairView, sel: np.ndarray, level: Level) -> np.ndarray:
-    a, b = view.left_at("dob", sel), view.right_at("dob", sel)
-    return (a == b).all(axis=1) & _full(b) & _full(a)
+# row helpers: the same tests on one RowPair
 
 
-def dob_transposed(view: PairView, sel: np.ndarray, level: Level) -> np.ndarray:
-    a, b = view.left_at("dob", sel), view.right_at("dob", sel)
-    return (
-        (a[:, 0] == b[:, 0]) & (a[:, 1] == b[:, 2]) & (a[:, 2] == b[:, 1])
-        & (a[:, 1] != a[:, 2]) & _full(a) & _full(b)
-    )
+def _r_any_shared(p: RowPair, cols: slice) -> bool:
+    b = p.b[cols]
+    return any(x != 0 and x in b for x in p.a[cols])
 
 
-def dob_one_digit(view: PairView, sel: np.ndarray, level: Level) -> np.ndarray:
-    a, b = view.left_at("dob", sel), view.right_at("dob", sel)
-    da, db = view.left_at("dob_digits", sel), view.right_at("dob_digits", sel)
-    return ((da != db).sum(axis=1) == 1) & _full(a) & _full(b)
+def _r_in(p: RowPair, scalar: int, vector: slice, left_scalar: bool) -> bool:
+    s, v = (p.a[scalar], p.b[vector]) if left_scalar else (p.b[scalar], p.a[vector])
+    return s != 0 and s in v
 
 
-def dob_year_month(view: PairView, sel: np.ndarray, level: Level) -> np.ndarray:
-    a, b = view.left_at("dob", sel), view.right_at("dob", sel)
-    return (a[:, 0] == b[:, 0]) & (a[:, 1] == b[:, 1]) & (a[:, 1] != 0)
+_DOB_START = _SLICES["dob"][0]
 
 
-def dob_year(view: PairView, sel: np.ndarray, level: Level) -> np.ndarray:
-    a, b = view.left_at("dob", sel), view.right_at("dob", sel)
-    return np.abs(a[:, 0] - b[:, 0]) <= int(level.threshold or 0)
+def _r_dobs(p: RowPair) -> tuple[tuple[int, ...], tuple[int, ...]]:
+    s = _DOB_START
+    return p.a[s : s + 3], p.b[s : s + 3]
 
 
-def sex_missing(view: PairView, sel: np.ndarray, level: Level) -> np.ndarray:
-    return _missing(view, sel, "sex")
+def _r_full(d: tuple[int, ...]) -> bool:
+    return d[1] != 0 and d[2] != 0
 
 
-def sex_exact(view: PairView, sel: np.ndarray, level: Level) -> np.ndarray:
-    return _eq(view, sel, "sex")
+# --------------------------------------------------------------------------------------------
+# level kinds: what a level tests, in both forms
 
 
-def suffix_missing(view: PairView, sel: np.ndarray, level: Level) -> np.ndarray:
-    return _missing(view, sel, "suffix")
+class LevelKind(ABC):
+    """What a level tests (its ``predicate`` in the model JSON), in both forms.
+
+    - :meth:`vectorised` answers for the pairs ``sel`` of a :class:`PairView` (a bool array of
+      ``len(sel)``, or one that broadcasts to it): the batch and many-candidate path;
+    - :meth:`scalar` answers for one :class:`RowPair` in plain Python: the small-candidate path.
+
+    Both are abstract, so a kind without one of them cannot be created, and the two must agree
+    exactly (tests/matching/test_score_fast.py checks every registered kind on generated
+    pairs). Both read ``level.threshold`` where the kind has one. A kind is resolved once, when a
+    :class:`Level` is made (``level.kind``), not per pair.
+    """
+
+    __slots__ = ("name",)
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+    @abstractmethod
+    def vectorised(self, view: PairView, sel: np.ndarray, level: Level) -> np.ndarray:
+        """Whether each selected pair of ``view`` reaches ``level``."""
+
+    @abstractmethod
+    def scalar(self, pair: RowPair, level: Level) -> bool:
+        """Whether ``pair`` reaches ``level``: :meth:`vectorised` for one pair."""
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        # a copied or unpickled level refers to the registered kind, not to a copy of it
+        return (level_kind, (self.name,))
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} {self.name!r}>"
 
 
-def suffix_exact(view: PairView, sel: np.ndarray, level: Level) -> np.ndarray:
-    return _eq(view, sel, "suffix")
+class _OnColumn(LevelKind):
+    """A kind that tests one encoded column; ``cache_key`` shares its per-pair result between
+    levels of one comparison (vectorised form)."""
+
+    __slots__ = ("column", "cache_key", "_at")
+
+    def __init__(self, name: str, column: str, cache_key: str | None = None) -> None:
+        super().__init__(name)
+        self.column = column
+        self.cache_key = cache_key
+        self._at: Any = _col(column)
 
 
-def postal_missing(view: PairView, sel: np.ndarray, level: Level) -> np.ndarray:
-    return _missing(view, sel, "postal")
+class Always(LevelKind):
+    """Every pair: the last ("else") level of a comparison."""
+
+    __slots__ = ()
+
+    def vectorised(self, view: PairView, sel: np.ndarray, level: Level) -> np.ndarray:
+        return np.ones(len(sel), bool)
+
+    def scalar(self, pair: RowPair, level: Level) -> bool:
+        return True
 
 
-def postal_exact(view: PairView, sel: np.ndarray, level: Level) -> np.ndarray:
-    return _any_shared(view, sel, "postal")
+class Missing(_OnColumn):
+    """The column (its first value, for a multi-valued one) is empty on either side."""
+
+    __slots__ = ()
+
+    def __init__(self, name: str, column: str) -> None:
+        super().__init__(name, column)
+        self._at = _FIRST[column]
+
+    def vectorised(self, view: PairView, sel: np.ndarray, level: Level) -> np.ndarray:
+        return _missing(view, sel, self.column)
+
+    def scalar(self, pair: RowPair, level: Level) -> bool:
+        i = self._at
+        return pair.a[i] == 0 or pair.b[i] == 0
 
 
-def postal_prefix(view: PairView, sel: np.ndarray, level: Level) -> np.ndarray:
-    return _any_shared(view, sel, "postal3")
+class Exact(_OnColumn):
+    """The same non-empty value on both sides (a single-valued column)."""
+
+    __slots__ = ()
+
+    def __init__(self, name: str, column: str, cache_key: str | None = None) -> None:
+        super().__init__(name, column, cache_key)
+        if not isinstance(self._at, int):
+            raise ValueError(f"{column!r} is multi-valued; use AnyShared")
+
+    def vectorised(self, view: PairView, sel: np.ndarray, level: Level) -> np.ndarray:
+        column = self.column
+        if self.cache_key is None:
+            return _eq(view, sel, column)
+        return view.cached(self.cache_key, sel, lambda s: _eq(view, s, column)) > 0
+
+    def scalar(self, pair: RowPair, level: Level) -> bool:
+        i = self._at
+        a, b = pair.a[i], pair.b[i]
+        return a == b and b != 0 and a != 0
 
 
-def phone_missing(view: PairView, sel: np.ndarray, level: Level) -> np.ndarray:
-    return _missing(view, sel, "phone")
+class AnyShared(_OnColumn):
+    """A non-empty value of one side's list is in the other's (a multi-valued column)."""
+
+    __slots__ = ()
+
+    def vectorised(self, view: PairView, sel: np.ndarray, level: Level) -> np.ndarray:
+        column = self.column
+        if self.cache_key is None:
+            return _any_shared(view, sel, column)
+        return view.cached(self.cache_key, sel, lambda s: _any_shared(view, s, column)) > 0
+
+    def scalar(self, pair: RowPair, level: Level) -> bool:
+        b = pair.b[self._at]
+        return any(x != 0 and x in b for x in pair.a[self._at])
 
 
-def phone_shared(view: PairView, sel: np.ndarray, level: Level) -> np.ndarray:
-    return view.cached("phone_shared", sel, lambda s: _any_shared(view, s, "phone")) > 0
+class NoneShared(_OnColumn):
+    """No non-empty value in common (the negation of :class:`AnyShared`)."""
+
+    __slots__ = ()
+
+    def vectorised(self, view: PairView, sel: np.ndarray, level: Level) -> np.ndarray:
+        return ~_any_shared(view, sel, self.column)
+
+    def scalar(self, pair: RowPair, level: Level) -> bool:
+        b = pair.b[self._at]
+        return not any(x != 0 and x in b for x in pair.a[self._at])
 
 
-def address_missing(view: PairView, sel: np.ndarray, level: Level) -> np.ndarray:
-    return _missing(view, sel, "addr_tok")
+class SharedCount(_OnColumn):
+    """At least ``threshold`` (default 1) values of the left list are in the right one."""
+
+    __slots__ = ()
+
+    def vectorised(self, view: PairView, sel: np.ndarray, level: Level) -> np.ndarray:
+        column, key = self.column, self.cache_key or "count:" + self.column
+        shared = view.cached(key, sel, lambda s: _shared_count(view, s, column))
+        return shared >= int(level.threshold or 1)
+
+    def scalar(self, pair: RowPair, level: Level) -> bool:
+        b = pair.b[self._at]
+        shared = sum(1 for x in pair.a[self._at] if x != 0 and x in b)
+        return shared >= int(level.threshold or 1)
 
 
-def address_exact(view: PairView, sel: np.ndarray, level: Level) -> np.ndarray:
-    return view.cached("addr_exact", sel, lambda s: _eq(view, s, "addr_line")) > 0
+class JaroWinklerAtLeast(LevelKind):
+    """Jaro-Winkler similarity of the ``"fam"`` or ``"giv"`` strings >= ``threshold``."""
+
+    __slots__ = ("column",)
+
+    def __init__(self, name: str, column: str) -> None:
+        super().__init__(name)
+        if column not in ("fam", "giv"):
+            raise ValueError(f"no strings kept for {column!r}")
+        self.column = column
+
+    def vectorised(self, view: PairView, sel: np.ndarray, level: Level) -> np.ndarray:
+        return view.jaro_winkler(self.column, sel) >= (level.threshold or 0.0)
+
+    def scalar(self, pair: RowPair, level: Level) -> bool:
+        return pair.jaro_winkler(self.column) >= (level.threshold or 0.0)
 
 
-def address_token_overlap(view: PairView, sel: np.ndarray, level: Level) -> np.ndarray:
-    shared = view.cached("addr_shared", sel, lambda s: _shared_count(view, s, "addr_tok"))
-    return shared >= int(level.threshold or 1)
+class SameKeySimilarSpelling(_OnColumn):
+    """Same (phonetic) key and, when the level has a ``threshold``, a Jaro-Winkler similarity
+    of the strings at least that (NYSIIS alone puts JOHN and JAMES together)."""
+
+    __slots__ = ("strings",)
+
+    def __init__(self, name: str, column: str, strings: str) -> None:
+        super().__init__(name, column)
+        self.strings = strings
+
+    def vectorised(self, view: PairView, sel: np.ndarray, level: Level) -> np.ndarray:
+        same = _eq(view, sel, self.column)
+        if level.threshold and same.any():
+            same[same] = view.jaro_winkler(self.strings, sel[same]) >= level.threshold
+        return same
+
+    def scalar(self, pair: RowPair, level: Level) -> bool:
+        i = self._at
+        a, b = pair.a[i], pair.b[i]
+        same = a == b and b != 0 and a != 0
+        if level.threshold and same:
+            return pair.jaro_winkler(self.strings) >= level.threshold
+        return same
 
 
-def contact_missing(view: PairView, sel: np.ndarray, level: Level) -> np.ndarray:
+class Both(LevelKind):
+    """Two kinds hold at once."""
+
+    __slots__ = ("first", "second")
+
+    def __init__(self, name: str, first: LevelKind, second: LevelKind) -> None:
+        super().__init__(name)
+        self.first, self.second = first, second
+
+    def vectorised(self, view: PairView, sel: np.ndarray, level: Level) -> np.ndarray:
+        return self.first.vectorised(view, sel, level) & self.second.vectorised(view, sel, level)
+
+    def scalar(self, pair: RowPair, level: Level) -> bool:
+        return self.first.scalar(pair, level) and self.second.scalar(pair, level)
+
+
+class PreviousFamily(LevelKind):
+    """A maiden/previous family name on one side equals the other's family (or theirs)."""
+
+    __slots__ = ()
+    _FAM, _PREV = _FIRST["fam"], _span("prev_fam")
+
+    def vectorised(self, view: PairView, sel: np.ndarray, level: Level) -> np.ndarray:
+        return (
+            _in(view, sel, "fam", "prev_fam", left_scalar=True)
+            | _in(view, sel, "fam", "prev_fam", left_scalar=False)
+            | _any_shared(view, sel, "prev_fam")
+        )
+
+    def scalar(self, pair: RowPair, level: Level) -> bool:
+        fam, prev = self._FAM, self._PREV
+        return (_r_in(pair, fam, prev, True) or _r_in(pair, fam, prev, False)
+                or _r_any_shared(pair, prev))
+
+
+class NamesSwapped(LevelKind):
+    """Family and given name swapped between the sides."""
+
+    __slots__ = ()
+    _FAM, _GIV = _FIRST["fam"], _FIRST["giv"]
+
+    def vectorised(self, view: PairView, sel: np.ndarray, level: Level) -> np.ndarray:
+        lf, lg = view.left_at("fam", sel), view.left_at("giv", sel)
+        rf, rg = view.right_at("fam", sel), view.right_at("giv", sel)
+        return (lf == rg) & (lg == rf) & (lf != 0) & (lg != 0)
+
+    def scalar(self, pair: RowPair, level: Level) -> bool:
+        a, b = pair.a, pair.b
+        lf, lg, rf, rg = a[self._FAM], a[self._GIV], b[self._FAM], b[self._GIV]
+        return lf == rg and lg == rf and lf != 0 and lg != 0
+
+
+class DobExact(LevelKind):
+    """The same full birth date (year, month and day known on both sides)."""
+
+    __slots__ = ()
+
+    def vectorised(self, view: PairView, sel: np.ndarray, level: Level) -> np.ndarray:
+        a, b = view.left_at("dob", sel), view.right_at("dob", sel)
+        return (a == b).all(axis=1) & _full(b) & _full(a)
+
+    def scalar(self, pair: RowPair, level: Level) -> bool:
+        a, b = _r_dobs(pair)
+        return a == b and _r_full(b) and _r_full(a)
+
+
+class DobTransposed(LevelKind):
+    """Same year, day and month swapped (full dates, day != month)."""
+
+    __slots__ = ()
+
+    def vectorised(self, view: PairView, sel: np.ndarray, level: Level) -> np.ndarray:
+        a, b = view.left_at("dob", sel), view.right_at("dob", sel)
+        return (
+            (a[:, 0] == b[:, 0]) & (a[:, 1] == b[:, 2]) & (a[:, 2] == b[:, 1])
+            & (a[:, 1] != a[:, 2]) & _full(a) & _full(b)
+        )
+
+    def scalar(self, pair: RowPair, level: Level) -> bool:
+        a, b = _r_dobs(pair)
+        return (a[0] == b[0] and a[1] == b[2] and a[2] == b[1] and a[1] != a[2]
+                and _r_full(a) and _r_full(b))
+
+
+class DobOneDigit(LevelKind):
+    """Full dates whose YYYYMMDD digits differ in exactly one place."""
+
+    __slots__ = ()
+    _DIGITS = _span("dob_digits")
+
+    def vectorised(self, view: PairView, sel: np.ndarray, level: Level) -> np.ndarray:
+        a, b = view.left_at("dob", sel), view.right_at("dob", sel)
+        da, db = view.left_at("dob_digits", sel), view.right_at("dob_digits", sel)
+        return ((da != db).sum(axis=1) == 1) & _full(a) & _full(b)
+
+    def scalar(self, pair: RowPair, level: Level) -> bool:
+        a, b = _r_dobs(pair)
+        digits = self._DIGITS
+        diff = sum(x != y for x, y in zip(pair.a[digits], pair.b[digits], strict=True))
+        return diff == 1 and _r_full(a) and _r_full(b)
+
+
+class DobYearMonth(LevelKind):
+    """Same year and (known) month."""
+
+    __slots__ = ()
+
+    def vectorised(self, view: PairView, sel: np.ndarray, level: Level) -> np.ndarray:
+        a, b = view.left_at("dob", sel), view.right_at("dob", sel)
+        return (a[:, 0] == b[:, 0]) & (a[:, 1] == b[:, 1]) & (a[:, 1] != 0)
+
+    def scalar(self, pair: RowPair, level: Level) -> bool:
+        a, b = _r_dobs(pair)
+        return a[0] == b[0] and a[1] == b[1] and a[1] != 0
+
+
+class DobYearWithin(LevelKind):
+    """Birth years at most ``threshold`` (default 0) apart."""
+
+    __slots__ = ()
+
+    def vectorised(self, view: PairView, sel: np.ndarray, level: Level) -> np.ndarray:
+        a, b = view.left_at("dob", sel), view.right_at("dob", sel)
+        return np.abs(a[:, 0] - b[:, 0]) <= int(level.threshold or 0)
+
+    def scalar(self, pair: RowPair, level: Level) -> bool:
+        a, b = _r_dobs(pair)
+        return abs(a[0] - b[0]) <= int(level.threshold or 0)
+
+
+class ContactMissing(LevelKind):
     """Neither an address nor a phone comparable on both sides."""
-    has_left = (view.left_at("addr_tok", sel)[:, 0] != 0) | (view.left_at("postal", sel)[:, 0] != 0)
-    has_right = (view.right_at("addr_tok", sel)[:, 0] != 0) | (
-        view.right_at("postal", sel)[:, 0] != 0
-    )
-    phones = (view.left_at("phone", sel)[:, 0] != 0) & (view.right_at("phone", sel)[:, 0] != 0)
-    return ~((has_left & has_right) | phones)
+
+    __slots__ = ()
+    _TOK, _POSTAL, _PHONE = _FIRST["addr_tok"], _FIRST["postal"], _FIRST["phone"]
+
+    def vectorised(self, view: PairView, sel: np.ndarray, level: Level) -> np.ndarray:
+        has_left = (view.left_at("addr_tok", sel)[:, 0] != 0) | (
+            view.left_at("postal", sel)[:, 0] != 0
+        )
+        has_right = (view.right_at("addr_tok", sel)[:, 0] != 0) | (
+            view.right_at("postal", sel)[:, 0] != 0
+        )
+        phones = (view.left_at("phone", sel)[:, 0] != 0) & (view.right_at("phone", sel)[:, 0] != 0)
+        return ~((has_left & has_right) | phones)
+
+    def scalar(self, pair: RowPair, level: Level) -> bool:
+        t, c, ph = self._TOK, self._POSTAL, self._PHONE
+        a, b = pair.a, pair.b
+        has_left = a[t] != 0 or a[c] != 0
+        has_right = b[t] != 0 or b[c] != 0
+        phones = a[ph] != 0 and b[ph] != 0
+        return not ((has_left and has_right) or phones)
 
 
-def address_and_phone(view: PairView, sel: np.ndarray, level: Level) -> np.ndarray:
-    return address_exact(view, sel, level) & phone_shared(view, sel, level)
+LEVEL_KINDS: dict[str, LevelKind] = {}
 
 
-def identifier_missing(view: PairView, sel: np.ndarray, level: Level) -> np.ndarray:
-    """No person-level identifier domain in common."""
-    return ~_any_shared(view, sel, "pid_dom")
+def register_level_kind(kind: LevelKind) -> LevelKind:
+    """Make ``kind`` usable as a level's ``predicate`` (its name must be new)."""
+    if not isinstance(kind, LevelKind):
+        raise TypeError(f"{kind!r} is not a LevelKind")
+    if kind.name in LEVEL_KINDS:
+        raise ValueError(f"level kind {kind.name!r} already registered")
+    LEVEL_KINDS[kind.name] = kind
+    return kind
 
 
-def identifier_agree(view: PairView, sel: np.ndarray, level: Level) -> np.ndarray:
-    return _any_shared(view, sel, "pid_val")
+def level_kind(name: str) -> LevelKind:
+    """The registered kind of a level's ``predicate`` name."""
+    kind = LEVEL_KINDS.get(name)
+    if kind is None:
+        raise ValueError(f"unknown predicate {name!r}")
+    return kind
 
 
-PREDICATES: dict[str, Predicate] = {
-    f.__name__: f
-    for f in (
-        p_else, family_missing, family_exact, family_jaro_winkler, family_token_shared,
-        family_phonetic, family_previous, names_swapped, given_missing, given_exact,
-        given_jaro_winkler, given_nickname, given_phonetic, given_initial, dob_missing,
-        dob_exact, dob_transposed, dob_one_digit, dob_year_month, dob_year, sex_missing,
-        sex_exact, suffix_missing, suffix_exact, postal_missing, postal_exact, postal_prefix,
-        phone_missing, phone_shared, address_missing, address_exact, address_token_overlap,
-        identifier_missing, identifier_agree, contact_missing, address_and_phone,
-    )
-}
-PREDICATES["else"] = p_else
+_address_exact = Exact("address_exact", "addr_line", cache_key="addr_exact")
+_phone_shared = AnyShared("phone_shared", "phone", cache_key="phone_shared")
+for _kind in (
+    Always("else"),
+    Always("p_else"),  # the name the else predicate had as a function; kept for old files
+    Missing("family_missing", "fam"),
+    Exact("family_exact", "fam"),
+    JaroWinklerAtLeast("family_jaro_winkler", "fam"),
+    AnyShared("family_token_shared", "fam_tok"),
+    Exact("family_phonetic", "fam_phon"),
+    PreviousFamily("family_previous"),
+    NamesSwapped("names_swapped"),
+    Missing("given_missing", "giv"),
+    Exact("given_exact", "giv"),
+    JaroWinklerAtLeast("given_jaro_winkler", "giv"),
+    AnyShared("given_nickname", "giv_var"),
+    SameKeySimilarSpelling("given_phonetic", "giv_phon", strings="giv"),
+    Exact("given_initial", "initial"),
+    Missing("dob_missing", "dob"),
+    DobExact("dob_exact"),
+    DobTransposed("dob_transposed"),
+    DobOneDigit("dob_one_digit"),
+    DobYearMonth("dob_year_month"),
+    DobYearWithin("dob_year"),
+    Missing("sex_missing", "sex"),
+    Exact("sex_exact", "sex"),
+    Missing("suffix_missing", "suffix"),
+    Exact("suffix_exact", "suffix"),
+    Missing("postal_missing", "postal"),
+    AnyShared("postal_exact", "postal"),
+    AnyShared("postal_prefix", "postal3"),
+    Missing("phone_missing", "phone"),
+    _phone_shared,
+    Missing("address_missing", "addr_tok"),
+    _address_exact,
+    SharedCount("address_token_overlap", "addr_tok", cache_key="addr_shared"),
+    ContactMissing("contact_missing"),
+    Both("address_and_phone", _address_exact, _phone_shared),
+    NoneShared("identifier_missing", "pid_dom"),
+    AnyShared("identifier_agree", "pid_val"),
+):
+    register_level_kind(_kind)
+del _kind
 
 
 # --------------------------------------------------------------------------------------------
@@ -557,7 +855,12 @@ PREDICATES["else"] = p_else
 
 @dataclass
 class Level:
-    """One level of a comparison: a predicate plus its m and u probabilities."""
+    """One level of a comparison: what it tests (``predicate``, the name of a registered
+    :class:`LevelKind`) plus its m and u probabilities.
+
+    ``kind`` is the registered kind itself, resolved whenever ``predicate`` is set (so when the
+    level is made or loaded, never per pair); an unknown predicate raises ``ValueError``.
+    """
 
     label: str
     predicate: str
@@ -566,6 +869,14 @@ class Level:
     threshold: float | None = None
     null: bool = False
     tf_adjust: bool = False
+    kind: LevelKind = field(init=False, repr=False, compare=False)
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        if name == "predicate":
+            object.__setattr__(self, "kind", level_kind(value))
+        elif name == "kind":
+            raise AttributeError("set predicate, not kind")
+        object.__setattr__(self, name, value)
 
     @property
     def weight(self) -> float:
@@ -589,8 +900,6 @@ class Level:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Level:
-        if data["predicate"] not in PREDICATES:
-            raise ValueError(f"unknown predicate {data['predicate']!r}")
         return cls(
             label=data["label"],
             predicate=data["predicate"],
@@ -622,7 +931,7 @@ class Comparison:
         for index, level in enumerate(self.levels):
             if remaining.size == 0:
                 break
-            hit = PREDICATES[level.predicate](view, remaining, level)
+            hit = level.kind.vectorised(view, remaining, level)
             if hit.shape != remaining.shape:
                 hit = np.broadcast_to(hit, remaining.shape)
             out[remaining[hit]] = index
@@ -713,191 +1022,9 @@ def default_comparisons() -> list[Comparison]:
     ]
 
 
-# --------------------------------------------------------------------------------------------
-# the same predicates on one pair of encoded rows, in plain Python (no numpy per-call overhead):
-# the small-candidate path of MatchModel.score. Each must agree exactly with its vectorised twin
-# above (tests/matching/test_score_fast.py checks levels and weights on generated populations).
-
-_ROW_STRUCT = struct.Struct(f"={ROW_WIDTH}q")
-_F32 = struct.Struct("=f")
-
-
-def _col(name: str) -> int | slice:
-    start, stop, scalar = _SLICES[name]
-    return start if scalar else slice(start, stop)
-
-
-class RowPair:
-    """One pair of encoded rows for the plain-Python predicates (memoises Jaro-Winkler)."""
-
-    __slots__ = ("a", "b", "left", "right", "_jw")
-
-    def __init__(self, left: EncodedRow, right: EncodedRow,
-                 a: tuple[int, ...] | None = None) -> None:
-        self.left, self.right = left, right
-        self.a = a if a is not None else _ROW_STRUCT.unpack(left.ints)
-        self.b = _ROW_STRUCT.unpack(right.ints)
-        self._jw: dict[str, float] = {}
-
-    def jaro_winkler(self, name: str) -> float:
-        """As the vectorised path computes it: rapidfuzz's similarity rounded to float32."""
-        value = self._jw.get(name)
-        if value is None:
-            if name == "fam":
-                sim = JaroWinkler.normalized_similarity(self.left.fam, self.right.fam)
-            else:
-                sim = JaroWinkler.normalized_similarity(self.left.giv, self.right.giv)
-            value = _F32.unpack(_F32.pack(sim))[0]
-            self._jw[name] = value
-        return value
-
-
-_FAM, _FAM_PHON, _FAM_TOK, _PREV_FAM = _col("fam"), _col("fam_phon"), _col("fam_tok"), _col(
-    "prev_fam")
-_GIV, _GIV_PHON, _GIV_VAR, _INITIAL = _col("giv"), _col("giv_phon"), _col("giv_var"), _col(
-    "initial")
-_DOB_START = _SLICES["dob"][0]
-_DIGITS = _col("dob_digits")
-_SEX, _SUFFIX, _POSTAL, _POSTAL3 = _col("sex"), _col("suffix"), _col("postal"), _col("postal3")
-_PHONE, _ADDR_LINE, _ADDR_TOK = _col("phone"), _col("addr_line"), _col("addr_tok")
-_PID_DOM, _PID_VAL = _col("pid_dom"), _col("pid_val")
-_FIRST = {name: _SLICES[name][0] for name in _SLICES}
-
-
-def _r_eq(p: RowPair, i: int) -> bool:
-    a, b = p.a[i], p.b[i]
-    return a == b and b != 0 and a != 0
-
-
-def _r_any_shared(p: RowPair, left: slice, right: slice | None = None) -> bool:
-    b = p.b[right or left]
-    return any(x != 0 and x in b for x in p.a[left])
-
-
-def _r_in(p: RowPair, scalar: int, vector: slice, left_scalar: bool) -> bool:
-    s, v = (p.a[scalar], p.b[vector]) if left_scalar else (p.b[scalar], p.a[vector])
-    return s != 0 and s in v
-
-
-def _r_missing(p: RowPair, name: str) -> bool:
-    i = _FIRST[name]
-    return p.a[i] == 0 or p.b[i] == 0
-
-
-def _r_dob(p: RowPair) -> tuple[tuple[int, ...], tuple[int, ...]]:
-    s = _DOB_START
-    return p.a[s : s + 3], p.b[s : s + 3]
-
-
-def _r_full(d: tuple[int, ...]) -> bool:
-    return d[1] != 0 and d[2] != 0
-
-
-def _r_dob_exact(p: RowPair, lv: Level) -> bool:
-    a, b = _r_dob(p)
-    return a == b and _r_full(b) and _r_full(a)
-
-
-def _r_dob_transposed(p: RowPair, lv: Level) -> bool:
-    a, b = _r_dob(p)
-    return (a[0] == b[0] and a[1] == b[2] and a[2] == b[1] and a[1] != a[2]
-            and _r_full(a) and _r_full(b))
-
-
-def _r_dob_one_digit(p: RowPair, lv: Level) -> bool:
-    a, b = _r_dob(p)
-    diff = sum(x != y for x, y in zip(p.a[_DIGITS], p.b[_DIGITS], strict=True))
-    return diff == 1 and _r_full(a) and _r_full(b)
-
-
-def _r_dob_year_month(p: RowPair, lv: Level) -> bool:
-    a, b = _r_dob(p)
-    return a[0] == b[0] and a[1] == b[1] and a[1] != 0
-
-
-def _r_dob_year(p: RowPair, lv: Level) -> bool:
-    a, b = _r_dob(p)
-    return abs(a[0] - b[0]) <= int(lv.threshold or 0)
-
-
-def _r_names_swapped(p: RowPair, lv: Level) -> bool:
-    lf, lg, rf, rg = p.a[_FAM], p.a[_GIV], p.b[_FAM], p.b[_GIV]
-    return lf == rg and lg == rf and lf != 0 and lg != 0
-
-
-def _r_given_phonetic(p: RowPair, lv: Level) -> bool:
-    same = _r_eq(p, _GIV_PHON)
-    if lv.threshold and same:
-        return p.jaro_winkler("giv") >= lv.threshold
-    return same
-
-
-def _r_address_token_overlap(p: RowPair, lv: Level) -> bool:
-    b = p.b[_ADDR_TOK]
-    shared = sum(1 for x in p.a[_ADDR_TOK] if x != 0 and x in b)
-    return shared >= int(lv.threshold or 1)
-
-
-def _r_contact_missing(p: RowPair, lv: Level) -> bool:
-    t, c, ph = _FIRST["addr_tok"], _FIRST["postal"], _FIRST["phone"]
-    a, b = p.a, p.b
-    has_left = a[t] != 0 or a[c] != 0
-    has_right = b[t] != 0 or b[c] != 0
-    phones = a[ph] != 0 and b[ph] != 0
-    return not ((has_left and has_right) or phones)
-
-
-RowPredicate = Callable[[RowPair, "Level"], bool]
-
-ROW_PREDICATES: dict[str, RowPredicate] = {
-    "p_else": lambda p, lv: True,
-    "else": lambda p, lv: True,
-    "family_missing": lambda p, lv: _r_missing(p, "fam"),
-    "family_exact": lambda p, lv: _r_eq(p, _FAM),
-    "family_jaro_winkler": lambda p, lv: p.jaro_winkler("fam") >= (lv.threshold or 0.0),
-    "family_token_shared": lambda p, lv: _r_any_shared(p, _FAM_TOK),
-    "family_phonetic": lambda p, lv: _r_eq(p, _FAM_PHON),
-    "family_previous": lambda p, lv: (
-        _r_in(p, _FAM, _PREV_FAM, True) or _r_in(p, _FAM, _PREV_FAM, False)
-        or _r_any_shared(p, _PREV_FAM)
-    ),
-    "names_swapped": _r_names_swapped,
-    "given_missing": lambda p, lv: _r_missing(p, "giv"),
-    "given_exact": lambda p, lv: _r_eq(p, _GIV),
-    "given_jaro_winkler": lambda p, lv: p.jaro_winkler("giv") >= (lv.threshold or 0.0),
-    "given_nickname": lambda p, lv: _r_any_shared(p, _GIV_VAR),
-    "given_phonetic": _r_given_phonetic,
-    "given_initial": lambda p, lv: _r_eq(p, _INITIAL),
-    "dob_missing": lambda p, lv: _r_missing(p, "dob"),
-    "dob_exact": _r_dob_exact,
-    "dob_transposed": _r_dob_transposed,
-    "dob_one_digit": _r_dob_one_digit,
-    "dob_year_month": _r_dob_year_month,
-    "dob_year": _r_dob_year,
-    "sex_missing": lambda p, lv: _r_missing(p, "sex"),
-    "sex_exact": lambda p, lv: _r_eq(p, _SEX),
-    "suffix_missing": lambda p, lv: _r_missing(p, "suffix"),
-    "suffix_exact": lambda p, lv: _r_eq(p, _SUFFIX),
-    "postal_missing": lambda p, lv: _r_missing(p, "postal"),
-    "postal_exact": lambda p, lv: _r_any_shared(p, _POSTAL),
-    "postal_prefix": lambda p, lv: _r_any_shared(p, _POSTAL3),
-    "phone_missing": lambda p, lv: _r_missing(p, "phone"),
-    "phone_shared": lambda p, lv: _r_any_shared(p, _PHONE),
-    "address_missing": lambda p, lv: _r_missing(p, "addr_tok"),
-    "address_exact": lambda p, lv: _r_eq(p, _ADDR_LINE),
-    "address_token_overlap": _r_address_token_overlap,
-    "contact_missing": _r_contact_missing,
-    "address_and_phone": lambda p, lv: (
-        _r_eq(p, _ADDR_LINE) and _r_any_shared(p, _PHONE)
-    ),
-    "identifier_missing": lambda p, lv: not _r_any_shared(p, _PID_DOM),
-    "identifier_agree": lambda p, lv: _r_any_shared(p, _PID_VAL),
-}
-
-
 def row_level(comparison: Comparison, pair: RowPair) -> int:
     """Index of the level ``pair`` reaches: :meth:`Comparison.levels_for` for one pair."""
     for index, level in enumerate(comparison.levels):
-        if ROW_PREDICATES[level.predicate](pair, level):
+        if level.kind.scalar(pair, level):
             return index
     return len(comparison.levels) - 1

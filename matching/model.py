@@ -21,7 +21,6 @@ from typing import Any
 import numpy as np
 
 from matching.comparisons import (
-    ROW_PREDICATES,
     Comparison,
     EncodedRecords,
     EncodedRow,
@@ -325,9 +324,6 @@ class MatchModel:
         """Encode records (normalised or raw) once, for repeated scoring."""
         return encode(records, self.term_frequencies)
 
-    def _prepare(self, records: Sequence[dict[str, Any]] | EncodedRecords) -> EncodedRecords:
-        return records if isinstance(records, EncodedRecords) else self.encode(records)
-
     def levels(self, view: PairView) -> np.ndarray:
         """Level index reached per comparison: int8 array (n_pairs, n_comparisons)."""
         out = np.empty((view.n, len(self.comparisons)), np.int8)
@@ -399,12 +395,9 @@ class MatchModel:
         return self._weights_from_levels(view, self.levels(view))
 
     def _rows_supported(self) -> bool:
-        """Whether every level has a plain-Python predicate (custom predicates may not)."""
-        return all(
-            c.tf_field in (None, "family", "given")
-            and all(lv.predicate in ROW_PREDICATES for lv in c.levels)
-            for c in self.comparisons
-        )
+        """Whether the plain-Python path applies: every level kind has a scalar form, so only
+        a term-frequency field it does not know (neither family nor given) rules it out."""
+        return all(c.tf_field in (None, "family", "given") for c in self.comparisons)
 
     def _row_levels(self, left: EncodedRow, rows: Sequence[EncodedRow]) -> list[list[int]]:
         """Level index per comparison for each pair (left, row): :meth:`levels` in Python."""

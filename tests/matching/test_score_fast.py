@@ -14,7 +14,20 @@ import pytest
 import matching.comparisons as comparisons_module
 import matching.model as model_module
 from matching.blocking import blocking_keys
-from matching.comparisons import PairView, encode, encode_row, stack_rows
+from matching.comparisons import (
+    LEVEL_KINDS,
+    Always,
+    Level,
+    LevelKind,
+    PairView,
+    RowPair,
+    default_comparisons,
+    encode,
+    encode_row,
+    level_kind,
+    register_level_kind,
+    stack_rows,
+)
 from matching.model import SMALL_N, EncodingCache, MatchModel, term_frequencies_from
 from matching.normalize import normalize_record
 from matching.synth import generate
@@ -280,3 +293,97 @@ def test_large_sets_are_encoded_chunk_by_chunk_into_the_same_columns(population,
         assert list(chunked.strings[name]) == list(column)
     for name, column in whole.tf.items():
         assert np.array_equal(chunked.tf[name], column, equal_nan=True)
+
+
+# --------------------------------------------------------------------------------------------
+# every level kind, on its own: both forms exist and agree on every pair (not only on the pairs
+# that reach the kind's level in the shipped comparisons)
+
+THRESHOLDS = (None, 0, 1, 3, 0.75, 0.85, 0.94)
+
+
+def test_every_level_kind_has_both_forms():
+    for name, kind in LEVEL_KINDS.items():
+        assert isinstance(kind, LevelKind) and kind.name == name
+        assert type(kind).vectorised is not LevelKind.vectorised, name
+        assert type(kind).scalar is not LevelKind.scalar, name
+    used = {lv.predicate for c in MatchModel.default().comparisons for lv in c.levels}
+    used |= {lv.predicate for c in default_comparisons() for lv in c.levels}
+    assert used <= set(LEVEL_KINDS)
+    for comparison in MatchModel.default().comparisons:
+        for level in comparison.levels:
+            assert level.kind is LEVEL_KINDS[level.predicate]
+
+
+def test_a_level_kind_cannot_lack_a_form():
+    class OnlyVectorised(LevelKind):
+        def vectorised(self, view, sel, level):
+            return np.ones(len(sel), bool)
+
+    class OnlyScalar(LevelKind):
+        def scalar(self, pair, level):
+            return True
+
+    for half in (OnlyVectorised, OnlyScalar):
+        with pytest.raises(TypeError):
+            half("half_a_level")
+    with pytest.raises(TypeError):  # a bare function is not a kind
+        register_level_kind(lambda view, sel, level: np.ones(len(sel), bool))  # type: ignore[arg-type]
+    with pytest.raises(ValueError):
+        register_level_kind(Always("family_exact"))
+    assert "half_a_level" not in LEVEL_KINDS
+
+
+def test_a_level_resolves_its_kind_once_and_refuses_unknown_ones():
+    level = Level("exact", "family_exact", 0.9, 0.01)
+    assert level.kind is level_kind("family_exact")
+    level.predicate = "given_exact"
+    assert level.kind is LEVEL_KINDS["given_exact"]
+    with pytest.raises(AttributeError):
+        level.kind = LEVEL_KINDS["family_exact"]
+    with pytest.raises(ValueError, match="unknown predicate"):
+        Level("x", "no_such_predicate")
+    with pytest.raises(ValueError, match="unknown predicate"):
+        Level.from_dict({"label": "x", "predicate": "no_such_predicate"})
+    for copied in (copy.deepcopy(level), pickle.loads(pickle.dumps(level))):
+        assert copied == level and copied.kind is level.kind
+
+
+@pytest.fixture(scope="module")
+def kind_pairs(population, blocks):
+    """Every pair of ``blocks`` as a pairwise view, the one-vs-many views, and RowPairs."""
+    encoded = encode(population)
+    rows = [encode_row(r) for r in population]
+    li = np.array([q for q, picked in blocks for _ in picked])
+    ri = np.array([r for _, picked in blocks for r in picked])
+    singles = [
+        (PairView(encoded.take(np.array([q])), encoded.take(np.array(picked))), len(picked))
+        for q, picked in blocks
+    ]
+    pairs = [RowPair(rows[q], rows[r]) for q, r in zip(li.tolist(), ri.tolist(), strict=True)]
+    return encoded, li, ri, singles, pairs
+
+
+@pytest.mark.parametrize("name", sorted(LEVEL_KINDS))
+def test_the_two_forms_of_every_level_kind_agree(name, kind_pairs):
+    encoded, li, ri, singles, pairs = kind_pairs
+    kind = LEVEL_KINDS[name]
+    outcomes = set()
+    for threshold in THRESHOLDS:
+        level = Level("test", name, threshold=threshold)
+        scalar = np.array([kind.scalar(pair, level) for pair in pairs], bool)
+        outcomes.update(scalar.tolist())
+        view = PairView(encoded, encoded, li, ri)
+        everything = np.arange(view.n)
+        every_third = everything[1::3]
+        for sel in (every_third, everything):  # a part first: the view's caches fill in parts
+            hit = np.broadcast_to(kind.vectorised(view, sel, level), sel.shape)
+            assert np.array_equal(hit, scalar[sel]), (name, threshold)
+        start = 0
+        for view, n in singles:  # one record against its candidates (left side broadcast)
+            sel = np.arange(n)
+            hit = np.broadcast_to(kind.vectorised(view, sel, level), sel.shape)
+            assert np.array_equal(hit, scalar[start : start + n]), (name, threshold)
+            start += n
+    if not isinstance(kind, Always):  # the comparison means something only if both outcomes occur
+        assert outcomes == {True, False}, name
