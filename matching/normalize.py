@@ -27,6 +27,7 @@ from nicknames import NickNamer
 
 __all__ = [
     "PartialDate",
+    "SSN_OID",
     "birth_date_problem",
     "clean_identifier",
     "fold",
@@ -109,7 +110,11 @@ _SEX_CODES = {
 #: Identifier types that identify a person across organisations (cleaned to digits/letters).
 PERSON_LEVEL_TYPES = frozenset({"SS", "SSN", "NI", "NH", "NNxxx", "PPN", "DL", "HC", "JHN"})
 
-_SSN_DOMAINS = frozenset({"2.16.840.1.113883.4.1", "SSN", "SSA", "US-SSN"})
+#: Assigning authority of US Social Security numbers (HL7 OID of the SSA): the one definition
+#: in matching (synth.SSN_DOMAIN is this value).
+SSN_OID = "2.16.840.1.113883.4.1"
+
+_SSN_DOMAINS = frozenset({SSN_OID, "SSN", "SSA", "US-SSN"})
 
 MIN_BIRTH_YEAR = 1850
 MAX_TOKENS = 8
