@@ -191,7 +191,7 @@ async def measure(args: argparse.Namespace, url: str) -> None:
     else:
         service = Hl7Service(mpi, db, settings)
         await service.start()
-        port = port
+        port = service.port
     print("server:", f"identity serve, {args.workers} worker process(es)" if args.workers
           else "in the benchmark's process")
     client = Client(args.same_process)
