@@ -39,9 +39,10 @@ from typing import Any, Protocol
 
 from identity.errors import InvalidInput
 from identity.model import AuthorityRef, Demographics, IdentifierRef, RecordInput
+from matching.normalize import SSN_OID
 
 #: Assigning authority of the ``ssn`` column: the US Social Security Administration.
-NATIONAL_ID_OID = "2.16.840.1.113883.4.1"
+NATIONAL_ID_OID = SSN_OID
 
 #: The columns a population CSV must have.
 REQUIRED_COLUMNS = ("source_domain", "mrn")

@@ -131,10 +131,6 @@ class Demographics(_Model):
             raise ValueError(f"not a YYYY, YYYY-MM or YYYY-MM-DD date: {value!r}")
         return value
 
-    @property
-    def primary_name(self) -> Name | None:
-        return self.names[0] if self.names else None
-
     def merged_with(
         self, update: Demographics, cleared: frozenset[str] = frozenset()
     ) -> Demographics:

@@ -26,8 +26,7 @@ from identity.model import (
     Phone,
     RecordInput,
 )
-
-SSN_OID = "2.16.840.1.113883.4.1"
+from matching.normalize import SSN_OID
 
 
 class FieldError(ParseError):

@@ -59,9 +59,6 @@ class DomainRegistry:
     def enterprise(self) -> Domain:
         return next(d for d in self._by_id.values() if d.is_enterprise)
 
-    def person_identifying_ids(self) -> set[int]:
-        return {d.id for d in self._by_id.values() if d.identifies_person and not d.is_enterprise}
-
     def _lookup(self, ref: AuthorityRef) -> Domain | None:
         by_ns = self._by_namespace.get(ref.namespace) if ref.namespace else None
         by_oid = self._by_oid.get(ref.oid) if ref.oid else None
