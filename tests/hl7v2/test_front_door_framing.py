@@ -9,6 +9,7 @@ from identity.hl7v2.mllp import FrameDecoder, MLLPClient
 from identity.hl7v2.service import Hl7Service
 from tests.hl7v2.conftest import Start
 from tests.hl7v2.messages import adt, msa, reply
+from tests.waiting import eventually
 
 SB, EB_CR = b"\x0b", b"\x1c\r"
 
@@ -80,8 +81,10 @@ async def test_stop_answers_the_message_in_flight(start_service: Start) -> None:
     service = await start_service()
     async with MLLPClient("127.0.0.1", service.port) as client:
         sending = asyncio.create_task(client.send(adt("A04", "F6^^^HOSPA")))
-        await asyncio.sleep(0)
-        await asyncio.sleep(0.01)
+        # stop once the server is handling it (stop() closes a connection that is not busy
+        # at once); polled at every turn of the loop, as handling one A04 takes only a few
+        await eventually(lambda: any(c.busy for c in service.server._connections), interval=0,
+                         what="the A04 in flight at the server")
         await service.stop()
         answer = await sending
     assert msa(reply(answer)) == "AA"

@@ -3,7 +3,6 @@ records what it gets and answers AA), in order, surviving a restart."""
 
 from __future__ import annotations
 
-import asyncio
 import shutil
 import ssl
 import subprocess
@@ -19,6 +18,7 @@ from identity.mpi.uow import notify_topic
 from identity.store.repository import OutboxStore
 from tests.hl7v2.conftest import Start
 from tests.hl7v2.messages import adt, msa, msh, pid3, reply, strictly_valid
+from tests.waiting import eventually
 
 
 class Consumer:
@@ -26,12 +26,14 @@ class Consumer:
         self.messages: list[Message] = []
         self.raw: list[bytes] = []
         self.up = True
+        self.refused = 0  # messages that arrived while down
         self.server = MLLPServer(
             self.handle, "127.0.0.1", 0, idle_timeout=30.0, ssl_context=ssl_context
         )
 
     async def handle(self, raw: bytes) -> bytes:
         if not self.up:
+            self.refused += 1
             raise ConnectionError("consumer is down")
         message = parse_message(raw)
         self.messages.append(message)
@@ -43,12 +45,11 @@ class Consumer:
         ]).encode("ascii")  # fmt: skip
 
     async def wait_for(self, count: int, within: float = 10.0) -> None:
-        await self.wait_until(lambda: len(self.messages) >= count, within)
+        await eventually(lambda: len(self.messages) >= count, within,
+                         what=f"{count} messages at the consumer")
 
     async def wait_until(self, condition: Callable[[], bool], within: float = 10.0) -> None:
-        async with asyncio.timeout(within):
-            while not condition():  # noqa: ASYNC110 - polling what another task appends
-                await asyncio.sleep(0.02)
+        await eventually(condition, within)
 
     def sets(self) -> list[list[str]]:
         return [sorted(pid3(m.segment("PID"))) for m in self.messages]  # type: ignore[arg-type]
@@ -116,12 +117,14 @@ async def test_person_without_identifier_in_consumer_domains_sends_nothing(
         assert msa(reply(await client.send(adt("A04", "B1^^^HOSPB", app="ADT_B", name="OTHER^ONE",
                                                  dob="19990101")))) == "AA"
         assert msa(reply(await client.send(adt("A04", "K3^^^HOSPA")))) == "AA"
-    await consumer.wait_for(1)
-    await asyncio.sleep(0.3)
+
+    async def outbox_done() -> bool:  # both rows handled: nothing more can be sent
+        async with service.db.connection() as conn:
+            return await OutboxStore(conn).pending_count(notify_topic("pixc")) == 0
+
+    await eventually(outbox_done, 10.0, what="the notifier has handled both outbox rows")
     assert [pid3(m.segment("PID")) for m in consumer.messages] == [  # type: ignore[arg-type]
         ["K3^^^HOSPA&1.2.3.4.5.1&ISO"]]
-    async with service.db.connection() as conn:
-        assert await OutboxStore(conn).pending_count(notify_topic("pixc")) == 0
 
 
 async def test_pending_notifications_survive_a_restart_and_keep_their_order(
@@ -132,7 +135,14 @@ async def test_pending_notifications_survive_a_restart_and_keep_their_order(
     async with MLLPClient("127.0.0.1", first.port) as client:
         for number in range(1, 4):
             assert msa(reply(await client.send(adt("A04", f"R{number}^^^HOSPA")))) == "AA"
-    await asyncio.sleep(0.3)  # the worker tries and fails
+
+    async def attempt_failed() -> bool:  # the worker tried, and recorded its failure
+        async with first.db.connection() as conn:
+            head = await OutboxStore(conn).head(notify_topic("pixc"))
+        return head is not None and head["attempts"] >= 1
+
+    await eventually(attempt_failed, 10.0, what="a failed delivery attempt in the outbox")
+    assert consumer.refused >= 1
     await first.stop()
     async with first.db.connection() as conn:
         assert await OutboxStore(conn).pending_count(notify_topic("pixc")) == 3
