@@ -27,9 +27,8 @@ from identity.hl7v2.queries import person_identifiers
 from identity.hl7v2.replies import control_id, encode, pid_segment, timestamp
 from identity.hl7v2.tokenizer import Raw, parse_message
 from identity.mpi import Mpi
+from identity.mpi.outbox import TopicDeliveries
 from identity.mpi.uow import notify_topic
-from identity.store.db import Database
-from identity.store.outbox import OutboxStore
 
 log = logging.getLogger("identity.hl7v2.notifier")
 
@@ -56,10 +55,9 @@ def backoff(attempts: int) -> float:
 
 class Notifier:
     def __init__(
-        self, mpi: Mpi, db: Database, settings: Settings, consumer: NotifySettings
+        self, mpi: Mpi, settings: Settings, consumer: NotifySettings
     ) -> None:
         self.mpi = mpi
-        self.db = db
         self.settings = settings
         self.consumer = consumer
         self.topic = notify_topic(consumer.name)
@@ -95,45 +93,37 @@ class Notifier:
     async def _run(self) -> None:
         while not self._stopping.is_set():
             try:
-                async with self.db.pool.acquire() as conn:
-                    outbox = OutboxStore(conn)
-                    if not await outbox.try_own(self.topic):
+                async with self.mpi.own_outbox_topic(self.topic) as outbox:
+                    if outbox is None:  # another worker, in any process, delivers it
                         await self._sleep(1.0)
                         continue
-                    try:
-                        await self._drain(outbox)
-                    finally:
-                        with contextlib.suppress(Exception):
-                            await outbox.release(self.topic)
+                    await self._drain(outbox)
             except asyncio.CancelledError:
                 raise
             except Exception:
                 log.exception("event=iti10_worker_error consumer=%s", self.consumer.name)
                 await self._sleep(1.0)
 
-    async def _drain(self, outbox: OutboxStore) -> None:
+    async def _drain(self, outbox: TopicDeliveries) -> None:
         while not self._stopping.is_set():
-            row = await outbox.head(self.topic)
-            if row is None:
-                await self._sleep(IDLE_POLL)
-                continue
-            if not row["due"]:
+            entry = await outbox.head()
+            if entry is None or not entry.due:
                 await self._sleep(IDLE_POLL)
                 continue
             try:
-                log.debug("event=iti10_row id=%d payload=%s", row["id"], row["payload"])
-                note = await self.deliver(row["payload"])
+                log.debug("event=iti10_row id=%d payload=%s", entry.id, entry.payload)
+                note = await self.deliver(entry.payload)
             except Exception as exc:  # noqa: BLE001 - any failure: retried later, in order
-                wait = backoff(row["attempts"])
+                wait = backoff(entry.attempts)
                 log.warning("event=iti10_failed consumer=%s row=%d attempts=%d retry_in=%.1f "
-                            "error=%s", self.consumer.name, row["id"], row["attempts"] + 1, wait,
+                            "error=%s", self.consumer.name, entry.id, entry.attempts + 1, wait,
                             type(exc).__name__)
-                await outbox.failed(row["id"], f"{type(exc).__name__}: {exc}", wait)
+                await outbox.failed(entry, f"{type(exc).__name__}: {exc}", wait)
                 continue
-            await outbox.delivered(row["id"], note)
+            await outbox.delivered(entry, note)
             self.delivered += 1
             log.info("event=iti10_delivered consumer=%s row=%d note=%s",
-                     self.consumer.name, row["id"], note)
+                     self.consumer.name, entry.id, note)
 
     async def deliver(self, payload: dict[str, Any]) -> str:
         """Send the A31s of one outbox payload; return the note (the consumer's MSA-1s)."""

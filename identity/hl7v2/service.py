@@ -37,7 +37,7 @@ class Hl7Service:
             idle_timeout=settings.mllp.idle_timeout,
             sock=sock,
         )
-        self.notifiers = [Notifier(mpi, db, settings, consumer) for consumer in settings.notify]
+        self.notifiers = [Notifier(mpi, settings, consumer) for consumer in settings.notify]
 
     @property
     def port(self) -> int:

@@ -45,6 +45,7 @@ from identity.mpi.domains import DomainRegistry
 from identity.mpi.feed import Feed
 from identity.mpi.handlers import HANDLERS
 from identity.mpi.matcher import Matcher, load_model
+from identity.mpi.outbox import TopicDeliveries, own_topic
 from identity.mpi.uow import CHANGED_TOPIC, notify_topic
 from identity.store.db import Database
 from identity.store.repository import Repository
@@ -81,6 +82,13 @@ class Mpi:
     async def refresh_term_frequencies(self) -> None:
         """Recount how common each name is in the index, and fit the model's prior to it."""
         await self.core.refresh_term_frequencies()
+
+    def own_outbox_topic(
+        self, topic: str
+    ) -> AbstractAsyncContextManager[TopicDeliveries | None]:
+        """The deliveries of one outbox topic for a worker that sends them (identity.mpi.outbox);
+        None while another worker owns the topic."""
+        return own_topic(self.db, topic)
 
     def atomic(self) -> AbstractAsyncContextManager[object]:
         """An async context in which several commands form one transaction: all are committed

@@ -15,7 +15,7 @@ import pytest
 from identity.hl7v2.mllp import MLLPClient, MLLPServer
 from identity.hl7v2.tokenizer import Message, build_message, parse_message
 from identity.mpi.uow import notify_topic
-from identity.store.repository import OutboxStore
+from identity.store.outbox import OutboxStore
 from tests.hl7v2.conftest import Start
 from tests.hl7v2.messages import adt, msa, msh, pid3, reply, strictly_valid
 from tests.waiting import eventually
