@@ -253,7 +253,8 @@ async def test_a_new_record_does_not_wait_for_keys_too_common_to_give_candidates
         await Repository(holder).lock([common[0]])
         first = person("HOSPB", "B0", given="Eric", birth_date="1980-07-05")
         task = asyncio.create_task(core.handle(Register(subject=first), B))
-        await asyncio.sleep(0.5)
+        # it waits on the lock the holder keeps (polled, not slept on)
+        await asyncio.wait_for(_waiting_backend(holder, [holder.get_server_pid()]), timeout=30)
         assert not task.done()
         await transaction.rollback()
         assert (await asyncio.wait_for(task, timeout=10)).decision == Decision.NEW_PERSON
@@ -268,7 +269,8 @@ async def test_a_new_record_does_not_wait_for_keys_too_common_to_give_candidates
         await Repository(holder).lock([usable["keys"][0]])
         other = person("HOSPB", "B2", given="Dave", birth_date="1980-06-04")
         task = asyncio.create_task(core.handle(Register(subject=other), B))
-        await asyncio.sleep(0.5)
+        # it waits on the lock the holder keeps (polled, not slept on)
+        await asyncio.wait_for(_waiting_backend(holder, [holder.get_server_pid()]), timeout=30)
         assert not task.done()
         await transaction.rollback()
         # ... and then finds B1 (same name and birth date): not a new person
