@@ -113,11 +113,33 @@ def _parser() -> argparse.ArgumentParser:
         parents=[common],
         help="accuracy of the engine on a labelled CSV",
         description="Run blocking, scoring, decisions and clustering on a labelled CSV (the "
-        "layout `identity generate` writes) and print pairwise and cluster precision, recall "
-        "and F1, pair completeness, auto-link precision and review share as JSON.",
+        "layout `identity generate` writes, or any layout with --columns) and print as JSON: "
+        "pairwise and cluster precision, recall and F1, pair completeness, auto-link "
+        "precision, review items per 1,000 records, the share of true pairs per probability "
+        "band and, per hard rule, the pairs it fired on and how many were true pairs.",
     )
     evaluate.add_argument("file", metavar="FILE")
-    evaluate.add_argument("--truth-column", default="person_id")
+    evaluate.add_argument(
+        "--columns", default=None, metavar="MAPPING",
+        help="our fields to the file's columns: FIELD=COLUMN,... (e.g. given=first_name,"
+        "family=surname,birth_date=dob); COLUMN may be A+B (joined by a space); unmapped "
+        "fields are empty. Fields: those of the generator's CSV (record_id, person_id, "
+        "source_domain, mrn, family, given, middle, suffix, birth_date, sex, address_line1, "
+        "address_line2, city, state, postal_code, phone, ssn, ...). Dates: YYYY-MM-DD or "
+        "YYYYMMDD. Default: the preset 'synth' (the layout `identity generate` writes)",
+    )
+    evaluate.add_argument("--truth-column", default=None, metavar="COLUMN",
+                          help="the column naming the true person (default: person_id, or "
+                          "as --columns maps person_id)")
+    evaluate.add_argument("--truth-pattern", default=None, metavar="REGEX",
+                          help="the person is this regular expression's first group in the "
+                          "truth column (e.g. 'rec-(\\d+)' for Febrl's rec-12-dup-0)")
+    evaluate.add_argument("--model", default=None, metavar="FILE",
+                          help="model JSON (default: the configured one, else the shipped one)")
+    evaluate.add_argument("--auto-link", type=float, default=None, metavar="P",
+                          help="auto-link probability (default: the configured one)")
+    evaluate.add_argument("--review", type=float, default=None, metavar="P",
+                          help="review probability (default: the configured one)")
     return parser
 
 
@@ -145,7 +167,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         elif args.command == "import":
             print(run(_import(settings, args.file, args.source, args.workers)))
         elif args.command == "evaluate":
-            print(_evaluate(settings, args.file, args.truth_column))
+            print(_evaluate(settings, args))
     except IdentityError as exc:
         print(f"identity: {exc}", file=sys.stderr)
         return 1
@@ -321,18 +343,50 @@ async def _import(settings: Settings, path: str, source: str | None, workers: in
     return json.dumps(report.as_dict(), indent=2)
 
 
-def _evaluate(settings: Settings, path: str, truth_column: str) -> str:
+def _evaluate(settings: Settings, args: argparse.Namespace) -> str:
     from identity.mpi.matcher import load_model
+    from matching.columns import ColumnMapping, ColumnMappingError
     from matching.evaluate import evaluate_csv
+    from matching.model import MatchModel
 
-    figures = evaluate_csv(
-        path,
-        load_model(settings.matching),
-        truth_column=truth_column,
-        auto_link=settings.matching.auto_link,
-        review=settings.matching.review,
-        max_block=settings.matching.max_block,
-    )
+    matching = settings.matching
+    auto_link = matching.auto_link if args.auto_link is None else args.auto_link
+    review = matching.review if args.review is None else args.review
+    if not 0.0 < review <= auto_link <= 1.0:
+        raise InvalidArgument(
+            f"thresholds must satisfy 0 < review <= auto-link <= 1 (review {review}, "
+            f"auto-link {auto_link})"
+        )
+    try:
+        columns = ColumnMapping.parse(args.columns)
+    except ColumnMappingError as exc:
+        raise InvalidArgument(f"--columns: {exc}") from exc
+    try:
+        if args.model:
+            try:
+                model = MatchModel.load(args.model)
+            except (OSError, ValueError, KeyError, TypeError) as exc:
+                raise InvalidArgument(f"--model {args.model}: {exc}") from exc
+        else:
+            model = load_model(matching)
+        figures = evaluate_csv(
+            args.file,
+            model,
+            columns=columns,
+            truth_column=args.truth_column,
+            truth_pattern=args.truth_pattern,
+            auto_link=auto_link,
+            review=review,
+            max_block=matching.max_block,
+        )
+    except ColumnMappingError as exc:
+        raise InvalidArgument(f"{args.file}: {exc}") from exc
+    except OSError as exc:
+        raise InvalidArgument(f"{args.file}: {exc.strerror or exc}") from exc
+    figures["model"] = str(args.model or matching.model or "default")
+    used = columns.with_truth(args.truth_column, args.truth_pattern)
+    figures["columns"] = {name: "+".join(sources) for name, sources in used.columns.items()}
+    figures["truth_pattern"] = used.truth_pattern
     return json.dumps(figures, indent=2, default=str)
 
 

@@ -10,6 +10,14 @@ Figures (all in one flat dict):
 - ``auto_link_precision``: share of LINK pair decisions that are true matches;
 - ``review_pairs`` / ``review_share``: REVIEW decisions, per record
   (``review_share_at_threshold``: the same with a higher review threshold; links unchanged);
+  ``review_items_per_1000_records``: the same per 1,000 records (stewards handle about 20);
+- ``true_pair_bands``: every true pair by the probability its blocked pair scored (bands
+  :data:`BANDS`), or ``not_blocked``: ``{band: {"pairs", "share"}}`` (shares of all true pairs);
+- ``hard_rules``: per hard rule (the names :func:`matching.decision.decide` returns) the pairs
+  it fired on, how many of them are true pairs (and their share of all true pairs), and the same
+  among pairs at or above the auto-link threshold (the links it stopped). Rules are only
+  consulted for pairs at or above the review threshold: below it nothing they say changes the
+  outcome. ``hard_rules_fired`` is the plain count per rule;
 - ``twin_links``, ``jr_sr_links`` (and ``*_merged``): LINK decisions (and predicted persons)
   joining two different members of a twin pair / Jr-Sr pair; both should be zero.
 """
@@ -25,6 +33,7 @@ from typing import Any
 import numpy as np
 
 from matching.blocking import DEFAULT_MAX_BLOCK, blocking_keys, candidate_pairs
+from matching.columns import ColumnMapping, read_records
 from matching.decision import (
     DEFAULT_AUTO_LINK,
     DEFAULT_REVIEW,
@@ -34,9 +43,18 @@ from matching.decision import (
 )
 from matching.model import MatchModel, probability, term_frequencies_from
 from matching.normalize import normalize_record
-from matching.synth import SSN_DOMAIN, SynthRecord, read_csv
+from matching.synth import SSN_DOMAIN, SynthRecord
 
-__all__ = ["clusters_from_links", "evaluate_csv", "evaluate_records", "pairwise_figures"]
+__all__ = ["BANDS", "clusters_from_links", "evaluate_csv", "evaluate_records",
+           "pairwise_figures", "true_pair_bands"]
+
+#: Probability bands of true pairs: (name, lower bound inclusive); the upper bound is the next
+#: band's lower bound.
+BANDS: tuple[tuple[str, float], ...] = (
+    ("<0.5", 0.0), ("0.5-0.8", 0.5), ("0.8-0.95", 0.8), ("0.95-0.99", 0.95),
+    ("0.99-0.999", 0.99), (">=0.999", 0.999),
+)
+NOT_BLOCKED = "not_blocked"
 
 
 def clusters_from_links(n: int, links: np.ndarray) -> np.ndarray:
@@ -139,6 +157,9 @@ def evaluate_records(
 
     decisions = np.full(len(pairs), 2, np.int8)  # 0 LINK, 1 REVIEW, 2 NO_MATCH
     rules: Counter[str] = Counter()
+    rules_true: Counter[str] = Counter()
+    rules_at_link: Counter[str] = Counter()
+    rules_true_at_link: Counter[str] = Counter()
     code = {Decision.LINK: 0, Decision.REVIEW: 1, Decision.NO_MATCH: 2}
     # as the MPI sees a record: the given names its candidates born the same day into the
     # same family carry (a twin's name among them makes a misspelling ambiguous)
@@ -160,7 +181,16 @@ def evaluate_records(
             family_names=family_names.get(a, no_names) | family_names.get(b, no_names),
         )
         decisions[k] = code[result.decision]
-        rules.update(result.hard_rules)
+        if result.hard_rules:
+            fired = set(result.hard_rules)
+            rules.update(fired)
+            at_link = bool(probs[k] >= auto_link)
+            if is_match[k]:
+                rules_true.update(fired)
+            if at_link:
+                rules_at_link.update(fired)
+                if is_match[k]:
+                    rules_true_at_link.update(fired)
     t_decided = time.perf_counter()
 
     link_rows = pairs[decisions == 0]
@@ -188,6 +218,18 @@ def evaluate_records(
                 members.setdefault((group, labels[row]), set()).add(record.person_id)
         return sum(1 for persons in members.values() if len(persons) > 1)
 
+    bands = true_pair_bands(probs[is_match] if len(pairs) else np.zeros(0), true_pairs_total)
+    hard_rules = {
+        rule: {
+            "pairs": rules[rule],
+            "true_pairs": rules_true[rule],
+            "true_pair_share": rules_true[rule] / true_pairs_total if true_pairs_total else 0.0,
+            "at_auto_link": rules_at_link[rule],
+            "true_at_auto_link": rules_true_at_link[rule],
+        }
+        for rule in sorted(rules, key=lambda r: (-rules_true[r], -rules[r], r))
+    }
+
     result_figures: dict[str, Any] = {
         "records": n,
         "persons": len(set(truth)),
@@ -203,6 +245,7 @@ def evaluate_records(
         "auto_link_recall": float(is_match[linked].sum() / max(is_match.sum(), 1)),
         "review_pairs": int(reviewed.sum()),
         "review_share": float(reviewed.sum() / n) if n else 0.0,
+        "review_items_per_1000_records": float(1000 * reviewed.sum() / n) if n else 0.0,
         "review_true_match_share": float(is_match[reviewed].mean()) if reviewed.any() else 0.0,
         "review_share_at_threshold": {
             str(level): float((reviewed & (probs >= level)).sum() / n) if n else 0.0
@@ -215,7 +258,9 @@ def evaluate_records(
         "jr_sr_links": relation_links("jr_sr", linked),
         "twin_merged": relation_merged("twin"),
         "jr_sr_merged": relation_merged("jr_sr"),
+        "true_pair_bands": bands,
         "hard_rules_fired": dict(rules),
+        "hard_rules": hard_rules,
         "seconds": {
             "normalize_and_block": round(t_blocked - started, 2),
             "encode": round(t_encoded - t_blocked, 2),
@@ -230,12 +275,31 @@ def evaluate_records(
     return result_figures
 
 
+def true_pair_bands(true_probs: np.ndarray, true_pairs_total: int) -> dict[str, dict[str, Any]]:
+    """True pairs per probability band (blocked ones by their score) and not blocked."""
+    edges = np.array([lower for _, lower in BANDS[1:]])
+    index = np.searchsorted(edges, true_probs, side="right")
+    counts = np.bincount(index, minlength=len(BANDS))
+    bands = {name: int(count) for (name, _), count in zip(BANDS, counts, strict=True)}
+    bands[NOT_BLOCKED] = true_pairs_total - len(true_probs)
+    return {
+        name: {"pairs": count, "share": count / true_pairs_total if true_pairs_total else 0.0}
+        for name, count in bands.items()
+    }
+
+
 def evaluate_csv(
     path: str | Path,
     model: MatchModel | None = None,
     *,
-    truth_column: str = "person_id",
+    truth_column: str | None = None,
+    columns: ColumnMapping | str | None = None,
+    truth_pattern: str | None = None,
     **options: Any,
 ) -> dict[str, Any]:
-    """Evaluate on a labelled CSV (the :func:`matching.synth.write_csv` layout)."""
-    return evaluate_records(read_csv(path, truth_column), model, **options)
+    """Evaluate on a labelled CSV: the :func:`matching.synth.write_csv` layout, or any layout
+    with a column mapping (:class:`matching.columns.ColumnMapping`); ``truth_column`` and
+    ``truth_pattern`` override the mapping's truth (see :func:`matching.columns.iter_records`).
+    """
+    records = read_records(path, columns, truth_column=truth_column, truth_pattern=truth_pattern)
+    return evaluate_records(records, model, **options)
