@@ -3,8 +3,9 @@
     python benchmarks/matching_train_default.py [--persons 50000] [--seed 20260101]
 
 The model is trained without labels on a synthetic population (generator's hard setting,
-25% of persons duplicated): u from random pairs, prior from a deterministic rule, m by EM with
-u fixed (see matching/estimate.py). Evaluate it on a population drawn with another seed.
+25% of persons duplicated): u from random pairs, m by EM per training rule with u fixed and
+the prior from those passes (see matching/estimate.py). Evaluate it on a population drawn
+with another seed.
 """
 
 from __future__ import annotations

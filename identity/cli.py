@@ -89,9 +89,10 @@ def _parser() -> argparse.ArgumentParser:
         "train",
         parents=[common],
         help="estimate a match model from the records in the index",
-        description="Estimate u from random pairs, the prior from a deterministic rule and m by "
-        "EM on blocked pairs (u fixed), using the index's active records and, as labels, the "
-        "pairs stewards decided. Writes one readable JSON model; point matching.model at it.",
+        description="Estimate u from random pairs, m by EM per training rule (u fixed, the "
+        "rule's comparisons held out) and the prior from those passes, using the index's "
+        "active records and, as labels, the pairs stewards decided. Writes one readable JSON "
+        "model; point matching.model at it.",
     )
     train.add_argument("--output", required=True, metavar="FILE")
 

@@ -1,57 +1,114 @@
-"""Training a :class:`MatchModel` from unlabelled records (labels optional).
+"""Training a :class:`MatchModel` from a site's own records (steward labels optional).
 
-The recipe (the one that works at MPI prevalence, where true matches are a tiny share of pairs):
+The recipe follows Splink's (``estimate_u_using_random_sampling`` then one EM pass per training
+blocking rule), adapted to an MPI's blocking key families:
 
 1. **u from random pairs.** Random pairs are almost all non-matches, so the share of random
-   pairs reaching each level is u.
-2. **prior from a deterministic rule.** Pairs that agree exactly on family, given and full birth
-   date, or on a person-level identifier, are counted among blocked pairs; divided by the rule's
-   assumed recall and by the number of possible pairs this gives the probability that two
-   random records match.
-3. **m by EM on blocked pairs, u fixed.** Only m and the blocked-pair match share move; u stays
-   at its random-pair value (EM with every parameter free drifts to a solution that separates
-   families or twins instead of persons). Each EM pass is run on pairs from one blocking key
-   family and estimates only the comparisons that the key does not use (a key that requires
-   equal birth dates says nothing about how often birth dates of matches differ). Passes are
-   ordered by how little their key biases m (a shared identifier first); each comparison takes
-   its m from the first pass that estimated it. Demographic-only passes count households
-   (Jr/Sr, twins: same name, address and phone) as matches and so overstate how often matches
-   disagree on birth date; the identifier pass does not.
-4. **labels**, when given (confirmed and rejected pairs), are clamped to posterior 1 and 0 in
-   every EM pass.
+   pairs reaching each level is u. A small record set is enumerated pair by pair instead.
+2. **m by EM, one pass per blocking key family, u fixed.** A pass runs on the pairs that share
+   a key of one family (``fp_by``: family-name sound and birth year, ...) and leaves out of its
+   likelihood the comparisons that the family fixes (``FIXED_BY_FAMILY``): among those pairs
+   they agree by construction, match or not, so keeping them would make every pair look like a
+   match (the match share would run to 1 and m would become the level shares of blocked pairs).
+   The match share of the pass is free. Every family that gives pairs is used; each comparison's
+   m is the mean of the passes that estimated it, weighted by the matches each pass found.
+3. **The prior from the EM.** A pass over rule R finds ``λ_R × N_R`` matches among its
+   ``N_R`` pairs. Divided by R's recall -- the share of the likely matches among all blocked
+   pairs (under the fitted m and u) that R also pairs -- each pass estimates the number of
+   matching pairs among all blocked pairs; so does an EM over all blocked pairs with m and u
+   fixed. The prior is the median of these estimates divided by the number of possible pairs;
+   the estimates are kept in ``training["prior_estimates"]`` so that rules can be checked
+   against each other. (Matches that no key pairs are not counted: the prior errs low, which
+   costs links, never precision.)
+4. **Labels** (steward decisions: same person / not a duplicate) are clamped to posterior 1 and
+   0 in every pass, and the fitted model's posterior on them is reported.
+
+Deterministic for a given seed. Time is bounded by sampling: at most ``max_pass_pairs`` pairs
+per pass and ``max_union_pairs`` for the prior, whatever the index size.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
-from matching.blocking import blocking_keys, candidate_pairs
 from matching.comparisons import EncodedRecords, as_normalized, default_comparisons
-from matching.model import MatchModel
+from matching.model import ConditionalU, MatchModel
 
-__all__ = ["EM_PASSES", "LabelledPair", "estimate_prior", "estimate_u", "estimate_m", "train"]
+__all__ = [
+    "LabelledPair",
+    "PassResult",
+    "TRAINING_RULES",
+    "TrainingRule",
+    "em_pass",
+    "estimate_u",
+    "train",
+]
 
-#: (blocking key family, comparisons NOT estimated from that pass because the key uses them),
-#: in order of preference: each comparison takes its m from the first pass that estimates it
-#: from at least MIN_PASS_PAIRS pairs. A shared identifier biases no demographic comparison;
-#: the demographic keys come after it.
-EM_PASSES: tuple[tuple[str, frozenset[str]], ...] = (
-    ("id", frozenset({"person_identifier"})),
-    ("gp_dob", frozenset({"given_name", "birth_date"})),
-    ("fp_gp_pc", frozenset({"family_name", "given_name", "contact"})),
-    ("dob_pc", frozenset({"birth_date", "contact"})),
-    ("ph_gi", frozenset({"contact", "given_name"})),
+@dataclass(frozen=True)
+class TrainingRule:
+    """Pairs that share ``key`` of a record: one EM pass. ``fixed``: the comparisons the rule
+    makes agree among its pairs, match or not; the pass leaves them out of its likelihood."""
+
+    name: str
+    key: Callable[[dict[str, Any]], str]
+    fixed: frozenset[str]
+
+
+def _first(values: Sequence[Any]) -> str:
+    return str(values[0]) if values else ""
+
+
+def _names(record: dict[str, Any]) -> str:
+    family, given = record.get("family_phonetic"), record.get("given_phonetic")
+    return f"{family}|{given}" if family and given else ""
+
+
+def _person_identifier(record: dict[str, Any]) -> str:
+    found = sorted(f"{x['domain']}|{x['value']}" for x in record.get("identifiers") or ()
+                   if x.get("person_level"))
+    return found[0] if found else ""
+
+
+#: The training rules. They are not the service's blocking key families: a key family combines
+#: two or three fields so that its blocks stay small, which would leave a pass one or two
+#: comparisons to estimate (too few for the mixture to tell matches from non-matches); a rule on
+#: one field leaves the others. Blocks may be large: pairs are sampled. Two kinds of comparison
+#: go together among non-matches too, so a rule that fixes one holds out the other: a household
+#: shares its family name and its address and phone (family members would look like matches on
+#: the other), and a given name mostly implies the sex.
+TRAINING_RULES: tuple[TrainingRule, ...] = (
+    TrainingRule("birth_date",
+                 lambda r: r["birth_date"] if r.get("birth_precision") == "day" else "",
+                 frozenset({"birth_date"})),
+    TrainingRule("names", _names, frozenset({"family_name", "given_name", "contact", "sex"})),
+    TrainingRule("postal_code", lambda r: _first(r.get("postal_codes") or ()),
+                 frozenset({"contact", "family_name"})),
+    TrainingRule("phone", lambda r: _first(r.get("phones") or ()),
+                 frozenset({"contact", "family_name"})),
+    TrainingRule("person_identifier", _person_identifier, frozenset({"person_identifier"})),
 )
-DETERMINISTIC_RECALL = 0.6
-MIN_PASS_PAIRS = 500
-#: Dirichlet smoothing of m: the hand-set starting m counts as this many pseudo-pairs, so a
-#: level never seen among matches in training keeps a small probability instead of ~0.
-PSEUDO_PAIRS = 50.0
+
+#: A pass whose EM finds fewer matches than this says too little to estimate m from.
+MIN_PASS_MATCHES = 10.0
+#: Dirichlet smoothing of m: the starting m counts as this many pseudo-matches, so that a
+#: level never seen among a pass's matches keeps a small probability instead of ~0.
+PSEUDO_MATCHES = 5.0
 FLOOR = 1e-6
+#: Bounds that keep training time flat in the index size (pairs are sampled beyond them).
+MAX_PASS_PAIRS = 300_000
+#: Refits of every pass with its match share held at what the passes together imply.
+REFITS = 3
+#: A rule that pairs fewer matches than this share gives no estimate of the matching pairs.
+MIN_RECALL = 0.02
+MAX_SHARE = 0.999
+#: A pass whose posteriors add up to more than MISFIT_HIGH (or less than MISFIT_LOW) times the
+#: match share it was held at does not fit the mixture: its m is not used.
+MISFIT_HIGH = 1.5
+MISFIT_LOW = 1 / 1.5
 
 
 @dataclass(frozen=True)
@@ -63,8 +120,33 @@ class LabelledPair:
     match: bool
 
 
-def _level_shares(levels: np.ndarray, n_levels: int, null_levels: set[int],
-                  weights: np.ndarray | None = None) -> np.ndarray:
+@dataclass(frozen=True)
+class PassResult:
+    """One EM pass: its family, pairs, the match share it converged to and what it estimated."""
+
+    family: str
+    pairs: int
+    sampled: int
+    match_share: float
+    matches: float
+    iterations: int
+    estimated: tuple[str, ...]
+    m: dict[str, list[float]]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "pairs": self.pairs,
+            "sampled": self.sampled,
+            "match_share": round(self.match_share, 6),
+            "matches": round(self.matches, 1),
+            "iterations": self.iterations,
+            "estimated": list(self.estimated),
+        }
+
+
+def _level_shares(
+    levels: np.ndarray, n_levels: int, null_levels: set[int], weights: np.ndarray | None = None
+) -> np.ndarray:
     counts = np.bincount(levels.astype(np.int64), weights=weights, minlength=n_levels)
     counts = counts.astype(float)
     for index in null_levels:
@@ -74,121 +156,196 @@ def _level_shares(levels: np.ndarray, n_levels: int, null_levels: set[int],
     return np.maximum(shares, FLOOR)
 
 
-def estimate_u(
-    model: MatchModel, encoded: EncodedRecords, *, pairs: int = 500_000, seed: int = 0
-) -> dict[str, list[float]]:
-    """u per level from random record pairs (self-pairs excluded)."""
-    rng = np.random.default_rng(seed)
-    n = encoded.n
+def _random_pairs(n: int, pairs: int, rng: np.random.Generator) -> np.ndarray:
+    """Distinct-record pairs: every pair of a small set, else ``pairs`` drawn at random."""
+    if n < 2:
+        return np.zeros((0, 2), np.int64)
+    if n * (n - 1) // 2 <= pairs:
+        i, j = np.triu_indices(n, k=1)
+        return np.stack([i, j], axis=1).astype(np.int64)
     left = rng.integers(0, n, pairs)
     right = rng.integers(0, n, pairs)
     keep = left != right
-    levels = model.pair_levels(encoded, left[keep], encoded, right[keep])
+    return np.stack([left[keep], right[keep]], axis=1)
+
+
+def estimate_u(
+    model: MatchModel, encoded: EncodedRecords, *, pairs: int = 500_000, seed: int = 0
+) -> dict[str, list[float]]:
+    """u per level from random record pairs (all pairs of a small set; self-pairs excluded)."""
+    sample = _random_pairs(encoded.n, pairs, np.random.default_rng(seed))
     out: dict[str, list[float]] = {}
+    if len(sample) == 0:
+        return {c.name: [lv.u for lv in c.levels] for c in model.comparisons}
+    levels = model.pair_levels(encoded, sample[:, 0], encoded, sample[:, 1])
     for j, comparison in enumerate(model.comparisons):
         nulls = {i for i, lv in enumerate(comparison.levels) if lv.null}
         shares = _level_shares(levels[:, j], len(comparison.levels), nulls)
         # a level never seen among random pairs: half a pair's worth, not zero
-        shares = np.maximum(shares, 0.5 / max(int(keep.sum()), 1))
+        shares = np.maximum(shares, 0.5 / len(sample))
         out[comparison.name] = [float(x) for x in shares]
     return out
 
 
-def estimate_prior(
+def _log_ratios(
+    model: MatchModel, m: dict[str, np.ndarray], u: dict[str, np.ndarray]
+) -> list[np.ndarray]:
+    """log2(m/u) per level of each comparison (0 at null levels)."""
+    out = []
+    for c in model.comparisons:
+        ratio = np.log2(np.maximum(m[c.name], FLOOR) / np.maximum(u[c.name], FLOOR))
+        for index, level in enumerate(c.levels):
+            if level.null:
+                ratio[index] = 0.0
+        out.append(ratio)
+    return out
+
+
+def _posterior(log_odds: np.ndarray) -> np.ndarray:
+    return 1.0 / (1.0 + np.exp2(-np.clip(log_odds, -60, 60)))
+
+
+def em_pass(
     model: MatchModel,
-    encoded: EncodedRecords,
-    blocked: np.ndarray,
-    *,
-    recall: float = DETERMINISTIC_RECALL,
-) -> tuple[float, int]:
-    """Probability that two random records match, from a deterministic rule on blocked pairs.
-
-    Rule: exact family, exact given and exact full birth date, or the same person-level
-    identifier. Returns (prior, pairs the rule accepted).
-    """
-    if len(blocked) == 0:
-        return 1.0 / max(encoded.n, 2), 0
-    names = [c.name for c in model.comparisons]
-    levels = model.pair_levels(encoded, blocked[:, 0], encoded, blocked[:, 1])
-
-    def at(name: str, label: str) -> np.ndarray:
-        j = names.index(name)
-        labels = [lv.label for lv in model.comparisons[j].levels]
-        return levels[:, j] == labels.index(label)
-
-    rule = (at("family_name", "exact") & at("given_name", "exact") & at("birth_date", "exact"))
-    if "person_identifier" in names:
-        rule |= at("person_identifier", "same value")
-    accepted = int(rule.sum())
-    n = encoded.n
-    possible = n * (n - 1) / 2
-    prior = max(accepted / recall, 1.0) / possible
-    return float(min(prior, 0.5)), accepted
-
-
-def estimate_m(
-    model: MatchModel,
-    encoded: EncodedRecords,
-    pairs: np.ndarray,
+    levels: np.ndarray,
     u: dict[str, list[float]],
     *,
-    skip: frozenset[str] = frozenset(),
-    labels: Sequence[LabelledPair] = (),
-    iterations: int = 40,
+    fixed: frozenset[str] = frozenset(),
+    clamp: np.ndarray | None = None,
+    match_share: float | None = None,
+    conditional: Sequence[ConditionalU] = (),
+    iterations: int = 60,
     tolerance: float = 1e-5,
-) -> tuple[dict[str, list[float]], float]:
-    """EM for m with u fixed, on one set of blocked pairs. Returns (m per comparison, λ).
-
-    Comparisons in ``skip`` are still part of the likelihood (with the model's current m) but
-    their m is not re-estimated from these pairs.
-    """
-    if labels:
-        extra = np.array([[p.left, p.right] for p in labels], dtype=np.int64)
-        pairs = np.concatenate([pairs, extra]) if len(pairs) else extra
-    if len(pairs) == 0:
-        return {}, 0.0
-    levels = model.pair_levels(encoded, pairs[:, 0], encoded, pairs[:, 1])
-    clamp = np.full(len(pairs), np.nan)
-    if labels:
-        clamp[-len(labels) :] = [1.0 if p.match else 0.0 for p in labels]
-    comparisons = model.comparisons
-    m = {c.name: np.array([lv.m for lv in c.levels], dtype=float) for c in comparisons}
-    start = {}
-    for c in comparisons:
-        prior_m = np.array([0.0 if lv.null else lv.m for lv in c.levels], dtype=float)
-        start[c.name] = prior_m / prior_m.sum()
-    u_arr = {name: np.array(values, dtype=float) for name, values in u.items()}
-    nulls = {c.name: {i for i, lv in enumerate(c.levels) if lv.null} for c in comparisons}
-    lam = 0.01
-    for _ in range(iterations):
-        log_bf = np.zeros(len(pairs))
-        for j, c in enumerate(comparisons):
+) -> tuple[dict[str, list[float]], float, int, np.ndarray]:
+    """EM for m and the match share on one set of pairs (``levels``: their level per
+    comparison), u fixed; the comparisons in ``fixed`` are left out of the likelihood and not
+    estimated. ``clamp`` holds 1 / 0 for labelled pairs and NaN for the others; labelled pairs
+    inform m, not the match share. ``match_share``: hold the match share at this value
+    instead of estimating it (a pass that estimates a single comparison cannot tell it from
+    m, since u is fixed: any share fits). Returns (m of the estimated comparisons, match share of
+    the unlabelled pairs, iterations run, posterior match probability of each pair)."""
+    comparisons = [(j, c) for j, c in enumerate(model.comparisons) if c.name not in fixed]
+    if len(levels) == 0 or not comparisons:
+        return {}, 0.0, 0, np.zeros(len(levels))
+    fixed_posterior = np.zeros(len(levels), bool) if clamp is None else ~np.isnan(clamp)
+    free = ~fixed_posterior
+    start: dict[str, np.ndarray] = {}
+    m: dict[str, np.ndarray] = {}
+    for _, c in comparisons:
+        values = np.array([0.0 if lv.null else lv.m for lv in c.levels], dtype=float)
+        start[c.name] = values / values.sum()
+        m[c.name] = start[c.name].copy()
+    u_arr = {c.name: np.asarray(u[c.name], dtype=float) for _, c in comparisons}
+    nulls = {c.name: [i for i, lv in enumerate(c.levels) if lv.null] for _, c in comparisons}
+    columns = {c.name: levels[:, j].astype(np.int64) for j, c in comparisons}
+    # a conditional u applies where its given comparison agrees (both in this pass)
+    conditions = []
+    for cond in conditional:
+        if cond.comparison in columns and cond.given in columns:
+            given = next(c for _, c in comparisons if c.name == cond.given)
+            agreeing = [i for i, lv in enumerate(given.levels) if lv.label in cond.given_levels]
+            when = np.isin(columns[cond.given], agreeing)
+            conditions.append((cond.comparison, when, np.asarray(cond.u, dtype=float)))
+    lam = 0.1 if match_share is None else min(max(match_share, 1e-9), 1 - 1e-9)
+    done = 0
+    posterior = np.zeros(len(levels))
+    for done in range(1, iterations + 1):  # noqa: B007 - the count is returned
+        log_bf = np.zeros(len(levels))
+        for _, c in comparisons:
             ratio = np.log2(np.maximum(m[c.name], FLOOR) / np.maximum(u_arr[c.name], FLOOR))
-            for index in nulls[c.name]:
-                ratio[index] = 0.0
-            log_bf += ratio[levels[:, j]]
-        log_odds = np.log2(lam / (1 - lam)) + log_bf
-        posterior = 1.0 / (1.0 + np.exp2(-np.clip(log_odds, -60, 60)))
-        fixed = ~np.isnan(clamp)
-        posterior[fixed] = clamp[fixed]
-        new_lam = float(np.clip(posterior.mean(), 1e-6, 0.999))
-        delta = abs(new_lam - lam)
+            ratio[nulls[c.name]] = 0.0
+            log_bf += ratio[columns[c.name]]
+        for name, when, cond_u in conditions:
+            ratio = np.log2(np.maximum(m[name], FLOOR) / np.maximum(u_arr[name], FLOOR))
+            cond_ratio = np.log2(np.maximum(m[name], FLOOR) / np.maximum(cond_u, FLOOR))
+            ratio[nulls[name]] = cond_ratio[nulls[name]] = 0.0
+            column = columns[name]
+            log_bf += np.where(when, cond_ratio[column] - ratio[column], 0.0)
+        posterior = _posterior(np.log2(lam / (1 - lam)) + log_bf)
+        if clamp is not None:
+            posterior[fixed_posterior] = clamp[fixed_posterior]
+        new_lam = lam
+        if match_share is None and free.any():
+            new_lam = float(np.clip(posterior[free].mean(), 1e-9, 1 - 1e-9))
+        delta = abs(new_lam - lam) / max(lam, 1e-9)
         lam = new_lam
-        for j, c in enumerate(comparisons):
-            if c.name in skip:
-                continue
-            counts = np.bincount(levels[:, j].astype(np.int64), weights=posterior,
-                                 minlength=len(c.levels))
-            for index in nulls[c.name]:
-                counts[index] = 0.0
-            counts = counts + PSEUDO_PAIRS * start[c.name]
+        for _, c in comparisons:
+            counts = np.bincount(columns[c.name], weights=posterior, minlength=len(c.levels))
+            counts[nulls[c.name]] = 0.0
+            counts = counts + PSEUDO_MATCHES * start[c.name]
             new_m = np.maximum(counts / counts.sum(), FLOOR)
             delta = max(delta, float(np.abs(new_m - m[c.name]).max()))
             m[c.name] = new_m
         if delta < tolerance:
             break
-    return {name: [float(x) for x in values] for name, values in m.items()
-            if name not in skip}, lam
+    m_out = {name: [float(x) for x in values] for name, values in m.items()}
+    return m_out, lam, done, posterior
+
+
+def _block_pairs(
+    codes: np.ndarray, limit: int, rng: np.random.Generator
+) -> tuple[np.ndarray, int]:
+    """Pairs (i < j) of records with the same key code (-1: no key): all of them when there
+    are at most ``limit``, else ``limit`` drawn uniformly among them (a block is drawn with
+    probability proportional to its pairs, then two of its members), without enumerating
+    large blocks. Returns (pairs, number of pairs in all)."""
+    keyed = np.flatnonzero(codes >= 0)
+    if len(keyed) < 2:
+        return np.zeros((0, 2), np.int64), 0
+    order = keyed[np.argsort(codes[keyed], kind="stable")]
+    _, starts, sizes = np.unique(codes[order], return_index=True, return_counts=True)
+    big = sizes >= 2
+    starts, sizes = starts[big], sizes[big]
+    block_pairs = sizes.astype(np.int64) * (sizes - 1) // 2
+    total = int(block_pairs.sum())
+    if total == 0:
+        return np.zeros((0, 2), np.int64), 0
+    if total <= limit:
+        parts = []
+        for start, size in zip(starts, sizes, strict=True):
+            i, j = np.triu_indices(int(size), k=1)
+            members = order[start : start + size]
+            parts.append(np.stack([members[i], members[j]], axis=1))
+        pairs = np.concatenate(parts)
+    else:
+        block = rng.choice(len(sizes), limit, p=block_pairs / total)
+        size = sizes[block]
+        first = rng.integers(0, size)
+        second = (first + rng.integers(1, size)) % size  # another member of the same block
+        pairs = np.stack([order[starts[block] + first], order[starts[block] + second]], axis=1)
+    pairs.sort(axis=1)
+    return np.unique(pairs, axis=0), total
+
+
+def _key_codes(records: Sequence[dict[str, Any]], rule: TrainingRule) -> np.ndarray:
+    """The rule's key of each record as an integer code (-1: the record has no such key)."""
+    seen: dict[str, int] = {}
+    out = np.full(len(records), -1, np.int64)
+    for row, record in enumerate(records):
+        key = rule.key(record)
+        if key:
+            out[row] = seen.setdefault(key, len(seen))
+    return out
+
+
+@dataclass
+class _Pass:
+    rule: TrainingRule
+    pairs: np.ndarray
+    total: int
+    levels: np.ndarray | None = None
+    result: PassResult | None = None
+    posterior: np.ndarray | None = None
+    recall: float | None = None
+    fit: float = 1.0
+
+
+def _fit(run: _Pass) -> float:
+    """The pass's posterior mean over the match share it was held at (1: consistent)."""
+    assert run.result is not None and run.posterior is not None
+    if not len(run.posterior) or run.result.match_share <= 0:
+        return 1.0
+    return float(run.posterior.mean() / run.result.match_share)
 
 
 def train(
@@ -197,16 +354,21 @@ def train(
     labels: Sequence[LabelledPair] = (),
     u_pairs: int = 500_000,
     seed: int = 0,
-    recall: float = DETERMINISTIC_RECALL,
-    max_block: int = 100,
+    max_pass_pairs: int = MAX_PASS_PAIRS,
+    rules: Sequence[TrainingRule] = TRAINING_RULES,
     start: MatchModel | None = None,
 ) -> MatchModel:
     """Train a model on records (raw demographics dicts, {"demographics", "identifiers"} dicts
-    or normalised records). Labels, when given, are index pairs into ``records``."""
-    model = start or MatchModel(default_comparisons())
+    or normalised records). Labels, when given, are index pairs into ``records``.
+
+    ``start`` gives the comparisons and the starting m (default: the hand-set ones); what no
+    pass can estimate (e.g. a comparison the data never fills) keeps its starting value.
+    """
+    model = MatchModel.from_dict(start.to_dict()) if start else MatchModel(default_comparisons())
+    rng = np.random.default_rng(seed)
     normalized = [as_normalized(r) for r in records]
+    n = len(normalized)
     encoded = model.encode(normalized)
-    keys = [blocking_keys(r) for r in normalized]
 
     u = estimate_u(model, encoded, pairs=u_pairs, seed=seed)
     for comparison in model.comparisons:
@@ -214,42 +376,233 @@ def train(
             if not level.null:
                 level.u = value
 
-    blocked = candidate_pairs(keys, max_block=max_block)
-    prior, accepted = estimate_prior(model, encoded, blocked, recall=recall)
-    model.prior = prior
+    # Households: the u of the contact comparison among pairs with the same family name.
+    household_codes = _key_codes(normalized, HOUSEHOLD_RULE)
+    household_pairs, household_total = _block_pairs(household_codes, max_pass_pairs, rng)
+    household_levels = model.pair_levels(
+        encoded, household_pairs[:, 0], encoded, household_pairs[:, 1]
+    ) if len(household_pairs) else np.zeros((0, len(model.comparisons)), np.int8)
+    household = _conditional_u(model, household_levels, None)
+    conditional = [household] if household else []
 
-    estimates: dict[str, list[float]] = {}
-    sources: dict[str, str] = {}
-    lambdas = {}
-    for family, skip in EM_PASSES:
-        pairs = candidate_pairs(keys, max_block=max_block, families=(family,))
-        if len(pairs) + len(labels) < MIN_PASS_PAIRS:
-            lambdas[family] = {"pairs": int(len(pairs)), "used": False}
-            continue
-        m, lam = estimate_m(model, encoded, pairs, u, skip=skip, labels=labels)
-        lambdas[family] = {"pairs": int(len(pairs)), "match_share": round(lam, 6), "used": True}
-        for name, values in m.items():
-            if name not in estimates:
-                estimates[name] = values
-                sources[name] = family
+    codes = {rule.name: _key_codes(normalized, rule) for rule in rules}
+    passes = []
+    for rule in rules:
+        pairs, total = _block_pairs(codes[rule.name], max_pass_pairs, rng)
+        if total:
+            passes.append(_Pass(rule, pairs, total))
+    label_pairs = np.array([[p.left, p.right] for p in labels], dtype=np.int64).reshape(-1, 2)
+    label_clamp = np.array([1.0 if p.match else 0.0 for p in labels])
+    label_levels = (
+        model.pair_levels(encoded, label_pairs[:, 0], encoded, label_pairs[:, 1])
+        if len(label_pairs) else None
+    )
+    for run in passes:
+        run.levels = model.pair_levels(encoded, run.pairs[:, 0], encoded, run.pairs[:, 1])
+
+    def run_pass(run: _Pass, share: float | None) -> None:
+        levels, clamp = run.levels, None
+        if label_levels is not None:
+            levels = np.concatenate([levels, label_levels])
+            clamp = np.concatenate([np.full(len(run.pairs), np.nan), label_clamp])
+        m, lam, iterations, posterior = em_pass(model, levels, u, fixed=run.rule.fixed,
+                                                clamp=clamp, match_share=share,
+                                                conditional=conditional)
+        run.posterior = posterior[: len(run.pairs)]
+        run.result = PassResult(
+            family=run.rule.name,
+            pairs=run.total,
+            sampled=len(run.pairs),
+            match_share=lam,
+            matches=lam * run.total,
+            iterations=iterations,
+            estimated=tuple(sorted(m)),
+            m=m,
+        )
+
+    # First each pass with its match share free; then, as long as it moves, every pass again
+    # with its share held at what the passes together imply (the matching pairs in all, times
+    # the share of matches that the rule pairs, over its pairs): a free share runs away in a
+    # pass whose non-matches u does not describe well (a large block of one family name holds
+    # families) or that estimates one comparison only.
+    for run in passes:
+        run_pass(run, None)
+    matches, estimates = _matching_pairs(passes, codes)
+    for _ in range(REFITS):
+        if matches is None:
+            break
+        for run in passes:
+            recall = run.recall if run.recall is not None else 1.0
+            run_pass(run, min(matches * recall / run.total, MAX_SHARE))
+        again, estimates = _matching_pairs(passes, codes)
+        if again is None or abs(again - matches) <= 0.01 * matches:
+            matches = again
+            break
+        matches = again
+
+    # m: each comparison's estimate is the mean of its passes, weighted by the matches each
+    # pass's sample holds (a sample of few matches says little). A pass whose pairs do not fit
+    # the mixture is left out: with its match share held, EM's posteriors then add up to far
+    # more (or less) than that share, because its non-matches do not follow u (namesakes of
+    # one birth cohort in a block of one name, twins at one address).
+    sources: dict[str, list[str]] = {}
+    done = [run for run in passes if run.result is not None]
+    for run in done:
+        run.fit = _fit(run)
     for comparison in model.comparisons:
-        if comparison.name not in estimates:
+        used = [run for run in done if comparison.name in run.result.m  # type: ignore[union-attr]
+                and float(run.posterior.sum()) >= MIN_PASS_MATCHES  # type: ignore[union-attr]
+                and MISFIT_LOW <= run.fit <= MISFIT_HIGH]
+        if not used:
             continue
-        mean = np.asarray(estimates[comparison.name])
+        weights = [float(run.posterior.sum()) for run in used]  # type: ignore[union-attr]
+        mean = sum(w * np.asarray(run.result.m[comparison.name])  # type: ignore[union-attr]
+                   for w, run in zip(weights, used, strict=True)) / sum(weights)
         non_null = [i for i, lv in enumerate(comparison.levels) if not lv.null]
         total = mean[non_null].sum()
         for i in non_null:
             comparison.levels[i].m = float(max(mean[i] / total, FLOOR))
+        sources[comparison.name] = [run.rule.name for run in used]
 
+    # The household u again, now that m is known: the same-family pairs weighted by how
+    # unlikely each is to be a match (their match share from the matching pairs and the share
+    # of matches that share a family name, as for the passes).
+    if household and matches and len(household_pairs):
+        recall = _recall(passes, household_codes)
+        share = min(matches * (recall if recall is not None else 1.0) / household_total,
+                    MAX_SHARE)
+        model.conditional_u = [household]
+        log_odds = np.log2(share / (1 - share)) + _log_bayes(model, household_levels)
+        refined = _conditional_u(model, household_levels, 1.0 - _posterior(log_odds))
+        conditional = [refined] if refined else []
+    model.conditional_u = list(conditional)
+    model.with_prior(0.5)  # validates the conditional u against the comparisons
+
+    possible = n * (n - 1) / 2
+    model.prior = (
+        min(max(matches / possible, 1e-12), 0.5) if matches and possible >= 1
+        else min(1.0 / max(possible, 1.0), 0.5)
+    )
     model.training = {
-        "records": len(records),
+        "method": "u from random pairs; m by EM per training rule with the rule's comparisons "
+                  "held out; prior from the EM passes (matching/estimate.py)",
+        "records": n,
         "u_random_pairs": u_pairs,
-        "blocked_pairs": int(len(blocked)),
-        "deterministic_rule_pairs": accepted,
-        "deterministic_rule_recall": recall,
-        "em_passes": lambdas,
-        "m_source_pass": sources,
+        "em_passes": {run.rule.name: {**run.result.to_dict(),  # type: ignore[union-attr]
+                                      "fit": round(run.fit, 3)} for run in done},
+        "m_source_passes": sources,
+        "matching_pairs": round(matches, 1) if matches else None,
+        "matching_pairs_by_rule": estimates,
+        "household_pairs": household_total,
         "labels": len(labels),
         "seed": seed,
     }
+    if label_levels is not None:
+        model.training["labels_check"] = _labels_check(model, label_levels, label_clamp)
     return model
+
+
+def _matching_pairs(
+    passes: Sequence[_Pass], codes: dict[str, np.ndarray]
+) -> tuple[float | None, dict[str, float]]:
+    """The number of matching pairs in the record set, as the passes imply it: each pass's
+    matches divided by its rule's recall (the share of matches that share the rule's key,
+    measured on the likely matches of every other pass; the median of those), and the median
+    over the passes. Sets each pass's ``recall``. Returns (matching pairs or None, per rule)."""
+    estimates: dict[str, float] = {}
+    for run in passes:
+        assert run.result is not None
+        run.recall = _recall([p for p in passes if p is not run], codes[run.rule.name])
+        if run.recall is not None and run.recall >= MIN_RECALL and run.result.matches >= 1:
+            estimates[run.rule.name] = run.result.matches / run.recall
+    if not estimates:
+        return None, {}
+    return float(np.median(list(estimates.values()))), {
+        k: round(v, 1) for k, v in estimates.items()
+    }
+
+
+def _recall(passes: Sequence[_Pass], code: np.ndarray) -> float | None:
+    """The share of matches whose records share a key (``code``: its code per record), as
+    measured on the likely matches of each pass (the median over the passes)."""
+    recalls = []
+    for run in passes:
+        weight = run.posterior
+        if weight is None or weight.sum() < MIN_PASS_MATCHES:
+            continue
+        a, b = code[run.pairs[:, 0]], code[run.pairs[:, 1]]
+        shares = (a == b) & (a >= 0)
+        recalls.append(float((weight * shares).sum() / weight.sum()))
+    return float(np.median(recalls)) if recalls else None
+
+
+#: The pairs the household u (``ConditionalU`` of contact given the family name) is estimated on.
+HOUSEHOLD_RULE = TrainingRule("household", lambda r: r.get("family_phonetic") or "",
+                              frozenset())
+#: Fewer same-family pairs with a contact to compare than this: no household u.
+MIN_HOUSEHOLD_PAIRS = 200
+
+
+def _conditional_u(
+    model: MatchModel, levels: np.ndarray, weights: np.ndarray | None
+) -> ConditionalU | None:
+    """u of the contact levels among the pairs (``levels``) whose family names agree (any
+    level but missing and different), each pair counted with its weight (its chance of being
+    a non-match; None: 1)."""
+    names = [c.name for c in model.comparisons]
+    if "contact" not in names or "family_name" not in names or not len(levels):
+        return None
+    j, g = names.index("contact"), names.index("family_name")
+    contact, family = model.comparisons[j], model.comparisons[g]
+    agreeing = [lv.label for lv in family.levels[:-1] if not lv.null]
+    nulls = [i for i, lv in enumerate(contact.levels) if lv.null]
+    when = np.isin(levels[:, g], [i for i, lv in enumerate(family.levels)
+                                  if lv.label in agreeing])
+    when &= ~np.isin(levels[:, j], nulls)
+    if int(when.sum()) < MIN_HOUSEHOLD_PAIRS:
+        return None
+    w = np.ones(len(levels)) if weights is None else weights
+    counts = np.bincount(levels[when, j].astype(np.int64), weights=w[when],
+                         minlength=len(contact.levels)).astype(float)
+    counts[nulls] = 0.0
+    shares = counts / counts.sum()
+    shares = np.maximum(shares, 0.5 / int(when.sum()))
+    return ConditionalU("contact", "family_name", tuple(agreeing),
+                        [0.0 if i in nulls else float(x) for i, x in enumerate(shares)])
+
+
+def _log_bayes(model: MatchModel, levels: np.ndarray) -> np.ndarray:
+    """log2 Bayes factor of each pair (``levels``) under the model, without the prior and
+    without term frequencies."""
+    log_bf = np.zeros(len(levels))
+    m = {c.name: np.array([lv.m for lv in c.levels], dtype=float) for c in model.comparisons}
+    u = {c.name: np.array([lv.u for lv in c.levels], dtype=float) for c in model.comparisons}
+    for j, ratio in enumerate(_log_ratios(model, m, u)):
+        log_bf += ratio[levels[:, j].astype(np.int64)]
+    names = [c.name for c in model.comparisons]
+    for cond in model.conditional_u:
+        j, g = names.index(cond.comparison), names.index(cond.given)
+        comparison, given = model.comparisons[j], model.comparisons[g]
+        agreeing = [i for i, lv in enumerate(given.levels) if lv.label in cond.given_levels]
+        when = np.isin(levels[:, g], agreeing)
+        own = _log_ratios(model, m, u)[j]
+        cond_ratio = np.log2(np.maximum(m[cond.comparison], FLOOR)
+                             / np.maximum(np.asarray(cond.u), FLOOR))
+        cond_ratio[[i for i, lv in enumerate(comparison.levels) if lv.null]] = 0.0
+        column = levels[:, j].astype(np.int64)
+        log_bf += np.where(when, cond_ratio[column] - own[column], 0.0)
+    return log_bf
+
+
+def _labels_check(
+    model: MatchModel, levels: np.ndarray, clamp: np.ndarray
+) -> dict[str, Any]:
+    """How the fitted model scores the steward-labelled pairs (without term frequencies)."""
+    posterior = _posterior(model.prior_weight + _log_bayes(model, levels))
+    same, different = clamp == 1.0, clamp == 0.0
+    return {
+        "same_person": int(same.sum()),
+        "same_person_scored_at_least_0.5": int((posterior[same] >= 0.5).sum()),
+        "not_duplicate": int(different.sum()),
+        "not_duplicate_scored_below_0.5": int((posterior[different] < 0.5).sum()),
+    }

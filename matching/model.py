@@ -107,6 +107,8 @@ class ComparisonOutcome:
     tf_adjustment: float
     left: Any
     right: Any
+    #: the comparison whose agreement this u is conditional on (ConditionalU), if any
+    u_given: str | None = None
 
     @property
     def contribution(self) -> float:
@@ -145,6 +147,7 @@ class Explanation:
                     "contribution": round(c.contribution, 4),
                     "left": c.left,
                     "right": c.right,
+                    **({"u_given": c.u_given} if c.u_given else {}),
                 }
                 for c in self.comparisons
             ],
@@ -249,6 +252,39 @@ _SHOWN = {
 
 
 @dataclass
+class ConditionalU:
+    """The u of one comparison's levels among non-matching pairs that agree on another one.
+
+    Fellegi-Sunter adds the weights of comparisons as if they were independent evidence. Among
+    non-matches some are not: the members of a household share their family name *and* their
+    address and phone, so that two records agreeing on the family name agree on the address
+    far more often than two random records do. For a pair whose ``given`` comparison reaches
+    one of ``given_levels``, the weight of ``comparison`` is log2(m / u) with this ``u``
+    (per level) instead of the level's own u: the two agreements then count as much as they
+    tell together. ``u`` is estimated (matching.estimate) from pairs that share the given
+    comparison's key, weighted by how unlikely they are to be matches.
+    """
+
+    comparison: str
+    given: str
+    given_levels: tuple[str, ...]
+    u: list[float]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "comparison": self.comparison,
+            "given": self.given,
+            "given_levels": list(self.given_levels),
+            "u": [round(x, 10) for x in self.u],
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> ConditionalU:
+        return cls(data["comparison"], data["given"], tuple(data["given_levels"]),
+                   [float(x) for x in data["u"]])
+
+
+@dataclass
 class MatchModel:
     """Comparisons + prior. Score with :meth:`score`, batch with :meth:`score_pairs`."""
 
@@ -256,9 +292,50 @@ class MatchModel:
     prior: float = 1e-5
     term_frequencies: dict[str, Any] | None = None
     training: dict[str, Any] = field(default_factory=dict)
+    conditional_u: list[ConditionalU] = field(default_factory=list, kw_only=True)
     encodings: EncodingCache = field(
         default_factory=EncodingCache, repr=False, compare=False, kw_only=True
     )
+
+    def __post_init__(self) -> None:
+        self._conditions()  # validates
+
+    def _conditions(self) -> dict[int, tuple[int, frozenset[int], list[float]]]:
+        """Per comparison index with a conditional u: (index of the given comparison, its
+        agreeing level indices, the weight per level under the condition). Computed when
+        scoring (estimation changes m in place); empty, and free, without conditional u."""
+        out: dict[int, tuple[int, frozenset[int], list[float]]] = {}
+        if not self.conditional_u:
+            return out
+        names = [c.name for c in self.comparisons]
+        for cond in self.conditional_u:
+            if cond.comparison not in names or cond.given not in names:
+                raise ValueError(f"conditional u names an unknown comparison: {cond}")
+            j, g = names.index(cond.comparison), names.index(cond.given)
+            comparison, given = self.comparisons[j], self.comparisons[g]
+            if len(cond.u) != len(comparison.levels):
+                raise ValueError(f"conditional u of {cond.comparison} needs one u per level")
+            labels = [lv.label for lv in given.levels]
+            unknown = set(cond.given_levels) - set(labels)
+            if unknown:
+                raise ValueError(f"unknown levels of {cond.given}: {sorted(unknown)}")
+            weights = [
+                0.0 if lv.null else float(np.log2(max(lv.m, 1e-12) / max(u, 1e-12)))
+                for lv, u in zip(comparison.levels, cond.u, strict=True)
+            ]
+            out[j] = (g, frozenset(labels.index(x) for x in cond.given_levels), weights)
+        return out
+
+    def _copy(self, **changes: Any) -> MatchModel:
+        fields = {
+            "comparisons": self.comparisons,
+            "prior": self.prior,
+            "term_frequencies": self.term_frequencies,
+            "training": self.training,
+            "conditional_u": self.conditional_u,
+        }
+        fields.update(changes)
+        return MatchModel(**fields)
 
     # ---------------------------------------------------------------- construction / storage
 
@@ -280,6 +357,7 @@ class MatchModel:
             comparisons=[Comparison.from_dict(c) for c in data["comparisons"]],
             prior=float(data["prior"]),
             training=dict(data.get("training") or {}),
+            conditional_u=[ConditionalU.from_dict(c) for c in data.get("conditional_u") or ()],
         )
 
     def to_dict(self) -> dict[str, Any]:
@@ -289,6 +367,8 @@ class MatchModel:
             "prior": self.prior,
             "prior_weight": round(self.prior_weight, 4),
             "comparisons": [c.to_dict() for c in self.comparisons],
+            **({"conditional_u": [c.to_dict() for c in self.conditional_u]}
+               if self.conditional_u else {}),
             "training": self.training,
         }
 
@@ -301,7 +381,7 @@ class MatchModel:
 
     def with_term_frequencies(self, table: dict[str, Any] | None) -> MatchModel:
         """A copy that applies the caller's term-frequency table to exact name levels."""
-        return MatchModel(self.comparisons, self.prior, table, self.training)
+        return self._copy(term_frequencies=table)
 
     def with_prior(self, prior: float) -> MatchModel:
         """A copy with another prior. The prior is the probability that two random records
@@ -309,10 +389,8 @@ class MatchModel:
         (records in the index). The trained prior fits an index of ``training["records"]``."""
         if not 0.0 < prior < 1.0:
             raise ValueError("prior must be in (0, 1)")
-        return MatchModel(
-            self.comparisons, prior, self.term_frequencies, self.training,
-            encodings=self.encodings,  # encodings do not depend on the prior
-        )
+        return self._copy(prior=prior, encodings=self.encodings)  # encodings do not
+        # depend on the prior
 
     # ---------------------------------------------------------------- scoring
 
@@ -333,9 +411,16 @@ class MatchModel:
 
     def _weights_from_levels(self, view: PairView, levels: np.ndarray) -> np.ndarray:
         total = np.full(view.n, self.prior_weight)
+        conditions = self._conditions()
         for j, comparison in enumerate(self.comparisons):
             table = np.array([_level_weight(lv) for lv in comparison.levels])
-            total += table[levels[:, j]]
+            condition = conditions.get(j)
+            if condition is None:
+                total += table[levels[:, j]]
+            else:
+                given, agreeing, weights = condition
+                when = np.isin(levels[:, given], list(agreeing))
+                total += np.where(when, np.array(weights)[levels[:, j]], table[levels[:, j]])
             total += self._tf_adjustment(view, comparison, levels[:, j])
         return total
 
@@ -409,6 +494,7 @@ class MatchModel:
         """Weights of left against each row, computed as :meth:`_weights_from_levels` does
         (same additions in the same order, so the same floats)."""
         prior_weight = self.prior_weight
+        conditions = self._conditions()
         tf_cache: dict[tuple[int, int], float] = {}
         out = []
         for levels in self._row_levels(left, rows):
@@ -416,7 +502,11 @@ class MatchModel:
             for j, comparison in enumerate(self.comparisons):
                 index = levels[j]
                 level = comparison.levels[index]
-                total += _level_weight(level)
+                condition = conditions.get(j) if conditions else None
+                if condition is not None and levels[condition[0]] in condition[1]:
+                    total += condition[2][index]
+                else:
+                    total += _level_weight(level)
                 if self.term_frequencies and comparison.tf_field and level.tf_adjust:
                     adjust = tf_cache.get((j, index))
                     if adjust is None:
@@ -533,6 +623,8 @@ class MatchModel:
             levels = array.tolist()
             adjust = [[float(col[i]) for col in columns] for i in range(view.n)]
         explanations = []
+        conditions = self._conditions()
+        conditional = {c.comparison: c for c in self.conditional_u}
         for pair, right_rec in enumerate(right_recs):
             outcomes = []
             total = self.prior_weight
@@ -540,16 +632,23 @@ class MatchModel:
                 index = int(levels[pair][j])
                 level = comparison.levels[index]
                 shown = _SHOWN.get(comparison.name, lambda r: None)
+                u, weight, given = (None if level.null else level.u), level.weight, None
+                condition = conditions.get(j)
+                if condition is not None and int(levels[pair][condition[0]]) in condition[1]:
+                    cond = conditional[comparison.name]
+                    u = None if level.null else cond.u[index]
+                    weight, given = condition[2][index], cond.given
                 outcome = ComparisonOutcome(
                     comparison=comparison.name,
                     level=index,
                     label=level.label,
                     m=None if level.null else level.m,
-                    u=None if level.null else level.u,
-                    weight=level.weight,
+                    u=u,
+                    weight=weight,
                     tf_adjustment=adjust[pair][j],
                     left=shown(left_rec),
                     right=shown(right_rec),
+                    u_given=given,
                 )
                 total += outcome.contribution
                 outcomes.append(outcome)

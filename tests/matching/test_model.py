@@ -4,7 +4,13 @@ import numpy as np
 import pytest
 
 from matching.comparisons import encode
-from matching.model import MatchModel, probability, term_frequencies_from, weight_of
+from matching.model import (
+    ConditionalU,
+    MatchModel,
+    probability,
+    term_frequencies_from,
+    weight_of,
+)
 from matching.normalize import normalize_record
 
 
@@ -164,3 +170,46 @@ def test_a_smaller_prior_lowers_every_weight_by_the_same_amount(model):
     assert base - shifted == pytest.approx(1.0, abs=1e-3)  # half the odds: one bit less
     with pytest.raises(ValueError):
         model.with_prior(0.0)
+
+
+HOUSEHOLD = ConditionalU("contact", "family_name", ("exact",),
+                         [0.0, 0.02, 0.003, 0.0001, 0.004, 0.01, 0.963])
+
+
+def test_a_conditional_u_weighs_the_contact_of_a_same_family_pair_by_it(model):
+    """Two records of one family at one address: the contact weight is log2(m / u given the
+    family name); a pair with another family name keeps the contact's own u."""
+    household = MatchModel(model.comparisons, model.prior, conditional_u=[HOUSEHOLD])
+    record = person()
+    same_family, other_family = person(given="Bob"), person(family="Nguyen", given="Bob")
+    plain = model.explain_many(record, [same_family, other_family])
+    conditioned = household.explain_many(record, [same_family, other_family])
+    contact = [c.name for c in model.comparisons].index("contact")
+    level = model.comparisons[contact].levels[1]  # same address and phone
+    assert conditioned[0].comparisons[contact].label == level.label
+    assert conditioned[0].comparisons[contact].weight == pytest.approx(
+        np.log2(level.m / 0.02))
+    assert conditioned[0].comparisons[contact].u == 0.02
+    assert conditioned[0].to_dict()["comparisons"][contact]["u_given"] == "family_name"
+    assert conditioned[0].total_weight == pytest.approx(
+        plain[0].total_weight - np.log2(level.m / level.u) + np.log2(level.m / 0.02))
+    assert conditioned[1].total_weight == pytest.approx(plain[1].total_weight)
+    assert "u_given" not in conditioned[1].to_dict()["comparisons"][contact]
+    assert list(household.score(record, [same_family, other_family])) == pytest.approx(
+        [e.total_weight for e in conditioned])
+
+
+def test_a_conditional_u_round_trips_and_is_checked(model, tmp_path):
+    household = MatchModel(model.comparisons, model.prior, conditional_u=[HOUSEHOLD])
+    household.save(tmp_path / "m.json")
+    again = MatchModel.load(tmp_path / "m.json")
+    assert again.conditional_u == [HOUSEHOLD]
+    assert again.with_prior(0.01).conditional_u == [HOUSEHOLD]
+    assert again.with_term_frequencies(None).conditional_u == [HOUSEHOLD]
+    assert "conditional_u" not in model.to_dict()  # absent when there is none
+    with pytest.raises(ValueError, match="unknown levels"):
+        MatchModel(model.comparisons, conditional_u=[
+            ConditionalU("contact", "family_name", ("no such level",), HOUSEHOLD.u)])
+    with pytest.raises(ValueError, match="one u per level"):
+        MatchModel(model.comparisons, conditional_u=[
+            ConditionalU("contact", "family_name", ("exact",), [0.5, 0.5])])

@@ -28,7 +28,13 @@ from matching.comparisons import (
     register_level_kind,
     stack_rows,
 )
-from matching.model import SMALL_N, EncodingCache, MatchModel, term_frequencies_from
+from matching.model import (
+    SMALL_N,
+    ConditionalU,
+    EncodingCache,
+    MatchModel,
+    term_frequencies_from,
+)
 from matching.normalize import normalize_record
 from matching.synth import generate
 
@@ -66,11 +72,19 @@ def population() -> list[dict]:
     return [normalize_record(r.demographics, r.identifiers) for r in records] + EXTRA
 
 
-@pytest.fixture(scope="module", params=["plain", "term_frequencies"])
+HOUSEHOLD = ConditionalU(
+    "contact", "family_name", ("exact", "jaro-winkler >= 0.94", "phonetic"),
+    [0.0, 0.02, 0.003, 0.0001, 0.004, 0.01, 0.963],
+)
+
+
+@pytest.fixture(scope="module", params=["plain", "term_frequencies", "household"])
 def model(request, population) -> MatchModel:
     base = MatchModel.default()
     if request.param == "plain":
         return base
+    if request.param == "household":  # a conditional u: both paths must apply it alike
+        return MatchModel(base.comparisons, base.prior, conditional_u=[HOUSEHOLD])
     return base.with_term_frequencies(term_frequencies_from(population))
 
 
