@@ -89,10 +89,26 @@ def _by_domain(identifiers: Sequence[dict[str, Any]] | None) -> dict[str, set[st
     return out
 
 
+def _typo(x: str, y: str) -> bool:
+    """One keystroke apart: one character replaced, or two neighbours swapped."""
+    return len(x) == len(y) and OSA.distance(x, y) <= 1
+
+
 def _conflicting_domains(
-    left: dict[str, set[str]], right: dict[str, set[str]], domains: Collection[str]
+    left: dict[str, set[str]],
+    right: dict[str, set[str]],
+    domains: Collection[str],
+    *,
+    typos: bool = False,
 ) -> list[str]:
-    return sorted(d for d in domains if d in left and d in right and not left[d] & right[d])
+    """The domains in which the two records hold identifiers and share none. With ``typos``,
+    values one keystroke apart are no conflict: two people's national ids one digit apart are
+    far rarer than a mistyped digit (not so an MRN: a source numbers its patients in order)."""
+    return sorted(
+        d for d in domains
+        if d in left and d in right and not left[d] & right[d]
+        and not (typos and any(_typo(x, y) for x in left[d] for y in right[d]))
+    )
 
 
 def _dates_disagree(a: dict[str, Any], b: dict[str, Any]) -> bool:
@@ -148,6 +164,8 @@ def _spelling_relation(
         return "same"
     if _swapped(a, b):
         return "same"  # given and family swapped: the same names in the wrong fields
+    if _split(a, gb) or _split(b, ga):
+        return "same"  # one name written as two (BR INLRY / BRINLEY)
     similarity = JaroWinkler.normalized_similarity(ga, gb)
     if sex_differs:
         return "similar" if similarity >= SIMILAR_GIVEN else "different"
@@ -170,6 +188,20 @@ def _spelling_relation(
     ):
         return "similar"
     return "different"
+
+
+def _split(a: dict[str, Any], other: str) -> bool:
+    """``a``'s given names, joined, are ``other`` or one keystroke from it: one name split by
+    a stray space (BR INLRY for BRINLEY), not a first and a middle name (MARY ANN is two
+    names people have, so it stays two)."""
+    tokens = a.get("given_tokens") or []
+    if len(tokens) < 2 or not other:
+        return False
+    joined = "".join(tokens[:2])
+    if all(is_given_name(t) for t in tokens[:2]) and joined != other:
+        return False
+    return joined == other or (min(len(joined), len(other)) >= 5
+                               and OSA.distance(joined, other) <= 1)
 
 
 def _swapped(a: dict[str, Any], b: dict[str, Any]) -> bool:
@@ -215,6 +247,8 @@ def _second_names_differ(a: dict[str, Any], b: dict[str, Any]) -> bool:
     dropped middle name, not a difference."""
     if _swapped(a, b):
         return False  # given and family swapped: a compound family name is no given name
+    if _split(a, b.get("given") or "") or _split(b, a.get("given") or ""):
+        return False  # one name written as two
     fa, fb = (a.get("first_given") or "").split(), (b.get("first_given") or "").split()
     if fa and fb and len(fa) != len(fb):
         return True
@@ -293,13 +327,13 @@ def _same_home(a: dict[str, Any], b: dict[str, Any]) -> bool:
 
 
 def _generations_apart(a: dict[str, Any], b: dict[str, Any]) -> bool:
-    """Birth years GENERATION_YEARS or more apart and not one digit apart (1950 vs 1980 is a
-    slip of one digit; 1950 vs 1978 is not)."""
+    """Birth years GENERATION_YEARS or more apart and not one slip apart (1950 vs 1980 is one
+    digit, 1964 vs 1946 two digits swapped; 1950 vs 1978 is neither)."""
     apart = _years_apart(a, b)
     if apart is None or apart < GENERATION_YEARS:
         return False
     ya, yb = f"{a['birth_year']:04d}", f"{b['birth_year']:04d}"
-    return sum(x != y for x, y in zip(ya, yb, strict=True)) > 1
+    return sum(x != y for x, y in zip(ya, yb, strict=True)) > 1 and not _typo(ya, yb)
 
 
 def _family_agrees(a: dict[str, Any], b: dict[str, Any]) -> bool:
@@ -367,7 +401,7 @@ def decide(
         )
 
     left_ids, right_ids = _by_domain(record_identifiers), _by_domain(candidate_identifiers)
-    clash = _conflicting_domains(left_ids, right_ids, person_identifying_domains)
+    clash = _conflicting_domains(left_ids, right_ids, person_identifying_domains, typos=True)
     if clash:
         fired.append("person_identifier_conflict")
         reasons.append("different identifiers in person-identifying domain(s): " + ", ".join(clash))

@@ -36,11 +36,35 @@ def test_different_ids_in_a_person_identifying_domain_never_auto_link():
     result = decide(
         0.99999,
         record_identifiers=[{"domain": SSN, "value": "123-45-6788", "type": "SS"}],
-        candidate_identifiers=[{"domain": SSN, "value": "223456788", "type": "SS"}],
+        candidate_identifiers=[{"domain": SSN, "value": "223456781", "type": "SS"}],
         person_identifying_domains={SSN},
     )
     assert result.decision is Decision.REVIEW
     assert "person_identifier_conflict" in result.hard_rules
+
+
+@pytest.mark.parametrize("other", ["123-45-6780", "123-45-6878"])  # a digit, a swap
+def test_a_national_id_one_keystroke_off_is_a_typo_not_another_person(other):
+    def ids(value):
+        return [{"domain": SSN, "value": value, "type": "SS"}]
+
+    result = decide(0.99999, record_identifiers=ids("123-45-6788"),
+                    candidate_identifiers=ids(other), person_identifying_domains={SSN})
+    assert (result.decision, result.hard_rules) == (Decision.LINK, ())
+    # an MRN one digit off is the next patient of that source, not a typo
+    same_source = decide(0.99999, record_source_domain="HOSPA", candidate_source_domain="HOSPA",
+                         record_identifiers=[{"domain": "HOSPA", "value": "100234"}],
+                         candidate_identifiers=[{"domain": "HOSPA", "value": "100235"}])
+    assert same_source.hard_rules == ("same_source_duplicate",)
+
+
+def test_one_given_name_split_in_two_is_the_same_name():
+    """BR INLRY is BRINLEY with a stray space, not a twin; MARY ANN / MARY ELLEN are two
+    second names that differ."""
+    split = decide(0.99999, record=person(given="Br Inlry"), candidate=person(given="Brinley"))
+    assert (split.decision, split.hard_rules) == (Decision.LINK, ())
+    two = decide(0.99999, record=person(given="Mary Ann"), candidate=person(given="Mary Ellen"))
+    assert two.decision is Decision.REVIEW and "possible_twin" in two.hard_rules
 
 
 def test_same_ssn_written_differently_is_not_a_conflict():
@@ -152,6 +176,10 @@ def test_namesake_parent_and_child_without_suffix_never_link():
         0.999999, record=person(birth="1950-05-01"), candidate=person(birth="1980-05-01")
     )
     assert "birth_years_apart" not in slip.hard_rules  # 1950 vs 1980: one digit
+    swapped = decide(
+        0.999999, record=person(birth="1964-05-01"), candidate=person(birth="1946-05-01")
+    )
+    assert swapped.hard_rules == ()  # two digits of the year swapped
 
 
 def test_boy_girl_twins_with_close_names_never_link():
