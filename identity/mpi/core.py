@@ -31,9 +31,8 @@ from identity.mpi.feed import Feed
 from identity.mpi.matcher import Matcher
 from identity.mpi.uow import UnitOfWork
 from identity.store.db import Database
-from identity.store.registration import ResolvedIdentifier
 from identity.store.repository import Repository
-from identity.store.rows import person_from_row, record_from_row
+from identity.store.state import ResolvedIdentifier
 
 log = logging.getLogger("identity.mpi")
 
@@ -192,22 +191,20 @@ class Core:
     # --- results ---------------------------------------------------------------------------------
 
     async def record(self, repo: Repository, record_id: int) -> SourceRecord:
-        row = await repo.record_row(record_id)
-        if row is None:
+        stored = await repo.record(record_id)
+        if stored is None:
             raise NotFound(f"record {record_id} does not exist")
-        return record_from_row(row, self.domains.by_id)
+        return stored.to_source_record(self.domains.by_id)
 
     async def person(self, repo: Repository, person_id: int, *, with_records: bool) -> Person:
-        row = await repo.person_row(person_id)
-        if row is None:
+        person = await repo.person(person_id)
+        if person is None:
             raise NotFound(f"person {person_id} does not exist")
-        records = []
-        if with_records:
-            by_id = self.domains.by_id
-            records = [
-                record_from_row(r, by_id) for r in await repo.person_record_rows([person_id])
-            ]
-        return person_from_row(row, records)
+        if not with_records:
+            return person
+        by_id = self.domains.by_id
+        records = [r.to_source_record(by_id) for r in await repo.person_records([person_id])]
+        return person.model_copy(update={"records": tuple(records)})
 
     async def command_result(
         self,
@@ -218,7 +215,7 @@ class Core:
         note: str | None,
     ) -> CommandResult:
         by_id = self.domains.by_id
-        records = [record_from_row(r, by_id) for r in await uow.repo.record_rows(record_ids)]
+        records = [r.to_source_record(by_id) for r in await uow.repo.records(record_ids)]
         persons = [
             await self.person(uow.repo, p, with_records=True) for p in dict.fromkeys(person_ids)
         ]

@@ -36,11 +36,18 @@ class DomainRegistry:
         async with self.db.transaction(detached=True) as conn:
             repo = Repository(conn)
             await repo.upsert_domain(
-                mpi.enterprise_namespace, mpi.enterprise_oid, (), True, is_enterprise=True
+                namespace=mpi.enterprise_namespace,
+                oid=mpi.enterprise_oid,
+                sources=(),
+                identifies_person=True,
+                is_enterprise=True,
             )
             for domain in self.settings.domains:
                 await repo.upsert_domain(
-                    domain.namespace, domain.oid, domain.sources, domain.identifies_person
+                    namespace=domain.namespace,
+                    oid=domain.oid,
+                    sources=domain.sources,
+                    identifies_person=domain.identifies_person,
                 )
         await self.refresh()
 

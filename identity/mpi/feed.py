@@ -7,9 +7,10 @@ Each function runs inside the caller's unit of work (one transaction). Locks: fi
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -18,10 +19,13 @@ from identity.model import (
     Decision,
     Demographics,
     Domain,
+    Link,
     LinkKind,
+    Person,
     PersonStatus,
     RecordInput,
     RecordStatus,
+    ReviewItem,
     ReviewStatus,
 )
 from identity.mpi.matcher import Matcher, Party, Prepared, Verdict
@@ -30,85 +34,78 @@ from identity.store.registration import (
     CandidateSelection,
     LinkWrite,
     RecordWrite,
-    ResolvedIdentifier,
     ReviewWrite,
 )
 from identity.store.repository import Repository
+from identity.store.state import (
+    BeganRegistration,
+    CandidateParty,
+    Candidates,
+    LinkState,
+    ResolvedIdentifier,
+    StoredRecord,
+)
 from matching.decision import Decision as MatchDecision
 
 log = logging.getLogger("identity.mpi.feed")
-
-Row = Mapping[str, Any]
-"""A row the repository read (the store's row mapping turns it into domain types)."""
 
 
 def record_key(domain_id: int, identifier: str) -> str:
     return f"record:{domain_id}|{identifier}"
 
 
-def record_snapshot(row: Row) -> dict[str, Any]:
+def record_snapshot(record: StoredRecord) -> dict[str, Any]:
+    """A record's state in history rows (the demographics as stored)."""
     return {
-        "domain_id": row["domain_id"],
-        "identifier": row["identifier"],
-        "status": row["status"],
-        "demographics": row["demographics"],
+        "domain_id": record.domain_id,
+        "identifier": record.identifier,
+        "status": record.status.value,
+        "demographics": record.demographics_json,
     }
 
 
-def link_snapshot(row: Row | None) -> dict[str, Any] | None:
-    if row is None:
+def link_snapshot(link: LinkState | None) -> dict[str, Any] | None:
+    """A link's state in history rows; undo sets a link back from it."""
+    if link is None:
         return None
     return {
-        "person_id": row["person_id"],
-        "kind": row["kind"],
-        "score": row["score"],
-        "explanation": row["explanation"],
-        "actor": row["actor"],
+        "person_id": link.person_id,
+        "kind": link.kind.value,
+        "score": link.score,
+        "explanation": link.explanation,
+        "actor": link.actor,
     }
 
 
-@dataclass
+@dataclass(frozen=True, kw_only=True, slots=True)
 class Registered:
-    """What a registration did. The ``*_row`` fields hold the record, person and review items
-    as they now are (mappings shaped like the repository's rows) when the registration knows
-    them without reading them back; None: read them."""
+    """What a registration did. ``record``, ``person`` and ``reviews`` are the record, its
+    person and the review items opened as they now are, when the registration knows them
+    without reading them back; None: read them."""
 
     decision: Decision
     record_id: int
     person_id: int
     created: bool
     review_ids: list[int]
-    record_row: dict[str, Any] | None = None
-    person_row: dict[str, Any] | None = None
-    review_rows: Sequence[Mapping[str, Any]] | None = None
+    record: StoredRecord | None = None
+    person: Person | None = None
+    reviews: tuple[ReviewItem, ...] | None = None
 
 
 def _unchanged(
-    row: Row,
-    current: Demographics,
+    record: StoredRecord,
     demographics: Demographics,
     stored_others: Sequence[ResolvedIdentifier],
     others: Sequence[ResolvedIdentifier],
 ) -> bool:
-    """Whether an update of the active, linked record ``row`` would change nothing: the same
+    """Whether an update of the active, linked ``record`` would change nothing: the same
     demographics and the same other identifiers (in any order)."""
-    if row["status"] != RecordStatus.ACTIVE or row["person_id"] is None:
+    if record.status != RecordStatus.ACTIVE or record.person_id is None:
         return False  # a removed record registered again is matched again
     if {(d, v, t or "") for d, v, t in others} != {(d, v, t or "") for d, v, t in stored_others}:
         return False
-    return demographics.model_dump(mode="json") == current.model_dump(mode="json")
-
-
-def _person_row(written: Row) -> dict[str, Any]:
-    return {
-        "id": written["person_id"],
-        "enterprise_id": written["enterprise_id"],
-        "status": written["person_status"],
-        "merged_into": written["person_merged_into"],
-        "version": written["person_version"],
-        "created_at": written["person_created_at"],
-        "updated_at": written["person_updated_at"],
-    }
+    return demographics.model_dump(mode="json") == record.demographics.model_dump(mode="json")
 
 
 class OversizedKeys:
@@ -202,7 +199,7 @@ class Feed:
         # blocking keys can be locked in that call.
         prepared = self.matcher.prepare(inp.demographics.as_matching_input(), identifiers)
         keys, presized = self.oversized.split(prepared.keys)
-        row = await repo.register_begin(
+        began = await repo.register_begin(
             record_key=record_key(domain.id, value),
             domain_id=domain.id,
             identifier=value,
@@ -210,31 +207,40 @@ class Feed:
             selection=self.selection,
             presized=presized,
         )
-        if row["id"] is None:
-            self.oversized.learn(row["oversized"])
-            return await self._register_new(uow, domain, inp, others, source, prepared, row)
-        if row["status"] == RecordStatus.MERGED:
+        record = began.record
+        if record is None:
+            assert began.candidates is not None
+            self.oversized.learn(began.candidates.oversized)
+            return await self._register_new(
+                uow, domain, inp, others, source, prepared, began.candidates
+            )
+        if record.status == RecordStatus.MERGED:
             raise InvalidState(f"identifier {value!r} was merged into another record")
-        current = Demographics.model_validate(row["demographics"])
         if replace:
             demographics = inp.demographics
         else:
-            demographics = current.merged_with(inp.demographics, inp.cleared)
-        stored_others = [(int(d), v, t or None) for d, v, t in row["others"]]
+            demographics = record.demographics.merged_with(inp.demographics, inp.cleared)
+        stored_others = list(record.others)
         if not others and not replace:
             others = stored_others  # an update that names no other identifiers keeps them
-        if _unchanged(row, current, demographics, stored_others, others):
+        if _unchanged(record, demographics, stored_others, others):
             # A repeated A08 or PUT: nothing to write, no new version, no history, the link
             # as it was (the record was matched when it last changed).
+            assert record.person_id is not None
             return Registered(
-                Decision.UNCHANGED_LINK, row["id"], row["person_id"], False, [],
-                {**dict(row), "demographics": current}, None, [],
+                decision=Decision.UNCHANGED_LINK,
+                record_id=record.id,
+                person_id=record.person_id,
+                created=False,
+                review_ids=[],
+                record=record,
+                reviews=(),
             )
         if demographics != inp.demographics or identifiers[1:] != list(others):
             identifiers = [(domain.id, value, inp.identifier.type), *others]
             prepared = self.matcher.prepare(demographics.as_matching_input(), identifiers)
         return await self._register_update(
-            uow, domain, demographics, others, source, prepared, row
+            uow, domain, demographics, others, source, prepared, began
         )
 
     async def _register_new(
@@ -245,12 +251,12 @@ class Feed:
         others: Sequence[ResolvedIdentifier],
         source: str | None,
         prepared: Prepared,
-        begun: Row,
+        candidates: Candidates,
     ) -> Registered:
         """A record not known before: decide its person, then write it all in one call."""
         repo = uow.repo
         subject = Party(0, domain.namespace, None, prepared.normalized)  # no id yet
-        persons = self._candidate_persons(begun, None)
+        persons = self._candidate_persons(candidates, None)
         outcome = self.matcher.decide(subject, persons, set())  # no assertions on a new record
         if outcome.person_id is not None:
             decision = Decision.LINKED
@@ -286,7 +292,8 @@ class Feed:
                 for v in outcome.reviews
             ],
         )
-        record_id, person_id, now = written["record_id"], written["person_id"], written["tx_now"]
+        record_id, person, now = written.record_id, written.person, written.at
+        person_id = person.id
         uow.record(
             "record_created",
             "source_record",
@@ -304,7 +311,7 @@ class Feed:
                 "person_created",
                 "person",
                 person_id,
-                after={"status": "active", "enterprise_id": written["enterprise_id"]},
+                after={"status": "active", "enterprise_id": person.enterprise_id},
                 person_id=person_id,
                 record_id=record_id,
             )
@@ -324,7 +331,7 @@ class Feed:
         )
         reviews = []
         for verdict, item_id, explanation in zip(
-            outcome.reviews, written["review_ids"], written["review_explanations"], strict=True
+            outcome.reviews, written.review_ids, written.review_explanations, strict=True
         ):
             if item_id is None:
                 continue
@@ -337,51 +344,53 @@ class Feed:
                 person_id=verdict.person_id,
             )
             reviews.append(
-                {
-                    "id": item_id,
-                    "record_id": record_id,
-                    "other_record_id": verdict.best_record_id,
-                    "person_id": verdict.person_id,
-                    "score": verdict.probability,
-                    "reason": verdict.reason,
-                    "explanation": explanation,
-                    "status": ReviewStatus.OPEN.value,
-                    "created_at": now,
-                    "resolved_at": None,
-                    "resolved_by": None,
-                }
+                ReviewItem(
+                    id=item_id,
+                    record_id=record_id,
+                    other_record_id=verdict.best_record_id,
+                    person_id=verdict.person_id,
+                    score=verdict.probability,
+                    reason=verdict.reason,
+                    explanation=explanation,
+                    status=ReviewStatus.OPEN,
+                    created_at=now,
+                )
             )
         uow.emit(
             CHANGED_TOPIC,
             {"event": "record_added", "record_id": record_id, "person_ids": [person_id]},
         )
-        record_row = {
-            "id": record_id,
-            "domain_id": domain.id,
-            "identifier": inp.identifier.value,
-            "status": RecordStatus.ACTIVE.value,
-            "merged_into": None,
-            "demographics": inp.demographics,
-            "version": 1,
-            "created_at": now,
-            "updated_at": now,
-            "person_id": person_id,
-            "link_kind": LinkKind.AUTOMATIC.value,
-            "link_score": outcome.score,
-            "link_actor": uow.actor,
-            "link_created_at": now,
-            "enterprise_id": written["enterprise_id"],
-            "others": written["others"],
-        }
+        record = StoredRecord(
+            id=record_id,
+            domain_id=domain.id,
+            identifier=inp.identifier.value,
+            status=RecordStatus.ACTIVE,
+            merged_into=None,
+            demographics=inp.demographics,
+            demographics_json=demographics,
+            normalized=prepared.normalized,
+            version=1,
+            created_at=now,
+            updated_at=now,
+            link=Link(
+                person_id=person_id,
+                kind=LinkKind.AUTOMATIC,
+                score=outcome.score,
+                actor=uow.actor,
+                created_at=now,
+            ),
+            enterprise_id=person.enterprise_id,
+            others=written.others,
+        )
         return Registered(
-            decision,
-            record_id,
-            person_id,
-            True,
-            [r["id"] for r in reviews],
-            record_row,
-            _person_row(written),
-            reviews,
+            decision=decision,
+            record_id=record_id,
+            person_id=person_id,
+            created=True,
+            review_ids=[r.id for r in reviews],
+            record=record,
+            person=person,
+            reviews=tuple(reviews),
         )
 
     async def _register_update(
@@ -392,7 +401,7 @@ class Feed:
         others: Sequence[ResolvedIdentifier],
         source: str | None,
         prepared: Prepared,
-        row: Row,
+        began: BeganRegistration,
     ) -> Registered:
         """A known record: lock its old and new blocking keys and write it (with the history
         and outbox rows so far) in one call, then re-score it. A record alone in its automatic
@@ -400,26 +409,29 @@ class Feed:
         the person's other records, and a link that no longer holds becomes a review item
         (never a silent unlink). Manual and verified links are never changed automatically."""
         repo = uow.repo
-        record_id = row["id"]
-        linked = row["status"] == RecordStatus.ACTIVE and row["person_id"] is not None
-        automatic = linked and row["link_kind"] == LinkKind.AUTOMATIC
+        record = began.record
+        assert record is not None
+        record_id = record.id
+        current = record.link if record.status == RecordStatus.ACTIVE else None
+        linked = current is not None
+        automatic = current is not None and current.kind == LinkKind.AUTOMATIC
         dumped = demographics.model_dump(mode="json")
         uow.record(
             "record_updated",
             "source_record",
             record_id,
-            before=record_snapshot(row),
-            after={**record_snapshot(row), "status": "active", "demographics": dumped},
+            before=record_snapshot(record),
+            after={**record_snapshot(record), "status": "active", "demographics": dumped},
             record_id=record_id,
-            person_id=row["person_id"],
+            person_id=record.person_id,
         )
         if linked:
             payload = {"event": "record_updated", "record_id": record_id}
-            uow.emit(UPDATED_TOPIC, {**payload, "person_ids": [row["person_id"]]})
+            uow.emit(UPDATED_TOPIC, {**payload, "person_ids": [record.person_id]})
         history, outbox = uow.take_events()  # written by the same call
         written = await repo.register_update(
             record_id=record_id,
-            lock_keys=[*prepared.keys, *row["old_keys"]],
+            lock_keys=[*prepared.keys, *began.old_keys],
             record=RecordWrite(
                 demographics=dumped,
                 normalized=prepared.normalized,
@@ -428,8 +440,8 @@ class Feed:
                 others=others,
                 keys=prepared.keys,
             ),
-            touch_person=row["person_id"] if linked else None,
-            own_person=row["person_id"] if automatic else None,
+            touch_person=record.person_id if linked else None,
+            own_person=record.person_id if automatic else None,
             selection=self.selection,
             history=history,
             outbox=outbox,
@@ -443,57 +455,65 @@ class Feed:
                 CHANGED_TOPIC,
                 {"event": "record_added", "record_id": record_id, "person_ids": [person_id]},
             )
-            return Registered(decision, record_id, person_id, False, reviews)
-
-        person_id = row["person_id"]
-        record_row = {
-            **dict(row),
-            "status": RecordStatus.ACTIVE.value,
-            "merged_into": None,
-            "demographics": demographics,
-            "version": written["version"],
-            "updated_at": written["updated_at"],
-            "others": written["others"],
-        }
-        person_row = _person_row(written)
-        if not automatic:
             return Registered(
-                Decision.UNCHANGED_LINK, record_id, person_id, False, [], record_row, person_row,
-                []
+                decision=decision,
+                record_id=record_id,
+                person_id=person_id,
+                created=False,
+                review_ids=reviews,
             )
-        no_match = set(row["no_match"])
-        own = self._parties_by_person(written["own_parties"], None)
+
+        person_id = record.person_id
+        assert person_id is not None
+        updated = dataclasses.replace(
+            record,
+            status=RecordStatus.ACTIVE,
+            merged_into=None,
+            demographics=demographics,
+            demographics_json=dumped,
+            normalized=prepared.normalized,
+            version=written.version,
+            updated_at=written.updated_at,
+            others=written.others,
+        )
+
+        def kept(decision: Decision, items: Sequence[ReviewItem] = ()) -> Registered:
+            """The record stays with its person (review items opened or not)."""
+            return Registered(
+                decision=decision,
+                record_id=record_id,
+                person_id=person_id,
+                created=False,
+                review_ids=[i.id for i in items],
+                record=updated,
+                person=written.person,
+                reviews=tuple(items),
+            )
+
+        if not automatic:
+            return kept(Decision.UNCHANGED_LINK)
+        no_match = began.no_match
+        own = self._parties_by_person(written.own_parties, None)
         if own:
             (verdict,) = self.matcher.verdicts(subject, own, no_match)
             if verdict.decision == MatchDecision.LINK:
-                return Registered(
-                    Decision.UNCHANGED_LINK, record_id, person_id, False, [], record_row,
-                    person_row, [],
-                )
+                return kept(Decision.UNCHANGED_LINK)
             verdict.reason = "after an update the link no longer holds: " + verdict.reason
-            items = await self._open_review_rows(uow, record_id, [verdict])
-            return Registered(
-                Decision.REVIEW, record_id, person_id, False, [i["id"] for i in items],
-                record_row, person_row, items,
-            )
-        persons = self._candidate_persons(written, record_id)
+            return kept(Decision.REVIEW, await self._open_review_items(uow, record_id, [verdict]))
+        persons = self._candidate_persons(written.candidates, record_id)
         persons.pop(person_id, None)
         outcome = self.matcher.decide(subject, persons, no_match)
-        items = await self._open_review_rows(uow, record_id, outcome.reviews)
-        review_ids = [i["id"] for i in items]
+        items = await self._open_review_items(uow, record_id, outcome.reviews)
         if outcome.person_id is None:
-            decision = Decision.REVIEW if items else Decision.UNCHANGED_LINK
-            return Registered(
-                decision, record_id, person_id, False, review_ids, record_row, person_row, items
-            )
-        link = await repo.link_row(record_id)
+            return kept(Decision.REVIEW if items else Decision.UNCHANGED_LINK, items)
+        link = await repo.link(record_id)
         await self.set_link(
             uow,
             record_id,
             outcome.person_id,
-            LinkKind.AUTOMATIC,
-            outcome.score,
-            outcome.explanation,
+            kind=LinkKind.AUTOMATIC,
+            score=outcome.score,
+            explanation=outcome.explanation,
             before=link,
         )
         await self.retire_if_empty(uow, person_id, merged_into=outcome.person_id)
@@ -506,7 +526,13 @@ class Feed:
                 "person_ids": [outcome.person_id, person_id],
             },
         )
-        return Registered(Decision.LINKED, record_id, outcome.person_id, False, review_ids)
+        return Registered(
+            decision=Decision.LINKED,
+            record_id=record_id,
+            person_id=outcome.person_id,
+            created=False,
+            review_ids=[i.id for i in items],
+        )
 
     @property
     def selection(self) -> CandidateSelection:
@@ -520,29 +546,30 @@ class Feed:
         )
 
     def _candidate_persons(
-        self, found: Row, exclude: int | None
+        self, found: Candidates | None, exclude: int | None
     ) -> dict[int, list[Party]]:
         """The candidates the database selected (matching.blocking.select_candidates, made in
         the SQL function register_candidates), as persons with all their active records; a
         DEBUG line when the floor, the margin or the cap left some out (at 1M records they do
         on nearly every registration: by design, not news)."""
-        selected = found["prefetched"] or ()
-        if found["candidates_found"] and found["candidates_found"] > len(selected):
+        if found is None:
+            return {}
+        selected = found.selected
+        if found.found > len(selected):
             log.debug(
                 "event=candidates_selected found=%d scored=%d cap=%d",
-                found["candidates_found"],
+                found.found,
                 len(selected),
                 self.matcher.settings.max_candidates,
             )
         if not selected:
             return {}
-        return self._parties_by_person(found["parties"], exclude)
+        return self._parties_by_person(found.parties, exclude)
 
     def _parties_by_person(
-        self, parties: Sequence[Sequence[Any]] | None, exclude: int | None
+        self, parties: Sequence[CandidateParty] | None, exclude: int | None
     ) -> dict[int, list[Party]]:
-        """[record id, domain id, person id, normalized, version] rows (by record id) as
-        parties (migration 0004 added the version)."""
+        """The candidates' records (by record id) as parties, by person."""
         persons: dict[int, list[Party]] = {}
         namespaces = self.matcher.namespaces
         for record_id, domain_id, person_id, normalized, version in parties or ():
@@ -562,13 +589,14 @@ class Feed:
         return self._candidate_persons(await repo.candidates(keys, exclude, self.selection),
                                        exclude)
 
-    def party(self, row: Row) -> Party:
+    def party(self, record: StoredRecord) -> Party:
+        assert record.normalized is not None
         return Party(
-            record_id=row["id"],
-            domain=self.matcher.namespaces.get(row["domain_id"], str(row["domain_id"])),
-            person_id=row["person_id"],
-            normalized=row["normalized"],
-            version=row["version"],
+            record_id=record.id,
+            domain=self.matcher.namespaces.get(record.domain_id, str(record.domain_id)),
+            person_id=record.person_id,
+            normalized=record.normalized,
+            version=record.version,
         )
 
     async def _decide_and_link(
@@ -589,9 +617,9 @@ class Feed:
             uow,
             subject.record_id,
             person_id,
-            LinkKind.AUTOMATIC,
-            outcome.score,
-            outcome.explanation,
+            kind=LinkKind.AUTOMATIC,
+            score=outcome.score,
+            explanation=outcome.explanation,
             before=None,
         )
         review_ids = await self.open_reviews(uow, subject.record_id, outcome.reviews)
@@ -600,28 +628,30 @@ class Feed:
     async def open_reviews(
         self, uow: UnitOfWork, record_id: int, verdicts: Sequence[Verdict]
     ) -> list[int]:
-        return [item["id"] for item in await self._open_review_rows(uow, record_id, verdicts)]
+        return [item.id for item in await self._open_review_items(uow, record_id, verdicts)]
 
-    async def _open_review_rows(
+    async def _open_review_items(
         self, uow: UnitOfWork, record_id: int, verdicts: Sequence[Verdict]
-    ) -> list[Row]:
-        """Open a review item per verdict (one already open is left as it is); the new rows."""
+    ) -> list[ReviewItem]:
+        """Open a review item per verdict (one already open is left as it is); the new ones."""
         items = []
         for verdict in verdicts:
             item = await uow.repo.insert_review_item(
                 record_id,
-                verdict.best_record_id,
-                verdict.person_id,
-                verdict.probability,
-                verdict.reason,
-                verdict.explanation,
+                ReviewWrite(
+                    other_record_id=verdict.best_record_id,
+                    person_id=verdict.person_id,
+                    score=verdict.probability,
+                    reason=verdict.reason,
+                    explanation=verdict.explanation,
+                ),
             )
             if item is not None:
                 items.append(item)
                 uow.record(
                     "review_opened",
                     "review_item",
-                    item["id"],
+                    item.id,
                     after={"status": "open", "reason": verdict.reason},
                     record_id=record_id,
                     person_id=verdict.person_id,
@@ -635,25 +665,31 @@ class Feed:
         uow.record(
             "person_created",
             "person",
-            person["id"],
-            after={"status": "active", "enterprise_id": person["enterprise_id"]},
-            person_id=person["id"],
+            person.id,
+            after={"status": "active", "enterprise_id": person.enterprise_id},
+            person_id=person.id,
             record_id=record_id,
         )
-        return person["id"]
+        return person.id
 
     async def set_link(
         self,
         uow: UnitOfWork,
         record_id: int,
         person_id: int,
+        *,
         kind: LinkKind,
         score: float | None,
         explanation: dict[str, Any] | None,
-        *,
-        before: Row | None,
+        before: LinkState | None,
     ) -> None:
-        await uow.repo.set_link(record_id, person_id, kind, score, explanation, uow.actor)
+        """Link the record to the person, by the command's actor; ``before``: its link until
+        now (history)."""
+        await uow.repo.set_link(
+            record_id,
+            person_id,
+            LinkWrite(kind=kind, score=score, explanation=explanation, actor=uow.actor),
+        )
         after = {
             "person_id": person_id,
             "kind": kind.value,
@@ -677,8 +713,8 @@ class Feed:
         repo = uow.repo
         if await repo.count_active_records(person_id) > 0:
             return
-        row = await repo.person_row(person_id, for_update=True)
-        if row is None or row["status"] != PersonStatus.ACTIVE:
+        person = await repo.person(person_id, for_update=True)
+        if person is None or person.status != PersonStatus.ACTIVE:
             return
         status = PersonStatus.MERGED if merged_into else PersonStatus.RETIRED
         await repo.set_person_status(person_id, status, merged_into)
@@ -686,7 +722,7 @@ class Feed:
             "person_" + status.value,
             "person",
             person_id,
-            before={"status": row["status"], "merged_into": row["merged_into"]},
+            before={"status": person.status.value, "merged_into": person.merged_into},
             after={"status": status.value, "merged_into": merged_into},
             person_id=person_id,
         )
@@ -697,19 +733,19 @@ class Feed:
         """Relink every active record of ``from_person`` to ``to_person``; retire the first."""
         repo = uow.repo
         moved = []
-        for row in await repo.person_record_rows([from_person]):
-            link = await repo.link_row(row["id"])
+        for record in await repo.person_records([from_person]):
+            link = await repo.link(record.id)
             assert link is not None
             await self.set_link(
                 uow,
-                row["id"],
+                record.id,
                 to_person,
-                kind or LinkKind(link["kind"]),
-                link["score"],
-                link["explanation"],
+                kind=kind or link.kind,
+                score=link.score,
+                explanation=link.explanation,
                 before=link,
             )
-            moved.append(row["id"])
+            moved.append(record.id)
         await self.retire_if_empty(uow, from_person, merged_into=to_person)
         return moved
 
@@ -745,9 +781,9 @@ class Feed:
         if retired == survivor:
             raise InvalidState("the retired and surviving identifiers are the same")
         await repo.lock([record_key(domain.id, retired), record_key(domain.id, survivor)])
-        old = await repo.record_row_by_identifier(domain.id, retired, for_update=True)
-        new = await repo.record_row_by_identifier(domain.id, survivor, for_update=True)
-        if old is None or old["status"] != RecordStatus.ACTIVE:
+        old = await repo.record_by_identifier(domain.id, retired, for_update=True)
+        new = await repo.record_by_identifier(domain.id, survivor, for_update=True)
+        if old is None or old.status != RecordStatus.ACTIVE:
             return False, "retired identifier unknown: nothing to merge", [], []
         if new is None:
             record_id, person_id = await self._rename(uow, domain, old, survivor)
@@ -757,157 +793,163 @@ class Feed:
                 [record_id],
                 [person_id],
             )
-        if new["status"] != RecordStatus.ACTIVE:
+        if new.status != RecordStatus.ACTIVE:
             raise InvalidState(f"surviving identifier {survivor!r} is not active")
-        await repo.set_record_status(old["id"], RecordStatus.MERGED, new["id"])
-        await repo.set_blocking_keys(old["id"], [])
+        await repo.set_record_status(old.id, RecordStatus.MERGED, new.id)
+        await repo.set_blocking_keys(old.id, [])
         uow.record(
             "record_merged",
             "source_record",
-            old["id"],
+            old.id,
             before=record_snapshot(old),
-            after={**record_snapshot(old), "status": "merged", "merged_into": new["id"]},
-            record_id=old["id"],
-            person_id=old["person_id"],
+            after={**record_snapshot(old), "status": "merged", "merged_into": new.id},
+            record_id=old.id,
+            person_id=old.person_id,
         )
-        await self.dismiss_reviews(uow, old["id"])
-        persons = [new["person_id"]]
-        if old["person_id"] != new["person_id"]:
-            persons.append(old["person_id"])
-            await self.move_person(uow, old["person_id"], new["person_id"], None)
-        await repo.touch_person(new["person_id"])
+        await self.dismiss_reviews(uow, old.id)
+        persons = [new.person_id]
+        if old.person_id != new.person_id:
+            persons.append(old.person_id)
+            await self.move_person(uow, old.person_id, new.person_id, None)
+        await repo.touch_person(new.person_id)
         uow.emit(
             CHANGED_TOPIC,
             {
                 "event": "merge",
-                "record_id": new["id"],
-                "retired_record_id": old["id"],
+                "record_id": new.id,
+                "retired_record_id": old.id,
                 "person_ids": persons,
             },
         )
-        return True, "merged", [new["id"], old["id"]], persons
+        return True, "merged", [new.id, old.id], persons
 
     async def change_identifier(
         self, uow: UnitOfWork, domain: Domain, old_value: str, new_value: str
     ) -> tuple[int, int]:
         repo = uow.repo
         await repo.lock([record_key(domain.id, old_value), record_key(domain.id, new_value)])
-        old = await repo.record_row_by_identifier(domain.id, old_value, for_update=True)
-        if old is None or old["status"] != RecordStatus.ACTIVE:
+        old = await repo.record_by_identifier(domain.id, old_value, for_update=True)
+        if old is None or old.status != RecordStatus.ACTIVE:
             raise UnknownIdentifier(domain.namespace, old_value)
         return await self._rename(uow, domain, old, new_value)
 
     async def _rename(
-        self, uow: UnitOfWork, domain: Domain, old: Row, new_value: str
+        self, uow: UnitOfWork, domain: Domain, old: StoredRecord, new_value: str
     ) -> tuple[int, int]:
         repo = uow.repo
-        clash = await repo.record_row_by_identifier(domain.id, new_value)
+        clash = await repo.record_by_identifier(domain.id, new_value)
         if clash is not None:
             raise IdentifierConflict(
                 f"identifier {new_value!r} already belongs to another record in {domain.namespace}"
             )
-        await repo.set_record_identifier(old["id"], new_value)
-        others = [(int(d), v, t or None) for d, v, t in old["others"]]
+        await repo.set_record_identifier(old.id, new_value)
         prepared = self.matcher.prepare(
-            Demographics.model_validate(old["demographics"]).as_matching_input(),
-            [(domain.id, new_value, None), *others],
+            old.demographics.as_matching_input(), [(domain.id, new_value, None), *old.others]
         )
-        await repo.set_blocking_keys(old["id"], prepared.keys)
+        await repo.set_blocking_keys(old.id, prepared.keys)
         uow.record(
             "identifier_changed",
             "source_record",
-            old["id"],
+            old.id,
             before=record_snapshot(old),
             after={**record_snapshot(old), "identifier": new_value},
-            record_id=old["id"],
-            person_id=old["person_id"],
+            record_id=old.id,
+            person_id=old.person_id,
         )
-        await repo.touch_person(old["person_id"])
+        await repo.touch_person(old.person_id)
         uow.emit(
             CHANGED_TOPIC,
             {
                 "event": "identifier_changed",
-                "record_id": old["id"],
-                "old_identifier": old["identifier"],
-                "person_ids": [old["person_id"]],
+                "record_id": old.id,
+                "old_identifier": old.identifier,
+                "person_ids": [old.person_id],
             },
         )
-        return old["id"], old["person_id"]
+        return old.id, old.person_id
 
     # --- link / unlink / remove -------------------------------------------------------------
 
     async def link(
-        self, uow: UnitOfWork, a: Row, b: Row, kind: LinkKind
+        self, uow: UnitOfWork, a: StoredRecord, b: StoredRecord, kind: LinkKind
     ) -> list[int]:
         """Make the persons of records ``a`` and ``b`` one (b's person merges into a's)."""
         repo = uow.repo
-        await repo.delete_no_match(a["id"], b["id"])
-        person_a, person_b = a["person_id"], b["person_id"]
+        await repo.delete_no_match(a.id, b.id)
+        person_a, person_b = a.person_id, b.person_id
         if person_a == person_b:
-            link = await repo.link_row(b["id"])
-            if link is not None and link["kind"] != kind.value:
+            link = await repo.link(b.id)
+            if link is not None and link.kind != kind:
                 await self.set_link(
-                    uow, b["id"], person_a, kind, link["score"], link["explanation"], before=link
+                    uow,
+                    b.id,
+                    person_a,
+                    kind=kind,
+                    score=link.score,
+                    explanation=link.explanation,
+                    before=link,
                 )
             return [person_a]
         await self.move_person(uow, person_b, person_a, kind)
         uow.emit(
             CHANGED_TOPIC,
-            {"event": "link", "record_ids": [a["id"], b["id"]], "person_ids": [person_a, person_b]},
+            {"event": "link", "record_ids": [a.id, b.id], "person_ids": [person_a, person_b]},
         )
         return [person_a, person_b]
 
     async def unlink(
-        self, uow: UnitOfWork, a: Row, b: Row, reason: str | None
+        self, uow: UnitOfWork, a: StoredRecord, b: StoredRecord, reason: str | None
     ) -> list[int]:
         """Separate record ``b`` from ``a``'s person and assert they are different people."""
         repo = uow.repo
-        if await repo.add_no_match(a["id"], b["id"], uow.actor, reason):
+        if await repo.add_no_match(a.id, b.id, actor=uow.actor, reason=reason):
             uow.record(
                 "no_match_added",
                 "no_match",
-                b["id"],
-                after={"record_a": a["id"], "record_b": b["id"]},
-                record_id=b["id"],
-                person_id=b["person_id"],
+                b.id,
+                after={"record_a": a.id, "record_b": b.id},
+                record_id=b.id,
+                person_id=b.person_id,
             )
-        if a["person_id"] != b["person_id"]:
+        if a.person_id != b.person_id:
             return []
-        person_id = await self.new_person(uow, b["id"])
-        link = await repo.link_row(b["id"])
-        await self.set_link(uow, b["id"], person_id, LinkKind.MANUAL, None, None, before=link)
+        person_id = await self.new_person(uow, b.id)
+        link = await repo.link(b.id)
+        await self.set_link(
+            uow, b.id, person_id, kind=LinkKind.MANUAL, score=None, explanation=None, before=link
+        )
         uow.emit(
             CHANGED_TOPIC,
             {
                 "event": "unlink",
-                "record_ids": [a["id"], b["id"]],
-                "person_ids": [a["person_id"], person_id],
+                "record_ids": [a.id, b.id],
+                "person_ids": [a.person_id, person_id],
             },
         )
-        return [a["person_id"], person_id]
+        return [a.person_id, person_id]
 
     async def remove(self, uow: UnitOfWork, domain: Domain, value: str) -> tuple[int, int | None]:
         repo = uow.repo
         await repo.lock([record_key(domain.id, value)])
-        row = await repo.record_row_by_identifier(domain.id, value, for_update=True)
-        if row is None or row["status"] != RecordStatus.ACTIVE:
+        record = await repo.record_by_identifier(domain.id, value, for_update=True)
+        if record is None or record.status != RecordStatus.ACTIVE:
             raise UnknownIdentifier(domain.namespace, value)
-        await repo.set_record_status(row["id"], RecordStatus.REMOVED)
-        await repo.set_blocking_keys(row["id"], [])
+        await repo.set_record_status(record.id, RecordStatus.REMOVED)
+        await repo.set_blocking_keys(record.id, [])
         uow.record(
             "record_removed",
             "source_record",
-            row["id"],
-            before=record_snapshot(row),
-            after={**record_snapshot(row), "status": "removed"},
-            record_id=row["id"],
-            person_id=row["person_id"],
+            record.id,
+            before=record_snapshot(record),
+            after={**record_snapshot(record), "status": "removed"},
+            record_id=record.id,
+            person_id=record.person_id,
         )
-        await self.dismiss_reviews(uow, row["id"])
-        if row["person_id"] is not None:
-            await self.retire_if_empty(uow, row["person_id"])
+        await self.dismiss_reviews(uow, record.id)
+        if record.person_id is not None:
+            await self.retire_if_empty(uow, record.person_id)
         uow.emit(
             CHANGED_TOPIC,
-            {"event": "remove", "record_id": row["id"], "person_ids": [row["person_id"]]},
+            {"event": "remove", "record_id": record.id, "person_ids": [record.person_id]},
         )
-        return row["id"], row["person_id"]
+        return record.id, record.person_id

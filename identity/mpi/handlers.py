@@ -19,6 +19,7 @@ from identity.model import (
     IdentifierRef,
     RecordInput,
     RegisterResult,
+    ReviewItem,
 )
 from identity.mpi import review
 from identity.mpi.commands import (
@@ -36,7 +37,8 @@ from identity.mpi.commands import (
 from identity.mpi.core import Core
 from identity.mpi.feed import record_key
 from identity.mpi.uow import UnitOfWork
-from identity.store.rows import person_from_row, record_from_row, review_from_row
+from identity.store.repository import Repository
+from identity.store.state import StoredRecord
 
 log = logging.getLogger("identity.mpi")
 
@@ -55,24 +57,23 @@ async def register(cmd: Register, uow: UnitOfWork, core: Core) -> RegisterResult
         uow, domain, record, others, source, replace=cmd.replace
     )
     repo = uow.repo
-    by_id = core.domains.by_id
     result = RegisterResult(
         decision=done.decision,
         record=(
-            record_from_row(done.record_row, by_id)
-            if done.record_row is not None
+            done.record.to_source_record(core.domains.by_id)
+            if done.record is not None
             else await core.record(repo, done.record_id)
         ),
         person=(
-            person_from_row(done.person_row)
-            if done.person_row is not None
+            done.person
+            if done.person is not None
             else await core.person(repo, done.person_id, with_records=False)
         ),
         created=done.created,
-        review_items=tuple(
-            [review_from_row(r) for r in done.review_rows]
-            if done.review_rows is not None
-            else [review_from_row(await repo.review_row(i)) for i in done.review_ids]
+        review_items=(
+            done.reviews
+            if done.reviews is not None
+            else await _review_items(repo, done.review_ids)
         ),
         command_id=str(uow.command_id),
     )
@@ -117,18 +118,16 @@ async def change_identifier(cmd: ChangeIdentifier, uow: UnitOfWork, core: Core) 
 
 
 async def link(cmd: Link, uow: UnitOfWork, core: Core) -> CommandResult:
-    rows = await _ensure_records(uow, core, [cmd.a, cmd.b])
-    persons = await core.feed.link(uow, rows[0], rows[1], cmd.kind)
-    return await core.command_result(uow, True, [rows[0]["id"], rows[1]["id"]], persons, None)
+    a, b = await _ensure_records(uow, core, [cmd.a, cmd.b])
+    persons = await core.feed.link(uow, a, b, cmd.kind)
+    return await core.command_result(uow, True, [a.id, b.id], persons, None)
 
 
 async def unlink(cmd: Unlink, uow: UnitOfWork, core: Core) -> CommandResult:
-    rows = await _lookup_records(uow, core, [cmd.a, cmd.b])
-    persons = await core.feed.unlink(uow, rows[0], rows[1], cmd.reason)
+    a, b = await _lookup_records(uow, core, [cmd.a, cmd.b])
+    persons = await core.feed.unlink(uow, a, b, cmd.reason)
     note = None if persons else "records were not linked"
-    return await core.command_result(
-        uow, bool(persons), [rows[0]["id"], rows[1]["id"]], persons, note
-    )
+    return await core.command_result(uow, bool(persons), [a.id, b.id], persons, note)
 
 
 async def remove(cmd: Remove, uow: UnitOfWork, core: Core) -> CommandResult:
@@ -153,28 +152,32 @@ async def undo(cmd: Undo, uow: UnitOfWork, core: Core) -> CommandResult:
 # --- the two records of a link or an unlink ---------------------------------------------------
 
 
-async def _ensure_records(uow: UnitOfWork, core: Core, subjects: Sequence[Subject]) -> list[Any]:
+async def _ensure_records(
+    uow: UnitOfWork, core: Core, subjects: Sequence[Subject]
+) -> list[StoredRecord]:
     """The active records the subjects name; an unknown one is registered first (TF2 ITI-30:
     A24 links even when a record is unknown)."""
     source = uow.envelope.source
     resolved = [await core.resolve_subject(s, source, strict=False) for s in subjects]
     await uow.repo.lock(sorted(record_key(d.id, r.identifier.value) for d, r in resolved))
-    rows = []
+    records = []
     for domain, record in resolved:
         value = record.identifier.value
-        row = await uow.repo.record_row_by_identifier(domain.id, value)
-        if row is None:
+        stored = await uow.repo.record_by_identifier(domain.id, value)
+        if stored is None:
             core.check_source(domain, source)
             others = await core.other_identifiers(record.other_identifiers, domain, value)
             await core.feed.register(uow, domain, record, others, source, replace=False)
-            row = await uow.repo.record_row_by_identifier(domain.id, value)
-        if row is None or row["status"] != "active":
+            stored = await uow.repo.record_by_identifier(domain.id, value)
+        if stored is None or not stored.active:
             raise NotFound(f"record {value!r} is not active")
-        rows.append(row)
-    return rows
+        records.append(stored)
+    return records
 
 
-async def _lookup_records(uow: UnitOfWork, core: Core, subjects: Sequence[Subject]) -> list[Any]:
+async def _lookup_records(
+    uow: UnitOfWork, core: Core, subjects: Sequence[Subject]
+) -> list[StoredRecord]:
     """The active records the subjects name, row-locked; an unknown one is refused."""
     source = uow.envelope.source
     refs: list[IdentifierRef] = [
@@ -186,13 +189,22 @@ async def _lookup_records(uow: UnitOfWork, core: Core, subjects: Sequence[Subjec
         resolved.append((domain, ref))
         keys.append(record_key(domain.id, ref.value))
     await uow.repo.lock(sorted(keys))
-    rows = []
+    records = []
     for domain, ref in resolved:
-        row = await uow.repo.record_row_by_identifier(domain.id, ref.value, for_update=True)
-        if row is None or row["status"] != "active":
+        stored = await uow.repo.record_by_identifier(domain.id, ref.value, for_update=True)
+        if stored is None or not stored.active:
             raise UnknownIdentifier(domain.namespace, ref.value)
-        rows.append(row)
-    return rows
+        records.append(stored)
+    return records
+
+
+async def _review_items(repo: Repository, item_ids: Sequence[int]) -> tuple[ReviewItem, ...]:
+    items = []
+    for item_id in item_ids:
+        item = await repo.review_item(item_id)
+        assert item is not None  # opened by this command
+        items.append(item)
+    return tuple(items)
 
 
 HANDLERS: dict[type[Command[Any]], Handler] = {

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Set as AbstractSet
 from dataclasses import dataclass, field
 from functools import partial
 from typing import Any
@@ -208,7 +209,7 @@ class Matcher:
         self,
         subject: Party,
         persons: dict[int, list[Party]],
-        no_match: set[int],
+        no_match: AbstractSet[int],
         *,
         matches_only: bool = False,
     ) -> list[Verdict]:
@@ -296,7 +297,7 @@ class Matcher:
         )
 
     def decide(
-        self, subject: Party, persons: dict[int, list[Party]], no_match: set[int]
+        self, subject: Party, persons: dict[int, list[Party]], no_match: AbstractSet[int]
     ) -> Outcome:
         verdicts = self.verdicts(subject, persons, no_match, matches_only=True)
         links = [v for v in verdicts if v.decision == Decision.LINK]

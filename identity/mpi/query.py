@@ -19,6 +19,7 @@ from identity.mpi.domains import DomainRegistry
 from identity.mpi.matcher import sound
 from identity.store.repository import Repository
 from identity.store.search import SearchTerms
+from identity.store.state import RecordIdentifiers, StoredRecord
 from matching.normalize import (
     fold,
     normalize_address,
@@ -47,34 +48,30 @@ async def cross_references(
     wanted = {d.id for d in target_domains}
 
     # The usual case in one round trip: a record's own identifier, or an enterprise id.
-    rows = await repo.cross_reference_rows(
-        None if domain.is_enterprise else domain.id, ref.value
-    )
-    if rows:
-        if rows[0]["person_status"] != PersonStatus.ACTIVE:
+    named = await repo.cross_references(None if domain.is_enterprise else domain.id, ref.value)
+    records: Sequence[RecordIdentifiers | StoredRecord]
+    if named is not None:
+        if named.status != PersonStatus.ACTIVE:
             raise UnknownIdentifier(domain.namespace, ref.value)
-        person_id, record_id = rows[0]["person_id"], rows[0]["hit_id"]
-        enterprise_id = rows[0]["enterprise_id"]
+        person_id, record_id = named.person_id, named.record_id
+        enterprise_id = named.enterprise_id
+        records = named.records
     else:
         record_id = None
         if domain.is_enterprise:
-            person = await repo.person_row_by_enterprise_id(ref.value)
-            if person is None or person["status"] != PersonStatus.ACTIVE:
+            person = await repo.person_by_enterprise_id(ref.value)
+            if person is None or person.status != PersonStatus.ACTIVE:
                 raise UnknownIdentifier(domain.namespace, ref.value)
-            person_id = person["id"]
         else:
             # An identifier carried only as another identifier (e.g. a national ID in PID-19).
-            found = await repo.record_rows(
-                await repo.records_with_identifier(domain.id, ref.value)
-            )
-            persons = {r["person_id"] for r in found if r["person_id"]}
+            found = await repo.records(await repo.records_with_identifier(domain.id, ref.value))
+            persons = {r.person_id for r in found if r.person_id}
             if len(persons) != 1:
                 raise UnknownIdentifier(domain.namespace, ref.value)
-            person_id = persons.pop()
-            person = await repo.person_row(person_id)
+            person = await repo.person(persons.pop())
             assert person is not None
-        enterprise_id = person["enterprise_id"]
-        rows = await repo.person_record_rows([person_id])
+        person_id, enterprise_id = person.id, person.enterprise_id
+        records = await repo.person_records([person_id])
 
     by_id = domains.by_id
     references: list[CrossReference] = []
@@ -94,13 +91,13 @@ async def cross_references(
         )
 
     add(domains.enterprise, enterprise_id, None)
-    for row in rows:  # the records' own identifiers first, then the others they carry
-        add(by_id[row["domain_id"]], row["identifier"], row["id"])
-    for row in rows:
-        for domain_id, value, type_code in row["others"]:
-            other = by_id.get(int(domain_id))
+    for record in records:  # the records' own identifiers first, then the others they carry
+        add(by_id[record.domain_id], record.identifier, record.id)
+    for record in records:
+        for domain_id, value, type_code in record.others:
+            other = by_id.get(domain_id)
             if other is not None:
-                add(other, value, None, type_code or None)
+                add(other, value, None, type_code)
     return CrossReferences(
         person_id=person_id,
         enterprise_id=enterprise_id,

@@ -14,6 +14,7 @@ from identity.errors import InvalidInput, InvalidState, NotFound
 from identity.model import LinkKind, PersonStatus, ReviewStatus
 from identity.mpi.feed import Feed
 from identity.mpi.uow import CHANGED_TOPIC, UnitOfWork
+from identity.store.registration import LinkWrite
 
 UNDOABLE = {"link", "person", "review_item", "no_match"}
 
@@ -29,36 +30,36 @@ async def decide(
 ) -> list[int]:
     """Apply a steward decision; returns the person ids touched."""
     repo = uow.repo
-    item = await repo.review_row(item_id, for_update=True)
+    item = await repo.review_item(item_id, for_update=True)
     if item is None:
         raise NotFound(f"review item {item_id} does not exist")
-    if item["status"] != ReviewStatus.OPEN:
-        raise InvalidState(f"review item {item_id} is already {item['status']}")
-    record = await repo.record_row(item["record_id"], for_update=True)
+    if item.status != ReviewStatus.OPEN:
+        raise InvalidState(f"review item {item_id} is already {item.status.value}")
+    record = await repo.record(item.record_id, for_update=True)
     assert record is not None
-    other_ids = [item["other_record_id"]] if item["other_record_id"] else []
-    if item["person_id"] and not other_ids:
-        other_ids = [r["id"] for r in await repo.person_record_rows([item["person_id"]])]
-    others = await repo.record_rows(other_ids) if other_ids else []
+    other_ids = [item.other_record_id] if item.other_record_id else []
+    if item.person_id and not other_ids:
+        other_ids = [r.id for r in await repo.person_records([item.person_id])]
+    others = await repo.records(other_ids) if other_ids else []
     touched: list[int] = []
     if decision == StewardDecision.SAME_PERSON:
-        if record["status"] != "active" or not others:
+        if not record.active or not others:
             raise InvalidState("the records of this review item are no longer active")
         target = others[0]
         touched = await feed.link(uow, target, record, LinkKind.MANUAL)
         status = ReviewStatus.LINKED
     elif decision == StewardDecision.DIFFERENT_PERSONS:
         for other in others:
-            if await repo.add_no_match(record["id"], other["id"], uow.actor, reason):
+            if await repo.add_no_match(record.id, other.id, actor=uow.actor, reason=reason):
                 uow.record(
                     "no_match_added",
                     "no_match",
-                    record["id"],
-                    after={"record_a": record["id"], "record_b": other["id"]},
-                    record_id=record["id"],
-                    person_id=other["person_id"],
+                    record.id,
+                    after={"record_a": record.id, "record_b": other.id},
+                    record_id=record.id,
+                    person_id=other.person_id,
                 )
-            if other["person_id"] == record["person_id"]:
+            if other.person_id == record.person_id:
                 touched = await feed.unlink(uow, other, record, reason)
         status = ReviewStatus.REJECTED
     elif decision == StewardDecision.DISMISS:
@@ -72,8 +73,8 @@ async def decide(
         item_id,
         before={"status": "open"},
         after={"status": status.value, "reason": reason},
-        record_id=record["id"],
-        person_id=item["person_id"],
+        record_id=record.id,
+        person_id=item.person_id,
     )
     return touched
 
@@ -102,22 +103,24 @@ async def undo(uow: UnitOfWork, feed: Feed, command_id: str) -> list[int]:
     touched: set[int] = set()
     for event in reversed(events):
         if event.entity == "link":
-            current = await repo.link_row(event.entity_id)
+            current = await repo.link(event.entity_id)
             if event.before is None:
                 await repo.delete_link(event.entity_id)
             else:
-                b = event.before
+                b = event.before  # a link_snapshot
                 await repo.set_link(
                     event.entity_id,
                     b["person_id"],
-                    LinkKind(b["kind"]),
-                    b["score"],
-                    b["explanation"],
-                    b["actor"],
+                    LinkWrite(
+                        kind=LinkKind(b["kind"]),
+                        score=b["score"],
+                        explanation=b["explanation"],
+                        actor=b["actor"],
+                    ),
                 )
                 touched.add(b["person_id"])
             if current is not None:
-                touched.add(current["person_id"])
+                touched.add(current.person_id)
         elif event.entity == "person":
             before = event.before or {"status": PersonStatus.RETIRED.value, "merged_into": None}
             await repo.set_person_status(
@@ -132,7 +135,9 @@ async def undo(uow: UnitOfWork, feed: Feed, command_id: str) -> list[int]:
             if event.before is None:
                 await repo.delete_no_match(pair["record_a"], pair["record_b"])
             else:
-                await repo.add_no_match(pair["record_a"], pair["record_b"], uow.actor, "undo")
+                await repo.add_no_match(
+                    pair["record_a"], pair["record_b"], actor=uow.actor, reason="undo"
+                )
         uow.record(
             "undo:" + event.event,
             event.entity,

@@ -49,7 +49,6 @@ from identity.mpi.outbox import TopicDeliveries, own_topic
 from identity.mpi.uow import CHANGED_TOPIC, notify_topic
 from identity.store.db import Database
 from identity.store.repository import Repository
-from identity.store.rows import person_from_row, record_from_row, review_from_row
 
 log = logging.getLogger("identity.mpi")
 
@@ -207,8 +206,7 @@ class Mpi:
         self, status: str | None = "open", limit: int = 100, offset: int = 0
     ) -> list[ReviewItem]:
         async with self.db.read() as conn:
-            rows = await Repository(conn).review_rows(status, limit, offset)
-        return [review_from_row(r) for r in rows]
+            return await Repository(conn).review_items(status, limit, offset)
 
     async def cross_references(
         self, identifier: IdentifierRef, targets: Sequence[AuthorityRef] = ()
@@ -245,13 +243,13 @@ class Mpi:
                     prepared.search.get("given_phon") or None,
                     self.settings.matching.max_candidates,
                 )
-                parties = [self.feed.party(r) for r in await repo.record_rows(ids)]
+                parties = [self.feed.party(r) for r in await repo.records(ids)]
             ranked = self.matcher.rank(prepared.normalized, parties, limit, explain=explain)
-            rows = {r["id"]: r for r in await repo.record_rows([x.party.record_id for x in ranked])}
+            stored = {r.id: r for r in await repo.records([x.party.record_id for x in ranked])}
         by_id = self.domains.by_id
         return [
             MatchCandidate(
-                record=record_from_row(rows[x.party.record_id], by_id),
+                record=stored[x.party.record_id].to_source_record(by_id),
                 person_id=x.party.person_id,
                 weight=x.weight,
                 probability=x.probability,
@@ -264,9 +262,9 @@ class Mpi:
     async def search(self, criteria: SearchCriteria) -> SearchResult:
         terms = await query.build_search_terms(self.domains, criteria)
         async with self.db.read() as conn:
-            total, rows = await Repository(conn).search(terms, criteria.limit, criteria.offset)
+            total, found = await Repository(conn).search(terms, criteria.limit, criteria.offset)
         by_id = self.domains.by_id
-        return SearchResult(total=total, records=tuple(record_from_row(r, by_id) for r in rows))
+        return SearchResult(total=total, records=tuple(r.to_source_record(by_id) for r in found))
 
     async def search_persons(self, criteria: SearchCriteria) -> tuple[int, list[Person]]:
         """Demographic search by person: the number of persons with a matching record, and the
@@ -277,19 +275,18 @@ class Mpi:
         terms = await query.build_search_terms(self.domains, criteria)
         async with self.db.read() as conn:
             async with conn.transaction(isolation="repeatable_read", readonly=True):
-                total, person_rows, record_rows = await Repository(conn).search_persons(
+                total, page, stored = await Repository(conn).search_persons(
                     terms, criteria.limit, criteria.offset
                 )
         by_id = self.domains.by_id
-        records: dict[int, list[SourceRecord]] = {}
-        for row in record_rows:
-            records.setdefault(row["person_id"], []).append(record_from_row(row, by_id))
+        records: dict[int | None, list[SourceRecord]] = {}
+        for record in stored:
+            records.setdefault(record.person_id, []).append(record.to_source_record(by_id))
         persons = []
-        for row in person_rows:
-            own = records.get(row["id"], [])
-            matched = row["matched_record_id"]
+        for person, matched in page:
+            own = records.get(person.id, [])
             own.sort(key=lambda r: (r.id != matched, r.id))
-            persons.append(person_from_row(row, own))
+            persons.append(person.model_copy(update={"records": tuple(own)}))
         return total, persons
 
     async def get_record(self, record_id: int) -> SourceRecord:
@@ -301,10 +298,10 @@ class Mpi:
 
         domain = await self.domains.resolve(identifier.authority)
         async with self.db.read() as conn:
-            row = await Repository(conn).record_row_by_identifier(domain.id, identifier.value)
-        if row is None:
+            stored = await Repository(conn).record_by_identifier(domain.id, identifier.value)
+        if stored is None:
             raise UnknownIdentifier(domain.namespace, identifier.value)
-        return record_from_row(row, self.domains.by_id)
+        return stored.to_source_record(self.domains.by_id)
 
     async def get_person(self, person_id: int) -> Person:
         async with self.db.read() as conn:
@@ -313,10 +310,10 @@ class Mpi:
     async def get_person_by_enterprise_id(self, enterprise_id: str) -> Person:
         async with self.db.read() as conn:
             repo = Repository(conn)
-            row = await repo.person_row_by_enterprise_id(enterprise_id)
-            if row is None:
+            person = await repo.person_by_enterprise_id(enterprise_id)
+            if person is None:
                 raise NotFound(f"no person {enterprise_id}")
-            return await self.core.person(repo, row["id"], with_records=True)
+            return await self.core.person(repo, person.id, with_records=True)
 
     async def history(
         self,

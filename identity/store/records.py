@@ -1,26 +1,36 @@
 """Reads and single-row changes of the index: domains, source records, persons, links,
-no-match assertions, review items and history. The steps of identity.mpi.feed and
-identity.mpi.review are made of these."""
+no-match assertions, review items and history, as the domain types of identity.model and
+identity.store.state. The steps of identity.mpi.changes and identity.mpi.review are made of
+these."""
 
 from __future__ import annotations
 
 import uuid
 from collections.abc import Sequence
-from typing import Any
 
 import asyncpg
 
 from identity.model import (
     Domain,
     HistoryEvent,
-    LinkKind,
+    Person,
     PersonStatus,
     RecordStatus,
+    ReviewItem,
     ReviewStatus,
 )
+from identity.store.registration import LinkWrite, ReviewWrite
 from identity.store.rows import RECORD_COLUMNS as _RECORD_COLUMNS
 from identity.store.rows import RECORD_FROM as _RECORD_FROM
-from identity.store.rows import domain_from_row, history_from_row
+from identity.store.rows import (
+    domain_from_row,
+    history_from_row,
+    link_from_row,
+    person_from_row,
+    record_from_row,
+    review_from_row,
+)
+from identity.store.state import LinkState, StoredRecord
 
 
 class IndexQueries:
@@ -36,6 +46,7 @@ class IndexQueries:
 
     async def upsert_domain(
         self,
+        *,
         namespace: str,
         oid: str | None,
         sources: Sequence[str],
@@ -67,40 +78,46 @@ class IndexQueries:
 
     # --- source records ---------------------------------------------------------------------
 
-    async def record_row(
+    async def record(
         self, record_id: int, *, for_update: bool = False
-    ) -> asyncpg.Record | None:
+    ) -> StoredRecord | None:
         lock = " FOR NO KEY UPDATE OF r" if for_update else ""
-        return await self.conn.fetchrow(
+        row = await self.conn.fetchrow(
             f"SELECT {_RECORD_COLUMNS} {_RECORD_FROM} WHERE r.id = $1{lock}", record_id
         )
+        return None if row is None else record_from_row(row)
 
-    async def record_row_by_identifier(
+    async def record_by_identifier(
         self, domain_id: int, identifier: str, *, for_update: bool = False
-    ) -> asyncpg.Record | None:
+    ) -> StoredRecord | None:
         lock = " FOR NO KEY UPDATE OF r" if for_update else ""
-        return await self.conn.fetchrow(
+        row = await self.conn.fetchrow(
             f"SELECT {_RECORD_COLUMNS} {_RECORD_FROM}"
             f" WHERE r.domain_id = $1 AND r.identifier = $2{lock}",
             domain_id,
             identifier,
         )
+        return None if row is None else record_from_row(row)
 
-    async def record_rows(self, record_ids: Sequence[int]) -> list[asyncpg.Record]:
-        return await self.conn.fetch(
+    async def records(self, record_ids: Sequence[int]) -> list[StoredRecord]:
+        """The records with these ids, by id."""
+        rows = await self.conn.fetch(
             f"SELECT {_RECORD_COLUMNS} {_RECORD_FROM} WHERE r.id = ANY($1::bigint[]) ORDER BY r.id",
             list(record_ids),
         )
+        return [record_from_row(r) for r in rows]
 
-    async def person_record_rows(
+    async def person_records(
         self, person_ids: Sequence[int], *, active_only: bool = True
-    ) -> list[asyncpg.Record]:
+    ) -> list[StoredRecord]:
+        """The records linked to these persons (the active ones only by default), by id."""
         status = " AND r.status = 'active'" if active_only else ""
-        return await self.conn.fetch(
+        rows = await self.conn.fetch(
             f"SELECT {_RECORD_COLUMNS} {_RECORD_FROM}"
             f" WHERE l.person_id = ANY($1::bigint[]){status} ORDER BY r.id",
             list(person_ids),
         )
+        return [record_from_row(r) for r in rows]
 
     async def set_record_status(
         self, record_id: int, status: RecordStatus, merged_into: int | None = None
@@ -148,23 +165,25 @@ class IndexQueries:
 
     # --- persons and links ------------------------------------------------------------------
 
-    async def insert_person(self) -> asyncpg.Record:
-        return await self.conn.fetchrow(
+    async def insert_person(self) -> Person:
+        row = await self.conn.fetchrow(
             """INSERT INTO person (enterprise_id)
                VALUES (lpad(nextval('enterprise_id_seq')::text, 10, '0')) RETURNING *"""
         )
+        return person_from_row(row)
 
-
-    async def person_row(
-        self, person_id: int, *, for_update: bool = False
-    ) -> asyncpg.Record | None:
+    async def person(self, person_id: int, *, for_update: bool = False) -> Person | None:
+        """The person, without its records."""
         lock = " FOR NO KEY UPDATE" if for_update else ""
-        return await self.conn.fetchrow(f"SELECT * FROM person WHERE id = $1{lock}", person_id)
+        row = await self.conn.fetchrow(f"SELECT * FROM person WHERE id = $1{lock}", person_id)
+        return None if row is None else person_from_row(row)
 
-    async def person_row_by_enterprise_id(self, enterprise_id: str) -> asyncpg.Record | None:
-        return await self.conn.fetchrow(
+    async def person_by_enterprise_id(self, enterprise_id: str) -> Person | None:
+        """The person, without its records."""
+        row = await self.conn.fetchrow(
             "SELECT * FROM person WHERE enterprise_id = $1", enterprise_id
         )
+        return None if row is None else person_from_row(row)
 
     async def set_person_status(
         self, person_id: int, status: PersonStatus, merged_into: int | None = None
@@ -182,18 +201,12 @@ class IndexQueries:
             "UPDATE person SET version = version + 1, updated_at = now() WHERE id = $1", person_id
         )
 
-    async def link_row(self, record_id: int) -> asyncpg.Record | None:
-        return await self.conn.fetchrow("SELECT * FROM link WHERE source_record_id = $1", record_id)
+    async def link(self, record_id: int) -> LinkState | None:
+        row = await self.conn.fetchrow("SELECT * FROM link WHERE source_record_id = $1", record_id)
+        return None if row is None else link_from_row(row)
 
-    async def set_link(
-        self,
-        record_id: int,
-        person_id: int,
-        kind: LinkKind,
-        score: float | None,
-        explanation: dict[str, Any] | None,
-        actor: str,
-    ) -> None:
+    async def set_link(self, record_id: int, person_id: int, link: LinkWrite) -> None:
+        """Link the record to the person (its link replaced, if it had one)."""
         await self.conn.execute(
             """INSERT INTO link (source_record_id, person_id, kind, score, explanation, actor)
                VALUES ($1, $2, $3, $4, $5, $6)
@@ -203,10 +216,10 @@ class IndexQueries:
                      created_at = now()""",
             record_id,
             person_id,
-            kind.value,
-            score,
-            explanation,
-            actor,
+            link.kind.value,
+            link.score,
+            link.explanation,
+            link.actor,
         )
 
     async def delete_link(self, record_id: int) -> None:
@@ -221,7 +234,9 @@ class IndexQueries:
 
     # --- no-match assertions ----------------------------------------------------------------
 
-    async def add_no_match(self, a: int, b: int, actor: str, reason: str | None) -> bool:
+    async def add_no_match(self, a: int, b: int, *, actor: str, reason: str | None) -> bool:
+        """Assert that records a and b are different people; False when that was asserted
+        already."""
         low, high = sorted((a, b))
         result = await self.conn.execute(
             """INSERT INTO no_match (record_a, record_b, actor, reason) VALUES ($1, $2, $3, $4)
@@ -249,16 +264,9 @@ class IndexQueries:
 
     # --- review queue -----------------------------------------------------------------------
 
-    async def insert_review_item(
-        self,
-        record_id: int,
-        other_record_id: int | None,
-        person_id: int | None,
-        score: float | None,
-        reason: str,
-        explanation: dict[str, Any] | None,
-    ) -> asyncpg.Record | None:
-        return await self.conn.fetchrow(
+    async def insert_review_item(self, record_id: int, review: ReviewWrite) -> ReviewItem | None:
+        """Open a review item for the record; None when the same one is open already."""
+        row = await self.conn.fetchrow(
             """INSERT INTO review_item (record_id, other_record_id, person_id, score, reason,
                    explanation)
                VALUES ($1, $2, $3, $4, $5, $6)
@@ -266,37 +274,41 @@ class IndexQueries:
                  WHERE status = 'open' DO NOTHING
                RETURNING *""",
             record_id,
-            other_record_id,
-            person_id,
-            score,
-            reason,
-            explanation,
+            review.other_record_id,
+            review.person_id,
+            review.score,
+            review.reason,
+            review.explanation,
         )
+        return None if row is None else review_from_row(row)
 
-    async def review_row(self, item_id: int, *, for_update: bool = False) -> asyncpg.Record | None:
+    async def review_item(self, item_id: int, *, for_update: bool = False) -> ReviewItem | None:
         lock = " FOR NO KEY UPDATE" if for_update else ""
-        return await self.conn.fetchrow(f"SELECT * FROM review_item WHERE id = $1{lock}", item_id)
+        row = await self.conn.fetchrow(f"SELECT * FROM review_item WHERE id = $1{lock}", item_id)
+        return None if row is None else review_from_row(row)
 
-    async def review_rows(
+    async def review_items(
         self, status: str | None, limit: int, offset: int
-    ) -> list[asyncpg.Record]:
-        return await self.conn.fetch(
+    ) -> list[ReviewItem]:
+        """Review items (of one status; None: all), by id."""
+        rows = await self.conn.fetch(
             """SELECT * FROM review_item WHERE ($1::text IS NULL OR status = $1)
                ORDER BY id LIMIT $2 OFFSET $3""",
             status,
             limit,
             offset,
         )
+        return [review_from_row(r) for r in rows]
 
     async def set_review_status(
         self, item_id: int, status: ReviewStatus, actor: str | None
-    ) -> asyncpg.Record:
+    ) -> None:
         resolved = status != ReviewStatus.OPEN
-        return await self.conn.fetchrow(
+        await self.conn.execute(
             """UPDATE review_item SET status = $2,
                    resolved_at = CASE WHEN $3 THEN now() END,
                    resolved_by = CASE WHEN $3 THEN $4 END
-               WHERE id = $1 RETURNING *""",
+               WHERE id = $1""",
             item_id,
             status.value,
             resolved,

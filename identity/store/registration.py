@@ -13,6 +13,19 @@ import asyncpg
 
 from identity.model import LinkKind
 from identity.store.keys import key_hash
+from identity.store.rows import (
+    began_from_row,
+    candidates_from_row,
+    inserted_from_row,
+    updated_from_row,
+)
+from identity.store.state import (
+    BeganRegistration,
+    Candidates,
+    RecordInserted,
+    RecordUpdated,
+    ResolvedIdentifier,
+)
 
 
 class CandidateSelection(NamedTuple):
@@ -30,10 +43,6 @@ class CandidateSelection(NamedTuple):
         block is read up to one id beyond max_block, enough to tell that it is oversized."""
         return (self.max_block + 1, self.max_block, self.max_candidates, self.margin,
                 self.min_keys, self.rare_block)
-
-
-ResolvedIdentifier = tuple[int, str, str | None]
-"""An identifier resolved to its domain: (domain id, value, HL7 0203 type code or None)."""
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -110,16 +119,15 @@ class RegistrationQueries:
         keys: Sequence[str],
         selection: CandidateSelection,
         presized: bool = False,
-    ) -> asyncpg.Record:
+    ) -> BeganRegistration:
         """Lock the record key and read the record (row-locked) with its blocking keys
-        (``old_keys``) and no-match partners. When the record is not known, its ``keys`` are
-        locked too (one sorted call) and its candidates read under them (``candidates_found``,
-        ``prefetched``, ``parties``: see the SQL function ``register_candidates``; ``oversized``:
-        the keys whose blocks were too large to read); ``id`` is then NULL. ``presized``: the
-        caller left out the keys it knows to be oversized, and all of ``keys`` are locked and
-        read at once; otherwise only those that can give candidates are, after a pass that
-        sizes their blocks."""
-        return await self.conn.fetchrow(
+        (``old_keys``) and no-match partners. When the record is not known (``record`` None),
+        its ``keys`` are locked too (one sorted call) and its candidates read under them
+        (``candidates``: see the SQL function ``register_candidates``; their ``oversized``: the
+        keys whose blocks were too large to read). ``presized``: the caller left out the keys
+        it knows to be oversized, and all of ``keys`` are locked and read at once; otherwise
+        only those that can give candidates are, after a pass that sizes their blocks."""
+        row = await self.conn.fetchrow(
             "SELECT * FROM register_begin($1, $2, $3, $4::bigint[], $5::text[], $6, $7, $8, $9,"
             " $10, $11, $12)",
             key_hash(record_key),
@@ -130,6 +138,7 @@ class RegistrationQueries:
             *selection.params(),
             presized,
         )
+        return began_from_row(row)
 
     async def register_insert(
         self,
@@ -140,10 +149,10 @@ class RegistrationQueries:
         person_id: int | None,
         link: LinkWrite,
         reviews: Sequence[ReviewWrite],
-    ) -> asyncpg.Record:
+    ) -> RecordInserted:
         """Write a new record with its identifiers, keys, person (``person_id`` None: a new
         one; else that person is touched), link and review items in one call."""
-        return await self.conn.fetchrow(
+        row = await self.conn.fetchrow(
             """SELECT * FROM register_insert($1, $2, $3, $4, $5::text[], $6::text[], $7,
                    $8::integer[], $9::text[], $10::text[], $11::text[], $12, $13, $14, $15,
                    $16, $17::bigint[], $18::bigint[], $19::float8[], $20::text[], $21::jsonb)""",
@@ -161,6 +170,7 @@ class RegistrationQueries:
             [r.reason for r in reviews],
             [r.explanation for r in reviews],
         )
+        return inserted_from_row(row)
 
     async def register_update(
         self,
@@ -173,12 +183,12 @@ class RegistrationQueries:
         selection: CandidateSelection,
         history: Sequence[tuple[Any, ...]] = (),
         outbox: Sequence[tuple[str, dict[str, Any], Any]] = (),
-    ) -> asyncpg.Record:
+    ) -> RecordUpdated:
         """Lock ``lock_keys`` (one sorted call), write the record, its identifiers and keys,
         the ``history`` and ``outbox`` rows, touch ``touch_person``; return the active records
         of ``own_person`` but this one (``own_parties``) and, when there are none, the
         record's candidates."""
-        return await self.conn.fetchrow(
+        row = await self.conn.fetchrow(
             """SELECT * FROM register_update($1::bigint[], $2, $3, $4, $5::text[], $6::text[],
                    $7, $8::integer[], $9::text[], $10::text[], $11::text[], $12, $13, $14, $15,
                    $16, $17, $18, $19, $20::uuid[], $21::text[], $22::text[], $23::bigint[],
@@ -192,6 +202,7 @@ class RegistrationQueries:
             *selection.params(),
             *_event_params(history, outbox),
         )
+        return updated_from_row(row)
 
     async def append_events(
         self,
@@ -218,16 +229,16 @@ class RegistrationQueries:
         keys: Sequence[str],
         exclude: int | None,
         selection: CandidateSelection,
-    ) -> asyncpg.Record:
-        """``candidates_found``, ``prefetched`` and ``parties`` of the SQL function
-        register_candidates (migration 0006) for these keys, ``exclude`` left out; no locks
-        are taken."""
-        return await self.conn.fetchrow(
+    ) -> Candidates:
+        """The candidates the SQL function register_candidates selects for these keys,
+        ``exclude`` left out; no locks are taken."""
+        row = await self.conn.fetchrow(
             "SELECT * FROM register_candidates($1::text[], $2, $3, $4, $5, $6, $7, $8)",
             list(keys),
             exclude,
             *selection.params(),
         )
+        return candidates_from_row(row)
 
 
     # --- processed messages -----------------------------------------------------------------

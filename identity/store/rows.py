@@ -1,9 +1,10 @@
-"""Row mapping: PostgreSQL rows (asyncpg records) to the domain types of identity.model, and
-the column lists the reads share. Nothing else in the core needs to know a row's shape."""
+"""Row mapping: PostgreSQL rows (asyncpg records) to the domain types of identity.model and
+identity.store.state, and the column lists the reads share. Nothing else in the core needs to
+know a row's shape."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 import asyncpg
@@ -12,7 +13,6 @@ from identity.model import (
     Demographics,
     Domain,
     HistoryEvent,
-    Identifier,
     Link,
     LinkKind,
     Person,
@@ -20,7 +20,18 @@ from identity.model import (
     RecordStatus,
     ReviewItem,
     ReviewStatus,
-    SourceRecord,
+)
+from identity.store.state import (
+    BeganRegistration,
+    CandidateParty,
+    Candidates,
+    LinkState,
+    PersonIdentifiers,
+    RecordIdentifiers,
+    RecordInserted,
+    RecordUpdated,
+    ResolvedIdentifier,
+    StoredRecord,
 )
 
 RECORD_COLUMNS = """
@@ -52,68 +63,80 @@ def domain_from_row(row: asyncpg.Record) -> Domain:
     )
 
 
-def search_values(search: dict[str, Any]) -> tuple[Any, ...]:
-    return (
-        search.get("family_norm") or None,
-        search.get("given_norm") or None,
-        search.get("family_phon") or None,
-        search.get("given_phon") or None,
-        search.get("birth_date") or None,
-        search.get("sex") or None,
-        search.get("postal_code") or None,
-        search.get("city_norm") or None,
-        list(search.get("phone_digits") or []),
-        search.get("mothers_maiden_norm") or None,
-    )
+def others_from_column(others: Iterable[Sequence[str]]) -> tuple[ResolvedIdentifier, ...]:
+    """The ``others`` column (text arrays [domain id, value, type code or '']) as resolved
+    identifiers."""
+    return tuple((int(d), v, t or None) for d, v, t in others)
 
 
-
-def record_from_row(row: Mapping[str, Any], domains_by_id: dict[int, Domain]) -> SourceRecord:
-    others = []
-    for domain_id, value, type_code in row["others"]:
-        domain = domains_by_id.get(int(domain_id))
-        if domain is not None:
-            others.append(
-                Identifier(
-                    domain=domain.namespace, value=value, oid=domain.oid, type=type_code or None
-                )
-            )
+def record_from_row(row: Mapping[str, Any]) -> StoredRecord:
+    """A row of ``RECORD_COLUMNS`` (or of register_begin, which has them too)."""
+    person_id = row["person_id"]
     link = None
-    if row["person_id"] is not None:
+    if person_id is not None:
         link = Link(
-            person_id=row["person_id"],
+            person_id=person_id,
             kind=LinkKind(row["link_kind"]),
             score=row["link_score"],
             actor=row["link_actor"],
             created_at=row["link_created_at"],
         )
-    return SourceRecord(
+    stored = row["demographics"]
+    return StoredRecord(
         id=row["id"],
-        domain=domains_by_id[row["domain_id"]],
+        domain_id=row["domain_id"],
         identifier=row["identifier"],
         status=RecordStatus(row["status"]),
-        demographics=Demographics.model_validate(row["demographics"]),
-        other_identifiers=tuple(others),
-        version=row["version"],
         merged_into=row["merged_into"],
-        person_id=row["person_id"],
-        enterprise_id=row["enterprise_id"],
-        link=link,
+        demographics=Demographics.model_validate(stored),
+        demographics_json=stored,
+        normalized=row["normalized"],
+        version=row["version"],
         created_at=row["created_at"],
         updated_at=row["updated_at"],
+        link=link,
+        enterprise_id=row["enterprise_id"],
+        others=others_from_column(row["others"]),
     )
 
 
-def person_from_row(row: Mapping[str, Any], records: Sequence[SourceRecord] = ()) -> Person:
+def person_from_row(row: Mapping[str, Any]) -> Person:
+    """A ``person`` row, without its records."""
     return Person(
         id=row["id"],
         enterprise_id=row["enterprise_id"],
         status=PersonStatus(row["status"]),
         merged_into=row["merged_into"],
         version=row["version"],
-        records=tuple(records),
         created_at=row["created_at"],
         updated_at=row["updated_at"],
+    )
+
+
+def _written_person(row: Mapping[str, Any]) -> Person | None:
+    """The person columns (``person_*``) register_insert and register_update return."""
+    if row["person_id"] is None:
+        return None
+    return Person(
+        id=row["person_id"],
+        enterprise_id=row["enterprise_id"],
+        status=PersonStatus(row["person_status"]),
+        merged_into=row["person_merged_into"],
+        version=row["person_version"],
+        created_at=row["person_created_at"],
+        updated_at=row["person_updated_at"],
+    )
+
+
+def link_from_row(row: Mapping[str, Any]) -> LinkState:
+    return LinkState(
+        record_id=row["source_record_id"],
+        person_id=row["person_id"],
+        kind=LinkKind(row["kind"]),
+        score=row["score"],
+        explanation=row["explanation"],
+        actor=row["actor"],
+        created_at=row["created_at"],
     )
 
 
@@ -149,3 +172,86 @@ def history_from_row(row: asyncpg.Record) -> HistoryEvent:
         message_id=row["message_id"],
     )
 
+
+# --- the registration functions' results ------------------------------------------------------
+
+
+def parties_from_column(parties: Iterable[Sequence[Any]] | None) -> tuple[CandidateParty, ...]:
+    """[record id, domain id, person id, normalized, version] arrays (register_candidates'
+    ``parties``, register_update's ``own_parties``)."""
+    if not parties:
+        return ()
+    make = CandidateParty._make
+    return tuple(make(p) for p in parties)
+
+
+def candidates_from_row(row: Mapping[str, Any]) -> Candidates:
+    """The columns of register_candidates (candidates_found, prefetched, parties and, where
+    the row has it, oversized)."""
+    oversized = row.get("oversized")
+    return Candidates(
+        found=row["candidates_found"] or 0,
+        selected=tuple(row["prefetched"] or ()),
+        parties=parties_from_column(row["parties"]),
+        oversized=tuple(oversized or ()),
+    )
+
+
+def began_from_row(row: asyncpg.Record) -> BeganRegistration:
+    if row["id"] is None:
+        return BeganRegistration(record=None, candidates=candidates_from_row(row))
+    return BeganRegistration(
+        record=record_from_row(row),
+        old_keys=tuple(row["old_keys"]),
+        no_match=frozenset(row["no_match"]),
+    )
+
+
+def inserted_from_row(row: asyncpg.Record) -> RecordInserted:
+    person = _written_person(row)
+    assert person is not None  # register_insert always links the record to a person
+    return RecordInserted(
+        record_id=row["record_id"],
+        at=row["tx_now"],
+        others=others_from_column(row["others"]),
+        person=person,
+        review_ids=tuple(row["review_ids"]),
+        review_explanations=tuple(row["review_explanations"]),
+    )
+
+
+def updated_from_row(row: asyncpg.Record) -> RecordUpdated:
+    own = row["own_parties"]
+    return RecordUpdated(
+        version=row["version"],
+        updated_at=row["updated_at"],
+        others=others_from_column(row["others"]),
+        person=_written_person(row),
+        own_parties=None if own is None else parties_from_column(own),
+        candidates=None if row["prefetched"] is None else candidates_from_row(row),
+    )
+
+
+# --- PIX ---------------------------------------------------------------------------------------
+
+
+def person_identifiers_from_rows(rows: Sequence[asyncpg.Record]) -> PersonIdentifiers | None:
+    """The rows of a cross-reference read (one per active record of the person)."""
+    if not rows:
+        return None
+    first = rows[0]
+    return PersonIdentifiers(
+        person_id=first["person_id"],
+        enterprise_id=first["enterprise_id"],
+        status=PersonStatus(first["person_status"]),
+        record_id=first["hit_id"],
+        records=tuple(
+            RecordIdentifiers(
+                id=r["id"],
+                domain_id=r["domain_id"],
+                identifier=r["identifier"],
+                others=others_from_column(r["others"]),
+            )
+            for r in rows
+        ),
+    )

@@ -7,8 +7,11 @@ from typing import Any
 
 import asyncpg
 
+from identity.model import Person
 from identity.store.rows import RECORD_COLUMNS as _RECORD_COLUMNS
 from identity.store.rows import RECORD_FROM as _RECORD_FROM
+from identity.store.rows import person_from_row, person_identifiers_from_rows, record_from_row
+from identity.store.state import PersonIdentifiers, StoredRecord
 
 
 def _like_prefix(value: str) -> str:
@@ -85,24 +88,19 @@ class SearchTerms:
         self.where.append(f"r.normalized @> {self._p(document)}::jsonb")
 
 
-# --- row mapping -----------------------------------------------------------------------------
-
-
-
 class SearchQueries:
     """Reads of the search side, on the connection (and so the transaction) given."""
 
     conn: asyncpg.Connection
 
-    async def cross_reference_rows(
+    async def cross_references(
         self, domain_id: int | None, identifier: str
-    ) -> list[asyncpg.Record]:
-        """For a PIX query, in one round trip: the active records (``id``, ``domain_id``,
-        ``identifier``, ``others``; by id) of the person named by an active record's own
-        identifier in ``domain_id`` (``hit_id``: that record) or, with ``domain_id`` None, by
-        the enterprise id ``identifier`` (``hit_id`` NULL); each row with ``person_id``,
-        ``enterprise_id`` and ``person_status``. Empty when there is no such record, or the
-        person has no active records. No demographics are read."""
+    ) -> PersonIdentifiers | None:
+        """For a PIX query, in one round trip: the person named by an active record's own
+        identifier in ``domain_id`` (``record_id``: that record) or, with ``domain_id`` None,
+        by the enterprise id ``identifier`` (``record_id`` None), with the identifiers of its
+        active records (by id). None when there is no such record, or the person has no active
+        records. No demographics are read."""
         if domain_id is None:
             named = """SELECT NULL::bigint AS hit_id, p.id, p.enterprise_id, p.status
                        FROM person p WHERE p.enterprise_id = $1"""
@@ -114,7 +112,7 @@ class SearchQueries:
                        JOIN person p ON p.id = hl.person_id
                        WHERE h.domain_id = $1 AND h.identifier = $2 AND h.status = 'active'"""
             args = (domain_id, identifier)
-        return await self.conn.fetch(
+        rows = await self.conn.fetch(
             f"""SELECT x.hit_id, x.id AS person_id, x.enterprise_id, x.status AS person_status,
                        r.id, r.domain_id, r.identifier,
                        coalesce((SELECT array_agg(ARRAY[ri.domain_id::text, ri.identifier,
@@ -128,6 +126,7 @@ class SearchQueries:
                 ORDER BY r.id""",
             *args,
         )
+        return person_identifiers_from_rows(rows)
 
 
     async def search_candidates(
@@ -149,7 +148,8 @@ class SearchQueries:
 
     async def search(
         self, terms: SearchTerms, limit: int, offset: int
-    ) -> tuple[int, list[asyncpg.Record]]:
+    ) -> tuple[int, list[StoredRecord]]:
+        """The records matching ``terms`` (family, given, id order): how many, and the page."""
         where, params = terms.where, terms.params
         clause = " AND ".join(where) if where else "TRUE"
         n = len(params)
@@ -167,14 +167,14 @@ class SearchQueries:
             total = await self.conn.fetchval(
                 f"SELECT count(*) {_RECORD_FROM} WHERE {clause}", *params
             )
-        return total, rows
+        return total, [record_from_row(r) for r in rows]
 
     async def search_persons(
         self, terms: SearchTerms, limit: int, offset: int
-    ) -> tuple[int, list[asyncpg.Record], list[asyncpg.Record]]:
-        """Persons with a record matching ``terms``: (number of persons, the person rows of
-        the page with ``matched_record_id`` = the person's first matching record, the active
-        record rows of those persons). Persons are ordered by their first matching record
+    ) -> tuple[int, list[tuple[Person, int]], list[StoredRecord]]:
+        """Persons with a record matching ``terms``: (number of persons, the persons of the
+        page (without their records) each with its first matching record's id, the active
+        records of those persons). Persons are ordered by their first matching record
         (family, given, record id: the order of :meth:`search`). Two queries."""
         where, params = terms.where, terms.params
         clause = " AND ".join(where) if where else "TRUE"
@@ -200,6 +200,7 @@ class SearchQueries:
             if offset:
                 total = await self.conn.fetchval(f"SELECT count(*) FROM ({hits}) h", *params)
             return total, [], []
-        records = await self.person_record_rows([p["id"] for p in persons])
-        return persons[0]["total_count"], persons, records
+        records = await self.person_records([p["id"] for p in persons])
+        page = [(person_from_row(p), p["matched_record_id"]) for p in persons]
+        return persons[0]["total_count"], page, records
 

@@ -93,7 +93,7 @@ async def test_row_locks_of_a_feed_do_not_block_references_to_the_record(
         Register(subject=person("HOSPA", "A1")), Envelope(actor="t", source="ADT_A")
     )
     async with db.transaction() as conn:
-        held = await Repository(conn).record_row(first.record.id, for_update=True)
+        held = await Repository(conn).record(first.record.id, for_update=True)
         assert held is not None
         # the same person again from the same source: a review item pointing at A1
         second = await asyncio.wait_for(
