@@ -25,7 +25,7 @@ from identity.model import (
     RecordInput,
     SourceRecord,
 )
-from identity.mpi.commands import Envelope, Received, Subject
+from identity.mpi.commands import Envelope, Subject
 from identity.mpi.domains import DomainRegistry
 from identity.mpi.feed import Feed
 from identity.mpi.matcher import Matcher
@@ -228,4 +228,4 @@ class Core:
         )
 
 
-__all__ = ["Core", "Received"]
+__all__ = ["Core"]

@@ -13,10 +13,9 @@ import logging
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
-from identity.errors import NotFound, UnknownIdentifier
+from identity.errors import InvalidInput, NotFound, UnknownIdentifier
 from identity.model import (
     CommandResult,
-    IdentifierRef,
     RecordInput,
     RegisterResult,
     ReviewItem,
@@ -178,22 +177,22 @@ async def _ensure_records(
 async def _lookup_records(
     uow: UnitOfWork, core: Core, subjects: Sequence[Subject]
 ) -> list[StoredRecord]:
-    """The active records the subjects name, row-locked; an unknown one is refused."""
+    """The active records the subjects name, row-locked; an unknown one is refused. A record
+    is named by an identifier with its assigning authority (one without is refused: only a
+    command that may register the record, as A24 does, completes it from the source)."""
     source = uow.envelope.source
-    refs: list[IdentifierRef] = [
-        (await core.resolve_subject(s, source, strict=False))[1].identifier for s in subjects
-    ]
-    keys, resolved = [], []
-    for ref in refs:
-        domain = await core.domains.resolve(ref.authority)
-        resolved.append((domain, ref))
-        keys.append(record_key(domain.id, ref.value))
-    await uow.repo.lock(sorted(keys))
+    resolved = [await core.resolve_subject(s, source, strict=False) for s in subjects]
+    for _, record in resolved:
+        authority = record.identifier.authority
+        if not authority.namespace and not authority.oid:
+            raise InvalidInput("identifier has no assigning authority", field="authority")
+    await uow.repo.lock(sorted(record_key(d.id, r.identifier.value) for d, r in resolved))
     records = []
-    for domain, ref in resolved:
-        stored = await uow.repo.record_by_identifier(domain.id, ref.value, for_update=True)
+    for domain, record in resolved:
+        value = record.identifier.value
+        stored = await uow.repo.record_by_identifier(domain.id, value, for_update=True)
         if stored is None or not stored.active:
-            raise UnknownIdentifier(domain.namespace, ref.value)
+            raise UnknownIdentifier(domain.namespace, value)
         records.append(stored)
     return records
 
