@@ -37,12 +37,10 @@ from matching.columns import ColumnMapping, read_records
 from matching.decision import (
     DEFAULT_AUTO_LINK,
     DEFAULT_REVIEW,
-    Decision,
-    decide,
-    family_given_names_of_pairs,
 )
-from matching.model import MatchModel, probability, term_frequencies_from
+from matching.model import MatchModel, term_frequencies_from
 from matching.normalize import normalize_record
+from matching.pairs import decide_pairs
 from matching.synth import SSN_DOMAIN, SynthRecord
 
 __all__ = ["BANDS", "clusters_from_links", "evaluate_csv", "evaluate_records",
@@ -142,47 +140,29 @@ def evaluate_records(
     pairs = candidate_pairs(keys, max_block=max_block)
     t_blocked = time.perf_counter()
 
-    encoded = model.encode(normalized)
-    t_encoded = time.perf_counter()
-    weights = (
-        model.score_pairs(encoded, pairs[:, 0], encoded, pairs[:, 1], workers=workers)
-        if len(pairs) else np.zeros(0)
+    decided = decide_pairs(
+        normalized,
+        model,
+        sources=[r.source_domain for r in records],
+        auto_link=auto_link,
+        review=review,
+        person_identifying_domains=person_identifying_domains,
+        pairs=pairs,
+        workers=workers,
     )
-    t_scored = time.perf_counter()
-    probs = probability(weights) if len(pairs) else np.zeros(0)
+    probs, decisions = decided.probabilities, decided.decisions
 
     truth_arr = np.array(truth, dtype=object)
     is_match = truth_arr[pairs[:, 0]] == truth_arr[pairs[:, 1]] if len(pairs) else np.zeros(0)
     true_pairs_total = _pairs_within(truth)
 
-    decisions = np.full(len(pairs), 2, np.int8)  # 0 LINK, 1 REVIEW, 2 NO_MATCH
     rules: Counter[str] = Counter()
     rules_true: Counter[str] = Counter()
     rules_at_link: Counter[str] = Counter()
     rules_true_at_link: Counter[str] = Counter()
-    code = {Decision.LINK: 0, Decision.REVIEW: 1, Decision.NO_MATCH: 2}
-    # as the MPI sees a record: the given names its candidates born the same day into the
-    # same family carry (a twin's name among them makes a misspelling ambiguous)
-    family_names = family_given_names_of_pairs(normalized, pairs)
-    no_names: frozenset[str] = frozenset()
-    for k in np.flatnonzero(probs >= review):
-        a, b = int(pairs[k, 0]), int(pairs[k, 1])
-        result = decide(
-            float(probs[k]),
-            auto_link=auto_link,
-            review=review,
-            record_source_domain=records[a].source_domain,
-            candidate_source_domain=records[b].source_domain,
-            record_identifiers=normalized[a]["identifiers"],
-            candidate_identifiers=normalized[b]["identifiers"],
-            person_identifying_domains=person_identifying_domains,
-            record=normalized[a],
-            candidate=normalized[b],
-            family_names=family_names.get(a, no_names) | family_names.get(b, no_names),
-        )
-        decisions[k] = code[result.decision]
-        if result.hard_rules:
-            fired = set(result.hard_rules)
+    for k, fired_rules in enumerate(decided.hard_rules):
+        if fired_rules:
+            fired = set(fired_rules)
             rules.update(fired)
             at_link = bool(probs[k] >= auto_link)
             if is_match[k]:
@@ -263,12 +243,9 @@ def evaluate_records(
         "hard_rules": hard_rules,
         "seconds": {
             "normalize_and_block": round(t_blocked - started, 2),
-            "encode": round(t_encoded - t_blocked, 2),
-            "score": round(t_scored - t_encoded, 2),
-            "decide_and_cluster": round(time.perf_counter() - t_scored, 2),
-            "decide_only": round(t_decided - t_scored, 2),
+            "score_and_decide": round(t_decided - t_blocked, 2),
+            "cluster_and_count": round(time.perf_counter() - t_decided, 2),
         },
-        "pairs_per_second": float(len(pairs) / max(t_scored - t_encoded, 1e-9)),
         "thresholds": {"auto_link": auto_link, "review": review, "max_block": max_block},
         "prior": model.prior,
     }

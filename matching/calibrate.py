@@ -1,0 +1,304 @@
+"""Calibration: what a new model and thresholds would change in an index, before they do.
+
+Pure functions over an :class:`IndexState` (the active records, the person each belongs to,
+which links are automatic, the open review pairs and the steward decisions), used by
+``identity calibrate``:
+
+- :func:`propose_auto_link` picks the lowest auto-link threshold whose expected false links
+  stay within a budget (expected false links per 10,000 links, from the posteriors);
+- :func:`plan` re-scores the index under a model: the links that would be made (by
+  probability band), review items that would close or open, automatic links that would no
+  longer hold (reported, never undone automatically), hard-rule hits, expected false links,
+  and how the model judges the pairs stewards decided.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Collection, Hashable, Sequence
+from dataclasses import dataclass, field
+from itertools import combinations
+from typing import Any
+
+import numpy as np
+
+from matching.blocking import DEFAULT_MAX_BLOCK
+from matching.decision import DEFAULT_AUTO_LINK, DEFAULT_REVIEW
+from matching.model import MatchModel
+from matching.pairs import LINK, NO_MATCH, REVIEW, DecidedPairs, decide_pairs
+
+__all__ = [
+    "BANDS",
+    "IndexState",
+    "Plan",
+    "ThresholdProposal",
+    "expected_false_per_10k",
+    "plan",
+    "propose_auto_link",
+]
+
+#: Probability bands of the report (lower bounds).
+BANDS = (0.5, 0.8, 0.9, 0.95, 0.99, 0.999, 0.9999)
+#: A person with more records than this has its within-person pairs sampled, not all scored.
+MAX_PERSON_PAIRS = 200
+
+
+def _band(p: float) -> str:
+    lower = [b for b in BANDS if p >= b]
+    return f">={lower[-1]}" if lower else "<0.5"
+
+
+def _bands(probabilities: Sequence[float] | np.ndarray) -> dict[str, int]:
+    counts = Counter(_band(float(p)) for p in probabilities)
+    return {key: counts[key] for key in ["<0.5", *(f">={b}" for b in BANDS)] if counts[key]}
+
+
+def expected_false_per_10k(probabilities: np.ndarray) -> float:
+    """Expected false links per 10,000 links if every pair of ``probabilities`` were linked:
+    the posteriors' own estimate, sum(1 - p) / n."""
+    if not len(probabilities):
+        return 0.0
+    return float(10_000 * np.sum(1.0 - probabilities) / len(probabilities))
+
+
+@dataclass(frozen=True)
+class ThresholdProposal:
+    """The auto-link threshold a false-link budget implies, and what it costs in review."""
+
+    auto_link: float
+    budget: float
+    expected_false_per_10k: float
+    links: int
+    review_pairs: int
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "auto_link": self.auto_link,
+            "false_link_budget": self.budget,
+            "expected_false_links_per_10000": round(self.expected_false_per_10k, 2),
+            "links": self.links,
+            "review_pairs": self.review_pairs,
+        }
+
+
+def propose_auto_link(
+    probabilities: np.ndarray,
+    budget: float,
+    *,
+    review: float = DEFAULT_REVIEW,
+    ceiling: float = DEFAULT_AUTO_LINK,
+) -> ThresholdProposal:
+    """The lowest threshold t (not above ``ceiling``, not below ``review``) such that linking
+    every pair with probability >= t expects at most ``budget`` false links per 10,000 links.
+
+    ``probabilities``: the pairs the hard rules let link (a pair they forbid goes to review
+    whatever the threshold). The posteriors are the model's own: a model whose m and u fit the
+    data gives honest ones, and ``plan`` checks them against steward decisions.
+    """
+    if budget < 0:
+        raise ValueError("the false-link budget must be >= 0")
+    p = np.sort(np.asarray(probabilities, dtype=float))[::-1]
+    p = p[p >= review]
+    chosen = ceiling
+    if len(p):
+        expected = np.cumsum(1.0 - p) * 10_000 / np.arange(1, len(p) + 1)
+        # a threshold links every pair at or above it: only the last of equal probabilities
+        # ends a prefix that a threshold can make
+        ends = np.flatnonzero(np.append(p[1:] != p[:-1], True))
+        within = ends[expected[ends] <= budget]
+        if len(within):
+            # the longest such prefix within budget; its last probability is the threshold
+            chosen = min(ceiling, float(p[within[-1]]))
+    links = p[p >= chosen]
+    return ThresholdProposal(
+        auto_link=chosen,
+        budget=budget,
+        expected_false_per_10k=expected_false_per_10k(links),
+        links=int(len(links)),
+        review_pairs=int(((p >= review) & (p < chosen)).sum()),
+    )
+
+
+@dataclass(frozen=True)
+class IndexState:
+    """The index as calibration sees it. Rows are active records; pairs are row pairs."""
+
+    normalized: Sequence[dict[str, Any]]
+    persons: Sequence[Hashable]
+    automatic: Sequence[bool]
+    sources: Sequence[str | None] = ()
+    open_reviews: Collection[frozenset[int]] = frozenset()
+    no_match: Collection[frozenset[int]] = frozenset()
+    same_person: Collection[frozenset[int]] = frozenset()
+
+    def __post_init__(self) -> None:
+        n = len(self.normalized)
+        if len(self.persons) != n or len(self.automatic) != n:
+            raise ValueError("persons and automatic need one entry per record")
+        if self.sources and len(self.sources) != n:
+            raise ValueError("sources need one entry per record")
+
+
+@dataclass
+class Plan:
+    """What re-scoring the index under a model would do (see :func:`plan`)."""
+
+    links: list[tuple[int, int, float]] = field(default_factory=list)
+    links_for_a_steward: list[tuple[int, int, float]] = field(default_factory=list)
+    reviews_to_open: list[tuple[int, int, float]] = field(default_factory=list)
+    reviews_closed_by_link: list[tuple[int, int, float]] = field(default_factory=list)
+    reviews_to_dismiss: list[tuple[int, int, float]] = field(default_factory=list)
+    links_no_longer_holding: list[tuple[int, float]] = field(default_factory=list)
+    hard_rules: Counter[str] = field(default_factory=Counter)
+    expected_false_links: float = 0.0
+    expected_false_links_existing: float = 0.0
+    labels: dict[str, Any] = field(default_factory=dict)
+    persons_joined: int = 0
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "links": {"pairs": len(self.links), "persons_joined": self.persons_joined,
+                      "by_band": _bands([p for *_, p in self.links])},
+            "links_for_a_steward": len(self.links_for_a_steward),
+            "review_items": {
+                "to_open": len(self.reviews_to_open),
+                "closed_by_a_link": len(self.reviews_closed_by_link),
+                "to_dismiss": len(self.reviews_to_dismiss),
+            },
+            "links_no_longer_holding": len(self.links_no_longer_holding),
+            "hard_rules": dict(self.hard_rules.most_common()),
+            "expected_false_links": {
+                "new_links": round(self.expected_false_links, 2),
+                "existing_automatic_links": round(self.expected_false_links_existing, 2),
+            },
+            "steward_decisions": self.labels,
+        }
+
+
+def _within_person_pairs(state: IndexState, rng: np.random.Generator) -> np.ndarray:
+    """Row pairs inside each person with two or more records, at least one automatic."""
+    members: dict[Hashable, list[int]] = {}
+    for row, person in enumerate(state.persons):
+        members.setdefault(person, []).append(row)
+    out: list[tuple[int, int]] = []
+    for rows in members.values():
+        if len(rows) < 2 or not any(state.automatic[r] for r in rows):
+            continue
+        pairs = list(combinations(sorted(rows), 2))
+        if len(pairs) > MAX_PERSON_PAIRS:
+            chosen = rng.choice(len(pairs), MAX_PERSON_PAIRS, replace=False)
+            pairs = [pairs[i] for i in sorted(chosen)]
+        out.extend(pairs)
+    return np.array(out, dtype=np.int64).reshape(-1, 2)
+
+
+def _decide(state: IndexState, model: MatchModel, pairs: np.ndarray | None,
+            options: dict[str, Any]) -> DecidedPairs:
+    return decide_pairs(
+        state.normalized, model, sources=state.sources or None,
+        no_match=state.no_match, pairs=pairs, **options,
+    )
+
+
+def plan(
+    state: IndexState,
+    model: MatchModel,
+    *,
+    auto_link: float = DEFAULT_AUTO_LINK,
+    review: float = DEFAULT_REVIEW,
+    person_identifying_domains: Collection[str] = (),
+    max_block: int = DEFAULT_MAX_BLOCK,
+    workers: int = 2,
+    seed: int = 0,
+) -> Plan:
+    """Re-score the index under ``model`` and these thresholds.
+
+    - every blocked pair of records in two different persons: LINK is a link to make
+      (``links``) when both records' links are automatic, else it is left to a steward
+      (``links_for_a_steward``: manual and verified links are never changed); REVIEW
+      without an open item opens one;
+    - every open review pair: LINK closes it by the link, NO_MATCH dismisses it;
+    - every pair inside a person (sampled in large persons): a record with an automatic link
+      that decides LINK with no other record of its person no longer holds (reported only);
+    - steward decisions: how the model decides the pairs stewards linked, and how many pairs
+      stewards called different people it scores at or above auto-link.
+    """
+    rng = np.random.default_rng(seed)
+    options = {
+        "auto_link": auto_link, "review": review, "max_block": max_block,
+        "person_identifying_domains": person_identifying_domains, "workers": workers,
+    }
+    out = Plan()
+    persons = list(state.persons)
+
+    blocked = _decide(state, model, None, options)
+    out.hard_rules.update(rule for rules in blocked.hard_rules for rule in rules)
+    joined: set[frozenset[Hashable]] = set()
+    for k in range(len(blocked)):
+        a, b = int(blocked.pairs[k, 0]), int(blocked.pairs[k, 1])
+        if persons[a] == persons[b]:
+            continue
+        p, decision = float(blocked.probabilities[k]), int(blocked.decisions[k])
+        if decision == LINK:
+            if state.automatic[a] and state.automatic[b]:
+                out.links.append((a, b, p))
+                joined.add(frozenset((persons[a], persons[b])))
+            else:
+                out.links_for_a_steward.append((a, b, p))
+        elif decision == REVIEW and frozenset((a, b)) not in state.open_reviews:
+            out.reviews_to_open.append((a, b, p))
+    out.persons_joined = len(joined)
+    out.expected_false_links = float(sum(1.0 - p for *_, p in out.links))
+
+    reviews = np.array(sorted(tuple(sorted(pair)) for pair in state.open_reviews
+                              if len(pair) == 2), dtype=np.int64).reshape(-1, 2)
+    if len(reviews):
+        decided = _decide(state, model, reviews, options)
+        for k in range(len(decided)):
+            a, b = int(reviews[k, 0]), int(reviews[k, 1])
+            p, decision = float(decided.probabilities[k]), int(decided.decisions[k])
+            if decision == LINK:
+                out.reviews_closed_by_link.append((a, b, p))
+            elif decision == NO_MATCH:
+                out.reviews_to_dismiss.append((a, b, p))
+
+    inside = _within_person_pairs(state, rng)
+    if len(inside):
+        decided = _decide(state, model, inside, options)
+        best: dict[int, float] = {}
+        holds: set[int] = set()
+        for k in range(len(decided)):
+            a, b = int(inside[k, 0]), int(inside[k, 1])
+            p = float(decided.probabilities[k])
+            for row in (a, b):
+                best[row] = max(best.get(row, 0.0), p)
+            if decided.decisions[k] == LINK:
+                holds.update((a, b))
+        existing = [best[r] for r in holds]
+        out.expected_false_links_existing = float(sum(1.0 - p for p in existing))
+        out.links_no_longer_holding = sorted(
+            (row, p) for row, p in best.items() if state.automatic[row] and row not in holds
+        )
+
+    out.labels = _steward_check(state, model, options)
+    return out
+
+
+def _steward_check(state: IndexState, model: MatchModel,
+                   options: dict[str, Any]) -> dict[str, Any]:
+    report: dict[str, Any] = {}
+    for name, pairs in (("same_person", state.same_person), ("not_a_duplicate", state.no_match)):
+        rows = np.array(sorted(tuple(sorted(p)) for p in pairs if len(p) == 2),
+                        dtype=np.int64).reshape(-1, 2)
+        if not len(rows):
+            continue
+        # the model's own view of the pair: the steward's assertion is left out here
+        decided = decide_pairs(state.normalized, model, sources=state.sources or None,
+                               pairs=rows, **options)
+        decisions = Counter(
+            {LINK: "link", REVIEW: "review", NO_MATCH: "no_match"}[int(d)]
+            for d in decided.decisions
+        )
+        report[name] = {"pairs": len(rows), "model_decides": dict(decisions),
+                        "by_band": _bands(decided.probabilities)}
+    return report

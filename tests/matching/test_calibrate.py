@@ -1,0 +1,94 @@
+"""Calibration plans: the threshold a budget implies, and what re-scoring would change."""
+
+import numpy as np
+import pytest
+
+from matching.calibrate import IndexState, plan, propose_auto_link
+from matching.model import MatchModel
+from matching.normalize import normalize_record
+from matching.synth import generate
+
+
+def test_the_budget_picks_the_longest_run_of_pairs_within_it():
+    p = np.array([0.9999] * 100 + [0.99] * 100 + [0.9] * 100)
+    # 100 pairs at 0.9999 expect 1 false link per 10,000; with the 0.99s: (0.01 + 1) / 200
+    # -> 50.5 per 10,000; with the 0.9s: (0.01 + 1 + 10) / 300 -> 367
+    wide = propose_auto_link(p, 60.0, ceiling=0.9999)
+    assert (wide.auto_link, wide.links, wide.review_pairs) == (0.99, 200, 100)
+    assert wide.expected_false_per_10k == pytest.approx(50.5)
+    narrow = propose_auto_link(p, 10.0, ceiling=0.9999)
+    assert (narrow.auto_link, narrow.links, narrow.review_pairs) == (0.9999, 100, 200)
+    # the ceiling (the configured auto_link) is never exceeded: a generous budget lowers it,
+    # a tight one leaves it where it is
+    assert propose_auto_link(p, 10.0).auto_link == 0.999
+    assert propose_auto_link(np.array([]), 10.0).auto_link == 0.999
+    with pytest.raises(ValueError):
+        propose_auto_link(p, -1.0)
+
+
+@pytest.fixture(scope="module")
+def population():
+    records = generate(400, 0.4, seed=12, hard=False)
+    normalized = [normalize_record(r.demographics, r.identifiers) for r in records]
+    return records, normalized
+
+
+def _split_duplicates(records):
+    """Each person's first record keeps the person; the others are persons of their own."""
+    seen, persons = set(), []
+    for row, record in enumerate(records):
+        persons.append(record.person_id if record.person_id not in seen else f"alone-{row}")
+        seen.add(record.person_id)
+    return persons
+
+
+def test_plan_proposes_the_missed_links_and_only_true_ones(population):
+    records, normalized = population
+    persons = _split_duplicates(records)
+    state = IndexState(normalized, persons, [True] * len(records),
+                       [r.source_domain for r in records])
+    result = plan(state, MatchModel.default())
+    truth = [r.person_id for r in records]
+    assert result.links, "a population with split duplicates has links to make"
+    assert all(truth[a] == truth[b] for a, b, _ in result.links)
+    missed = {(truth[r]) for r, p in enumerate(persons) if str(p).startswith("alone-")}
+    assert result.persons_joined >= 0.8 * len(missed)
+    report = result.to_dict()
+    assert report["links"]["pairs"] == len(result.links)
+    assert sum(report["links"]["by_band"].values()) == len(result.links)
+    assert result.expected_false_links == pytest.approx(sum(1 - p for *_, p in result.links))
+    assert result.links_no_longer_holding == []
+
+
+def test_manual_links_are_left_to_a_steward_and_reviews_close(population):
+    records, normalized = population
+    persons = _split_duplicates(records)
+    truth = [r.person_id for r in records]
+    plain = plan(IndexState(normalized, persons, [True] * len(records),
+                            [r.source_domain for r in records]), MatchModel.default())
+    a, b, _ = plain.links[0]
+    automatic = [True] * len(records)
+    automatic[b] = False  # a steward linked this record by hand
+    review = frozenset(plain.links[1][:2])
+    state = IndexState(normalized, persons, automatic, [r.source_domain for r in records],
+                       open_reviews={review})
+    result = plan(state, MatchModel.default())
+    assert (a, b) in {(x, y) for x, y, _ in result.links_for_a_steward}
+    assert (a, b) not in {(x, y) for x, y, _ in result.links}
+    assert tuple(sorted(review)) in {(x, y) for x, y, _ in result.reviews_closed_by_link}
+    assert truth[a] == truth[b]
+
+
+def test_a_record_in_the_wrong_person_no_longer_holds(population):
+    records, normalized = population
+    truth = [r.person_id for r in records]
+    persons = list(truth)
+    stranger = next(r for r in range(1, len(records)) if truth[r] != truth[0])
+    persons[stranger] = truth[0]  # wrongly linked to person 0
+    state = IndexState(normalized, persons, [True] * len(records),
+                       [r.source_domain for r in records],
+                       same_person={frozenset((0, stranger))})
+    result = plan(state, MatchModel.default())
+    assert stranger in {row for row, _ in result.links_no_longer_holding}
+    assert result.labels["same_person"]["pairs"] == 1
+    assert result.labels["same_person"]["model_decides"] == {"no_match": 1}
