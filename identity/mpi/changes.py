@@ -1,4 +1,7 @@
-"""Identity feed commands: register or update, merge, change identifier, link, unlink, remove.
+"""The changes commands make to the index: register or update a record (deciding its person),
+merge, change identifier, link, unlink, remove, and the steps they share (a new person, a link
+set, review items opened or dismissed). The HL7 v2 and FHIR feeds, steward decisions and undo
+all change the index through these (identity/hl7v2/feed.py is the HL7 door, not this).
 
 Each function runs inside the caller's unit of work (one transaction). Locks: first the
 ``record:`` keys of the records the command touches (one call, sorted), then the blocking keys
@@ -47,7 +50,7 @@ from identity.store.state import (
 )
 from matching.decision import Decision as MatchDecision
 
-log = logging.getLogger("identity.mpi.feed")
+log = logging.getLogger("identity.mpi.changes")
 
 
 def record_key(domain_id: int, identifier: str) -> str:
@@ -150,8 +153,9 @@ class OversizedKeys:
         self._since = time.monotonic()
 
 
-class Feed:
-    """The feed commands, sharing the matcher and the resolved identifiers of one command."""
+class Changes:
+    """The changes commands make to the index (register, merge, change identifier, link,
+    unlink, remove) and the steps they share, with the matcher and the oversized keys known."""
 
     def __init__(self, matcher: Matcher) -> None:
         self.matcher = matcher

@@ -1,5 +1,6 @@
-"""What every command handler shares: the domains, the matcher, the feed's building blocks, the
-unit of work, and the steps that turn identifiers as received into resolved ones."""
+"""What every command handler shares: the domains, the matcher, the changes to the index
+(identity.mpi.changes), the unit of work, and the steps that turn identifiers as received into
+resolved ones."""
 
 from __future__ import annotations
 
@@ -25,9 +26,9 @@ from identity.model import (
     RecordInput,
     SourceRecord,
 )
+from identity.mpi.changes import Changes
 from identity.mpi.commands import Envelope, Subject
 from identity.mpi.domains import DomainRegistry
-from identity.mpi.feed import Feed
 from identity.mpi.matcher import Matcher
 from identity.mpi.uow import UnitOfWork
 from identity.store.db import Database
@@ -45,7 +46,7 @@ class Core:
     settings: Settings
     domains: DomainRegistry
     matcher: Matcher
-    feed: Feed
+    changes: Changes
     fanout: dict[str, tuple[str, ...]]
 
     @asynccontextmanager

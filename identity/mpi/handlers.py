@@ -2,7 +2,7 @@
 
 Each runs inside the unit of work that :meth:`identity.mpi.Mpi.handle` opened for the
 command (one transaction; history, outbox rows and the stored reply are written when it
-ends). The steps that change the index live in :mod:`identity.mpi.feed` (register, merge,
+ends). The steps that change the index live in :mod:`identity.mpi.changes` (register, merge,
 link, ...) and :mod:`identity.mpi.review` (steward decisions, undo); a handler resolves what
 the command names, checks the caller may do it, calls those steps and assembles the result.
 """
@@ -21,6 +21,7 @@ from identity.model import (
     ReviewItem,
 )
 from identity.mpi import review
+from identity.mpi.changes import record_key
 from identity.mpi.commands import (
     ChangeIdentifier,
     Command,
@@ -34,7 +35,6 @@ from identity.mpi.commands import (
     Unlink,
 )
 from identity.mpi.core import Core
-from identity.mpi.feed import record_key
 from identity.mpi.uow import UnitOfWork
 from identity.store.repository import Repository
 from identity.store.state import StoredRecord
@@ -52,7 +52,7 @@ async def register(cmd: Register, uow: UnitOfWork, core: Core) -> RegisterResult
     others = await core.other_identifiers(
         record.other_identifiers, domain, record.identifier.value
     )
-    done = await core.feed.register_record(
+    done = await core.changes.register_record(
         uow, domain, record, others, source, replace=cmd.replace
     )
     repo = uow.repo
@@ -92,14 +92,14 @@ async def merge(cmd: Merge, uow: UnitOfWork, core: Core) -> CommandResult:
     domain, survivor = await core.resolve_subject(cmd.survivor, source)
     core.check_source(domain, source)
     retired = await core.prior_in_domain(survivor, domain, cmd.retired)
-    applied, note, record_ids, person_ids = await core.feed.merge(
+    applied, note, record_ids, person_ids = await core.changes.merge(
         uow, domain, retired, survivor.identifier.value
     )
     if applied and (survivor.demographics.model_dump(exclude_none=True) or survivor.cleared):
         others = await core.other_identifiers(
             survivor.other_identifiers, domain, survivor.identifier.value
         )
-        await core.feed.register(uow, domain, survivor, others, source, replace=False)
+        await core.changes.register(uow, domain, survivor, others, source, replace=False)
     result = await core.command_result(uow, applied, record_ids, person_ids, note)
     log.info("event=merge applied=%s domain=%s actor=%s", applied, domain.namespace, uow.actor)
     return result
@@ -110,7 +110,7 @@ async def change_identifier(cmd: ChangeIdentifier, uow: UnitOfWork, core: Core) 
     domain, record = await core.resolve_subject(cmd.subject, source)
     core.check_source(domain, source)
     old_value = await core.prior_in_domain(record, domain, cmd.prior)
-    record_id, person_id = await core.feed.change_identifier(
+    record_id, person_id = await core.changes.change_identifier(
         uow, domain, old_value, record.identifier.value
     )
     return await core.command_result(uow, True, [record_id], [person_id], None)
@@ -118,13 +118,13 @@ async def change_identifier(cmd: ChangeIdentifier, uow: UnitOfWork, core: Core) 
 
 async def link(cmd: Link, uow: UnitOfWork, core: Core) -> CommandResult:
     a, b = await _ensure_records(uow, core, [cmd.a, cmd.b])
-    persons = await core.feed.link(uow, a, b, cmd.kind)
+    persons = await core.changes.link(uow, a, b, cmd.kind)
     return await core.command_result(uow, True, [a.id, b.id], persons, None)
 
 
 async def unlink(cmd: Unlink, uow: UnitOfWork, core: Core) -> CommandResult:
     a, b = await _lookup_records(uow, core, [cmd.a, cmd.b])
-    persons = await core.feed.unlink(uow, a, b, cmd.reason)
+    persons = await core.changes.unlink(uow, a, b, cmd.reason)
     note = None if persons else "records were not linked"
     return await core.command_result(uow, bool(persons), [a.id, b.id], persons, note)
 
@@ -133,18 +133,18 @@ async def remove(cmd: Remove, uow: UnitOfWork, core: Core) -> CommandResult:
     source = uow.envelope.source
     domain = await core.domains.resolve_for_feed(cmd.identifier.authority, source)
     core.check_source(domain, source)
-    record_id, person_id = await core.feed.remove(uow, domain, cmd.identifier.value)
+    record_id, person_id = await core.changes.remove(uow, domain, cmd.identifier.value)
     persons = [person_id] if person_id else []
     return await core.command_result(uow, True, [record_id], persons, None)
 
 
 async def decide_review(cmd: DecideReview, uow: UnitOfWork, core: Core) -> CommandResult:
-    persons = await review.decide(uow, core.feed, cmd.item_id, cmd.decision, cmd.reason)
+    persons = await review.decide(uow, core.changes, cmd.item_id, cmd.decision, cmd.reason)
     return await core.command_result(uow, True, [], persons, cmd.decision.value)
 
 
 async def undo(cmd: Undo, uow: UnitOfWork, core: Core) -> CommandResult:
-    persons = await review.undo(uow, core.feed, cmd.command_id)
+    persons = await review.undo(uow, core.changes, cmd.command_id)
     return await core.command_result(uow, True, [], persons, f"undid {cmd.command_id}")
 
 
@@ -166,7 +166,7 @@ async def _ensure_records(
         if stored is None:
             core.check_source(domain, source)
             others = await core.other_identifiers(record.other_identifiers, domain, value)
-            await core.feed.register(uow, domain, record, others, source, replace=False)
+            await core.changes.register(uow, domain, record, others, source, replace=False)
             stored = await uow.repo.record_by_identifier(domain.id, value)
         if stored is None or not stored.active:
             raise NotFound(f"record {value!r} is not active")

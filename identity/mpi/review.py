@@ -12,7 +12,7 @@ from enum import StrEnum
 
 from identity.errors import InvalidInput, InvalidState, NotFound
 from identity.model import LinkKind, PersonStatus, ReviewStatus
-from identity.mpi.feed import Feed
+from identity.mpi.changes import Changes
 from identity.mpi.uow import CHANGED_TOPIC, UnitOfWork
 from identity.store.registration import LinkWrite
 
@@ -26,7 +26,7 @@ class StewardDecision(StrEnum):
 
 
 async def decide(
-    uow: UnitOfWork, feed: Feed, item_id: int, decision: StewardDecision, reason: str | None
+    uow: UnitOfWork, changes: Changes, item_id: int, decision: StewardDecision, reason: str | None
 ) -> list[int]:
     """Apply a steward decision; returns the person ids touched."""
     repo = uow.repo
@@ -46,7 +46,7 @@ async def decide(
         if not record.active or not others:
             raise InvalidState("the records of this review item are no longer active")
         target = others[0]
-        touched = await feed.link(uow, target, record, LinkKind.MANUAL)
+        touched = await changes.link(uow, target, record, LinkKind.MANUAL)
         status = ReviewStatus.LINKED
     elif decision == StewardDecision.DIFFERENT_PERSONS:
         for other in others:
@@ -60,7 +60,7 @@ async def decide(
                     person_id=other.person_id,
                 )
             if other.person_id == record.person_id:
-                touched = await feed.unlink(uow, other, record, reason)
+                touched = await changes.unlink(uow, other, record, reason)
         status = ReviewStatus.REJECTED
     elif decision == StewardDecision.DISMISS:
         status = ReviewStatus.DISMISSED
@@ -79,7 +79,7 @@ async def decide(
     return touched
 
 
-async def undo(uow: UnitOfWork, feed: Feed, command_id: str) -> list[int]:
+async def undo(uow: UnitOfWork, changes: Changes, command_id: str) -> list[int]:
     """Revert the command ``command_id``; returns the person ids touched."""
     repo = uow.repo
     try:

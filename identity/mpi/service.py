@@ -39,10 +39,10 @@ from identity.model import (
 )
 from identity.mpi import query
 from identity.mpi.bulk import bulk_import
+from identity.mpi.changes import Changes
 from identity.mpi.commands import Command, Envelope, ImportRecords
 from identity.mpi.core import Core
 from identity.mpi.domains import DomainRegistry
-from identity.mpi.feed import Feed
 from identity.mpi.handlers import HANDLERS
 from identity.mpi.matcher import Matcher, load_model
 from identity.mpi.outbox import TopicDeliveries, own_topic
@@ -61,13 +61,13 @@ class Mpi:
         self.settings = settings
         self.domains = DomainRegistry(db, settings)
         self.matcher = Matcher(load_model(settings.matching), settings.matching)
-        self.feed = Feed(self.matcher)
+        self.changes = Changes(self.matcher)
         self.core = Core(
             db=db,
             settings=settings,
             domains=self.domains,
             matcher=self.matcher,
-            feed=self.feed,
+            changes=self.changes,
             fanout={CHANGED_TOPIC: tuple(notify_topic(n.name) for n in settings.notify)},
         )
         self._in_flight: dict[tuple[str, str], asyncio.Future[str]] = {}
@@ -235,7 +235,7 @@ class Mpi:
         prepared = self.matcher.prepare(demographics.as_matching_input(), resolved)
         async with self.db.read() as conn:
             repo = Repository(conn)
-            persons = await self.feed.candidates(repo, prepared.keys, None)
+            persons = await self.changes.candidates(repo, prepared.keys, None)
             parties = [p for records in persons.values() for p in records]
             if not parties and prepared.search.get("family_phon"):
                 ids = await repo.search_candidates(
@@ -243,7 +243,7 @@ class Mpi:
                     prepared.search.get("given_phon") or None,
                     self.settings.matching.max_candidates,
                 )
-                parties = [self.feed.party(r) for r in await repo.records(ids)]
+                parties = [self.changes.party(r) for r in await repo.records(ids)]
             ranked = self.matcher.rank(prepared.normalized, parties, limit, explain=explain)
             stored = {r.id: r for r in await repo.records([x.party.record_id for x in ranked])}
         by_id = self.domains.by_id

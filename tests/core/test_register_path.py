@@ -12,7 +12,7 @@ import pytest
 from identity.config import Settings
 from identity.model import Decision
 from identity.mpi import Envelope, Mpi, Register, Remove
-from identity.mpi.feed import record_key
+from identity.mpi.changes import record_key
 from identity.store.db import Database
 from identity.store.keys import key_hash
 from identity.store.registration import CandidateSelection
@@ -247,7 +247,7 @@ async def test_a_new_record_does_not_wait_for_keys_too_common_to_give_candidates
     try:
         # not known yet: the first registration meeting the key locks it, reads its block
         # and tells the service that it is oversized
-        assert common[0] not in core.feed.oversized
+        assert common[0] not in core.changes.oversized
         transaction = holder.transaction()
         await transaction.start()
         await Repository(holder).lock([common[0]])
@@ -258,7 +258,7 @@ async def test_a_new_record_does_not_wait_for_keys_too_common_to_give_candidates
         assert not task.done()
         await transaction.rollback()
         assert (await asyncio.wait_for(task, timeout=10)).decision == Decision.NEW_PERSON
-        assert common[0] in core.feed.oversized
+        assert common[0] in core.changes.oversized
         # known: left out, not waited for
         transaction = holder.transaction()
         await transaction.start()
@@ -366,7 +366,7 @@ async def test_the_floor_leaves_out_a_candidate_sharing_one_weak_key_but_not_a_s
                                 None))
         keys = mpi.matcher.prepare(record.demographics.as_matching_input(), identifiers).keys
         async with db.connection() as conn:
-            return set(await mpi.feed.candidates(Repository(conn), keys, None))
+            return set(await mpi.changes.candidates(Repository(conn), keys, None))
 
     # same family sound and birth year; another given name, day and postal code: one key
     weak = person("HOSPB", "B1", given="Walter", birth_date="1980-11-02",
@@ -388,11 +388,11 @@ async def test_the_floor_leaves_out_a_candidate_sharing_one_weak_key_but_not_a_s
 def test_oversized_keys_are_left_out_until_forgotten(monkeypatch: pytest.MonkeyPatch) -> None:
     """What a new record locks and reads (migration 0010): its keys less the known oversized
     ones (presized); all of them, sized in the database, when every one is known oversized."""
-    from identity.mpi import feed
+    from identity.mpi import changes
 
     clock = [100.0]
-    monkeypatch.setattr(feed.time, "monotonic", lambda: clock[0])
-    known = feed.OversizedKeys(ttl=60, limit=3)
+    monkeypatch.setattr(changes.time, "monotonic", lambda: clock[0])
+    known = changes.OversizedKeys(ttl=60, limit=3)
     assert known.split(["a", "b"]) == (["a", "b"], True)  # nothing known: all, presized
     known.learn(["b"])
     assert known.split(["a", "b", "c"]) == (["a", "c"], True)
