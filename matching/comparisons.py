@@ -105,7 +105,7 @@ def _pad(values: Sequence[int], width: int) -> list[int]:
 _INT_COLUMNS: tuple[tuple[str, int], ...] = (
     ("fam", 0), ("fam_phon", 0), ("fam_tok", K_TOKENS), ("prev_fam", K_TOKENS),
     ("giv", 0), ("giv_phon", 0), ("giv_var", K_VARIANTS), ("initial", 0),
-    ("dob", 3), ("dob_digits", 8), ("sex", 0), ("suffix", 0),
+    ("dob", 3), ("dob_digits", 8), ("dob_odd", 0), ("sex", 0), ("suffix", 0),
     ("postal", K_POSTAL), ("postal3", K_POSTAL), ("phone", K_PHONES), ("addr_line", 0),
     ("addr_tok", K_ADDRESS), ("pid_dom", K_IDS), ("pid_val", K_IDS),
 )
@@ -161,6 +161,7 @@ def encode_row(
         ord(given[0]) if given else 0,
         int(year or 0), int(month or 0), int(day or 0),
         *digits,
+        1 if year and r.get("birth_date_problem") else 0,  # a date kept despite a problem
         _SEX_CODE.get(r.get("sex") or "", 0),
         _SUFFIX_CODE.get(r.get("suffix") or "", 0),
         *_pad([_h(c) for c in codes], K_POSTAL),
@@ -694,6 +695,24 @@ class DobExact(LevelKind):
         return a == b and _r_full(b) and _r_full(a)
 
 
+DOB_EXACT = DobExact("dob_exact")
+
+
+class DobExactImplausible(LevelKind):
+    """The same full birth date on both sides, and an implausible one (after today): a copied
+    data-entry error is evidence, but not as much as a real date shared."""
+
+    __slots__ = ()
+    _ODD = _FIRST["dob_odd"]
+
+    def vectorised(self, view: PairView, sel: np.ndarray, level: Level) -> np.ndarray:
+        odd = (view.left_at("dob_odd", sel) != 0) | (view.right_at("dob_odd", sel) != 0)
+        return odd & DOB_EXACT.vectorised(view, sel, level)
+
+    def scalar(self, pair: RowPair, level: Level) -> bool:
+        return bool(pair.a[self._ODD] or pair.b[self._ODD]) and DOB_EXACT.scalar(pair, level)
+
+
 class DobTransposed(LevelKind):
     """Same year, day and month swapped (full dates, day != month)."""
 
@@ -823,7 +842,8 @@ for _kind in (
     SameKeySimilarSpelling("given_phonetic", "giv_phon", strings="giv"),
     Exact("given_initial", "initial"),
     Missing("dob_missing", "dob"),
-    DobExact("dob_exact"),
+    DOB_EXACT,
+    DobExactImplausible("dob_exact_implausible"),
     DobTransposed("dob_transposed"),
     DobOneDigit("dob_one_digit"),
     DobYearMonth("dob_year_month"),
@@ -986,6 +1006,7 @@ def default_comparisons() -> list[Comparison]:
         ], tf_field="given", description="first given name"),
         Comparison("birth_date", [
             L("missing", "dob_missing", null=True),
+            L("exact, after today", "dob_exact_implausible", 0.005, 0.00002),
             L("exact", "dob_exact", 0.9, 0.0001),
             L("day/month transposed", "dob_transposed", 0.02, 0.00001),
             L("one digit off", "dob_one_digit", 0.03, 0.0005),

@@ -269,7 +269,14 @@ _ISO_DATE = re.compile(r"^(\d{4})(?:-(\d{1,2})(?:-(\d{1,2}))?)?(?:[T ].*)?$")
 _HL7_DATE = re.compile(r"^(\d{4})(\d{2})?(\d{2})?(?:\d{2,6}(?:\.\d{1,4})?)?(?:[+-]\d{4})?$")
 
 
+#: The problem of a birth date after today: a data entry error (2062 for 1962), kept and
+#: compared (``normalize_record``) with a weight of its own, never trusted as a plain date.
+FUTURE = "in the future"
+
+
 def _parse(text: str | None, today: date | None) -> tuple[PartialDate | None, str | None]:
+    """The date and its problem. A date after today is returned with the problem FUTURE;
+    every other problem comes without a date."""
     if text is None:
         return None, "missing"
     raw = str(text).strip()
@@ -293,15 +300,17 @@ def _parse(text: str | None, today: date | None) -> tuple[PartialDate | None, st
         except ValueError:
             return None, "day out of range for month"
         if full > today:
-            return None, "in the future"
+            return PartialDate(year, month, day), FUTURE
     elif year > today.year or (month is not None and (year, month) > (today.year, today.month)):
-        return None, "in the future"
+        return PartialDate(year, month, day), FUTURE
     return PartialDate(year, month, day), None
 
 
 def parse_birth_date(text: str | None, *, today: date | None = None) -> PartialDate | None:
-    """ISO (YYYY, YYYY-MM, YYYY-MM-DD) or HL7 (YYYY[MM[DD[time]]]) birth date; None if invalid."""
-    return _parse(text, today)[0]
+    """ISO (YYYY, YYYY-MM, YYYY-MM-DD) or HL7 (YYYY[MM[DD[time]]]) birth date; None if invalid
+    (a date after today included)."""
+    parsed, problem = _parse(text, today)
+    return None if problem else parsed
 
 
 def birth_date_problem(text: str | None, *, today: date | None = None) -> str | None:
@@ -480,8 +489,7 @@ def normalize_record(
     mmn = normalize_family(demographics.get("mothers_maiden_name"))
 
     raw_date = demographics.get("birth_date")
-    birth = parse_birth_date(raw_date)
-    problem = None if birth is not None else birth_date_problem(raw_date)
+    birth, problem = _parse(raw_date, None)  # a date after today is kept, with its problem
 
     addresses = [
         normalize_address(a) for a in (demographics.get("addresses") or []) if isinstance(a, dict)

@@ -154,3 +154,19 @@ def test_missing_levels_weigh_nothing(model):
     explanation = model.explain(person(sex="U"), person(sex="M"))
     sex = next(c for c in explanation.comparisons if c.comparison == "sex")
     assert sex.label == "missing" and sex.weight == 0.0 and sex.m is None
+
+
+def test_a_shared_birth_date_after_today_weighs_less_than_a_real_one():
+    from matching.model import MatchModel
+    from matching.normalize import normalize_record as norm
+
+    def rec(birth):
+        return norm({"names": [{"family": "Lee", "given": ["Ann"]}], "birth_date": birth})
+
+    model = MatchModel.default()
+    future = model.explain(rec("2090-01-05"), rec("2090-01-05")).comparisons[2]
+    real = model.explain(rec("1990-01-05"), rec("1990-01-05")).comparisons[2]
+    slip = model.explain(rec("2062-01-05"), rec("2012-01-05")).comparisons[2]
+    assert (future.label, real.label, slip.label) == (
+        "exact, after today", "exact", "one digit off")
+    assert 0 < future.weight < real.weight

@@ -188,3 +188,14 @@ def test_garbage_birth_date_is_reported_not_raised():
     assert record["birth_date_problem"] == "unrecognised format"
     empty = normalize_record({})
     assert empty["family"] == "" and empty["birth_date_problem"] is None
+
+
+def test_a_birth_date_after_today_is_kept_with_its_problem():
+    """2062 typed for 2012 is a data entry error, still worth comparing: the record keeps it,
+    flagged, while parse_birth_date (what a query may ask for) refuses it."""
+    record = normalize_record({"names": [{"family": "Lee", "given": ["Ann"]}],
+                               "birth_date": "2090-01-05"})
+    assert (record["birth_date"], record["birth_precision"]) == ("2090-01-05", "day")
+    assert record["birth_date_problem"] == "in the future"
+    assert parse_birth_date("2090-01-05") is None
+    assert birth_date_problem("2090-01-05") == "in the future"

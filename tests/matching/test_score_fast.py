@@ -63,6 +63,9 @@ EXTRA = [
     person(birth="1980-03"),
     person(sex=""),
     person(family="John", given="Smith"),
+    person(birth="2090-03-12"),  # after today: kept, and the same on two records
+    person(birth="2090-03-12", given="Jon"),
+    person(line="99 Other Road", phone="555 000 1111"),  # the same postal code only
 ]
 
 
