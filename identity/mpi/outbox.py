@@ -5,22 +5,12 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
-from typing import Any
 
 from identity.store.db import Database
 from identity.store.outbox import OutboxStore
+from identity.store.state import OutboxEntry
 
-
-@dataclass(frozen=True, slots=True)
-class OutboxEntry:
-    """One row to deliver: its payload, how often delivery failed, and whether it is due
-    (a failed row waits for its retry time)."""
-
-    id: int
-    payload: dict[str, Any]
-    attempts: int
-    due: bool
+__all__ = ["OutboxEntry", "TopicDeliveries", "own_topic"]
 
 
 class TopicDeliveries:
@@ -33,10 +23,7 @@ class TopicDeliveries:
 
     async def head(self) -> OutboxEntry | None:
         """The oldest undelivered entry, if any."""
-        row = await self._store.head(self.topic)
-        if row is None:
-            return None
-        return OutboxEntry(row["id"], row["payload"], row["attempts"], row["due"])
+        return await self._store.head(self.topic)
 
     async def delivered(self, entry: OutboxEntry, note: str | None = None) -> None:
         await self._store.delivered(entry.id, note)

@@ -6,6 +6,8 @@ from __future__ import annotations
 import asyncpg
 
 from identity.store.keys import key_hash
+from identity.store.rows import outbox_entry_from_row
+from identity.store.state import OutboxEntry
 
 
 class OutboxStore:
@@ -26,13 +28,14 @@ class OutboxStore:
     async def release(self, topic: str) -> None:
         await self.conn.execute("SELECT pg_advisory_unlock($1)", key_hash("outbox:" + topic))
 
-    async def head(self, topic: str) -> asyncpg.Record | None:
-        """The oldest undelivered row of the topic, if it is due."""
-        return await self.conn.fetchrow(
-            """SELECT id, topic, payload, command_id, attempts, available_at <= now() AS due
+    async def head(self, topic: str) -> OutboxEntry | None:
+        """The oldest undelivered row of the topic (due or not: see ``OutboxEntry.due``)."""
+        row = await self.conn.fetchrow(
+            """SELECT id, payload, attempts, available_at <= now() AS due
                FROM outbox WHERE topic = $1 AND delivered_at IS NULL ORDER BY id LIMIT 1""",
             topic,
         )
+        return None if row is None else outbox_entry_from_row(row)
 
     async def delivered(self, row_id: int, note: str | None = None) -> None:
         await self.conn.execute(

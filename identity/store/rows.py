@@ -26,6 +26,7 @@ from identity.store.state import (
     CandidateParty,
     Candidates,
     LinkState,
+    OutboxEntry,
     PersonIdentifiers,
     RecordIdentifiers,
     RecordInserted,
@@ -171,6 +172,10 @@ def history_from_row(row: asyncpg.Record) -> HistoryEvent:
         actor=row["actor"],
         message_id=row["message_id"],
     )
+
+
+def outbox_entry_from_row(row: Mapping[str, Any]) -> OutboxEntry:
+    return OutboxEntry(row["id"], row["payload"], row["attempts"], row["due"])
 
 
 # --- the registration functions' results ------------------------------------------------------

@@ -161,6 +161,17 @@ class RecordUpdated:
     candidates: Candidates | None
 
 
+@dataclass(frozen=True, slots=True)
+class OutboxEntry:
+    """One outbox row to deliver: its payload, how often delivery failed, and whether it is
+    due (a failed row waits for its retry time)."""
+
+    id: int
+    payload: dict[str, Any]
+    attempts: int
+    due: bool
+
+
 @dataclass(frozen=True, kw_only=True, slots=True)
 class RecordIdentifiers:
     """An active record's identifiers: its own and the others it carries."""

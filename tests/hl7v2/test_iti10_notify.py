@@ -139,7 +139,7 @@ async def test_pending_notifications_survive_a_restart_and_keep_their_order(
     async def attempt_failed() -> bool:  # the worker tried, and recorded its failure
         async with first.db.connection() as conn:
             head = await OutboxStore(conn).head(notify_topic("pixc"))
-        return head is not None and head["attempts"] >= 1
+        return head is not None and head.attempts >= 1
 
     await eventually(attempt_failed, 10.0, what="a failed delivery attempt in the outbox")
     assert consumer.refused >= 1
