@@ -302,3 +302,37 @@ def _steward_check(state: IndexState, model: MatchModel,
         report[name] = {"pairs": len(rows), "model_decides": dict(decisions),
                         "by_band": _bands(decided.probabilities)}
     return report
+
+
+def model_diff(old: MatchModel, new: MatchModel) -> str:
+    """A readable diff of two models: the prior, and each level's m, u and weight (bits) that
+    moved by 0.1 bit or more, with the levels one model has and the other lacks."""
+    lines = [f"prior: {old.prior:.3g} -> {new.prior:.3g} "
+             f"({old.prior_weight:+.1f} -> {new.prior_weight:+.1f} bits)"]
+    before = {c.name: c for c in old.comparisons}
+    for comparison in new.comparisons:
+        was = before.pop(comparison.name, None)
+        levels = {lv.label: lv for lv in (was.levels if was else [])}
+        for level in comparison.levels:
+            if level.null:
+                continue
+            prior_level = levels.pop(level.label, None)
+            name = f"{comparison.name} / {level.label}"
+            if prior_level is None:
+                lines.append(f"+ {name}: m {level.m:.4g}, u {level.u:.3g}, "
+                             f"{level.weight:+.1f} bits")
+            elif abs(level.weight - prior_level.weight) >= 0.1:
+                lines.append(
+                    f"  {name}: m {prior_level.m:.4g} -> {level.m:.4g}, "
+                    f"u {prior_level.u:.3g} -> {level.u:.3g}, "
+                    f"{prior_level.weight:+.1f} -> {level.weight:+.1f} bits"
+                )
+        lines.extend(f"- {comparison.name} / {label}" for label, lv in levels.items()
+                     if not lv.null)
+    lines.extend(f"- {name}" for name in before)
+    old_cond = {(c.comparison, c.given) for c in old.conditional_u}
+    for cond in new.conditional_u:
+        if (cond.comparison, cond.given) not in old_cond:
+            lines.append(f"+ u of {cond.comparison} given {cond.given} agrees "
+                         f"(households): {', '.join(f'{u:.3g}' for u in cond.u)}")
+    return "\n".join(lines)

@@ -94,6 +94,14 @@ TRAINING_RULES: tuple[TrainingRule, ...] = (
 
 #: A pass whose EM finds fewer matches than this says too little to estimate m from.
 MIN_PASS_MATCHES = 10.0
+#: Comparisons whose m is not estimated: a generational suffix is compared only when both
+#: records carry one, which is mostly a father and a son (same name, same home): EM takes
+#: them for duplicates and learns that matches disagree on JR/SR. The hard rules decide those
+#: pairs; the hand-set m stays.
+NOT_ESTIMATED = frozenset({"suffix"})
+#: A pass estimates a comparison's m only from at least this many (posterior-weighted)
+#: matches on which the comparison is not missing; else the starting m stays.
+MIN_COMPARED_MATCHES = 50.0
 #: Dirichlet smoothing of m: the starting m counts as this many pseudo-matches, so that a
 #: level never seen among a pass's matches keeps a small probability instead of ~0.
 PSEUDO_MATCHES = 5.0
@@ -441,7 +449,7 @@ def train(
         matches = again
 
     # m: each comparison's estimate is the mean of its passes, weighted by the matches each
-    # pass's sample holds (a sample of few matches says little). A pass whose pairs do not fit
+    # pass's sample compares it on (a few matches say little: a suffix is on few records). A pass whose pairs do not fit
     # the mixture is left out: with its match share held, EM's posteriors then add up to far
     # more (or less) than that share, because its non-matches do not follow u (namesakes of
     # one birth cohort in a block of one name, twins at one address).
@@ -449,13 +457,21 @@ def train(
     done = [run for run in passes if run.result is not None]
     for run in done:
         run.fit = _fit(run)
-    for comparison in model.comparisons:
+    for j, comparison in enumerate(model.comparisons):
+        nulls = [i for i, lv in enumerate(comparison.levels) if lv.null]
+        mass = {
+            run.rule.name: float(run.posterior[  # type: ignore[index]
+                ~np.isin(run.levels[:, j], nulls)].sum())  # type: ignore[index]
+            for run in done
+        }
+        if comparison.name in NOT_ESTIMATED:
+            continue
         used = [run for run in done if comparison.name in run.result.m  # type: ignore[union-attr]
-                and float(run.posterior.sum()) >= MIN_PASS_MATCHES  # type: ignore[union-attr]
+                and mass[run.rule.name] >= MIN_COMPARED_MATCHES
                 and MISFIT_LOW <= run.fit <= MISFIT_HIGH]
         if not used:
             continue
-        weights = [float(run.posterior.sum()) for run in used]  # type: ignore[union-attr]
+        weights = [mass[run.rule.name] for run in used]
         mean = sum(w * np.asarray(run.result.m[comparison.name])  # type: ignore[union-attr]
                    for w, run in zip(weights, used, strict=True)) / sum(weights)
         non_null = [i for i, lv in enumerate(comparison.levels) if not lv.null]
