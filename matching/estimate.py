@@ -449,7 +449,7 @@ def train(
         matches = again
 
     # m: each comparison's estimate is the mean of its passes, weighted by the matches each
-    # pass's sample compares it on (a few matches say little: a suffix is on few records). A pass whose pairs do not fit
+    # pass's sample compares it on (a few matches say little). A pass whose pairs do not fit
     # the mixture is left out: with its match share held, EM's posteriors then add up to far
     # more (or less) than that share, because its non-matches do not follow u (namesakes of
     # one birth cohort in a block of one name, twins at one address).
