@@ -23,6 +23,10 @@ class EmbeddedPostgres:
     def __init__(self, data_dir: Path) -> None:
         self.pgdata = (Path(data_dir) / "postgres").resolve()
         self._server: Any = None
+        self.owner = False
+        """Whether this process started the server (and so stops it): a command run while
+        `identity serve` runs on the same data directory (`identity calibrate`) attaches to the
+        running server and leaves it running."""
 
     def start_sync(self) -> str:
         """Start (or attach to) the server, create the database, return its URL."""
@@ -31,6 +35,7 @@ class EmbeddedPostgres:
             import pgserver
 
         self.pgdata.parent.mkdir(parents=True, exist_ok=True)
+        self.owner = not self._running()
         self._server = pgserver.get_server(self.pgdata, cleanup_mode=None)
         exists = self._server.psql(f"SELECT 1 FROM pg_database WHERE datname = '{DATABASE}';")
         if "1 row" not in exists:
@@ -39,13 +44,22 @@ class EmbeddedPostgres:
         log.info("event=embedded_postgres_started pgdata=%s", self.pgdata)
         return url
 
+    def _running(self) -> bool:
+        """A server runs on the data directory: its postmaster.pid names a live process."""
+        try:
+            pid = int((self.pgdata / "postmaster.pid").read_text().split("\n", 1)[0])
+            os.kill(pid, 0)
+        except (OSError, ValueError):
+            return False
+        return True
+
     def stop_sync(self) -> None:
         if self._server is None:
             return
         from pgserver._commands import pg_ctl
 
         server, self._server = self._server, None
-        if (self.pgdata / "postmaster.pid").exists():
+        if self.owner and (self.pgdata / "postmaster.pid").exists():
             try:
                 pg_ctl(["-w", "-m", "fast", "stop"], pgdata=self.pgdata, user=server.system_user)
             except subprocess.CalledProcessError as exc:
