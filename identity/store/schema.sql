@@ -10,6 +10,8 @@ CREATE SEQUENCE enterprise_id_seq AS bigint START 1 INCREMENT 1 MINVALUE 1 MAXVA
 
 CREATE SEQUENCE history_id_seq AS bigint START 1 INCREMENT 1 MINVALUE 1 MAXVALUE 9223372036854775807 CACHE 1 OWNED BY history.id;
 
+CREATE SEQUENCE match_model_version_seq AS bigint START 1 INCREMENT 1 MINVALUE 1 MAXVALUE 9223372036854775807 CACHE 1 OWNED BY match_model.version;
+
 CREATE SEQUENCE outbox_id_seq AS bigint START 1 INCREMENT 1 MINVALUE 1 MAXVALUE 9223372036854775807 CACHE 1 OWNED BY outbox.id;
 
 CREATE SEQUENCE person_id_seq AS bigint START 1 INCREMENT 1 MINVALUE 1 MAXVALUE 9223372036854775807 CACHE 1 OWNED BY person.id;
@@ -58,6 +60,17 @@ CREATE TABLE link (
     explanation jsonb,
     actor text NOT NULL,
     created_at timestamp with time zone DEFAULT now() NOT NULL
+);
+
+CREATE TABLE match_model (
+    version bigint NOT NULL,
+    created_at timestamp with time zone DEFAULT now() NOT NULL,
+    created_by text NOT NULL,
+    model jsonb NOT NULL,
+    auto_link double precision NOT NULL,
+    review double precision NOT NULL,
+    report jsonb DEFAULT '{}'::jsonb NOT NULL,
+    active boolean DEFAULT false NOT NULL
 );
 
 CREATE TABLE no_match (
@@ -180,6 +193,12 @@ ALTER TABLE link ADD CONSTRAINT link_pkey PRIMARY KEY (source_record_id);
 
 ALTER TABLE link ADD CONSTRAINT link_source_record_id_fkey FOREIGN KEY (source_record_id) REFERENCES source_record(id);
 
+ALTER TABLE match_model ADD CONSTRAINT match_model_auto_link_check CHECK (((auto_link > (0)::double precision) AND (auto_link <= (1)::double precision)));
+
+ALTER TABLE match_model ADD CONSTRAINT match_model_check CHECK (((review >= (0)::double precision) AND (review <= auto_link)));
+
+ALTER TABLE match_model ADD CONSTRAINT match_model_pkey PRIMARY KEY (version);
+
 ALTER TABLE no_match ADD CONSTRAINT no_match_check CHECK ((record_a < record_b));
 
 ALTER TABLE no_match ADD CONSTRAINT no_match_pkey PRIMARY KEY (record_a, record_b);
@@ -245,6 +264,8 @@ CREATE INDEX history_person ON history USING btree (person_id, id) WHERE (person
 CREATE INDEX history_record ON history USING btree (record_id, id) WHERE (record_id IS NOT NULL);
 
 CREATE INDEX link_person ON link USING btree (person_id);
+
+CREATE UNIQUE INDEX match_model_active ON match_model USING btree (active) WHERE active;
 
 CREATE INDEX no_match_b ON no_match USING btree (record_b);
 

@@ -1,0 +1,119 @@
+"""What `identity calibrate` reads from the index, and the versions of the match model."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any
+
+import asyncpg
+
+__all__ = ["CalibrationQueries", "IndexRow", "ModelVersion", "MODEL_CHANNEL"]
+
+#: The channel a running service listens on for a new active model (its version as payload).
+MODEL_CHANNEL = "identity_match_model"
+
+
+@dataclass(frozen=True, slots=True)
+class IndexRow:
+    """An active record as calibration sees it."""
+
+    record_id: int
+    namespace: str
+    person_id: int | None
+    link_kind: str | None
+    normalized: dict[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class ModelVersion:
+    version: int
+    model: dict[str, Any]
+    auto_link: float
+    review: float
+    active: bool
+    created_by: str
+    report: dict[str, Any]
+
+
+def _model(row: asyncpg.Record) -> ModelVersion:
+    return ModelVersion(
+        version=row["version"],
+        model=_json(row["model"]),
+        auto_link=row["auto_link"],
+        review=row["review"],
+        active=row["active"],
+        created_by=row["created_by"],
+        report=_json(row["report"]),
+    )
+
+
+def _json(value: Any) -> Any:
+    """jsonb as the pool's codec decodes it (a plain connection gives text)."""
+    return json.loads(value) if isinstance(value, str) else value
+
+
+class CalibrationQueries:
+    def __init__(self, conn: asyncpg.Connection) -> None:
+        self.conn = conn
+
+    async def index_rows(self) -> list[IndexRow]:
+        """Every active record with its person, link kind and source domain, by id."""
+        rows = await self.conn.fetch(
+            """SELECT r.id, d.namespace, l.person_id, l.kind, r.normalized
+               FROM source_record r
+               JOIN domain d ON d.id = r.domain_id
+               LEFT JOIN link l ON l.source_record_id = r.id
+               WHERE r.status = 'active'
+               ORDER BY r.id"""
+        )
+        return [IndexRow(r["id"], r["namespace"], r["person_id"], r["kind"],
+                         _json(r["normalized"])) for r in rows]
+
+    async def open_review_pairs(self) -> list[tuple[int, int, int]]:
+        """(item id, record, other record) of the open review items that name a record."""
+        rows = await self.conn.fetch(
+            """SELECT id, record_id, other_record_id FROM review_item
+               WHERE status = 'open' AND other_record_id IS NOT NULL ORDER BY id"""
+        )
+        return [(r["id"], r["record_id"], r["other_record_id"]) for r in rows]
+
+    async def active_model(self) -> ModelVersion | None:
+        row = await self.conn.fetchrow("SELECT * FROM match_model WHERE active")
+        return _model(row) if row else None
+
+    async def model(self, version: int) -> ModelVersion | None:
+        row = await self.conn.fetchrow("SELECT * FROM match_model WHERE version = $1", version)
+        return _model(row) if row else None
+
+    async def active_version(self) -> int | None:
+        return await self.conn.fetchval("SELECT version FROM match_model WHERE active")
+
+    async def add_model(
+        self, *, model: dict[str, Any], auto_link: float, review: float, created_by: str,
+        report: dict[str, Any],
+    ) -> int:
+        """Store a proposed model (not in service); its version is also written into the
+        document's ``training`` (``version``, and ``name``: ``calibrated-v<N>``)."""
+        version = await self.conn.fetchval(
+            """INSERT INTO match_model (model, auto_link, review, created_by, report)
+               VALUES ($1::jsonb, $2, $3, $4, $5::jsonb) RETURNING version""",
+            model, auto_link, review, created_by, report,
+        )
+        training = {**model.get("training", {}), "version": version,
+                    "name": f"calibrated-v{version}"}
+        await self.conn.execute("UPDATE match_model SET model = $2::jsonb WHERE version = $1",
+                                version, {**model, "training": training})
+        return version
+
+    async def activate(self, version: int | None) -> int | None:
+        """Put ``version`` in service (None: none, the configured model file again); returns
+        the version that was active. Listeners hear of it when the transaction commits."""
+        before = await self.active_version()
+        await self.conn.execute("UPDATE match_model SET active = false WHERE active")
+        if version is not None:
+            await self.conn.execute("UPDATE match_model SET active = true WHERE version = $1",
+                                    version)
+        await self.conn.execute("SELECT pg_notify($1, $2)", MODEL_CHANNEL,
+                                str(version if version is not None else 0))
+        return before
