@@ -95,6 +95,7 @@ class Service:
             log.info("event=migrations_checked applied=%s", applied or "none")
             self.mpi = Mpi(self.db, self.settings)
             await self.mpi.start()
+            await self.mpi.follow_models()
             self.hl7 = Hl7Service(
                 self.mpi, self.db, self.settings, self.sockets[1] if self.sockets else None
             )
@@ -147,6 +148,8 @@ class Service:
         if self.hl7 is not None:
             await self.hl7.stop()
             self.hl7 = None
+        if self.mpi is not None:
+            await self.mpi.stop()
         if self.db is not None:
             await self.db.close()
             self.db = None

@@ -2,12 +2,15 @@
 (identity.mpi.commands) and an Envelope and call ``Mpi.handle`` or ``Mpi.answer``."""
 
 from identity.mpi.commands import (
+    ApplyModel,
     ChangeIdentifier,
     DecideReview,
     Envelope,
     ImportRecords,
     Link,
     Merge,
+    PlannedLink,
+    PlannedReview,
     Received,
     Register,
     Remove,
@@ -18,6 +21,7 @@ from identity.mpi.review import StewardDecision
 from identity.mpi.service import Mpi
 
 __all__ = [
+    "ApplyModel",
     "ChangeIdentifier",
     "DecideReview",
     "Envelope",
@@ -25,6 +29,8 @@ __all__ = [
     "Link",
     "Merge",
     "Mpi",
+    "PlannedLink",
+    "PlannedReview",
     "Received",
     "Register",
     "Remove",

@@ -171,6 +171,39 @@ class Undo(Command[CommandResult]):
 
 
 @dataclass(frozen=True, kw_only=True)
+class PlannedLink:
+    """Two records whose persons a new model links (record ids), at this probability."""
+
+    a: int
+    b: int
+    probability: float
+
+
+@dataclass(frozen=True, kw_only=True)
+class PlannedReview:
+    """A pair a new model sends to a steward (record ids), at this probability."""
+
+    record_id: int
+    other_record_id: int
+    probability: float
+
+
+@dataclass(frozen=True, kw_only=True)
+class ApplyModel(Command[CommandResult]):
+    """Put a stored match model version in service and make what its dry run planned: join
+    the persons of ``links`` (records whose links are all automatic; a pair that changed since
+    the plan is skipped), open ``reviews``, close the open review items ``linked`` (settled by
+    a link) and ``dismissed`` (no longer a possible match). Manual and verified links are never
+    changed. One command: undo reverts the model and every change together."""
+
+    version: int
+    links: tuple[PlannedLink, ...] = ()
+    reviews: tuple[PlannedReview, ...] = ()
+    linked: tuple[int, ...] = ()
+    dismissed: tuple[int, ...] = ()
+
+
+@dataclass(frozen=True, kw_only=True)
 class ImportRecords(Command[Any]):
     """Initial load of an empty index (identity.mpi.bulk): all records matched as a whole and
     written in one transaction. Returns an ImportReport."""
@@ -180,6 +213,7 @@ class ImportRecords(Command[Any]):
 
 
 __all__ = [
+    "ApplyModel",
     "ChangeIdentifier",
     "Command",
     "DecideReview",
@@ -187,6 +221,8 @@ __all__ = [
     "ImportRecords",
     "Link",
     "Merge",
+    "PlannedLink",
+    "PlannedReview",
     "Received",
     "Register",
     "Remove",

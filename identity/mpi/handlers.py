@@ -20,9 +20,10 @@ from identity.model import (
     RegisterResult,
     ReviewItem,
 )
-from identity.mpi import review
+from identity.mpi import calibrated, review
 from identity.mpi.changes import record_key
 from identity.mpi.commands import (
+    ApplyModel,
     ChangeIdentifier,
     Command,
     DecideReview,
@@ -148,6 +149,11 @@ async def undo(cmd: Undo, uow: UnitOfWork, core: Core) -> CommandResult:
     return await core.command_result(uow, True, [], persons, f"undid {cmd.command_id}")
 
 
+async def apply_model(cmd: ApplyModel, uow: UnitOfWork, core: Core) -> CommandResult:
+    persons = await calibrated.apply_model(uow, core.changes, cmd)
+    return await core.command_result(uow, True, [], persons, f"model version {cmd.version}")
+
+
 # --- the two records of a link or an unlink ---------------------------------------------------
 
 
@@ -215,5 +221,6 @@ HANDLERS: dict[type[Command[Any]], Handler] = {
     Remove: remove,
     DecideReview: decide_review,
     Undo: undo,
+    ApplyModel: apply_model,
 }
 """Which function handles which command (ImportRecords runs its own transaction: bulk.py)."""

@@ -155,6 +155,19 @@ class Matcher:
     def use_term_frequencies(self, table: dict[str, Any] | None) -> None:
         self.model = self.model.with_term_frequencies(table)
 
+    def use_model(
+        self, model: MatchModel, *, auto_link: float | None = None, review: float | None = None
+    ) -> None:
+        """Score with ``model`` from now on (term frequencies and the prior's fit to the index
+        are applied again by the caller), and decide with these thresholds where given."""
+        self.model = model
+        self.base_prior = model.prior
+        self.base_prior_records = model.training.get("records")
+        update = {k: v for k, v in (("auto_link", auto_link), ("review", review))
+                  if v is not None}
+        if update:
+            self.settings = self.settings.model_copy(update=update)
+
     def calibrate(self, index_size: int) -> None:
         """Fit the prior to the index size. The prior (the chance that two random records are
         one person) shrinks as the index grows; the trained prior fits the training set, so

@@ -14,9 +14,10 @@ from identity.errors import InvalidInput, InvalidState, NotFound
 from identity.model import LinkKind, PersonStatus, ReviewStatus
 from identity.mpi.changes import Changes
 from identity.mpi.uow import CHANGED_TOPIC, UnitOfWork
+from identity.store.calibration import CalibrationQueries
 from identity.store.registration import LinkWrite
 
-UNDOABLE = {"link", "person", "review_item", "no_match"}
+UNDOABLE = {"link", "person", "review_item", "no_match", "match_model"}
 
 
 class StewardDecision(StrEnum):
@@ -94,7 +95,7 @@ async def undo(uow: UnitOfWork, changes: Changes, command_id: str) -> list[int]:
         if event.entity not in UNDOABLE:
             raise InvalidState(
                 f"command {command_id} changed a {event.entity}; only steward decisions, "
-                "links and unlinks can be undone"
+                "links, unlinks and calibrations can be undone"
             )
         if await repo.later_history_exists(event.entity, event.entity_id, last_id):
             raise InvalidState(
@@ -130,6 +131,9 @@ async def undo(uow: UnitOfWork, changes: Changes, command_id: str) -> list[int]:
         elif event.entity == "review_item":
             before = event.before or {"status": ReviewStatus.DISMISSED.value}
             await repo.set_review_status(event.entity_id, ReviewStatus(before["status"]), uow.actor)
+        elif event.entity == "match_model":  # identity calibrate --apply
+            before = event.before or {}
+            await CalibrationQueries(uow.repo.conn).activate(before.get("active_version"))
         elif event.entity == "no_match":
             pair = event.after or event.before or {}
             if event.before is None:

@@ -43,6 +43,7 @@ from identity.mpi.changes import Changes
 from identity.mpi.commands import Command, Envelope, ImportRecords
 from identity.mpi.core import Core
 from identity.mpi.domains import DomainRegistry
+from identity.mpi.follow import ModelFollower
 from identity.mpi.handlers import HANDLERS
 from identity.mpi.matcher import Matcher, load_model
 from identity.mpi.outbox import TopicDeliveries, own_topic
@@ -71,12 +72,22 @@ class Mpi:
             fanout={CHANGED_TOPIC: tuple(notify_topic(n.name) for n in settings.notify)},
         )
         self._in_flight: dict[tuple[str, str], asyncio.Future[str]] = {}
+        self.follower = ModelFollower(self)
 
     async def start(self) -> None:
-        """Sync configured domains into the database and load them."""
+        """Sync configured domains into the database and load them; use the match model
+        version active in the database, if any (identity.mpi.follow)."""
         await self.domains.sync_from_settings()
         self.matcher.set_domains(self.domains.all())
+        await self.follower.sync(refresh=False)
         await self.refresh_term_frequencies()
+
+    async def follow_models(self) -> None:
+        """Load each match model version activated from now on (a running service)."""
+        await self.follower.listen()
+
+    async def stop(self) -> None:
+        await self.follower.stop()
 
     async def refresh_term_frequencies(self) -> None:
         """Recount how common each name is in the index, and fit the model's prior to it."""
