@@ -96,6 +96,29 @@ def _parser() -> argparse.ArgumentParser:
     )
     train.add_argument("--output", required=True, metavar="FILE")
 
+    calibrate = commands.add_parser(
+        "calibrate",
+        parents=[common],
+        help="estimate a model from the index and show (or --apply) what it changes",
+        description="Estimate a match model from the index's active records (stewards' "
+        "decisions as labels), store it as a new version, write it to "
+        "OUTPUT_DIR/model-v<N>.json with a diff against the model in service, and re-score the "
+        "index under it: links that would be made (by probability band), review items opened, "
+        "closed or dismissed, links that would no longer hold (reported, never undone), hard-rule "
+        "hits, expected false links and how it judges the pairs stewards decided. With "
+        "matching.false_link_budget set, the auto-link threshold is proposed from it (an "
+        "auto_link set in the configuration wins). --apply puts the model in service in every "
+        "running worker without a restart and makes the changes, as one command in history "
+        "(undo reverts it). The default is the dry run.",
+    )
+    mode = calibrate.add_mutually_exclusive_group()
+    mode.add_argument("--dry-run", action="store_true", help="report only (the default)")
+    mode.add_argument("--apply", action="store_true", help="put the model in service")
+    calibrate.add_argument("--output-dir", default="models", metavar="DIR",
+                           help="where model-v<N>.json and its diff go (default: ./models)")
+    calibrate.add_argument("--json", action="store_true", help="print the report as JSON")
+    calibrate.add_argument("--seed", type=int, default=0, metavar="S")
+
     load = commands.add_parser(
         "import",
         parents=[common],
@@ -165,6 +188,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(_generate(args))
         elif args.command == "train":
             print(run(_train(settings, args.output)))
+        elif args.command == "calibrate":
+            print(run(_calibrate(settings, apply=args.apply, output_dir=Path(args.output_dir),
+                                 as_json=args.json, seed=args.seed)))
         elif args.command == "import":
             print(run(_import(settings, args.file, args.source, args.workers)))
         elif args.command == "evaluate":
@@ -326,6 +352,64 @@ async def _train(settings: Settings, output: str) -> str:
     model = train([row["normalized"] for row in rows], labels=pairs)
     model.save(output)
     return f"model trained on {len(rows)} records and {len(pairs)} steward labels: {output}"
+
+
+async def _calibrate(
+    settings: Settings, *, apply: bool, output_dir: Path, as_json: bool, seed: int
+) -> str:
+    import asyncio
+
+    from identity.app import migrated_database
+    from identity.calibration import apply as apply_proposal
+    from identity.calibration import propose, save
+    from identity.mpi import Mpi
+
+    async with migrated_database(settings) as (db, _):
+        mpi = Mpi(db, settings)
+        await mpi.start()
+        try:
+            proposal = await propose(mpi, actor="calibrate", seed=seed)
+        except ValueError as exc:
+            raise InvalidArgument(str(exc)) from exc
+        path = await asyncio.to_thread(save, proposal, output_dir)
+        result = await apply_proposal(mpi, proposal, actor="calibrate") if apply else None
+    report = {
+        "version": proposal.version,
+        "file": str(path),
+        "applied": apply,
+        "command_id": result.command_id if result is not None else None,
+        **proposal.report,
+    }
+    if as_json:
+        return json.dumps(report, indent=2, default=str)
+    links = report["links"]
+    reviews = report["review_items"]
+    lines = [
+        f"model version {proposal.version} estimated from {report['records']} records and "
+        f"{report['steward_labels']} steward decisions: {path}",
+        f"thresholds: auto_link {proposal.auto_link}, review {proposal.review}",
+        "",
+        proposal.diff,
+        "",
+        f"links to make: {links['pairs']} pairs joining {links['persons_joined']} persons "
+        f"{links['by_band']}",
+        f"links left to a steward (manual or verified links): {report['links_for_a_steward']}",
+        f"review items: {reviews['to_open']} to open, {reviews['closed_by_a_link']} closed by a "
+        f"link, {reviews['to_dismiss']} to dismiss",
+        f"automatic links that would no longer hold (not undone): "
+        f"{report['links_no_longer_holding']}",
+        f"hard rules: {report['hard_rules']}",
+        f"expected false links: {report['expected_false_links']}",
+        f"steward decisions: {report['steward_decisions']}",
+    ]
+    if "threshold_proposal" in report:
+        lines.append(f"auto-link from the false-link budget: {report['threshold_proposal']}")
+    lines.append(
+        f"applied as command {result.command_id}: the running service uses version "
+        f"{proposal.version} now (undo: that command id)" if result is not None
+        else "dry run: nothing changed (--apply to put it in service)"
+    )
+    return "\n".join(lines)
 
 
 async def _import(settings: Settings, path: str, source: str | None, workers: int) -> str:

@@ -93,7 +93,12 @@ class MatchingSettings(_Section):
     model: Path | None = None
     """Model JSON written by `identity train`; unset: the model shipped in matching/data."""
     auto_link: float = Field(0.999, gt=0, le=1)
+    """Set here (file or IDENTITY_MATCHING__AUTO_LINK), it wins over a calibrated threshold."""
     review: float = Field(0.5, gt=0, le=1)
+    false_link_budget: float | None = Field(None, ge=0)
+    """Expected false automatic links per 10,000 links that `identity calibrate` may spend: it
+    then proposes the lowest auto-link threshold (not above ``auto_link``) within it, from the
+    proposed model's posteriors, and reports the review load it implies. Unset: no proposal."""
     max_candidates: int = Field(DEFAULT_MAX_CANDIDATES, ge=1, le=5000)
     """Candidates scored per record at most: the best-ranked by blocking keys shared (logged at
     DEBUG when the cap cuts). At 1M records a true duplicate ranks within the first 50 for 99.8%

@@ -1,0 +1,192 @@
+"""``identity calibrate``: estimate a match model from the live index, show what it would
+change, and (``--apply``) put it in service.
+
+The estimation is :func:`matching.estimate.train` on the index's active records with the
+stewards' decisions as labels; the dry run is :func:`matching.calibrate.plan` over the same
+records under the proposed model and thresholds. Each proposal is stored as a version of the
+match model (table ``match_model``) and written as ``model-v<N>.json`` next to a readable diff
+against the model in service. Applying it is one core command (:class:`identity.mpi.ApplyModel`):
+the model becomes active in every worker, and the links, review items and dismissals of the
+plan are made in one transaction, in history under one command id (undo reverts them all).
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from identity.model import CommandResult
+from identity.mpi import ApplyModel, Envelope, Mpi, PlannedLink, PlannedReview
+from identity.store.calibration import CalibrationQueries, IndexRow
+from identity.store.repository import Repository
+from matching.calibrate import (
+    IndexState,
+    Plan,
+    ThresholdProposal,
+    model_diff,
+    plan,
+    propose_auto_link,
+)
+from matching.estimate import LabelledPair, train
+from matching.model import MatchModel, term_frequencies_from
+from matching.pairs import LINK, decide_pairs
+
+log = logging.getLogger("identity.calibration")
+
+__all__ = ["Proposal", "apply", "propose", "save"]
+
+#: Fewer active records than this: nothing to estimate from.
+MIN_RECORDS = 2
+
+
+@dataclass
+class Proposal:
+    """A proposed model, the thresholds it would run with and what it would change."""
+
+    version: int
+    model: MatchModel
+    current: MatchModel
+    auto_link: float
+    review: float
+    plan: Plan
+    rows: list[IndexRow]
+    review_items: dict[frozenset[int], int]
+    threshold: ThresholdProposal | None = None
+    report: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def diff(self) -> str:
+        return model_diff(self.current, self.model)
+
+    def record_id(self, row: int) -> int:
+        return self.rows[row].record_id
+
+
+def _labels(rows: list[IndexRow], labels: list[tuple[int, int, bool]]) -> list[LabelledPair]:
+    index = {row.record_id: i for i, row in enumerate(rows)}
+    return [LabelledPair(index[a], index[b], same) for a, b, same in labels
+            if a in index and b in index]
+
+
+async def propose(mpi: Mpi, *, actor: str, seed: int = 0) -> Proposal:
+    """Estimate a model from the index, re-score the index under it (dry run) and store it as
+    a new version, not in service (:func:`save` writes it to files, :func:`apply` puts it in
+    service)."""
+    settings = mpi.settings.matching
+    async with mpi.db.read() as conn:
+        queries = CalibrationQueries(conn)
+        rows = await queries.index_rows()
+        open_items = await queries.open_review_pairs()
+        labels = await Repository(conn).steward_labels()
+        active = await queries.active_model()
+    if len(rows) < MIN_RECORDS:
+        raise ValueError("the index holds fewer than two active records: nothing to estimate")
+    current = mpi.matcher.model
+    normalized = [row.normalized for row in rows]
+    pairs = _labels(rows, labels)
+    model = train(normalized, labels=pairs, seed=seed)
+    scoring = model.with_term_frequencies(
+        term_frequencies_from(normalized) if settings.term_frequencies else None
+    )
+
+    index = {row.record_id: i for i, row in enumerate(rows)}
+    review_items = {
+        frozenset((index[a], index[b])): item
+        for item, a, b in open_items if a in index and b in index and a != b
+    }
+    persons = [row.person_id if row.person_id is not None else f"record-{row.record_id}"
+               for row in rows]
+    state = IndexState(
+        normalized,
+        persons,
+        [row.link_kind in (None, "automatic") for row in rows],
+        [row.namespace for row in rows],
+        open_reviews=set(review_items),
+        no_match={frozenset((index[a], index[b])) for a, b, same in labels
+                  if not same and a in index and b in index},
+        same_person={frozenset((index[a], index[b])) for a, b, same in labels
+                     if same and a in index and b in index},
+    )
+    identifying = mpi.matcher.person_identifying
+    review = settings.review
+    auto_link = active.auto_link if active is not None else settings.auto_link
+    threshold = None
+    if "auto_link" in settings.model_fields_set:
+        auto_link = settings.auto_link  # set explicitly: it wins over any proposal
+    elif settings.false_link_budget is not None:
+        eligible = decide_pairs(
+            normalized, scoring, sources=state.sources, auto_link=review, review=review,
+            max_block=settings.max_block, person_identifying_domains=identifying,
+            no_match=state.no_match,
+        )
+        threshold = propose_auto_link(
+            eligible.probabilities[eligible.decisions == LINK], settings.false_link_budget,
+            review=review, ceiling=settings.auto_link,
+        )
+        auto_link = threshold.auto_link
+    result = plan(
+        state, scoring, auto_link=auto_link, review=review,
+        person_identifying_domains=identifying, max_block=settings.max_block, seed=seed,
+    )
+    report = {
+        "records": len(rows),
+        "steward_labels": len(pairs),
+        "thresholds": {"auto_link": auto_link, "review": review},
+        **({"threshold_proposal": threshold.to_dict()} if threshold else {}),
+        **result.to_dict(),
+        "training": {k: model.training.get(k) for k in
+                     ("matching_pairs", "matching_pairs_by_rule", "em_passes")},
+    }
+    async with mpi.db.transaction() as conn:
+        version = await CalibrationQueries(conn).add_model(
+            model=model.to_dict(), auto_link=auto_link, review=review, created_by=actor,
+            report=_plain(report),
+        )
+    model.training.update(version=version, name=f"calibrated-v{version}")
+    log.info("event=model_proposed version=%d records=%d links=%d", version, len(rows),
+             len(result.links))
+    return Proposal(version, model, current, auto_link, review, result, rows, review_items,
+                    threshold, report)
+
+
+def save(proposal: Proposal, output_dir: Path) -> Path:
+    """Write ``model-v<N>.json`` and ``model-v<N>.diff.txt`` (against the model in service)."""
+    output_dir.mkdir(parents=True, exist_ok=True)
+    path = output_dir / f"model-v{proposal.version}.json"
+    proposal.model.save(path)
+    (output_dir / f"model-v{proposal.version}.diff.txt").write_text(
+        proposal.diff + "\n", encoding="utf-8"
+    )
+    return path
+
+
+async def apply(mpi: Mpi, proposal: Proposal, *, actor: str) -> CommandResult:
+    """Put the proposal in service and make its plan, as one command (undo reverts it)."""
+    plan_ = proposal.plan
+    rid = proposal.record_id
+    command = ApplyModel(
+        version=proposal.version,
+        links=tuple(PlannedLink(a=rid(a), b=rid(b), probability=p) for a, b, p in plan_.links),
+        reviews=tuple(PlannedReview(record_id=rid(a), other_record_id=rid(b), probability=p)
+                      for a, b, p in plan_.reviews_to_open),
+        linked=tuple(proposal.review_items[frozenset((a, b))]
+                     for a, b, _ in plan_.reviews_closed_by_link),
+        dismissed=tuple(proposal.review_items[frozenset((a, b))]
+                        for a, b, _ in plan_.reviews_to_dismiss),
+    )
+    return await mpi.handle(command, Envelope(actor=actor))
+
+
+def _plain(value: Any) -> Any:
+    """JSON-ready: numpy scalars and tuples as Python numbers and lists."""
+    if isinstance(value, dict):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    if isinstance(value, np.generic):
+        return value.item()
+    return value

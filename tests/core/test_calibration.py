@@ -1,0 +1,124 @@
+"""identity calibrate: a model estimated from the index, its dry run, --apply and undo."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from pathlib import Path
+
+import pytest
+
+from identity.batch import record_input
+from identity.calibration import apply, propose, save
+from identity.cli import main
+from identity.mpi import Envelope, Mpi, Register, Undo
+from identity.store.calibration import CalibrationQueries
+from identity.store.db import Database
+from matching.normalize import SSN_OID
+from matching.synth import SOURCE_DOMAINS, generate
+
+DOMAINS = [{"namespace": ns, "oid": oid} for ns, oid in SOURCE_DOMAINS.items()] + [
+    {"namespace": "SSN", "oid": SSN_OID, "identifies_person": True}
+]
+FEED = Envelope(actor="feed")
+
+
+@pytest.fixture
+async def fed(db: Database, make_settings):  # type: ignore[no-untyped-def]
+    """An index fed with a strict auto-link threshold (so that true duplicates wait in review),
+    the truth per record id, and a core with the default configuration."""
+    strict = Mpi(db, make_settings(domains=DOMAINS, matching={"auto_link": 0.99999999}))
+    await strict.start()
+    truth = {}
+    for record in generate(220, 0.4, seed=3, hard=False):
+        done = await strict.handle(Register(subject=record_input(record)), FEED)
+        truth[done.record.id] = record.person_id
+    mpi = Mpi(db, make_settings(domains=DOMAINS))
+    await mpi.start()
+    return mpi, truth
+
+
+async def _links(db: Database) -> dict[int, int]:
+    async with db.read() as conn:
+        rows = await conn.fetch("SELECT source_record_id, person_id FROM link")
+    return {r["source_record_id"]: r["person_id"] for r in rows}
+
+
+async def test_the_dry_run_proposes_true_links_and_changes_nothing(fed, db, tmp_path):
+    mpi, truth = fed
+    before = await _links(db)
+    open_before = len(await mpi.review_items())
+    proposal = await propose(mpi, actor="test")
+    assert proposal.plan.links, "duplicates held in review are links to make at 0.999"
+    for a, b, p in proposal.plan.links:
+        assert truth[proposal.record_id(a)] == truth[proposal.record_id(b)]
+        assert p >= 0.999
+    assert proposal.plan.reviews_closed_by_link
+    assert await _links(db) == before
+    assert len(await mpi.review_items()) == open_before
+    async with db.read() as conn:
+        stored = await CalibrationQueries(conn).model(proposal.version)
+        assert await CalibrationQueries(conn).active_version() is None
+    assert stored is not None and not stored.active
+    assert stored.report["links"]["pairs"] == len(proposal.plan.links)
+    path = save(proposal, tmp_path)
+    assert path.name == f"model-v{proposal.version}.json"
+    assert "prior:" in (tmp_path / f"model-v{proposal.version}.diff.txt").read_text()
+
+
+async def test_apply_puts_the_model_in_service_and_undo_reverts_it_all(fed, db, make_settings):
+    mpi, truth = fed
+    before = await _links(db)
+    open_before = {i.id for i in await mpi.review_items()}
+    proposal = await propose(mpi, actor="test")
+    result = await apply(mpi, proposal, actor="calibrate")
+    after = await _links(db)
+    for a, b, _ in proposal.plan.links:
+        ra, rb = proposal.record_id(a), proposal.record_id(b)
+        assert after[ra] == after[rb]
+    # no two true people were joined by it
+    persons: dict[int, set[str]] = {}
+    for record_id, person_id in after.items():
+        persons.setdefault(person_id, set()).add(truth[record_id])
+    assert all(len(people) == 1 for people in persons.values())
+    open_after = {i.id for i in await mpi.review_items()}
+    closed = {proposal.review_items[frozenset(p[:2])]
+              for p in proposal.plan.reviews_closed_by_link}
+    assert closed and not closed & open_after
+    # every worker follows: a core started now uses the version, with its thresholds
+    other = Mpi(db, make_settings(domains=DOMAINS))
+    await other.start()
+    assert other.follower.version == proposal.version
+    assert other.matcher.model.training["version"] == proposal.version
+    assert await mpi.follower.sync() is True  # the running one, on notification or refresh
+
+    await mpi.handle(Undo(command_id=result.command_id), Envelope(actor="steward"))
+    assert await _links(db) == before
+    assert {i.id for i in await mpi.review_items()} == open_before
+    async with db.read() as conn:
+        assert await CalibrationQueries(conn).active_version() is None
+    assert await other.follower.sync() is True and other.follower.version is None
+
+
+async def test_the_command_line_reports_and_applies(fed, db, run_database_url, schema, tmp_path,
+                                                   capsys):
+    config = tmp_path / "identity.toml"
+    lines = [f'[database]\nurl = "{run_database_url}?search_path={schema}"\n']
+    for d in DOMAINS:
+        lines.append("[[domains]]\n" + "".join(
+            f"{k} = {json.dumps(v)}\n" for k, v in d.items()))
+    config.write_text("\n".join(lines))
+    models = tmp_path / "models"
+    # the command runs its own event loop: on a thread of its own here
+    assert await asyncio.to_thread(main, ["calibrate", "--config", str(config),
+                                          "--output-dir", str(models), "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["applied"] is False and report["command_id"] is None
+    assert report["links"]["pairs"] > 0
+    assert await asyncio.to_thread(Path(report["file"]).exists)
+    assert await asyncio.to_thread(main, ["calibrate", "--apply", "--config", str(config),
+                                          "--output-dir", str(models)]) == 0
+    out = capsys.readouterr().out
+    assert "applied as command" in out
+    async with db.read() as conn:
+        assert await CalibrationQueries(conn).active_version() == report["version"] + 1
