@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from aiohttp import web
 
 from identity import __version__
+from identity.calibration import CalibrationSchedule
 from identity.config import Settings
 from identity.errors import StoreUnavailable
 from identity.fhir import add_routes as add_fhir_routes
@@ -85,6 +86,7 @@ class Service:
     http_runner: web.AppRunner | None = None
     http_port: int | None = None
     hl7: Hl7Service | None = None
+    schedule: CalibrationSchedule | None = None
     _stopping: bool = field(default=False, repr=False)
 
     async def start(self) -> None:
@@ -96,6 +98,8 @@ class Service:
             self.mpi = Mpi(self.db, self.settings)
             await self.mpi.start()
             await self.mpi.follow_models()
+            self.schedule = CalibrationSchedule(self.mpi)
+            self.schedule.start()
             self.hl7 = Hl7Service(
                 self.mpi, self.db, self.settings, self.sockets[1] if self.sockets else None
             )
@@ -148,6 +152,9 @@ class Service:
         if self.hl7 is not None:
             await self.hl7.stop()
             self.hl7 = None
+        if self.schedule is not None:
+            await self.schedule.stop()
+            self.schedule = None
         if self.mpi is not None:
             await self.mpi.stop()
         if self.db is not None:

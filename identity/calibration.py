@@ -12,8 +12,10 @@ plan are made in one transaction, in history under one command id (undo reverts 
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -37,7 +39,8 @@ from matching.pairs import LINK, decide_pairs
 
 log = logging.getLogger("identity.calibration")
 
-__all__ = ["Proposal", "apply", "propose", "save"]
+__all__ = ["CalibrationSchedule", "Due", "Proposal", "apply", "guards", "is_due", "propose",
+           "save"]
 
 #: Fewer active records than this: nothing to estimate from.
 MIN_RECORDS = 2
@@ -88,7 +91,9 @@ async def propose(mpi: Mpi, *, actor: str, seed: int = 0) -> Proposal:
     current = mpi.matcher.model
     normalized = [row.normalized for row in rows]
     pairs = _labels(rows, labels)
-    model = train(normalized, labels=pairs, seed=seed)
+    # the estimation and the re-scoring are CPU work: on a thread, so that a service that
+    # calibrates on a schedule keeps answering meanwhile
+    model = await asyncio.to_thread(partial(train, normalized, labels=pairs, seed=seed))
     scoring = model.with_term_frequencies(
         term_frequencies_from(normalized) if settings.term_frequencies else None
     )
@@ -118,20 +123,20 @@ async def propose(mpi: Mpi, *, actor: str, seed: int = 0) -> Proposal:
     if "auto_link" in settings.model_fields_set:
         auto_link = settings.auto_link  # set explicitly: it wins over any proposal
     elif settings.false_link_budget is not None:
-        eligible = decide_pairs(
-            normalized, scoring, sources=state.sources, auto_link=review, review=review,
-            max_block=settings.max_block, person_identifying_domains=identifying,
+        eligible = await asyncio.to_thread(partial(
+            decide_pairs, normalized, scoring, sources=state.sources, auto_link=review,
+            review=review, max_block=settings.max_block, person_identifying_domains=identifying,
             no_match=state.no_match,
-        )
+        ))
         threshold = propose_auto_link(
             eligible.probabilities[eligible.decisions == LINK], settings.false_link_budget,
             review=review, ceiling=settings.auto_link,
         )
         auto_link = threshold.auto_link
-    result = plan(
-        state, scoring, auto_link=auto_link, review=review,
+    result = await asyncio.to_thread(partial(
+        plan, state, scoring, auto_link=auto_link, review=review,
         person_identifying_domains=identifying, max_block=settings.max_block, seed=seed,
-    )
+    ))
     report = {
         "records": len(rows),
         "steward_labels": len(pairs),
@@ -190,3 +195,124 @@ def _plain(value: Any) -> Any:
     if isinstance(value, np.generic):
         return value.item()
     return value
+
+
+#: A scheduled calibration needs at least this many active records (fewer: too few pairs).
+SCHEDULE_MIN_RECORDS = 1000
+#: ``auto`` applies a proposal only when its new links expect at most this many false ones per
+#: 10,000 (``matching.false_link_budget`` when set).
+AUTO_BUDGET = 10.0
+_SCHEDULE_LOCK = 0x6964_6361_6C69  # "idcali": one scheduled calibration at a time
+
+
+@dataclass(frozen=True)
+class Due:
+    """Whether a scheduled calibration is due, and why."""
+
+    due: bool
+    reason: str
+
+
+def is_due(
+    *, records: int, last_records: int | None, days_since: float | None, growth: float,
+    interval_days: float,
+) -> Due:
+    """Due when the index reached SCHEDULE_MIN_RECORDS and has grown ``growth`` times since the
+    last calibration, or ``interval_days`` have passed since it (none yet: due at the minimum)."""
+    if records < SCHEDULE_MIN_RECORDS:
+        return Due(False, f"{records} records, fewer than {SCHEDULE_MIN_RECORDS}")
+    if last_records is None or days_since is None:
+        return Due(True, "no calibration yet")
+    if records >= growth * max(last_records, 1):
+        return Due(True, f"the index grew from {last_records} to {records} records")
+    if days_since >= interval_days:
+        return Due(True, f"{days_since:.0f} days since the last calibration")
+    return Due(False, "not grown enough, not long enough")
+
+
+def guards(proposal: Proposal, budget: float | None) -> list[str]:
+    """Why ``auto`` must not apply a proposal (empty: it may)."""
+    report = proposal.report
+    failed = []
+    broken = report["links_no_longer_holding"]
+    if broken:
+        failed.append(f"{broken} automatic links would no longer hold")
+    links = report["links"]["pairs"]
+    expected = report["expected_false_links"]["new_links"]
+    limit = AUTO_BUDGET if budget is None else budget
+    if links and 10_000 * expected / links > limit:
+        failed.append(f"the new links expect {10_000 * expected / links:.1f} false links per "
+                      f"10,000, over the budget of {limit}")
+    return failed
+
+
+class CalibrationSchedule:
+    """``[matching] calibrate = "suggest" | "auto"``: check every ``period`` seconds whether a
+    calibration is due (one worker at a time, by an advisory lock), then run the dry run and,
+    in ``auto`` when the guards pass, apply it."""
+
+    def __init__(self, mpi: Mpi, *, period: float = 3600.0, first: float = 60.0) -> None:
+        self.mpi = mpi
+        self.period = period
+        self.first = first
+        self._task: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        if self.mpi.settings.matching.calibrate != "off" and self._task is None:
+            self._task = asyncio.get_running_loop().create_task(self._loop())
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+            self._task = None
+
+    async def _loop(self) -> None:
+        await asyncio.sleep(self.first)
+        while True:
+            try:
+                await self.run_once()
+            except asyncio.CancelledError:
+                raise
+            except Exception:  # a failed run is logged and tried again next period
+                log.exception("event=scheduled_calibration_failed")
+            await asyncio.sleep(self.period)
+
+    async def run_once(self) -> Proposal | None:
+        """One check (and calibration when due); the proposal made, else None."""
+        mpi, settings = self.mpi, self.mpi.settings.matching
+        async with mpi.db.connection(detached=True) as lock:
+            if not await lock.fetchval("SELECT pg_try_advisory_lock($1)", _SCHEDULE_LOCK):
+                return None  # another worker is at it
+            try:
+                async with mpi.db.read() as conn:
+                    records = await conn.fetchval(
+                        "SELECT count(*) FROM source_record WHERE status = 'active'")
+                    last = await conn.fetchrow(
+                        """SELECT (report->>'records')::bigint AS records,
+                                  extract(epoch FROM now() - created_at) / 86400 AS days
+                           FROM match_model ORDER BY version DESC LIMIT 1""")
+                due = is_due(
+                    records=records,
+                    last_records=last["records"] if last else None,
+                    days_since=float(last["days"]) if last else None,
+                    growth=settings.calibrate_growth,
+                    interval_days=settings.calibrate_interval,
+                )
+                if not due.due:
+                    log.debug("event=calibration_not_due reason=%s", due.reason)
+                    return None
+                proposal = await propose(mpi, actor="calibrate:schedule")
+                failed = guards(proposal, settings.false_link_budget)
+                applied = settings.calibrate == "auto" and not failed
+                if applied:
+                    await apply(mpi, proposal, actor="calibrate:schedule")
+                log.info(
+                    "event=scheduled_calibration version=%d reason=%s mode=%s applied=%s "
+                    "links=%d held_back=%s",
+                    proposal.version, due.reason, settings.calibrate, applied,
+                    len(proposal.plan.links), "; ".join(failed) or "-",
+                )
+                return proposal
+            finally:
+                await lock.execute("SELECT pg_advisory_unlock($1)", _SCHEDULE_LOCK)

@@ -95,6 +95,16 @@ class MatchingSettings(_Section):
     auto_link: float = Field(0.999, gt=0, le=1)
     """Set here (file or IDENTITY_MATCHING__AUTO_LINK), it wins over a calibrated threshold."""
     review: float = Field(0.5, gt=0, le=1)
+    calibrate: Literal["off", "suggest", "auto"] = "off"
+    """Calibration on a schedule (docs/matching.md): ``suggest`` runs `identity calibrate`'s
+    dry run and stores the proposal for an operator; ``auto`` also applies it when the dry run
+    passes the guards (no automatic link would stop holding; the new links expect at most
+    ``false_link_budget``, else 10, false ones per 10,000)."""
+    calibrate_growth: float = Field(2.0, gt=1)
+    """A scheduled calibration runs when the index holds this many times the records of the
+    last one (the first at 1,000 records) ..."""
+    calibrate_interval: float = Field(30.0, gt=0)
+    """... or this many days after the last one."""
     false_link_budget: float | None = Field(None, ge=0)
     """Expected false automatic links per 10,000 links that `identity calibrate` may spend: it
     then proposes the lowest auto-link threshold (not above ``auto_link``) within it, from the

@@ -5,11 +5,12 @@ from __future__ import annotations
 import asyncio
 import json
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
 from identity.batch import record_input
-from identity.calibration import apply, propose, save
+from identity.calibration import CalibrationSchedule, apply, guards, is_due, propose, save
 from identity.cli import main
 from identity.mpi import Envelope, Mpi, Register, Undo
 from identity.store.calibration import CalibrationQueries
@@ -122,3 +123,46 @@ async def test_the_command_line_reports_and_applies(fed, db, run_database_url, s
     assert "applied as command" in out
     async with db.read() as conn:
         assert await CalibrationQueries(conn).active_version() == report["version"] + 1
+
+
+def test_a_scheduled_calibration_is_due_on_growth_or_time():
+    def due(**kw):
+        args = {"records": 5000, "last_records": 3000, "days_since": 3.0, "growth": 2.0,
+                "interval_days": 30.0, **kw}
+        return is_due(**args).due
+
+    assert not due(records=999, last_records=None, days_since=None)  # too small to estimate
+    assert due(last_records=None, days_since=None)  # never calibrated
+    assert not due()  # grown 1.7 times in 3 days
+    assert due(records=6000)  # grown twice
+    assert due(days_since=31.0)  # a month old
+
+
+@pytest.mark.parametrize("mode", ["suggest", "auto"])
+async def test_the_schedule_proposes_and_applies_only_what_passes_the_guards(
+    fed, db, make_settings, monkeypatch, mode
+):
+    monkeypatch.setattr("identity.calibration.SCHEDULE_MIN_RECORDS", 100)
+    mpi = Mpi(db, make_settings(domains=DOMAINS, matching={"calibrate": mode}))
+    await mpi.start()
+    schedule = CalibrationSchedule(mpi)
+    proposal = await schedule.run_once()
+    assert proposal is not None
+    applied = mode == "auto" and not guards(proposal, None)
+    async with db.read() as conn:
+        active = await CalibrationQueries(conn).active_version()
+    assert active == (proposal.version if applied else None)
+    assert await schedule.run_once() is None  # not due again: no growth, no time
+
+
+def test_guards_hold_back_broken_links_and_an_overspent_budget():
+    def proposal(broken, links, expected):
+        return SimpleNamespace(report={
+            "links_no_longer_holding": broken, "links": {"pairs": links},
+            "expected_false_links": {"new_links": expected},
+        })
+
+    assert guards(proposal(0, 1000, 0.5), None) == []  # 5 per 10,000
+    assert len(guards(proposal(2, 1000, 0.5), None)) == 1
+    assert len(guards(proposal(0, 1000, 2.0), None)) == 1  # 20 per 10,000 > 10
+    assert guards(proposal(0, 1000, 2.0), 25.0) == []
