@@ -1,5 +1,7 @@
 """The MPI core's repository: every SQL the core runs, one method per question or change, on
-the connection (and so the transaction) it was given. No decisions are made here.
+the connection (and so the transaction) it was given. No decisions are made here, and no row
+leaves it: the methods take and return the domain types of identity.model and
+identity.store.state.
 
 The methods live in one module per concern, composed here into the one object a unit of work
 holds (``uow.repo``):
@@ -11,7 +13,10 @@ holds (``uow.repo``):
 - :mod:`identity.store.search` — demographic search, PIX cross-references;
 - :mod:`identity.store.outbox` and :mod:`identity.store.bulk` — used on their own
   connections by the outbox workers and the initial load;
-- :mod:`identity.store.rows` — rows to the domain types of identity.model.
+- :mod:`identity.store.state` — what the store returns where identity.model's public types do
+  not fit (a record as stored, a link with its explanation, the registration functions'
+  results);
+- :mod:`identity.store.rows` — rows to those types and to identity.model's.
 """
 
 from __future__ import annotations
