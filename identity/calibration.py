@@ -23,8 +23,9 @@ import numpy as np
 
 from identity.model import CommandResult
 from identity.mpi import ApplyModel, Envelope, Mpi, PlannedLink, PlannedReview
-from identity.store.calibration import CalibrationQueries, IndexRow
+from identity.store.calibration import CalibrationQueries
 from identity.store.repository import Repository
+from identity.store.state import IndexRow
 from matching.calibrate import (
     IndexState,
     Plan,
@@ -69,7 +70,10 @@ class Proposal:
         return self.rows[row].record_id
 
 
-def _labels(rows: list[IndexRow], labels: list[tuple[int, int, bool]]) -> list[LabelledPair]:
+def labelled_pairs(
+    rows: list[IndexRow], labels: list[tuple[int, int, bool]]
+) -> list[LabelledPair]:
+    """Steward decisions (record id, record id, same person?) as pairs of rows of ``rows``."""
     index = {row.record_id: i for i, row in enumerate(rows)}
     return [LabelledPair(index[a], index[b], same) for a, b, same in labels
             if a in index and b in index]
@@ -90,7 +94,7 @@ async def propose(mpi: Mpi, *, actor: str, seed: int = 0) -> Proposal:
         raise ValueError("the index holds fewer than two active records: nothing to estimate")
     current = mpi.matcher.model
     normalized = [row.normalized for row in rows]
-    pairs = _labels(rows, labels)
+    pairs = labelled_pairs(rows, labels)
     # the estimation and the re-scoring are CPU work: on a thread, so that a service that
     # calibrates on a schedule keeps answering meanwhile
     model = await asyncio.to_thread(partial(train, normalized, labels=pairs, seed=seed))

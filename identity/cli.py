@@ -334,22 +334,18 @@ def _generate(args: argparse.Namespace) -> str:
 
 async def _train(settings: Settings, output: str) -> str:
     from identity.app import migrated_database
+    from identity.calibration import labelled_pairs
+    from identity.store.calibration import CalibrationQueries
     from identity.store.repository import Repository
-    from matching.estimate import LabelledPair, train
+    from matching.estimate import train
 
     async with migrated_database(settings) as (db, _), db.connection() as conn:
-        repo = Repository(conn)
-        rows = await repo.training_records()
-        labels = await repo.steward_labels()
+        rows = await CalibrationQueries(conn).index_rows()
+        labels = await Repository(conn).steward_labels()
     if len(rows) < 2:
         raise InvalidArgument("the index holds fewer than two records: nothing to train on")
-    index = {row["id"]: i for i, row in enumerate(rows)}
-    pairs = [
-        LabelledPair(index[a], index[b], same)
-        for a, b, same in labels
-        if a in index and b in index
-    ]
-    model = train([row["normalized"] for row in rows], labels=pairs)
+    pairs = labelled_pairs(rows, labels)
+    model = train([row.normalized for row in rows], labels=pairs)
     model.save(output)
     return f"model trained on {len(rows)} records and {len(pairs)} steward labels: {output}"
 

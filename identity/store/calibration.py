@@ -2,55 +2,17 @@
 
 from __future__ import annotations
 
-import json
-from dataclasses import dataclass
 from typing import Any
 
 import asyncpg
+
+from identity.store.rows import index_row_from_row, model_version_from_row
+from identity.store.state import IndexRow, ModelVersion
 
 __all__ = ["CalibrationQueries", "IndexRow", "ModelVersion", "MODEL_CHANNEL"]
 
 #: The channel a running service listens on for a new active model (its version as payload).
 MODEL_CHANNEL = "identity_match_model"
-
-
-@dataclass(frozen=True, slots=True)
-class IndexRow:
-    """An active record as calibration sees it."""
-
-    record_id: int
-    namespace: str
-    person_id: int | None
-    link_kind: str | None
-    normalized: dict[str, Any]
-
-
-@dataclass(frozen=True, slots=True)
-class ModelVersion:
-    version: int
-    model: dict[str, Any]
-    auto_link: float
-    review: float
-    active: bool
-    created_by: str
-    report: dict[str, Any]
-
-
-def _model(row: asyncpg.Record) -> ModelVersion:
-    return ModelVersion(
-        version=row["version"],
-        model=_json(row["model"]),
-        auto_link=row["auto_link"],
-        review=row["review"],
-        active=row["active"],
-        created_by=row["created_by"],
-        report=_json(row["report"]),
-    )
-
-
-def _json(value: Any) -> Any:
-    """jsonb as the pool's codec decodes it (a plain connection gives text)."""
-    return json.loads(value) if isinstance(value, str) else value
 
 
 class CalibrationQueries:
@@ -67,8 +29,7 @@ class CalibrationQueries:
                WHERE r.status = 'active'
                ORDER BY r.id"""
         )
-        return [IndexRow(r["id"], r["namespace"], r["person_id"], r["kind"],
-                         _json(r["normalized"])) for r in rows]
+        return [index_row_from_row(r) for r in rows]
 
     async def open_review_pairs(self) -> list[tuple[int, int, int]]:
         """(item id, record, other record) of the open review items that name a record."""
@@ -80,11 +41,11 @@ class CalibrationQueries:
 
     async def active_model(self) -> ModelVersion | None:
         row = await self.conn.fetchrow("SELECT * FROM match_model WHERE active")
-        return _model(row) if row else None
+        return model_version_from_row(row) if row else None
 
     async def model(self, version: int) -> ModelVersion | None:
         row = await self.conn.fetchrow("SELECT * FROM match_model WHERE version = $1", version)
-        return _model(row) if row else None
+        return model_version_from_row(row) if row else None
 
     async def active_version(self) -> int | None:
         return await self.conn.fetchval("SELECT version FROM match_model WHERE active")

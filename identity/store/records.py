@@ -377,12 +377,6 @@ class IndexQueries:
     async def has_records(self) -> bool:
         return await self.conn.fetchval("SELECT EXISTS (SELECT 1 FROM source_record)")
 
-    async def training_records(self) -> list[asyncpg.Record]:
-        """Every active record's id and normalised form (input of `identity train`)."""
-        return await self.conn.fetch(
-            "SELECT id, normalized FROM source_record WHERE status = 'active' ORDER BY id"
-        )
-
     async def steward_labels(self) -> list[tuple[int, int, bool]]:
         """Pairs a steward decided: (record, record, same person?)."""
         rows = await self.conn.fetch(

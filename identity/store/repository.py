@@ -1,7 +1,7 @@
 """The MPI core's repository: every SQL the core runs, one method per question or change, on
 the connection (and so the transaction) it was given. No decisions are made here, and the core
 gets no rows back: the methods take and return the domain types of identity.model and
-identity.store.state (``training_records``, which ``identity train`` reads, still returns rows).
+identity.store.state.
 
 The methods live in one module per concern, composed here into the one object a unit of work
 holds (``uow.repo``):

@@ -4,6 +4,7 @@ know a row's shape."""
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
@@ -25,7 +26,9 @@ from identity.store.state import (
     BeganRegistration,
     CandidateParty,
     Candidates,
+    IndexRow,
     LinkState,
+    ModelVersion,
     OutboxEntry,
     PersonIdentifiers,
     RecordIdentifiers,
@@ -259,4 +262,34 @@ def person_identifiers_from_rows(rows: Sequence[asyncpg.Record]) -> PersonIdenti
             )
             for r in rows
         ),
+    )
+
+
+# --- calibration -------------------------------------------------------------------------------
+
+
+def _jsonb(value: Any) -> Any:
+    """jsonb as the pool's codec decodes it; a plain connection (no codec) gives text."""
+    return json.loads(value) if isinstance(value, str) else value
+
+
+def index_row_from_row(row: asyncpg.Record) -> IndexRow:
+    return IndexRow(
+        record_id=row["id"],
+        namespace=row["namespace"],
+        person_id=row["person_id"],
+        link_kind=row["kind"],
+        normalized=_jsonb(row["normalized"]),
+    )
+
+
+def model_version_from_row(row: asyncpg.Record) -> ModelVersion:
+    return ModelVersion(
+        version=row["version"],
+        model=_jsonb(row["model"]),
+        auto_link=row["auto_link"],
+        review=row["review"],
+        active=row["active"],
+        created_by=row["created_by"],
+        report=_jsonb(row["report"]),
     )

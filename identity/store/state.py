@@ -192,3 +192,28 @@ class PersonIdentifiers:
     status: PersonStatus
     record_id: int | None
     records: tuple[RecordIdentifiers, ...]
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class IndexRow:
+    """An active record as calibration (and `identity train`) reads it: its source domain, its
+    person and link kind (None: not linked), and its normalised form."""
+
+    record_id: int
+    namespace: str
+    person_id: int | None
+    link_kind: str | None
+    normalized: dict[str, Any]
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class ModelVersion:
+    """A stored match model version (table match_model)."""
+
+    version: int
+    model: dict[str, Any]
+    auto_link: float
+    review: float
+    active: bool
+    created_by: str
+    report: dict[str, Any]

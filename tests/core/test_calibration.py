@@ -15,6 +15,7 @@ from identity.cli import main
 from identity.mpi import Envelope, Mpi, Register, Undo
 from identity.store.calibration import CalibrationQueries
 from identity.store.db import Database
+from matching.model import MatchModel
 from matching.normalize import SSN_OID
 from matching.synth import SOURCE_DOMAINS, generate
 
@@ -101,14 +102,20 @@ async def test_apply_puts_the_model_in_service_and_undo_reverts_it_all(fed, db, 
     assert await other.follower.sync() is True and other.follower.version is None
 
 
-async def test_the_command_line_reports_and_applies(fed, db, run_database_url, schema, tmp_path,
-                                                   capsys):
-    config = tmp_path / "identity.toml"
-    lines = [f'[database]\nurl = "{run_database_url}?search_path={schema}"\n']
+def _config(path: Path, url: str, schema: str) -> Path:
+    """A configuration file naming the test's schema of the test database."""
+    lines = [f'[database]\nurl = "{url}?search_path={schema}"\n']
     for d in DOMAINS:
         lines.append("[[domains]]\n" + "".join(
             f"{k} = {json.dumps(v)}\n" for k, v in d.items()))
-    config.write_text("\n".join(lines))
+    path.write_text("\n".join(lines))
+    return path
+
+
+async def test_the_command_line_reports_and_applies(fed, db, run_database_url, schema, tmp_path,
+                                                   capsys):
+    config = await asyncio.to_thread(_config, tmp_path / "identity.toml", run_database_url,
+                                     schema)
     models = tmp_path / "models"
     # the command runs its own event loop: on a thread of its own here
     assert await asyncio.to_thread(main, ["calibrate", "--config", str(config),
@@ -123,6 +130,17 @@ async def test_the_command_line_reports_and_applies(fed, db, run_database_url, s
     assert "applied as command" in out
     async with db.read() as conn:
         assert await CalibrationQueries(conn).active_version() == report["version"] + 1
+
+
+async def test_train_writes_a_model_of_the_index(fed, run_database_url, schema, tmp_path):
+    _, truth = fed
+    config = await asyncio.to_thread(_config, tmp_path / "identity.toml", run_database_url,
+                                     schema)
+    output = tmp_path / "model.json"
+    assert await asyncio.to_thread(main, ["train", "--config", str(config), "--output",
+                                          str(output)]) == 0
+    model = await asyncio.to_thread(MatchModel.load, output)
+    assert model.training["records"] == len(truth)
 
 
 def test_a_scheduled_calibration_is_due_on_growth_or_time():
