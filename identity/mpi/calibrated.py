@@ -7,7 +7,7 @@ import logging
 
 from identity.errors import NotFound
 from identity.model import LinkKind, ReviewStatus
-from identity.mpi.changes import Changes
+from identity.mpi.changes import Changes, record_key
 from identity.mpi.commands import ApplyModel
 from identity.mpi.uow import UnitOfWork
 from identity.store.calibration import CalibrationQueries
@@ -40,6 +40,10 @@ async def apply_model(uow: UnitOfWork, changes: Changes, cmd: ApplyModel) -> lis
     """Handle :class:`ApplyModel`; returns the person ids touched."""
     repo = uow.repo
     await activate(uow, cmd.version)
+    # the record keys of every record a link names, in one sorted call, as every command
+    # takes them (identity.mpi.changes): a feed touching one of them waits for this command
+    named = await repo.records(sorted({x for p in cmd.links for x in (p.a, p.b)}))
+    await repo.lock(sorted(record_key(r.domain_id, r.identifier) for r in named))
     touched: set[int] = set()
     skipped = 0
     for planned in cmd.links:
