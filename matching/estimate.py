@@ -1,30 +1,39 @@
 """Training a :class:`MatchModel` from a site's own records (steward labels optional).
 
-The recipe follows Splink's (``estimate_u_using_random_sampling`` then one EM pass per training
-blocking rule), adapted to an MPI's blocking key families:
+The recipe follows Splink's (``estimate_u_using_random_sampling``, then one EM pass per
+training blocking rule with that rule's comparisons held out), adapted to an MPI:
 
 1. **u from random pairs.** Random pairs are almost all non-matches, so the share of random
    pairs reaching each level is u. A small record set is enumerated pair by pair instead.
-2. **m by EM, one pass per blocking key family, u fixed.** A pass runs on the pairs that share
-   a key of one family (``fp_by``: family-name sound and birth year, ...) and leaves out of its
-   likelihood the comparisons that the family fixes (``FIXED_BY_FAMILY``): among those pairs
-   they agree by construction, match or not, so keeping them would make every pair look like a
-   match (the match share would run to 1 and m would become the level shares of blocked pairs).
-   The match share of the pass is free. Every family that gives pairs is used; each comparison's
-   m is the mean of the passes that estimated it, weighted by the matches each pass found.
-3. **The prior from the EM.** A pass over rule R finds ``λ_R × N_R`` matches among its
-   ``N_R`` pairs. Divided by R's recall -- the share of the likely matches among all blocked
-   pairs (under the fitted m and u) that R also pairs -- each pass estimates the number of
-   matching pairs among all blocked pairs; so does an EM over all blocked pairs with m and u
-   fixed. The prior is the median of these estimates divided by the number of possible pairs;
-   the estimates are kept in ``training["prior_estimates"]`` so that rules can be checked
-   against each other. (Matches that no key pairs are not counted: the prior errs low, which
-   costs links, never precision.)
-4. **Labels** (steward decisions: same person / not a duplicate) are clamped to posterior 1 and
-   0 in every pass, and the fitted model's posterior on them is reported.
+2. **A household u.** Among pairs with the same family-name sound (sampled, each weighted by
+   its chance of being a non-match once m is known), the share of each contact level: the u of
+   the contact comparison given that the family names agree (``MatchModel.conditional_u``).
+   Families share name and address; scored as independent evidence, the two made every family
+   member look like a duplicate.
+3. **m by EM, one pass per training rule, u fixed** (``TRAINING_RULES``: same birth date, same
+   name sounds, same postal code, same phone, same person-level identifier). A pass leaves out
+   of its likelihood the comparisons its rule fixes (``TrainingRule.fixed``: among its pairs
+   they agree by construction, match or not; kept, every pair would look like a match), and
+   those that go with them among non-matches (family name with contact, given name with sex).
+   The rules are not the service's blocking key families: a key family combines fields to keep
+   blocks small, which would leave a pass too few comparisons to tell matches apart. Large
+   blocks are sampled.
+4. **The prior from the passes.** A pass over rule R finds ``λ_R × N_R`` matches among its
+   ``N_R`` pairs; divided by R's recall (the share of the other passes' likely matches that
+   share R's key) it estimates the matching pairs in the whole set. The median over the rules
+   (kept per rule in ``training["matching_pairs_by_rule"]``, to check them against each other)
+   over the possible pairs is the prior. Then every pass runs again with its match share held
+   at what that implies, until the estimate settles: a free share runs away in a pass whose
+   non-matches u does not describe (a block of one name holds namesakes of one birth cohort),
+   or that estimates a single comparison (with u fixed, any share fits one comparison).
+5. **m per comparison**: the mean of the passes that estimated it, weighted by the matches each
+   compares it on; a pass whose posteriors do not add up to the share it was held at does not
+   fit the mixture and is left out; a comparison no pass estimates keeps its starting m.
+6. **Labels** (steward decisions: same person / not a duplicate) are clamped to posterior 1 and
+   0 in every pass, and the fitted model's posterior on them is reported (``labels_check``).
 
-Deterministic for a given seed. Time is bounded by sampling: at most ``max_pass_pairs`` pairs
-per pass and ``max_union_pairs`` for the prior, whatever the index size.
+Deterministic for a given seed. Time is bounded by sampling (at most ``max_pass_pairs`` pairs
+per pass, ``u_pairs`` random pairs) whatever the index size.
 """
 
 from __future__ import annotations
@@ -130,9 +139,9 @@ class LabelledPair:
 
 @dataclass(frozen=True)
 class PassResult:
-    """One EM pass: its family, pairs, the match share it converged to and what it estimated."""
+    """One EM pass: its rule, pairs, the match share it converged to and what it estimated."""
 
-    family: str
+    rule: str
     pairs: int
     sampled: int
     match_share: float
@@ -418,7 +427,7 @@ def train(
                                                 conditional=conditional)
         run.posterior = posterior[: len(run.pairs)]
         run.result = PassResult(
-            family=run.rule.name,
+            rule=run.rule.name,
             pairs=run.total,
             sampled=len(run.pairs),
             match_share=lam,
@@ -593,7 +602,8 @@ def _log_bayes(model: MatchModel, levels: np.ndarray) -> np.ndarray:
     log_bf = np.zeros(len(levels))
     m = {c.name: np.array([lv.m for lv in c.levels], dtype=float) for c in model.comparisons}
     u = {c.name: np.array([lv.u for lv in c.levels], dtype=float) for c in model.comparisons}
-    for j, ratio in enumerate(_log_ratios(model, m, u)):
+    ratios = _log_ratios(model, m, u)
+    for j, ratio in enumerate(ratios):
         log_bf += ratio[levels[:, j].astype(np.int64)]
     names = [c.name for c in model.comparisons]
     for cond in model.conditional_u:
@@ -601,7 +611,7 @@ def _log_bayes(model: MatchModel, levels: np.ndarray) -> np.ndarray:
         comparison, given = model.comparisons[j], model.comparisons[g]
         agreeing = [i for i, lv in enumerate(given.levels) if lv.label in cond.given_levels]
         when = np.isin(levels[:, g], agreeing)
-        own = _log_ratios(model, m, u)[j]
+        own = ratios[j]
         cond_ratio = np.log2(np.maximum(m[cond.comparison], FLOOR)
                              / np.maximum(np.asarray(cond.u), FLOOR))
         cond_ratio[[i for i, lv in enumerate(comparison.levels) if lv.null]] = 0.0
