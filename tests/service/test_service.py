@@ -22,6 +22,7 @@ from identity.mpi import Envelope, Register
 
 from ..conftest import DEMO_DOMAINS
 from ..core.helpers import person, ref
+from ..waiting import eventually
 
 
 def _embedded_settings(data_dir: Path) -> Settings:
@@ -405,3 +406,45 @@ async def test_one_index_behind_both_doors(fresh_database: str) -> None:
             assert found_pids[0].value(5) == "Roe"
     finally:
         await service.stop()
+
+
+async def test_calibrate_applies_while_the_service_runs_on_the_embedded_database(
+    data_dir: Path, tmp_path: Path
+) -> None:
+    """`identity calibrate --apply` with the running service's configuration: it attaches to the
+    service's embedded server and leaves it running; the service uses the new model version
+    for its next message without a restart."""
+    config = tmp_path / "identity.toml"
+    lines = [f'data_dir = "{data_dir}"\n']
+    for domain in DEMO_DOMAINS:
+        lines.append("[[domains]]\n" + "".join(
+            f"{k} = {json.dumps(v)}\n" for k, v in domain.items()))
+    await asyncio.to_thread(config.write_text, "\n".join(lines))
+    service = Service(Settings(data_dir=data_dir, http={"port": 0}, mllp={"port": 0},
+                               domains=DEMO_DOMAINS))
+    await service.start()
+    try:
+        assert service.mpi is not None
+        for i, given in enumerate(["Ann", "Anne", "Bob", "Carl", "Dora", "Eve"]):
+            await service.mpi.handle(
+                Register(subject=person("HOSPA", f"C{i}", given=given)),
+                Envelope(actor="t", source="ADT_A"),
+            )
+        done = await asyncio.to_thread(
+            _cli, "calibrate", "--apply", "--json", "--config", str(config),
+            "--output-dir", str(tmp_path / "models"),
+        )
+        assert done.returncode == 0, done.stderr
+        version = json.loads(done.stdout)["version"]
+        await eventually(lambda: service.mpi.follower.version == version,
+                         what="the running service follows the applied version")
+        # the embedded server is still the service's: the next message is taken
+        after = await service.mpi.handle(
+            Register(subject=person("HOSPA", "C9", given="Fay")),
+            Envelope(actor="t", source="ADT_A"),
+        )
+        assert after.record.identifier == "C9"
+        assert service.mpi.matcher.name == f"calibrated-v{version}"
+    finally:
+        await service.stop()
+    assert not _postgres_running(data_dir / "postgres")
