@@ -79,10 +79,13 @@ def labelled_pairs(
             if a in index and b in index]
 
 
-async def propose(mpi: Mpi, *, actor: str, seed: int = 0) -> Proposal:
+async def propose(
+    mpi: Mpi, *, actor: str, seed: int = 0, lower_threshold: bool = True
+) -> Proposal:
     """Estimate a model from the index, re-score the index under it (dry run) and store it as
     a new version, not in service (:func:`save` writes it to files, :func:`apply` puts it in
-    service)."""
+    service). ``lower_threshold``: propose auto-link from ``matching.false_link_budget`` when
+    set (False: keep the threshold in service)."""
     settings = mpi.settings.matching
     async with mpi.db.read() as conn:
         queries = CalibrationQueries(conn)
@@ -126,7 +129,7 @@ async def propose(mpi: Mpi, *, actor: str, seed: int = 0) -> Proposal:
     threshold = None
     if "auto_link" in settings.model_fields_set:
         auto_link = settings.auto_link  # set explicitly: it wins over any proposal
-    elif settings.false_link_budget is not None:
+    elif settings.false_link_budget is not None and lower_threshold:
         eligible = await asyncio.to_thread(partial(
             decide_pairs, normalized, scoring, sources=state.sources, auto_link=review,
             review=review, max_block=settings.max_block, person_identifying_domains=identifying,
@@ -306,7 +309,11 @@ class CalibrationSchedule:
                 if not due.due:
                     log.debug("event=calibration_not_due reason=%s", due.reason)
                     return None
-                proposal = await propose(mpi, actor="calibrate:schedule")
+                # auto never lowers the threshold by itself: a budget trusts the model's own
+                # posteriors, which households make over-confident (docs/matching.md); an
+                # operator applies such a proposal after reading it
+                proposal = await propose(mpi, actor="calibrate:schedule",
+                                         lower_threshold=settings.calibrate != "auto")
                 failed = guards(proposal, settings.false_link_budget)
                 applied = settings.calibrate == "auto" and not failed
                 if applied:

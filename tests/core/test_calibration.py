@@ -161,11 +161,17 @@ async def test_the_schedule_proposes_and_applies_only_what_passes_the_guards(
     fed, db, make_settings, monkeypatch, mode
 ):
     monkeypatch.setattr("identity.calibration.SCHEDULE_MIN_RECORDS", 100)
-    mpi = Mpi(db, make_settings(domains=DOMAINS, matching={"calibrate": mode}))
+    mpi = Mpi(db, make_settings(domains=DOMAINS, matching={
+        "calibrate": mode, "false_link_budget": 5000.0}))
     await mpi.start()
     schedule = CalibrationSchedule(mpi)
     proposal = await schedule.run_once()
     assert proposal is not None
+    if mode == "auto":  # never lowers the threshold by itself, whatever the budget
+        assert proposal.auto_link == 0.999 and proposal.threshold is None
+    else:  # suggest shows what the budget would do
+        assert proposal.threshold is not None
+        assert proposal.auto_link == proposal.threshold.auto_link < 0.999
     applied = mode == "auto" and not guards(proposal, None)
     async with db.read() as conn:
         active = await CalibrationQueries(conn).active_version()
