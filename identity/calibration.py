@@ -253,10 +253,16 @@ def guards(proposal: Proposal, budget: float | None) -> list[str]:
     return failed
 
 
+#: Name frequencies and the prior are refitted when the index has grown by this factor since.
+REFRESH_GROWTH = 1.1
+
+
 class CalibrationSchedule:
-    """``[matching] calibrate = "suggest" | "auto"``: check every ``period`` seconds whether a
-    calibration is due (one worker at a time, by an advisory lock), then run the dry run and,
-    in ``auto`` when the guards pass, apply it."""
+    """Every ``period`` seconds, in every worker: refit the name frequencies and the prior when
+    the index has grown by REFRESH_GROWTH since (an index filled through the feeds would keep
+    those of its start until a restart); then, with ``[matching] calibrate = "suggest" |
+    "auto"``, check whether a calibration is due (one worker at a time, by an advisory lock),
+    run the dry run and, in ``auto`` when the guards pass, apply it."""
 
     def __init__(self, mpi: Mpi, *, period: float = 3600.0, first: float = 60.0) -> None:
         self.mpi = mpi
@@ -265,7 +271,7 @@ class CalibrationSchedule:
         self._task: asyncio.Task[None] | None = None
 
     def start(self) -> None:
-        if self.mpi.settings.matching.calibrate != "off" and self._task is None:
+        if self._task is None:
             self._task = asyncio.get_running_loop().create_task(self._loop())
 
     async def stop(self) -> None:
@@ -278,12 +284,26 @@ class CalibrationSchedule:
         await asyncio.sleep(self.first)
         while True:
             try:
-                await self.run_once()
+                await self.refresh_if_grown()
+                if self.mpi.settings.matching.calibrate != "off":
+                    await self.run_once()
             except asyncio.CancelledError:
                 raise
             except Exception:  # a failed run is logged and tried again next period
                 log.exception("event=scheduled_calibration_failed")
             await asyncio.sleep(self.period)
+
+    async def refresh_if_grown(self) -> bool:
+        """Refit name frequencies and prior if the index grew by REFRESH_GROWTH; True if so."""
+        async with self.mpi.db.read() as conn:
+            records = await conn.fetchval(
+                "SELECT count(*) FROM source_record WHERE status = 'active'")
+        if records < REFRESH_GROWTH * max(self.mpi.core.indexed, 1) and self.mpi.core.indexed:
+            return False
+        if records == 0:
+            return False
+        await self.mpi.refresh_term_frequencies()
+        return True
 
     async def run_once(self) -> Proposal | None:
         """One check (and calibration when due); the proposal made, else None."""

@@ -48,6 +48,8 @@ class Core:
     matcher: Matcher
     changes: Changes
     fanout: dict[str, tuple[str, ...]]
+    indexed: int = 0
+    """Active records when name frequencies and the prior were last refitted."""
 
     @asynccontextmanager
     async def unit(self, envelope: Envelope) -> AsyncIterator[UnitOfWork]:
@@ -69,7 +71,8 @@ class Core:
         fit the model's prior to the index size."""
         async with self.db.read() as conn:
             table = await Repository(conn).name_frequencies()
-        self.matcher.calibrate(int(table["total"]))
+        self.indexed = int(table["total"])
+        self.matcher.calibrate(self.indexed)
         if not self.settings.matching.term_frequencies:
             return
         self.matcher.use_term_frequencies(table)

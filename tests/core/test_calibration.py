@@ -190,3 +190,23 @@ def test_guards_hold_back_broken_links_and_an_overspent_budget():
     assert len(guards(proposal(2, 1000, 0.5), None)) == 1
     assert len(guards(proposal(0, 1000, 2.0), None)) == 1  # 20 per 10,000 > 10
     assert guards(proposal(0, 1000, 2.0), 25.0) == []
+
+
+async def test_name_frequencies_and_prior_follow_an_index_filled_through_the_feeds(
+    db, make_settings
+):
+    mpi = Mpi(db, make_settings(domains=DOMAINS))
+    await mpi.start()  # an empty index: no name counts yet
+    schedule = CalibrationSchedule(mpi)
+    records = generate(60, 0.0, seed=4, hard=False)
+    for record in records[:50]:
+        await mpi.handle(Register(subject=record_input(record)), FEED)
+    assert await schedule.refresh_if_grown() is True
+    assert mpi.core.indexed == 50
+    assert mpi.matcher.model.term_frequencies["total"] == 50
+    for record in records[50:54]:
+        await mpi.handle(Register(subject=record_input(record)), FEED)
+    assert await schedule.refresh_if_grown() is False  # 54 < 55: not grown by a tenth
+    for record in records[54:56]:
+        await mpi.handle(Register(subject=record_input(record)), FEED)
+    assert await schedule.refresh_if_grown() is True and mpi.core.indexed == 56
