@@ -104,7 +104,8 @@ async def test_apply_puts_the_model_in_service_and_undo_reverts_it_all(fed, db, 
 
 def _config(path: Path, url: str, schema: str) -> Path:
     """A configuration file naming the test's schema of the test database."""
-    lines = [f'[database]\nurl = "{url}?search_path={schema}"\n']
+    joined = "&" if "?" in url else "?"  # the embedded server's URL has a query already
+    lines = [f'[database]\nurl = "{url}{joined}search_path={schema}"\n']
     for d in DOMAINS:
         lines.append("[[domains]]\n" + "".join(
             f"{k} = {json.dumps(v)}\n" for k, v in d.items()))
