@@ -23,6 +23,7 @@ import numpy as np
 
 from identity.model import CommandResult
 from identity.mpi import ApplyModel, Envelope, Mpi, PlannedLink, PlannedReview
+from identity.mpi.matcher import described
 from identity.store.calibration import CalibrationQueries
 from identity.store.repository import Repository
 from identity.store.state import IndexRow
@@ -34,6 +35,7 @@ from matching.calibrate import (
     plan,
     propose_auto_link,
 )
+from matching.decision import decide
 from matching.estimate import LabelledPair, train
 from matching.model import MatchModel, term_frequencies_from
 from matching.pairs import LINK, decide_pairs
@@ -53,6 +55,8 @@ class Proposal:
 
     version: int
     model: MatchModel
+    scoring: MatchModel
+    """``model`` with the index's name frequencies: what the plan scored with."""
     current: MatchModel
     auto_link: float
     review: float
@@ -161,8 +165,8 @@ async def propose(
     model.training.update(version=version, name=f"calibrated-v{version}")
     log.info("event=model_proposed version=%d records=%d links=%d", version, len(rows),
              len(result.links))
-    return Proposal(version, model, current, auto_link, review, result, rows, review_items,
-                    threshold, report)
+    return Proposal(version, model, scoring, current, auto_link, review, result, rows,
+                    review_items, threshold, report)
 
 
 def save(proposal: Proposal, output_dir: Path) -> Path:
@@ -183,14 +187,36 @@ async def apply(mpi: Mpi, proposal: Proposal, *, actor: str) -> CommandResult:
     command = ApplyModel(
         version=proposal.version,
         links=tuple(PlannedLink(a=rid(a), b=rid(b), probability=p) for a, b, p in plan_.links),
-        reviews=tuple(PlannedReview(record_id=rid(a), other_record_id=rid(b), probability=p)
-                      for a, b, p in plan_.reviews_to_open),
+        reviews=tuple(
+            PlannedReview(record_id=rid(a), other_record_id=rid(b), probability=p,
+                          explanation=_explained(mpi, proposal, a, b, p))
+            for a, b, p in plan_.reviews_to_open
+        ),
         linked=tuple(proposal.review_items[frozenset((a, b))]
                      for a, b, _ in plan_.reviews_closed_by_link),
         dismissed=tuple(proposal.review_items[frozenset((a, b))]
                         for a, b, _ in plan_.reviews_to_dismiss),
     )
     return await mpi.handle(command, Envelope(actor=actor))
+
+
+def _explained(
+    mpi: Mpi, proposal: Proposal, a: int, b: int, probability: float
+) -> dict[str, Any]:
+    """The explanation a review item opened by the calibration carries: each comparison's level
+    and weight under the proposed model, and the decision with the hard rules that fired (the
+    rules see the pair alone here, not the family's other given names the plan saw)."""
+    left, right = proposal.rows[a], proposal.rows[b]
+    result = decide(
+        probability, auto_link=proposal.auto_link, review=proposal.review,
+        record_source_domain=left.namespace, candidate_source_domain=right.namespace,
+        record_identifiers=left.normalized["identifiers"],
+        candidate_identifiers=right.normalized["identifiers"],
+        person_identifying_domains=mpi.matcher.person_identifying,
+        record=left.normalized, candidate=right.normalized,
+    )
+    explanation = proposal.scoring.explain(left.normalized, right.normalized)
+    return described(proposal.scoring, explanation, right.record_id, result)
 
 
 def _plain(value: Any) -> Any:

@@ -62,8 +62,8 @@ async def apply_model(uow: UnitOfWork, changes: Changes, cmd: ApplyModel) -> lis
             continue
         item = await repo.insert_review_item(planned.record_id, ReviewWrite(
             other_record_id=other.id, person_id=other.person_id, score=planned.probability,
-            reason=reason, explanation={"model_version": cmd.version,
-                                        "probability": planned.probability},
+            reason=reason, explanation=planned.explanation or {
+                "model_version": cmd.version, "probability": planned.probability},
         ))
         if item is not None:
             uow.record("review_opened", "review_item", item.id,

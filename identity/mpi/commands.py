@@ -186,6 +186,8 @@ class PlannedReview:
     record_id: int
     other_record_id: int
     probability: float
+    explanation: dict[str, Any] | None = None
+    """Why the new model pairs them (the explanation a registration's review item carries)."""
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -334,7 +334,7 @@ class Matcher:
         model: MatchModel, subject: Party, other: Party, result: DecisionResult | None
     ) -> dict[str, Any]:
         """The explanation of one pair by ``model`` (the model that scored it)."""
-        return _described(
+        return described(
             model, model.explain(subject.normalized, other.normalized), other.record_id, result
         )
 
@@ -380,7 +380,7 @@ class Matcher:
                 keys=None if keys is None else [keys[i] for i in order],
             )
             explained = [
-                _described(self.model, explanation, parties[i].record_id, result)
+                described(self.model, explanation, parties[i].record_id, result)
                 for i, explanation, result in zip(order, explanations, results, strict=True)
             ]
         ranked = []
@@ -399,17 +399,17 @@ class Matcher:
         return ranked
 
 
-def _described(
+def described(
     model: MatchModel, explanation: Explanation, record_id: int, result: DecisionResult | None
 ) -> dict[str, Any]:
     """An explanation as links, review items and $match carry it: which model, which record,
     and (when decided) the decision with its reasons."""
-    described = explanation.to_dict()
-    described["model"] = str(model.training.get("name") or "matching-model")
-    described["record_id"] = record_id
+    out = explanation.to_dict()
+    out["model"] = str(model.training.get("name") or "matching-model")
+    out["record_id"] = record_id
     if result is not None:
-        described["decision"] = result.to_dict()
-    return described
+        out["decision"] = result.to_dict()
+    return out
 
 
 def _cache_keys(parties: Sequence[Party]) -> list[tuple[int, int]] | None:

@@ -84,6 +84,13 @@ async def test_apply_puts_the_model_in_service_and_undo_reverts_it_all(fed, db, 
         persons.setdefault(person_id, set()).add(truth[record_id])
     assert all(len(people) == 1 for people in persons.values())
     open_after = {i.id for i in await mpi.review_items()}
+    opened = [i for i in await mpi.review_items() if i.id not in open_before]
+    assert len(opened) == len(proposal.plan.reviews_to_open) > 0
+    for item in opened:  # why the new model pairs them, as a registration's item says it
+        assert item.explanation is not None
+        assert {c["comparison"] for c in item.explanation["comparisons"]} >= {"birth_date"}
+        assert item.explanation["model"] == f"calibrated-v{proposal.version}"
+        assert item.explanation["decision"]["decision"] == "REVIEW"
     closed = {proposal.review_items[frozenset(p[:2])]
               for p in proposal.plan.reviews_closed_by_link}
     assert closed and not closed & open_after
