@@ -322,8 +322,7 @@ class CalibrationSchedule:
     async def refresh_if_grown(self) -> bool:
         """Refit name frequencies and prior if the index grew by REFRESH_GROWTH; True if so."""
         async with self.mpi.db.read() as conn:
-            records = await conn.fetchval(
-                "SELECT count(*) FROM source_record WHERE status = 'active'")
+            records = await CalibrationQueries(conn).active_records()
         if records < REFRESH_GROWTH * max(self.mpi.core.indexed, 1) and self.mpi.core.indexed:
             return False
         if records == 0:
@@ -334,21 +333,19 @@ class CalibrationSchedule:
     async def run_once(self) -> Proposal | None:
         """One check (and calibration when due); the proposal made, else None."""
         mpi, settings = self.mpi, self.mpi.settings.matching
-        async with mpi.db.connection(detached=True) as lock:
-            if not await lock.fetchval("SELECT pg_try_advisory_lock($1)", _SCHEDULE_LOCK):
+        async with mpi.db.connection(detached=True) as conn:
+            lock = CalibrationQueries(conn)
+            if not await lock.try_lock(_SCHEDULE_LOCK):
                 return None  # another worker is at it
             try:
-                async with mpi.db.read() as conn:
-                    records = await conn.fetchval(
-                        "SELECT count(*) FROM source_record WHERE status = 'active'")
-                    last = await conn.fetchrow(
-                        """SELECT (report->>'records')::bigint AS records,
-                                  extract(epoch FROM now() - created_at) / 86400 AS days
-                           FROM match_model ORDER BY version DESC LIMIT 1""")
+                async with mpi.db.read() as read:
+                    queries = CalibrationQueries(read)
+                    records = await queries.active_records()
+                    last = await queries.last_calibration()
                 due = is_due(
                     records=records,
-                    last_records=last["records"] if last else None,
-                    days_since=float(last["days"]) if last else None,
+                    last_records=last[0] if last else None,
+                    days_since=last[1] if last else None,
                     growth=settings.calibrate_growth,
                     interval_days=settings.calibrate_interval,
                 )
@@ -372,4 +369,4 @@ class CalibrationSchedule:
                 )
                 return proposal
             finally:
-                await lock.execute("SELECT pg_advisory_unlock($1)", _SCHEDULE_LOCK)
+                await lock.unlock(_SCHEDULE_LOCK)

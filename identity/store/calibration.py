@@ -31,6 +31,25 @@ class CalibrationQueries:
         )
         return [index_row_from_row(r) for r in rows]
 
+    async def active_records(self) -> int:
+        return await self.conn.fetchval(
+            "SELECT count(*) FROM source_record WHERE status = 'active'")
+
+    async def last_calibration(self) -> tuple[int, float] | None:
+        """(records it was estimated from, days since) of the newest stored version."""
+        row = await self.conn.fetchrow(
+            """SELECT (report->>'records')::bigint AS records,
+                      extract(epoch FROM now() - created_at) / 86400 AS days
+               FROM match_model ORDER BY version DESC LIMIT 1""")
+        return None if row is None else (int(row["records"] or 0), float(row["days"]))
+
+    async def try_lock(self, key: int) -> bool:
+        """A session advisory lock (this connection holds it until :meth:`unlock`)."""
+        return bool(await self.conn.fetchval("SELECT pg_try_advisory_lock($1)", key))
+
+    async def unlock(self, key: int) -> None:
+        await self.conn.execute("SELECT pg_advisory_unlock($1)", key)
+
     async def open_review_pairs(self) -> list[tuple[int, int, int]]:
         """(item id, record, other record) of the open review items that name a record."""
         rows = await self.conn.fetch(
