@@ -183,6 +183,16 @@ def _spelling_relation(
     ):
         return "same"  # a phonetic misspelling (TIFFANY / TIPHANY)
     if (
+        not multiple_birth
+        and min(len(ga), len(gb)) >= 4
+        and OSA.distance(ga, gb) <= 2
+        and is_given_name(ga) != is_given_name(gb)
+    ):
+        # a name people have and a spelling of it that is no name (PATRICK / PATRVRCK): one
+        # person's name misspelt, no evidence of a second person (a third name of the family
+        # near both still makes it ambiguous: _given_relation)
+        return "same"
+    if (
         similarity >= SIMILAR_GIVEN
         or ((len(ga) == 1 or len(gb) == 1) and ga[0] == gb[0])
     ):

@@ -290,3 +290,18 @@ def test_family_given_names_come_from_same_day_same_family_candidates():
     records = [jaco, jacob, jack, cousin]
     by_record = family_given_names_of_pairs(records, [(0, 1), (0, 2), (0, 3), (1, 3)])
     assert by_record == {0: {"JACOB", "JACK"}}  # one name only cannot be ambiguous
+
+
+def test_a_name_and_a_misspelling_that_is_no_name_are_one_person():
+    """PATRVRCK is no name people have: PATRICK misspelt (two keystrokes), not a twin. Two
+    names people have two keystrokes apart (EMMA, ELLA) stay two people, and a third name of
+    the family near the misspelling (JACB: JACK, or his brother JACOB?) still holds the link
+    back."""
+    misspelt = decide(0.99999, record=person(given="Patrick"), candidate=person(given="Patrvrck"))
+    assert (misspelt.decision, misspelt.hard_rules) == (Decision.LINK, ())
+    sisters = decide(0.99999, record=person(given="Emma", sex="F"),
+                     candidate=person(given="Ella", sex="F"))
+    assert (sisters.decision, sisters.hard_rules) == (Decision.NO_MATCH, ("probable_twin",))
+    ambiguous = decide(0.99999, record=person(given="Jack"), candidate=person(given="Jacb"),
+                       family_names={"JACK", "JACOB", "JACB"})
+    assert ambiguous.decision is Decision.REVIEW and "possible_twin" in ambiguous.hard_rules
