@@ -45,9 +45,45 @@ class DatabaseSettings(_Section):
     command_timeout: float = Field(30.0, gt=0)
 
 
+def _readable(value: Path | None) -> Path | None:
+    """A PEM file the service can read (checked at load, so a typo fails at start-up)."""
+    if value is None:
+        return None
+    try:
+        with open(value, "rb"):
+            pass
+    except OSError as exc:
+        raise ValueError(f"cannot read {value}: {exc.strerror or exc}") from None
+    return value
+
+
+class TlsSettings(_Section):
+    """``[http.tls]`` / ``[mllp.tls]``: the listener speaks TLS (identity/tls.py, 1.2 floor)."""
+
+    certificate: Path
+    """PEM: the server certificate (then any intermediates)."""
+    key: Path
+    """PEM: its private key (unencrypted)."""
+    ca: Path | None = None
+    """PEM bundle of the CAs whose client certificates are accepted."""
+    client_certificates: Literal["none", "optional", "required"] = "none"
+
+    _files = field_validator("certificate", "key", "ca")(_readable)
+
+    @model_validator(mode="after")
+    def _ca_for_clients(self) -> TlsSettings:
+        if self.client_certificates != "none" and self.ca is None:
+            raise ValueError(
+                f"ca is required when client_certificates = {self.client_certificates!r}"
+            )
+        return self
+
+
 class HttpSettings(_Section):
     host: str = "127.0.0.1"
     port: int = Field(8080, ge=0, le=65535)
+    tls: TlsSettings | None = None
+    """Absent: plain HTTP."""
 
 
 class MllpSettings(_Section):
@@ -55,6 +91,8 @@ class MllpSettings(_Section):
     port: int = Field(2575, ge=0, le=65535)
     max_message_bytes: int = Field(1 << 20, ge=1024)
     idle_timeout: float = Field(300.0, gt=0)
+    tls: TlsSettings | None = None
+    """Absent: plain TCP."""
 
 
 class MpiSettings(_Section):
@@ -163,9 +201,37 @@ class NotifySettings(_Section):
     receiving_application: str = ""
     receiving_facility: str = ""
     tls: bool = False
-    ca_file: Path | None = None
-    cert_file: Path | None = None
-    key_file: Path | None = None
+    """Connect over TLS (identity/tls.py: 1.2 floor, the consumer's certificate verified)."""
+    ca: Path | None = None
+    """PEM bundle to verify the consumer's certificate with; unset: the system's CAs."""
+    certificate: Path | None = None
+    """PEM: our client certificate, for consumers that require mutual TLS ..."""
+    key: Path | None = None
+    """... and its private key."""
+
+    _files = field_validator("ca", "certificate", "key")(_readable)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _old_names(cls, data: Any) -> Any:
+        """``ca_file``, ``cert_file``, ``key_file``: the names before ``[http.tls]`` existed."""
+        if not isinstance(data, dict):
+            return data
+        data = dict(data)
+        for old, new in (("ca_file", "ca"), ("cert_file", "certificate"), ("key_file", "key")):
+            if old in data:
+                if data.get(new) is not None:
+                    raise ValueError(f"{old} and {new} are the same key: set only {new}")
+                data[new] = data.pop(old)
+        return data
+
+    @model_validator(mode="after")
+    def _tls_files(self) -> NotifySettings:
+        if (self.certificate is None) != (self.key is None):
+            raise ValueError("certificate and key go together")
+        if not self.tls and (self.ca or self.certificate):
+            raise ValueError("ca, certificate and key are used only with tls = true")
+        return self
 
 
 class Settings(BaseSettings):

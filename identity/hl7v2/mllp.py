@@ -227,7 +227,7 @@ class MLLPServer:
             "mllp.listening host=%s port=%d tls=%s",
             self.host,
             self.port,
-            self._ssl_context is not None,
+            "true" if self._ssl_context is not None else "false",
         )
 
     async def stop(self, grace: float = 10.0) -> None:
@@ -276,7 +276,16 @@ class MLLPServer:
             writer.close()
             return
         self._connections.add(connection)
-        logger.info("mllp.connection_opened peer=%s", peer)
+        ssl_object = writer.get_extra_info("ssl_object")
+        if ssl_object is not None:  # the handshake is done (a failed one never gets here)
+            logger.info(
+                "mllp.connection_opened peer=%s tls=%s client_certificate=%s",
+                peer,
+                ssl_object.version(),
+                "yes" if ssl_object.getpeercert() else "no",
+            )
+        else:
+            logger.info("mllp.connection_opened peer=%s", peer)
         decoder = FrameDecoder(self.max_message_bytes, peer=peer)
         reason = "eof"
         try:

@@ -29,6 +29,7 @@ from identity.hl7v2.tokenizer import Raw, parse_message
 from identity.mpi import Mpi
 from identity.mpi.outbox import TopicDeliveries
 from identity.mpi.uow import notify_topic
+from identity.tls import notify_context
 
 log = logging.getLogger("identity.hl7v2.notifier")
 
@@ -37,16 +38,9 @@ MAX_BACKOFF = 60.0
 
 
 def ssl_context(consumer: NotifySettings) -> ssl.SSLContext | None:
-    if not consumer.tls:
-        return None
-    context = ssl.create_default_context(
-        cafile=str(consumer.ca_file) if consumer.ca_file else None
-    )
-    if consumer.cert_file:
-        context.load_cert_chain(
-            str(consumer.cert_file), str(consumer.key_file) if consumer.key_file else None
-        )
-    return context
+    """TLS towards the consumer (identity.tls: its certificate verified against ``ca``, ours
+    sent when ``certificate`` is set); None for plain TCP."""
+    return notify_context(consumer)
 
 
 def backoff(attempts: int) -> float:

@@ -17,6 +17,7 @@ from identity.hl7v2.mllp import MLLPServer
 from identity.hl7v2.notifier import Notifier
 from identity.mpi import Mpi
 from identity.store.db import Database
+from identity.tls import describe, server_context
 
 log = logging.getLogger("identity.hl7v2")
 
@@ -35,6 +36,9 @@ class Hl7Service:
             settings.mllp.port,
             max_message_bytes=settings.mllp.max_message_bytes,
             idle_timeout=settings.mllp.idle_timeout,
+            ssl_context=(
+                server_context(settings.mllp.tls, "mllp") if settings.mllp.tls else None
+            ),
             sock=sock,
         )
         self.notifiers = [Notifier(mpi, settings, consumer) for consumer in settings.notify]
@@ -47,7 +51,8 @@ class Hl7Service:
         await self.server.start()
         for notifier in self.notifiers:
             notifier.start()
-        log.info("event=hl7_started port=%d notifiers=%d", self.port, len(self.notifiers))
+        log.info("event=hl7_started port=%d %s notifiers=%d", self.port,
+                 describe(self.settings.mllp.tls), len(self.notifiers))
 
     async def stop(self, grace: float = 10.0) -> None:
         await self.server.stop(grace)
