@@ -31,6 +31,7 @@ from identity.mpi import Mpi
 from identity.store.db import Database
 from identity.store.embedded import EmbeddedPostgres
 from identity.store.migrate import migrate
+from identity.tls import describe, server_context
 
 log = logging.getLogger("identity.app")
 
@@ -111,7 +112,7 @@ class Service:
             await self.stop()
             raise
         log.info(
-            "event=%s version=%s http=%s:%s mllp=%s:%s database=%s loop=%s",
+            "event=%s version=%s http=%s:%s mllp=%s:%s database=%s loop=%s %s %s",
             "worker_ready" if self.sockets is not None else "service_started",
             __version__,
             self.settings.http.host,
@@ -120,6 +121,8 @@ class Service:
             self.hl7.port if self.hl7 else None,
             "embedded" if self.embedded else "external",
             loop_name(asyncio.get_running_loop()),
+            describe(self.settings.http.tls, "http_"),
+            describe(self.settings.mllp.tls, "mllp_"),
         )
 
     async def _start_http(self) -> None:
@@ -131,11 +134,18 @@ class Service:
         add_fhir_routes(app, self.mpi, self.settings)
         self.http_runner = web.AppRunner(app, access_log=None, shutdown_timeout=10.0)
         await self.http_runner.setup()
+        tls = self.settings.http.tls
+        context = server_context(tls, "http") if tls is not None else None
         site: web.BaseSite
         if self.sockets is not None:
-            site = web.SockSite(self.http_runner, self.sockets[0])
+            site = web.SockSite(self.http_runner, self.sockets[0], ssl_context=context)
         else:
-            site = web.TCPSite(self.http_runner, self.settings.http.host, self.settings.http.port)
+            site = web.TCPSite(
+                self.http_runner,
+                self.settings.http.host,
+                self.settings.http.port,
+                ssl_context=context,
+            )
         await site.start()
         server = site._server
         sockets = getattr(server, "sockets", None) or []

@@ -45,6 +45,7 @@ from identity.logs import setup_logging
 from identity.loop import run as run_loop
 from identity.store.embedded import EmbeddedPostgres
 from identity.store.migrate import migrate
+from identity.tls import describe, server_context
 
 log = logging.getLogger("identity.workers")
 
@@ -119,6 +120,11 @@ async def supervise(settings: Settings, *, ready: asyncio.Event | None = None) -
     workers: list[_Worker] = []
     context = multiprocessing.get_context("spawn")
     try:
+        # Each worker builds its own TLS contexts (an SSLContext does not cross processes);
+        # building them here first makes a bad certificate or key a ConfigError at start-up.
+        for door, tls in (("http", settings.http.tls), ("mllp", settings.mllp.tls)):
+            if tls is not None:
+                server_context(tls, door)
         url = settings.database.url
         if url is None:
             embedded = EmbeddedPostgres(settings.data_dir)
@@ -157,13 +163,15 @@ async def supervise(settings: Settings, *, ready: asyncio.Event | None = None) -
         if stop.is_set():
             return
         log.info(
-            "event=service_started workers=%d http=%s:%d mllp=%s:%d database=%s",
+            "event=service_started workers=%d http=%s:%d mllp=%s:%d database=%s %s %s",
             len(workers),
             settings.http.host,
             http.getsockname()[1],
             settings.mllp.host,
             mllp.getsockname()[1],
             "embedded" if embedded else "external",
+            describe(settings.http.tls, "http_"),
+            describe(settings.mllp.tls, "mllp_"),
         )
         if ready is not None:
             ready.set()
