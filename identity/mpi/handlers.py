@@ -16,6 +16,7 @@ from typing import Any
 from identity.errors import InvalidInput, NotFound, UnknownIdentifier
 from identity.model import (
     CommandResult,
+    Domain,
     RecordInput,
     RegisterResult,
     ReviewItem,
@@ -164,6 +165,7 @@ async def _ensure_records(
     A24 links even when a record is unknown)."""
     source = uow.envelope.source
     resolved = [await core.resolve_subject(s, source, strict=False) for s in subjects]
+    _check_sources(core, source, resolved)
     await uow.repo.lock(sorted(record_key(d.id, r.identifier.value) for d, r in resolved))
     records = []
     for domain, record in resolved:
@@ -192,6 +194,7 @@ async def _lookup_records(
         authority = record.identifier.authority
         if not authority.namespace and not authority.oid:
             raise InvalidInput("identifier has no assigning authority", field="authority")
+    _check_sources(core, source, resolved)
     await uow.repo.lock(sorted(record_key(d.id, r.identifier.value) for d, r in resolved))
     records = []
     for domain, record in resolved:
@@ -201,6 +204,19 @@ async def _lookup_records(
             raise UnknownIdentifier(domain.namespace, value)
         records.append(stored)
     return records
+
+
+def _check_sources(
+    core: Core, source: str | None, resolved: Sequence[tuple[Domain, RecordInput]]
+) -> None:
+    """A link or an unlink changes the records of every domain it names: a sender (MSH-3, a
+    FHIR client) must be allowed to write in each, before anything is read or locked. A
+    command without a source comes from inside (a steward decision, a calibration), which
+    its own door authorises."""
+    if source is None:
+        return
+    for domain, _ in resolved:
+        core.check_source(domain, source)
 
 
 async def _review_items(repo: Repository, item_ids: Sequence[int]) -> tuple[ReviewItem, ...]:

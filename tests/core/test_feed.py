@@ -375,11 +375,31 @@ async def test_link_creates_unknown_record_and_joins_persons(mpi: Mpi) -> None:
     assert result.applied
 
 
+STEWARD = Envelope(actor="steward:ann")  # no source: authorised by its own door
+
+
+async def test_unlink_from_a_sender_not_allowed_in_both_domains_changes_nothing(
+    mpi: Mpi,
+) -> None:
+    """An A37 changes the records of both domains it names: ADT_A may write in HOSPA, not in
+    HOSPB (issue 16 item 3)."""
+    a = await mpi.handle(Register(subject=person("HOSPA", "A1")), A)
+    b = await mpi.handle(Register(subject=person("HOSPB", "B1")), B)
+    with pytest.raises(SourceNotAuthorized) as refused:
+        await mpi.handle(Unlink(a=person("HOSPA", "A1"), b=person("HOSPB", "B1")), A)
+    assert refused.value.domain == "HOSPB"
+    assert (await mpi.get_record(b.record.id)).person_id == a.person.id
+    with pytest.raises(SourceNotAuthorized):
+        await mpi.handle(Link(a=person("HOSPA", "A1"), b=person("HOSPB", "B1")), A)
+
+
 async def test_unlink_separates_and_prevents_automatic_relink(mpi: Mpi) -> None:
     a = await mpi.handle(Register(subject=person("HOSPA", "A1")), A)
     b = await mpi.handle(Register(subject=person("HOSPB", "B1")), B)
     assert a.person.id == b.person.id
-    result = await mpi.handle(Unlink(a=person("HOSPA", "A1"), b=person("HOSPB", "B1")), A)
+    result = await mpi.handle(
+        Unlink(a=person("HOSPA", "A1"), b=person("HOSPB", "B1")), STEWARD
+    )
     assert result.applied
     b_now = await mpi.get_record(b.record.id)
     assert b_now.person_id != a.person.id
@@ -397,7 +417,9 @@ async def test_unlink_separates_and_prevents_automatic_relink(mpi: Mpi) -> None:
 async def test_unlink_of_unlinked_records_is_not_applied(mpi: Mpi) -> None:
     await mpi.handle(Register(subject=person("HOSPA", "A1")), A)
     await mpi.handle(Register(subject=person("HOSPB", "B1", given="Other")), B)
-    result = await mpi.handle(Unlink(a=person("HOSPA", "A1"), b=person("HOSPB", "B1")), A)
+    result = await mpi.handle(
+        Unlink(a=person("HOSPA", "A1"), b=person("HOSPB", "B1")), STEWARD
+    )
     assert not result.applied
 
 

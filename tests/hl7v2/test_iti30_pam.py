@@ -76,6 +76,22 @@ async def test_A37_of_unknown_record_is_AE_204_at_the_second_PID(client: MLLPCli
     assert msa(answer) == "AE" and errs(answer) == [("PID^2^3^1^1", "204")]
 
 
+async def test_A37_from_a_sender_not_allowed_in_a_records_domain_changes_nothing(
+    client: MLLPClient,
+) -> None:
+    """ADT_A may write in HOSPA and LAB, not in HOSPB: an A37 naming a HOSPB record is
+    refused at that record's PID-3.4 (HL7 0357: 204) and the records stay linked."""
+    await client.send(adt("A28", "U1^^^HOSPA", name="UNLINK^UNA", dob="19551111"))
+    await client.send(adt("A28", "U2^^^HOSPB", name="UNLINK^UNA", dob="19551111",
+                          app="ADT_B"))
+    linked = reply(await client.send(pix_query("U1^^^HOSPA", domains="^^^HOSPB")))
+    assert pid3(linked.segment("PID")) == ["U2^^^HOSPB&1.2.3.4.5.2&ISO"]  # type: ignore[arg-type]
+    answer = reply(await client.send(two_pids("A37", "U1^^^HOSPA", "U2^^^HOSPB")))
+    assert msa(answer) == "AE" and errs(answer) == [("PID^2^3^1^4", "204")]
+    still = reply(await client.send(pix_query("U1^^^HOSPA", domains="^^^HOSPB")))
+    assert pid3(still.segment("PID")) == ["U2^^^HOSPB&1.2.3.4.5.2&ISO"]  # type: ignore[arg-type]
+
+
 async def test_A24_with_one_PID_is_AE_100(client: MLLPClient) -> None:
     text = "\r".join([msh("ADT^A24^ADT_A24"), "EVN||2026", "PID|1||L5^^^HOSPA||A^B"]) + "\r"
     answer = reply(await client.send(text))
