@@ -77,6 +77,18 @@ class UnknownIdentifier(MpiError):
         self.value = value
 
 
+class ReusedMessageId(MpiError):
+    """A sender's message control id that an earlier message with other content already
+    used: refused (HL7 0357 205), never answered with the earlier message's reply."""
+
+    def __init__(self, sender: str, message_id: str) -> None:
+        super().__init__(
+            f"message control id {message_id!r} of {sender} was used before for another message"
+        )
+        self.sender = sender
+        self.message_id = message_id
+
+
 class SourceNotAuthorized(MpiError):
     """The sender may not assign identifiers in this domain."""
 

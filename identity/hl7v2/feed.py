@@ -12,6 +12,7 @@ back).
 
 from __future__ import annotations
 
+import hashlib
 import logging
 from dataclasses import dataclass, field
 from typing import Any
@@ -22,6 +23,7 @@ from identity.errors import (
     InvalidInput,
     InvalidState,
     NotFound,
+    ReusedMessageId,
     SourceNotAuthorized,
     StoreUnavailable,
     UnknownDomain,
@@ -83,6 +85,8 @@ def error_details(exc: Exception, command: _Command) -> list[ErrorDetail]:
     text = str(exc)
     if isinstance(exc, ParseError):
         return [ErrorDetail(exc.location, exc.code, text)]
+    if isinstance(exc, ReusedMessageId):
+        return [ErrorDetail(ErrorLocation("MSH", 1, 10), 205, text)]
     if isinstance(exc, SourceNotAuthorized):
         segment, seq, rep = _sequence_of(command, None, exc.domain)
         return [ErrorDetail(ErrorLocation(segment, seq, 3, rep, 4), 204, text)]
@@ -106,6 +110,17 @@ def error_details(exc: Exception, command: _Command) -> list[ErrorDetail]:
     if isinstance(exc, InvalidState):
         return [ErrorDetail(ErrorLocation("PID", 1, 3), 207, text)]
     return [ErrorDetail(None, 207, text)]
+
+
+def message_digest(message: Message) -> str:
+    """What tells one feed message's content from another's under the same control id: its
+    type and every segment but MSH, hashed (a copy re-sent after a time-out may carry a new
+    MSH-7 time, and is the same message)."""
+    digest = hashlib.blake2b(message.msh.field(9).encode(), digest_size=16)
+    for segment in message:
+        if segment.name != "MSH":
+            digest.update(b"\r" + segment.raw.encode())
+    return digest.hexdigest()
 
 
 def _source(message: Message) -> str:
@@ -132,6 +147,7 @@ class FeedHandler:
             sender=sender,
             reply=lambda _result: ack(ctx, "AA")[0],
             refusal=lambda exc: ack(ctx, "AE", error_details(exc, received))[0],
+            digest=message_digest(message),
         )
         try:
             try:

@@ -41,7 +41,9 @@ class Envelope:
     identifies the message for idempotency: a message applied before is not applied again, and
     :meth:`Mpi.answer` returns the reply stored with it. ``reply`` renders the reply to a
     command that succeeded (stored in the command's own transaction), ``refusal`` the reply to
-    one that was refused (stored after the rollback)."""
+    one that was refused (stored after the rollback). ``digest`` identifies the message's
+    content: stored beside the reply, so that a control id reused for another message is
+    refused instead of answered with the first one's reply."""
 
     actor: str
     source: str | None = None
@@ -49,6 +51,14 @@ class Envelope:
     sender: str | None = None
     reply: Callable[[Any], str] | None = None
     refusal: Callable[[Exception], str] | None = None
+    digest: str | None = None
+
+    def reuses(self, stored_digest: str | None) -> bool:
+        """Whether a message stored with ``stored_digest`` under this envelope's idempotency
+        pair had other content (unknown digests, from before they were kept, never differ)."""
+        return self.digest is not None and stored_digest is not None and (
+            stored_digest != self.digest
+        )
 
     @property
     def idempotency(self) -> tuple[str, str] | None:

@@ -15,6 +15,7 @@ from identity.errors import (
     AmbiguousDomain,
     InvalidInput,
     NotFound,
+    ReusedMessageId,
     SourceNotAuthorized,
     UnknownDomain,
 )
@@ -60,8 +61,10 @@ class Core:
             uow = UnitOfWork(conn, envelope, self.fanout)
             idempotency = envelope.idempotency
             if idempotency is not None:
-                previous = await uow.repo.begin_message(*idempotency)
+                previous, digest = await uow.repo.begin_message(*idempotency)
                 if previous is not None:
+                    if envelope.reuses(digest):
+                        raise ReusedMessageId(*idempotency)
                     raise AlreadyProcessed(previous)
             yield uow
             await uow.flush()

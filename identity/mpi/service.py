@@ -21,6 +21,7 @@ from identity.errors import (
     InvalidInput,
     MpiError,
     NotFound,
+    ReusedMessageId,
     StoreUnavailable,
     UnknownDomain,
 )
@@ -71,7 +72,7 @@ class Mpi:
             changes=self.changes,
             fanout={CHANGED_TOPIC: tuple(notify_topic(n.name) for n in settings.notify)},
         )
-        self._in_flight: dict[tuple[str, str], asyncio.Future[str]] = {}
+        self._in_flight: dict[tuple[str, str], tuple[asyncio.Future[str], str | None]] = {}
         self.follower = ModelFollower(self)
 
     async def start(self) -> None:
@@ -134,9 +135,12 @@ class Mpi:
                              "refusal")
         running = self._in_flight.get(idempotency)
         if running is not None:
-            return await asyncio.shield(running)
-        future: asyncio.Future[str] = asyncio.get_running_loop().create_future()
-        self._in_flight[idempotency] = future
+            future, digest = running
+            if envelope.reuses(digest):
+                return self._reused(envelope)
+            return await asyncio.shield(future)
+        future = asyncio.get_running_loop().create_future()
+        self._in_flight[idempotency] = (future, envelope.digest)
         try:
             text = await self._answer(command, envelope)
         except asyncio.CancelledError:
@@ -158,6 +162,8 @@ class Mpi:
         except AlreadyProcessed as exc:
             self._log_redelivered(envelope)
             return exc.reply
+        except ReusedMessageId:
+            return self._reused(envelope)
         except StoreUnavailable:
             raise
         except MpiError as exc:
@@ -179,12 +185,23 @@ class Mpi:
             return text
         try:
             async with self.db.read() as conn:
-                stored = await Repository(conn).save_processed_reply(*idempotency, text)
+                stored, digest = await Repository(conn).save_processed_reply(
+                    *idempotency, text, envelope.digest)
         except StoreUnavailable:
             return text
         if stored != text:
+            if envelope.reuses(digest):
+                return self._reused(envelope)
             self._log_redelivered(envelope)
         return stored
+
+    def _reused(self, envelope: Envelope) -> str:
+        """The refusal of a message whose control id an earlier message with other content
+        used: not stored (the id's stored reply stays the first message's)."""
+        assert envelope.refusal is not None and envelope.idempotency is not None
+        log.info("event=message_id_reused sender=%s message_id=%s",
+                 envelope.sender, envelope.message_id)
+        return envelope.refusal(ReusedMessageId(*envelope.idempotency))
 
     async def _run(self, command: Command[R], envelope: Envelope) -> tuple[R, str | None]:
         handler = HANDLERS[type(command)]
@@ -194,7 +211,8 @@ class Mpi:
             idempotency = envelope.idempotency
             if idempotency is not None and envelope.reply is not None:
                 text = envelope.reply(result)
-                uow.remember_reply(*idempotency, text)  # written at flush, with the change
+                # written at flush, with the change
+                uow.remember_reply(*idempotency, text, envelope.digest)
         return result, text
 
     @staticmethod

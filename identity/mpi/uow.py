@@ -44,7 +44,7 @@ class UnitOfWork:
         self.command_id = uuid.uuid4()
         self._history: list[tuple[Any, ...]] = []
         self._outbox: list[tuple[str, dict[str, Any], Any]] = []
-        self._reply: tuple[str, str, str] | None = None
+        self._reply: tuple[str, str, str, str | None] | None = None
 
     def record(
         self,
@@ -91,9 +91,12 @@ class UnitOfWork:
         self._history, self._outbox = [], []
         return history, outbox
 
-    def remember_reply(self, sender: str, control_id: str, reply: str) -> None:
-        """Store the reply to (sender, message control id) at flush, with the change."""
-        self._reply = (sender, control_id, reply)
+    def remember_reply(
+        self, sender: str, control_id: str, reply: str, digest: str | None = None
+    ) -> None:
+        """Store the reply to (sender, message control id), and the message's digest, at
+        flush, with the change."""
+        self._reply = (sender, control_id, reply, digest)
 
     async def flush(self) -> None:
         """Write the history rows, outbox rows and reply collected, in one statement."""

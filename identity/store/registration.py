@@ -208,19 +208,20 @@ class RegistrationQueries:
         self,
         history: Sequence[tuple[Any, ...]],
         outbox: Sequence[tuple[str, dict[str, Any], Any]],
-        reply: tuple[str, str, str] | None = None,
+        reply: tuple[str, str, str, str | None] | None = None,
     ) -> None:
-        """History rows, outbox rows and the stored reply (sender, control id, text) of a
-        command, in one call."""
-        sender, control_id, text = reply if reply is not None else (None, None, None)
+        """History rows, outbox rows and the stored reply (sender, control id, text, the
+        message's digest) of a command, in one call."""
+        sender, control_id, text, digest = reply if reply is not None else (None,) * 4
         await self.conn.execute(
             """SELECT append_events($1::uuid[], $2::text[], $3::text[], $4::bigint[],
                    $5::bigint[], $6::bigint[], $7::jsonb[], $8::jsonb[], $9::text[], $10::text[],
-                   $11::text[], $12::jsonb[], $13::uuid[], $14, $15, $16)""",
+                   $11::text[], $12::jsonb[], $13::uuid[], $14, $15, $16, $17)""",
             *_event_params(history, outbox),
             sender,
             control_id,
             text,
+            digest,
         )
 
 
@@ -243,27 +244,37 @@ class RegistrationQueries:
 
     # --- processed messages -----------------------------------------------------------------
 
-    async def begin_message(self, sender: str, control_id: str) -> str | None:
-        """Take the message's own transaction lock, then read the reply stored for it, if any
-        (one call, migration 0007): the same message delivered twice at once is applied once."""
-        return await self.conn.fetchval(
-            "SELECT message_begin($1, $2, $3)",
+    async def begin_message(
+        self, sender: str, control_id: str
+    ) -> tuple[str | None, str | None]:
+        """Take the message's own transaction lock, then read the reply stored for it and the
+        digest of the message it answered, if any (one call, migrations 0007 and 0012): the
+        same message delivered twice at once is applied once."""
+        row = await self.conn.fetchrow(
+            "SELECT * FROM message_begin($1, $2, $3)",
             key_hash(f"message:{sender}|{control_id}"),
             sender,
             control_id,
         )
+        return (row["reply"], row["digest"]) if row is not None else (None, None)
 
-    async def save_processed_reply(self, sender: str, control_id: str, reply: str) -> str:
-        """Store the reply to a message unless one is stored already; returns the stored one
-        (a message refused before and now re-sent gets the reply it got then)."""
-        return await self.conn.fetchval(
-            """INSERT INTO processed_message (sender, control_id, reply) VALUES ($1, $2, $3)
+    async def save_processed_reply(
+        self, sender: str, control_id: str, reply: str, digest: str | None
+    ) -> tuple[str, str | None]:
+        """Store the reply to a message (and the message's digest) unless one is stored
+        already; returns the stored reply and digest (a message refused before and now re-sent
+        gets the reply it got then)."""
+        row = await self.conn.fetchrow(
+            """INSERT INTO processed_message (sender, control_id, reply, digest)
+               VALUES ($1, $2, $3, $4)
                ON CONFLICT (sender, control_id) DO UPDATE SET reply = processed_message.reply
-               RETURNING reply""",
+               RETURNING reply, digest""",
             sender,
             control_id,
             reply,
+            digest,
         )
+        return row["reply"], row["digest"]
 
 
 

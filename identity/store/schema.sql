@@ -107,7 +107,8 @@ CREATE TABLE processed_message (
     sender text NOT NULL,
     control_id text NOT NULL,
     reply text NOT NULL,
-    created_at timestamp with time zone DEFAULT now() NOT NULL
+    created_at timestamp with time zone DEFAULT now() NOT NULL,
+    digest text
 );
 
 CREATE TABLE record_identifier (
@@ -297,7 +298,7 @@ CREATE INDEX source_record_postal ON source_record USING btree (postal_code);
 
 -- Functions
 
-CREATE OR REPLACE FUNCTION append_events(p_command uuid[], p_event text[], p_entity text[], p_entity_id bigint[], p_person bigint[], p_record bigint[], p_before jsonb[], p_after jsonb[], p_actor text[], p_message text[], p_topic text[], p_payload jsonb[], p_outbox_command uuid[], p_sender text, p_control_id text, p_reply text)
+CREATE OR REPLACE FUNCTION append_events(p_command uuid[], p_event text[], p_entity text[], p_entity_id bigint[], p_person bigint[], p_record bigint[], p_before jsonb[], p_after jsonb[], p_actor text[], p_message text[], p_topic text[], p_payload jsonb[], p_outbox_command uuid[], p_sender text, p_control_id text, p_reply text, p_digest text)
  RETURNS void
  LANGUAGE plpgsql
 AS $function$
@@ -318,8 +319,8 @@ BEGIN
         ORDER BY y.o;
     END IF;
     IF p_sender IS NOT NULL THEN
-        INSERT INTO processed_message (sender, control_id, reply)
-        VALUES (p_sender, p_control_id, p_reply)
+        INSERT INTO processed_message (sender, control_id, reply, digest)
+        VALUES (p_sender, p_control_id, p_reply, p_digest)
         ON CONFLICT DO NOTHING;
     END IF;
 END;
@@ -338,14 +339,14 @@ BEGIN
 END;
 $function$;
 
-CREATE OR REPLACE FUNCTION message_begin(p_lock bigint, p_sender text, p_control_id text)
- RETURNS text
+CREATE OR REPLACE FUNCTION message_begin(p_lock bigint, p_sender text, p_control_id text, OUT reply text, OUT digest text)
+ RETURNS record
  LANGUAGE plpgsql
 AS $function$
 BEGIN
     PERFORM pg_advisory_xact_lock(p_lock);
-    RETURN (SELECT m.reply FROM processed_message m
-            WHERE m.sender = p_sender AND m.control_id = p_control_id);
+    SELECT m.reply, m.digest INTO reply, digest FROM processed_message m
+    WHERE m.sender = p_sender AND m.control_id = p_control_id;
 END;
 $function$;
 
@@ -597,7 +598,7 @@ BEGIN
     END IF;
     PERFORM append_events(p_command, p_event, p_entity, p_entity_id, p_person, p_record,
                           p_before, p_after, p_actor, p_message,
-                          p_topic, p_payload, p_outbox_command, NULL, NULL, NULL);
+                          p_topic, p_payload, p_outbox_command, NULL, NULL, NULL, NULL);
 
     IF p_own_person IS NOT NULL THEN
         SELECT coalesce(jsonb_agg(jsonb_build_array(r.id, r.domain_id, l.person_id,

@@ -149,12 +149,15 @@ async def test_redelivered_message_gets_the_same_ack_and_is_applied_once(
     record = await service.mpi.find_record(ref("HOSPA", "P12"))
     history = await service.mpi.history(record_id=record.id)
     assert len({event.command_id for event in history}) == 1
-    # an A08 with the same MSH-10 from the same sender is not applied either
+    # another message (an A08) reusing that MSH-10 from the same sender is refused, not
+    # answered with the first one's AA, and not applied (issue 16 item 5)
     control = reply(first).segment("MSA").value(2)  # type: ignore[union-attr]
-    again = await client.send(adt("A08", f"P12{HOSPA}", name="JONES^X", control=control))
-    assert again == first
+    again = reply(await client.send(adt("A08", f"P12{HOSPA}", name="JONES^X", control=control)))
+    assert msa(again) == "AE" and errs(again) == [("MSH^1^10", "205")]
     record = await service.mpi.find_record(ref("HOSPA", "P12"))
     assert record.demographics.names[0].family == "SMITH"  # type: ignore[index]
+    # and the first message re-sent still gets its own reply
+    assert await client.send(message) == first
 
 
 async def test_refusal_is_remembered_and_repeated(client: MLLPClient) -> None:
@@ -162,20 +165,24 @@ async def test_refusal_is_remembered_and_repeated(client: MLLPClient) -> None:
     assert await client.send(message) == await client.send(message)
 
 
-async def test_a_message_control_id_gets_its_first_reply_whatever_comes_with_it_later(
+async def test_a_message_control_id_reused_for_other_content_is_refused_205(
     service: Hl7Service, client: MLLPClient
 ) -> None:
-    """The same sender and MSH-10 is the same message: refused first (no name), it stays refused
-    when it comes back valid, and nothing is applied; accepted first, it stays accepted when it
-    comes back invalid."""
+    """The same sender and MSH-10 with the same content is the same message and gets its first
+    reply; with other content it is another message reusing the id: AE 205 at MSH-10, nothing
+    applied, and the id keeps its first reply (issue 16 item 5)."""
     refused = await client.send(adt("A04", f"P15{HOSPA}", name="", control="C15"))
     assert msa(reply(refused)) == "AE"
-    assert await client.send(adt("A04", f"P15{HOSPA}", control="C15")) == refused
+    assert await client.send(adt("A04", f"P15{HOSPA}", name="", control="C15")) == refused
+    reused = reply(await client.send(adt("A04", f"P15{HOSPA}", control="C15")))
+    assert msa(reused) == "AE" and errs(reused) == [("MSH^1^10", "205")]
     with pytest.raises(Exception, match="P15"):
         await service.mpi.find_record(ref("HOSPA", "P15"))
     accepted = await client.send(adt("A04", f"P16{HOSPA}", control="C16"))
     assert msa(reply(accepted)) == "AA"
-    assert await client.send(adt("A04", f"P16{HOSPA}", name="", control="C16")) == accepted
+    changed = reply(await client.send(adt("A04", f"P16{HOSPA}", name="", control="C16")))
+    assert msa(changed) == "AE" and errs(changed) == [("MSH^1^10", "205")]
+    assert await client.send(adt("A04", f"P16{HOSPA}", control="C16")) == accepted
 
 
 async def test_database_unreachable_is_AE_207_and_the_resend_succeeds_later(

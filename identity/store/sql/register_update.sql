@@ -84,7 +84,7 @@ BEGIN
     END IF;
     PERFORM append_events(p_command, p_event, p_entity, p_entity_id, p_person, p_record,
                           p_before, p_after, p_actor, p_message,
-                          p_topic, p_payload, p_outbox_command, NULL, NULL, NULL);
+                          p_topic, p_payload, p_outbox_command, NULL, NULL, NULL, NULL);
 
     IF p_own_person IS NOT NULL THEN
         SELECT coalesce(jsonb_agg(jsonb_build_array(r.id, r.domain_id, l.person_id,
