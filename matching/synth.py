@@ -683,51 +683,11 @@ def read_csv(path: str | Path, truth_column: str = "person_id") -> list[SynthRec
 
 
 def iter_csv(path: str | Path, truth_column: str = "person_id") -> Iterator[SynthRecord]:
-    """:func:`read_csv` one record at a time (for files too large to hold twice)."""
-    with open(path, newline="", encoding="utf-8") as handle:
-        for row in csv.DictReader(handle):
-            given = [row["given"]] + (row.get("middle") or "").split()
-            name: dict[str, Any] = {"family": row["family"], "given": [g for g in given if g],
-                                    "use": "L"}
-            if row.get("suffix"):
-                name["suffix"] = row["suffix"]
-            if row.get("prefix"):
-                name["prefix"] = row["prefix"]
-            names = [name] + [
-                {"family": f, "given": name["given"], "use": "M"}
-                for f in (row.get("previous_family") or "").split(";") if f
-            ]
-            demo: dict[str, Any] = {"names": names}
-            if row.get("birth_date"):
-                demo["birth_date"] = row["birth_date"]
-            if row.get("sex"):
-                demo["sex"] = row["sex"]
-            lines = [x for x in (row.get("address_line1"), row.get("address_line2")) if x]
-            if lines or row.get("postal_code"):
-                demo["addresses"] = [{"lines": lines, "city": row.get("city", ""),
-                                      "state": row.get("state", ""),
-                                      "postal_code": row.get("postal_code", ""),
-                                      "country": row.get("country", "")}]
-            if row.get("phone"):
-                demo["phones"] = [{"value": row["phone"]}]
-            if row.get("mothers_maiden_name"):
-                demo["mothers_maiden_name"] = row["mothers_maiden_name"]
-            multiple = row.get("multiple_birth") or ""
-            if multiple:
-                demo["multiple_birth"] = int(multiple) if multiple.isdigit() else multiple
-            identifiers = [{"domain": row["source_domain"], "value": row["mrn"], "type": "MR"}]
-            if row.get("ssn"):
-                identifiers.append({"domain": SSN_DOMAIN, "value": row["ssn"], "type": "SS"})
-            relations = dict(
-                item.split("=", 1) for item in (row.get("relations") or "").split(";") if item
-            )
-            yield SynthRecord(
-                record_id=row["record_id"], person_id=row[truth_column],
-                source_domain=row["source_domain"], demographics=demo,
-                identifiers=identifiers, duplicate=row.get("duplicate") == "1",
-                errors=[e for e in (row.get("errors") or "").split(";") if e],
-                relations=relations,
-            )
+    """:func:`read_csv` one record at a time (for files too large to hold twice): the
+    ``synth`` layout of :mod:`matching.columns`, which reads any labelled CSV."""
+    from matching.columns import iter_records  # columns builds on this module
+
+    return iter_records(path, truth_column=truth_column)
 
 
 _FHIR_GENDER = {"M": "male", "F": "female", "O": "other", "U": "unknown"}
