@@ -126,7 +126,7 @@ class Service:
         )
 
     async def _start_http(self) -> None:
-        app = web.Application()
+        app = web.Application(client_max_size=self.settings.http.max_body_bytes)
         app[SERVICE_KEY] = self
         assert self.mpi is not None
         app[MPI_KEY] = self.mpi

@@ -84,6 +84,9 @@ class HttpSettings(_Section):
     port: int = Field(8080, ge=0, le=65535)
     tls: TlsSettings | None = None
     """Absent: plain HTTP."""
+    max_body_bytes: int = Field(8 << 20, ge=1024)
+    """A request body larger than this is refused with 413 (an OperationOutcome under /fhir)
+    before it is read whole."""
 
 
 class MllpSettings(_Section):

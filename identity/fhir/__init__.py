@@ -19,7 +19,8 @@ FHIR_DOOR_KEY = web.AppKey("fhir_door", FhirDoor)
 def build_fhir_app(mpi: Mpi, settings: Settings) -> web.Application:
     """The FHIR sub-application (mounted at /fhir); its middleware maps every error to an
     OperationOutcome without touching the parent's other routes."""
-    app = web.Application(middlewares=[error_middleware], client_max_size=8 << 20)
+    # the body limit that applies is the serving application's (identity.app: http.max_body_bytes)
+    app = web.Application(middlewares=[error_middleware])
     door = FhirDoor(mpi, settings)
     app[FHIR_DOOR_KEY] = door
 

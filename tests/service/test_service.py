@@ -448,3 +448,27 @@ async def test_calibrate_applies_while_the_service_runs_on_the_embedded_database
     finally:
         await service.stop()
     assert not _postgres_running(data_dir / "postgres")
+
+
+async def test_a_request_body_over_the_limit_is_413_operation_outcome(data_dir: Path) -> None:
+    """[http] max_body_bytes: a larger body is refused before it is read whole, in FHIR's own
+    form, and the service goes on answering."""
+    settings = Settings(data_dir=data_dir, http={"port": 0, "max_body_bytes": 4096},
+                        mllp={"port": 0}, domains=DEMO_DOMAINS)
+    service = Service(settings)
+    await service.start()
+    try:
+        base = f"http://127.0.0.1:{service.http_port}/fhir"
+        big = {"resourceType": "Parameters",
+               "parameter": [{"name": "resource", "valueString": "x" * 8192}]}
+        async with aiohttp.ClientSession() as session:
+            async with session.post(f"{base}/Patient/$match", json=big,
+                                    headers={"X-Client-Id": "ADT_A"}) as response:
+                assert response.status == 413
+                outcome = await response.json(content_type=None)
+                assert outcome["resourceType"] == "OperationOutcome"
+                assert outcome["issue"][0]["code"] == "too-long"
+            async with session.get(f"{base}/metadata") as response:
+                assert response.status == 200
+    finally:
+        await service.stop()
