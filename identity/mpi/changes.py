@@ -163,20 +163,6 @@ class Changes:
 
     # --- register / update ------------------------------------------------------------------
 
-    async def register(
-        self,
-        uow: UnitOfWork,
-        domain: Domain,
-        inp: RecordInput,
-        others: Sequence[ResolvedIdentifier],
-        source: str | None,
-        *,
-        replace: bool,
-    ) -> tuple[Decision, int, int, bool, list[int]]:
-        """Returns (decision, record id, person id, created, review item ids)."""
-        done = await self.register_record(uow, domain, inp, others, source, replace=replace)
-        return done.decision, done.record_id, done.person_id, done.created, done.review_ids
-
     async def register_record(
         self,
         uow: UnitOfWork,

@@ -101,7 +101,9 @@ async def merge(cmd: Merge, uow: UnitOfWork, core: Core) -> CommandResult:
         others = await core.other_identifiers(
             survivor.other_identifiers, domain, survivor.identifier.value
         )
-        await core.changes.register(uow, domain, survivor, others, source, replace=False)
+        await core.changes.register_record(
+            uow, domain, survivor, others, source, replace=False
+        )
     result = await core.command_result(uow, applied, record_ids, person_ids, note)
     log.info("event=merge applied=%s domain=%s actor=%s", applied, domain.namespace, uow.actor)
     return result
@@ -174,7 +176,9 @@ async def _ensure_records(
         if stored is None:
             core.check_source(domain, source)
             others = await core.other_identifiers(record.other_identifiers, domain, value)
-            await core.changes.register(uow, domain, record, others, source, replace=False)
+            await core.changes.register_record(
+                uow, domain, record, others, source, replace=False
+            )
             stored = await uow.repo.record_by_identifier(domain.id, value)
         if stored is None or not stored.active:
             raise NotFound(f"record {value!r} is not active")
