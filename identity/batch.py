@@ -14,7 +14,7 @@ column                 meaning
 ``middle``             further given names, separated by spaces
 ``prefix``, ``suffix`` name prefix (DR) and suffix (JR, III)
 ``previous_family``    earlier family names, separated by ``;`` (kept as maiden names, use M)
-``birth_date``         ``YYYY-MM-DD`` (or ``YYYY``, ``YYYY-MM``)
+``birth_date``         ``YYYY-MM-DD`` or ``YYYYMMDD`` (or ``YYYY``, ``YYYY-MM``)
 ``sex``                HL7 table 0001 (``M``, ``F``, ``O``, ``U``) or FHIR gender
 ``address_line1``,     street lines, then ``city``, ``state``, ``postal_code``, ``country``
 ``address_line2``
@@ -39,6 +39,7 @@ from typing import Any, Protocol
 
 from identity.errors import InvalidInput
 from identity.model import AuthorityRef, Demographics, IdentifierRef, RecordInput
+from matching.columns import row_demographics
 from matching.normalize import SSN_OID
 
 #: Assigning authority of the ``ssn`` column: the US Social Security Administration.
@@ -55,44 +56,6 @@ COLUMNS = (
 )
 
 _OID = re.compile(r"[0-2](\.\d+)+")
-
-
-def row_demographics(row: Mapping[str, str]) -> dict[str, Any]:
-    """The demographics of one CSV row, in :class:`Demographics`' shape."""
-    given = [row.get("given") or "", *(row.get("middle") or "").split()]
-    name: dict[str, Any] = {
-        "family": row.get("family") or "", "given": [g for g in given if g], "use": "L",
-    }
-    if row.get("suffix"):
-        name["suffix"] = row["suffix"]
-    if row.get("prefix"):
-        name["prefix"] = row["prefix"]
-    names = [name] + [
-        {"family": family, "given": name["given"], "use": "M"}
-        for family in (row.get("previous_family") or "").split(";") if family
-    ]
-    demographics: dict[str, Any] = {"names": names}
-    if row.get("birth_date"):
-        demographics["birth_date"] = row["birth_date"]
-    if row.get("sex"):
-        demographics["sex"] = row["sex"]
-    lines = [x for x in (row.get("address_line1"), row.get("address_line2")) if x]
-    if lines or row.get("postal_code"):
-        demographics["addresses"] = [{
-            "lines": lines,
-            "city": row.get("city") or "",
-            "state": row.get("state") or "",
-            "postal_code": row.get("postal_code") or "",
-            "country": row.get("country") or "",
-        }]
-    if row.get("phone"):
-        demographics["phones"] = [{"value": row["phone"]}]
-    if row.get("mothers_maiden_name"):
-        demographics["mothers_maiden_name"] = row["mothers_maiden_name"]
-    multiple = row.get("multiple_birth") or ""
-    if multiple:
-        demographics["multiple_birth"] = int(multiple) if multiple.isdigit() else multiple
-    return demographics
 
 
 def row_input(row: Mapping[str, str]) -> RecordInput:

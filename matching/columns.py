@@ -44,6 +44,7 @@ __all__ = [
     "iter_records",
     "read_records",
     "record_from_row",
+    "row_demographics",
 ]
 
 #: Our fields, in the order of the generator's CSV layout.
@@ -200,8 +201,9 @@ def iso_date(text: str | None) -> str:
     return value
 
 
-def record_from_row(row: Mapping[str, str], *, row_number: int = 0) -> SynthRecord:
-    """A record from one row of our fields (:meth:`ColumnMapping.row`)."""
+def row_demographics(row: Mapping[str, str]) -> dict[str, Any]:
+    """The demographics of one row of our fields, in the shape ``identity.model.Demographics``
+    and the matching functions take (also the reader of `identity import`'s CSV)."""
     given = [row.get("given") or ""] + (row.get("middle") or "").split()
     name: dict[str, Any] = {"family": row.get("family") or "", "given": [g for g in given if g],
                             "use": "L"}
@@ -232,6 +234,12 @@ def record_from_row(row: Mapping[str, str], *, row_number: int = 0) -> SynthReco
     multiple = row.get("multiple_birth") or ""
     if multiple:
         demo["multiple_birth"] = int(multiple) if multiple.isdigit() else multiple
+    return demo
+
+
+def record_from_row(row: Mapping[str, str], *, row_number: int = 0) -> SynthRecord:
+    """A record from one row of our fields (:meth:`ColumnMapping.row`)."""
+    demo = row_demographics(row)
     source = row.get("source_domain") or ""
     identifiers: list[dict[str, Any]] = []
     if row.get("mrn"):
