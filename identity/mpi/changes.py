@@ -111,6 +111,23 @@ def _unchanged(
     return demographics.model_dump(mode="json") == record.demographics.model_dump(mode="json")
 
 
+def _record_write(
+    demographics: dict[str, Any],
+    prepared: Prepared,
+    source: str | None,
+    others: Sequence[ResolvedIdentifier],
+) -> RecordWrite:
+    """What a registration writes of a record (insert and update alike)."""
+    return RecordWrite(
+        demographics=demographics,
+        normalized=prepared.normalized,
+        search=prepared.search,
+        source=source,
+        others=others,
+        keys=prepared.keys,
+    )
+
+
 class OversizedKeys:
     """The blocking keys this process has seen holding more than ``max_block`` records
     (migration 0010). A new record leaves them out of the keys it locks and reads, so that its
@@ -256,14 +273,7 @@ class Changes:
         written = await repo.register_insert(
             domain_id=domain.id,
             identifier=inp.identifier.value,
-            record=RecordWrite(
-                demographics=demographics,
-                normalized=prepared.normalized,
-                search=prepared.search,
-                source=source,
-                others=others,
-                keys=prepared.keys,
-            ),
+            record=_record_write(demographics, prepared, source, others),
             person_id=outcome.person_id,
             link=LinkWrite(
                 kind=LinkKind.AUTOMATIC,
@@ -422,14 +432,7 @@ class Changes:
         written = await repo.register_update(
             record_id=record_id,
             lock_keys=[*prepared.keys, *began.old_keys],
-            record=RecordWrite(
-                demographics=dumped,
-                normalized=prepared.normalized,
-                search=prepared.search,
-                source=source,
-                others=others,
-                keys=prepared.keys,
-            ),
+            record=_record_write(dumped, prepared, source, others),
             touch_person=record.person_id if linked else None,
             own_person=record.person_id if automatic else None,
             selection=self.selection,
