@@ -7,6 +7,7 @@ The key names are a public interface (README "Configuration"): keep them stable.
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import re
 import tomllib
@@ -89,6 +90,28 @@ class HttpSettings(_Section):
     before it is read whole."""
 
 
+class MllpClientSettings(_Section):
+    """``[[mllp.clients]]``: a sender known by its TLS client certificate, and the MSH-3 /
+    MSH-4 values it may send as. When any are configured, every MLLP message must come over a
+    connection whose certificate matches one of them (docs/security.md)."""
+
+    subject: str | None = None
+    """The certificate's subject, as an RFC 4514 string (``CN=adt.hospa.example,O=Hospital
+    A``); attributes compare regardless of order ..."""
+    san: str | None = None
+    """... or one of its subjectAltName values (DNS name, URI or IP address)."""
+    applications: list[str] = Field(min_length=1)
+    """MSH-3 namespace ids it may send as."""
+    facilities: list[str] = Field(default_factory=list)
+    """MSH-4 namespace ids it may send as; empty = any."""
+
+    @model_validator(mode="after")
+    def _one_name(self) -> MllpClientSettings:
+        if (self.subject is None) == (self.san is None):
+            raise ValueError("set exactly one of subject and san")
+        return self
+
+
 class MllpSettings(_Section):
     host: str = "127.0.0.1"
     port: int = Field(2575, ge=0, le=65535)
@@ -96,6 +119,15 @@ class MllpSettings(_Section):
     idle_timeout: float = Field(300.0, gt=0)
     tls: TlsSettings | None = None
     """Absent: plain TCP."""
+    clients: list[MllpClientSettings] = Field(default_factory=list)
+    """Empty: MSH-3 is trusted as sent (a trusted network segment only)."""
+
+    @model_validator(mode="after")
+    def _clients_need_certificates(self) -> MllpSettings:
+        if self.clients and (self.tls is None or self.tls.client_certificates == "none"):
+            raise ValueError("[[mllp.clients]] needs [mllp.tls] with client_certificates = "
+                             "'required' (or 'optional')")
+        return self
 
 
 class MpiSettings(_Section):
@@ -237,6 +269,50 @@ class NotifySettings(_Section):
         return self
 
 
+class AuthSettings(_Section):
+    """``[auth]``: who may call the HTTP door (identity/auth.py, docs/security.md)."""
+
+    mode: Literal["none", "jwt"] = "none"
+    """``jwt``: every request but /fhir/metadata and /healthz needs an OAuth2 bearer JWT.
+    ``none``: the client is the ``[fhir] client_id_header`` header as sent (demos and tests;
+    refused on a non-loopback HTTP address unless ``allow_insecure``)."""
+    issuer: str | None = None
+    """The ``iss`` the tokens must carry."""
+    audience: str | None = None
+    """The ``aud`` they must carry (this service's URL, usually)."""
+    jwks_file: Path | None = None
+    """The authorisation server's public keys (a JWKS document) ..."""
+    jwks_url: str | None = None
+    """... or where to fetch them (at start-up, hourly, and for an unknown key id)."""
+    leeway: float = Field(60.0, ge=0, le=600)
+    """Clock skew allowed on ``exp`` and ``nbf``, seconds."""
+    realm: str = "identity"
+    """The realm of the WWW-Authenticate challenge."""
+    allow_insecure: bool = False
+    """Run ``mode = "none"`` on a non-loopback HTTP address anyway."""
+
+    _files = field_validator("jwks_file")(_readable)
+
+    @model_validator(mode="after")
+    def _jwt_complete(self) -> AuthSettings:
+        if self.mode == "jwt":
+            missing = [k for k in ("issuer", "audience") if getattr(self, k) is None]
+            if missing:
+                raise ValueError(f"mode = 'jwt' needs {' and '.join(missing)}")
+            if (self.jwks_file is None) == (self.jwks_url is None):
+                raise ValueError("mode = 'jwt' needs exactly one of jwks_file and jwks_url")
+        return self
+
+
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix="IDENTITY_",
@@ -261,6 +337,7 @@ class Settings(BaseSettings):
     hl7: Hl7Settings = Hl7Settings()
     fhir: FhirSettings = FhirSettings()
     notify: list[NotifySettings] = Field(default_factory=list)
+    auth: AuthSettings = AuthSettings()
 
     @field_validator("log_level")
     @classmethod
@@ -282,6 +359,13 @@ class Settings(BaseSettings):
                 seen.add(key)
         if self.mpi.enterprise_namespace in seen or self.mpi.enterprise_oid in seen:
             raise ValueError("a [[domains]] entry reuses the enterprise namespace or OID")
+        if (self.auth.mode == "none" and not self.auth.allow_insecure
+                and not is_loopback(self.http.host)):
+            raise ValueError(
+                f"[auth] mode = 'none' lets anyone on the network read and change the index "
+                f"(http.host = {self.http.host!r}): set [auth] mode = 'jwt', bind HTTP to "
+                f"127.0.0.1, or set [auth] allow_insecure = true"
+            )
         names = [n.name for n in self.notify]
         if len(set(names)) != len(names):
             raise ValueError("[[notify]] names must be unique")

@@ -5,9 +5,20 @@ FHIR out. See docs/fhir.md.
 
 from __future__ import annotations
 
+import functools
+
 from aiohttp import web
 
 from identity.config import Settings
+from identity.fhir.access import (
+    MATCH,
+    PDQ_QUERY,
+    PIX_FEED,
+    PIX_QUERY,
+    PMIR_FEED,
+    PUBLIC,
+    AccessControl,
+)
 from identity.fhir.door import FhirDoor
 from identity.fhir.pmir import process_message
 from identity.fhir.wire import error_middleware
@@ -18,28 +29,32 @@ FHIR_DOOR_KEY = web.AppKey("fhir_door", FhirDoor)
 
 def build_fhir_app(mpi: Mpi, settings: Settings) -> web.Application:
     """The FHIR sub-application (mounted at /fhir); its middleware maps every error to an
-    OperationOutcome without touching the parent's other routes."""
+    OperationOutcome without touching the parent's other routes, and checks each route's
+    scope (identity.fhir.access)."""
     # the body limit that applies is the serving application's (identity.app: http.max_body_bytes)
-    app = web.Application(middlewares=[error_middleware])
+    control = AccessControl(settings)
+    app = web.Application(middlewares=[error_middleware, control.middleware])
+    app.on_startup.append(control.on_startup)
     door = FhirDoor(mpi, settings)
     app[FHIR_DOOR_KEY] = door
 
     async def pmir(request: web.Request) -> web.StreamResponse:
         return await process_message(door, request)
 
-    app.router.add_get("/metadata", door.metadata)
-    app.router.add_get("/Patient/$ihe-pix", door.ihe_pix)
-    app.router.add_post("/Patient/$ihe-pix", door.ihe_pix)
-    app.router.add_post("/Patient/$match", door.match)
-    app.router.add_post("/Patient/_search", door.search_post)
-    app.router.add_get("/Patient", door.search_get)
-    app.router.add_put("/Patient", door.conditional_update)
-    app.router.add_delete("/Patient", door.conditional_delete)
-    app.router.add_get("/Patient/{id}", door.read)
-    app.router.add_get("/Patient/{id}/_history/{vid}", door.vread)
-    app.router.add_post("/$process-message", pmir)
-    app.router.add_post("/Bundle", pmir)
-    app.router.add_post("/", pmir)
+    route = functools.partial(control.route, app)
+    route("GET", "/metadata", door.metadata, PUBLIC)
+    route("GET", "/Patient/$ihe-pix", door.ihe_pix, PIX_QUERY)
+    route("POST", "/Patient/$ihe-pix", door.ihe_pix, PIX_QUERY)
+    route("POST", "/Patient/$match", door.match, MATCH)
+    route("POST", "/Patient/_search", door.search_post, PDQ_QUERY)
+    route("GET", "/Patient", door.search_get, PDQ_QUERY)
+    route("PUT", "/Patient", door.conditional_update, PIX_FEED)
+    route("DELETE", "/Patient", door.conditional_delete, PIX_FEED)
+    route("GET", "/Patient/{id}", door.read, PDQ_QUERY)
+    route("GET", "/Patient/{id}/_history/{vid}", door.vread, PDQ_QUERY)
+    route("POST", "/$process-message", pmir, PMIR_FEED)
+    route("POST", "/Bundle", pmir, PMIR_FEED)
+    route("POST", "/", pmir, PMIR_FEED)
     return app
 
 

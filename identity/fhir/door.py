@@ -22,6 +22,7 @@ from identity.errors import (
     UnknownTargetDomain,
 )
 from identity.fhir import search as pdq
+from identity.fhir.access import principal_of
 from identity.fhir.capability import capability_statement
 from identity.fhir.patient import (
     authority_of,
@@ -77,7 +78,13 @@ class FhirDoor:
         return f"{request.scheme}://{request.host}/fhir"
 
     def caller(self, request: web.Request) -> Caller:
-        client = request.headers.get(self.settings.fhir.client_id_header) or None
+        """The client is the bearer token's (``[auth] mode = "jwt"``), else the client id
+        header's."""
+        principal = principal_of(request)
+        if principal.authenticated:
+            client = principal.client
+        else:
+            client = request.headers.get(self.settings.fhir.client_id_header) or None
         message_id = request.headers.get("X-Request-Id") or str(uuid.uuid4())
         return Caller(client, f"fhir:{client or 'anonymous'}", message_id)
 

@@ -1,0 +1,91 @@
+"""Access control of the FHIR door: each route's scope, and the middleware that checks the
+caller's bearer token for it (identity.auth). 401 and 403 leave as OperationOutcomes with an
+RFC 6750 ``WWW-Authenticate`` challenge."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+
+from aiohttp import web
+
+from identity.auth import ANONYMOUS, READ, WRITE, AuthError, Principal, TokenVerifier
+from identity.config import Settings
+from identity.fhir.wire import FhirError
+
+log = logging.getLogger("identity.fhir.access")
+
+PRINCIPAL_KEY = web.RequestKey("principal", Principal)
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+@dataclass(frozen=True, slots=True)
+class Access:
+    """What a route needs: a scope (None: public) and the IHE transactions it serves, whose
+    names are accepted as scopes too (IUA)."""
+
+    scope: str | None
+    transactions: tuple[str, ...] = ()
+
+
+PUBLIC = Access(None)
+PIX_QUERY = Access(READ, ("ITI-83",))
+PDQ_QUERY = Access(READ, ("ITI-78",))
+MATCH = Access(READ, ("ITI-119",))
+PIX_FEED = Access(WRITE, ("ITI-104",))
+PMIR_FEED = Access(WRITE, ("ITI-93",))
+
+
+def principal_of(request: web.Request) -> Principal:
+    return request.get(PRINCIPAL_KEY, ANONYMOUS)
+
+
+class AccessControl:
+    """Holds the token verifier (``[auth] mode = "jwt"``) and each route's Access."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.verifier = TokenVerifier(settings.auth) if settings.auth.mode == "jwt" else None
+        self._handlers: dict[Handler, Access] = {}
+
+    def route(self, app: web.Application, method: str, path: str, handler: Handler,
+              access: Access) -> None:
+        """Add a route whose handler needs ``access`` (a handler serves one kind of access)."""
+        if self._handlers.setdefault(handler, access) != access:
+            raise ValueError(f"{path}: one handler, two kinds of access")
+        if method == "GET":
+            app.router.add_get(path, handler)  # HEAD too
+        else:
+            app.router.add_route(method, path, handler)
+
+    async def on_startup(self, app: web.Application) -> None:
+        if self.verifier is not None:
+            await self.verifier.start()
+
+    def access(self, request: web.Request) -> Access | None:
+        """None when no route matched (the 404/405 needs no token)."""
+        return self._handlers.get(request.match_info.handler)
+
+    @web.middleware
+    async def middleware(self, request: web.Request, handler: Handler) -> web.StreamResponse:
+        access = self.access(request)
+        if self.verifier is None or access is None or access.scope is None:
+            return await handler(request)
+        try:
+            principal = await self.verifier.verify(request.headers.get("Authorization"))
+            if not principal.grants(access.scope, access.transactions):
+                raise AuthError(403, "insufficient_scope",
+                                f"the token does not grant {access.scope}", scope=access.scope)
+        except AuthError as exc:
+            log.info("event=fhir_access_refused status=%d error=%s method=%s path=%s",
+                     exc.status, exc.error or "no_token", request.method, request.path)
+            raise FhirError(
+                exc.status,
+                "login" if exc.status == 401 else "forbidden",
+                exc.text,
+                headers={"WWW-Authenticate": exc.www_authenticate(self.settings.auth.realm)},
+            ) from None
+        request[PRINCIPAL_KEY] = principal
+        return await handler(request)
