@@ -15,6 +15,7 @@ from identity.hl7v2.errors import ErrorLocation, ParseError
 from identity.hl7v2.feed import FEED_EVENTS, FeedHandler
 from identity.hl7v2.queries import PdqQuery, PixQuery, cancel
 from identity.hl7v2.replies import ErrorDetail, ReplyContext, ack
+from identity.hl7v2.senders import Senders, current_peer
 from identity.hl7v2.tokenizer import Message, parse_message
 from identity.mpi import Mpi
 
@@ -44,6 +45,7 @@ class Hl7Handler:
         self.feed = FeedHandler(mpi)
         self.pix = PixQuery(mpi)
         self.pdq = PdqQuery(mpi)
+        self.senders = Senders(settings.mllp.clients)
 
     async def __call__(self, raw: bytes) -> bytes:
         return await self.handle(raw)
@@ -57,6 +59,12 @@ class Hl7Handler:
             return ack(ctx, "AR", [ErrorDetail(exc.location, exc.code, exc.text)])[1]
         ctx = ReplyContext.of(message, self.settings.hl7)
         refusal = self._refusal(message)
+        if refusal is None and self.senders.enforced:
+            refusal = self.senders.refusal(message, current_peer.get())
+            if refusal is not None:
+                peer = current_peer.get()
+                log.warning("event=hl7_sender_refused peer=%s control_id=%s reason=%s",
+                            peer.address if peer else "", ctx.control_id, refusal.diagnostic)
         if refusal is not None:
             return ack(ctx, "AR", [refusal])[1]
         try:

@@ -20,6 +20,7 @@ from collections.abc import Awaitable, Callable
 from types import TracebackType
 
 from identity.hl7v2.errors import FrameTooLargeError, MLLPConnectionError
+from identity.hl7v2.senders import Peer, current_peer
 from identity.hl7v2.tokenizer import to_bytes
 
 __all__ = [
@@ -286,6 +287,7 @@ class MLLPServer:
             )
         else:
             logger.info("mllp.connection_opened peer=%s", peer)
+        current_peer.set(Peer(peer, ssl_object.getpeercert() if ssl_object else None))
         decoder = FrameDecoder(self.max_message_bytes, peer=peer)
         reason = "eof"
         try:
