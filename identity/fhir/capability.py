@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from identity import __version__
 from identity.config import Settings
 from identity.fhir.wire import Json
@@ -59,12 +61,9 @@ def capability_statement(base: str, settings: Settings) -> Json:
             "mode": "server",
             "documentation": (
                 "PIXm ITI-83 and ITI-104 (with the Remove Patient option), PDQm ITI-78 and "
-                "ITI-119, PMIR ITI-93. The FHIR client is named by the "
-                f"{settings.fhir.client_id_header} request header (until OAuth2)."
+                "ITI-119, PMIR ITI-93."
             ),
-            "security": {"description": f"Client identity from the "
-                         f"{settings.fhir.client_id_header} header; domains list the clients "
-                         "that may assign identifiers in them."},
+            "security": _security(settings),
             "resource": [{
                 "type": "Patient",
                 "supportedProfile": [
@@ -99,3 +98,26 @@ def capability_statement(base: str, settings: Settings) -> Json:
             }],
         }],
     }
+
+
+def _security(settings: Settings) -> dict[str, Any]:
+    """How clients authenticate: OAuth2 bearer JWTs (SMART Backend Services / IHE IUA) or, in
+    a demo, a self-asserted client id header."""
+    if settings.auth.mode == "jwt":
+        return {
+            "cors": False,
+            "service": [{"coding": [{
+                "system": "http://terminology.hl7.org/CodeSystem/restful-security-service",
+                "code": "SMART-on-FHIR"}], "text": "OAuth2 bearer JWT (IHE IUA)"}],
+            "description": (
+                f"Bearer JWTs issued by {settings.auth.issuer} for audience "
+                f"{settings.auth.audience}. Scopes: system/Patient.read (ITI-78, ITI-83, "
+                "ITI-119), system/Patient.write (ITI-93, ITI-104); SMART v2 forms and the "
+                "transaction names are accepted. The token's client_id (else sub) is the "
+                "source that domains list as allowed to assign identifiers."
+            ),
+        }
+    return {"cors": False, "description": (
+        f"No authentication: the client is named by the {settings.fhir.client_id_header} "
+        "request header (a demo or a trusted network only); domains list the clients that "
+        "may assign identifiers in them.")}

@@ -87,9 +87,12 @@ async def test_no_token_is_401_with_a_bearer_challenge(secured: Fhir) -> None:
     assert body["issue"][0]["code"] == "login"
 
 
-async def test_metadata_needs_no_token(secured: Fhir) -> None:
+async def test_metadata_needs_no_token_and_says_how_to_authenticate(secured: Fhir) -> None:
     status, body, _ = await secured.call("GET", "/metadata")
     assert status == 200 and body["resourceType"] == "CapabilityStatement"
+    security = body["rest"][0]["security"]
+    assert security["service"][0]["coding"][0]["code"] == "SMART-on-FHIR"
+    assert ISSUER in security["description"]
 
 
 @pytest.mark.parametrize(
