@@ -22,6 +22,7 @@ from pydantic_settings import (
 )
 
 from identity.errors import ConfigError
+from identity.hl7v2.tokenizer import DEFAULT_MAX_REPETITIONS, DEFAULT_MAX_SEGMENTS
 from matching.blocking import (
     DEFAULT_CANDIDATE_MARGIN,
     DEFAULT_MAX_BLOCK,
@@ -93,7 +94,9 @@ class MllpSettings(_Section):
     host: str = "127.0.0.1"
     port: int = Field(2575, ge=0, le=65535)
     max_message_bytes: int = Field(1 << 20, ge=1024)
+    """A larger frame closes its connection, unanswered (there is no whole message to answer)."""
     idle_timeout: float = Field(300.0, gt=0)
+    """Seconds without a byte from the sender before its connection is closed."""
     tls: TlsSettings | None = None
     """Absent: plain TCP."""
 
@@ -182,6 +185,11 @@ class Hl7Settings(_Section):
     """MSH-3 of the messages this service sends (ACK, RSP, ITI-10 notifications)."""
     facility: str = "MPI"
     """MSH-4 of the messages this service sends."""
+    max_segments: int = Field(DEFAULT_MAX_SEGMENTS, ge=1)
+    """An inbound message with more segments is answered AR with ERR code 207 at the first
+    segment over the cap, and nothing in it is applied."""
+    max_repetitions: int = Field(DEFAULT_MAX_REPETITIONS, ge=1)
+    """Likewise for a field with more repetitions (ERR-2 names the field and repetition)."""
 
 
 class FhirSettings(_Section):
