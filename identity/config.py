@@ -22,6 +22,7 @@ from pydantic_settings import (
 )
 
 from identity.errors import ConfigError
+from identity.hl7v2.mllp import DEFAULT_MAX_CONNECTIONS, DEFAULT_MAX_CONNECTIONS_PER_CLIENT
 from identity.hl7v2.tokenizer import DEFAULT_MAX_REPETITIONS, DEFAULT_MAX_SEGMENTS
 from matching.blocking import (
     DEFAULT_CANDIDATE_MARGIN,
@@ -97,6 +98,11 @@ class MllpSettings(_Section):
     """A larger frame closes its connection, unanswered (there is no whole message to answer)."""
     idle_timeout: float = Field(300.0, gt=0)
     """Seconds without a byte from the sender before its connection is closed."""
+    max_connections: int = Field(DEFAULT_MAX_CONNECTIONS, ge=1)
+    """Connections open at once; one more is closed as soon as it is accepted (WARNING
+    ``mllp.connection_refused``). Per service process: ``workers = N`` allows N times this."""
+    max_connections_per_client: int = Field(DEFAULT_MAX_CONNECTIONS_PER_CLIENT, ge=1)
+    """Connections open at once from one IP address; likewise per service process."""
     tls: TlsSettings | None = None
     """Absent: plain TCP."""
 
