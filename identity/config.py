@@ -89,6 +89,15 @@ class HttpSettings(_Section):
     max_body_bytes: int = Field(8 << 20, ge=1024)
     """A request body larger than this is refused with 413 (an OperationOutcome under /fhir)
     before it is read whole."""
+    request_timeout: float = Field(60.0, gt=0)
+    """Seconds a request may take, reading its body included, up to the moment it hands a
+    change to the core; longer: 503 (an OperationOutcome with code ``timeout`` under /fhir;
+    /healthz reports the database unavailable), nothing changed. A change handed to the core
+    is not cut short (each statement is bounded by [database] command_timeout), so that a
+    change that committed is never reported as failed (docs/operations.md, *Limits*)."""
+    idle_timeout: float = Field(75.0, gt=0)
+    """Seconds a connection may stay open without a whole request (idle between requests, or
+    sending its request line and headers slowly) before it is closed, without a response."""
 
 
 class MllpSettings(_Section):

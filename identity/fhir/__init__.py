@@ -10,7 +10,7 @@ from aiohttp import web
 from identity.config import Settings
 from identity.fhir.door import FhirDoor
 from identity.fhir.pmir import process_message
-from identity.fhir.wire import error_middleware
+from identity.fhir.wire import deadline_middleware, error_middleware
 from identity.mpi import Mpi
 
 FHIR_DOOR_KEY = web.AppKey("fhir_door", FhirDoor)
@@ -20,7 +20,9 @@ def build_fhir_app(mpi: Mpi, settings: Settings) -> web.Application:
     """The FHIR sub-application (mounted at /fhir); its middleware maps every error to an
     OperationOutcome without touching the parent's other routes."""
     # the body limit that applies is the serving application's (identity.app: http.max_body_bytes)
-    app = web.Application(middlewares=[error_middleware])
+    app = web.Application(
+        middlewares=[error_middleware, deadline_middleware(settings.http.request_timeout)]
+    )
     door = FhirDoor(mpi, settings)
     app[FHIR_DOOR_KEY] = door
 

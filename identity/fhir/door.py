@@ -37,7 +37,14 @@ from identity.fhir.patient import (
     system_of,
     validate_patient,
 )
-from identity.fhir.wire import FhirError, Json, check_format, fhir_response, read_json
+from identity.fhir.wire import (
+    FhirError,
+    Json,
+    check_format,
+    fhir_response,
+    read_json,
+    writing,
+)
 from identity.model import (
     AuthorityRef,
     IdentifierRef,
@@ -251,6 +258,7 @@ class FhirDoor:
                 raise FhirError(412, "conflict", f"version mismatch: the current ETag is "
                                 f"{etag(current)}")
         record = record_input(body, ref, enterprise_system=self.enterprise_system)
+        writing()  # the deadline stops here: see wire.writing
         result = await self.mpi.handle(Register(subject=record, replace=True), who.envelope)
         return result.record, 201 if result.created else 200
 
@@ -268,6 +276,7 @@ class FhirDoor:
             if retired_domain.id != survivor_domain.id:
                 raise FhirError(422, "business-rule", "merge is only supported within one "
                                 "identifier domain", expression="Patient.link.other")
+        writing()  # the deadline stops here: see wire.writing
         result = await self.mpi.handle(
             Merge.within(ref.authority, ref.value, survivor.value), who.envelope
         )
@@ -304,6 +313,7 @@ class FhirDoor:
         check_format(request)
         ref = self.conditional_identifier(request)
         who = self.caller(request)
+        writing()  # the deadline stops here: see wire.writing
         await self.mpi.handle(Remove(identifier=ref), who.envelope)
         return fhir_response(None, 204, {"X-Request-Id": who.message_id})
 
