@@ -362,6 +362,8 @@ class FhirDoor:
         if fmt:  # the paging links keep the format the client asked for
             for link in bundle["link"]:
                 link["url"] += "&" + urlencode({"_format": fmt})
+        if parsed.asked_count is not None:
+            entries.append(pdq.count_lowered(parsed.asked_count, parsed.count))
         if entries:
             bundle["entry"] = entries
         return fhir_response(bundle)
@@ -499,7 +501,7 @@ class FhirDoor:
             raise FhirError(400, "not-supported", f"unknown modifierExtension {ext.get('url')!r}",
                             expression="Patient.modifierExtension")
         validate_patient(patient)
-        count = max(1, min(count, self.settings.fhir.max_page_size))
+        asked, count = count, max(1, min(count, self.settings.fhir.max_page_size))
         candidates = await self.mpi.match(
             demographics_of(patient), self.match_identifiers(patient), limit=count
         )
@@ -528,6 +530,8 @@ class FhirDoor:
             "type": "searchset",
             "total": len(entries),
         }
+        if asked > count:
+            entries.append(pdq.count_lowered(asked, count, "count"))
         if entries:
             bundle["entry"] = entries
         return fhir_response(bundle)

@@ -1,6 +1,6 @@
 """The HTTP door's limits on the real service over real sockets: request time (a slow query, a
 body sent slowly, and a write that must not be reported as failed), idle connections, header
-size. Each shows the protocol's answer, that nothing was changed, and that the
+size and the page size. Each shows the protocol's answer, that nothing was changed, and that the
 service goes on serving. The body size limit is in test_service.py."""
 
 from __future__ import annotations
@@ -12,6 +12,7 @@ from typing import Any
 
 import aiohttp
 import asyncpg
+import pytest
 
 from identity.app import Service
 from identity.config import Settings
@@ -156,3 +157,26 @@ async def test_a_header_over_aiohttp_s_limit_is_400_and_the_service_serves_on(
             assert response.status == 400
         async with session.get(f"{base}/metadata") as response:
             assert response.status == 200
+
+
+@pytest.mark.parametrize("asked", ["3", "100000"])
+async def test_count_over_max_page_size_is_lowered_and_said(
+    fresh_database: str, asked: str
+) -> None:
+    async with running(fresh_database, fhir={"max_page_size": 2}) as service, \
+            aiohttp.ClientSession() as session:
+        base = f"http://127.0.0.1:{service.http_port}/fhir"
+        for value in ("C1", "C2", "C3"):
+            assert (await put(session, base, value))[0] == 201
+        status, body = await search(session, base, family="Limit", _count=asked)
+        assert status == 200 and body["total"] == 3
+        modes = [entry["search"]["mode"] for entry in body["entry"]]
+        assert modes == ["match", "match", "outcome"]
+        outcome = body["entry"][-1]["resource"]
+        assert outcome["resourceType"] == "OperationOutcome"
+        assert outcome["issue"][0]["severity"] == "information"
+        assert outcome["issue"][0]["expression"] == ["_count"]
+        links = {link["relation"]: link["url"] for link in body["link"]}
+        assert "_count=2" in links["self"] and "_count=2" in links["next"]
+        status, body = await search(session, base, family="Limit", _count="2")
+        assert [entry["search"]["mode"] for entry in body["entry"]] == ["match", "match"]
