@@ -70,7 +70,10 @@ async def records_locked(url: str) -> AsyncIterator[asyncpg.Connection]:
 
 
 async def waiting_on_a_lock(conn: asyncpg.Connection) -> bool:
-    return bool(await conn.fetchval("SELECT count(*) FROM pg_locks WHERE NOT granted"))
+    """Another session of this database waits for the lock on source_record."""
+    return bool(await conn.fetchval(
+        "SELECT count(*) FROM pg_locks WHERE NOT granted AND relation = 'source_record'::regclass"
+        " AND database = (SELECT oid FROM pg_database WHERE datname = current_database())"))
 
 
 def timed_out(status: int, body: Any) -> bool:
