@@ -132,7 +132,15 @@ class Service:
         app[MPI_KEY] = self.mpi
         app.router.add_get("/healthz", healthz)
         add_fhir_routes(app, self.mpi, self.settings)
-        self.http_runner = web.AppRunner(app, access_log=None, shutdown_timeout=10.0)
+        # keepalive_timeout: aiohttp closes a connection that has not sent a whole request for
+        # this long (idle, or sending its headers slowly); its header limits stay aiohttp's
+        # (docs/operations.md, *Limits*). The request deadline is the FHIR door's middleware.
+        self.http_runner = web.AppRunner(
+            app,
+            access_log=None,
+            shutdown_timeout=10.0,
+            keepalive_timeout=self.settings.http.idle_timeout,
+        )
         await self.http_runner.setup()
         tls = self.settings.http.tls
         context = server_context(tls, "http") if tls is not None else None
@@ -183,7 +191,12 @@ SERVICE_KEY = web.AppKey("service", Service)
 async def healthz(request: web.Request) -> web.Response:
     service = request.app[SERVICE_KEY]
     db = service.db
-    ok, detail = (False, "not connected") if db is None else await db.healthy()
+    limit = service.settings.http.request_timeout
+    try:
+        async with asyncio.timeout(limit):
+            ok, detail = (False, "not connected") if db is None else await db.healthy()
+    except TimeoutError:
+        ok, detail = False, f"no answer within {limit:g} s ([http] request_timeout)"
     body = {
         "status": "ok" if ok else "unavailable",
         "version": __version__,

@@ -23,6 +23,8 @@ from pydantic_settings import (
 )
 
 from identity.errors import ConfigError
+from identity.hl7v2.mllp import DEFAULT_MAX_CONNECTIONS, DEFAULT_MAX_CONNECTIONS_PER_CLIENT
+from identity.hl7v2.tokenizer import DEFAULT_MAX_REPETITIONS, DEFAULT_MAX_SEGMENTS
 from matching.blocking import (
     DEFAULT_CANDIDATE_MARGIN,
     DEFAULT_MAX_BLOCK,
@@ -88,6 +90,15 @@ class HttpSettings(_Section):
     max_body_bytes: int = Field(8 << 20, ge=1024)
     """A request body larger than this is refused with 413 (an OperationOutcome under /fhir)
     before it is read whole."""
+    request_timeout: float = Field(60.0, gt=0)
+    """Seconds a request may take, reading its body included, up to the moment it hands a
+    change to the core; longer: 503 (an OperationOutcome with code ``timeout`` under /fhir;
+    /healthz reports the database unavailable), nothing changed. A change handed to the core
+    is not cut short (each statement is bounded by [database] command_timeout), so that a
+    change that committed is never reported as failed (docs/operations.md, *Limits*)."""
+    idle_timeout: float = Field(75.0, gt=0)
+    """Seconds a connection may stay open without a whole request (idle between requests, or
+    sending its request line and headers slowly) before it is closed, without a response."""
 
 
 class MllpClientSettings(_Section):
@@ -116,7 +127,14 @@ class MllpSettings(_Section):
     host: str = "127.0.0.1"
     port: int = Field(2575, ge=0, le=65535)
     max_message_bytes: int = Field(1 << 20, ge=1024)
+    """A larger frame closes its connection, unanswered (there is no whole message to answer)."""
     idle_timeout: float = Field(300.0, gt=0)
+    """Seconds without a byte from the sender before its connection is closed."""
+    max_connections: int = Field(DEFAULT_MAX_CONNECTIONS, ge=1)
+    """Connections open at once; one more is closed as soon as it is accepted (WARNING
+    ``mllp.connection_refused``). Per service process: ``workers = N`` allows N times this."""
+    max_connections_per_client: int = Field(DEFAULT_MAX_CONNECTIONS_PER_CLIENT, ge=1)
+    """Connections open at once from one IP address; likewise per service process."""
     tls: TlsSettings | None = None
     """Absent: plain TCP."""
     clients: list[MllpClientSettings] = Field(default_factory=list)
@@ -214,6 +232,11 @@ class Hl7Settings(_Section):
     """MSH-3 of the messages this service sends (ACK, RSP, ITI-10 notifications)."""
     facility: str = "MPI"
     """MSH-4 of the messages this service sends."""
+    max_segments: int = Field(DEFAULT_MAX_SEGMENTS, ge=1)
+    """An inbound message with more segments is answered AR with ERR code 207 at the first
+    segment over the cap, and nothing in it is applied."""
+    max_repetitions: int = Field(DEFAULT_MAX_REPETITIONS, ge=1)
+    """Likewise for a field with more repetitions (ERR-2 names the field and repetition)."""
 
 
 class FhirSettings(_Section):

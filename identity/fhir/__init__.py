@@ -21,7 +21,7 @@ from identity.fhir.access import (
 )
 from identity.fhir.door import FhirDoor
 from identity.fhir.pmir import process_message
-from identity.fhir.wire import error_middleware
+from identity.fhir.wire import deadline_middleware, error_middleware
 from identity.mpi import Mpi
 
 FHIR_DOOR_KEY = web.AppKey("fhir_door", FhirDoor)
@@ -33,7 +33,9 @@ def build_fhir_app(mpi: Mpi, settings: Settings) -> web.Application:
     scope (identity.fhir.access)."""
     # the body limit that applies is the serving application's (identity.app: http.max_body_bytes)
     control = AccessControl(settings)
-    app = web.Application(middlewares=[error_middleware, control.middleware])
+    app = web.Application(middlewares=[
+        error_middleware, deadline_middleware(settings.http.request_timeout), control.middleware,
+    ])
     app.on_startup.append(control.on_startup)
     door = FhirDoor(mpi, settings)
     app[FHIR_DOOR_KEY] = door

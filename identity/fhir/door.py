@@ -38,7 +38,14 @@ from identity.fhir.patient import (
     system_of,
     validate_patient,
 )
-from identity.fhir.wire import FhirError, Json, check_format, fhir_response, read_json
+from identity.fhir.wire import (
+    FhirError,
+    Json,
+    check_format,
+    fhir_response,
+    read_json,
+    writing,
+)
 from identity.model import (
     AuthorityRef,
     IdentifierRef,
@@ -258,6 +265,7 @@ class FhirDoor:
                 raise FhirError(412, "conflict", f"version mismatch: the current ETag is "
                                 f"{etag(current)}")
         record = record_input(body, ref, enterprise_system=self.enterprise_system)
+        writing()  # the deadline stops here: see wire.writing
         result = await self.mpi.handle(Register(subject=record, replace=True), who.envelope)
         return result.record, 201 if result.created else 200
 
@@ -275,6 +283,7 @@ class FhirDoor:
             if retired_domain.id != survivor_domain.id:
                 raise FhirError(422, "business-rule", "merge is only supported within one "
                                 "identifier domain", expression="Patient.link.other")
+        writing()  # the deadline stops here: see wire.writing
         result = await self.mpi.handle(
             Merge.within(ref.authority, ref.value, survivor.value), who.envelope
         )
@@ -311,6 +320,7 @@ class FhirDoor:
         check_format(request)
         ref = self.conditional_identifier(request)
         who = self.caller(request)
+        writing()  # the deadline stops here: see wire.writing
         await self.mpi.handle(Remove(identifier=ref), who.envelope)
         return fhir_response(None, 204, {"X-Request-Id": who.message_id})
 
@@ -359,6 +369,8 @@ class FhirDoor:
         if fmt:  # the paging links keep the format the client asked for
             for link in bundle["link"]:
                 link["url"] += "&" + urlencode({"_format": fmt})
+        if parsed.asked_count is not None:
+            entries.append(pdq.count_lowered(parsed.asked_count, parsed.count))
         if entries:
             bundle["entry"] = entries
         return fhir_response(bundle)
@@ -496,7 +508,7 @@ class FhirDoor:
             raise FhirError(400, "not-supported", f"unknown modifierExtension {ext.get('url')!r}",
                             expression="Patient.modifierExtension")
         validate_patient(patient)
-        count = max(1, min(count, self.settings.fhir.max_page_size))
+        asked, count = count, max(1, min(count, self.settings.fhir.max_page_size))
         candidates = await self.mpi.match(
             demographics_of(patient), self.match_identifiers(patient), limit=count
         )
@@ -525,6 +537,8 @@ class FhirDoor:
             "type": "searchset",
             "total": len(entries),
         }
+        if asked > count:
+            entries.append(pdq.count_lowered(asked, count, "count"))
         if entries:
             bundle["entry"] = entries
         return fhir_response(bundle)

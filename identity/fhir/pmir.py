@@ -37,6 +37,7 @@ from identity.fhir.wire import (
     operation_outcome,
     read_json,
     validation_issues,
+    writing,
 )
 from identity.model import IdentifierRef, RecordStatus
 from identity.mpi import Remove
@@ -98,6 +99,7 @@ async def process_message(door: FhirDoor, request: web.Request) -> web.StreamRes
     entries_in = list(history.get("entry") or ())
     results: list[Json] = []
     failed: list[Json] = []
+    writing()  # the deadline stops here: see wire.writing
     try:
         async with door.mpi.atomic():
             for index, entry in enumerate(entries_in):

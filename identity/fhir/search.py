@@ -11,6 +11,7 @@ in memory, ordered by record id and paged here; each expanded criterion may matc
 from __future__ import annotations
 
 import itertools
+import uuid
 from dataclasses import dataclass, field
 from datetime import date, timedelta
 from typing import Any
@@ -19,7 +20,7 @@ from urllib.parse import urlencode
 from multidict import MultiDictProxy
 
 from identity.fhir.patient import GENDER_TO_SEX, authority_of, parse_token
-from identity.fhir.wire import FhirError
+from identity.fhir.wire import FhirError, Json, issue, operation_outcome
 from identity.model import AuthorityRef, IdentifierRef, SearchCriteria, SourceRecord
 
 EXPANDED_CAP = 1000
@@ -55,6 +56,7 @@ class ParsedSearch:
     count: int = 20
     offset: int = 0
     echo: list[tuple[str, str]] = field(default_factory=list)  # params understood, for links
+    asked_count: int | None = None  # the _count asked for, when it was over the maximum
 
     def combinations(self) -> list[list[Alternative]]:
         total = 1
@@ -177,8 +179,24 @@ def parse_search(
                 parsed.systems.update(system_only)
             else:
                 parsed.groups.append([{"identifier": (s or None, v)} for s, v in tokens])
-    parsed.count = min(parsed.count, max_count)
+    if parsed.count > max_count:
+        parsed.asked_count, parsed.count = parsed.count, max_count
     return parsed
+
+
+def count_lowered(asked: int, used: int, parameter: str = "_count") -> Json:
+    """The searchset entry (search.mode ``outcome``) that says a page size asked for was over
+    [fhir] max_page_size and the page holds at most that many: the request is served, not
+    refused, as FHIR lets a server return fewer than ``_count``."""
+    outcome_id = str(uuid.uuid4())
+    text = (f"{parameter}={asked} is more than this server's page size: at most {used} "
+            "entries per page")
+    return {
+        "fullUrl": f"urn:uuid:{outcome_id}",
+        "resource": {**operation_outcome([issue("informational", text, severity="information",
+                                                expression=parameter)]), "id": outcome_id},
+        "search": {"mode": "outcome"},
+    }
 
 
 def _int(raw: str, param: str, low: int, high: int | None, not_found: bool = False) -> int:
@@ -337,4 +355,11 @@ def page_links(
     return links
 
 
-__all__ = ["AuthorityRef", "ParsedSearch", "criteria_of", "page_links", "parse_search"]
+__all__ = [
+    "AuthorityRef",
+    "ParsedSearch",
+    "count_lowered",
+    "criteria_of",
+    "page_links",
+    "parse_search",
+]

@@ -21,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Awaitable, Callable
+from contextvars import ContextVar
 from typing import Any
 
 import orjson
@@ -344,6 +345,45 @@ def error_for(exc: Exception) -> FhirError:
 
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+Middleware = Callable[[web.Request, Handler], Awaitable[web.StreamResponse]]
+
+_DEADLINE: ContextVar[asyncio.Timeout | None] = ContextVar("fhir_deadline", default=None)
+
+
+def writing() -> None:
+    """The request is about to hand a change to the core: from here on its deadline
+    ([http] request_timeout) no longer applies, so that a change that commits is answered as
+    committed, never as timed out (the core's statements have their own bound,
+    [database] command_timeout). Call it before Mpi.handle, or before opening Mpi.atomic."""
+    deadline = _DEADLINE.get()
+    if deadline is not None and not deadline.expired():
+        deadline.reschedule(None)
+
+
+def deadline_middleware(seconds: float) -> Middleware:
+    """Bound a request's handling, reading of its body included, to ``seconds`` until it calls
+    :func:`writing`; past it, 503 OperationOutcome with code ``timeout`` (nothing was changed).
+    Placed inside ``error_middleware``, which renders the error."""
+
+    @web.middleware
+    async def deadline(request: web.Request, handler: Handler) -> web.StreamResponse:
+        timeout = asyncio.timeout(seconds)
+        try:
+            async with timeout:
+                token = _DEADLINE.set(timeout)
+                try:
+                    return await handler(request)
+                finally:
+                    _DEADLINE.reset(token)
+        except TimeoutError:
+            if not timeout.expired():
+                raise  # the handler's own, not the deadline
+            log.warning("event=http_request_timeout method=%s path=%s limit=%g",
+                        request.method, request.path, seconds)
+            raise FhirError(503, "timeout", f"the request was not handled within {seconds:g} s "
+                            "([http] request_timeout); nothing was changed") from None
+
+    return deadline
 
 
 @web.middleware

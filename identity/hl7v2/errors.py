@@ -82,6 +82,19 @@ class SegmentSyntaxError(ParseError):
         super().__init__(text, location=ErrorLocation(segment, sequence))
 
 
+class LimitExceededError(ParseError):
+    """More segments, or more repetitions in one field, than the tokenizer's caps allow
+    ([hl7] max_segments, max_repetitions). HL7 v2.5 table 0357 has no code for a local limit
+    (104 "value too long" came with v2.7), so it is its catch-all 207, at the first segment or
+    repetition over the cap."""
+
+    code = 207
+
+    def __init__(self, text: str, *, location: ErrorLocation, limit: int) -> None:
+        super().__init__(text, location=location)
+        self.limit = limit
+
+
 class UnsupportedCharsetError(ParseError):
     """MSH-18 names a character set this service does not read (0357 code 103 at MSH-18)."""
 

@@ -1,7 +1,8 @@
 """The HL7 v2 front door's dispatcher: raw message bytes in, reply bytes out.
 
 Checks common to every message (TF2 Appendix C) are made here: a message the tokenizer refuses
-is answered AR with the location and code the tokenizer gives; MSH-10 is required; MSH-12 must
+is answered AR with the location and code the tokenizer gives (207 for more segments or
+repetitions than [hl7] max_segments and max_repetitions allow); MSH-10 is required; MSH-12 must
 be 2.3.1 or later; an unsupported message type is AR 200 at MSH^1^9^1^1, an unsupported trigger
 event AR 201 at MSH^1^9^1^2.
 """
@@ -11,7 +12,7 @@ from __future__ import annotations
 import logging
 
 from identity.config import Settings
-from identity.hl7v2.errors import ErrorLocation, ParseError
+from identity.hl7v2.errors import ErrorLocation, LimitExceededError, ParseError
 from identity.hl7v2.feed import FEED_EVENTS, FeedHandler
 from identity.hl7v2.queries import PdqQuery, PixQuery, cancel
 from identity.hl7v2.replies import ErrorDetail, ReplyContext, ack
@@ -51,11 +52,19 @@ class Hl7Handler:
         return await self.handle(raw)
 
     async def handle(self, raw: bytes) -> bytes:
+        hl7 = self.settings.hl7
         try:
-            message = parse_message(raw)
+            message = parse_message(
+                raw, max_segments=hl7.max_segments, max_repetitions=hl7.max_repetitions
+            )
         except ParseError as exc:
-            ctx = ReplyContext.fallback(raw, self.settings.hl7)
-            log.info("event=hl7_unparseable code=%d location=%s", exc.code, exc.location.to_erl())
+            ctx = ReplyContext.fallback(raw, hl7)
+            if isinstance(exc, LimitExceededError):
+                log.warning("event=hl7_limit_exceeded limit=%d location=%s control_id=%s",
+                            exc.limit, exc.location.to_erl(), ctx.control_id)
+            else:
+                log.info("event=hl7_unparseable code=%d location=%s", exc.code,
+                         exc.location.to_erl())
             return ack(ctx, "AR", [ErrorDetail(exc.location, exc.code, exc.text)])[1]
         ctx = ReplyContext.of(message, self.settings.hl7)
         refusal = self._refusal(message)

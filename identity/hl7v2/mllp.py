@@ -12,15 +12,18 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 import logging
 import socket
 import ssl
+import time
 from collections import deque
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from types import TracebackType
+from typing import Any
 
 from identity.hl7v2.errors import FrameTooLargeError, MLLPConnectionError
-from identity.hl7v2.senders import Peer, current_peer
 from identity.hl7v2.tokenizer import to_bytes
 
 __all__ = [
@@ -41,12 +44,30 @@ _EB = 0x1C
 _CR = 0x0D
 
 DEFAULT_MAX_MESSAGE_BYTES = 1 << 20
+DEFAULT_MAX_CONNECTIONS = 256
+DEFAULT_MAX_CONNECTIONS_PER_CLIENT = 32
 _READ_SIZE = 64 * 1024
 
 logger = logging.getLogger("identity.hl7v2.mllp")
 
 Handler = Callable[[bytes], Awaitable[bytes | None]]
 """Gets the raw bytes of one message, returns the raw reply (or None for no reply)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Peer:
+    """One connection's other end: its address and, over TLS, its verified certificate
+    (``ssl.SSLSocket.getpeercert()``'s dict; None when it sent none)."""
+
+    address: str
+    certificate: dict[str, Any] | None = None
+
+
+current_peer: contextvars.ContextVar[Peer | None] = contextvars.ContextVar(
+    "mllp_peer", default=None
+)
+"""The peer of the connection a handler is called for (set by the server for the task that
+serves the connection): identity.hl7v2.senders reads it."""
 
 
 def encode_frame(message: bytes) -> bytes:
@@ -148,20 +169,24 @@ class FrameDecoder:
 class _Connection:
     """State of one accepted connection, seen by stop()."""
 
-    __slots__ = ("peer", "task", "busy", "writer")
+    __slots__ = ("peer", "client", "task", "busy", "writer")
 
-    def __init__(self, peer: str, task: asyncio.Task[None], writer: asyncio.StreamWriter) -> None:
+    def __init__(
+        self, peer: str, client: str, task: asyncio.Task[None], writer: asyncio.StreamWriter
+    ) -> None:
         self.peer = peer
+        self.client = client  # the peer's address without its port: what per-client limits count
         self.task = task
         self.writer = writer
         self.busy = False  # True from a frame's arrival until its reply is written
 
 
-def _peer_label(writer: asyncio.StreamWriter) -> str:
+def _peer(writer: asyncio.StreamWriter) -> tuple[str, str]:
+    """(``address:port`` for the log, ``address`` for the per-client count)."""
     peer = writer.get_extra_info("peername")
     if isinstance(peer, tuple) and len(peer) >= 2:
-        return f"{peer[0]}:{peer[1]}"
-    return str(peer)
+        return f"{peer[0]}:{peer[1]}", str(peer[0])
+    return str(peer), str(peer)
 
 
 class MLLPServer:
@@ -170,7 +195,9 @@ class MLLPServer:
     One connection: read → handle → reply → next, strictly in order. Connections run
     concurrently. Idle connections are closed after ``idle_timeout`` seconds; a frame larger
     than ``max_message_bytes`` closes its connection; so does a handler that raises (the
-    sender gets no reply and must resend, as in HL7 original mode).
+    sender gets no reply and must resend, as in HL7 original mode). A connection accepted while
+    ``max_connections`` are open, or ``max_connections_per_client`` from the same address, is
+    closed at once (after the TLS handshake, with TLS), with no reply: there is no message yet.
     """
 
     def __init__(
@@ -181,6 +208,8 @@ class MLLPServer:
         *,
         max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
         idle_timeout: float = 300.0,
+        max_connections: int = DEFAULT_MAX_CONNECTIONS,
+        max_connections_per_client: int = DEFAULT_MAX_CONNECTIONS_PER_CLIENT,
         ssl_context: ssl.SSLContext | None = None,
         backlog: int = 1024,
         sock: socket.socket | None = None,
@@ -191,10 +220,15 @@ class MLLPServer:
         self._requested_port = port
         self.max_message_bytes = max_message_bytes
         self.idle_timeout = idle_timeout
+        self.max_connections = max_connections
+        self.max_connections_per_client = max_connections_per_client
         self._ssl_context = ssl_context
         self._backlog = backlog
         self._server: asyncio.Server | None = None
         self._connections: set[_Connection] = set()
+        self._per_client: dict[str, int] = {}
+        self._refusal_logged_at = -1e9
+        self._refusals_suppressed = 0
         self._stopping = False
 
     @property
@@ -271,12 +305,17 @@ class MLLPServer:
     ) -> None:
         task = asyncio.current_task()
         assert task is not None
-        connection = _Connection(_peer_label(writer), task, writer)
-        peer = connection.peer
+        peer, client = _peer(writer)
         if self._stopping:
             writer.close()
             return
-        self._connections.add(connection)
+        refusal = self._refusal(client)
+        if refusal is not None:
+            self._log_refusal(peer, *refusal)
+            writer.close()
+            with contextlib.suppress(Exception, asyncio.CancelledError):
+                await asyncio.wait_for(writer.wait_closed(), 5.0)
+            return
         ssl_object = writer.get_extra_info("ssl_object")
         if ssl_object is not None:  # the handshake is done (a failed one never gets here)
             logger.info(
@@ -290,6 +329,9 @@ class MLLPServer:
         current_peer.set(Peer(peer, ssl_object.getpeercert() if ssl_object else None))
         decoder = FrameDecoder(self.max_message_bytes, peer=peer)
         reason = "eof"
+        connection = _Connection(peer, client, task, writer)
+        self._connections.add(connection)  # counted from here, forgotten in finally
+        self._per_client[client] = self._per_client.get(client, 0) + 1
         try:
             while not self._stopping:
                 try:
@@ -324,11 +366,43 @@ class MLLPServer:
         except (ConnectionError, OSError) as exc:
             reason = f"connection_error:{type(exc).__name__}"
         finally:
-            self._connections.discard(connection)
+            self._forget(connection)
             writer.close()
             with contextlib.suppress(Exception, asyncio.CancelledError):
                 await asyncio.wait_for(writer.wait_closed(), 5.0)
             logger.info("mllp.connection_closed peer=%s reason=%s", peer, reason)
+
+    def _refusal(self, client: str) -> tuple[str, int] | None:
+        """Why a new connection from ``client`` is refused (reason, limit), or None."""
+        if len(self._connections) >= self.max_connections:
+            return "max_connections", self.max_connections
+        if self._per_client.get(client, 0) >= self.max_connections_per_client:
+            return "max_connections_per_client", self.max_connections_per_client
+        return None
+
+    def _log_refusal(self, peer: str, reason: str, limit: int) -> None:
+        """One WARNING per second at most: a client that keeps connecting must not flood the
+        log (``suppressed`` counts the refusals not logged since the last line)."""
+        now = time.monotonic()
+        if now - self._refusal_logged_at < 1.0:
+            self._refusals_suppressed += 1
+            return
+        logger.warning(
+            "mllp.connection_refused peer=%s reason=%s limit=%d suppressed=%d",
+            peer, reason, limit, self._refusals_suppressed,
+        )  # fmt: skip
+        self._refusal_logged_at = now
+        self._refusals_suppressed = 0
+
+    def _forget(self, connection: _Connection) -> None:
+        if connection not in self._connections:
+            return
+        self._connections.discard(connection)
+        left = self._per_client[connection.client] - 1
+        if left:
+            self._per_client[connection.client] = left
+        else:
+            del self._per_client[connection.client]
 
     async def _handle_frames(
         self, frames: list[bytes], writer: asyncio.StreamWriter, peer: str

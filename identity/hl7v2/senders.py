@@ -10,15 +10,18 @@ is answered AR with ERR 204 at MSH^1^3 (or MSH^1^4) and nothing is applied.
 
 from __future__ import annotations
 
-import contextvars
 from collections.abc import Sequence
-from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from identity.config import MllpClientSettings
 from identity.hl7v2.errors import ErrorLocation
+from identity.hl7v2.mllp import Peer, current_peer
 from identity.hl7v2.replies import ErrorDetail
 from identity.hl7v2.tokenizer import Message
+
+if TYPE_CHECKING:
+    from identity.config import MllpClientSettings
+
+__all__ = ["Peer", "Senders", "current_peer", "parse_dn"]
 
 # the short names of RFC 4514 (and a few common others) for Python's getpeercert() names
 _SHORT = {
@@ -36,21 +39,6 @@ _SHORT = {
 }
 
 Rdn = tuple[str, str]
-
-
-@dataclass(frozen=True, slots=True)
-class Peer:
-    """One MLLP connection's other end: its address and, over TLS, its verified certificate
-    (``ssl.SSLSocket.getpeercert()``'s dict; None when it sent none)."""
-
-    address: str
-    certificate: dict[str, Any] | None = None
-
-
-current_peer: contextvars.ContextVar[Peer | None] = contextvars.ContextVar(
-    "mllp_peer", default=None
-)
-"""Set by the MLLP server for the task that serves a connection."""
 
 
 def parse_dn(text: str) -> frozenset[Rdn]:

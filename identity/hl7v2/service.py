@@ -36,6 +36,8 @@ class Hl7Service:
             settings.mllp.port,
             max_message_bytes=settings.mllp.max_message_bytes,
             idle_timeout=settings.mllp.idle_timeout,
+            max_connections=settings.mllp.max_connections,
+            max_connections_per_client=settings.mllp.max_connections_per_client,
             ssl_context=(
                 server_context(settings.mllp.tls, "mllp") if settings.mllp.tls else None
             ),

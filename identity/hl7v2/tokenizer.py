@@ -30,6 +30,8 @@ from identity.hl7v2.errors import (
     CharsetDecodeError,
     CharsetEncodeError,
     EncodingCharactersError,
+    ErrorLocation,
+    LimitExceededError,
     MissingMSHError,
     SegmentSyntaxError,
     UnsupportedCharsetError,
@@ -38,6 +40,8 @@ from identity.hl7v2.errors import (
 __all__ = [
     "CHARSETS",
     "DEFAULT_ENCODING",
+    "DEFAULT_MAX_REPETITIONS",
+    "DEFAULT_MAX_SEGMENTS",
     "HL7_NULL",
     "Encoding",
     "Message",
@@ -57,6 +61,11 @@ HL7_NULL = '""'
 """The HL7 explicit null: the receiver must delete the value it holds (TF2 C.2.6)."""
 
 SEGMENT_TERMINATOR = "\r"
+
+DEFAULT_MAX_SEGMENTS = 1000
+"""Segments a message may have (``[hl7] max_segments``)."""
+DEFAULT_MAX_REPETITIONS = 100
+"""Repetitions one field may have (``[hl7] max_repetitions``)."""
 
 CHARSETS: dict[str, str] = {
     "ASCII": "ascii",
@@ -153,8 +162,12 @@ DEFAULT_ENCODING = Encoding()
 """``|^~\\&``: the delimiters used for every message this service builds."""
 
 
+@lru_cache(maxsize=64)
 def codec_for_charset(charset: str) -> str:
-    """The Python codec for an MSH-18 value (``""`` = ASCII); unknown → UnsupportedCharsetError."""
+    """The Python codec for an MSH-18 value (``""`` = ASCII); unknown → UnsupportedCharsetError.
+
+    Cached: a message with MSH-18 looks it up twice (bytes, then text), and it is on the hot
+    path that the tokenizer's caps also add to (an unknown value raises, and is not cached)."""
     key = " ".join(charset.split()).upper()
     if not key:
         return "ascii"
@@ -576,11 +589,18 @@ def _declared_charset_in_bytes(raw: bytes) -> str:
         raise UnsupportedCharsetError(value.decode("latin-1")) from None
 
 
-def parse_message(raw: bytes | str) -> Message:
+def parse_message(
+    raw: bytes | str,
+    *,
+    max_segments: int = DEFAULT_MAX_SEGMENTS,
+    max_repetitions: int = DEFAULT_MAX_REPETITIONS,
+) -> Message:
     """Tokenize one HL7 v2 message given as bytes (charset from MSH-18) or text.
 
     Segment terminators CR, LF and CRLF are accepted; empty lines are skipped.
-    Raises a :class:`~identity.hl7v2.errors.ParseError` subclass with the HL7 location.
+    Raises a :class:`~identity.hl7v2.errors.ParseError` subclass with the HL7 location;
+    :class:`~identity.hl7v2.errors.LimitExceededError` for more than ``max_segments``
+    segments or more than ``max_repetitions`` repetitions in a field.
     """
     if isinstance(raw, str):
         text = raw
@@ -614,6 +634,8 @@ def parse_message(raw: bytes | str) -> Message:
     if not fs or fs == "\r":
         raise EncodingCharactersError("MSH-1 field separator is missing", field=1)
     lines = text.split("\r")
+    if len(lines) > max_segments:  # blank lines count here: look closer
+        _check_segment_count(lines, fs, max_segments)
     msh_fields = lines[0].split(fs)
     encoding = _encoding_from_msh(fs, msh_fields[1] if len(msh_fields) > 1 else "")
     msh_fields.insert(1, fs)
@@ -643,7 +665,47 @@ def parse_message(raw: bytes | str) -> Message:
                 sequence=1 + sum(1 for segment in segments if segment.name == shown),
             )
         segments.append(Segment(name, fields, encoding, charset))
+    repetition = encoding.repetition
+    # A field has one repetition more than it has separators, so with fewer separators in the
+    # whole text than the cap (MSH-2's own included) no field can exceed it: one pass in C.
+    if repetition and text.count(repetition) >= max_repetitions:
+        _check_repetitions(segments, repetition, max_repetitions)
     return Message(segments, encoding, codec_used, declared_charset)
+
+
+def _check_segment_count(lines: list[str], fs: str, limit: int) -> None:
+    """LimitExceededError at the first segment beyond ``limit`` (blank lines are no segments)."""
+    count = 0
+    seen: dict[str, int] = {}
+    for line in lines:
+        if not line.strip():
+            continue
+        count += 1
+        name = line.split(fs, 1)[0][:3]
+        seen[name] = seen.get(name, 0) + 1
+        if count > limit:
+            raise LimitExceededError(
+                f"the message has more than {limit} segments",
+                location=ErrorLocation(name, seen[name]),
+                limit=limit,
+            )
+
+
+def _check_repetitions(segments: list[Segment], separator: str, limit: int) -> None:
+    """LimitExceededError at the first repetition beyond ``limit`` in any field."""
+    seen: dict[str, int] = {}
+    for segment in segments:
+        name = segment.name
+        seen[name] = seen.get(name, 0) + 1
+        fields = segment._fields
+        first = 3 if name == "MSH" else 1  # MSH-1 and MSH-2 are the delimiters themselves
+        for number in range(first, len(fields)):
+            if fields[number].count(separator) >= limit:
+                raise LimitExceededError(
+                    f"{name}-{number} has more than {limit} repetitions",
+                    location=ErrorLocation(name, seen[name], number, limit + 1),
+                    limit=limit,
+                )
 
 
 # ---------------------------------------------------------------------------------------------

@@ -25,6 +25,18 @@ def test_defaults_without_a_file(monkeypatch: pytest.MonkeyPatch) -> None:
     assert settings.domains == []
 
 
+def test_limits_have_their_documented_defaults(monkeypatch: pytest.MonkeyPatch) -> None:
+    """docs/operations.md, *Limits*."""
+    monkeypatch.delenv("IDENTITY_CONFIG", raising=False)
+    settings = load_settings()
+    assert (settings.mllp.max_message_bytes, settings.mllp.idle_timeout) == (1 << 20, 300.0)
+    assert (settings.mllp.max_connections, settings.mllp.max_connections_per_client) == (256, 32)
+    assert (settings.hl7.max_segments, settings.hl7.max_repetitions) == (1000, 100)
+    assert settings.http.max_body_bytes == 8 << 20
+    assert (settings.http.request_timeout, settings.http.idle_timeout) == (60.0, 75.0)
+    assert settings.fhir.max_page_size == 200
+
+
 def test_toml_file_is_read(tmp_path: Path) -> None:
     path = _write(
         tmp_path,
@@ -71,6 +83,9 @@ def test_config_path_from_environment(tmp_path: Path, monkeypatch: pytest.Monkey
         ("colour = 'blue'\n", "colour: unknown key"),
         ("[http]\nport = 'eighty'\n", "http.port"),
         ("[mllp]\nport = 70000\n", "mllp.port"),
+        ("[mllp]\nmax_connections = 0\n", "mllp.max_connections"),
+        ("[hl7]\nmax_repetitions = 0\n", "hl7.max_repetitions"),
+        ("[http]\nrequest_timeout = 0\n", "http.request_timeout"),
         ("[mpi]\nenterprise_oid = 'not-an-oid'\n", "mpi.enterprise_oid"),
         ("[[domains]]\nnamespace = 'A'\noid = '1.2.x'\n", "domains.0.oid"),
         ("[[domains]]\nnamespace = 'A'\n[[domains]]\nnamespace = 'A'\n", "configured twice"),

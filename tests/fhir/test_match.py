@@ -90,6 +90,16 @@ async def test_match_takes_a_bare_patient_and_count(fhir: Fhir) -> None:
     assert reply["entry"][0]["resource"]["identifier"][0]["value"] == "A1"
 
 
+async def test_count_over_max_page_size_is_lowered_and_said(fhir: Fhir) -> None:
+    await seed(fhir)
+    reply = await match(fhir, parameters(query(), count=100000))
+    assert [e["search"]["mode"] for e in reply["entry"]] == ["match", "match", "outcome"]
+    assert reply["total"] == 2  # the matches
+    issue = reply["entry"][-1]["resource"]["issue"][0]
+    assert issue["expression"] == ["count"] and issue["severity"] == "information"
+    assert str(fhir.mpi.settings.fhir.max_page_size) in issue["diagnostics"]
+
+
 async def test_only_certain_matches_returns_the_single_certain_one_or_nothing(
     fhir: Fhir,
 ) -> None:

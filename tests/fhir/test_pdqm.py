@@ -147,6 +147,7 @@ async def test_count_is_capped_by_max_page_size(fhir: Fhir) -> None:
     body = await search(fhir, {"family": "s", "_count": "100000"})
     next_links = [link["url"] for link in body["link"] if link["relation"] == "self"]
     assert f"_count={fhir.mpi.settings.fhir.max_page_size}" in next_links[0]
+    assert body["entry"][-1]["search"]["mode"] == "outcome"  # and says so
 
 
 async def test_no_match_is_200_with_total_0(fhir: Fhir) -> None:

@@ -272,7 +272,8 @@ async def test_two_hundred_concurrent_connections() -> None:
         active -= 1
         return await ack_handler(raw)
 
-    async with MLLPServer(slow_ack, "127.0.0.1", 0) as mllp_server:
+    # one client address: the per-client limit (default 32) raised to let them all in
+    async with MLLPServer(slow_ack, "127.0.0.1", 0, max_connections_per_client=200) as mllp_server:
 
         async def one_sender(number: int) -> list[str]:
             async with MLLPClient("127.0.0.1", mllp_server.port, timeout=20.0) as client:

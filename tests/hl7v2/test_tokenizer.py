@@ -9,6 +9,7 @@ from identity.hl7v2.errors import (
     CharsetEncodeError,
     EncodingCharactersError,
     ErrorLocation,
+    LimitExceededError,
     MissingMSHError,
     ParseError,
     SegmentSyntaxError,
@@ -16,6 +17,8 @@ from identity.hl7v2.errors import (
 )
 from identity.hl7v2.tokenizer import (
     DEFAULT_ENCODING,
+    DEFAULT_MAX_REPETITIONS,
+    DEFAULT_MAX_SEGMENTS,
     HL7_NULL,
     Encoding,
     Raw,
@@ -341,6 +344,40 @@ def test_bad_segment_name_is_located() -> None:
     with pytest.raises(SegmentSyntaxError):
         parse_message(MSH + "\rPIDX|1\r")
     assert len(parse_message(MSH + "\r   \rPID|1\r")) == 2  # whitespace-only line skipped
+
+
+def test_segments_over_the_cap_are_code_207_at_the_first_one_over() -> None:
+    text = MSH + "\rPID|1\r" + "NTE|x\r" * 3
+    assert len(parse_message(text, max_segments=5)) == 5
+    with pytest.raises(LimitExceededError) as caught:
+        parse_message(text, max_segments=4)
+    assert caught.value.location == ErrorLocation("NTE", 3)
+    assert caught.value.code == 207 and caught.value.limit == 4
+    # blank lines and line ends are no segments
+    assert len(parse_message(text.replace("\r", "\r\n\r  \r"), max_segments=5)) == 5
+    many = (MSH + "\r" + "NTE|x\r" * DEFAULT_MAX_SEGMENTS).encode()
+    with pytest.raises(LimitExceededError) as caught:
+        parse_message(many)  # the default cap
+    assert caught.value.location == ErrorLocation("NTE", DEFAULT_MAX_SEGMENTS)
+
+
+def test_repetitions_over_the_cap_are_code_207_at_the_first_one_over() -> None:
+    pid3 = "~".join(f"{n}^^^HOSP" for n in range(1, 5))
+    text = f"{MSH}\rPID|1\rPID|2||{pid3}|\rPV1|1\r"
+    assert len(parse_message(text, max_repetitions=4).segments("PID")[1].repetitions(3)) == 4
+    with pytest.raises(LimitExceededError) as caught:
+        parse_message(text, max_repetitions=3)
+    assert caught.value.location == ErrorLocation("PID", 2, 3, 4)
+    assert caught.value.code == 207
+    # escaped separators are data, MSH-2 is the delimiters; empty repetitions count
+    escaped = "a\\R\\" * 9
+    assert parse_message(f"{MSH}\rNTE|1||{escaped}\r", max_repetitions=1)
+    with pytest.raises(LimitExceededError) as caught:
+        parse_message(f"{MSH}\rNTE|1||x|{'~' * DEFAULT_MAX_REPETITIONS}\r".encode())
+    assert caught.value.location == ErrorLocation("NTE", 1, 4, DEFAULT_MAX_REPETITIONS + 1)
+    # many separators spread over fields, none over the cap
+    spread = "|".join(["a~b"] * 60)
+    assert len(parse_message(f"{MSH}\rNTE|{spread}\r", max_repetitions=2)) == 2
 
 
 def test_builder_writes_msh1_msh2_and_nested_values() -> None:
