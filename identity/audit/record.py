@@ -483,11 +483,18 @@ class AuditRecord:
         return entry.door if entry is not None else None
 
     @property
-    def agents(self) -> tuple[str, ...]:
-        """The user ids of every participant but the destination (the source, a human
-        requestor, an application): what ``GET /fhir/AuditEvent?agent=`` searches."""
-        found = [p.user_id for p in self.participants if not p.has_role(DESTINATION)]
-        return tuple(dict.fromkeys(found))
+    def agent(self) -> str:
+        """The user id of the system that acted: the first participant that is neither the
+        destination nor a person (the source of a request, the console of a steward); what
+        ``GET /fhir/AuditEvent?agent=`` searches, with ``requestor``."""
+        actors = [p for p in self.participants if not p.has_role(DESTINATION)]
+        systems = [p for p in actors if not p.human]
+        return (systems or actors or list(self.participants))[0].user_id
+
+    @property
+    def requestor(self) -> str | None:
+        """The user id of the person who asked, when known (a steward, a token's user)."""
+        return next((p.user_id for p in self.participants if p.human), None)
 
     @property
     def syslog_severity(self) -> int:

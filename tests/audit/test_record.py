@@ -82,7 +82,7 @@ def test_feed_record_follows_iti8() -> None:
         "0000000001^^^&1.3.6.1.4.1.21367.2026.1.1&ISO",
     )
     assert record.source.id == "identity-test" and record.source.site == "HOSP"
-    assert record.agents == ("ADT_A|HOSPA",)
+    assert (record.agent, record.requestor) == ("ADT_A|HOSPA", None)
     assert record.syslog_severity == 5
 
 
@@ -116,7 +116,7 @@ def test_steward_decision_names_the_steward_as_requestor() -> None:
     assert record.event_types[0].code == "steward-link"
     steward = record.participants[0]
     assert steward.human and steward.requestor and steward.user_id == "steward.sue"
-    assert record.agents == ("steward.sue", "STEWARD_CONSOLE")
+    assert (record.agent, record.requestor) == ("STEWARD_CONSOLE", "steward.sue")
     with pytest.raises(ValueError, match="steward decision"):
         auditor().steward_decision("shred", steward=steward, patient=[])
 
