@@ -176,7 +176,9 @@ async def _read_frames(collector: Collector, reader: asyncio.StreamReader,
 
 
 @contextlib.asynccontextmanager
-async def tls_collector(pki: Pki, *, require_client: bool = False) -> AsyncIterator[Collector]:
+async def tls_collector(
+    pki: Pki, *, require_client: bool = False, port: int = 0
+) -> AsyncIterator[Collector]:
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     context.minimum_version = ssl.TLSVersion.TLSv1_2
     context.load_cert_chain(pki.server_cert, pki.server_key)
@@ -188,7 +190,7 @@ async def tls_collector(pki: Pki, *, require_client: bool = False) -> AsyncItera
     async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         await _read_frames(collector, reader, writer)
 
-    server = await asyncio.start_server(handle, "127.0.0.1", 0, ssl=context)
+    server = await asyncio.start_server(handle, "127.0.0.1", port, ssl=context)
     collector.server = server
     port = server.sockets[0].getsockname()[1]
     collector.url = f"tls://localhost:{port}"
