@@ -957,7 +957,8 @@ class Auditor:
         """Someone searched the audit records (ITI TF-2 3.20.4.1.1.1 Audit-Log-Used; DICOM
         PS3.15 A.5.3 "Audit Log Used"): EventID 110101, action R, the audit log as a
         participant object (system object, role 13 security resource, ID type 12 URI) and the
-        search as the query."""
+        search as the query. Its AuditEvent.type is 110101 (not BALP's ``rest``) so that
+        ``type=110101`` finds every look at the log."""
         if isinstance(query, str):
             query = query.encode("utf-8")
         log = ParticipantObject(id=log_uri, id_type=URI, type=2, role=13)
@@ -968,7 +969,6 @@ class Auditor:
             outcome=Outcome(outcome),
             outcome_description=description,
             recorded=at or _now(),
-            interaction="search",
             participants=self._participants(caller, human,
                                             self.ourselves("fhir", endpoint=endpoint)),
             source=self.source,

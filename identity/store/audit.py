@@ -86,7 +86,7 @@ class AuditStore:
         types: Sequence[str] | None = None,
         subtypes: Sequence[str] | None = None,
         outcomes: Sequence[int] | None = None,
-        agent: str | None = None,
+        agent: str | Sequence[str] | None = None,
         limit: int = 20,
         after_id: int | None = None,
     ) -> list[StoredAudit]:
@@ -99,8 +99,8 @@ class AuditStore:
         - ``subtypes``: AuditEvent.subtype codes, any of (``ITI-9``, ``search``,
           ``steward-link``, ``110122``, ...);
         - ``outcomes``: any of 0, 4, 8, 12;
-        - ``agent``: the user id of the system that acted (``APP|FACILITY``, a client id) or
-          of the person who asked (a steward);
+        - ``agent``: the user id (or any of the user ids) of the system that acted
+          (``APP|FACILITY``, a client id) or of the person who asked (a steward);
         - ``after_id``: the next page: records older than this id (the last one of the page
           before).
         """
@@ -152,12 +152,18 @@ class AuditStore:
         if agent is None:
             sql = select([])
         else:
-            # Two index scans (audit_event_agent, audit_event_requestor), each newest first,
-            # merged: fast for a rare agent and for one that made most of the records.
-            who = param(agent)
+            # One index scan per user id and column (audit_event_agent, audit_event_requestor),
+            # each newest first and limited, merged: fast for a rare agent and for one that
+            # made most of the records.
+            names = [agent] if isinstance(agent, str) else list(dict.fromkeys(agent))
+            scans = []
+            for name in names:
+                who = param(name)
+                scans.append(select([f"agent = {who}"]))
+                scans.append(select([f"requestor = {who}"]))
+            union = " UNION ALL ".join(f"({scan})" for scan in scans)
             sql = (
-                f"SELECT DISTINCT ON (id) id, record FROM (({select([f'agent = {who}'])})"
-                f" UNION ALL ({select([f'requestor = {who}'])})) AS found"
+                f"SELECT DISTINCT ON (id) id, record FROM ({union}) AS found"
                 f" ORDER BY id DESC LIMIT {limit_param}"
             )
         rows = await self.conn.fetch(sql, *params)
