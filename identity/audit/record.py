@@ -664,11 +664,14 @@ class Auditor:
         ITI-93): EventID 110110 "Patient Record"; ``action`` C for A01/A04/A05 and a create,
         U for A08 and an update, D for a removal; a merge (A40, ITI-104 replaced-by) is two
         records, D for the retired patient and U for the surviving one (ITI TF-2 3.8.5.2).
+        ITI-93 is always E, as PMIR's IHE.PMIR.Feed.Audit fixes it.
         The MSH-10 of an HL7 message goes to the patient's ParticipantObjectDetail."""
         entry = transaction(name)
         action = Action(action)
+        if name == "ITI-93":  # IHE.PMIR.Feed.Audit: action E, no RESTful subtype
+            action = Action.EXECUTE
         interaction = None
-        if entry.door == "fhir" and name != "ITI-93":  # PMIR's ITI-93 profile has no subtype
+        if entry.door == "fhir" and name != "ITI-93":
             interaction = {Action.CREATE: "create", Action.DELETE: "delete"}.get(
                 action, "update"
             )

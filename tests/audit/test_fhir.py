@@ -133,3 +133,10 @@ def test_refused_and_steward() -> None:
     steward = agent(event, "AUT")
     assert steward["requestor"] is True and steward["name"] == "Sue Steward"
     assert len(entities(event, "1", "1")) == 2
+
+
+def test_pmir_feed_is_execute() -> None:
+    """PMIR IHE.PMIR.Feed.Audit: type 110110, subtype ITI-93, action E."""
+    [event] = [valid(r) for r in every_kind() if r.transaction == "ITI-93"]
+    assert event["type"]["code"] == "110110" and event["action"] == "E"
+    assert codes(event["subtype"]) == [(IHE, "ITI-93")]
