@@ -336,6 +336,58 @@ def is_loopback(host: str) -> bool:
         return False
 
 
+class AuditSyslogSettings(_Section):
+    """``[audit.syslog]``: the Audit Record Repository that audit records are sent to (IHE
+    ITI-20, RFC 5424): ``tls://host[:6514]`` (RFC 5425) or ``udp://host[:514]`` (RFC 5426)."""
+
+    url: str
+    ca: Path | None = None
+    """PEM bundle to verify the collector's certificate with (tls://); unset: the system's CAs."""
+    certificate: Path | None = None
+    """PEM: our client certificate, for a collector that requires mutual TLS ..."""
+    key: Path | None = None
+    """... and its private key."""
+    bom: bool = False
+    """Start each MSG with the UTF-8 BOM of RFC 5424 (ITI TF-2 3.20.4.1.2 discourages it)."""
+
+    _files = field_validator("ca", "certificate", "key")(_readable)
+
+    @field_validator("url")
+    @classmethod
+    def _url(cls, value: str) -> str:
+        from urllib.parse import urlsplit
+
+        parts = urlsplit(value)
+        if parts.scheme not in ("tls", "udp"):
+            raise ValueError("must be tls://host[:port] (RFC 5425) or udp://host[:port] (RFC 5426)")
+        try:
+            parts.port  # noqa: B018 - raises on a bad port
+        except ValueError as exc:
+            raise ValueError(f"bad port in {value!r}: {exc}") from None
+        if not parts.hostname or parts.path not in ("", "/") or parts.query:
+            raise ValueError(f"expected scheme://host[:port], got {value!r}")
+        return value
+
+    @model_validator(mode="after")
+    def _tls_files(self) -> AuditSyslogSettings:
+        if (self.certificate is None) != (self.key is None):
+            raise ValueError("certificate and key go together")
+        if not self.url.startswith("tls:") and (self.ca or self.certificate):
+            raise ValueError("ca, certificate and key are used only with a tls:// url")
+        return self
+
+
+class AuditSettings(_Section):
+    """``[audit]``: ATNA audit records (IHE ITI-20; docs/audit.md)."""
+
+    source_id: str = Field("identity", min_length=1)
+    """AuditSourceID (DICOM) / AuditEvent.source.observer: this service in the audit log."""
+    enterprise_site: str | None = None
+    """AuditEnterpriseSiteID / AuditEvent.source.site: the organisation that runs it."""
+    syslog: AuditSyslogSettings | None = None
+    """Absent: records are kept in the database (GET /fhir/AuditEvent) and nothing is sent."""
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix="IDENTITY_",
@@ -361,6 +413,7 @@ class Settings(BaseSettings):
     fhir: FhirSettings = FhirSettings()
     notify: list[NotifySettings] = Field(default_factory=list)
     auth: AuthSettings = AuthSettings()
+    audit: AuditSettings = AuditSettings()
 
     @field_validator("log_level")
     @classmethod

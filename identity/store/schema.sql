@@ -4,6 +4,8 @@
 
 -- Sequences
 
+CREATE SEQUENCE audit_event_id_seq AS bigint START 1 INCREMENT 1 MINVALUE 1 MAXVALUE 9223372036854775807 CACHE 1 OWNED BY audit_event.id;
+
 CREATE SEQUENCE domain_id_seq AS integer START 1 INCREMENT 1 MINVALUE 1 MAXVALUE 2147483647 CACHE 1 OWNED BY domain.id;
 
 CREATE SEQUENCE enterprise_id_seq AS bigint START 1 INCREMENT 1 MINVALUE 1 MAXVALUE 9223372036854775807 CACHE 1;
@@ -21,6 +23,21 @@ CREATE SEQUENCE review_item_id_seq AS bigint START 1 INCREMENT 1 MINVALUE 1 MAXV
 CREATE SEQUENCE source_record_id_seq AS bigint START 1 INCREMENT 1 MINVALUE 1 MAXVALUE 9223372036854775807 CACHE 1 OWNED BY source_record.id;
 
 -- Tables
+
+CREATE TABLE audit_event (
+    id bigint DEFAULT nextval('audit_event_id_seq'::regclass) NOT NULL,
+    recorded timestamp with time zone NOT NULL,
+    transaction text NOT NULL,
+    event_id text NOT NULL,
+    interaction text,
+    subtypes text[] DEFAULT '{}'::text[] NOT NULL,
+    action text NOT NULL,
+    outcome smallint NOT NULL,
+    agent text NOT NULL,
+    requestor text,
+    patients text[] DEFAULT '{}'::text[] NOT NULL,
+    record jsonb NOT NULL
+);
 
 CREATE TABLE blocking_key (
     key text COLLATE "C" NOT NULL,
@@ -174,6 +191,8 @@ ALTER TABLE source_record ALTER COLUMN given_norm SET STATISTICS 1000;
 
 -- Constraints
 
+ALTER TABLE audit_event ADD CONSTRAINT audit_event_pkey PRIMARY KEY (id);
+
 ALTER TABLE blocking_key ADD CONSTRAINT blocking_key_pkey PRIMARY KEY (key, source_record_id);
 
 ALTER TABLE blocking_key ADD CONSTRAINT blocking_key_source_record_id_fkey FOREIGN KEY (source_record_id) REFERENCES source_record(id) ON DELETE CASCADE;
@@ -251,6 +270,18 @@ ALTER TABLE source_record ADD CONSTRAINT source_record_pkey PRIMARY KEY (id);
 ALTER TABLE source_record ADD CONSTRAINT source_record_status_check CHECK ((status = ANY (ARRAY['active'::text, 'merged'::text, 'removed'::text])));
 
 -- Indexes
+
+CREATE INDEX audit_event_agent ON audit_event USING btree (agent, id);
+
+CREATE INDEX audit_event_failures ON audit_event USING btree (id) WHERE (outcome <> 0);
+
+CREATE INDEX audit_event_patients ON audit_event USING gin (patients);
+
+CREATE INDEX audit_event_recorded ON audit_event USING btree (recorded);
+
+CREATE INDEX audit_event_requestor ON audit_event USING btree (requestor, id) WHERE (requestor IS NOT NULL);
+
+CREATE INDEX audit_event_transaction ON audit_event USING btree (transaction, id);
 
 CREATE INDEX blocking_key_record ON blocking_key USING btree (source_record_id);
 
