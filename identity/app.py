@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from aiohttp import web
 
 from identity import __version__
+from identity.audit.deliver import AuditDelivery, audit_delivery
 from identity.calibration import CalibrationSchedule
 from identity.config import Settings
 from identity.errors import StoreUnavailable
@@ -88,6 +89,7 @@ class Service:
     http_port: int | None = None
     hl7: Hl7Service | None = None
     schedule: CalibrationSchedule | None = None
+    audit_delivery: AuditDelivery | None = None
     _stopping: bool = field(default=False, repr=False)
 
     async def start(self) -> None:
@@ -105,6 +107,9 @@ class Service:
                 self.mpi, self.db, self.settings, self.sockets[1] if self.sockets else None
             )
             await self.hl7.start()
+            self.audit_delivery = audit_delivery(self.db, self.settings)
+            if self.audit_delivery is not None:
+                self.audit_delivery.start()
             await self._start_http()
             frozen, collect_ms = settle_heap()
             log.debug("event=heap_settled frozen=%d collect_ms=%.1f", frozen, collect_ms)
@@ -174,7 +179,10 @@ class Service:
             await self.schedule.stop()
             self.schedule = None
         if self.mpi is not None:
-            await self.mpi.stop()
+            await self.mpi.stop()  # writes the audit records still queued
+        if self.audit_delivery is not None:
+            await self.audit_delivery.stop()
+            self.audit_delivery = None
         if self.db is not None:
             await self.db.close()
             self.db = None

@@ -11,6 +11,7 @@ from aiohttp import web
 
 from identity.config import Settings
 from identity.fhir.access import (
+    AUDIT_READ,
     MATCH,
     PDQ_QUERY,
     PIX_FEED,
@@ -18,7 +19,9 @@ from identity.fhir.access import (
     PMIR_FEED,
     PUBLIC,
     AccessControl,
+    principal_of,
 )
+from identity.fhir.audit import add_audit_routes
 from identity.fhir.door import FhirDoor
 from identity.fhir.pmir import process_message
 from identity.fhir.wire import deadline_middleware, error_middleware
@@ -57,7 +60,20 @@ def build_fhir_app(mpi: Mpi, settings: Settings) -> web.Application:
     route("POST", "/$process-message", pmir, PMIR_FEED)
     route("POST", "/Bundle", pmir, PMIR_FEED)
     route("POST", "/", pmir, PMIR_FEED)
+    audit = add_audit_routes(app, mpi.db, settings, auditor=mpi.audit.auditor,
+                             authorize=_client_of)
+    control.register(audit.search, AUDIT_READ)
+    control.register(audit.read, AUDIT_READ)
     return app
+
+
+async def _client_of(request: web.Request) -> str | None:
+    """Who reads the audit records: the token's client (the middleware checked the scope),
+    else the client id header of mode none."""
+    principal = principal_of(request)
+    if principal.authenticated:
+        return principal.client
+    return request.headers.get(request.app[FHIR_DOOR_KEY].settings.fhir.client_id_header)
 
 
 def add_routes(app: web.Application, mpi: Mpi, settings: Settings) -> None:

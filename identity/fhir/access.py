@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 from aiohttp import web
 
-from identity.auth import ANONYMOUS, READ, WRITE, AuthError, Principal, TokenVerifier
+from identity.auth import ANONYMOUS, AUDIT, READ, WRITE, AuthError, Principal, TokenVerifier
 from identity.config import Settings
 from identity.fhir.wire import FhirError
 
@@ -36,6 +36,8 @@ PDQ_QUERY = Access(READ, ("ITI-78",))
 MATCH = Access(READ, ("ITI-119",))
 PIX_FEED = Access(WRITE, ("ITI-104",))
 PMIR_FEED = Access(WRITE, ("ITI-93",))
+AUDIT_READ = Access(AUDIT)
+UNDECLARED = Access("(undeclared route)")
 
 
 def principal_of(request: web.Request) -> Principal:
@@ -50,11 +52,15 @@ class AccessControl:
         self.verifier = TokenVerifier(settings.auth) if settings.auth.mode == "jwt" else None
         self._handlers: dict[Handler, Access] = {}
 
+    def register(self, handler: Handler, access: Access) -> None:
+        """Say what a handler routed elsewhere needs (a handler serves one kind of access)."""
+        if self._handlers.setdefault(handler, access) != access:
+            raise ValueError(f"{handler!r}: one handler, two kinds of access")
+
     def route(self, app: web.Application, method: str, path: str, handler: Handler,
               access: Access) -> None:
-        """Add a route whose handler needs ``access`` (a handler serves one kind of access)."""
-        if self._handlers.setdefault(handler, access) != access:
-            raise ValueError(f"{path}: one handler, two kinds of access")
+        """Add a route whose handler needs ``access``."""
+        self.register(handler, access)
         if method == "GET":
             app.router.add_get(path, handler)  # HEAD too
         else:
@@ -65,8 +71,11 @@ class AccessControl:
             await self.verifier.start()
 
     def access(self, request: web.Request) -> Access | None:
-        """None when no route matched (the 404/405 needs no token)."""
-        return self._handlers.get(request.match_info.handler)
+        """None when no route matched (the 404/405 needs no token). A route nobody said the
+        access of needs a scope no token has: closed, not open, by mistake."""
+        if request.match_info.http_exception is not None:
+            return None
+        return self._handlers.get(request.match_info.handler, UNDECLARED)
 
     @web.middleware
     async def middleware(self, request: web.Request, handler: Handler) -> web.StreamResponse:

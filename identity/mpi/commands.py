@@ -15,7 +15,10 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Any, Generic, TypeVar
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
+
+if TYPE_CHECKING:
+    from identity.mpi.audit import AuditOf
 
 from identity.model import (
     AuthorityRef,
@@ -52,6 +55,9 @@ class Envelope:
     reply: Callable[[Any], str] | None = None
     refusal: Callable[[Exception], str] | None = None
     digest: str | None = None
+    audit: AuditOf | None = None
+    """The audit records of the command (identity.mpi.audit): written in its transaction when
+    it succeeds, queued with the failure outcome when it is refused or fails."""
 
     def reuses(self, stored_digest: str | None) -> bool:
         """Whether a message stored with ``stored_digest`` under this envelope's idempotency

@@ -27,6 +27,7 @@ from identity.model import (
     RecordInput,
     SourceRecord,
 )
+from identity.mpi.audit import AuditTrail
 from identity.mpi.changes import Changes
 from identity.mpi.commands import Envelope, Subject
 from identity.mpi.domains import DomainRegistry
@@ -49,6 +50,8 @@ class Core:
     matcher: Matcher
     changes: Changes
     fanout: dict[str, tuple[str, ...]]
+    audit: AuditTrail | None = None
+    """Where the envelopes' audit records go (None: not audited, e.g. tools)."""
     indexed: int = 0
     """Active records when name frequencies and the prior were last refitted."""
 
@@ -58,7 +61,7 @@ class Core:
         own lock is taken first and a stored reply raises AlreadyProcessed: the same message
         delivered twice at once, to any process, is applied once."""
         async with self.db.transaction() as conn:
-            uow = UnitOfWork(conn, envelope, self.fanout)
+            uow = UnitOfWork(conn, envelope, self.fanout, self.audit)
             idempotency = envelope.idempotency
             if idempotency is not None:
                 previous, digest = await uow.repo.begin_message(*idempotency)

@@ -39,6 +39,7 @@ from identity.model import (
     SourceRecord,
 )
 from identity.mpi import query
+from identity.mpi.audit import AuditTrail
 from identity.mpi.bulk import bulk_import
 from identity.mpi.changes import Changes
 from identity.mpi.commands import Command, Envelope, ImportRecords
@@ -64,6 +65,7 @@ class Mpi:
         self.domains = DomainRegistry(db, settings)
         self.matcher = Matcher(load_model(settings.matching), settings.matching)
         self.changes = Changes(self.matcher)
+        self.audit = AuditTrail(db, settings)
         self.core = Core(
             db=db,
             settings=settings,
@@ -71,6 +73,7 @@ class Mpi:
             matcher=self.matcher,
             changes=self.changes,
             fanout={CHANGED_TOPIC: tuple(notify_topic(n.name) for n in settings.notify)},
+            audit=self.audit,
         )
         self._in_flight: dict[tuple[str, str], tuple[asyncio.Future[str], str | None]] = {}
         self.follower = ModelFollower(self)
@@ -89,6 +92,7 @@ class Mpi:
 
     async def stop(self) -> None:
         await self.follower.stop()
+        await self.audit.stop()
 
     async def refresh_term_frequencies(self) -> None:
         """Recount how common each name is in the index, and fit the model's prior to it."""
@@ -205,14 +209,20 @@ class Mpi:
 
     async def _run(self, command: Command[R], envelope: Envelope) -> tuple[R, str | None]:
         handler = HANDLERS[type(command)]
-        async with self.core.unit(envelope) as uow:
-            result = await handler(command, uow, self.core)
-            text = None
-            idempotency = envelope.idempotency
-            if idempotency is not None and envelope.reply is not None:
-                text = envelope.reply(result)
-                # written at flush, with the change
-                uow.remember_reply(*idempotency, text, envelope.digest)
+        try:
+            async with self.core.unit(envelope) as uow:
+                result = await handler(command, uow, self.core)
+                text = None
+                idempotency = envelope.idempotency
+                if idempotency is not None and envelope.reply is not None:
+                    text = envelope.reply(result)
+                    # written at flush, with the change (and its audit records)
+                    uow.remember_reply(*idempotency, text, envelope.digest)
+        except AlreadyProcessed:
+            raise  # audited when it was applied
+        except Exception as exc:
+            self.audit.failed(envelope.audit, exc)
+            raise
         return result, text
 
     @staticmethod

@@ -7,6 +7,8 @@ from typing import Any
 
 import asyncpg
 
+from identity.audit.record import Outcome
+from identity.mpi.audit import AuditTrail
 from identity.mpi.commands import Envelope
 from identity.store.repository import Repository
 
@@ -35,7 +37,10 @@ class UnitOfWork:
         conn: asyncpg.Connection,
         envelope: Envelope,
         fanout: dict[str, tuple[str, ...]] | None = None,
+        audit: AuditTrail | None = None,
     ) -> None:
+        self.conn = conn
+        self.audit = audit
         self.repo = Repository(conn)
         self.fanout = fanout or {}
         self.envelope = envelope
@@ -45,6 +50,7 @@ class UnitOfWork:
         self._history: list[tuple[Any, ...]] = []
         self._outbox: list[tuple[str, dict[str, Any], Any]] = []
         self._reply: tuple[str, str, str, str | None] | None = None
+        self._audited = False
 
     def record(
         self,
@@ -99,9 +105,13 @@ class UnitOfWork:
         self._reply = (sender, control_id, reply, digest)
 
     async def flush(self) -> None:
-        """Write the history rows, outbox rows and reply collected, in one statement."""
+        """Write the history rows, outbox rows and reply collected, in one statement, and the
+        envelope's audit records (one more)."""
         if self._history or self._outbox or self._reply is not None:
             await self.repo.append_events(self._history, self._outbox, self._reply)
             self._history.clear()
             self._outbox.clear()
             self._reply = None
+        if self.audit is not None and self.envelope.audit is not None and not self._audited:
+            self._audited = True
+            await self.audit.write(self.conn, self.envelope.audit(Outcome.SUCCESS, None))

@@ -1,0 +1,119 @@
+"""The audit trail of the core (ITI-20, docs/audit.md): where audit records are written.
+
+- A change's records are written **in the change's transaction** (``write``, called by the
+  unit of work at flush from the envelope's ``audit``): a committed change always has its
+  record, a rolled-back one never does.
+- Reads (PIX/PDQ queries, FHIR reads) and refusals change nothing: their records are queued
+  (``later``) and written by a background task in batches, one statement per batch, so that a
+  query is not slowed by a round trip of its own. A record queued but not yet written when the
+  process is killed (at most ``FLUSH_SECONDS`` of them) is lost; ``stop`` writes the queue.
+
+With ``[audit.syslog]`` every write also puts the records on the outbox topic ``audit``,
+which identity.audit.deliver sends to the collector.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Callable, Sequence
+
+import asyncpg
+
+from identity.audit.record import AUDIT_TOPIC, Auditor, AuditRecord, Outcome
+from identity.config import Settings
+from identity.errors import MpiError, StoreUnavailable
+from identity.store.audit import AuditStore
+from identity.store.db import Database
+
+log = logging.getLogger("identity.audit")
+
+FLUSH_SECONDS = 0.05
+BATCH = 500
+MAX_QUEUED = 100_000
+RETRY_SECONDS = 1.0
+
+AuditOf = Callable[[Outcome, str | None], Sequence[AuditRecord]]
+"""An envelope's audit: the records of its command, given how it ended (success, or a failure
+outcome with the reason)."""
+
+
+class AuditTrail:
+    def __init__(self, db: Database, settings: Settings) -> None:
+        self.db = db
+        self.auditor = Auditor(settings)
+        self.topic = AUDIT_TOPIC if settings.audit.syslog is not None else None
+        self._queue: list[AuditRecord] = []
+        self._wake = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        self._stopping = False
+        self.dropped = 0
+
+    async def write(self, conn: asyncpg.Connection, records: Sequence[AuditRecord]) -> None:
+        """Write ``records`` on ``conn``, in the transaction open there."""
+        if records:
+            await AuditStore(conn).insert(records, topic=self.topic)
+
+    def later(self, records: Sequence[AuditRecord]) -> None:
+        """Queue records of something that changed nothing, for the background writer."""
+        if not records:
+            return
+        if len(self._queue) + len(records) > MAX_QUEUED:
+            self.dropped += len(records)
+            log.error("event=audit_dropped records=%d queued=%d", len(records), len(self._queue))
+            return
+        self._queue.extend(records)
+        if self._task is None and not self._stopping:
+            self._task = asyncio.get_running_loop().create_task(self._run())
+        self._wake.set()
+
+    def failed(self, audit: AuditOf | None, exc: BaseException) -> None:
+        """Queue the failure records of a command that was refused or failed."""
+        if audit is None:
+            return
+        outcome = Outcome.MINOR_FAILURE if _refused(exc) else Outcome.SERIOUS_FAILURE
+        try:
+            self.later(audit(outcome, f"{type(exc).__name__}: {exc}"[:500]))
+        except Exception:  # noqa: BLE001 - an audit of a failure must not hide the failure
+            log.exception("event=audit_failure_record_error")
+
+    async def flush(self) -> None:
+        """Write everything queued so far."""
+        while self._queue:
+            batch = self._queue[:BATCH]
+            async with self.db.read() as conn:
+                await AuditStore(conn).insert(batch, topic=self.topic)
+            del self._queue[: len(batch)]
+
+    async def stop(self) -> None:
+        self._stopping = True
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+        try:
+            await self.flush()
+        except Exception as exc:  # noqa: BLE001
+            log.error("event=audit_unwritten records=%d error=%s", len(self._queue),
+                      type(exc).__name__)
+
+    async def _run(self) -> None:
+        while True:
+            await self._wake.wait()
+            self._wake.clear()
+            await asyncio.sleep(FLUSH_SECONDS)  # gather a batch
+            try:
+                await self.flush()
+            except (StoreUnavailable, OSError, asyncpg.PostgresError) as exc:
+                log.warning("event=audit_write_retry records=%d error=%s", len(self._queue),
+                            type(exc).__name__)
+                await asyncio.sleep(RETRY_SECONDS)
+                self._wake.set()
+
+
+def _refused(exc: BaseException) -> bool:
+    """A command refused (bad input, not allowed): a minor failure; anything else (the
+    database away, a bug) a serious one."""
+    return isinstance(exc, MpiError)

@@ -1,0 +1,71 @@
+"""The core's audit trail: a change's records are written in its transaction, a refused or
+rolled-back command leaves only its failure record, reads are written in the background."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import pytest
+
+from identity.audit.record import AuditRecord, Outcome, cx, hl7_peer
+from identity.errors import SourceNotAuthorized
+from identity.mpi import Envelope, Mpi, Register
+from tests.core.helpers import person
+
+
+def _feed(mpi: Mpi, value: str) -> object:
+    def audit(outcome: Outcome, reason: str | None) -> Sequence[AuditRecord]:
+        return [mpi.audit.auditor.patient_feed(
+            "ITI-8", action="C", caller=hl7_peer("LIS", "LAB", "127.0.0.1"),
+            patient=[cx(value, namespace="HOSPA")], message_id="M-" + value,
+            outcome=outcome, description=reason)]  # fmt: skip
+
+    return audit
+
+
+async def _rows(mpi: Mpi) -> list[tuple[str, int, list[str]]]:
+    async with mpi.db.read() as conn:
+        rows = await conn.fetch(
+            "SELECT transaction, outcome, patients FROM audit_event ORDER BY id"
+        )
+    return [(r["transaction"], r["outcome"], list(r["patients"])) for r in rows]
+
+
+async def test_a_change_is_audited_in_its_transaction(mpi: Mpi) -> None:
+    envelope = Envelope(actor="hl7:ADT_A|FAC", source="ADT_A", audit=_feed(mpi, "AU1"))
+    await mpi.handle(Register(subject=person("HOSPA", "AU1")), envelope)
+    # written with the change: nothing queued for later
+    assert await _rows(mpi) == [("ITI-8", 0, ["AU1^^^HOSPA"])]
+
+
+async def test_a_refused_change_leaves_only_its_failure_record(mpi: Mpi) -> None:
+    envelope = Envelope(actor="hl7:LIS|LAB", source="LIS", audit=_feed(mpi, "AU2"))
+    with pytest.raises(SourceNotAuthorized):
+        await mpi.handle(Register(subject=person("HOSPA", "AU2")), envelope)
+    await mpi.audit.flush()
+    rows = await _rows(mpi)
+    assert rows == [("ITI-8", 4, ["AU2^^^HOSPA"])]
+    async with mpi.db.read() as conn:
+        assert await conn.fetchval("SELECT count(*) FROM source_record") == 0
+        reason = await conn.fetchval("SELECT record->>'outcome_description' FROM audit_event")
+    assert "SourceNotAuthorized" in reason
+
+
+async def test_a_rolled_back_atomic_block_keeps_no_success_record(mpi: Mpi) -> None:
+    ok = Envelope(actor="fhir:ADT_A", source="ADT_A", audit=_feed(mpi, "AU3"))
+    bad = Envelope(actor="fhir:LIS", source="LIS", audit=_feed(mpi, "AU4"))
+    with pytest.raises(SourceNotAuthorized):
+        async with mpi.atomic():
+            await mpi.handle(Register(subject=person("HOSPA", "AU3")), ok)
+            await mpi.handle(Register(subject=person("HOSPA", "AU4")), bad)
+    await mpi.audit.flush()
+    assert await _rows(mpi) == [("ITI-8", 4, ["AU4^^^HOSPA"])]
+
+
+async def test_reads_are_written_in_the_background(mpi: Mpi) -> None:
+    records = mpi.audit.auditor.query(
+        "ITI-9", caller=hl7_peer("PIXC", "FAC", "127.0.0.1"), query=b"MSH|...",
+        patients=[[cx("AU5", namespace="HOSPA")]], message_id="Q1")  # fmt: skip
+    mpi.audit.later(records)
+    await mpi.audit.stop()  # stopping writes what is queued
+    assert await _rows(mpi) == [("ITI-9", 0, ["AU5^^^HOSPA"])]
