@@ -27,6 +27,7 @@ from identity.config import Settings
 from identity.errors import StoreUnavailable
 from identity.fhir import add_routes as add_fhir_routes
 from identity.hl7v2.service import Hl7Service
+from identity.logs import quiet_bad_requests
 from identity.loop import loop_name, settle_heap
 from identity.mpi import Mpi
 from identity.store.db import Database
@@ -131,6 +132,7 @@ class Service:
         )
 
     async def _start_http(self) -> None:
+        quiet_bad_requests()  # no request bytes (tokens) in aiohttp's parse errors
         app = web.Application(client_max_size=self.settings.http.max_body_bytes)
         app[SERVICE_KEY] = self
         assert self.mpi is not None

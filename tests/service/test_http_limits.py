@@ -6,6 +6,7 @@ service goes on serving. The body size limit is in test_service.py."""
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -152,14 +153,18 @@ async def test_a_connection_without_a_whole_request_is_closed_after_idle_timeout
 
 
 async def test_a_header_over_aiohttp_s_limit_is_400_and_the_service_serves_on(
-    fresh_database: str,
+    fresh_database: str, caplog: pytest.LogCaptureFixture
 ) -> None:
+    caplog.set_level(logging.DEBUG)
+    token = "Bearer eyJSECRET" + "x" * 9000  # a token over the header limit: never logged
     async with running(fresh_database) as service, aiohttp.ClientSession() as session:
         base = f"http://127.0.0.1:{service.http_port}/fhir"
-        async with session.get(f"{base}/metadata", headers={"X-Big": "x" * 9000}) as response:
+        async with session.get(f"{base}/metadata", headers={"Authorization": token}) as response:
             assert response.status == 400
         async with session.get(f"{base}/metadata") as response:
             assert response.status == 200
+    assert "event=http_bad_request error=LineTooLong" in caplog.text
+    assert "eyJSECRET" not in caplog.text
 
 
 @pytest.mark.parametrize("asked", ["3", "100000"])
