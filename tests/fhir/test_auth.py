@@ -4,6 +4,7 @@ real server; 401 and 403 as OperationOutcomes with RFC 6750 challenges."""
 from __future__ import annotations
 
 import json
+import logging
 import time
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
@@ -107,11 +108,17 @@ async def test_metadata_needs_no_token_and_says_how_to_authenticate(secured: Fhi
         (lambda: token(client=None, sub=None), "client_id"),
     ],
 )
-async def test_invalid_tokens_are_401(secured: Fhir, make: Callable[[], str], reason: str) -> None:
+async def test_invalid_tokens_are_401(
+    secured: Fhir, make: Callable[[], str], reason: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG)
+    sent = make()
     status, body, response = await secured.call(
-        "GET", "/Patient", params={"family": "Smith"}, headers=bearer(make())
+        "GET", "/Patient", params={"family": "Smith"}, headers=bearer(sent)
     )
     assert status == 401, body
+    assert "event=fhir_access_refused status=401 error=invalid_token" in caplog.text
+    assert sent not in caplog.text and sent[-20:] not in caplog.text  # never the token
     assert 'error="invalid_token"' in challenge(response)
     assert reason in body["issue"][0]["diagnostics"]
     assert body["issue"][0]["code"] == "login"
