@@ -7,9 +7,12 @@ from __future__ import annotations
 import asyncio
 import datetime
 import ipaddress
+import json
 import logging
+import os
 import socket
 import ssl
+import sys
 import warnings
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
@@ -34,6 +37,7 @@ from identity.tls import CIPHERS_TLS12, client_context, server_context
 from ..conftest import DEMO_DOMAINS
 from ..hl7v2.messages import adt, msa, reply
 from ..waiting import eventually
+from .test_workers import Served, _workers
 
 # ------------------------------------------------------------------------------ certificates
 
@@ -415,3 +419,53 @@ async def test_iti10_notification_over_mutual_tls(start_service: StartService, p
         await eventually(lambda: notifier.delivered >= 1, 15.0, what="the ACK counted")
     finally:
         await pix_consumer.stop(grace=1.0)
+
+
+# ------------------------------------------------------------------ several worker processes
+
+
+async def test_tls_and_client_mapping_in_every_worker(fresh_database: str, pki: Pki) -> None:
+    """`workers = 2`: each worker builds its own TLS contexts from the same files and enforces
+    [[mllp.clients]]; both answer over TLS on the shared ports."""
+    tls = _tls(pki, "required")
+    env = {
+        **os.environ,
+        "IDENTITY_WORKERS": "2",
+        "IDENTITY_DATABASE__URL": fresh_database,
+        "IDENTITY_HTTP__PORT": "0",
+        "IDENTITY_MLLP__PORT": "0",
+        "IDENTITY_DOMAINS": json.dumps(DEMO_DOMAINS),
+        "IDENTITY_HTTP__TLS": json.dumps(_tls(pki)),
+        "IDENTITY_MLLP__TLS": json.dumps(tls),
+        "IDENTITY_MLLP__CLIENTS": json.dumps(
+            [{"subject": "CN=ADT_A", "applications": ["ADT_A"]}]
+        ),
+    }
+    env.pop("IDENTITY_CONFIG", None)
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "identity", "serve",
+        env=env, stderr=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.DEVNULL,
+    )  # fmt: skip
+    served = Served(proc)
+    try:
+        match = await served.until(
+            r"event=service_started workers=2 http=127\.0\.0\.1:(\d+) mllp=127\.0\.0\.1:(\d+)"
+        )
+        http, mllp = int(match[1]), int(match[2])
+        workers = _workers(proc.pid)
+        seen: set[int] = set()
+        for _ in range(200):  # new connections until both workers have answered over TLS
+            connector = aiohttp.TCPConnector(force_close=True, ssl=_client(pki))
+            async with aiohttp.ClientSession(connector=connector) as session:
+                async with session.get(f"https://127.0.0.1:{http}/healthz") as response:
+                    assert response.status == 200
+                    seen.add((await response.json())["process"])
+            if len(seen) == 2:
+                break
+        assert seen == workers
+        for n in range(8):  # new connections, spread over the workers by the kernel
+            assert await _send(mllp, _client(pki, "client"), adt("A04", f"W{n}^^^HOSPA")) == "AA"
+            assert await _send(mllp, _client(pki, "client"),
+                               adt("A04", f"X{n}^^^HOSPB", app="ADT_B")) == "AR"  # fmt: skip
+    finally:
+        await served.stop()
