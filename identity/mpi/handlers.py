@@ -13,6 +13,7 @@ import logging
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
+from identity.audit.record import cx, human_requestor
 from identity.errors import InvalidInput, NotFound, UnknownIdentifier
 from identity.model import (
     CommandResult,
@@ -144,12 +145,49 @@ async def remove(cmd: Remove, uow: UnitOfWork, core: Core) -> CommandResult:
 
 async def decide_review(cmd: DecideReview, uow: UnitOfWork, core: Core) -> CommandResult:
     persons = await review.decide(uow, core.changes, cmd.item_id, cmd.decision, cmd.reason)
-    return await core.command_result(uow, True, [], persons, cmd.decision.value)
+    result = await core.command_result(uow, True, [], persons, cmd.decision.value)
+    _audit_steward(uow, core, _STEWARD_AUDIT[cmd.decision], result, cmd.reason)
+    return result
 
 
 async def undo(cmd: Undo, uow: UnitOfWork, core: Core) -> CommandResult:
     persons = await review.undo(uow, core.changes, cmd.command_id)
-    return await core.command_result(uow, True, [], persons, f"undid {cmd.command_id}")
+    result = await core.command_result(uow, True, [], persons, f"undid {cmd.command_id}")
+    _audit_steward(uow, core, "undo", result, f"undid command {cmd.command_id}")
+    return result
+
+
+_STEWARD_AUDIT = {
+    review.StewardDecision.SAME_PERSON: "link",
+    review.StewardDecision.DIFFERENT_PERSONS: "no-match",
+    review.StewardDecision.DISMISS: "dismiss",
+}
+
+
+def _audit_steward(
+    uow: UnitOfWork, core: Core, decision: str, result: CommandResult, reason: str | None
+) -> None:
+    """One audit record per person the decision leaves (ITI-20: one per patient), naming the
+    person by its enterprise identifier and its records' identifiers, the steward (the
+    envelope's actor) as the human requestor."""
+    if core.audit is None:
+        return
+    auditor = core.audit.auditor
+    enterprise = core.domains.enterprise
+    actor = uow.envelope.actor
+    steward = human_requestor(actor.removeprefix("steward:"))
+    for person in result.persons or ():
+        if not person.records:  # merged away by the decision: its records are the survivor's
+            continue
+        patient = [cx(person.enterprise_id, oid=enterprise.oid, namespace=enterprise.namespace)]
+        patient += [
+            cx(r.identifier, oid=r.domain.oid, namespace=r.domain.namespace)
+            for r in person.records
+        ]
+        uow.audit_record(auditor.steward_decision(
+            decision, steward=steward, patient=patient, description=reason,
+            message_id=uow.envelope.message_id,
+        ))  # fmt: skip
 
 
 async def apply_model(cmd: ApplyModel, uow: UnitOfWork, core: Core) -> CommandResult:

@@ -7,7 +7,7 @@ from typing import Any
 
 import asyncpg
 
-from identity.audit.record import Outcome
+from identity.audit.record import AuditRecord, Outcome
 from identity.mpi.audit import AuditTrail
 from identity.mpi.commands import Envelope
 from identity.store.repository import Repository
@@ -51,6 +51,7 @@ class UnitOfWork:
         self._outbox: list[tuple[str, dict[str, Any], Any]] = []
         self._reply: tuple[str, str, str, str | None] | None = None
         self._audited = False
+        self._audit: list[AuditRecord] = []
 
     def record(
         self,
@@ -104,6 +105,11 @@ class UnitOfWork:
         flush, with the change."""
         self._reply = (sender, control_id, reply, digest)
 
+    def audit_record(self, *records: AuditRecord) -> None:
+        """Audit records the command itself makes (a steward's decision), written at flush
+        with the envelope's."""
+        self._audit.extend(records)
+
     async def flush(self) -> None:
         """Write the history rows, outbox rows and reply collected, in one statement, and the
         envelope's audit records (one more)."""
@@ -112,6 +118,9 @@ class UnitOfWork:
             self._history.clear()
             self._outbox.clear()
             self._reply = None
-        if self.audit is not None and self.envelope.audit is not None and not self._audited:
+        if self.audit is not None and not self._audited:
             self._audited = True
-            await self.audit.write(self.conn, self.envelope.audit(Outcome.SUCCESS, None))
+            records = list(self._audit)
+            if self.envelope.audit is not None:
+                records[:0] = self.envelope.audit(Outcome.SUCCESS, None)
+            await self.audit.write(self.conn, records)

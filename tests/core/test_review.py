@@ -122,3 +122,26 @@ async def test_feed_commands_are_not_undoable(mpi: Mpi) -> None:
         await mpi.handle(
             Undo(command_id="00000000-0000-0000-0000-000000000000"), Envelope(actor="steward:ann")
         )
+
+
+async def test_steward_decisions_are_audited_with_the_decision(mpi: Mpi) -> None:
+    first, second, item = await _duplicate_pair(mpi)
+    decided = await mpi.handle(
+        DecideReview(item_id=item.id, decision=StewardDecision.SAME_PERSON, reason="same SSN"),
+        Envelope(actor="steward:ann", message_id="req-1"),
+    )
+    await mpi.handle(Undo(command_id=decided.command_id), Envelope(actor="steward:ann"))
+    async with mpi.db.read() as conn:
+        rows = await conn.fetch(
+            "SELECT transaction, subtypes, requestor, patients, outcome FROM audit_event "
+            "WHERE transaction = 'steward' ORDER BY id"
+        )
+    assert [(r["subtypes"], r["requestor"], r["outcome"]) for r in rows] == [
+        (["steward-link"], "ann", 0),   # one person afterwards: one record
+        (["steward-undo"], "ann", 0),   # two persons again: one record each
+        (["steward-undo"], "ann", 0),
+    ]
+    linked = set(rows[0]["patients"])
+    assert {"A1^^^&1.2.3.4.5.1&ISO", "A2^^^&1.2.3.4.5.1&ISO"} <= linked  # and the enterprise id
+    assert len(linked) == 3
+    assert {p.split("^")[0] for r in rows[1:] for p in r["patients"]} >= {"A1", "A2"}
