@@ -1,0 +1,147 @@
+"""ATNA audit of the HL7 v2 door (ITI-20; docs/audit.md): every feed, query and ITI-10
+notification leaves its record with the IHE event id, type, action, outcome, participants and
+the patients as CX identifiers, over a real MLLP server and PostgreSQL."""
+
+from __future__ import annotations
+
+import json
+import os
+
+from identity.audit.record import DESTINATION, SOURCE, Action, AuditRecord, Outcome
+from identity.hl7v2.mllp import MLLPClient
+from identity.hl7v2.service import Hl7Service
+from identity.store.audit import AuditStore
+from tests.hl7v2.messages import adt, msa, reply
+from tests.hl7v2.test_iti10_notify import two_pids
+
+HOSPA, HOSPB, LAB = "1.2.3.4.5.1", "1.2.3.4.5.2", "1.2.3.4.5.3"
+
+
+def cx(value: str, oid: str) -> str:
+    return f"{value}^^^&{oid}&ISO"
+
+
+async def records(service: Hl7Service, *, flush: bool = True) -> list[AuditRecord]:
+    """Every audit record, oldest first (``flush``: the queued ones written first)."""
+    if flush:
+        await service.mpi.audit.flush()
+    async with service.db.connection() as conn:
+        stored = await AuditStore(conn).search(limit=1000)
+    return [s.record for s in reversed(stored)]
+
+
+def assert_door_participants(record: AuditRecord, sender: str) -> None:
+    """The sender (MSH-3|MSH-4, its IP address, Source) and us (IDENTITY|MPI of [hl7], our
+    process id, Destination)."""
+    caller, us = record.participants
+    assert caller.user_id == sender and caller.has_role(SOURCE)
+    assert (caller.network_id, int(caller.network_type or 0)) == ("127.0.0.1", 2)
+    assert us.user_id == "IDENTITY|MPI" and us.has_role(DESTINATION)
+    assert us.alternative_user_id == str(os.getpid())
+
+
+def assert_no_demographics(record: AuditRecord, *values: str) -> None:
+    text = json.dumps(record.to_json())
+    if record.query is not None:
+        text += record.query.decode("utf-8")
+    for value in values:
+        assert value not in text, f"{value!r} in an audit record"
+
+
+def event(record: AuditRecord) -> tuple[str, str, str, Action, Outcome]:
+    return (record.transaction, record.event_id.code, record.event_types[0].code, record.action,
+            record.outcome)  # fmt: skip
+
+
+# ------------------------------------------------------------------------------------ feeds
+
+
+async def test_a04_and_a08_are_recorded_in_the_change_transaction(
+    service: Hl7Service, client: MLLPClient
+) -> None:
+    message = adt("A04", "AU1^^^HOSPA", control="AUD-A04")
+    assert msa(reply(await client.send(message))) == "AA"
+    # written with the change: there before anything queued is flushed
+    [created] = await records(service, flush=False)
+    assert event(created) == ("ITI-8", "110110", "ITI-8", Action.CREATE, Outcome.SUCCESS)
+    assert created.patients == (cx("AU1", HOSPA),)
+    assert (created.message_id, created.message_id_kind) == ("AUD-A04", "MSH-10")
+    assert_door_participants(created, "ADT_A|FAC")
+    assert_no_demographics(created, "SMITH", "JOHN", "19800312")
+
+    # an A08 with a second identifier (an OID-only authority): U, both identifiers
+    a08 = adt("A08", "AU1^^^HOSPA~N77^^^&2.16.840.1.113883.4.1&ISO", control="AUD-A08")
+    assert msa(reply(await client.send(a08))) == "AA"
+    updated = (await records(service, flush=False))[-1]
+    assert event(updated) == ("ITI-8", "110110", "ITI-8", Action.UPDATE, Outcome.SUCCESS)
+    assert updated.patients == (cx("AU1", HOSPA), cx("N77", "2.16.840.1.113883.4.1"))
+
+    # a re-sent copy is answered with the stored ACK and not audited again
+    assert msa(reply(await client.send(a08))) == "AA"
+    assert len(await records(service)) == 2
+
+
+async def test_a40_is_two_records_d_for_the_retired_and_u_for_the_survivor(
+    service: Hl7Service, client: MLLPClient
+) -> None:
+    for pid in ("M1^^^HOSPA", "M2^^^HOSPA", "M3^^^HOSPA"):
+        assert msa(reply(await client.send(adt("A04", pid)))) == "AA"
+    before = len(await records(service))
+    assert msa(reply(await client.send(adt("A40", "M1^^^HOSPA", mrg="M2^^^HOSPA",
+                                           control="AUD-A40")))) == "AA"  # fmt: skip
+    retired, survivor = (await records(service))[before:]
+    assert event(retired) == ("ITI-30", "110110", "ITI-30", Action.DELETE, Outcome.SUCCESS)
+    assert retired.patients == (cx("M2", HOSPA),)
+    assert event(survivor) == ("ITI-30", "110110", "ITI-30", Action.UPDATE, Outcome.SUCCESS)
+    assert survivor.patients == (cx("M1", HOSPA),)
+    assert retired.message_id == survivor.message_id == "AUD-A40"
+    assert_door_participants(retired, "ADT_A|FAC")
+
+    # the same merge in v2.3.1 is ITI-8's (the version ITI-8 is defined in)
+    assert msa(reply(await client.send(adt("A40", "M1^^^HOSPA", mrg="M3^^^HOSPA",
+                                           version="2.3.1")))) == "AA"  # fmt: skip
+    assert [(r.transaction, r.action) for r in (await records(service))[before + 2:]] == [
+        ("ITI-8", Action.DELETE), ("ITI-8", Action.UPDATE)]
+
+
+async def test_a24_and_a37_record_each_patient(service: Hl7Service, client: MLLPClient) -> None:
+    assert msa(reply(await client.send(two_pids("A24", "L1^^^HOSPA", "L2^^^LAB")))) == "AA"
+    first, second = await records(service)
+    assert event(first) == ("ITI-30", "110110", "ITI-30", Action.UPDATE, Outcome.SUCCESS)
+    assert (first.patients, second.patients) == ((cx("L1", HOSPA),), (cx("L2", LAB),))
+    assert_door_participants(second, "ADT_A|FAC")
+
+    assert msa(reply(await client.send(two_pids("A37", "L1^^^HOSPA", "L2^^^LAB")))) == "AA"
+    unlinked = (await records(service))[2:]
+    assert [(r.transaction, r.action, r.patients) for r in unlinked] == [
+        ("ITI-30", Action.UPDATE, (cx("L1", HOSPA),)),
+        ("ITI-30", Action.UPDATE, (cx("L2", LAB),)),
+    ]
+
+
+async def test_a_refused_a04_leaves_its_failure_record_and_nothing_else(
+    service: Hl7Service, client: MLLPClient
+) -> None:
+    # ADT_A may not assign identifiers in HOSPB (its sources are ADT_B)
+    answer = reply(await client.send(adt("A04", "R1^^^HOSPB", control="AUD-R1")))
+    assert msa(answer) == "AE"
+    [refused] = await records(service)
+    assert event(refused) == ("ITI-8", "110110", "ITI-8", Action.CREATE, Outcome.MINOR_FAILURE)
+    assert refused.patients == (cx("R1", HOSPB),)
+    assert refused.outcome_description and "SourceNotAuthorized" in refused.outcome_description
+    assert_door_participants(refused, "ADT_A|FAC")
+    async with service.db.connection() as conn:
+        assert await conn.fetchval("SELECT count(*) FROM source_record") == 0
+        assert await conn.fetchval("SELECT count(*) FROM person") == 0
+
+
+async def test_a_malformed_feed_is_recorded_without_the_value_it_quoted(
+    service: Hl7Service, client: MLLPClient
+) -> None:
+    answer = reply(await client.send(adt("A04", "BD1^^^HOSPA", dob="1980x312")))
+    assert msa(answer) == "AE"
+    [refused] = await records(service)
+    assert event(refused) == ("ITI-8", "110110", "ITI-8", Action.CREATE, Outcome.MINOR_FAILURE)
+    assert refused.patients == (cx("BD1", HOSPA),)
+    assert refused.outcome_description == "FieldError, HL7 0357 102 at PID^1^7"
+    assert_no_demographics(refused, "1980x312", "SMITH")
