@@ -10,8 +10,9 @@ import os
 from identity.audit.record import DESTINATION, SOURCE, Action, AuditRecord, Outcome
 from identity.hl7v2.mllp import MLLPClient
 from identity.hl7v2.service import Hl7Service
+from identity.hl7v2.tokenizer import parse_message
 from identity.store.audit import AuditStore
-from tests.hl7v2.messages import adt, msa, reply
+from tests.hl7v2.messages import adt, msa, pdq_query, pix_query, qak, reply
 from tests.hl7v2.test_iti10_notify import two_pids
 
 HOSPA, HOSPB, LAB = "1.2.3.4.5.1", "1.2.3.4.5.2", "1.2.3.4.5.3"
@@ -145,3 +146,70 @@ async def test_a_malformed_feed_is_recorded_without_the_value_it_quoted(
     assert refused.patients == (cx("BD1", HOSPA),)
     assert refused.outcome_description == "FieldError, HL7 0357 102 at PID^1^7"
     assert_no_demographics(refused, "1980x312", "SMITH")
+
+
+# ---------------------------------------------------------------------------------- queries
+
+
+async def test_pix_query_names_the_queried_and_the_returned_identifiers(
+    service: Hl7Service, client: MLLPClient
+) -> None:
+    assert msa(reply(await client.send(two_pids("A24", "P1^^^HOSPA", "P2^^^LAB")))) == "AA"
+    before = len(await records(service))
+    query = pix_query("P1^^^HOSPA", tag="PIXTAG")
+    answer = reply(await client.send(query))
+    assert (msa(answer), qak(answer)) == ("AA", "OK")
+    enterprise = next(rep.raw for rep in answer.segment("PID").repetitions(3)  # type: ignore[union-attr]
+                      if "MPI" in rep.raw).split("^")[0]  # fmt: skip
+    [record] = (await records(service))[before:]
+    assert event(record) == ("ITI-9", "110112", "ITI-9", Action.EXECUTE, Outcome.SUCCESS)
+    assert set(record.patients) == {
+        cx("P1", HOSPA), cx("P2", LAB), cx(enterprise, "1.3.6.1.4.1.21367.2026.1.1")}
+    assert record.patients[0] == cx("P1", HOSPA)  # the queried identifier first
+    assert record.query == query.encode("ascii")  # the whole QBP, as IHE asks (identifiers)
+    assert (record.query_id, record.message_id) == ("PIXTAG", parse_message(query).control_id)
+    assert_door_participants(record, "PIXC|FAC")
+
+    # a query refused (unknown identifier): outcome 4 with the reason, the queried patient
+    answer = reply(await client.send(pix_query("NOBODY^^^HOSPA")))
+    assert msa(answer) == "AE"
+    refused = (await records(service))[-1]
+    assert event(refused) == ("ITI-9", "110112", "ITI-9", Action.EXECUTE, Outcome.MINOR_FAILURE)
+    assert refused.patients == (cx("NOBODY", HOSPA),)
+    assert refused.outcome_description and refused.outcome_description.startswith(
+        "HL7 0357 204 at QPD^1^3^1^1")
+
+
+async def test_pdq_query_is_recorded_per_patient_with_its_demographics_redacted(
+    service: Hl7Service, client: MLLPClient
+) -> None:
+    for pid, name in (("D1^^^HOSPA", "SMITH^JOHN"), ("D2^^^HOSPA", "SMITH^JANE"),
+                      ("D3^^^HOSPA", "JONES^JOHN")):  # fmt: skip
+        assert msa(reply(await client.send(adt("A04", pid, name=name)))) == "AA"
+    before = len(await records(service))
+    answer = reply(await client.send(pdq_query("@PID.5.1.1^SMITH~@PID.7^19800312",
+                                               tag="PDQTAG")))  # fmt: skip
+    assert (msa(answer), qak(answer)) == ("AA", "OK")
+    found = (await records(service))[before:]
+    assert len(found) == 2  # one record per patient returned
+    assert {event(r) for r in found} == {
+        ("ITI-21", "110112", "ITI-21", Action.EXECUTE, Outcome.SUCCESS)}
+    # each its identifiers as returned: the enterprise ID and the HOSPA record's
+    assert sorted(len(r.patients) for r in found) == [2, 2]
+    assert {p for r in found for p in r.patients if HOSPA in p} == {cx("D1", HOSPA),
+                                                                    cx("D2", HOSPA)}
+    for record in found:
+        assert_door_participants(record, "PDQC|FAC")
+        assert record.query_id == "PDQTAG"
+        assert record.query is not None
+        stored = parse_message(record.query)
+        qpd = stored.segment("QPD")
+        assert qpd is not None and qpd.field(3) == "@PID.5.1.1^*~@PID.7^*"
+        assert [s.name for s in stored] == ["MSH", "QPD", "RCP"]
+        assert_no_demographics(record, "SMITH", "JOHN", "JANE", "19800312")
+
+    # nobody found: one record without a patient
+    answer = reply(await client.send(pdq_query("@PID.3.1^NOBODY~@PID.3.4.1^HOSPA")))
+    assert qak(answer) == "NF"
+    [none] = (await records(service))[before + 2:]
+    assert (none.patients, none.outcome) == ((), Outcome.SUCCESS)
