@@ -12,8 +12,10 @@ from identity.hl7v2.mllp import MLLPClient
 from identity.hl7v2.service import Hl7Service
 from identity.hl7v2.tokenizer import parse_message
 from identity.store.audit import AuditStore
+from tests.hl7v2.conftest import Start
 from tests.hl7v2.messages import adt, msa, pdq_query, pix_query, qak, reply
-from tests.hl7v2.test_iti10_notify import two_pids
+from tests.hl7v2.test_iti10_notify import Consumer, consumer, two_pids  # noqa: F401
+from tests.waiting import eventually
 
 HOSPA, HOSPB, LAB = "1.2.3.4.5.1", "1.2.3.4.5.2", "1.2.3.4.5.3"
 
@@ -213,3 +215,29 @@ async def test_pdq_query_is_recorded_per_patient_with_its_demographics_redacted(
     assert qak(answer) == "NF"
     [none] = (await records(service))[before + 2:]
     assert (none.patients, none.outcome) == ((), Outcome.SUCCESS)
+
+
+# ---------------------------------------------------------------------------------- ITI-10
+
+
+async def test_iti10_notification_is_recorded_with_the_consumer_and_the_ids_sent(
+    start_service: Start, consumer: Consumer  # noqa: F811
+) -> None:
+    service = await start_service(**consumer.settings())
+    async with MLLPClient("127.0.0.1", service.port) as client:
+        assert msa(reply(await client.send(adt("A04", "N1^^^HOSPA")))) == "AA"
+    await consumer.wait_for(1)
+
+    async def notified() -> list[AuditRecord]:
+        return [r for r in await records(service) if r.transaction == "ITI-10"]
+
+    await eventually(notified, 10.0, what="the ITI-10 audit record")
+    [record] = await notified()
+    assert event(record) == ("ITI-10", "110110", "ITI-10", Action.UPDATE, Outcome.SUCCESS)
+    assert record.patients == (cx("N1", HOSPA),)
+    assert record.message_id == consumer.messages[0].control_id
+    us, destination = record.participants
+    assert (us.user_id, us.requestor, us.has_role(SOURCE)) == ("IDENTITY|MPI", True, True)
+    assert us.alternative_user_id == str(os.getpid())
+    assert (destination.user_id, destination.network_id) == ("PIXC|PIXF", "127.0.0.1")
+    assert destination.has_role(DESTINATION) and not destination.requestor
