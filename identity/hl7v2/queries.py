@@ -10,6 +10,7 @@ database on every continuation; a change between two pages can shift the results
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import logging
 from collections.abc import Sequence
@@ -121,6 +122,14 @@ def _rsp(
     return encode(segments)[1]
 
 
+def _audit_later(mpi: Mpi, name: str, message: Message, answered: _Answered) -> None:
+    """Make the query's audit records once the reply is written: the MLLP server writes it as
+    soon as the handler returns, before the event loop runs this callback, so the records'
+    CPU (about 25-35 µs) is not on the query's latency path (issue 16: reads slowed by at most
+    10% at p99). The callback runs in the handler's context (its connection's peer)."""
+    asyncio.get_running_loop().call_soon(_audit, mpi, name, message, answered)
+
+
 def _audit(mpi: Mpi, name: str, message: Message, answered: _Answered) -> None:
     """Queue the audit records of a query (ITI TF-2 3.9.5.1.2, 3.21.5.1.2): one per patient
     disclosed, or one without a patient; outcome 0 for AA, 4 with the errors for AE (a query
@@ -157,7 +166,7 @@ class PixQuery:
         try:
             return await self._answer(message, ctx, answered)
         finally:
-            _audit(self.mpi, "ITI-9", message, answered)
+            _audit_later(self.mpi, "ITI-9", message, answered)
 
     async def _answer(self, message: Message, ctx: ReplyContext, answered: _Answered) -> bytes:
         qpd = message.segment("QPD")
@@ -403,7 +412,7 @@ class PdqQuery:
         try:
             return await self._answer(message, ctx, answered)
         finally:
-            _audit(self.mpi, "ITI-21", message, answered)
+            _audit_later(self.mpi, "ITI-21", message, answered)
 
     async def _answer(self, message: Message, ctx: ReplyContext, answered: _Answered) -> bytes:
         qpd = message.segment("QPD")

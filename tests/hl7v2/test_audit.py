@@ -4,6 +4,7 @@ the patients as CX identifiers, over a real MLLP server and PostgreSQL."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 
@@ -25,7 +26,9 @@ def cx(value: str, oid: str) -> str:
 
 
 async def records(service: Hl7Service, *, flush: bool = True) -> list[AuditRecord]:
-    """Every audit record, oldest first (``flush``: the queued ones written first)."""
+    """Every audit record, oldest first (``flush``: the queued ones written first; a query's
+    are made by a callback the event loop runs after the reply is written)."""
+    await asyncio.sleep(0)
     if flush:
         await service.mpi.audit.flush()
     async with service.db.connection() as conn:
