@@ -17,6 +17,7 @@ import logging
 from dataclasses import dataclass, field
 from typing import Any
 
+from identity.audit.record import Action, AuditRecord, Outcome
 from identity.errors import (
     AmbiguousDomain,
     IdentifierConflict,
@@ -29,7 +30,15 @@ from identity.errors import (
     UnknownDomain,
     UnknownIdentifier,
 )
+from identity.hl7v2.audit import (
+    feed_action,
+    feed_transaction,
+    parse_reason,
+    patient_cx,
+    sender,
+)
 from identity.hl7v2.errors import ErrorLocation, ParseError
+from identity.hl7v2.mllp import current_peer
 from identity.hl7v2.pid import FieldError, identifiers, record_input
 from identity.hl7v2.replies import ErrorDetail, ReplyContext, ack
 from identity.hl7v2.tokenizer import Message, to_bytes
@@ -128,6 +137,58 @@ def _source(message: Message) -> str:
     return message.msh.value(3)
 
 
+class _FeedAudit:
+    """The envelope's ``audit`` of one feed message (identity.mpi.audit): its records, built
+    when the core asks (in the command's transaction when it succeeds, with the failure
+    outcome when it is refused): ITI-8 or ITI-30, the sender ``MSH-3|MSH-4`` and its address,
+    MSH-10, and the patients as CX from PID-3 (and MRG-1), identifiers only."""
+
+    __slots__ = ("mpi", "message", "received", "peer")
+
+    def __init__(self, mpi: Mpi, message: Message, received: _Command) -> None:
+        self.mpi = mpi
+        self.message = message
+        self.received = received
+        self.peer = current_peer.get()  # the connection's: the core may ask from elsewhere
+
+    def __call__(self, outcome: Outcome, reason: str | None) -> list[AuditRecord]:
+        message = self.message
+        trigger = message.trigger_event
+        name = feed_transaction(trigger, message.version)
+        caller = sender(message, self.peer)
+        source = _source(message)
+        domains = self.mpi.domains
+        auditor = self.mpi.audit.auditor
+
+        def record(action: Action, refs: list[IdentifierRef]) -> AuditRecord:
+            return auditor.patient_feed(
+                name, action=action, caller=caller, patient=patient_cx(refs, domains, source),
+                message_id=message.control_id, outcome=outcome, description=reason,
+            )  # fmt: skip
+
+        if trigger == "A40":  # ITI TF-2 3.8.5.2: D for the retired patient, U for the survivor
+            return [record(Action.DELETE, self._mrg()), record(Action.UPDATE, self._pid(1))]
+        if trigger == "A47":  # one patient, its new (PID-3) and prior (MRG-1) identifiers
+            return [record(Action.UPDATE, [*self._pid(1), *self._mrg()])]
+        if trigger in ("A24", "A37"):  # each patient linked or unlinked
+            return [record(Action.UPDATE, self._pid(1)), record(Action.UPDATE, self._pid(2))]
+        return [record(feed_action(trigger), self._pid(1))]
+
+    def _pid(self, seq: int) -> list[IdentifierRef]:
+        """PID-3 of PID segment ``seq``: as the command was made of it, else (a message
+        refused before its command was complete) as the message has it."""
+        if len(self.received.pids) >= seq:
+            return self.received.pids[seq - 1]
+        pids = self.message.segments("PID")
+        return identifiers(pids[seq - 1], 3) if len(pids) >= seq else []
+
+    def _mrg(self) -> list[IdentifierRef]:
+        if self.received.mrg:
+            return self.received.mrg
+        mrg = self.message.segment("MRG")
+        return identifiers(mrg, 1) if mrg is not None else []
+
+
 class FeedHandler:
     """Turns an ADT message into one core command and returns the ACK the core answers with."""
 
@@ -148,6 +209,7 @@ class FeedHandler:
             reply=lambda _result: ack(ctx, "AA")[0],
             refusal=lambda exc: ack(ctx, "AE", error_details(exc, received))[0],
             digest=message_digest(message),
+            audit=_FeedAudit(self.mpi, message, received),
         )
         try:
             try:
@@ -155,12 +217,23 @@ class FeedHandler:
             except ParseError as exc:
                 log.info("event=hl7_feed_refused trigger=%s control_id=%s error=%s",
                          ctx.trigger, ctx.control_id, type(exc).__name__)
+                self._audit_refusal(envelope, message, exc)
                 reply = await self.mpi.refuse(envelope, exc)
             else:
                 reply = await self.mpi.answer(command, envelope)
         except StoreUnavailable as exc:
             return self._unavailable(ctx, exc)
         return to_bytes(reply)
+
+    def _audit_refusal(self, envelope: Envelope, message: Message, exc: ParseError) -> None:
+        """A message refused before its command was made (a field missing or malformed): its
+        records with outcome 4, queued (nothing was written to record it with)."""
+        assert envelope.audit is not None
+        reason = parse_reason(exc, feed_transaction(message.trigger_event, message.version))
+        try:
+            self.mpi.audit.later(envelope.audit(Outcome.MINOR_FAILURE, reason))
+        except Exception:  # noqa: BLE001 - the audit of a refusal must not hide the refusal
+            log.exception("event=audit_failure_record_error")
 
     def _unavailable(self, ctx: ReplyContext, exc: Exception) -> bytes:
         log.warning("event=hl7_store_unavailable control_id=%s", ctx.control_id)

@@ -12,15 +12,25 @@ from __future__ import annotations
 import logging
 
 from identity.config import Settings
+from identity.hl7v2.audit import (
+    feed_action,
+    patient_cx,
+    query_content,
+    sender,
+    transaction_of,
+)
 from identity.hl7v2.errors import ErrorLocation, LimitExceededError, ParseError
 from identity.hl7v2.feed import FEED_EVENTS, FeedHandler
+from identity.hl7v2.pid import identifiers
 from identity.hl7v2.queries import PdqQuery, PixQuery, cancel
 from identity.hl7v2.replies import ErrorDetail, ReplyContext, ack
-from identity.hl7v2.senders import Senders, current_peer
+from identity.hl7v2.senders import Peer, Senders, certificate_text, current_peer
 from identity.hl7v2.tokenizer import Message, parse_message
 from identity.mpi import Mpi
 
 log = logging.getLogger("identity.hl7v2")
+
+FEEDS = frozenset({"ITI-8", "ITI-30"})
 
 SUPPORTED: dict[str, frozenset[str]] = {
     "ADT": FEED_EVENTS,
@@ -74,6 +84,7 @@ class Hl7Handler:
                 peer = current_peer.get()
                 log.warning("event=hl7_sender_refused peer=%s control_id=%s reason=%s",
                             peer.address if peer else "", ctx.control_id, refusal.diagnostic)
+                self._audit_sender_refused(message, peer, refusal)
         if refusal is not None:
             return ack(ctx, "AR", [refusal])[1]
         try:
@@ -83,6 +94,46 @@ class Hl7Handler:
                           message.message_type, ctx.control_id)
             detail = ErrorDetail(None, 207, f"internal error: {type(exc).__name__}")
             return ack(ctx, "AE", [detail])[1]
+
+    def _audit_sender_refused(
+        self, message: Message, peer: Peer | None, refusal: ErrorDetail
+    ) -> None:
+        """A message refused because its connection's certificate may not send as its MSH-3/
+        MSH-4 ([[mllp.clients]]): the transaction it tried, outcome 4, the reason (with the
+        certificate's subject), the patient it named as identifiers; queued. A message of a
+        kind that is not audited (QCN) leaves no record."""
+        name = transaction_of(message)
+        if name is None:
+            return
+        reason = refusal.diagnostic
+        subject = certificate_text(peer.certificate if peer is not None else None)
+        if subject:
+            reason = f"{reason} (client certificate subject {subject})"
+        try:
+            record = self.mpi.audit.auditor.refused(
+                name, caller=sender(message, peer), reason=reason[:500],
+                action=feed_action(message.trigger_event) if name in FEEDS else None,
+                patient=self._patient(message, name), message_id=message.control_id,
+                query=query_content(message) if name not in FEEDS else None,
+            )  # fmt: skip
+        except Exception:  # noqa: BLE001 - the audit of a refusal must not hide the refusal
+            log.exception("event=audit_refusal_record_error")
+            return
+        self.mpi.audit.later([record])
+
+    def _patient(self, message: Message, name: str) -> list[str]:
+        """The patient a refused message named, as identifiers: PID-3 of its first PID for a
+        feed (an A40's survivor), QPD-3 of a PIX query; none for a PDQ query (the redacted
+        query shows what was searched)."""
+        if name in FEEDS:
+            pid = message.segment("PID")
+            refs = identifiers(pid, 3) if pid is not None else []
+        elif name == "ITI-9":
+            qpd = message.segment("QPD")
+            refs = identifiers(qpd, 3)[:1] if qpd is not None else []
+        else:
+            return []
+        return patient_cx(refs, self.mpi.domains, message.msh.value(3))
 
     async def _dispatch(self, message: Message, ctx: ReplyContext) -> bytes:
         kind = message.message_type

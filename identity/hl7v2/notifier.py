@@ -20,8 +20,10 @@ import logging
 import ssl
 from typing import Any
 
+from identity.audit.record import DESTINATION, Outcome, hl7_peer
 from identity.config import NotifySettings, Settings
 from identity.errors import NotFound
+from identity.hl7v2.audit import identifier_cx
 from identity.hl7v2.mllp import MLLPClient
 from identity.hl7v2.queries import person_identifiers
 from identity.hl7v2.replies import control_id, encode, pid_segment, timestamp
@@ -140,28 +142,51 @@ class Notifier:
             if not identifiers:
                 notes.append(f"person {person_id}: no identifier in the consumer's domains")
                 continue
-            reply = await self.client.send(self.a31(identifiers)[1])
+            control = control_id()
+            reply = await self.client.send(self.a31(identifiers, control)[1])
             msa = parse_message(reply).segment("MSA")
             code = msa.value(1) if msa is not None else "?"
             if code not in ("AA", "CA"):
                 log.warning("event=iti10_refused consumer=%s person=%s msa=%s",
                             self.consumer.name, person_id, code)
+            self._audit(identifiers, control, code)
             notes.append(f"person {person_id}: MSA-1={code}")
         return "; ".join(notes) or "no person in the payload"
+
+    def _audit(self, identifiers: list[Any], control: str, code: str) -> None:
+        """The ITI-10 audit record of one A31 the consumer answered (ITI TF-2 3.10.5.1.1): we
+        are the source, the consumer ``MSH-5|MSH-6`` at its host the destination, the patient
+        the PID-3 identifiers sent; outcome 0 for AA/CA, 4 with the MSA-1 otherwise; queued.
+        A send that got no answer is retried and recorded when it is answered."""
+        consumer = self.consumer
+        ok = code in ("AA", "CA")
+        try:
+            record = self.mpi.audit.auditor.notification(
+                consumer=hl7_peer(consumer.receiving_application, consumer.receiving_facility,
+                                  consumer.host, role=DESTINATION),
+                patient=identifier_cx(identifiers), message_id=control,
+                outcome=Outcome.SUCCESS if ok else Outcome.MINOR_FAILURE,
+                description=None if ok else f"the consumer answered MSA-1 {code}",
+            )  # fmt: skip
+        except Exception:  # noqa: BLE001 - a delivery is not undone by its audit record
+            log.exception("event=audit_notification_record_error")
+            return
+        self.mpi.audit.later([record])
 
     def _wanted(self) -> set[int]:
         """Ids of the consumer's domains (empty: every domain, when none is configured)."""
         names = set(self.consumer.domains)
         return {d.id for d in self.mpi.domains.all() if d.namespace in names}
 
-    def a31(self, identifiers: list[Any]) -> tuple[str, bytes]:
-        """ADT^A31^ADT_A05: MSH, EVN, PID (PID-3 and PID-5 = a single space), PV1 (PV1-2 = N)."""
+    def a31(self, identifiers: list[Any], control: str | None = None) -> tuple[str, bytes]:
+        """ADT^A31^ADT_A05: MSH, EVN, PID (PID-3 and PID-5 = a single space), PV1 (PV1-2 = N);
+        MSH-10 ``control`` (a new one when None)."""
         hl7 = self.settings.hl7
         now = timestamp()
         header = [
             "MSH", None, None, hl7.application, hl7.facility,
             self.consumer.receiving_application, self.consumer.receiving_facility, now, None,
-            [["ADT", "A31", "ADT_A05"]], control_id(), "P", "2.5",
+            [["ADT", "A31", "ADT_A05"]], control or control_id(), "P", "2.5",
             None, None, None, None, None, None,
         ]  # fmt: skip
         return encode([

@@ -21,7 +21,7 @@ from identity.hl7v2.tokenizer import Message
 if TYPE_CHECKING:
     from identity.config import MllpClientSettings
 
-__all__ = ["Peer", "Senders", "current_peer", "parse_dn"]
+__all__ = ["Peer", "Senders", "certificate_text", "current_peer", "parse_dn"]
 
 # the short names of RFC 4514 (and a few common others) for Python's getpeercert() names
 _SHORT = {
@@ -73,6 +73,19 @@ def certificate_subject(certificate: dict[str, Any]) -> frozenset[Rdn]:
         for name, value in rdn:
             pairs.append((_SHORT.get(name, name).upper(), value))
     return frozenset(pairs)
+
+
+def certificate_text(certificate: dict[str, Any] | None) -> str | None:
+    """A certificate's subject as ``CN=...,O=...`` (in the certificate's order), for a log
+    line or an audit record's reason; None without a certificate."""
+    if not certificate:
+        return None
+    parts = [
+        f"{_SHORT.get(name, name)}={value}"
+        for rdn in certificate.get("subject", ())
+        for name, value in rdn
+    ]
+    return ",".join(parts) or None
 
 
 def certificate_names(certificate: dict[str, Any]) -> set[str]:

@@ -86,6 +86,21 @@ class DomainRegistry:
                 )
         return found
 
+    def known(self, ref: AuthorityRef, source: str | None = None) -> Domain | None:
+        """The domain a message's authority names, from the cache only and without raising
+        (an audit record names what it can): None when unknown or contradictory. An absent
+        authority is completed, as for a feed, when ``source`` owns exactly one domain."""
+        if not ref.namespace and not ref.oid:
+            owned = [
+                d for d in self._by_id.values()
+                if source is not None and source in d.sources and not d.is_enterprise
+            ]  # fmt: skip
+            return owned[0] if len(owned) == 1 else None
+        try:
+            return self._lookup(ref)
+        except AmbiguousDomain:
+            return None
+
     async def resolve(self, ref: AuthorityRef) -> Domain:
         """The domain a message names, for a query or a reference (never creates one)."""
         if not ref.namespace and not ref.oid:

@@ -5,10 +5,12 @@ from __future__ import annotations
 
 import pytest
 
+from identity.audit.record import DESTINATION, SOURCE, Action, Outcome
 from identity.config import MllpClientSettings, load_settings
 from identity.errors import ConfigError
 from identity.hl7v2.senders import Peer, Senders, parse_dn
 from identity.hl7v2.tokenizer import parse_message
+from identity.store.audit import AuditStore
 
 from ..hl7v2.messages import adt, errs, pix_query, reply
 from .test_tls import Pki, StartService, _client, _records, _tls, pki, start_service  # noqa: F401
@@ -92,3 +94,41 @@ def test_clients_need_tls_with_client_certificates(pki: Pki) -> None:  # noqa: F
     with pytest.raises(ConfigError, match="exactly one of subject and san"):
         load_settings(mllp={"clients": [{"applications": ["X"]}], "tls": _tls(pki, "required")})
     assert load_settings(mllp={"clients": clients, "tls": _tls(pki, "required")}).mllp.clients
+
+
+async def test_a_refused_sender_is_audited_as_the_transaction_it_tried(
+    start_service: StartService, pki: Pki  # noqa: F811
+) -> None:
+    clients = [{"subject": "CN=ADT_A", "applications": ["ADT_A"], "facilities": ["FAC"]}]
+    service = await start_service(mllp={"tls": _tls(pki, "optional"), "clients": clients})
+    assert service.hl7 is not None and service.db is not None
+    port = service.hl7.port
+    mine = _client(pki, "client")
+
+    refused = adt("A04", "S2^^^HOSPB", app="ADT_B", control="REFUSED-1")
+    assert await _ack(port, mine, refused) == ("AR", [("MSH^1^3", "204")])
+    assert await _ack(port, _client(pki), pix_query("S1^^^HOSPA")) == ("AR", [("MSH^1^3", "204")])
+    cancel = "MSH|^~\\&|ADT_B|FAC|IDENTITY|MPI|20260101||QCN^J01^QCN_J01|C9|P|2.5\rQID|Q1|X\r"
+    assert (await _ack(port, mine, cancel))[0] == "AR"  # not an audited transaction: no record
+
+    await service.hl7.mpi.audit.flush()
+    async with service.db.connection() as conn:
+        found = [s.record for s in reversed(await AuditStore(conn).search(limit=100))]
+    feed, query = found
+    assert (feed.transaction, feed.event_id.code, feed.action, feed.outcome) == (
+        "ITI-8", "110110", Action.CREATE, Outcome.MINOR_FAILURE)
+    assert feed.outcome_description == (
+        "the client certificate may not send as MSH-3 'ADT_B' (client certificate subject "
+        "CN=ADT_A)")
+    assert feed.patients == ("S2^^^&1.2.3.4.5.2&ISO",) and feed.message_id == "REFUSED-1"
+    caller, us = feed.participants
+    assert (caller.user_id, caller.network_id, caller.has_role(SOURCE)) == (
+        "ADT_B|FAC", "127.0.0.1", True)
+    assert us.user_id == "IDENTITY|MPI" and us.has_role(DESTINATION)
+
+    assert (query.transaction, query.event_id.code, query.action, query.outcome) == (
+        "ITI-9", "110112", Action.EXECUTE, Outcome.MINOR_FAILURE)
+    assert query.outcome_description == (
+        "the connection has no client certificate known to this service")
+    assert query.patients == ("S1^^^&1.2.3.4.5.1&ISO",) and query.query is not None
+    assert await _records(service) == 0  # nothing applied
