@@ -465,30 +465,7 @@ class FhirDoor:
 
     async def match(self, request: web.Request) -> web.StreamResponse:
         check_format(request)
-        body = await read_json(request)
-        only_certain = False
-        count = 10
-        if body.get("resourceType") == "Parameters":
-            patient = None
-            for param in body.get("parameter") or ():
-                name = param.get("name")
-                if name == "resource":
-                    patient = param.get("resource")
-                elif name == "onlyCertainMatches":
-                    only_certain = bool(param.get("valueBoolean"))
-                elif name == "count":
-                    count = int(param.get("valueInteger") or count)
-            if not isinstance(patient, dict):
-                raise FhirError(400, "required", "the resource parameter (a Patient) is required",
-                                expression="Parameters.parameter.resource")
-        elif body.get("resourceType") == "Patient":
-            patient = body
-        else:
-            raise FhirError(400, "invalid", "$match takes Parameters or a Patient")
-        for ext in patient.get("modifierExtension") or ():
-            raise FhirError(400, "not-supported", f"unknown modifierExtension {ext.get('url')!r}",
-                            expression="Patient.modifierExtension")
-        validate_patient(patient)
+        patient, only_certain, count = match_request(await read_json(request))
         count = max(1, min(count, self.settings.fhir.max_page_size))
         candidates = await self.mpi.match(
             demographics_of(patient), self.match_identifiers(patient), limit=count
@@ -521,6 +498,34 @@ class FhirDoor:
         if entries:
             bundle["entry"] = entries
         return fhir_response(bundle)
+
+
+def match_request(body: Json) -> tuple[Json, bool, int]:
+    """The ITI-119 input: (the Patient, onlyCertainMatches, count), the Patient validated."""
+    only_certain = False
+    count = 10
+    if body.get("resourceType") == "Parameters":
+        patient = None
+        for param in body.get("parameter") or ():
+            name = param.get("name")
+            if name == "resource":
+                patient = param.get("resource")
+            elif name == "onlyCertainMatches":
+                only_certain = bool(param.get("valueBoolean"))
+            elif name == "count":
+                count = int(param.get("valueInteger") or count)
+        if not isinstance(patient, dict):
+            raise FhirError(400, "required", "the resource parameter (a Patient) is required",
+                            expression="Parameters.parameter.resource")
+    elif body.get("resourceType") == "Patient":
+        patient = body
+    else:
+        raise FhirError(400, "invalid", "$match takes Parameters or a Patient")
+    for ext in patient.get("modifierExtension") or ():
+        raise FhirError(400, "not-supported", f"unknown modifierExtension {ext.get('url')!r}",
+                        expression="Patient.modifierExtension")
+    validate_patient(patient)
+    return patient, only_certain, count
 
 
 def explanation_extension(weight: float, explanation: dict[str, Any]) -> Json:

@@ -292,7 +292,11 @@ async def read_json(request: web.Request) -> Json:
     if ctype not in JSON_TYPES and ctype != "application/octet-stream":
         raise FhirError(415, "not-supported", f"unsupported Content-Type {ctype!r}; send "
                         f"{FHIR_JSON} or {FHIR_XML}")
-    raw = await request.read()
+    return json_body(await request.read())
+
+
+def json_body(raw: bytes) -> Json:
+    """A JSON request body as a FHIR resource dict; 400 when it is not JSON or no resource."""
     try:
         body = orjson.loads(raw)
     except (ValueError, UnicodeDecodeError) as exc:
