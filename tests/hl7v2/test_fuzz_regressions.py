@@ -1,0 +1,27 @@
+"""Defects the fuzzers found in the HL7 v2 door (docs/fuzzing.md), each with the input that
+showed it, over a real MLLP connection."""
+
+from __future__ import annotations
+
+from identity.hl7v2.mllp import MLLPClient
+from identity.hl7v2.tokenizer import escape, unescape
+from tests.hl7v2.messages import msa, reply
+
+
+async def test_control_id_with_an_escaped_block_character_is_answered(
+    client: MLLPClient,
+) -> None:
+    # MSH-10 escapes 0x1C (the MLLP end block): echoed unescaped in MSA-2, it made a reply that
+    # could not be framed, and the connection was dropped without an ACK.
+    for code, char in (("X1C", "\x1c"), ("X0B", "\x0b")):
+        message = (f"MSH|^~\\&|A|B|C|D|2026||ADT^A04^ADT_A01|X\\{code}\\Y|P|2.1\r"
+                   "PID|1||1^^^H\r").encode()
+        answer = reply(await client.send(message))
+        assert msa(answer) == "AR"  # version 2.1 is refused
+        assert answer.segment("MSA").value(2) == f"X{char}Y"  # type: ignore[union-attr]
+
+
+def test_escape_keeps_block_characters_out_of_values() -> None:
+    escaped = escape("a\x0bb\x1cc")
+    assert escaped == "a\\X0B\\b\\X1C\\c"
+    assert unescape(escaped) == "a\x0bb\x1cc"
