@@ -32,8 +32,10 @@ from identity.hl7v2.replies import (
     ack,
     encode,
     err_segment,
+    in_reply_encoding,
     msh,
     pid_segment,
+    segment_in_reply_encoding,
 )
 from identity.hl7v2.tokenizer import Message, Raw, Repetition, Segment
 from identity.model import (
@@ -88,13 +90,13 @@ def _rsp(
 ) -> bytes:
     """RSP: MSH, MSA, {ERR}, QAK (QAK-1 = QPD-2, QAK-2 status, QAK-3 = QPD-1, then
     ``qak_extra``), QPD echoed as received, then ``body``."""
-    tag = qpd.field(2) if qpd is not None else ""
-    name = Raw(qpd.field(1)) if qpd is not None else None
+    tag = in_reply_encoding(qpd.field(2), ctx.encoding) if qpd is not None else ""
+    name = Raw(in_reply_encoding(qpd.field(1), ctx.encoding)) if qpd is not None else None
     segments: list[Any] = [msh(ctx, ("RSP", trigger, structure)), ["MSA", code, ctx.control_id]]
     segments += [err_segment(e, ctx.version) for e in errors]
     segments.append(["QAK", Raw(tag), status, name, *qak_extra])
     if qpd is not None:
-        segments.append(qpd.raw)
+        segments.append(segment_in_reply_encoding(qpd, ctx.encoding))
     segments += body
     return encode(segments)[1]
 

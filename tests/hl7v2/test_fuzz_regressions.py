@@ -25,3 +25,20 @@ def test_escape_keeps_block_characters_out_of_values() -> None:
     escaped = escape("a\x0bb\x1cc")
     assert escaped == "a\\X0B\\b\\X1C\\c"
     assert unescape(escaped) == "a\x0bb\x1cc"
+
+
+async def test_reply_to_other_delimiters_echoes_in_ours(client: MLLPClient) -> None:
+    # A query with '#' as field separator had its QPD echoed as received ('QPD#...'): the
+    # RSP did not parse. Echoed fields are now rewritten in the reply's delimiters.
+    message = (b"\xef\xbb\xbfMSH#^~\\&#PIXC#FAC#IDENTITY#MPI#20260101120000##QBP^Q23^QBP_Q21#"
+               b"MSG000001#P#2.5\rQPD#IHE PIX Query#Q1#HA1001^^^HOSPA#\rRCP#I\r")
+    answer = reply(await client.send(message))
+    qpd = answer.segment("QPD")
+    assert qpd is not None and qpd.value(3) == "HA1001" and qpd.value(3, 1, 4) == "HOSPA"
+    assert answer.segment("QAK").value(1) == "Q1"  # type: ignore[union-attr]
+    # MSH-3 holding our field separator: ours escapes it
+    message = (b"MSH#^~\\&#A|B#F^1.2.3^ISO#IDENTITY#MPI#20260101120000##ADT^A04^ADT_A01#M2#P#"
+               b"2.1\r")
+    answer = reply(await client.send(message))
+    assert answer.msh.value(5) == "A|B" and answer.msh.value(6, 1, 2) == "1.2.3"
+    assert answer.message_type == "ACK" and msa(answer) == "AR"
