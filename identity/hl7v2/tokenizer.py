@@ -647,6 +647,8 @@ def parse_message(raw: bytes | str) -> Message:
                 segment=shown,
                 sequence=1 + sum(1 for segment in segments if segment.name == shown),
             )
+        if name == "MSH":  # a repeated MSH: numbered like the first (MSH-1 the separator)
+            fields.insert(1, fs)
         segments.append(Segment(name, fields, encoding, charset))
     return Message(segments, encoding, codec_used, declared_charset)
 

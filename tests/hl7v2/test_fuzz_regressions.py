@@ -4,7 +4,7 @@ showed it, over a real MLLP connection."""
 from __future__ import annotations
 
 from identity.hl7v2.mllp import MLLPClient
-from identity.hl7v2.tokenizer import escape, unescape
+from identity.hl7v2.tokenizer import escape, parse_message, unescape
 from tests.hl7v2.messages import msa, reply
 
 
@@ -42,3 +42,14 @@ async def test_reply_to_other_delimiters_echoes_in_ours(client: MLLPClient) -> N
     answer = reply(await client.send(message))
     assert answer.msh.value(5) == "A|B" and answer.msh.value(6, 1, 2) == "1.2.3"
     assert answer.message_type == "ACK" and msa(answer) == "AR"
+
+
+def test_a_repeated_msh_segment_keeps_its_encoding_characters() -> None:
+    # A second MSH was split like any other segment: its field 1 was MSH-2, and its text
+    # (to_text) lost the encoding characters.
+    message = parse_message(b"\xef\xbb\xbfMSH|^~\\&|A|F|||2026||ADT^A04^ADT_A01|1|P|2.5\r"
+                            b"MSH|^~\\&|B|G|||2026||ADT^A04^ADT_A01|2|P|2.5\rPID|1\r")
+    second = message.segments("MSH")[1]
+    assert second.value(3) == "B" and second.value(10) == "2"
+    assert second.raw == "MSH|^~\\&|B|G|||2026||ADT^A04^ADT_A01|2|P|2.5"
+    assert parse_message(message.to_text()).to_text() == message.to_text()
