@@ -506,14 +506,22 @@ def match_request(body: Json) -> tuple[Json, bool, int]:
     count = 10
     if body.get("resourceType") == "Parameters":
         patient = None
-        for param in body.get("parameter") or ():
+        params = body.get("parameter") or []
+        if not isinstance(params, list) or not all(isinstance(p, dict) for p in params):
+            raise FhirError(400, "structure", "Parameters.parameter must be a list of objects",
+                            expression="Parameters.parameter")
+        for param in params:
             name = param.get("name")
             if name == "resource":
                 patient = param.get("resource")
             elif name == "onlyCertainMatches":
                 only_certain = bool(param.get("valueBoolean"))
             elif name == "count":
-                count = int(param.get("valueInteger") or count)
+                value = param.get("valueInteger")
+                if value is not None and (not isinstance(value, int) or isinstance(value, bool)):
+                    raise FhirError(400, "structure", "count needs a valueInteger",
+                                    expression="Parameters.parameter.valueInteger")
+                count = value or count
         if not isinstance(patient, dict):
             raise FhirError(400, "required", "the resource parameter (a Patient) is required",
                             expression="Parameters.parameter.resource")
@@ -521,10 +529,10 @@ def match_request(body: Json) -> tuple[Json, bool, int]:
         patient = body
     else:
         raise FhirError(400, "invalid", "$match takes Parameters or a Patient")
+    validate_patient(patient)
     for ext in patient.get("modifierExtension") or ():
         raise FhirError(400, "not-supported", f"unknown modifierExtension {ext.get('url')!r}",
                         expression="Patient.modifierExtension")
-    validate_patient(patient)
     return patient, only_certain, count
 
 

@@ -21,3 +21,49 @@ async def test_birthdate_prefix_past_the_calendar_is_400(fhir: Fhir) -> None:
         reply = await refused(fhir, "GET", "/Patient",
                               params=[("address-city", "X"), ("birthdate", value)])
         assert "out of range" in reply["issue"][0]["diagnostics"]
+
+
+def _patient(**extra: Any) -> dict[str, Any]:
+    body = {"resourceType": "Patient",
+            "identifier": [{"system": "urn:oid:1.2.3.4.5.1", "value": "HA1002"}],
+            "name": [{"family": "EVERYMAN", "given": ["ADAM"]}], "gender": "male",
+            "birthDate": "1975-07-04"}
+    body.update(extra)
+    return body
+
+
+def _parameters(*parameters: Any) -> dict[str, Any]:
+    return {"resourceType": "Parameters", "parameter": list(parameters)}
+
+
+async def test_match_input_of_the_wrong_shape_is_400(fhir: Fhir) -> None:
+    # Each of these raised TypeError, AttributeError or ValueError in $match: a 500.
+    resource = {"name": "resource", "resource": _patient()}
+    bodies = [
+        _parameters([resource]),  # a parameter that is a list
+        {"resourceType": "Parameters", "parameter": True},
+        _parameters(resource, {"name": "count", "valueInteger": " "}),
+        _parameters(resource, {"name": "count", "valueInteger": [5]}),
+        _patient(gender=["male"]),
+        _patient(name=[{"use": ["maiden"], "family": "SMITH"}]),
+        _patient(name=True),
+        _patient(modifierExtension=True),
+        _patient(modifierExtension=["x"]),
+        _patient(contained=[{"resourceType": ""}]),  # fhir.resources: KeyError 'R4.Type'
+        _patient(contained=[{"resourceType": ["Patient"]}]),  # fhir.resources: TypeError
+    ]
+    for body in bodies:
+        await refused(fhir, "POST", "/Patient/$match", body)
+
+
+async def test_match_given_names_with_a_null_are_read(fhir: Fhir) -> None:
+    # FHIR JSON keeps a null in a repeating element when another item has an extension: the
+    # null went into Name.given and failed its validation (a 500).
+    body = _patient(name=[{"family": "SMITH", "given": [None, "ADA"],
+                           "_given": [{"extension": [{"url": "http://x", "valueString": "a"}]},
+                                      None]}],
+                    address=[{"line": [None, "12 MAIN ST"],
+                              "_line": [{"extension": [{"url": "http://x", "valueString": "a"}]},
+                                        None]}])
+    status, reply, _ = await fhir.call("POST", "/Patient/$match", body)
+    assert status == 200 and reply["resourceType"] == "Bundle", reply
