@@ -56,6 +56,11 @@ def _validate_bundle(body: Json) -> None:
     except ValidationError as exc:
         raise FhirError(400, "structure", "invalid Bundle",
                         issues=validation_issues(exc, "Bundle")) from exc
+    except (TypeError, KeyError, AttributeError, IndexError, ValueError) as exc:
+        # fhir.resources fails this way on some malformed input (an entry's resource whose
+        # resourceType is empty or not a string, for one)
+        raise FhirError(400, "structure", f"invalid Bundle: not a valid resource ({exc!r})",
+                        expression="Bundle") from exc
 
 
 def _history(body: Json) -> tuple[Json, Json]:

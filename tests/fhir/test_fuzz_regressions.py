@@ -67,3 +67,28 @@ async def test_match_given_names_with_a_null_are_read(fhir: Fhir) -> None:
                                         None]}])
     status, reply, _ = await fhir.call("POST", "/Patient/$match", body)
     assert status == 200 and reply["resourceType"] == "Bundle", reply
+
+
+def _message(endpoint: Any = "http://example.org/source", entry: Any = None) -> dict[str, Any]:
+    history = "urn:uuid:22222222-2222-2222-2222-222222222222"
+    entry = entry or {"resource": _patient(), "request": {"method": "POST", "url": "Patient"}}
+    return {"resourceType": "Bundle", "type": "message", "entry": [
+        {"fullUrl": "urn:uuid:11111111-1111-1111-1111-111111111111",
+         "resource": {"resourceType": "MessageHeader", "id": "hdr-1",
+                      "eventUri": "urn:ihe:iti:pmir:2019:patient-feed",
+                      "source": {"endpoint": endpoint}, "focus": [{"reference": history}]}},
+        {"fullUrl": history,
+         "resource": {"resourceType": "Bundle", "type": "history", "entry": [entry]}}]}
+
+
+async def test_bundle_that_fhir_resources_chokes_on_is_400(fhir: Fhir) -> None:
+    # fhir.resources raised TypeError, AttributeError or KeyError instead of a ValidationError
+    # for these: a 500.
+    bodies = [
+        _message(endpoint=["http://example.org/source"]),  # TypeError: unhashable list
+        _message(endpoint=True),  # AttributeError: bool has no startswith
+        _message(entry={"resource": {"resourceType": ""}}),  # KeyError 'R4.Type'
+        _message(entry={"resource": {"resourceType": ["Patient"]}}),  # TypeError
+    ]
+    for body in bodies:
+        await refused(fhir, "POST", "/$process-message", body, client="ADT_A")
