@@ -92,3 +92,14 @@ async def test_bundle_that_fhir_resources_chokes_on_is_400(fhir: Fhir) -> None:
     ]
     for body in bodies:
         await refused(fhir, "POST", "/$process-message", body, client="ADT_A")
+
+
+async def test_values_the_database_cannot_hold_are_400(fhir: Fhir) -> None:
+    # A NUL character reached PostgreSQL, a number beyond bigint failed in asyncpg's encoder:
+    # both were a 500.
+    await refused(fhir, "DELETE", "/Patient", client="ADT_A",
+                  params={"identifier": "urn:oid:1.2.3.4.5.1|\x00"})
+    await refused(fhir, "GET", "/Patient",
+                  params=[("_id", "99999999999999999999"), ("family", "SMITH")])
+    await refused(fhir, "PUT", "/Patient", _patient(name=[{"family": "SM\x00ITH"}]),
+                  client="ADT_A", params={"identifier": "urn:oid:1.2.3.4.5.1|HA1002"})

@@ -3,9 +3,11 @@ showed it, over a real MLLP connection."""
 
 from __future__ import annotations
 
+from typing import Any
+
 from identity.hl7v2.mllp import MLLPClient
 from identity.hl7v2.tokenizer import escape, parse_message, unescape
-from tests.hl7v2.messages import msa, reply
+from tests.hl7v2.messages import adt, msa, pdq_query, reply
 
 
 async def test_control_id_with_an_escaped_block_character_is_answered(
@@ -53,3 +55,24 @@ def test_a_repeated_msh_segment_keeps_its_encoding_characters() -> None:
     assert second.value(3) == "B" and second.value(10) == "2"
     assert second.raw == "MSH|^~\\&|B|G|||2026||ADT^A04^ADT_A01|2|P|2.5"
     assert parse_message(message.to_text()).to_text() == message.to_text()
+
+
+def _errors(answer: Any) -> list[tuple[str, str]]:
+    return [(e.value(3), e.value(8)) for e in answer.segments("ERR")]
+
+
+async def test_values_the_database_cannot_hold_are_refused(client: MLLPClient) -> None:
+    # A NUL character (escaped \X00\ or sent as a byte) reached PostgreSQL, which refuses it
+    # in text: an AE 207 "internal error". It is now the sender's error: AE 102.
+    for pid3 in ("A\\X00\\B^^^HOSPA", "A\x00B^^^HOSPA"):
+        answer = reply(await client.send(adt("A04", pid3).encode()))
+        assert msa(answer) == "AE"
+        [(code, text)] = _errors(answer)
+        assert code == "102" and "internal error" not in text, text
+    # in a name (jsonb refuses \u0000) too
+    answer = reply(await client.send(adt("A04", "N1^^^HOSPA", name="SMITH\\X00\\^JOHN").encode()))
+    assert msa(answer) == "AE" and _errors(answer)[0][0] == "102"
+    # a query parameter is searched for (no match)
+    answer = reply(await client.send(pdq_query("@PID.5.1^SM\\X00\\ITH").encode()))
+    assert msa(answer) == "AA" and not _errors(answer)
+
