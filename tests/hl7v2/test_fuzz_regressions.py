@@ -7,7 +7,7 @@ from typing import Any
 
 from identity.hl7v2.mllp import MLLPClient
 from identity.hl7v2.tokenizer import escape, parse_message, unescape
-from tests.hl7v2.messages import adt, msa, pdq_query, reply
+from tests.hl7v2.messages import adt, msa, msh, pdq_query, reply
 
 
 async def test_control_id_with_an_escaped_block_character_is_answered(
@@ -76,3 +76,15 @@ async def test_values_the_database_cannot_hold_are_refused(client: MLLPClient) -
     answer = reply(await client.send(pdq_query("@PID.5.1^SM\\X00\\ITH").encode()))
     assert msa(answer) == "AA" and not _errors(answer)
 
+
+async def test_unlink_of_a_record_from_itself_is_refused(client: MLLPClient) -> None:
+    # ADT^A37 naming one record in both PID segments broke the no_match check constraint:
+    # an AE 207 "internal error".
+    assert msa(reply(await client.send(adt("A04", "U1^^^HOSPA").encode()))) == "AA"
+    message = "\r".join([
+        msh("ADT^A37^ADT_A37"), "EVN|A37|20260101120000",
+        "PID|1||U1^^^HOSPA||SMITH^JOHN", "PID|2||U1^^^HOSPA||SMITH^JOHN"]) + "\r"
+    answer = reply(await client.send(message.encode()))
+    assert msa(answer) == "AE"
+    [(code, text)] = _errors(answer)
+    assert "internal error" not in text and "itself" in text, text
