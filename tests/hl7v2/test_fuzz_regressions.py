@@ -88,3 +88,13 @@ async def test_unlink_of_a_record_from_itself_is_refused(client: MLLPClient) -> 
     assert msa(answer) == "AE"
     [(code, text)] = _errors(answer)
     assert "internal error" not in text and "itself" in text, text
+
+
+async def test_sender_the_database_cannot_hold_is_refused(client: MLLPClient) -> None:
+    # A NUL byte in MSH-3: the sender keys the stored reply, which PostgreSQL refused while the
+    # refusal was being stored: an AE 207 "internal error". The refusal is now sent unstored.
+    message = adt("A04", "S1^^^HOSPA").replace("|ADT_A|", "|ADT\x00A|", 1).encode()
+    answer = reply(await client.send(message))
+    assert msa(answer) == "AE"
+    [(code, text)] = _errors(answer)
+    assert code == "102" and "internal error" not in text, text
