@@ -103,3 +103,17 @@ async def test_values_the_database_cannot_hold_are_400(fhir: Fhir) -> None:
                   params=[("_id", "99999999999999999999"), ("family", "SMITH")])
     await refused(fhir, "PUT", "/Patient", _patient(name=[{"family": "SM\x00ITH"}]),
                   client="ADT_A", params={"identifier": "urn:oid:1.2.3.4.5.1|HA1002"})
+
+
+async def test_control_characters_in_xml_responses(fhir: Fhir) -> None:
+    # A record holding a control character (JSON and HL7 v2 carry them, XML 1.0 cannot): its
+    # XML rendering failed, a 500. It is written as U+FFFD.
+    status, _, _ = await fhir.call("PUT", "/Patient", _patient(name=[{"family": "CTRL\x01X"}]),
+                                   client="ADT_A",
+                                   params={"identifier": "urn:oid:1.2.3.4.5.1|CTRL1"})
+    assert status == 201
+    async with fhir.session.get(fhir.base + "/Patient",
+                                params={"family": "ctrl", "_format": "xml"}) as response:
+        body = await response.text()
+        assert response.status == 200, body
+    assert "CTRL\ufffdX" in body
