@@ -160,22 +160,7 @@ class FhirDoor:
     async def ihe_pix(self, request: web.Request) -> web.StreamResponse:
         check_format(request)
         if request.method == "POST":
-            body = await read_json(request)
-            if body.get("resourceType") != "Parameters":
-                raise FhirError(400, "invalid", "expected a Parameters resource")
-            source: tuple[str | None, str | None] | None = None
-            targets: list[str] = []
-            for param in body.get("parameter") or ():
-                if param.get("name") == "sourceIdentifier":
-                    ident = param.get("valueIdentifier")
-                    if ident is not None:
-                        source = (ident.get("system"), ident.get("value"))
-                    elif param.get("valueString") or param.get("valueToken"):
-                        source = parse_token(param.get("valueString") or param["valueToken"])
-                elif param.get("name") == "targetSystem":
-                    uri = param.get("valueUri") or param.get("valueString")
-                    if uri:
-                        targets.append(uri)
+            source, targets = pix_parameters(await read_json(request))
         else:
             tokens = request.query.getall("sourceIdentifier", [])
             if len(tokens) > 1:
@@ -500,17 +485,52 @@ class FhirDoor:
         return fhir_response(bundle)
 
 
+def _parameters(body: Json) -> list[Json]:
+    params = body.get("parameter") or []
+    if not isinstance(params, list) or not all(isinstance(p, dict) for p in params):
+        raise FhirError(400, "structure", "Parameters.parameter must be a list of objects",
+                        expression="Parameters.parameter")
+    return params
+
+
+def _text(value: Any, where: str) -> str | None:
+    if value is not None and not isinstance(value, str):
+        raise FhirError(400, "structure", f"{where} must be a string", expression=where)
+    return value
+
+
+def pix_parameters(body: Json) -> tuple[tuple[str | None, str | None] | None, list[str]]:
+    """The ITI-83 POST input: (sourceIdentifier as (system, value), targetSystem URIs)."""
+    if body.get("resourceType") != "Parameters":
+        raise FhirError(400, "invalid", "expected a Parameters resource")
+    source: tuple[str | None, str | None] | None = None
+    targets: list[str] = []
+    for param in _parameters(body):
+        if param.get("name") == "sourceIdentifier":
+            ident = param.get("valueIdentifier")
+            if ident is not None:
+                if not isinstance(ident, dict):
+                    raise FhirError(400, "structure", "valueIdentifier must be an Identifier",
+                                    expression="Parameters.parameter.valueIdentifier")
+                source = (_text(ident.get("system"), "Identifier.system"),
+                          _text(ident.get("value"), "Identifier.value"))
+            elif param.get("valueString") or param.get("valueToken"):
+                token = param.get("valueString") or param["valueToken"]
+                source = parse_token(_text(token, "Parameters.parameter.valueString") or "")
+        elif param.get("name") == "targetSystem":
+            uri = param.get("valueUri") or param.get("valueString")
+            if uri:
+                targets.append(_text(uri, "Parameters.parameter.valueUri") or "")
+    return source, targets
+
+
 def match_request(body: Json) -> tuple[Json, bool, int]:
     """The ITI-119 input: (the Patient, onlyCertainMatches, count), the Patient validated."""
     only_certain = False
     count = 10
     if body.get("resourceType") == "Parameters":
         patient = None
-        params = body.get("parameter") or []
-        if not isinstance(params, list) or not all(isinstance(p, dict) for p in params):
-            raise FhirError(400, "structure", "Parameters.parameter must be a list of objects",
-                            expression="Parameters.parameter")
-        for param in params:
+        for param in _parameters(body):
             name = param.get("name")
             if name == "resource":
                 patient = param.get("resource")

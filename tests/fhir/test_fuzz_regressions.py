@@ -117,3 +117,21 @@ async def test_control_characters_in_xml_responses(fhir: Fhir) -> None:
         body = await response.text()
         assert response.status == 200, body
     assert "CTRL\ufffdX" in body
+
+
+async def test_pix_parameters_of_the_wrong_shape_are_400(fhir: Fhir) -> None:
+    # POST $ihe-pix read its Parameters without checking their shape: a 500 each.
+    source = {"name": "sourceIdentifier",
+              "valueIdentifier": {"system": "urn:oid:1.2.3.4.5.1", "value": "HA1001"}}
+    target = {"name": "targetSystem", "valueUri": "urn:oid:1.2.3.4.5.2"}
+    bodies = [
+        _parameters([source, target]),  # the fuzzer's input: a parameter that is a list
+        {"resourceType": "Parameters", "parameter": {"name": "sourceIdentifier"}},
+        _parameters({"name": "sourceIdentifier", "valueIdentifier": "HA1001"}),
+        _parameters({"name": "sourceIdentifier",
+                     "valueIdentifier": {"system": "urn:oid:1.2.3.4.5.1", "value": 1001}}),
+        _parameters({"name": "sourceIdentifier", "valueString": ["urn:oid:1.2.3.4.5.1|HA1001"]}),
+        _parameters(source, {"name": "targetSystem", "valueUri": 5}),
+    ]
+    for body in bodies:
+        await refused(fhir, "POST", "/Patient/$ihe-pix", body)
