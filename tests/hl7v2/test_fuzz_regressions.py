@@ -98,3 +98,11 @@ async def test_sender_the_database_cannot_hold_is_refused(client: MLLPClient) ->
     assert msa(answer) == "AE"
     [(code, text)] = _errors(answer)
     assert code == "102" and "internal error" not in text, text
+
+
+async def test_version_with_a_non_ascii_digit_is_refused(client: MLLPClient) -> None:
+    # MSH-12 "2.²": '²' is a digit to str.isdigit but not to int(), whose ValueError escaped
+    # the handler; the connection was closed without an ACK.
+    message = adt("A04", "V1^^^HOSPA", version="2.\u00b2").encode("utf-8")
+    answer = reply(await client.send(message))
+    assert msa(answer) == "AR" and _errors(answer)[0][0] == "203"
