@@ -123,7 +123,7 @@ class FhirDoor:
     # --- read ---------------------------------------------------------------------------
 
     async def _record_or_404(self, raw_id: str) -> SourceRecord:
-        if not raw_id.isdigit() or len(raw_id) > 18:
+        if not (raw_id.isascii() and raw_id.isdigit()) or len(raw_id) > 18:
             raise FhirError(404, "not-found", f"Patient/{raw_id} is not known")
         try:
             record = await self.mpi.get_record(int(raw_id))
@@ -278,7 +278,7 @@ class FhirDoor:
             return identifier_ref(ident.get("system"), ident["value"])
         reference = other.get("reference") or ""
         rid = reference.rsplit("/", 1)[-1]
-        if reference and rid.isdigit():
+        if reference and rid.isascii() and rid.isdigit():
             record = await self._record_or_404(rid)
             return IdentifierRef(value=record.identifier,
                                  authority=AuthorityRef(namespace=record.domain.namespace))

@@ -181,7 +181,7 @@ async def _target(door: FhirDoor, url: str, resource: Json | None, who: Caller) 
     if ref is not None:
         return ref
     rid = url.partition("?")[0].rstrip("/").rsplit("/", 1)[-1]
-    if rid.isdigit():
+    if rid.isascii() and rid.isdigit():
         try:
             record = await door.mpi.get_record(int(rid))
         except MpiError:

@@ -317,10 +317,15 @@ def _name_filter(query: _PdqQuery, record: SourceRecord) -> bool:
     return False
 
 
+def _digits(text: str) -> bool:
+    """ASCII digits only (str.isdigit takes '²', which int() refuses)."""
+    return text.isascii() and text.isdigit()
+
+
 def _limit(message: Message) -> int:
     rcp = message.segment("RCP")
     quantity = rcp.value(2) if rcp is not None else ""
-    return int(quantity) if quantity.isdigit() and int(quantity) > 0 else UNLIMITED
+    return int(quantity) if _digits(quantity) and int(quantity) > 0 else UNLIMITED
 
 
 def _digest(qpd: Segment, limit: int) -> str:
@@ -416,7 +421,7 @@ class PdqQuery:
         if not pointer:
             return "e", 0
         head, _, tail = pointer.partition(".")
-        if tail != digest or head[:1] not in ("e", "a") or not head[1:].isdigit():
+        if tail != digest or head[:1] not in ("e", "a") or not _digits(head[1:]):
             raise FieldError("DSC-1 continuation pointer does not belong to this query",
                              location=ErrorLocation("DSC", 1, 1), code=204)
         return head[:1], int(head[1:])

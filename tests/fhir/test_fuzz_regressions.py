@@ -135,3 +135,18 @@ async def test_pix_parameters_of_the_wrong_shape_are_400(fhir: Fhir) -> None:
     ]
     for body in bodies:
         await refused(fhir, "POST", "/Patient/$ihe-pix", body)
+
+
+async def test_ids_with_non_ascii_digits_are_not_found(fhir: Fhir) -> None:
+    # Patient/² (a digit to str.isdigit, not to int()): a 500 on read and vread; in a PMIR
+    # request.url and a merge's link reference too.
+    await refused(fhir, "GET", "/Patient/\u00b2")
+    await refused(fhir, "GET", "/Patient/\u00b2/_history/1")
+    entry = {"resource": _patient(), "request": {"method": "DELETE", "url": "Patient/\u00b2"}}
+    reply = await fhir.call("POST", "/$process-message", _message(entry=entry), client="ADT_A")
+    assert reply[0] == 200 and reply[1]["entry"][0]["resource"]["response"]["code"] == \
+        "fatal-error"
+    merge = _patient(active=False, link=[{"type": "replaced-by",
+                                          "other": {"reference": "Patient/\u00b2"}}])
+    await refused(fhir, "PUT", "/Patient", merge, client="ADT_A",
+                  params={"identifier": "urn:oid:1.2.3.4.5.1|HA1002"})

@@ -106,3 +106,14 @@ async def test_version_with_a_non_ascii_digit_is_refused(client: MLLPClient) -> 
     message = adt("A04", "V1^^^HOSPA", version="2.\u00b2").encode("utf-8")
     answer = reply(await client.send(message))
     assert msa(answer) == "AR" and _errors(answer)[0][0] == "203"
+
+
+async def test_other_numbers_with_non_ascii_digits(client: MLLPClient) -> None:
+    # The same '²' in RCP-2 (PDQ quantity limit) and PID-25 (birth order): AE 207 "internal
+    # error" each. Now: no limit, and a multiple birth without an order.
+    text = pdq_query("@PID.5.1^SMITH").replace("RCP|I", "RCP|I|\u00b2^RD")
+    answer = reply(await client.send(text.encode("utf-8")))
+    assert msa(answer) == "AA" and not _errors(answer)
+    answer = reply(await client.send(
+        adt("A04", "V2^^^HOSPA", extra_pid="|||||||||||||||||Y|\u00b2").encode("utf-8")))
+    assert msa(answer) == "AA", _errors(answer)
