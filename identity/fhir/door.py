@@ -303,7 +303,10 @@ class FhirDoor:
         if request.content_type not in ("application/x-www-form-urlencoded", ""):
             raise FhirError(415, "not-supported",
                             "POST _search takes application/x-www-form-urlencoded")
-        form = await request.post()
+        try:
+            form = await request.post()
+        except UnicodeDecodeError as exc:
+            raise FhirError(400, "structure", f"the form body is not UTF-8: {exc}") from exc
         params: MultiDict[str] = MultiDict(request.query)
         for key, value in form.items():
             if isinstance(value, str):

@@ -150,3 +150,13 @@ async def test_ids_with_non_ascii_digits_are_not_found(fhir: Fhir) -> None:
                                           "other": {"reference": "Patient/\u00b2"}}])
     await refused(fhir, "PUT", "/Patient", merge, client="ADT_A",
                   params={"identifier": "urn:oid:1.2.3.4.5.1|HA1002"})
+
+
+async def test_search_form_that_is_not_utf8_is_400(fhir: Fhir) -> None:
+    # POST _search decoded its form body as UTF-8 and let UnicodeDecodeError through: a 500.
+    async with fhir.session.post(
+        fhir.base + "/Patient/_search", data=b"\x80family=everywoman&birthdate=1980-03-12",
+        headers={"Content-Type": "application/x-www-form-urlencoded"},
+    ) as response:
+        assert response.status == 400
+        assert (await response.json())["resourceType"] == "OperationOutcome"
