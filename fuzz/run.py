@@ -305,6 +305,10 @@ def main(argv: list[str] | None = None) -> int:
             print("the live targets run with hypothesis only; skipped under --engine atheris")
         live_names = []
     pure_names = [n for n in names if n in TARGETS]
+    if args.engine == "atheris":
+        for name in [n for n in pure_names if TARGETS[n].from_bytes is None]:
+            print(f"{name:15} atheris    skipped: no byte-level form of this target's input")
+        pure_names = [n for n in pure_names if TARGETS[n].from_bytes is not None]
     share = args.seconds / max(1, len(pure_names) + len(live_names))
     if args.engine == "atheris":
         missing = atheris_available()
