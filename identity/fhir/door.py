@@ -137,7 +137,7 @@ class FhirDoor:
     # --- read ---------------------------------------------------------------------------
 
     async def _record_or_404(self, raw_id: str) -> SourceRecord:
-        if not raw_id.isdigit() or len(raw_id) > 18:
+        if not (raw_id.isascii() and raw_id.isdigit()) or len(raw_id) > 18:
             raise FhirError(404, "not-found", f"Patient/{raw_id} is not known")
         try:
             record = await self.mpi.get_record(int(raw_id))
@@ -174,22 +174,7 @@ class FhirDoor:
     async def ihe_pix(self, request: web.Request) -> web.StreamResponse:
         check_format(request)
         if request.method == "POST":
-            body = await read_json(request)
-            if body.get("resourceType") != "Parameters":
-                raise FhirError(400, "invalid", "expected a Parameters resource")
-            source: tuple[str | None, str | None] | None = None
-            targets: list[str] = []
-            for param in body.get("parameter") or ():
-                if param.get("name") == "sourceIdentifier":
-                    ident = param.get("valueIdentifier")
-                    if ident is not None:
-                        source = (ident.get("system"), ident.get("value"))
-                    elif param.get("valueString") or param.get("valueToken"):
-                        source = parse_token(param.get("valueString") or param["valueToken"])
-                elif param.get("name") == "targetSystem":
-                    uri = param.get("valueUri") or param.get("valueString")
-                    if uri:
-                        targets.append(uri)
+            source, targets = pix_parameters(await read_json(request))
         else:
             tokens = request.query.getall("sourceIdentifier", [])
             if len(tokens) > 1:
@@ -309,7 +294,7 @@ class FhirDoor:
             return identifier_ref(ident.get("system"), ident["value"])
         reference = other.get("reference") or ""
         rid = reference.rsplit("/", 1)[-1]
-        if reference and rid.isdigit():
+        if reference and rid.isascii() and rid.isdigit():
             record = await self._record_or_404(rid)
             return IdentifierRef(value=record.identifier,
                                  authority=AuthorityRef(namespace=record.domain.namespace))
@@ -335,7 +320,10 @@ class FhirDoor:
         if request.content_type not in ("application/x-www-form-urlencoded", ""):
             raise FhirError(415, "not-supported",
                             "POST _search takes application/x-www-form-urlencoded")
-        form = await request.post()
+        try:
+            form = await request.post()
+        except UnicodeDecodeError as exc:
+            raise FhirError(400, "structure", f"the form body is not UTF-8: {exc}") from exc
         params: MultiDict[str] = MultiDict(request.query)
         for key, value in form.items():
             if isinstance(value, str):
@@ -484,30 +472,7 @@ class FhirDoor:
 
     async def match(self, request: web.Request) -> web.StreamResponse:
         check_format(request)
-        body = await read_json(request)
-        only_certain = False
-        count = 10
-        if body.get("resourceType") == "Parameters":
-            patient = None
-            for param in body.get("parameter") or ():
-                name = param.get("name")
-                if name == "resource":
-                    patient = param.get("resource")
-                elif name == "onlyCertainMatches":
-                    only_certain = bool(param.get("valueBoolean"))
-                elif name == "count":
-                    count = int(param.get("valueInteger") or count)
-            if not isinstance(patient, dict):
-                raise FhirError(400, "required", "the resource parameter (a Patient) is required",
-                                expression="Parameters.parameter.resource")
-        elif body.get("resourceType") == "Patient":
-            patient = body
-        else:
-            raise FhirError(400, "invalid", "$match takes Parameters or a Patient")
-        for ext in patient.get("modifierExtension") or ():
-            raise FhirError(400, "not-supported", f"unknown modifierExtension {ext.get('url')!r}",
-                            expression="Patient.modifierExtension")
-        validate_patient(patient)
+        patient, only_certain, count = match_request(await read_json(request))
         asked, count = count, max(1, min(count, self.settings.fhir.max_page_size))
         candidates = await self.mpi.match(
             demographics_of(patient), self.match_identifiers(patient), limit=count
@@ -542,6 +507,77 @@ class FhirDoor:
         if entries:
             bundle["entry"] = entries
         return fhir_response(bundle)
+
+
+def _parameters(body: Json) -> list[Json]:
+    params = body.get("parameter") or []
+    if not isinstance(params, list) or not all(isinstance(p, dict) for p in params):
+        raise FhirError(400, "structure", "Parameters.parameter must be a list of objects",
+                        expression="Parameters.parameter")
+    return params
+
+
+def _text(value: Any, where: str) -> str | None:
+    if value is not None and not isinstance(value, str):
+        raise FhirError(400, "structure", f"{where} must be a string", expression=where)
+    return value
+
+
+def pix_parameters(body: Json) -> tuple[tuple[str | None, str | None] | None, list[str]]:
+    """The ITI-83 POST input: (sourceIdentifier as (system, value), targetSystem URIs)."""
+    if body.get("resourceType") != "Parameters":
+        raise FhirError(400, "invalid", "expected a Parameters resource")
+    source: tuple[str | None, str | None] | None = None
+    targets: list[str] = []
+    for param in _parameters(body):
+        if param.get("name") == "sourceIdentifier":
+            ident = param.get("valueIdentifier")
+            if ident is not None:
+                if not isinstance(ident, dict):
+                    raise FhirError(400, "structure", "valueIdentifier must be an Identifier",
+                                    expression="Parameters.parameter.valueIdentifier")
+                source = (_text(ident.get("system"), "Identifier.system"),
+                          _text(ident.get("value"), "Identifier.value"))
+            elif param.get("valueString") or param.get("valueToken"):
+                token = param.get("valueString") or param["valueToken"]
+                source = parse_token(_text(token, "Parameters.parameter.valueString") or "")
+        elif param.get("name") == "targetSystem":
+            uri = param.get("valueUri") or param.get("valueString")
+            if uri:
+                targets.append(_text(uri, "Parameters.parameter.valueUri") or "")
+    return source, targets
+
+
+def match_request(body: Json) -> tuple[Json, bool, int]:
+    """The ITI-119 input: (the Patient, onlyCertainMatches, count), the Patient validated."""
+    only_certain = False
+    count = 10
+    if body.get("resourceType") == "Parameters":
+        patient = None
+        for param in _parameters(body):
+            name = param.get("name")
+            if name == "resource":
+                patient = param.get("resource")
+            elif name == "onlyCertainMatches":
+                only_certain = bool(param.get("valueBoolean"))
+            elif name == "count":
+                value = param.get("valueInteger")
+                if value is not None and (not isinstance(value, int) or isinstance(value, bool)):
+                    raise FhirError(400, "structure", "count needs a valueInteger",
+                                    expression="Parameters.parameter.valueInteger")
+                count = value or count
+        if not isinstance(patient, dict):
+            raise FhirError(400, "required", "the resource parameter (a Patient) is required",
+                            expression="Parameters.parameter.resource")
+    elif body.get("resourceType") == "Patient":
+        patient = body
+    else:
+        raise FhirError(400, "invalid", "$match takes Parameters or a Patient")
+    validate_patient(patient)
+    for ext in patient.get("modifierExtension") or ():
+        raise FhirError(400, "not-supported", f"unknown modifierExtension {ext.get('url')!r}",
+                        expression="Patient.modifierExtension")
+    return patient, only_certain, count
 
 
 def explanation_extension(weight: float, explanation: dict[str, Any]) -> Json:

@@ -87,17 +87,22 @@ def validate_patient(body: Json) -> None:
         Patient.model_validate(body)
     except ValidationError as exc:
         issues.extend(validation_issues(exc, "Patient"))
-    # Required bindings fhir.resources does not check.
+    except (TypeError, KeyError, AttributeError, IndexError, ValueError) as exc:
+        # fhir.resources fails this way on some malformed input (a contained resource whose
+        # resourceType is not a string, for one)
+        issues.append(issue("structure", f"Patient: not a valid resource ({exc!r})"))
+    # Required bindings fhir.resources does not check (values of the wrong type it reported).
     gender = body.get("gender")
-    if gender is not None and gender not in GENDER_TO_SEX:
+    if isinstance(gender, str) and gender not in GENDER_TO_SEX:
         issues.append(issue("code-invalid", f"Patient.gender: {gender!r} is not in "
                             "administrative-gender", expression="Patient.gender"))
     for kind, field, allowed in (("name", "use", NAME_USE_TO_V2),
                                  ("address", "use", ADDRESS_USE_TO_V2),
                                  ("telecom", "use", PHONE_USE_TO_V2)):
-        for index, item in enumerate(body.get(kind) or ()):
+        items = body.get(kind)
+        for index, item in enumerate(items if isinstance(items, list) else ()):
             value = item.get(field) if isinstance(item, dict) else None
-            if value is not None and value not in allowed and not (
+            if isinstance(value, str) and value not in allowed and not (
                 kind == "address" and value == "billing"
             ):
                 where = f"Patient.{kind}[{index}].{field}"
@@ -126,21 +131,27 @@ def _first(values: Any) -> str | None:
     return values[0] if values else None
 
 
+def _present(values: Any) -> tuple[str, ...]:
+    """The values of a repeating string element; a null (kept in FHIR JSON for the
+    extensions of an array's other items) is left out."""
+    return tuple(value for value in values or () if value is not None)
+
+
 def demographics_of(patient: Json) -> Demographics:
     names = tuple(
         Name(
             family=n.get("family"),
-            given=tuple(n.get("given") or ()),
+            given=_present(n.get("given")),
             prefix=_first(n.get("prefix")),
             suffix=_first(n.get("suffix")),
             use=NAME_USE_TO_V2.get(n.get("use") or ""),
         )
         for n in patient.get("name") or ()
-        if n.get("family") or n.get("given")
+        if n.get("family") or _present(n.get("given"))
     )
     addresses = tuple(
         Address(
-            lines=tuple(a.get("line") or ()),
+            lines=_present(a.get("line")),
             city=a.get("city"),
             state=a.get("state"),
             postal_code=a.get("postalCode"),

@@ -57,6 +57,11 @@ def _validate_bundle(body: Json) -> None:
     except ValidationError as exc:
         raise FhirError(400, "structure", "invalid Bundle",
                         issues=validation_issues(exc, "Bundle")) from exc
+    except (TypeError, KeyError, AttributeError, IndexError, ValueError) as exc:
+        # fhir.resources fails this way on some malformed input (an entry's resource whose
+        # resourceType is empty or not a string, for one)
+        raise FhirError(400, "structure", f"invalid Bundle: not a valid resource ({exc!r})",
+                        expression="Bundle") from exc
 
 
 def _history(body: Json) -> tuple[Json, Json]:
@@ -174,19 +179,11 @@ def _not_applied(entry: Json, failed_index: int) -> Json:
 async def _target(door: FhirDoor, url: str, resource: Json | None, who: Caller) -> IdentifierRef:
     """The identifier an entry's request.url names: ``Patient?identifier=s|v``, or
     ``Patient/<id>`` of this server; failing that the Patient's own identifier."""
-    path, _, query = url.partition("?")
-    if query:
-        for part in query.split("&"):
-            key, _, value = part.partition("=")
-            if key == "identifier":
-                from urllib.parse import unquote
-
-                system, ident = parse_token(unquote(value))
-                if system and ident:
-                    return identifier_ref(system, ident)
-        raise FhirError(400, "invalid", f"request.url {url!r}: need identifier=system|value")
-    rid = path.rstrip("/").rsplit("/", 1)[-1]
-    if rid.isdigit():
+    ref = _identifier_in_url(url)
+    if ref is not None:
+        return ref
+    rid = url.partition("?")[0].rstrip("/").rsplit("/", 1)[-1]
+    if rid.isascii() and rid.isdigit():
         try:
             record = await door.mpi.get_record(int(rid))
         except MpiError:
@@ -199,15 +196,30 @@ async def _target(door: FhirDoor, url: str, resource: Json | None, who: Caller) 
     raise FhirError(404, "not-found", f"{url!r} names no Patient of this server")
 
 
+def _identifier_in_url(url: str) -> IdentifierRef | None:
+    """The identifier of ``Patient?identifier=system|value``; None for a URL without a query."""
+    _, _, query = url.partition("?")
+    if not query:
+        return None
+    for part in query.split("&"):
+        key, _, value = part.partition("=")
+        if key == "identifier":
+            from urllib.parse import unquote
+
+            system, ident = parse_token(unquote(value))
+            if system and ident:
+                return identifier_ref(system, ident)
+    raise FhirError(400, "invalid", f"request.url {url!r}: need identifier=system|value")
+
+
 def _authority(namespace: str) -> Any:
     from identity.model import AuthorityRef
 
     return AuthorityRef(namespace=namespace)
 
 
-async def _apply(
-    door: FhirDoor, request: web.Request, entry: Json, who: Caller, index: int
-) -> Json:
+def _entry_request(entry: Json) -> tuple[str, str, Json | None]:
+    """(method, url, resource) of a history entry; the Patient of a POST or PUT validated."""
     req = entry.get("request") or {}
     method = (req.get("method") or "").upper()
     url = req.get("url") or "Patient"
@@ -216,6 +228,13 @@ async def _apply(
         if not isinstance(resource, dict):
             raise FhirError(400, "required", "a POST or PUT entry needs a Patient")
         validate_patient(resource)
+    return method, url, resource
+
+
+async def _apply(
+    door: FhirDoor, request: web.Request, entry: Json, who: Caller, index: int
+) -> Json:
+    method, url, resource = _entry_request(entry)
     base = door.base(request)
     if method == "POST":
         primary = await door.mpi.own_identifier(body_identifiers(resource or {}), who.client)

@@ -113,12 +113,16 @@ def _birthdate_alternative(value: str) -> Alternative:
         return {"birth_date": text}
     if prefix == "ge":
         return {"birth_date_from": first.isoformat()}
-    if prefix in ("gt", "sa"):
-        return {"birth_date_from": (last + timedelta(days=1)).isoformat()}
     if prefix == "le":
         return {"birth_date_to": last.isoformat()}
-    if prefix in ("lt", "eb"):
-        return {"birth_date_to": (first - timedelta(days=1)).isoformat()}
+    try:
+        if prefix in ("gt", "sa"):
+            return {"birth_date_from": (last + timedelta(days=1)).isoformat()}
+        if prefix in ("lt", "eb"):
+            return {"birth_date_to": (first - timedelta(days=1)).isoformat()}
+    except OverflowError:  # after 9999-12-31 or before 0001-01-01
+        raise FhirError(400, "invalid", f"birthdate: {value!r} is out of range",
+                        expression="birthdate") from None
     raise FhirError(400, "not-supported", f"birthdate: prefix {prefix!r} is not supported "
                     "(eq, ge, gt, le, lt, sa, eb are)", expression="birthdate")
 

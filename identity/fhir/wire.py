@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 from collections.abc import Awaitable, Callable
 from contextvars import ContextVar
 from typing import Any
@@ -189,9 +190,25 @@ def _model_class(resource_type: str) -> Any:
     return get_fhir_model_class(resource_type)
 
 
+_NOT_IN_XML = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ufffe\uffff]")
+"""Characters XML 1.0 cannot carry (control characters a record may hold as received)."""
+
+
+def _xml_safe(value: Any) -> Any:
+    """``value`` with every character XML cannot carry replaced by U+FFFD."""
+    if isinstance(value, str):
+        return _NOT_IN_XML.sub("\ufffd", value) if _NOT_IN_XML.search(value) else value
+    if isinstance(value, dict):
+        return {key: _xml_safe(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_xml_safe(item) for item in value]
+    return value
+
+
 def to_xml(resource: Json) -> bytes:
-    """FHIR XML of a JSON resource, through its fhir.resources R4B model."""
-    model = _model_class(resource["resourceType"]).model_validate(resource)
+    """FHIR XML of a JSON resource, through its fhir.resources R4B model; a character XML cannot
+    carry (a control character held as received) is written as U+FFFD."""
+    model = _model_class(resource["resourceType"]).model_validate(_xml_safe(resource))
     xml: bytes = model.model_dump_xml()
     return xml
 
@@ -293,7 +310,11 @@ async def read_json(request: web.Request) -> Json:
     if ctype not in JSON_TYPES and ctype != "application/octet-stream":
         raise FhirError(415, "not-supported", f"unsupported Content-Type {ctype!r}; send "
                         f"{FHIR_JSON} or {FHIR_XML}")
-    raw = await request.read()
+    return json_body(await request.read())
+
+
+def json_body(raw: bytes) -> Json:
+    """A JSON request body as a FHIR resource dict; 400 when it is not JSON or no resource."""
     try:
         body = orjson.loads(raw)
     except (ValueError, UnicodeDecodeError) as exc:

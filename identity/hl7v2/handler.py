@@ -41,7 +41,7 @@ SUPPORTED: dict[str, frozenset[str]] = {
 
 def _version_ok(version: str) -> bool:
     parts = version.split(".")
-    if not all(p.isdigit() for p in parts) or len(parts) < 2:
+    if not all(p.isascii() and p.isdigit() for p in parts) or len(parts) < 2:
         return False
     numbers = tuple(int(p) for p in parts)
     return numbers[0] == 2 and numbers >= (2, 3, 1)

@@ -203,7 +203,8 @@ def record_input(
     elif segment.value(24):
         flag = segment.value(24).upper() == "Y"
         order = segment.value(25)
-        values["multiple_birth"] = int(order) if flag and order.isdigit() else flag
+        numbered = flag and order.isascii() and order.isdigit()
+        values["multiple_birth"] = int(order) if numbered else flag
     try:
         demographics = Demographics.model_validate(values)
     except ValueError as exc:

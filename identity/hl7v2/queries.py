@@ -41,8 +41,10 @@ from identity.hl7v2.replies import (
     ack,
     encode,
     err_segment,
+    in_reply_encoding,
     msh,
     pid_segment,
+    segment_in_reply_encoding,
 )
 from identity.hl7v2.tokenizer import Message, Raw, Repetition, Segment
 from identity.model import (
@@ -111,13 +113,13 @@ def _rsp(
     ``qak_extra``), QPD echoed as received, then ``body``; noted in ``answered``."""
     if answered is not None:
         answered.code, answered.status, answered.errors = code, status, errors
-    tag = qpd.field(2) if qpd is not None else ""
-    name = Raw(qpd.field(1)) if qpd is not None else None
+    tag = in_reply_encoding(qpd.field(2), ctx.encoding) if qpd is not None else ""
+    name = Raw(in_reply_encoding(qpd.field(1), ctx.encoding)) if qpd is not None else None
     segments: list[Any] = [msh(ctx, ("RSP", trigger, structure)), ["MSA", code, ctx.control_id]]
     segments += [err_segment(e, ctx.version) for e in errors]
     segments.append(["QAK", Raw(tag), status, name, *qak_extra])
     if qpd is not None:
-        segments.append(qpd.raw)
+        segments.append(segment_in_reply_encoding(qpd, ctx.encoding))
     segments += body
     return encode(segments)[1]
 
@@ -384,10 +386,15 @@ def _name_filter(query: _PdqQuery, record: SourceRecord) -> bool:
     return False
 
 
+def _digits(text: str) -> bool:
+    """ASCII digits only (str.isdigit takes '²', which int() refuses)."""
+    return text.isascii() and text.isdigit()
+
+
 def _limit(message: Message) -> int:
     rcp = message.segment("RCP")
     quantity = rcp.value(2) if rcp is not None else ""
-    return int(quantity) if quantity.isdigit() and int(quantity) > 0 else UNLIMITED
+    return int(quantity) if _digits(quantity) and int(quantity) > 0 else UNLIMITED
 
 
 def _digest(qpd: Segment, limit: int) -> str:
@@ -493,7 +500,7 @@ class PdqQuery:
         if not pointer:
             return "e", 0
         head, _, tail = pointer.partition(".")
-        if tail != digest or head[:1] not in ("e", "a") or not head[1:].isdigit():
+        if tail != digest or head[:1] not in ("e", "a") or not _digits(head[1:]):
             raise FieldError("DSC-1 continuation pointer does not belong to this query",
                              location=ErrorLocation("DSC", 1, 1), code=204)
         return head[:1], int(head[1:])

@@ -19,7 +19,17 @@ from typing import Any
 
 from identity.config import Hl7Settings
 from identity.hl7v2.errors import CharsetEncodeError, ErrorLocation
-from identity.hl7v2.tokenizer import Message, Raw, build_segment, escape, to_bytes
+from identity.hl7v2.tokenizer import (
+    DEFAULT_ENCODING,
+    Encoding,
+    Message,
+    Raw,
+    Segment,
+    build_segment,
+    escape,
+    to_bytes,
+    unescape,
+)
 from identity.model import Demographics, Identifier
 
 ERROR_TEXT = {
@@ -74,20 +84,27 @@ class ReplyContext:
     trigger: str  # request MSH-9.2
     application: str  # our MSH-3, raw (wire form)
     facility: str  # our MSH-4, raw (wire form)
+    encoding: Encoding = DEFAULT_ENCODING  # the request's delimiters
 
     @classmethod
     def of(cls, message: Message, hl7: Hl7Settings) -> ReplyContext:
         msh = message.msh
+        encoding = message.encoding
+
+        def field(number: int) -> str:
+            return in_reply_encoding(msh.field(number), encoding)
+
         return cls(
-            sending_application=msh.field(3),
-            sending_facility=msh.field(4),
+            sending_application=field(3),
+            sending_facility=field(4),
             control_id=message.control_id,
-            processing_id=msh.field(11) or "P",
+            processing_id=field(11) or "P",
             version=message.version or "2.5",
             declared_charset=message.declared_charset,
             trigger=message.trigger_event,
-            application=msh.field(5) or escape(hl7.application),
-            facility=msh.field(6) or escape(hl7.facility),
+            application=field(5) or escape(hl7.application),
+            facility=field(6) or escape(hl7.facility),
+            encoding=encoding,
         )
 
     @classmethod
@@ -99,7 +116,8 @@ class ReplyContext:
 
         def at(index: int) -> str:
             value = fields[index] if index < len(fields) else ""
-            return value if value.isascii() and value.isprintable() else ""
+            usable = value.isascii() and value.isprintable() and "|" not in value
+            return value if usable else ""
 
         component = at(2)[:1] or "^"
         return cls(
@@ -113,6 +131,33 @@ class ReplyContext:
             application=at(5) or escape(hl7.application),
             facility=at(6) or escape(hl7.facility),
         )
+
+
+def in_reply_encoding(raw: str, encoding: Encoding) -> str:
+    """Raw field text of a request whose delimiters are ``encoding``, written with the
+    delimiters of our replies (``|^~\\&``), so that it can be echoed as :class:`Raw`."""
+    if encoding == DEFAULT_ENCODING or not raw:
+        return raw
+
+    def split(text: str, separator: str) -> list[str]:
+        return text.split(separator) if separator else [text]
+
+    return "~".join(
+        "^".join(
+            "&".join(escape(unescape(part, encoding), DEFAULT_ENCODING)
+                     for part in split(component, encoding.subcomponent))
+            for component in split(repetition, encoding.component)
+        )
+        for repetition in split(raw, encoding.repetition)
+    )
+
+
+def segment_in_reply_encoding(segment: Segment, encoding: Encoding) -> str:
+    """A request's segment (not MSH) in the delimiters of our replies, to be echoed."""
+    if encoding == DEFAULT_ENCODING:
+        return segment.raw
+    fields = [in_reply_encoding(segment.field(n), encoding) for n in range(1, len(segment) + 1)]
+    return "|".join([segment.name, *fields])
 
 
 def msh(ctx: ReplyContext, message_type: Sequence[str]) -> list[Any]:

@@ -248,7 +248,9 @@ def escape(text: str, encoding: Encoding = DEFAULT_ENCODING) -> str:
     """Escape delimiters in ``text`` so it can be one leaf value of a message.
 
     CR and LF become ``\\X0D\\`` and ``\\X0A\\`` (exact for every ASCII-based charset),
-    so that a value never ends a segment. The explicit null ``""`` passes unchanged.
+    so that a value never ends a segment; the MLLP block characters 0x0B and 0x1C become
+    ``\\X0B\\`` and ``\\X1C\\``, so that a value never breaks the frame of a reply. The
+    explicit null ``""`` passes unchanged.
     """
     esc = encoding.escape
     specials = (
@@ -259,6 +261,8 @@ def escape(text: str, encoding: Encoding = DEFAULT_ENCODING) -> str:
         encoding.truncation,
         "\r",
         "\n",
+        "\x0b",
+        "\x1c",
     )
     if not esc:
         if any(char and char in text for char in specials):
@@ -266,7 +270,8 @@ def escape(text: str, encoding: Encoding = DEFAULT_ENCODING) -> str:
         return text
     if esc in text:
         text = text.replace(esc, f"{esc}E{esc}")
-    for char, code in zip(specials, ("F", "S", "R", "T", "P", "X0D", "X0A"), strict=True):
+    codes = ("F", "S", "R", "T", "P", "X0D", "X0A", "X0B", "X1C")
+    for char, code in zip(specials, codes, strict=True):
         if char and char in text:
             text = text.replace(char, f"{esc}{code}{esc}")
     return text
@@ -664,6 +669,8 @@ def parse_message(
                 segment=shown,
                 sequence=1 + sum(1 for segment in segments if segment.name == shown),
             )
+        if name == "MSH":  # a repeated MSH: numbered like the first (MSH-1 the separator)
+            fields.insert(1, fs)
         segments.append(Segment(name, fields, encoding, charset))
     repetition = encoding.repetition
     # A field has one repetition more than it has separators, so with fewer separators in the

@@ -129,6 +129,8 @@ async def link(cmd: Link, uow: UnitOfWork, core: Core) -> CommandResult:
 
 async def unlink(cmd: Unlink, uow: UnitOfWork, core: Core) -> CommandResult:
     a, b = await _lookup_records(uow, core, [cmd.a, cmd.b])
+    if a.id == b.id:
+        raise InvalidInput("both identifiers name one record: it cannot be unlinked from itself")
     persons = await core.changes.unlink(uow, a, b, cmd.reason)
     note = None if persons else "records were not linked"
     return await core.command_result(uow, bool(persons), [a.id, b.id], persons, note)

@@ -191,7 +191,7 @@ class Mpi:
             async with self.db.read() as conn:
                 stored, digest = await Repository(conn).save_processed_reply(
                     *idempotency, text, envelope.digest)
-        except StoreUnavailable:
+        except (StoreUnavailable, InvalidInput):  # the sender or control id cannot be stored
             return text
         if stored != text:
             if envelope.reuses(digest):

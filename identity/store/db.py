@@ -12,7 +12,7 @@ from contextvars import ContextVar
 import asyncpg
 import orjson
 
-from identity.errors import StoreConflict, StoreUnavailable
+from identity.errors import InvalidInput, StoreConflict, StoreUnavailable
 
 log = logging.getLogger("identity.store")
 
@@ -29,6 +29,15 @@ _UNAVAILABLE = (
     asyncpg.exceptions.CrashShutdownError,
     asyncpg.exceptions.TooManyConnectionsError,
 )
+
+# Errors that mean "the input holds a value PostgreSQL cannot take" (a NUL character in text, a
+# number out of range): the input's fault, nothing was applied. asyncpg's own DataError (an
+# argument its encoder refuses) is an InterfaceError: it must be caught before _UNAVAILABLE.
+_INVALID = (asyncpg.exceptions.DataError, asyncpg.exceptions._base.DataError)
+
+
+def _invalid(exc: Exception) -> InvalidInput:
+    return InvalidInput(f"a value the database cannot hold: {exc}")
 
 
 _ORJSON_OPTIONS = orjson.OPT_NON_STR_KEYS | orjson.OPT_SERIALIZE_NUMPY
@@ -132,6 +141,8 @@ class Database:
         try:
             async with self.pool.acquire() as conn:
                 yield conn
+        except _INVALID as exc:
+            raise _invalid(exc) from exc
         except _UNAVAILABLE as exc:
             raise StoreUnavailable(f"database unavailable: {_describe(exc)}") from exc
 
@@ -194,6 +205,8 @@ class Database:
                     self._mark_clean(conn)
             except asyncpg.exceptions.TransactionRollbackError as exc:
                 raise StoreConflict(f"transaction rolled back, nothing applied: {exc}") from exc
+            except _INVALID as exc:
+                raise _invalid(exc) from exc
             except _UNAVAILABLE as exc:
                 raise StoreUnavailable(f"database unavailable: {_describe(exc)}") from exc
 
