@@ -146,7 +146,10 @@ CREATE TABLE review_item (
     status text DEFAULT 'open'::text NOT NULL,
     created_at timestamp with time zone DEFAULT now() NOT NULL,
     resolved_at timestamp with time zone,
-    resolved_by text
+    resolved_by text,
+    version integer DEFAULT 1 NOT NULL,
+    hard_rules text[] DEFAULT '{}'::text[] NOT NULL,
+    domain_ids integer[] DEFAULT '{}'::integer[] NOT NULL
 );
 
 CREATE TABLE schema_function (
@@ -188,6 +191,18 @@ CREATE TABLE source_record (
 ALTER TABLE source_record ALTER COLUMN family_norm SET STATISTICS 1000;
 
 ALTER TABLE source_record ALTER COLUMN given_norm SET STATISTICS 1000;
+
+CREATE TABLE steward_decision (
+    command_id uuid NOT NULL,
+    at timestamp with time zone DEFAULT now() NOT NULL,
+    actor text NOT NULL,
+    kind text NOT NULL,
+    review_item_id bigint,
+    person_ids bigint[] DEFAULT '{}'::bigint[] NOT NULL,
+    record_ids bigint[] DEFAULT '{}'::bigint[] NOT NULL,
+    reason text,
+    undoes uuid
+);
 
 -- Constraints
 
@@ -269,6 +284,12 @@ ALTER TABLE source_record ADD CONSTRAINT source_record_pkey PRIMARY KEY (id);
 
 ALTER TABLE source_record ADD CONSTRAINT source_record_status_check CHECK ((status = ANY (ARRAY['active'::text, 'merged'::text, 'removed'::text])));
 
+ALTER TABLE steward_decision ADD CONSTRAINT steward_decision_kind_check CHECK ((kind = ANY (ARRAY['same_person'::text, 'different_persons'::text, 'dismiss'::text, 'merge'::text, 'unlink'::text, 'undo'::text])));
+
+ALTER TABLE steward_decision ADD CONSTRAINT steward_decision_pkey PRIMARY KEY (command_id);
+
+ALTER TABLE steward_decision ADD CONSTRAINT steward_decision_review_item_id_fkey FOREIGN KEY (review_item_id) REFERENCES review_item(id);
+
 -- Indexes
 
 CREATE INDEX audit_event_agent ON audit_event USING btree (agent, id);
@@ -295,6 +316,8 @@ CREATE INDEX history_person ON history USING btree (person_id, id) WHERE (person
 
 CREATE INDEX history_record ON history USING btree (record_id, id) WHERE (record_id IS NOT NULL);
 
+CREATE INDEX link_joined ON link USING btree (kind) WHERE ((score IS NOT NULL) OR (kind <> 'automatic'::text));
+
 CREATE INDEX link_person ON link USING btree (person_id);
 
 CREATE UNIQUE INDEX match_model_active ON match_model USING btree (active) WHERE active;
@@ -305,9 +328,21 @@ CREATE INDEX outbox_pending ON outbox USING btree (topic, id) WHERE (delivered_a
 
 CREATE INDEX record_identifier_lookup ON record_identifier USING btree (domain_id, identifier);
 
-CREATE INDEX review_item_open ON review_item USING btree (created_at) WHERE (status = 'open'::text);
+CREATE INDEX review_item_open_domains ON review_item USING gin (domain_ids) WHERE (status = 'open'::text);
+
+CREATE INDEX review_item_open_other ON review_item USING btree (other_record_id) WHERE ((status = 'open'::text) AND (other_record_id IS NOT NULL));
 
 CREATE UNIQUE INDEX review_item_open_pair ON review_item USING btree (record_id, COALESCE(other_record_id, (0)::bigint), COALESCE(person_id, (0)::bigint)) WHERE (status = 'open'::text);
+
+CREATE INDEX review_item_open_person ON review_item USING btree (person_id) WHERE ((status = 'open'::text) AND (person_id IS NOT NULL));
+
+CREATE INDEX review_item_open_rules ON review_item USING gin (hard_rules) WHERE (status = 'open'::text);
+
+CREATE INDEX review_item_open_score ON review_item USING btree (score, id) WHERE (status = 'open'::text);
+
+CREATE INDEX review_item_queue ON review_item USING btree (status, created_at, id);
+
+CREATE INDEX review_item_record ON review_item USING btree (record_id);
 
 CREATE INDEX source_record_account_number ON source_record USING btree (((demographics ->> 'account_number'::text))) WHERE ((demographics ->> 'account_number'::text) IS NOT NULL);
 
@@ -326,6 +361,12 @@ CREATE INDEX source_record_mothers_identifier ON source_record USING btree ((((d
 CREATE INDEX source_record_phone ON source_record USING gin (phone_digits);
 
 CREATE INDEX source_record_postal ON source_record USING btree (postal_code);
+
+CREATE INDEX steward_decision_actor ON steward_decision USING btree (actor, at);
+
+CREATE INDEX steward_decision_at ON steward_decision USING btree (at);
+
+CREATE INDEX steward_decision_undoes ON steward_decision USING btree (undoes) WHERE (undoes IS NOT NULL);
 
 -- Functions
 
@@ -658,6 +699,21 @@ BEGIN
 END;
 $function$;
 
+CREATE OR REPLACE FUNCTION review_item_fill()
+ RETURNS trigger
+ LANGUAGE plpgsql
+AS $function$
+BEGIN
+    NEW.hard_rules := ARRAY(
+        SELECT jsonb_array_elements_text(NEW.explanation -> 'decision' -> 'hard_rules')
+        WHERE jsonb_typeof(NEW.explanation -> 'decision' -> 'hard_rules') = 'array');
+    NEW.domain_ids := ARRAY(
+        SELECT DISTINCT r.domain_id FROM source_record r
+        WHERE r.id = NEW.record_id OR r.id = NEW.other_record_id ORDER BY 1);
+    RETURN NEW;
+END;
+$function$;
+
 CREATE OR REPLACE FUNCTION usable_keys(p_keys text[], p_key_locks bigint[], p_max_block integer, OUT keys text[], OUT locks bigint[])
  RETURNS record
  LANGUAGE plpgsql
@@ -690,3 +746,7 @@ BEGIN
     END IF;
 END;
 $function$;
+
+-- Triggers
+
+CREATE TRIGGER review_item_fill BEFORE INSERT ON review_item FOR EACH ROW EXECUTE FUNCTION review_item_fill();

@@ -1,0 +1,80 @@
+-- The steward's work (issue 17; docs/steward.md): review items get a version (every decision
+-- names the version it was made on; a stale one is refused) and the two columns the queue
+-- filters on, filled when an item is opened; the log of steward commands; the queue's indexes.
+
+-- version: 1 when opened, one more at every change of status (set_review_status).
+-- hard_rules: the rules that fired on the pair (explanation -> decision -> hard_rules).
+-- domain_ids: the source domains of the item's record and other record.
+-- Both filled by the trigger below, on every path that opens an item (the registration
+-- function, the core's insert, the initial load's COPY); a record's domain never changes.
+ALTER TABLE review_item
+    ADD COLUMN version integer NOT NULL DEFAULT 1,
+    ADD COLUMN hard_rules text[] NOT NULL DEFAULT '{}',
+    ADD COLUMN domain_ids integer[] NOT NULL DEFAULT '{}';
+
+-- sql/review_item_fill.sql holds the current definition; created here because the trigger
+-- and the backfill below need it.
+CREATE FUNCTION review_item_fill() RETURNS trigger
+LANGUAGE plpgsql AS $$
+BEGIN
+    NEW.hard_rules := ARRAY(
+        SELECT jsonb_array_elements_text(NEW.explanation -> 'decision' -> 'hard_rules')
+        WHERE jsonb_typeof(NEW.explanation -> 'decision' -> 'hard_rules') = 'array');
+    NEW.domain_ids := ARRAY(
+        SELECT DISTINCT r.domain_id FROM source_record r
+        WHERE r.id = NEW.record_id OR r.id = NEW.other_record_id ORDER BY 1);
+    RETURN NEW;
+END;
+$$;
+
+CREATE TRIGGER review_item_fill BEFORE INSERT ON review_item
+    FOR EACH ROW EXECUTE FUNCTION review_item_fill();
+
+UPDATE review_item i SET
+    hard_rules = ARRAY(
+        SELECT jsonb_array_elements_text(i.explanation -> 'decision' -> 'hard_rules')
+        WHERE jsonb_typeof(i.explanation -> 'decision' -> 'hard_rules') = 'array'),
+    domain_ids = ARRAY(
+        SELECT DISTINCT r.domain_id FROM source_record r
+        WHERE r.id = i.record_id OR r.id = i.other_record_id ORDER BY 1);
+
+-- The queue: any status, oldest or newest first, paged (status, created_at, id); the open
+-- items by probability; the open items with a hard rule or from a domain.
+DROP INDEX review_item_open;
+CREATE INDEX review_item_queue ON review_item (status, created_at, id);
+CREATE INDEX review_item_open_score ON review_item (score, id) WHERE status = 'open';
+CREATE INDEX review_item_open_rules ON review_item USING gin (hard_rules) WHERE status = 'open';
+CREATE INDEX review_item_open_domains ON review_item USING gin (domain_ids)
+    WHERE status = 'open';
+-- The open items of a record or a candidate person (record_id: review_item_open_pair), for
+-- an item's other candidates, the impact sort and the items a decision settles.
+CREATE INDEX review_item_open_other ON review_item (other_record_id)
+    WHERE status = 'open' AND other_record_id IS NOT NULL;
+CREATE INDEX review_item_open_person ON review_item (person_id)
+    WHERE status = 'open' AND person_id IS NOT NULL;
+-- Every item of a record, whatever its status (an item's view lists them).
+CREATE INDEX review_item_record ON review_item (record_id);
+
+-- One row per steward command (a decision on a review item, a merge of two persons, an
+-- unlink, an undo), written in the command's transaction: who decided what and when, for the
+-- decisions log and the dashboard. What the command changed is in history (command_id).
+CREATE TABLE steward_decision (
+    command_id     uuid PRIMARY KEY,
+    at             timestamptz NOT NULL DEFAULT now(),
+    actor          text NOT NULL,
+    kind           text NOT NULL CHECK (kind IN ('same_person', 'different_persons', 'dismiss',
+                                                 'merge', 'unlink', 'undo')),
+    review_item_id bigint REFERENCES review_item (id),
+    person_ids     bigint[] NOT NULL DEFAULT '{}',
+    record_ids     bigint[] NOT NULL DEFAULT '{}',
+    reason         text,
+    undoes         uuid
+);
+CREATE INDEX steward_decision_at ON steward_decision (at);
+CREATE INDEX steward_decision_actor ON steward_decision (actor, at);
+CREATE INDEX steward_decision_undoes ON steward_decision (undoes) WHERE undoes IS NOT NULL;
+
+-- The dashboard's share of automatic links counts the records joined to a person that
+-- already existed: an automatic link with a score, or a manual or verified one. A person's
+-- first record (an automatic link without a score) is left out, and out of this index.
+CREATE INDEX link_joined ON link (kind) WHERE score IS NOT NULL OR kind <> 'automatic';
