@@ -450,6 +450,16 @@ class RecordDetail(_Model):
     normalized: dict[str, Any] | None = None
 
 
+class RecordView(_Model):
+    """A record as received and normalised, its review items and its history (oldest
+    first)."""
+
+    record: SourceRecord
+    normalized: dict[str, Any] | None = None
+    review_items: tuple[QueueItem, ...] = ()
+    history: tuple[HistoryEvent, ...] = ()
+
+
 class OtherCandidate(_Model):
     """A candidate person of the item's record, as the engine scores it now: the record of the
     person it was judged by, the person's best probability, the engine's decision (link,
@@ -470,7 +480,8 @@ class ReviewDetail(_Model):
     pair (``explanation_computed``: the stored item had none, e.g. opened by the initial load,
     so it was computed now with the model in service), both records as received and
     normalised, the candidate person with its records, the record's other candidates, the other
-    items of either record and the history of both records."""
+    items of either record and the history of both records. The explanation is the detail's
+    own ``explanation`` (``item.explanation`` is left empty)."""
 
     item: ReviewItem
     explanation: dict[str, Any] | None = None

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import uuid
 from collections.abc import AsyncIterator, Sequence
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from datetime import datetime
@@ -30,6 +31,7 @@ from identity.model import (
     AuthorityRef,
     CrossReferences,
     Dashboard,
+    DecisionEntry,
     DecisionLog,
     Demographics,
     HistoryEvent,
@@ -41,6 +43,7 @@ from identity.model import (
     QueueFilter,
     QueuePage,
     QueueSort,
+    RecordView,
     ReviewDetail,
     ReviewItem,
     SearchCriteria,
@@ -286,6 +289,11 @@ class Mpi:
         async with self._snapshot() as repo:
             return await steward.review_detail(self.core, repo, item_id)
 
+    async def record_view(self, record_id: int) -> RecordView:
+        """A record as received and normalised, its review items and its history."""
+        async with self._snapshot() as repo:
+            return await steward.record_view(self.core, repo, record_id)
+
     async def person_view(self, person_id: int) -> PersonView:
         """A person with its identifiers, golden view, open review items and history."""
         async with self._snapshot() as repo:
@@ -331,6 +339,18 @@ class Mpi:
                 repo, actor=actor, kind=kind, since=since, review_item_id=review_item_id,
                 limit=limit, offset=offset,
             )  # fmt: skip
+
+    async def steward_command(self, command_id: str) -> DecisionEntry:
+        """One steward command of the decisions log (NotFound: not a steward command)."""
+        try:
+            uuid.UUID(command_id)
+        except ValueError as exc:
+            raise InvalidInput(f"not a command id: {command_id!r}") from exc
+        async with self.db.read() as conn:
+            entry = await Repository(conn).steward_command(command_id)
+        if entry is None:
+            raise NotFound(f"no steward command {command_id}")
+        return entry
 
     async def steward_dashboard(self, days: int = 14) -> Dashboard:
         async with self._snapshot() as repo:

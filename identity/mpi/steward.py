@@ -31,6 +31,7 @@ from identity.model import (
     QueuePage,
     QueueSort,
     RecordDetail,
+    RecordView,
     ReviewDetail,
     StewardKind,
 )
@@ -123,7 +124,7 @@ async def review_detail(core: Core, repo: Repository, item_id: int) -> ReviewDet
     history = await repo.records_history(ids)
     others = [i for i in await repo.review_item_ids_of_records(ids) if i != item_id]
     return ReviewDetail(
-        item=item,
+        item=item.model_copy(update={"explanation": None}),
         explanation=explanation,
         explanation_computed=computed,
         record=_detail(core, record),
@@ -192,6 +193,20 @@ async def _candidates(core: Core, repo: Repository, record: StoredRecord) -> lis
             )
         )
     return candidates
+
+
+async def record_view(core: Core, repo: Repository, record_id: int) -> RecordView:
+    found = await repo.records([record_id])
+    if not found:
+        raise NotFound(f"record {record_id} does not exist")
+    record = found[0]
+    items = await repo.review_item_ids_of_records([record_id])
+    return RecordView(
+        record=record.to_source_record(core.domains.by_id),
+        normalized=record.normalized,
+        review_items=tuple(await repo.queue_items(items, _namespaces(core))),
+        history=tuple(await repo.records_history([record_id])),
+    )
 
 
 def _filled(value: Any) -> bool:
