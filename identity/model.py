@@ -405,7 +405,8 @@ class RecordSummary(_Model):
 
 class QueueItem(_Model):
     """One row of the review queue: the item without its explanation, its two records, and
-    its impact (how many other open items share one of its records or its candidate person)."""
+    its impact (for an open item, how many other open items share one of its records or its
+    candidate person; 0 once decided)."""
 
     id: int
     version: int
@@ -423,14 +424,27 @@ class QueueItem(_Model):
 
 
 class QueueCounts(_Model):
-    """Counts beside a queue page: ``by_status`` under the page's filters but its status; the
-    open queue as a whole by hard rule (NO_HARD_RULE: none fired; an item counts once per rule),
-    by source domain (an item counts once per domain of its records) and its oldest item."""
+    """Counts beside a queue page. The open queue as a whole: its size, by hard rule
+    (NO_HARD_RULE: none fired; an item counts once per rule that fired on it), by source
+    domain (once per domain of its records), by age and its oldest item. ``by_status``: items
+    per status under the page's filters but its status, when asked for (it reads every item,
+    decided ones included)."""
 
-    by_status: dict[str, int]
+    open: int
     open_by_rule: dict[str, int]
     open_by_domain: dict[str, int]
+    open_by_age: dict[str, int]
+    """under_1_day, 1_to_7_days, over_7_days"""
     oldest_open: datetime | None = None
+    by_status: dict[str, int] | None = None
+
+
+class QueueCountsWanted(StrEnum):
+    """Which counts a queue page comes with."""
+
+    NONE = "none"  # the page and its total only (paging on)
+    OPEN = "open"  # and the open queue's counts (the default)
+    ALL = "all"  # and the counts per status under the filters
 
 
 class QueuePage(_Model):
@@ -440,7 +454,7 @@ class QueuePage(_Model):
     limit: int
     offset: int
     sort: QueueSort
-    counts: QueueCounts
+    counts: QueueCounts | None = None
 
 
 class RecordDetail(_Model):

@@ -40,6 +40,7 @@ from identity.model import (
     Person,
     PersonHits,
     PersonView,
+    QueueCountsWanted,
     QueueFilter,
     QueuePage,
     QueueSort,
@@ -276,12 +277,21 @@ class Mpi:
         sort: QueueSort = QueueSort.OLDEST,
         limit: int = 50,
         offset: int = 0,
+        counts: QueueCountsWanted = QueueCountsWanted.OPEN,
     ) -> QueuePage:
         """A page of the review queue with its counts (docs/steward.md, *Queue*)."""
         async with self._snapshot() as repo:
             return await steward.queue(
-                self.core, repo, filters or QueueFilter(), sort, limit, offset
+                self.core, repo, filters or QueueFilter(), sort, limit, offset, counts
             )
+
+    async def review_item(self, item_id: int) -> ReviewItem:
+        """One review item as stored (NotFound: none)."""
+        async with self.db.read() as conn:
+            item = await Repository(conn).review_item(item_id)
+        if item is None:
+            raise NotFound(f"review item {item_id} does not exist")
+        return item
 
     async def review_detail(self, item_id: int) -> ReviewDetail:
         """A review item with both records, the explanation, the record's other candidates,

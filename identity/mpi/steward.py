@@ -27,6 +27,7 @@ from identity.model import (
     Person,
     PersonView,
     QueueCounts,
+    QueueCountsWanted,
     QueueFilter,
     QueuePage,
     QueueSort,
@@ -59,7 +60,13 @@ def _namespaces(core: Core) -> dict[int, str]:
 
 
 async def queue(
-    core: Core, repo: Repository, filters: QueueFilter, sort: QueueSort, limit: int, offset: int
+    core: Core,
+    repo: Repository,
+    filters: QueueFilter,
+    sort: QueueSort,
+    limit: int,
+    offset: int,
+    counts: QueueCountsWanted = QueueCountsWanted.OPEN,
 ) -> QueuePage:
     if (
         filters.min_probability is not None
@@ -82,22 +89,22 @@ async def queue(
     items = await repo.review_queue(
         terms, sort=sort, limit=limit, offset=offset, namespaces=namespaces
     )
-    by_status = await repo.review_counts_by_status(terms)
-    rules, domains, oldest = await repo.open_review_facets()
-    total = by_status[filters.status.value] if filters.status else sum(by_status.values())
-    return QueuePage(
-        items=tuple(items),
-        total=total,
-        limit=limit,
-        offset=offset,
-        sort=sort,
-        counts=QueueCounts(
-            by_status=by_status,
-            open_by_rule=rules,
-            open_by_domain={namespaces.get(k, str(k)): n for k, n in domains.items()},
-            oldest_open=oldest,
-        ),
-    )
+    total = await repo.review_count(terms)
+    page = QueuePage(items=tuple(items), total=total, limit=limit, offset=offset, sort=sort)
+    if counts == QueueCountsWanted.NONE:
+        return page
+    facets = await repo.open_review_facets()
+    by_status = None
+    if counts == QueueCountsWanted.ALL:
+        by_status = await repo.review_counts_by_status(terms)
+    return page.model_copy(update={"counts": QueueCounts(
+        open=facets.size,
+        open_by_rule=facets.by_rule,
+        open_by_domain={namespaces.get(k, str(k)): n for k, n in facets.by_domain.items()},
+        open_by_age=facets.by_age,
+        oldest_open=facets.oldest,
+        by_status=by_status,
+    )})
 
 
 def _detail(core: Core, record: StoredRecord) -> RecordDetail:
@@ -317,8 +324,7 @@ async def decisions(
 
 
 async def dashboard(repo: Repository, days: int) -> Dashboard:
-    rules, _, oldest = await repo.open_review_facets()
-    by_age = await repo.open_reviews_by_age()
+    facets = await repo.open_review_facets()
     per_day = await repo.decisions_per_day(days)
     joined = await repo.joined_links()
     automatic, manual, verified = (joined.get(k, 0) for k in ("automatic", "manual", "verified"))
@@ -326,10 +332,10 @@ async def dashboard(repo: Repository, days: int) -> Dashboard:
     model = await repo.active_model()
     return Dashboard(
         days=days,
-        open=sum(by_age.values()),
-        oldest_open=oldest,
-        open_by_age=by_age,
-        open_by_rule=rules,
+        open=facets.size,
+        oldest_open=facets.oldest,
+        open_by_age=facets.by_age,
+        open_by_rule=facets.by_rule,
         decisions_per_day=tuple(
             DayCount(day=day, actor=actor, kind=StewardKind(kind), count=n)
             for day, actor, kind, n in per_day

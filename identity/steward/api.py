@@ -197,7 +197,9 @@ class StewardApi:
             record_id=q.record_id,
             person_id=q.person_id,
         )
-        return await self.read(self.mpi.review_queue(filters, q.sort, q.limit, q.offset))
+        return await self.read(
+            self.mpi.review_queue(filters, q.sort, q.limit, q.offset, q.counts)
+        )
 
     async def review_item(self, request: web.Request) -> web.Response:
         _query(request, _NoQuery)
@@ -211,8 +213,8 @@ class StewardApi:
                          reason=body.reason, version=body.version),
             self.envelope(request),
         )  # fmt: skip
-        detail = await self.mpi.review_detail(item_id)
-        return self.outcome(result, review_item=detail.item)
+        item = await self.mpi.review_item(item_id)
+        return self.outcome(result, review_item=item.model_copy(update={"explanation": None}))
 
     async def merge_persons(self, request: web.Request) -> web.Response:
         survivor = _int(request)
@@ -280,9 +282,9 @@ ROUTES: tuple[Route, ...] = (
     _r("GET", "/openapi.json", A.openapi_document, "This API's OpenAPI 3.1 document", None),
     _r("GET", "/review", A.review_queue, "A page of the review queue, with counts", QueuePage,
        query=QueueQuery, errors=(400, 422),
-       description="Filters combine (AND). `counts.by_status` counts the items under the "
-       "filters but `status`; `counts.open_by_rule`, `open_by_domain` and `oldest_open` "
-       "describe the whole open queue."),
+       description="Filters combine (AND); `total` counts the items under them. `counts` "
+       "describes the whole open queue (size, by hard rule, by domain, oldest item) and, with "
+       "`counts=all`, the items per status under the filters but `status`."),
     _r("GET", "/review/{id}", A.review_item,
        "A review item with both records, the explanation, other candidates and history",
        ReviewDetail, errors=(400, 404)),

@@ -11,6 +11,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from identity.model import (
     Person,
+    QueueCountsWanted,
     QueueSort,
     ReviewItem,
     ReviewStatus,
@@ -59,6 +60,11 @@ class QueueQuery(_Body):
     )
     limit: int = Field(50, ge=1, le=200)
     offset: int = Field(0, ge=0, le=1_000_000)
+    counts: QueueCountsWanted = Field(
+        QueueCountsWanted.OPEN,
+        description="`open` (default): the open queue's counts; `all`: also the items per "
+        "status under the filters (reads every item); `none`: the page and its total only",
+    )
 
 
 class SearchQuery(_Body):

@@ -149,7 +149,8 @@ CREATE TABLE review_item (
     resolved_by text,
     version integer DEFAULT 1 NOT NULL,
     hard_rules text[] DEFAULT '{}'::text[] NOT NULL,
-    domain_ids integer[] DEFAULT '{}'::integer[] NOT NULL
+    domain_ids integer[] DEFAULT '{}'::integer[] NOT NULL,
+    impact integer DEFAULT 0 NOT NULL
 );
 
 CREATE TABLE schema_function (
@@ -328,19 +329,17 @@ CREATE INDEX outbox_pending ON outbox USING btree (topic, id) WHERE (delivered_a
 
 CREATE INDEX record_identifier_lookup ON record_identifier USING btree (domain_id, identifier);
 
-CREATE INDEX review_item_open_domains ON review_item USING gin (domain_ids) WHERE (status = 'open'::text);
-
-CREATE INDEX review_item_open_other ON review_item USING btree (other_record_id) WHERE ((status = 'open'::text) AND (other_record_id IS NOT NULL));
+CREATE INDEX review_item_open_impact ON review_item USING btree (impact DESC, created_at, id) WHERE (status = 'open'::text);
 
 CREATE UNIQUE INDEX review_item_open_pair ON review_item USING btree (record_id, COALESCE(other_record_id, (0)::bigint), COALESCE(person_id, (0)::bigint)) WHERE (status = 'open'::text);
 
 CREATE INDEX review_item_open_person ON review_item USING btree (person_id) WHERE ((status = 'open'::text) AND (person_id IS NOT NULL));
 
-CREATE INDEX review_item_open_rules ON review_item USING gin (hard_rules) WHERE (status = 'open'::text);
-
 CREATE INDEX review_item_open_score ON review_item USING btree (score, id) WHERE (status = 'open'::text);
 
-CREATE INDEX review_item_queue ON review_item USING btree (status, created_at, id);
+CREATE INDEX review_item_other ON review_item USING btree (other_record_id) WHERE (other_record_id IS NOT NULL);
+
+CREATE INDEX review_item_queue ON review_item USING btree (status, created_at, id) INCLUDE (score, hard_rules, domain_ids);
 
 CREATE INDEX review_item_record ON review_item USING btree (record_id);
 
@@ -364,7 +363,7 @@ CREATE INDEX source_record_postal ON source_record USING btree (postal_code);
 
 CREATE INDEX steward_decision_actor ON steward_decision USING btree (actor, at);
 
-CREATE INDEX steward_decision_at ON steward_decision USING btree (at);
+CREATE INDEX steward_decision_at ON steward_decision USING btree (at) INCLUDE (actor, kind);
 
 CREATE INDEX steward_decision_undoes ON steward_decision USING btree (undoes) WHERE (undoes IS NOT NULL);
 
@@ -714,6 +713,49 @@ BEGIN
 END;
 $function$;
 
+CREATE OR REPLACE FUNCTION review_item_impact()
+ RETURNS trigger
+ LANGUAGE plpgsql
+AS $function$
+DECLARE
+    v_moved bigint[];
+    v_ids bigint[];
+BEGIN
+    IF pg_trigger_depth() > 1 THEN
+        RETURN NULL;  -- the UPDATE below, of impact only
+    END IF;
+    IF TG_OP = 'INSERT' THEN
+        SELECT array_agg(n.id) INTO v_moved FROM new_rows n;
+    ELSE
+        SELECT array_agg(n.id) INTO v_moved
+        FROM new_rows n JOIN old_rows o ON o.id = n.id
+        WHERE o.status IS DISTINCT FROM n.status;
+    END IF;
+    IF v_moved IS NULL THEN
+        RETURN NULL;
+    END IF;
+    SELECT array_agg(DISTINCT x.id ORDER BY x.id) INTO v_ids
+    FROM review_item m
+    JOIN review_item x
+      ON x.status = 'open'
+     AND (x.id = m.id
+          OR x.record_id = m.record_id OR x.record_id = m.other_record_id
+          OR x.other_record_id = m.record_id OR x.other_record_id = m.other_record_id
+          OR x.person_id = m.person_id)
+    WHERE m.id = ANY (v_moved);
+    PERFORM 1 FROM review_item WHERE id = ANY (v_ids) OR id = ANY (v_moved)
+    ORDER BY id FOR NO KEY UPDATE;
+    UPDATE review_item a SET impact = CASE WHEN a.status <> 'open' THEN 0 ELSE (
+        SELECT count(*) FROM review_item x
+        WHERE x.status = 'open' AND x.id <> a.id
+          AND (x.record_id = a.record_id OR x.record_id = a.other_record_id
+               OR x.other_record_id = a.record_id OR x.other_record_id = a.other_record_id
+               OR x.person_id = a.person_id)) END
+    WHERE a.id = ANY (v_ids) OR (a.id = ANY (v_moved) AND a.impact <> 0);
+    RETURN NULL;
+END;
+$function$;
+
 CREATE OR REPLACE FUNCTION usable_keys(p_keys text[], p_key_locks bigint[], p_max_block integer, OUT keys text[], OUT locks bigint[])
  RETURNS record
  LANGUAGE plpgsql
@@ -750,3 +792,7 @@ $function$;
 -- Triggers
 
 CREATE TRIGGER review_item_fill BEFORE INSERT ON review_item FOR EACH ROW EXECUTE FUNCTION review_item_fill();
+
+CREATE TRIGGER review_item_impact_insert AFTER INSERT ON review_item REFERENCING NEW TABLE AS new_rows FOR EACH STATEMENT EXECUTE FUNCTION review_item_impact();
+
+CREATE TRIGGER review_item_impact_update AFTER UPDATE ON review_item REFERENCING OLD TABLE AS old_rows NEW TABLE AS new_rows FOR EACH STATEMENT EXECUTE FUNCTION review_item_impact();

@@ -27,6 +27,18 @@ from identity.store.rows import history_from_row
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
+class OpenFacets:
+    """The open queue as a whole: its size, by hard rule (NO_HARD_RULE: none fired), by
+    domain id, by age (under_1_day, 1_to_7_days, over_7_days) and its oldest item's time."""
+
+    size: int
+    by_rule: dict[str, int]
+    by_domain: dict[int, int]
+    by_age: dict[str, int]
+    oldest: datetime | None
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
 class QueueTerms:
     """A queue filter with its domain resolved (identity.model.QueueFilter)."""
 
@@ -92,35 +104,11 @@ def _where(terms: QueueTerms, *, with_status: bool = True) -> _Where:
 _ORDER = {
     QueueSort.OLDEST: "i.created_at, i.id",
     QueueSort.NEWEST: "i.created_at DESC, i.id DESC",
-    QueueSort.PROBABILITY_DESC: "i.score DESC NULLS LAST, i.id",
-    QueueSort.PROBABILITY_ASC: "i.score NULLS LAST, i.id",
-    QueueSort.IMPACT: "impact DESC, i.created_at, i.id",
+    # both along review_item_open_score (score, id): forwards and backwards
+    QueueSort.PROBABILITY_DESC: "i.score DESC, i.id DESC",
+    QueueSort.PROBABILITY_ASC: "i.score, i.id",
+    QueueSort.IMPACT: "i.impact DESC, i.created_at, i.id",
 }
-
-# How many other open items share one of an item's records or its candidate person: the
-# impact of deciding it (a decision on it may settle them). Per item, through the open items'
-# partial indexes (review_item_open_pair, _open_other, _open_person).
-_IMPACT_OF_ITEM = """(
-    SELECT count(*) FROM review_item x
-    WHERE x.status = 'open' AND x.id <> i.id
-      AND (x.record_id = i.record_id OR x.record_id = i.other_record_id
-           OR x.other_record_id = i.record_id OR x.other_record_id = i.other_record_id
-           OR x.person_id = i.person_id))"""
-
-# The same for every open item at once (the impact sort): each open item's records and
-# candidate person, joined on themselves.
-_IMPACT_OF_ALL = """
-    open_refs AS (
-        SELECT o.id, t.kind, t.ref
-        FROM review_item o
-        CROSS JOIN LATERAL (VALUES (0, o.record_id), (0, o.other_record_id), (1, o.person_id))
-            AS t(kind, ref)
-        WHERE o.status = 'open' AND t.ref IS NOT NULL),
-    impact AS (
-        SELECT a.id, count(DISTINCT b.id) AS n
-        FROM open_refs a JOIN open_refs b ON b.kind = a.kind AND b.ref = a.ref AND b.id <> a.id
-        GROUP BY a.id)"""
-
 
 def _summary_columns(alias: str, prefix: str) -> str:
     """A record summary's columns (RecordSummary, read by ``_summary``)."""
@@ -144,7 +132,7 @@ def _summary_joins(alias: str, on: str, outer: bool) -> str:
 
 _ITEM_COLUMNS = (
     "i.id, i.version, i.status, i.score, i.reason, i.hard_rules, i.created_at, i.resolved_at,"
-    " i.resolved_by, i.person_id"
+    " i.resolved_by, i.person_id, i.impact"
 )
 
 _PAGE_COLUMNS = f"{_ITEM_COLUMNS}, i.record_id, i.other_record_id"
@@ -179,7 +167,7 @@ def queue_item_from_row(row: Mapping[str, Any], namespaces: Mapping[int, str]) -
         person_id=row["person_id"],
         record=_summary(row, "r_", namespaces),
         other=_summary(row, "o_", namespaces) if row["o_id"] is not None else None,
-        impact=row["impact"] or 0,
+        impact=row["impact"] if row["status"] == "open" else 0,
     )
 
 
@@ -214,25 +202,15 @@ class StewardQueries:
         offset: int,
         namespaces: Mapping[int, str],
     ) -> list[QueueItem]:
-        """One page of review items with their records' summaries and their impact. The page
-        is chosen on review_item alone (its indexes), then joined."""
+        """One page of review items with their records' summaries. The page is chosen on
+        review_item alone (its indexes), then joined."""
         w = _where(terms)
         lim, off = w.p(limit), w.p(offset)
-        if sort == QueueSort.IMPACT:
-            page = f"""
-                WITH {_IMPACT_OF_ALL}
-                SELECT {_PAGE_COLUMNS}, coalesce(m.n, 0) AS impact FROM review_item i
-                LEFT JOIN impact m ON m.id = i.id
-                WHERE {w.clause} ORDER BY {_ORDER[sort]} LIMIT {lim} OFFSET {off}"""
-        else:
-            page = f"""
-                SELECT {_PAGE_COLUMNS}, NULL::bigint AS impact FROM review_item i
-                WHERE {w.clause} ORDER BY {_ORDER[sort]} LIMIT {lim} OFFSET {off}"""
-        impact = "i.impact" if sort == QueueSort.IMPACT else _IMPACT_OF_ITEM
         rows = await self.conn.fetch(
-            f"""SELECT {_ITEM_COLUMNS}, {impact} AS impact,
+            f"""SELECT {_ITEM_COLUMNS},
                        {_summary_columns("r", "r_")}, {_summary_columns("o", "o_")}
-                FROM ({page}) i
+                FROM (SELECT {_PAGE_COLUMNS} FROM review_item i WHERE {w.clause}
+                      ORDER BY {_ORDER[sort]} LIMIT {lim} OFFSET {off}) i
                 {_summary_joins("r", "i.record_id", outer=False)}
                 {_summary_joins("o", "i.other_record_id", outer=True)}
                 ORDER BY {_ORDER[sort]}""",
@@ -240,8 +218,16 @@ class StewardQueries:
         )
         return [queue_item_from_row(r, namespaces) for r in rows]
 
+    async def review_count(self, terms: QueueTerms) -> int:
+        """Items under ``terms`` (open ones: from review_item_queue alone)."""
+        w = _where(terms)
+        return int(await self.conn.fetchval(
+            f"SELECT count(*) FROM review_item i WHERE {w.clause}", *w.params
+        ))
+
     async def review_counts_by_status(self, terms: QueueTerms) -> dict[str, int]:
-        """Items per status under ``terms`` but their status (every status named, 0 too)."""
+        """Items per status under ``terms`` but their status (every status named, 0 too):
+        reads every item."""
         w = _where(terms, with_status=False)
         rows = await self.conn.fetch(
             f"SELECT i.status, count(*) AS n FROM review_item i WHERE {w.clause} "
@@ -252,41 +238,33 @@ class StewardQueries:
         counts.update({r["status"]: r["n"] for r in rows})
         return counts
 
-    async def open_review_facets(
-        self,
-    ) -> tuple[dict[str, int], dict[int, int], datetime | None]:
-        """The open queue by hard rule (NO_HARD_RULE: none), by domain id, and its oldest
-        item's time."""
-        rules = await self.conn.fetch(
-            """SELECT x AS key, count(*) AS n FROM review_item i,
-                   unnest(CASE WHEN i.hard_rules = '{}' THEN ARRAY[$1::text]
-                               ELSE i.hard_rules END) AS x
-               WHERE i.status = 'open' GROUP BY x""",
-            NO_HARD_RULE,
-        )
-        domains = await self.conn.fetch(
-            """SELECT d AS key, count(*) AS n FROM review_item i, unnest(i.domain_ids) AS d
-               WHERE i.status = 'open' GROUP BY d"""
-        )
-        oldest = await self.conn.fetchval(
-            "SELECT min(created_at) FROM review_item WHERE status = 'open'"
-        )
-        return (
-            {r["key"]: r["n"] for r in rules},
-            {r["key"]: r["n"] for r in domains},
-            oldest,
-        )
-
-    async def open_reviews_by_age(self) -> dict[str, int]:
-        row = await self.conn.fetchrow(
-            """SELECT count(*) FILTER (WHERE created_at >= now() - interval '1 day') AS day,
+    async def open_review_facets(self) -> OpenFacets:
+        """The open queue: its size, by hard rule, by domain id, by age and its oldest item.
+        One pass over review_item_queue's open entries, grouped by the two arrays."""
+        rows = await self.conn.fetch(
+            """SELECT hard_rules, domain_ids, count(*) AS n, min(created_at) AS oldest,
+                      count(*) FILTER (WHERE created_at >= now() - interval '1 day') AS day,
                       count(*) FILTER (WHERE created_at < now() - interval '1 day'
-                                         AND created_at >= now() - interval '7 days') AS week,
-                      count(*) FILTER (WHERE created_at < now() - interval '7 days') AS older
-               FROM review_item WHERE status = 'open'"""
+                                         AND created_at >= now() - interval '7 days') AS week
+               FROM review_item WHERE status = 'open' GROUP BY hard_rules, domain_ids"""
         )
-        return {"under_1_day": row["day"], "1_to_7_days": row["week"],
-                "over_7_days": row["older"]}
+        rules: dict[str, int] = {}
+        domains: dict[int, int] = {}
+        for row in rows:
+            for rule in row["hard_rules"] or [NO_HARD_RULE]:
+                rules[rule] = rules.get(rule, 0) + row["n"]
+            for domain_id in row["domain_ids"]:
+                domains[domain_id] = domains.get(domain_id, 0) + row["n"]
+        size = sum(r["n"] for r in rows)
+        day, week = sum(r["day"] for r in rows), sum(r["week"] for r in rows)
+        return OpenFacets(
+            size=size,
+            by_rule=rules,
+            by_domain=domains,
+            by_age={"under_1_day": day, "1_to_7_days": week,
+                    "over_7_days": size - day - week},
+            oldest=min((r["oldest"] for r in rows), default=None),
+        )
 
     async def open_review_ids_touching(
         self, record_ids: Sequence[int], person_ids: Sequence[int]
@@ -310,7 +288,7 @@ class StewardQueries:
     ) -> list[QueueItem]:
         """These items as queue rows, by id."""
         rows = await self.conn.fetch(
-            f"""SELECT {_ITEM_COLUMNS}, {_IMPACT_OF_ITEM} AS impact,
+            f"""SELECT {_ITEM_COLUMNS},
                        {_summary_columns("r", "r_")}, {_summary_columns("o", "o_")}
                 FROM review_item i
                 {_summary_joins("r", "i.record_id", outer=False)}
@@ -480,15 +458,16 @@ class StewardQueries:
     # --- the dashboard ----------------------------------------------------------------------
 
     async def decisions_per_day(self, days: int) -> list[tuple[str, str, str, int]]:
-        """(UTC day, actor, kind, count) of the steward commands of the last ``days`` days."""
+        """(UTC day, actor, kind, count) of the steward commands of the last ``days`` days
+        (steward_decision_at alone)."""
         rows = await self.conn.fetch(
-            """SELECT to_char(date_trunc('day', at AT TIME ZONE 'UTC'), 'YYYY-MM-DD') AS day,
-                      actor, kind, count(*) AS n
+            """SELECT date_trunc('day', at AT TIME ZONE 'UTC') AS day, actor, kind,
+                      count(*) AS n
                FROM steward_decision WHERE at >= now() - make_interval(days => $1)
                GROUP BY 1, 2, 3 ORDER BY 1, 2, 3""",
             days,
         )
-        return [(r["day"], r["actor"], r["kind"], r["n"]) for r in rows]
+        return [(r["day"].strftime("%Y-%m-%d"), r["actor"], r["kind"], r["n"]) for r in rows]
 
     async def joined_links(self) -> dict[str, int]:
         """Records joined to a person that existed before them, by link kind (index

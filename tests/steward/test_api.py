@@ -40,7 +40,11 @@ async def test_queue_page_has_items_counts_and_filters(api: Api) -> None:
     assert row["id"] == item.id and row["version"] == 1
     assert row["record"]["identifier"] == "A2" and row["other"]["identifier"] == "A1"
     assert row["hard_rules"] == ["same_source_duplicate"]
-    assert page["counts"]["by_status"]["open"] == 1
+    assert page["counts"]["open"] == 1 and page["counts"]["by_status"] is None
+    counted = await api.get("/review", counts="all")
+    assert counted["counts"]["by_status"] == {"open": 1, "linked": 0, "rejected": 0,
+                                              "dismissed": 0}
+    assert (await api.get("/review", counts="none"))["counts"] is None
     assert page["counts"]["open_by_domain"] == {"HOSPA": 1}
     assert (await api.get("/review", rule="possible_twin"))["total"] == 0
     assert (await api.get("/review", domain="HOSPA", min_probability="0.1"))["total"] == 1
