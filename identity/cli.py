@@ -1,4 +1,5 @@
-"""The ``identity`` command: serve, migrate, domains (more come with their issues)."""
+"""The ``identity`` command: serve, migrate, domains, generate, train, calibrate, import,
+evaluate, and the steward's review and person commands."""
 
 from __future__ import annotations
 
@@ -164,7 +165,61 @@ def _parser() -> argparse.ArgumentParser:
                           help="auto-link probability (default: the configured one)")
     evaluate.add_argument("--review", type=float, default=None, metavar="P",
                           help="review probability (default: the configured one)")
+    _steward_parsers(commands, common)
     return parser
+
+
+def _steward_parsers(commands: Any, common: argparse.ArgumentParser) -> None:
+    """`identity review ...` and `identity person ...`: the steward's work without a browser
+    (docs/steward.md), through the core as the API's."""
+    steward = argparse.ArgumentParser(add_help=False)
+    steward.add_argument("--steward", default=None, metavar="NAME",
+                         help="who decides (history, audit: steward:NAME; default: $USER)")
+    as_json = argparse.ArgumentParser(add_help=False)
+    as_json.add_argument("--json", action="store_true", help="print JSON instead of text")
+
+    review = commands.add_parser(
+        "review", parents=[common], help="the review queue: list, show, decide, undo",
+        description="Work through the review queue: list items, show one with both records "
+        "and why the engine paired them, decide it, undo a decision.",
+    )
+    actions = review.add_subparsers(dest="action", metavar="ACTION", required=True)
+    listed = actions.add_parser("list", parents=[common, as_json], help="a page of the queue")
+    listed.add_argument("--status", default="open",
+                        choices=["open", "linked", "rejected", "dismissed", "all"])
+    listed.add_argument("--rule", default=None, help="a hard rule that fired ('none': none)")
+    listed.add_argument("--domain", default=None, help="a record's domain (namespace or OID)")
+    listed.add_argument("--min-probability", type=float, default=None, metavar="P")
+    listed.add_argument("--max-probability", type=float, default=None, metavar="P")
+    listed.add_argument("--sort", default="oldest",
+                        choices=["oldest", "newest", "impact", "probability_desc",
+                                 "probability_asc"])
+    listed.add_argument("--limit", type=int, default=20)
+    listed.add_argument("--offset", type=int, default=0)
+    shown = actions.add_parser("show", parents=[common, as_json],
+                               help="one item: both records, the explanation, history")
+    shown.add_argument("item", type=int, metavar="ID")
+    decide = actions.add_parser("decide", parents=[common, steward, as_json],
+                                help="decide an item: same, different or dismiss")
+    decide.add_argument("item", type=int, metavar="ID")
+    decide.add_argument("decision", choices=["same", "different", "dismiss"])
+    decide.add_argument("--reason", default=None)
+    decide.add_argument("--version", type=int, default=None, metavar="N",
+                        help="the item's version you decided on (refused if it changed)")
+    undo = actions.add_parser("undo", parents=[common, steward, as_json],
+                              help="undo a command (a decision, a merge, a feed's merge)")
+    undo.add_argument("command_id", metavar="COMMAND_ID")
+
+    person = commands.add_parser(
+        "person", parents=[common], help="a person: records, identifiers, golden view",
+        description="Show a person: its records, identifiers, golden view, open review items "
+        "and history.",
+    )
+    person_actions = person.add_subparsers(dest="action", metavar="ACTION", required=True)
+    person_show = person_actions.add_parser("show", parents=[common, as_json],
+                                            help="show one person (by id or enterprise id)")
+    person_show.add_argument("person", metavar="ID",
+                             help="the person's id, or its enterprise id (10 digits)")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -195,6 +250,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(run(_import(settings, args.file, args.source, args.workers)))
         elif args.command == "evaluate":
             print(_evaluate(settings, args))
+        elif args.command in ("review", "person"):
+            print(run(_steward(settings, args)))
     except IdentityError as exc:
         print(f"identity: {exc}", file=sys.stderr)
         return 1
@@ -422,6 +479,69 @@ async def _import(settings: Settings, path: str, source: str | None, workers: in
             Envelope(actor=f"import:{Path(path).name}", source=source),
         )
     return json.dumps(report.as_dict(), indent=2)
+
+
+_DECISIONS = {"same": "same_person", "different": "different_persons", "dismiss": "dismiss"}
+
+
+async def _steward(settings: Settings, args: argparse.Namespace) -> str:
+    """`identity review ...` and `identity person show`."""
+    import getpass
+
+    from identity.app import migrated_database
+    from identity.model import QueueFilter, QueueSort, ReviewStatus
+    from identity.mpi import DecideReview, Envelope, Mpi, StewardDecision, Undo
+    from identity.steward import text
+
+    def dumped(model: Any) -> str:
+        return str(model.model_dump_json(indent=2))
+
+    async with migrated_database(settings) as (db, _):
+        mpi = Mpi(db, settings)
+        await mpi.start()
+        try:
+            name = getattr(args, "steward", None) or getpass.getuser() or "anonymous"
+            envelope = Envelope(actor=f"steward:{name}")
+            if args.command == "person":
+                person_id = await _person_id(mpi, args.person)
+                view = await mpi.person_view(person_id)
+                return dumped(view) if args.json else text.person_text(view)
+            if args.action == "list":
+                filters = QueueFilter(
+                    status=None if args.status == "all" else ReviewStatus(args.status),
+                    rule=args.rule, domain=args.domain, min_probability=args.min_probability,
+                    max_probability=args.max_probability,
+                )
+                page = await mpi.review_queue(filters, QueueSort(args.sort), args.limit,
+                                              args.offset)
+                return dumped(page) if args.json else text.queue_text(page)
+            if args.action == "show":
+                detail = await mpi.review_detail(args.item)
+                return dumped(detail) if args.json else text.detail_text(detail)
+            if args.action == "decide":
+                decision = StewardDecision(_DECISIONS[args.decision])
+                result = await mpi.handle(
+                    DecideReview(item_id=args.item, decision=decision, reason=args.reason,
+                                 version=args.version), envelope)
+                if args.json:
+                    return dumped(result)
+                return text.outcome_text(f"review item {args.item}: {decision.value}", result)
+            result = await mpi.handle(Undo(command_id=args.command_id), envelope)
+            return dumped(result) if args.json else text.outcome_text(
+                f"undid {args.command_id}", result)
+        finally:
+            await mpi.stop()
+
+
+async def _person_id(mpi: Any, given: str) -> int:
+    """A person id from the command line: an enterprise id (10 digits, as the index writes
+    them), else the person's id."""
+    if not given.isdigit():
+        raise InvalidArgument(f"not a person id: {given!r}")
+    if len(given) == 10:
+        person = await mpi.get_person_by_enterprise_id(given)
+        return int(person.id)
+    return int(given)
 
 
 def _evaluate(settings: Settings, args: argparse.Namespace) -> str:

@@ -194,7 +194,7 @@ async def _candidates(core: Core, repo: Repository, record: StoredRecord) -> lis
                 enterprise_id=person.enterprise_id if person is not None else None,
                 record_id=verdict.best_record_id,
                 probability=verdict.probability,
-                decision=verdict.decision.value,
+                decision=verdict.decision.value.lower(),
                 reason=verdict.reason,
                 review_item_id=item_naming(verdict.person_id),
             )
