@@ -232,15 +232,16 @@ async def measure(url: str, rounds: int) -> None:
                 print(f"{name:<44} {p50:8.1f} {p95:8.1f} {top:8.1f}", flush=True)
 
             async with db.connection() as conn:
-                open_ids = [r["id"] for r in await conn.fetch(
-                    """SELECT id FROM review_item WHERE status = 'open'
+                open_ids = [(r["id"], r["version"]) for r in await conn.fetch(
+                    """SELECT id, version FROM review_item WHERE status = 'open'
                        ORDER BY created_at DESC LIMIT $1""", rounds + 1)]
             decided: list[str] = []
 
             async def decide() -> Any:
-                item = open_ids.pop()
+                item, version = open_ids.pop()
                 async with session.post(f"{base}/review/{item}/decision",
-                                        json={"decision": "dismiss", "version": 1}) as response:
+                                        json={"decision": "dismiss", "version": version},
+                                        ) as response:
                     assert response.status == 200, await response.text()
                     decided.append((await response.json())["command_id"])
 
