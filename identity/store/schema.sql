@@ -743,15 +743,16 @@ BEGIN
           OR x.other_record_id = m.record_id OR x.other_record_id = m.other_record_id
           OR x.person_id = m.person_id)
     WHERE m.id = ANY (v_moved);
-    PERFORM 1 FROM review_item WHERE id = ANY (v_ids) OR id = ANY (v_moved)
-    ORDER BY id FOR NO KEY UPDATE;
+    SELECT array_agg(l.id) INTO v_ids FROM (
+        SELECT id FROM review_item WHERE id = ANY (v_ids) OR id = ANY (v_moved)
+        ORDER BY id FOR NO KEY UPDATE SKIP LOCKED) l;  -- the statement's own rows: held already
     UPDATE review_item a SET impact = CASE WHEN a.status <> 'open' THEN 0 ELSE (
         SELECT count(*) FROM review_item x
         WHERE x.status = 'open' AND x.id <> a.id
           AND (x.record_id = a.record_id OR x.record_id = a.other_record_id
                OR x.other_record_id = a.record_id OR x.other_record_id = a.other_record_id
                OR x.person_id = a.person_id)) END
-    WHERE a.id = ANY (v_ids) OR (a.id = ANY (v_moved) AND a.impact <> 0);
+    WHERE a.id = ANY (v_ids) AND (a.status = 'open' OR a.impact <> 0);
     RETURN NULL;
 END;
 $function$;
