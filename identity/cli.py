@@ -96,6 +96,13 @@ def _parser() -> argparse.ArgumentParser:
         "model; point matching.model at it.",
     )
     train.add_argument("--output", required=True, metavar="FILE")
+    train.add_argument("--report", action="store_true",
+                       help="also show what the stewards' decisions change: the weights "
+                       "(against training without them, and against the model in service), "
+                       "the open review queue and the steward-decided pairs as each model "
+                       "decides them; nothing is stored but FILE")
+    train.add_argument("--json", action="store_true", help="print the report as JSON")
+    train.add_argument("--seed", type=int, default=0, metavar="S")
 
     calibrate = commands.add_parser(
         "calibrate",
@@ -242,7 +249,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         elif args.command == "generate":
             print(_generate(args))
         elif args.command == "train":
-            print(run(_train(settings, args.output)))
+            if args.report:
+                print(run(_train_report(settings, args.output, as_json=args.json,
+                                        seed=args.seed)))
+            else:
+                print(run(_train(settings, args.output)))
         elif args.command == "calibrate":
             print(run(_calibrate(settings, apply=args.apply, output_dir=Path(args.output_dir),
                                  as_json=args.json, seed=args.seed)))
@@ -405,6 +416,47 @@ async def _train(settings: Settings, output: str) -> str:
     model = train([row.normalized for row in rows], labels=pairs)
     model.save(output)
     return f"model trained on {len(rows)} records and {len(pairs)} steward labels: {output}"
+
+
+async def _train_report(settings: Settings, output: str, *, as_json: bool, seed: int) -> str:
+    from identity.app import migrated_database
+    from identity.calibration import train_report
+    from identity.mpi import Mpi
+
+    async with migrated_database(settings) as (db, _):
+        mpi = Mpi(db, settings)
+        await mpi.start()
+        try:
+            trained = await train_report(mpi, seed=seed)
+        except ValueError as exc:
+            raise InvalidArgument(str(exc)) from exc
+        finally:
+            await mpi.stop()
+    trained.model.save(output)
+    report = trained.report
+    if as_json:
+        return json.dumps({"file": output, **report, "labels_diff": trained.labels_diff,
+                           "service_diff": trained.service_diff}, indent=2)
+
+    def table(figures: dict[str, Any]) -> list[str]:
+        if not figures.get("pairs"):
+            return ["  none"]
+        lines = [f"  {figures['pairs']} pairs; in service: {figures['in_service']}; trained: "
+                 f"{figures['trained']}"]
+        lines += [f"  {move}: {n}" for move, n in figures["moves"].items()] or ["  no change"]
+        return lines
+
+    decisions = report["steward_decisions"]
+    return "\n".join([
+        f"model trained on {report['records']} records and {report['steward_labels']} "
+        f"steward labels: {output}",
+        f"thresholds in service: {report['thresholds']}",
+        "", "what the stewards' decisions change in the weights:", trained.labels_diff,
+        "", "the trained model against the model in service:", trained.service_diff,
+        "", "open review items, decided by each model:", *table(report["open_review_items"]),
+        "", "pairs stewards called the same person:", *table(decisions["same_person"]),
+        "", "pairs stewards called different persons:", *table(decisions["not_a_duplicate"]),
+    ])
 
 
 async def _calibrate(
