@@ -30,6 +30,7 @@ from identity.hl7v2.service import Hl7Service
 from identity.logs import quiet_bad_requests
 from identity.loop import loop_name, settle_heap
 from identity.mpi import Mpi
+from identity.steward import add_routes as add_steward_routes
 from identity.store.db import Database
 from identity.store.embedded import EmbeddedPostgres
 from identity.store.migrate import migrate
@@ -139,6 +140,7 @@ class Service:
         app[MPI_KEY] = self.mpi
         app.router.add_get("/healthz", healthz)
         add_fhir_routes(app, self.mpi, self.settings)
+        add_steward_routes(app, self.mpi, self.settings)
         # keepalive_timeout: aiohttp closes a connection that has not sent a whole request for
         # this long (idle, or sending its headers slowly); its header limits stay aiohttp's
         # (docs/operations.md, *Limits*). The request deadline is the FHIR door's middleware.

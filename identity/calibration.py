@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections import Counter
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
@@ -38,12 +39,12 @@ from matching.calibrate import (
 from matching.decision import decide
 from matching.estimate import LabelledPair, train
 from matching.model import MatchModel, term_frequencies_from
-from matching.pairs import LINK, decide_pairs
+from matching.pairs import LINK, NO_MATCH, REVIEW, decide_pairs
 
 log = logging.getLogger("identity.calibration")
 
-__all__ = ["CalibrationSchedule", "Due", "Proposal", "apply", "guards", "is_due", "propose",
-           "save"]
+__all__ = ["CalibrationSchedule", "Due", "Proposal", "TrainReport", "apply", "guards", "is_due",
+           "propose", "save", "train_report"]
 
 #: Fewer active records than this: nothing to estimate from.
 MIN_RECORDS = 2
@@ -167,6 +168,93 @@ async def propose(
              len(result.links))
     return Proposal(version, model, scoring, current, auto_link, review, result, rows,
                     review_items, threshold, report)
+
+
+@dataclass
+class TrainReport:
+    """``identity train --report``: the model trained with the stewards' decisions as labels,
+    and what those decisions change: the weights against the same training without them and
+    against the model in service, the open review queue as each model would decide it, and
+    how each model decides the pairs stewards decided."""
+
+    model: MatchModel
+    labels_diff: str
+    service_diff: str
+    report: dict[str, Any]
+
+
+_DECIDED = {LINK: "link", REVIEW: "review", NO_MATCH: "no_match"}
+
+
+async def train_report(mpi: Mpi, *, seed: int = 0) -> TrainReport:
+    """Train on the index's active records with the stewards' decisions as labels (as
+    ``identity train`` does), train again without them, and re-decide the open review items
+    and the steward-decided pairs under the model in service and under the new one (with the
+    thresholds in service; the new model with the index's name frequencies, as calibrate
+    scores). Nothing is stored."""
+    settings = mpi.settings.matching
+    async with mpi.db.read() as conn:
+        queries = CalibrationQueries(conn)
+        rows = await queries.index_rows()
+        open_items = await queries.open_review_pairs()
+        labels = await Repository(conn).steward_labels()
+    if len(rows) < MIN_RECORDS:
+        raise ValueError("the index holds fewer than two active records: nothing to train on")
+    normalized = [row.normalized for row in rows]
+    pairs = labelled_pairs(rows, labels)
+    labelled = await asyncio.to_thread(partial(train, normalized, labels=pairs, seed=seed))
+    unlabelled = (
+        await asyncio.to_thread(partial(train, normalized, seed=seed)) if pairs else labelled
+    )
+    current = mpi.matcher.model
+    scoring = labelled.with_term_frequencies(
+        term_frequencies_from(normalized) if settings.term_frequencies else None
+    )
+    index = {row.record_id: i for i, row in enumerate(rows)}
+    options: dict[str, Any] = {
+        "sources": [row.namespace for row in rows],
+        "auto_link": mpi.matcher.settings.auto_link,
+        "review": mpi.matcher.settings.review,
+        "person_identifying_domains": mpi.matcher.person_identifying,
+    }
+
+    def decided(model: MatchModel, found: list[tuple[int, int]]) -> list[str]:
+        table = np.array(found, dtype=np.int64).reshape(-1, 2)
+        result = decide_pairs(normalized, model, pairs=table, **options)
+        return [_DECIDED[int(d)] for d in result.decisions]
+
+    def compare(found: list[tuple[int, int]]) -> dict[str, Any]:
+        if not found:
+            return {"pairs": 0}
+        before, after = decided(current, found), decided(scoring, found)
+        return {
+            "pairs": len(found),
+            "in_service": dict(Counter(before)),
+            "trained": dict(Counter(after)),
+            "moves": {f"{a} -> {b}": n for (a, b), n in sorted(Counter(
+                zip(before, after, strict=True)).items()) if a != b},
+        }
+
+    queue = [(index[a], index[b]) for _, a, b in open_items if a in index and b in index]
+    same = [(index[a], index[b]) for a, b, s in labels if s and a in index and b in index]
+    different = [(index[a], index[b]) for a, b, s in labels
+                 if not s and a in index and b in index]
+    report = {
+        "records": len(rows),
+        "steward_labels": len(pairs),
+        "thresholds": {"auto_link": options["auto_link"], "review": options["review"]},
+        "open_review_items": await asyncio.to_thread(compare, queue),
+        "steward_decisions": {
+            "same_person": await asyncio.to_thread(compare, same),
+            "not_a_duplicate": await asyncio.to_thread(compare, different),
+        },
+    }
+    return TrainReport(
+        model=labelled,
+        labels_diff=model_diff(unlabelled, labelled) if pairs else "(no steward decisions)",
+        service_diff=model_diff(current, labelled),
+        report=report,
+    )
 
 
 def save(proposal: Proposal, output_dir: Path) -> Path:

@@ -1,4 +1,5 @@
-"""The ``identity`` command: serve, migrate, domains (more come with their issues)."""
+"""The ``identity`` command: serve, migrate, domains, generate, train, calibrate, import,
+evaluate, and the steward's review and person commands."""
 
 from __future__ import annotations
 
@@ -95,6 +96,13 @@ def _parser() -> argparse.ArgumentParser:
         "model; point matching.model at it.",
     )
     train.add_argument("--output", required=True, metavar="FILE")
+    train.add_argument("--report", action="store_true",
+                       help="also show what the stewards' decisions change: the weights "
+                       "(against training without them, and against the model in service), "
+                       "the open review queue and the steward-decided pairs as each model "
+                       "decides them; nothing is stored but FILE")
+    train.add_argument("--json", action="store_true", help="print the report as JSON")
+    train.add_argument("--seed", type=int, default=0, metavar="S")
 
     calibrate = commands.add_parser(
         "calibrate",
@@ -164,7 +172,61 @@ def _parser() -> argparse.ArgumentParser:
                           help="auto-link probability (default: the configured one)")
     evaluate.add_argument("--review", type=float, default=None, metavar="P",
                           help="review probability (default: the configured one)")
+    _steward_parsers(commands, common)
     return parser
+
+
+def _steward_parsers(commands: Any, common: argparse.ArgumentParser) -> None:
+    """`identity review ...` and `identity person ...`: the steward's work without a browser
+    (docs/steward.md), through the core as the API's."""
+    steward = argparse.ArgumentParser(add_help=False)
+    steward.add_argument("--steward", default=None, metavar="NAME",
+                         help="who decides (history, audit: steward:NAME; default: $USER)")
+    as_json = argparse.ArgumentParser(add_help=False)
+    as_json.add_argument("--json", action="store_true", help="print JSON instead of text")
+
+    review = commands.add_parser(
+        "review", parents=[common], help="the review queue: list, show, decide, undo",
+        description="Work through the review queue: list items, show one with both records "
+        "and why the engine paired them, decide it, undo a decision.",
+    )
+    actions = review.add_subparsers(dest="action", metavar="ACTION", required=True)
+    listed = actions.add_parser("list", parents=[common, as_json], help="a page of the queue")
+    listed.add_argument("--status", default="open",
+                        choices=["open", "linked", "rejected", "dismissed", "all"])
+    listed.add_argument("--rule", default=None, help="a hard rule that fired ('none': none)")
+    listed.add_argument("--domain", default=None, help="a record's domain (namespace or OID)")
+    listed.add_argument("--min-probability", type=float, default=None, metavar="P")
+    listed.add_argument("--max-probability", type=float, default=None, metavar="P")
+    listed.add_argument("--sort", default="oldest",
+                        choices=["oldest", "newest", "impact", "probability_desc",
+                                 "probability_asc"])
+    listed.add_argument("--limit", type=int, default=20)
+    listed.add_argument("--offset", type=int, default=0)
+    shown = actions.add_parser("show", parents=[common, as_json],
+                               help="one item: both records, the explanation, history")
+    shown.add_argument("item", type=int, metavar="ID")
+    decide = actions.add_parser("decide", parents=[common, steward, as_json],
+                                help="decide an item: same, different or dismiss")
+    decide.add_argument("item", type=int, metavar="ID")
+    decide.add_argument("decision", choices=["same", "different", "dismiss"])
+    decide.add_argument("--reason", default=None)
+    decide.add_argument("--version", type=int, default=None, metavar="N",
+                        help="the item's version you decided on (refused if it changed)")
+    undo = actions.add_parser("undo", parents=[common, steward, as_json],
+                              help="undo a command (a decision, a merge, a feed's merge)")
+    undo.add_argument("command_id", metavar="COMMAND_ID")
+
+    person = commands.add_parser(
+        "person", parents=[common], help="a person: records, identifiers, golden view",
+        description="Show a person: its records, identifiers, golden view, open review items "
+        "and history.",
+    )
+    person_actions = person.add_subparsers(dest="action", metavar="ACTION", required=True)
+    person_show = person_actions.add_parser("show", parents=[common, as_json],
+                                            help="show one person (by id or enterprise id)")
+    person_show.add_argument("person", metavar="ID",
+                             help="the person's id, or its enterprise id (10 digits)")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -187,7 +249,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         elif args.command == "generate":
             print(_generate(args))
         elif args.command == "train":
-            print(run(_train(settings, args.output)))
+            if args.report:
+                print(run(_train_report(settings, args.output, as_json=args.json,
+                                        seed=args.seed)))
+            else:
+                print(run(_train(settings, args.output)))
         elif args.command == "calibrate":
             print(run(_calibrate(settings, apply=args.apply, output_dir=Path(args.output_dir),
                                  as_json=args.json, seed=args.seed)))
@@ -195,6 +261,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(run(_import(settings, args.file, args.source, args.workers)))
         elif args.command == "evaluate":
             print(_evaluate(settings, args))
+        elif args.command in ("review", "person"):
+            print(run(_steward(settings, args)))
     except IdentityError as exc:
         print(f"identity: {exc}", file=sys.stderr)
         return 1
@@ -350,6 +418,47 @@ async def _train(settings: Settings, output: str) -> str:
     return f"model trained on {len(rows)} records and {len(pairs)} steward labels: {output}"
 
 
+async def _train_report(settings: Settings, output: str, *, as_json: bool, seed: int) -> str:
+    from identity.app import migrated_database
+    from identity.calibration import train_report
+    from identity.mpi import Mpi
+
+    async with migrated_database(settings) as (db, _):
+        mpi = Mpi(db, settings)
+        await mpi.start()
+        try:
+            trained = await train_report(mpi, seed=seed)
+        except ValueError as exc:
+            raise InvalidArgument(str(exc)) from exc
+        finally:
+            await mpi.stop()
+    trained.model.save(output)
+    report = trained.report
+    if as_json:
+        return json.dumps({"file": output, **report, "labels_diff": trained.labels_diff,
+                           "service_diff": trained.service_diff}, indent=2)
+
+    def table(figures: dict[str, Any]) -> list[str]:
+        if not figures.get("pairs"):
+            return ["  none"]
+        lines = [f"  {figures['pairs']} pairs; in service: {figures['in_service']}; trained: "
+                 f"{figures['trained']}"]
+        lines += [f"  {move}: {n}" for move, n in figures["moves"].items()] or ["  no change"]
+        return lines
+
+    decisions = report["steward_decisions"]
+    return "\n".join([
+        f"model trained on {report['records']} records and {report['steward_labels']} "
+        f"steward labels: {output}",
+        f"thresholds in service: {report['thresholds']}",
+        "", "what the stewards' decisions change in the weights:", trained.labels_diff,
+        "", "the trained model against the model in service:", trained.service_diff,
+        "", "open review items, decided by each model:", *table(report["open_review_items"]),
+        "", "pairs stewards called the same person:", *table(decisions["same_person"]),
+        "", "pairs stewards called different persons:", *table(decisions["not_a_duplicate"]),
+    ])
+
+
 async def _calibrate(
     settings: Settings, *, apply: bool, output_dir: Path, as_json: bool, seed: int
 ) -> str:
@@ -422,6 +531,69 @@ async def _import(settings: Settings, path: str, source: str | None, workers: in
             Envelope(actor=f"import:{Path(path).name}", source=source),
         )
     return json.dumps(report.as_dict(), indent=2)
+
+
+_DECISIONS = {"same": "same_person", "different": "different_persons", "dismiss": "dismiss"}
+
+
+async def _steward(settings: Settings, args: argparse.Namespace) -> str:
+    """`identity review ...` and `identity person show`."""
+    import getpass
+
+    from identity.app import migrated_database
+    from identity.model import QueueFilter, QueueSort, ReviewStatus
+    from identity.mpi import DecideReview, Envelope, Mpi, StewardDecision, Undo
+    from identity.steward import text
+
+    def dumped(model: Any) -> str:
+        return str(model.model_dump_json(indent=2))
+
+    async with migrated_database(settings) as (db, _):
+        mpi = Mpi(db, settings)
+        await mpi.start()
+        try:
+            name = getattr(args, "steward", None) or getpass.getuser() or "anonymous"
+            envelope = Envelope(actor=f"steward:{name}")
+            if args.command == "person":
+                person_id = await _person_id(mpi, args.person)
+                view = await mpi.person_view(person_id)
+                return dumped(view) if args.json else text.person_text(view)
+            if args.action == "list":
+                filters = QueueFilter(
+                    status=None if args.status == "all" else ReviewStatus(args.status),
+                    rule=args.rule, domain=args.domain, min_probability=args.min_probability,
+                    max_probability=args.max_probability,
+                )
+                page = await mpi.review_queue(filters, QueueSort(args.sort), args.limit,
+                                              args.offset)
+                return dumped(page) if args.json else text.queue_text(page)
+            if args.action == "show":
+                detail = await mpi.review_detail(args.item)
+                return dumped(detail) if args.json else text.detail_text(detail)
+            if args.action == "decide":
+                decision = StewardDecision(_DECISIONS[args.decision])
+                result = await mpi.handle(
+                    DecideReview(item_id=args.item, decision=decision, reason=args.reason,
+                                 version=args.version), envelope)
+                if args.json:
+                    return dumped(result)
+                return text.outcome_text(f"review item {args.item}: {decision.value}", result)
+            result = await mpi.handle(Undo(command_id=args.command_id), envelope)
+            return dumped(result) if args.json else text.outcome_text(
+                f"undid {args.command_id}", result)
+        finally:
+            await mpi.stop()
+
+
+async def _person_id(mpi: Any, given: str) -> int:
+    """A person id from the command line: an enterprise id (10 digits, as the index writes
+    them), else the person's id."""
+    if not given.isdigit():
+        raise InvalidArgument(f"not a person id: {given!r}")
+    if len(given) == 10:
+        person = await mpi.get_person_by_enterprise_id(given)
+        return int(person.id)
+    return int(given)
 
 
 def _evaluate(settings: Settings, args: argparse.Namespace) -> str:

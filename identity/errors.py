@@ -108,3 +108,18 @@ class InvalidState(MpiError):
 
 class NotFound(MpiError):
     """A person, record or review item that does not exist."""
+
+
+class StaleVersion(MpiError):
+    """A steward's decision was made on a version of a review item or person that is no
+    longer the current one (someone else changed it first); nothing was changed."""
+
+    def __init__(self, entity: str, entity_id: int, expected: int, current: int) -> None:
+        super().__init__(
+            f"{entity} {entity_id} is at version {current}, not {expected}: it changed since "
+            "it was read"
+        )
+        self.entity = entity
+        self.entity_id = entity_id
+        self.expected = expected
+        self.current = current

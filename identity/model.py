@@ -243,6 +243,10 @@ class ReviewItem(_Model):
     created_at: datetime
     resolved_at: datetime | None = None
     resolved_by: str | None = None
+    version: int = 1
+    """1 when opened, one more at every change of status: a steward's decision names it."""
+    hard_rules: tuple[str, ...] = ()
+    """The hard rules that fired on the pair (from the explanation)."""
 
 
 class HistoryEvent(_Model):
@@ -348,3 +352,269 @@ class MatchCandidate(_Model):
     probability: float  # 0..1
     grade: MatchGrade
     explanation: dict[str, Any]
+
+
+# --- the steward's views (identity.mpi.steward; the steward API and CLI) --------------------
+
+
+class QueueSort(StrEnum):
+    """Orders of the review queue (docs/steward.md, *Queue*)."""
+
+    OLDEST = "oldest"  # created first, first (the default)
+    NEWEST = "newest"
+    IMPACT = "impact"  # most other open items sharing a record or the candidate person, first
+    PROBABILITY_DESC = "probability_desc"
+    PROBABILITY_ASC = "probability_asc"
+
+
+NO_HARD_RULE = "none"
+"""The queue's ``rule`` filter for items on which no hard rule fired (the review band)."""
+
+
+class QueueFilter(_Model):
+    """Which review items a queue page lists. ``status`` None: every status; ``rule``: a hard
+    rule that fired (NO_HARD_RULE: none did); ``domain``: a namespace either record is from;
+    ``record_id``: items naming that record (as record or other record); ``person_id``: items
+    naming that candidate person."""
+
+    status: ReviewStatus | None = ReviewStatus.OPEN
+    min_probability: float | None = Field(None, ge=0, le=1)
+    max_probability: float | None = Field(None, ge=0, le=1)
+    rule: str | None = None
+    domain: str | None = None
+    created_before: datetime | None = None
+    created_after: datetime | None = None
+    record_id: int | None = None
+    person_id: int | None = None
+
+
+class RecordSummary(_Model):
+    """A record as a queue row shows it."""
+
+    id: int
+    domain: str
+    identifier: str
+    status: RecordStatus
+    person_id: int | None = None
+    enterprise_id: str | None = None
+    family: str | None = None
+    given: str | None = None
+    birth_date: str | None = None
+    sex: str | None = None
+
+
+class QueueItem(_Model):
+    """One row of the review queue: the item without its explanation, its two records, and
+    its impact (for an open item, how many other open items share one of its records or its
+    candidate person; 0 once decided)."""
+
+    id: int
+    version: int
+    status: ReviewStatus
+    score: float | None = None
+    reason: str
+    hard_rules: tuple[str, ...] = ()
+    created_at: datetime
+    resolved_at: datetime | None = None
+    resolved_by: str | None = None
+    person_id: int | None = None
+    record: RecordSummary
+    other: RecordSummary | None = None
+    impact: int = 0
+
+
+class QueueCounts(_Model):
+    """Counts beside a queue page. The open queue as a whole: its size, by hard rule
+    (NO_HARD_RULE: none fired; an item counts once per rule that fired on it), by source
+    domain (once per domain of its records), by age and its oldest item. ``by_status``: items
+    per status under the page's filters but its status, when asked for (it reads every item,
+    decided ones included)."""
+
+    open: int
+    open_by_rule: dict[str, int]
+    open_by_domain: dict[str, int]
+    open_by_age: dict[str, int]
+    """under_1_day, 1_to_7_days, over_7_days"""
+    oldest_open: datetime | None = None
+    by_status: dict[str, int] | None = None
+
+
+class QueueCountsWanted(StrEnum):
+    """Which counts a queue page comes with."""
+
+    NONE = "none"  # the page and its total only (paging on)
+    OPEN = "open"  # and the open queue's counts (the default)
+    ALL = "all"  # and the counts per status under the filters
+
+
+class QueuePage(_Model):
+    items: tuple[QueueItem, ...]
+    total: int
+    """Items matching the filters (all pages)."""
+    limit: int
+    offset: int
+    sort: QueueSort
+    counts: QueueCounts | None = None
+
+
+class RecordDetail(_Model):
+    """A record as received (``record``) and as the engine compares it (``normalized``)."""
+
+    record: SourceRecord
+    normalized: dict[str, Any] | None = None
+
+
+class RecordView(_Model):
+    """A record as received and normalised, its review items and its history (oldest
+    first)."""
+
+    record: SourceRecord
+    normalized: dict[str, Any] | None = None
+    review_items: tuple[QueueItem, ...] = ()
+    history: tuple[HistoryEvent, ...] = ()
+
+
+class OtherCandidate(_Model):
+    """A candidate person of the item's record, as the engine scores it now: the record of the
+    person it was judged by, the person's best probability, the engine's decision (link,
+    review, no_match) and why; the open review item of the record naming that person, if
+    any."""
+
+    person_id: int
+    enterprise_id: str | None = None
+    record_id: int
+    probability: float
+    decision: str
+    reason: str
+    review_item_id: int | None = None
+
+
+class ReviewDetail(_Model):
+    """Everything a steward needs to decide one review item: the item, the explanation of the
+    pair (``explanation_computed``: the stored item had none, e.g. opened by the initial load,
+    so it was computed now with the model in service), both records as received and
+    normalised, the candidate person with its records, the record's other candidates, the other
+    items of either record and the history of both records. The explanation is the detail's
+    own ``explanation`` (``item.explanation`` is left empty)."""
+
+    item: ReviewItem
+    explanation: dict[str, Any] | None = None
+    explanation_computed: bool = False
+    record: RecordDetail
+    other: RecordDetail | None = None
+    person: Person | None = None
+    candidates: tuple[OtherCandidate, ...] = ()
+    other_items: tuple[QueueItem, ...] = ()
+    history: tuple[HistoryEvent, ...] = ()
+
+
+class GoldenValue(_Model):
+    """One field of a person's golden view and the record it was taken from."""
+
+    value: Any
+    record_id: int
+    domain: str
+    updated_at: datetime
+
+
+class PersonView(_Model):
+    """A person as a steward sees it: its active records, every identifier (the enterprise id
+    first, then each record's own, then the others they carry), the golden view — per
+    demographic field the value of the most recently updated active record that has one —,
+    the open review items naming it or its records, and its history (newest last)."""
+
+    person: Person
+    identifiers: tuple[CrossReference, ...]
+    golden: dict[str, GoldenValue]
+    review_items: tuple[QueueItem, ...] = ()
+    history: tuple[HistoryEvent, ...] = ()
+
+
+class StewardSearch(_Model):
+    """A steward's search: an identifier (``value``, or ``DOMAIN|value`` with a namespace or
+    OID; without a domain every domain and the enterprise id are searched), or demographics
+    (as PDQ: ``*`` for a prefix)."""
+
+    identifier: str | None = None
+    family: str | None = None
+    given: str | None = None
+    birth_date: str | None = None
+    sex: str | None = None
+    postal_code: str | None = None
+    phone: str | None = None
+    limit: int = Field(20, ge=1, le=200)
+    offset: int = Field(0, ge=0)
+
+
+class PersonHits(_Model):
+    total: int
+    persons: tuple[Person, ...]
+
+
+class StewardKind(StrEnum):
+    """What a steward command did (table steward_decision)."""
+
+    SAME_PERSON = "same_person"
+    DIFFERENT_PERSONS = "different_persons"
+    DISMISS = "dismiss"
+    MERGE = "merge"
+    UNLINK = "unlink"
+    UNDO = "undo"
+
+
+class DecisionEntry(_Model):
+    """One steward command: who, when, what (``kind``), on which item, persons and records,
+    why; for an undo the command it undid (``undoes``); ``undone_by``: the latest undo of this
+    command, if any."""
+
+    command_id: str
+    at: datetime
+    actor: str
+    kind: StewardKind
+    review_item_id: int | None = None
+    person_ids: tuple[int, ...] = ()
+    record_ids: tuple[int, ...] = ()
+    reason: str | None = None
+    undoes: str | None = None
+    undone_by: str | None = None
+
+
+class DecisionLog(_Model):
+    total: int
+    entries: tuple[DecisionEntry, ...]
+
+
+class DayCount(_Model):
+    day: str  # YYYY-MM-DD (UTC)
+    actor: str
+    kind: StewardKind
+    count: int
+
+
+class LinkShare(_Model):
+    """Records joined to a person that existed before them, by how: ``automatic`` (the
+    engine, with a score), ``manual`` and ``verified`` (a steward or a feed's link message);
+    ``automatic_share`` = automatic / all three (None: none yet)."""
+
+    automatic: int
+    manual: int
+    verified: int
+    automatic_share: float | None = None
+
+
+class Dashboard(_Model):
+    """The steward dashboard over the last ``days`` days: the open queue (size, oldest, by
+    age and by hard rule), steward commands per day, steward and kind, the share of automatic
+    links, the undos in the period and the match model in service."""
+
+    days: int
+    open: int
+    oldest_open: datetime | None = None
+    open_by_age: dict[str, int]
+    open_by_rule: dict[str, int]
+    decisions_per_day: tuple[DayCount, ...]
+    links: LinkShare
+    undone: int
+    model_version: int | None = None
+    model_activated_by: str | None = None
+    model_created_at: datetime | None = None

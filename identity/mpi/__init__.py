@@ -9,6 +9,7 @@ from identity.mpi.commands import (
     ImportRecords,
     Link,
     Merge,
+    MergePersons,
     PlannedLink,
     PlannedReview,
     Received,
@@ -16,6 +17,7 @@ from identity.mpi.commands import (
     Remove,
     Undo,
     Unlink,
+    UnlinkRecord,
 )
 from identity.mpi.review import StewardDecision
 from identity.mpi.service import Mpi
@@ -28,6 +30,7 @@ __all__ = [
     "ImportRecords",
     "Link",
     "Merge",
+    "MergePersons",
     "Mpi",
     "PlannedLink",
     "PlannedReview",
@@ -37,4 +40,5 @@ __all__ = [
     "StewardDecision",
     "Undo",
     "Unlink",
+    "UnlinkRecord",
 ]

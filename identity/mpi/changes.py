@@ -67,6 +67,12 @@ def record_snapshot(record: StoredRecord) -> dict[str, Any]:
     }
 
 
+def hard_rules_of(explanation: dict[str, Any] | None) -> tuple[str, ...]:
+    """The hard rules an explanation says fired (what the review_item_fill trigger stores)."""
+    rules = ((explanation or {}).get("decision") or {}).get("hard_rules")
+    return tuple(rules) if isinstance(rules, list) else ()
+
+
 def link_snapshot(link: LinkState | None) -> dict[str, Any] | None:
     """A link's state in history rows; undo sets a link back from it."""
     if link is None:
@@ -354,6 +360,7 @@ class Changes:
                     explanation=explanation,
                     status=ReviewStatus.OPEN,
                     created_at=now,
+                    hard_rules=hard_rules_of(explanation),
                 )
             )
         uow.emit(

@@ -172,10 +172,38 @@ class Remove(Command[CommandResult]):
 @dataclass(frozen=True, kw_only=True)
 class DecideReview(Command[CommandResult]):
     """A steward's decision on a review item (``decision``: identity.mpi.review's
-    StewardDecision)."""
+    StewardDecision). ``version``: the item's version the steward decided on; another current
+    version refuses the decision (StaleVersion; None: not checked)."""
 
     item_id: int
     decision: Any
+    reason: str | None = None
+    version: int | None = None
+
+
+@dataclass(frozen=True, kw_only=True)
+class MergePersons(Command[CommandResult]):
+    """A steward's merge of two persons (person ids): every active record of ``merged`` moves
+    to ``survivor`` (manual links) and ``merged`` is marked merged into it; no-match assertions
+    between their records are withdrawn and the open review items the merge settles are
+    closed. ``*_version``: the persons' versions the steward saw (None: not checked)."""
+
+    survivor: int
+    merged: int
+    survivor_version: int | None = None
+    merged_version: int | None = None
+    reason: str | None = None
+
+
+@dataclass(frozen=True, kw_only=True)
+class UnlinkRecord(Command[CommandResult]):
+    """A steward's unlink of a record (its id) from its person: the record becomes a person of
+    its own (a manual link), with a no-match assertion against each other active record of the
+    person it leaves, so that it is not linked to them again automatically. ``version``: the
+    person's version the steward saw (None: not checked)."""
+
+    record_id: int
+    version: int | None = None
     reason: str | None = None
 
 
@@ -239,6 +267,7 @@ __all__ = [
     "ImportRecords",
     "Link",
     "Merge",
+    "MergePersons",
     "PlannedLink",
     "PlannedReview",
     "Received",
@@ -247,4 +276,5 @@ __all__ = [
     "Subject",
     "Undo",
     "Unlink",
+    "UnlinkRecord",
 ]

@@ -21,6 +21,7 @@ from identity.model import (
     RecordInput,
     RegisterResult,
     ReviewItem,
+    StewardKind,
 )
 from identity.mpi import calibrated, review
 from identity.mpi.changes import record_key
@@ -31,11 +32,13 @@ from identity.mpi.commands import (
     DecideReview,
     Link,
     Merge,
+    MergePersons,
     Register,
     Remove,
     Subject,
     Undo,
     Unlink,
+    UnlinkRecord,
 )
 from identity.mpi.core import Core
 from identity.mpi.uow import UnitOfWork
@@ -146,15 +149,55 @@ async def remove(cmd: Remove, uow: UnitOfWork, core: Core) -> CommandResult:
 
 
 async def decide_review(cmd: DecideReview, uow: UnitOfWork, core: Core) -> CommandResult:
-    persons = await review.decide(uow, core.changes, cmd.item_id, cmd.decision, cmd.reason)
-    result = await core.command_result(uow, True, [], persons, cmd.decision.value)
+    persons, records = await review.decide(
+        uow, core.changes, cmd.item_id, cmd.decision, cmd.reason, cmd.version
+    )
+    result = await core.command_result(uow, True, records, persons, cmd.decision.value)
+    await uow.repo.log_steward_command(
+        uow.command_id, actor=uow.actor, kind=StewardKind(cmd.decision.value),
+        review_item_id=cmd.item_id, person_ids=persons, record_ids=records, reason=cmd.reason,
+    )  # fmt: skip
     _audit_steward(uow, core, _STEWARD_AUDIT[cmd.decision], result, cmd.reason)
+    return result
+
+
+async def merge_persons(cmd: MergePersons, uow: UnitOfWork, core: Core) -> CommandResult:
+    persons, records = await review.merge_persons(
+        uow, core.changes, cmd.survivor, cmd.merged,
+        survivor_version=cmd.survivor_version, merged_version=cmd.merged_version,
+    )  # fmt: skip
+    result = await core.command_result(uow, True, records, persons, "merged")
+    await uow.repo.log_steward_command(
+        uow.command_id, actor=uow.actor, kind=StewardKind.MERGE, person_ids=persons,
+        record_ids=records, reason=cmd.reason,
+    )  # fmt: skip
+    _audit_steward(uow, core, "merge", result, cmd.reason)
+    log.info("event=persons_merged survivor=%d merged=%d actor=%s",
+             cmd.survivor, cmd.merged, uow.actor)
+    return result
+
+
+async def unlink_record(cmd: UnlinkRecord, uow: UnitOfWork, core: Core) -> CommandResult:
+    persons, records = await review.unlink_record(
+        uow, core.changes, cmd.record_id, version=cmd.version
+    )
+    result = await core.command_result(uow, True, records, persons, "unlinked")
+    await uow.repo.log_steward_command(
+        uow.command_id, actor=uow.actor, kind=StewardKind.UNLINK, person_ids=persons,
+        record_ids=records, reason=cmd.reason,
+    )  # fmt: skip
+    _audit_steward(uow, core, "unlink", result, cmd.reason)
+    log.info("event=record_unlinked record=%d actor=%s", cmd.record_id, uow.actor)
     return result
 
 
 async def undo(cmd: Undo, uow: UnitOfWork, core: Core) -> CommandResult:
     persons = await review.undo(uow, core.changes, cmd.command_id)
     result = await core.command_result(uow, True, [], persons, f"undid {cmd.command_id}")
+    await uow.repo.log_steward_command(
+        uow.command_id, actor=uow.actor, kind=StewardKind.UNDO, person_ids=persons,
+        reason=f"undid command {cmd.command_id}", undoes=cmd.command_id,
+    )  # fmt: skip
     _audit_steward(uow, core, "undo", result, f"undid command {cmd.command_id}")
     return result
 
@@ -280,6 +323,8 @@ HANDLERS: dict[type[Command[Any]], Handler] = {
     Unlink: unlink,
     Remove: remove,
     DecideReview: decide_review,
+    MergePersons: merge_persons,
+    UnlinkRecord: unlink_record,
     Undo: undo,
     ApplyModel: apply_model,
 }

@@ -11,8 +11,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Sequence
-from contextlib import AbstractAsyncContextManager
+import uuid
+from collections.abc import AsyncIterator, Sequence
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from datetime import datetime
 from typing import Any, TypeVar
 
 from identity.config import Settings
@@ -28,17 +30,30 @@ from identity.errors import (
 from identity.model import (
     AuthorityRef,
     CrossReferences,
+    Dashboard,
+    DecisionEntry,
+    DecisionLog,
     Demographics,
     HistoryEvent,
     IdentifierRef,
     MatchCandidate,
     Person,
+    PersonHits,
+    PersonView,
+    QueueCountsWanted,
+    QueueFilter,
+    QueuePage,
+    QueueSort,
+    RecordView,
+    ReviewDetail,
     ReviewItem,
     SearchCriteria,
     SearchResult,
     SourceRecord,
+    StewardKind,
+    StewardSearch,
 )
-from identity.mpi import query
+from identity.mpi import query, steward
 from identity.mpi.audit import AuditTrail
 from identity.mpi.bulk import bulk_import
 from identity.mpi.changes import Changes
@@ -246,6 +261,110 @@ class Mpi:
     ) -> list[ReviewItem]:
         async with self.db.read() as conn:
             return await Repository(conn).review_items(status, limit, offset)
+
+    # --- the steward's reads (identity.mpi.steward) -------------------------------------------
+
+    @asynccontextmanager
+    async def _snapshot(self) -> AsyncIterator[Repository]:
+        """A repository on one read-only snapshot (several reads that must agree)."""
+        async with self.db.read() as conn:
+            async with conn.transaction(isolation="repeatable_read", readonly=True):
+                yield Repository(conn)
+
+    async def review_queue(
+        self,
+        filters: QueueFilter | None = None,
+        sort: QueueSort = QueueSort.OLDEST,
+        limit: int = 50,
+        offset: int = 0,
+        counts: QueueCountsWanted = QueueCountsWanted.OPEN,
+    ) -> QueuePage:
+        """A page of the review queue with its counts (docs/steward.md, *Queue*)."""
+        async with self._snapshot() as repo:
+            return await steward.queue(
+                self.core, repo, filters or QueueFilter(), sort, limit, offset, counts
+            )
+
+    async def review_item(self, item_id: int) -> ReviewItem:
+        """One review item as stored (NotFound: none)."""
+        async with self.db.read() as conn:
+            item = await Repository(conn).review_item(item_id)
+        if item is None:
+            raise NotFound(f"review item {item_id} does not exist")
+        return item
+
+    async def review_detail(self, item_id: int) -> ReviewDetail:
+        """A review item with both records, the explanation, the record's other candidates,
+        the other items of both records and their history."""
+        async with self._snapshot() as repo:
+            return await steward.review_detail(self.core, repo, item_id)
+
+    async def record_view(self, record_id: int) -> RecordView:
+        """A record as received and normalised, its review items and its history."""
+        async with self._snapshot() as repo:
+            return await steward.record_view(self.core, repo, record_id)
+
+    async def person_view(self, person_id: int) -> PersonView:
+        """A person with its identifiers, golden view, open review items and history."""
+        async with self._snapshot() as repo:
+            return await steward.person_view(self.core, repo, person_id)
+
+    async def find_persons(self, query: StewardSearch) -> PersonHits:
+        """Persons by identifier (any domain, or ``DOMAIN|value``) or by demographics (as
+        :meth:`search_persons`); one of the two."""
+        demographic = {
+            k: v for k, v in query.model_dump(exclude={"identifier", "limit", "offset"}).items()
+            if v
+        }
+        if query.identifier and demographic:
+            raise InvalidInput("search by identifier or by demographics, not both",
+                               field="identifier")
+        if query.identifier:
+            async with self._snapshot() as repo:
+                total, persons = await steward.persons_named(
+                    self.core, repo, query.identifier, query.limit, query.offset
+                )
+            return PersonHits(total=total, persons=tuple(persons))
+        if not demographic:
+            raise InvalidInput("give an identifier or at least one demographic field")
+        criteria = SearchCriteria(
+            **demographic, name_mode="exact", limit=query.limit, offset=query.offset
+        )
+        total, persons = await self.search_persons(criteria)
+        return PersonHits(total=total, persons=tuple(persons))
+
+    async def decisions(
+        self,
+        *,
+        actor: str | None = None,
+        kind: StewardKind | None = None,
+        since: datetime | None = None,
+        review_item_id: int | None = None,
+        limit: int = 50,
+        offset: int = 0,
+    ) -> DecisionLog:
+        """The steward commands, newest first (who decided what, when; undone by what)."""
+        async with self._snapshot() as repo:
+            return await steward.decisions(
+                repo, actor=actor, kind=kind, since=since, review_item_id=review_item_id,
+                limit=limit, offset=offset,
+            )  # fmt: skip
+
+    async def steward_command(self, command_id: str) -> DecisionEntry:
+        """One steward command of the decisions log (NotFound: not a steward command)."""
+        try:
+            uuid.UUID(command_id)
+        except ValueError as exc:
+            raise InvalidInput(f"not a command id: {command_id!r}") from exc
+        async with self.db.read() as conn:
+            entry = await Repository(conn).steward_command(command_id)
+        if entry is None:
+            raise NotFound(f"no steward command {command_id}")
+        return entry
+
+    async def steward_dashboard(self, days: int = 14) -> Dashboard:
+        async with self._snapshot() as repo:
+            return await steward.dashboard(repo, days)
 
     async def cross_references(
         self, identifier: IdentifierRef, targets: Sequence[AuthorityRef] = ()

@@ -305,7 +305,7 @@ class IndexQueries:
     ) -> None:
         resolved = status != ReviewStatus.OPEN
         await self.conn.execute(
-            """UPDATE review_item SET status = $2,
+            """UPDATE review_item SET status = $2, version = version + 1,
                    resolved_at = CASE WHEN $3 THEN now() END,
                    resolved_by = CASE WHEN $3 THEN $4 END
                WHERE id = $1""",

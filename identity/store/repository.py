@@ -11,6 +11,7 @@ holds (``uow.repo``):
 - :mod:`identity.store.records` — domains, source records, persons, links, no-match
   assertions, review items, history;
 - :mod:`identity.store.search` — demographic search, PIX cross-references;
+- :mod:`identity.store.steward` — the steward's queue, views and log of decisions;
 - :mod:`identity.store.outbox` and :mod:`identity.store.bulk` — used on their own
   connections by the outbox workers and the initial load;
 - :mod:`identity.store.state` — what the store returns where identity.model's public types do
@@ -26,8 +27,9 @@ import asyncpg
 from identity.store.records import IndexQueries
 from identity.store.registration import RegistrationQueries
 from identity.store.search import SearchQueries
+from identity.store.steward import StewardQueries
 
 
-class Repository(RegistrationQueries, IndexQueries, SearchQueries):
+class Repository(RegistrationQueries, IndexQueries, SearchQueries, StewardQueries):
     def __init__(self, conn: asyncpg.Connection) -> None:
         self.conn = conn

@@ -157,6 +157,8 @@ def review_from_row(row: Mapping[str, Any]) -> ReviewItem:
         created_at=row["created_at"],
         resolved_at=row["resolved_at"],
         resolved_by=row["resolved_by"],
+        version=row["version"],
+        hard_rules=tuple(row["hard_rules"]),
     )
 
 

@@ -146,7 +146,11 @@ CREATE TABLE review_item (
     status text DEFAULT 'open'::text NOT NULL,
     created_at timestamp with time zone DEFAULT now() NOT NULL,
     resolved_at timestamp with time zone,
-    resolved_by text
+    resolved_by text,
+    version integer DEFAULT 1 NOT NULL,
+    hard_rules text[] DEFAULT '{}'::text[] NOT NULL,
+    domain_ids integer[] DEFAULT '{}'::integer[] NOT NULL,
+    impact integer DEFAULT 0 NOT NULL
 );
 
 CREATE TABLE schema_function (
@@ -188,6 +192,18 @@ CREATE TABLE source_record (
 ALTER TABLE source_record ALTER COLUMN family_norm SET STATISTICS 1000;
 
 ALTER TABLE source_record ALTER COLUMN given_norm SET STATISTICS 1000;
+
+CREATE TABLE steward_decision (
+    command_id uuid NOT NULL,
+    at timestamp with time zone DEFAULT now() NOT NULL,
+    actor text NOT NULL,
+    kind text NOT NULL,
+    review_item_id bigint,
+    person_ids bigint[] DEFAULT '{}'::bigint[] NOT NULL,
+    record_ids bigint[] DEFAULT '{}'::bigint[] NOT NULL,
+    reason text,
+    undoes uuid
+);
 
 -- Constraints
 
@@ -269,6 +285,12 @@ ALTER TABLE source_record ADD CONSTRAINT source_record_pkey PRIMARY KEY (id);
 
 ALTER TABLE source_record ADD CONSTRAINT source_record_status_check CHECK ((status = ANY (ARRAY['active'::text, 'merged'::text, 'removed'::text])));
 
+ALTER TABLE steward_decision ADD CONSTRAINT steward_decision_kind_check CHECK ((kind = ANY (ARRAY['same_person'::text, 'different_persons'::text, 'dismiss'::text, 'merge'::text, 'unlink'::text, 'undo'::text])));
+
+ALTER TABLE steward_decision ADD CONSTRAINT steward_decision_pkey PRIMARY KEY (command_id);
+
+ALTER TABLE steward_decision ADD CONSTRAINT steward_decision_review_item_id_fkey FOREIGN KEY (review_item_id) REFERENCES review_item(id);
+
 -- Indexes
 
 CREATE INDEX audit_event_agent ON audit_event USING btree (agent, id);
@@ -295,6 +317,8 @@ CREATE INDEX history_person ON history USING btree (person_id, id) WHERE (person
 
 CREATE INDEX history_record ON history USING btree (record_id, id) WHERE (record_id IS NOT NULL);
 
+CREATE INDEX link_joined ON link USING btree (kind) WHERE ((score IS NOT NULL) OR (kind <> 'automatic'::text));
+
 CREATE INDEX link_person ON link USING btree (person_id);
 
 CREATE UNIQUE INDEX match_model_active ON match_model USING btree (active) WHERE active;
@@ -305,9 +329,19 @@ CREATE INDEX outbox_pending ON outbox USING btree (topic, id) WHERE (delivered_a
 
 CREATE INDEX record_identifier_lookup ON record_identifier USING btree (domain_id, identifier);
 
-CREATE INDEX review_item_open ON review_item USING btree (created_at) WHERE (status = 'open'::text);
+CREATE INDEX review_item_open_impact ON review_item USING btree (impact DESC, created_at, id) WHERE (status = 'open'::text);
 
 CREATE UNIQUE INDEX review_item_open_pair ON review_item USING btree (record_id, COALESCE(other_record_id, (0)::bigint), COALESCE(person_id, (0)::bigint)) WHERE (status = 'open'::text);
+
+CREATE INDEX review_item_open_person ON review_item USING btree (person_id) WHERE ((status = 'open'::text) AND (person_id IS NOT NULL));
+
+CREATE INDEX review_item_open_score ON review_item USING btree (score, id) WHERE (status = 'open'::text);
+
+CREATE INDEX review_item_other ON review_item USING btree (other_record_id) WHERE (other_record_id IS NOT NULL);
+
+CREATE INDEX review_item_queue ON review_item USING btree (status, created_at, id) INCLUDE (score, hard_rules, domain_ids);
+
+CREATE INDEX review_item_record ON review_item USING btree (record_id);
 
 CREATE INDEX source_record_account_number ON source_record USING btree (((demographics ->> 'account_number'::text))) WHERE ((demographics ->> 'account_number'::text) IS NOT NULL);
 
@@ -326,6 +360,12 @@ CREATE INDEX source_record_mothers_identifier ON source_record USING btree ((((d
 CREATE INDEX source_record_phone ON source_record USING gin (phone_digits);
 
 CREATE INDEX source_record_postal ON source_record USING btree (postal_code);
+
+CREATE INDEX steward_decision_actor ON steward_decision USING btree (actor, at);
+
+CREATE INDEX steward_decision_at ON steward_decision USING btree (at) INCLUDE (actor, kind);
+
+CREATE INDEX steward_decision_undoes ON steward_decision USING btree (undoes) WHERE (undoes IS NOT NULL);
 
 -- Functions
 
@@ -658,6 +698,65 @@ BEGIN
 END;
 $function$;
 
+CREATE OR REPLACE FUNCTION review_item_fill()
+ RETURNS trigger
+ LANGUAGE plpgsql
+AS $function$
+BEGIN
+    NEW.hard_rules := ARRAY(
+        SELECT jsonb_array_elements_text(NEW.explanation -> 'decision' -> 'hard_rules')
+        WHERE jsonb_typeof(NEW.explanation -> 'decision' -> 'hard_rules') = 'array');
+    NEW.domain_ids := ARRAY(
+        SELECT DISTINCT r.domain_id FROM source_record r
+        WHERE r.id = NEW.record_id OR r.id = NEW.other_record_id ORDER BY 1);
+    RETURN NEW;
+END;
+$function$;
+
+CREATE OR REPLACE FUNCTION review_item_impact()
+ RETURNS trigger
+ LANGUAGE plpgsql
+AS $function$
+DECLARE
+    v_moved bigint[];
+    v_ids bigint[];
+BEGIN
+    IF pg_trigger_depth() > 1 THEN
+        RETURN NULL;  -- the UPDATE below, of impact only
+    END IF;
+    IF TG_OP = 'INSERT' THEN
+        SELECT array_agg(n.id) INTO v_moved FROM new_rows n;
+    ELSE
+        SELECT array_agg(n.id) INTO v_moved
+        FROM new_rows n JOIN old_rows o ON o.id = n.id
+        WHERE o.status IS DISTINCT FROM n.status;
+    END IF;
+    IF v_moved IS NULL THEN
+        RETURN NULL;
+    END IF;
+    SELECT array_agg(DISTINCT x.id ORDER BY x.id) INTO v_ids
+    FROM review_item m
+    JOIN review_item x
+      ON x.status = 'open'
+     AND (x.id = m.id
+          OR x.record_id = m.record_id OR x.record_id = m.other_record_id
+          OR x.other_record_id = m.record_id OR x.other_record_id = m.other_record_id
+          OR x.person_id = m.person_id)
+    WHERE m.id = ANY (v_moved);
+    SELECT array_agg(l.id) INTO v_ids FROM (
+        SELECT id FROM review_item WHERE id = ANY (v_ids) OR id = ANY (v_moved)
+        ORDER BY id FOR NO KEY UPDATE SKIP LOCKED) l;  -- the statement's own rows: held already
+    UPDATE review_item a SET impact = CASE WHEN a.status <> 'open' THEN 0 ELSE (
+        SELECT count(*) FROM review_item x
+        WHERE x.status = 'open' AND x.id <> a.id
+          AND (x.record_id = a.record_id OR x.record_id = a.other_record_id
+               OR x.other_record_id = a.record_id OR x.other_record_id = a.other_record_id
+               OR x.person_id = a.person_id)) END
+    WHERE a.id = ANY (v_ids) AND (a.status = 'open' OR a.impact <> 0);
+    RETURN NULL;
+END;
+$function$;
+
 CREATE OR REPLACE FUNCTION usable_keys(p_keys text[], p_key_locks bigint[], p_max_block integer, OUT keys text[], OUT locks bigint[])
  RETURNS record
  LANGUAGE plpgsql
@@ -690,3 +789,11 @@ BEGIN
     END IF;
 END;
 $function$;
+
+-- Triggers
+
+CREATE TRIGGER review_item_fill BEFORE INSERT ON review_item FOR EACH ROW EXECUTE FUNCTION review_item_fill();
+
+CREATE TRIGGER review_item_impact_insert AFTER INSERT ON review_item REFERENCING NEW TABLE AS new_rows FOR EACH STATEMENT EXECUTE FUNCTION review_item_impact();
+
+CREATE TRIGGER review_item_impact_update AFTER UPDATE ON review_item REFERENCING OLD TABLE AS old_rows NEW TABLE AS new_rows FOR EACH STATEMENT EXECUTE FUNCTION review_item_impact();

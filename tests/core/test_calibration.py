@@ -10,9 +10,17 @@ from types import SimpleNamespace
 import pytest
 
 from identity.batch import record_input
-from identity.calibration import CalibrationSchedule, apply, guards, is_due, propose, save
+from identity.calibration import (
+    CalibrationSchedule,
+    apply,
+    guards,
+    is_due,
+    propose,
+    save,
+    train_report,
+)
 from identity.cli import main
-from identity.mpi import Envelope, Mpi, Register, Undo
+from identity.mpi import DecideReview, Envelope, Mpi, Register, StewardDecision, Undo
 from identity.store.calibration import CalibrationQueries
 from identity.store.db import Database
 from matching.model import MatchModel
@@ -149,6 +157,40 @@ async def test_train_writes_a_model_of_the_index(fed, run_database_url, schema, 
                                           str(output)]) == 0
     model = await asyncio.to_thread(MatchModel.load, output)
     assert model.training["records"] == len(truth)
+
+
+async def test_train_report_shows_what_steward_decisions_change(
+    fed, run_database_url, schema, tmp_path, capsys
+):
+    mpi, truth = fed
+    # stewards decide some of the open items, as the truth says
+    page = await mpi.review_queue(limit=20)
+    assert page.items, "the strict feed left items in review"
+    for item in page.items[:10]:
+        if (await mpi.review_item(item.id)).status != "open":
+            continue  # settled by an earlier same-person decision
+        same = item.other is not None and truth[item.record.id] == truth[item.other.id]
+        decision = StewardDecision.SAME_PERSON if same else StewardDecision.DIFFERENT_PERSONS
+        await mpi.handle(DecideReview(item_id=item.id, decision=decision),
+                         Envelope(actor="steward:ann"))
+    trained = await train_report(mpi)
+    report = trained.report
+    assert report["steward_labels"] >= 5
+    assert "prior" in trained.labels_diff and "prior" in trained.service_diff
+    queue = report["open_review_items"]
+    assert queue["pairs"] == (await mpi.review_queue()).total
+    assert sum(queue["in_service"].values()) == sum(queue["trained"].values()) == queue["pairs"]
+    decided = report["steward_decisions"]
+    assert decided["same_person"]["pairs"] + decided["not_a_duplicate"]["pairs"] >= 5
+    config = await asyncio.to_thread(_config, tmp_path / "identity.toml", run_database_url,
+                                     schema)
+    output = tmp_path / "model.json"
+    assert await asyncio.to_thread(main, ["train", "--config", str(config), "--output",
+                                          str(output), "--report"]) == 0
+    out = capsys.readouterr().out
+    assert "what the stewards' decisions change in the weights:" in out
+    assert "open review items, decided by each model:" in out
+    assert await asyncio.to_thread(output.exists)
 
 
 def test_a_scheduled_calibration_is_due_on_growth_or_time():
