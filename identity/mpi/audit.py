@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 import logging
 from collections.abc import Callable, Sequence
 
@@ -65,7 +66,12 @@ class AuditTrail:
             return
         self._queue.extend(records)
         if self._task is None and not self._stopping:
-            self._task = asyncio.get_running_loop().create_task(self._run())
+            # A context of its own: the writer outlives the request that first queues a record,
+            # which may be inside an atomic block (a refused PMIR entry) whose connection the
+            # writer must not inherit (identity.store.db routes a task's statements there).
+            self._task = asyncio.get_running_loop().create_task(
+                self._run(), context=contextvars.Context()
+            )
         self._wake.set()
 
     def failed(self, audit: AuditOf | None, exc: BaseException) -> None:

@@ -3,7 +3,7 @@ rolled-back command leaves only its failure record, reads are written in the bac
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 
 import pytest
 
@@ -11,6 +11,7 @@ from identity.audit.record import AuditRecord, Outcome, cx, hl7_peer
 from identity.errors import SourceNotAuthorized
 from identity.mpi import Envelope, Mpi, Register
 from tests.core.helpers import person
+from tests.waiting import eventually
 
 
 def _feed(mpi: Mpi, value: str) -> object:
@@ -29,6 +30,10 @@ async def _rows(mpi: Mpi) -> list[tuple[str, int, list[str]]]:
             "SELECT transaction, outcome, patients FROM audit_event ORDER BY id"
         )
     return [(r["transaction"], r["outcome"], list(r["patients"])) for r in rows]
+
+
+def _rows_of(mpi: Mpi) -> Callable[[], Awaitable[list[tuple[str, int, list[str]]]]]:
+    return lambda: _rows(mpi)
 
 
 async def test_a_change_is_audited_in_its_transaction(mpi: Mpi) -> None:
@@ -69,3 +74,17 @@ async def test_reads_are_written_in_the_background(mpi: Mpi) -> None:
     mpi.audit.later(records)
     await mpi.audit.stop()  # stopping writes what is queued
     assert await _rows(mpi) == [("ITI-9", 0, ["AU5^^^HOSPA"])]
+
+
+async def test_a_failure_queued_first_inside_an_atomic_block_is_written(mpi: Mpi) -> None:
+    # The background writer starts with the first queued record; started from inside an
+    # atomic block it must not write on that block's connection, rolled back and released.
+    bad = Envelope(actor="fhir:LIS", source="LIS", audit=_feed(mpi, "AU6"))
+    with pytest.raises(SourceNotAuthorized):
+        async with mpi.atomic():
+            await mpi.handle(Register(subject=person("HOSPA", "AU6")), bad)
+    assert mpi.audit._task is not None
+    # written by the writer's own flush, not the test's
+    await eventually(_rows_of(mpi), what="the refused command's record is written")
+    assert await _rows(mpi) == [("ITI-8", 4, ["AU6^^^HOSPA"])]
+    assert not mpi.audit._task.done()
