@@ -65,7 +65,7 @@ class AuditTrail:
             log.error("event=audit_dropped records=%d queued=%d", len(records), len(self._queue))
             return
         self._queue.extend(records)
-        if self._task is None and not self._stopping:
+        if (self._task is None or self._task.done()) and not self._stopping:
             # A context of its own: the writer outlives the request that first queues a record,
             # which may be inside an atomic block (a refused PMIR entry) whose connection the
             # writer must not inherit (identity.store.db routes a task's statements there).
@@ -112,7 +112,8 @@ class AuditTrail:
             await asyncio.sleep(FLUSH_SECONDS)  # gather a batch
             try:
                 await self.flush()
-            except (StoreUnavailable, OSError, asyncpg.PostgresError) as exc:
+            except (StoreUnavailable, OSError, asyncpg.PostgresError,
+                    asyncpg.InterfaceError) as exc:
                 log.warning("event=audit_write_retry records=%d error=%s", len(self._queue),
                             type(exc).__name__)
                 await asyncio.sleep(RETRY_SECONDS)
