@@ -51,6 +51,8 @@ class UnitOfWork:
         self._outbox: list[tuple[str, dict[str, Any], Any]] = []
         self._reply: tuple[str, str, str, str | None] | None = None
         self._audited = False
+        self.result: Any = None
+        """The command's result, once its handler returned (for ``Envelope.audit_result``)."""
 
     def record(
         self,
@@ -112,6 +114,11 @@ class UnitOfWork:
             self._history.clear()
             self._outbox.clear()
             self._reply = None
-        if self.audit is not None and self.envelope.audit is not None and not self._audited:
+        if self.audit is None or self._audited:
+            return
+        if self.envelope.audit_result is not None:
+            self._audited = True
+            await self.audit.write(self.conn, self.envelope.audit_result(self.result))
+        elif self.envelope.audit is not None:
             self._audited = True
             await self.audit.write(self.conn, self.envelope.audit(Outcome.SUCCESS, None))

@@ -7,8 +7,9 @@ from collections.abc import Awaitable, Callable, Sequence
 
 import pytest
 
-from identity.audit.record import AuditRecord, Outcome, cx, hl7_peer
+from identity.audit.record import AuditRecord, Outcome, cx, fhir_client, hl7_peer
 from identity.errors import SourceNotAuthorized
+from identity.model import RegisterResult
 from identity.mpi import Envelope, Mpi, Register
 from tests.core.helpers import person
 from tests.waiting import eventually
@@ -88,3 +89,18 @@ async def test_a_failure_queued_first_inside_an_atomic_block_is_written(mpi: Mpi
     await eventually(_rows_of(mpi), what="the refused command's record is written")
     assert await _rows(mpi) == [("ITI-8", 4, ["AU6^^^HOSPA"])]
     assert not mpi.audit._task.done()
+
+
+async def test_success_records_can_be_made_from_the_commands_result(mpi: Mpi) -> None:
+    def created_or_updated(result: RegisterResult) -> Sequence[AuditRecord]:
+        return [mpi.audit.auditor.patient_feed(
+            "ITI-104", action="C" if result.created else "U", caller=fhir_client("ADT_A"),
+            patient=[cx(result.record.identifier, namespace="HOSPA")])]  # fmt: skip
+
+    for _ in range(2):
+        envelope = Envelope(actor="fhir:ADT_A", source="ADT_A", audit=_feed(mpi, "AU7"),
+                            audit_result=created_or_updated)  # fmt: skip
+        await mpi.handle(Register(subject=person("HOSPA", "AU7")), envelope)
+    async with mpi.db.read() as conn:
+        actions = await conn.fetch("SELECT transaction, action FROM audit_event ORDER BY id")
+    assert [tuple(r) for r in actions] == [("ITI-104", "C"), ("ITI-104", "U")]
