@@ -25,13 +25,17 @@ import asyncpg
 from identity.audit.record import AUDIT_TOPIC, Auditor, AuditRecord, Outcome
 from identity.config import Settings
 from identity.errors import MpiError, StoreUnavailable
-from identity.store.audit import AuditStore
+from identity.store.audit import AuditStore, audit_rows
 from identity.store.db import Database
 
 log = logging.getLogger("identity.audit")
 
 FLUSH_SECONDS = 0.05
 BATCH = 500
+CHUNK = 16
+"""Records made into rows between two turns of the event loop: a batch's rows are made a chunk
+at a time, so that a request arriving meanwhile waits for one chunk (a fraction of a
+millisecond), not the whole batch (a batch of reads can take milliseconds)."""
 MAX_QUEUED = 100_000
 RETRY_SECONDS = 1.0
 
@@ -49,6 +53,7 @@ class AuditTrail:
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._stopping = False
+        self._flushing = asyncio.Lock()
         self.dropped = 0
 
     async def write(self, conn: asyncpg.Connection, records: Sequence[AuditRecord]) -> None:
@@ -85,12 +90,18 @@ class AuditTrail:
             log.exception("event=audit_failure_record_error")
 
     async def flush(self) -> None:
-        """Write everything queued so far."""
-        while self._queue:
-            batch = self._queue[:BATCH]
-            async with self.db.read() as conn:
-                await AuditStore(conn).insert(batch, topic=self.topic)
-            del self._queue[: len(batch)]
+        """Write everything queued so far (one flush at a time: the background writer's and a
+        caller's would otherwise both write the head of the queue)."""
+        async with self._flushing:
+            while self._queue:
+                batch = self._queue[:BATCH]
+                rows = audit_rows(batch[:CHUNK])
+                for start in range(CHUNK, len(batch), CHUNK):
+                    await asyncio.sleep(0)  # let the requests waiting run
+                    rows.extend(audit_rows(batch[start:start + CHUNK]))
+                async with self.db.read() as conn:
+                    await AuditStore(conn).insert_rows(rows, topic=self.topic)
+                del self._queue[: len(batch)]
 
     async def stop(self) -> None:
         self._stopping = True
