@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -113,7 +114,7 @@ class Caller:
     @property
     def participant(self) -> Participant:
         """BALP agent[client]: the client id and its address."""
-        return fhir_client(self.client, self.address)
+        return _client_participant(self.client, self.address)
 
     @property
     def envelope(self) -> Envelope:
@@ -766,6 +767,13 @@ def explanation_extension(weight: float, explanation: dict[str, Any]) -> Json:
 
 def _now() -> datetime:
     return datetime.now(UTC)
+
+
+@functools.lru_cache(maxsize=1024)
+def _client_participant(client: str | None, address: str | None) -> Participant:
+    """``fhir_client`` of a client at an address (frozen, so shared): made once, not for
+    every record of every request."""
+    return fhir_client(client, address)
 
 
 def _patient_ref(record_id: int | None) -> str | None:
