@@ -90,11 +90,16 @@ class AuditTrail:
             log.exception("event=audit_failure_record_error")
 
     async def flush(self) -> None:
-        """Write everything queued so far (one flush at a time: the background writer's and a
-        caller's would otherwise both write the head of the queue)."""
+        """Write everything queued so far, not what is queued meanwhile: that waits for the
+        writer's next round, FLUSH_SECONDS on, so that reads arriving one by one are written a
+        batch at a time, not one statement each as soon as the last one returns. One flush at a
+        time: the background writer's and a caller's would otherwise both write the head of
+        the queue."""
         async with self._flushing:
-            while self._queue:
-                batch = self._queue[:BATCH]
+            left = len(self._queue)
+            while left > 0 and self._queue:
+                batch = self._queue[:min(BATCH, left)]
+                left -= len(batch)
                 rows = audit_rows(batch[:CHUNK])
                 for start in range(CHUNK, len(batch), CHUNK):
                     await asyncio.sleep(0)  # let the requests waiting run
