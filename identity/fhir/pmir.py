@@ -194,7 +194,8 @@ def _not_applied_audit(door: FhirDoor, who: Caller, entries: list[Json], failed_
             why = f"not applied: {reason}"
         url = str((entry.get("request") or {}).get("url") or "") if isinstance(
             entry, dict) else ""  # fmt: skip
-        resource = url if url.startswith("Patient/") else None
+        rid = url[len("Patient/"):] if url.startswith("Patient/") else ""
+        resource = url if rid.isdigit() and len(rid) <= 18 else None  # else it may be data
         for patient in entry_patients(entry, skip=door.enterprise_system) if isinstance(
                 entry, dict) else [()]:  # fmt: skip
             records.append(auditor.patient_feed(
