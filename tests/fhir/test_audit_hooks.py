@@ -153,6 +153,18 @@ async def test_iti104_create_and_update(fhir: Fhir) -> None:
     assert created.message_id == "req-1" and created.message_id_kind == "X-Request-Id"
 
 
+async def test_a_patients_records_are_found_by_its_identifier(fhir: Fhir) -> None:
+    _, body, _ = await fhir.put_patient(HOSPA, "F1", patient(HOSPA, "F1"))
+    await fhir.call("GET", f"/Patient/{body['id']}", client="PDQC")
+    await fhir.mpi.audit.flush()
+    status, found, _ = await fhir.call("GET", "/AuditEvent", client="AUDITOR",
+                                       params={"patient": f"{HOSPA}|F1"})
+    assert status == 200
+    kinds = sorted(c["code"] for e in found["entry"] for c in e["resource"]["subtype"]
+                   if c["code"] in ("create", "read"))  # fmt: skip
+    assert kinds == ["create", "read"]
+
+
 async def test_iti104_delete(fhir: Fhir) -> None:
     await fhir.put_patient(HOSPA, "D1", patient(HOSPA, "D1"))
     status, _, response = await fhir.call("DELETE", "/Patient", client="ADT_A",
