@@ -32,6 +32,7 @@ from __future__ import annotations
 import base64
 import ipaddress
 import os
+import re
 import socket
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
@@ -202,7 +203,12 @@ def transaction(name: str) -> Transaction:
 _CX_ESCAPES = (("\\", "\\E\\"), ("|", "\\F\\"), ("^", "\\S\\"), ("&", "\\T\\"), ("~", "\\R\\"))
 
 
+_CX_SPECIAL = re.compile(r"[\\|^&~]")
+
+
 def _escape(text: str) -> str:
+    if _CX_SPECIAL.search(text) is None:  # the common case: one scan, no copies
+        return text
     for char, code in _CX_ESCAPES:
         text = text.replace(char, code)
     return text
@@ -468,8 +474,10 @@ class AuditRecord:
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "recorded", _utc(self.recorded))
-        object.__setattr__(self, "action", Action(self.action))
-        object.__setattr__(self, "outcome", Outcome(self.outcome))
+        if type(self.action) is not Action:  # an Enum call costs microseconds: only if needed
+            object.__setattr__(self, "action", Action(self.action))
+        if type(self.outcome) is not Outcome:
+            object.__setattr__(self, "outcome", Outcome(self.outcome))
         if not self.participants:
             raise ValueError("an audit record needs at least one active participant")
         if self.message_id is not None and self.message_id_kind is None:
