@@ -58,6 +58,11 @@ KEPT_PARAMS = IDENTIFIER_PARAMS | CONTROL_PARAMS
 
 _NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_.:\-]{0,63}$")
 _SAFE = ":|/,.-_~@"
+_PLAIN = re.compile(r"^[A-Za-z0-9:|/,.\-_~@]*$")
+
+
+def _quote(text: str) -> str:
+    return text if _PLAIN.match(text) else quote(text, _SAFE)
 
 
 def _kept(name: str) -> bool:
@@ -70,9 +75,9 @@ def _pairs(params: Iterable[tuple[str, str]]) -> str:
         if not _NAME.match(name):  # not a parameter's name: it may be data, so it goes too
             out.append(f"{REDACTED}={REDACTED}")
         elif _kept(name):
-            out.append(f"{quote(name, _SAFE)}={quote(value, _SAFE)}")
+            out.append(f"{_quote(name)}={_quote(value)}")
         else:
-            out.append(f"{quote(name, _SAFE)}={REDACTED}")
+            out.append(f"{_quote(name)}={REDACTED}")
     return "&".join(out)
 
 
