@@ -19,6 +19,7 @@ import contextlib
 import contextvars
 import logging
 from collections.abc import Callable, Sequence
+from typing import Any
 
 import asyncpg
 
@@ -43,13 +44,16 @@ AuditOf = Callable[[Outcome, str | None], Sequence[AuditRecord]]
 """An envelope's audit: the records of its command, given how it ended (success, or a failure
 outcome with the reason)."""
 
+Making = Callable[[], Sequence[AuditRecord]]
+"""What ``defer`` queues: a function the writer calls to make the records."""
+
 
 class AuditTrail:
     def __init__(self, db: Database, settings: Settings) -> None:
         self.db = db
         self.auditor = Auditor(settings)
         self.topic = AUDIT_TOPIC if settings.audit.syslog is not None else None
-        self._queue: list[AuditRecord] = []
+        self._queue: list[AuditRecord | Making] = []
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._stopping = False
@@ -70,6 +74,21 @@ class AuditTrail:
             log.error("event=audit_dropped records=%d queued=%d", len(records), len(self._queue))
             return
         self._queue.extend(records)
+        self._started()
+
+    def defer(self, make: Making) -> None:
+        """Queue a function that makes records of something that changed nothing: the writer
+        calls it, so that a read's records are made off the read's path (``make`` must use
+        only what it was given: it runs up to FLUSH_SECONDS later; pass the event's time as
+        the records' ``at``)."""
+        if len(self._queue) >= MAX_QUEUED:
+            self.dropped += 1
+            log.error("event=audit_dropped records=1 queued=%d", len(self._queue))
+            return
+        self._queue.append(make)
+        self._started()
+
+    def _started(self) -> None:
         if (self._task is None or self._task.done()) and not self._stopping:
             # A context of its own: the writer outlives the request that first queues a record,
             # which may be inside an atomic block (a refused PMIR entry) whose connection the
@@ -100,12 +119,13 @@ class AuditTrail:
             while left > 0 and self._queue:
                 batch = self._queue[:min(BATCH, left)]
                 left -= len(batch)
-                rows = audit_rows(batch[:CHUNK])
+                rows = _rows(batch[:CHUNK])
                 for start in range(CHUNK, len(batch), CHUNK):
                     await asyncio.sleep(0)  # let the requests waiting run
-                    rows.extend(audit_rows(batch[start:start + CHUNK]))
-                async with self.db.read() as conn:
-                    await AuditStore(conn).insert_rows(rows, topic=self.topic)
+                    rows.extend(_rows(batch[start:start + CHUNK]))
+                if rows:
+                    async with self.db.read() as conn:
+                        await AuditStore(conn).insert_rows(rows, topic=self.topic)
                 del self._queue[: len(batch)]
 
     async def stop(self) -> None:
@@ -134,6 +154,21 @@ class AuditTrail:
                             type(exc).__name__)
                 await asyncio.sleep(RETRY_SECONDS)
                 self._wake.set()
+
+
+def _rows(items: Sequence[AuditRecord | Making]) -> list[dict[str, Any]]:
+    """The rows of queued records, the deferred ones made now (one that fails is logged and
+    left out: it must not hold back the records queued behind it)."""
+    records: list[AuditRecord] = []
+    for item in items:
+        if isinstance(item, AuditRecord):
+            records.append(item)
+            continue
+        try:
+            records.extend(item())
+        except Exception:  # noqa: BLE001
+            log.exception("event=audit_record_error")
+    return audit_rows(records)
 
 
 def _refused(exc: BaseException) -> bool:

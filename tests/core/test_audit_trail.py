@@ -104,3 +104,24 @@ async def test_success_records_can_be_made_from_the_commands_result(mpi: Mpi) ->
     async with mpi.db.read() as conn:
         actions = await conn.fetch("SELECT transaction, action FROM audit_event ORDER BY id")
     assert [tuple(r) for r in actions] == [("ITI-104", "C"), ("ITI-104", "U")]
+
+
+async def test_deferred_records_are_made_by_the_writer_and_a_failure_holds_none_back(
+    mpi: Mpi,
+) -> None:
+    def records(value: str) -> Sequence[AuditRecord]:
+        return mpi.audit.auditor.query(
+            "ITI-9", caller=hl7_peer("PIXC", "FAC", "127.0.0.1"), query=b"MSH|...",
+            patients=[[cx(value, namespace="HOSPA")]])  # fmt: skip
+
+    def broken() -> Sequence[AuditRecord]:
+        raise RuntimeError("a bug in a door")
+
+    made: list[str] = []
+    mpi.audit.defer(lambda: made.append("AU8") or records("AU8"))
+    mpi.audit.defer(broken)
+    mpi.audit.later(records("AU9"))
+    assert made == []  # not on the caller's path
+    await mpi.audit.flush()
+    assert made == ["AU8"]
+    assert await _rows(mpi) == [("ITI-9", 0, ["AU8^^^HOSPA"]), ("ITI-9", 0, ["AU9^^^HOSPA"])]
