@@ -204,13 +204,15 @@ class FhirDoor:
                               first=ref_cx(first) if first is not None else None)
 
     def queried(self, request: web.Request, name: str, query: str,
-                patients: Sequence[Sequence[str]]) -> None:  # fmt: skip
-        """Queue the records of a query answered (one per patient returned)."""
+                patients: Callable[[], Sequence[Sequence[str]]]) -> None:  # fmt: skip
+        """Queue the records of a query answered, one per patient returned (``patients()``:
+        their identifiers); made by the audit writer, off the request's path."""
         who = self.caller(request)
-        assert who.auditor is not None
-        self.mpi.audit.later(who.auditor.query(
-            name, caller=who.participant, human=who.human, query=query, patients=patients,
-            message_id=who.message_id, endpoint=who.endpoint))  # fmt: skip
+        auditor, at = who.auditor, _now()
+        assert auditor is not None
+        self.mpi.audit.defer(lambda: auditor.query(
+            name, caller=who.participant, human=who.human, query=query, patients=patients(),
+            message_id=who.message_id, endpoint=who.endpoint, at=at))  # fmt: skip
         if who.state is not None:
             who.state.recorded = True
 
@@ -282,11 +284,12 @@ class FhirDoor:
     def read_audited(self, request: web.Request, record: SourceRecord) -> None:
         """Queue the record of a Patient read or vread (BALP PatientRead)."""
         who = self.caller(request)
-        assert who.auditor is not None
-        self.mpi.audit.later([who.auditor.read(
+        auditor, at = who.auditor, _now()
+        assert auditor is not None
+        self.mpi.audit.defer(lambda: [auditor.read(
             caller=who.participant, human=who.human, patient=record_cx(record),
             resource=f"Patient/{record.id}", message_id=who.message_id,
-            endpoint=who.endpoint)])  # fmt: skip
+            endpoint=who.endpoint, at=at)])  # fmt: skip
         if who.state is not None:
             who.state.recorded = True
 
@@ -385,7 +388,7 @@ class FhirDoor:
             body_out["parameter"] = parameters + target_ids
         response = fhir_response(body_out)
         assert state.query is not None
-        self.queried(request, "ITI-83", state.query, [patient])
+        self.queried(request, "ITI-83", state.query, lambda: [patient])
         return response
 
     # --- ITI-104 feed -------------------------------------------------------------------
@@ -575,7 +578,7 @@ class FhirDoor:
         query = request_audit(request).query
         self.queried(request, "ITI-78", query or redacted_query(
             request.method, request.path, request.query.items()),
-            [record_cx(r) for r in records])  # fmt: skip
+            lambda: [record_cx(r) for r in records])  # fmt: skip
         return response
 
     async def domains_to_return(self, systems: set[str]) -> frozenset[str] | None:
@@ -747,8 +750,8 @@ class FhirDoor:
         if entries:
             bundle["entry"] = entries
         response = fhir_response(bundle)
-        self.queried(request, "ITI-119", query,
-                     [record_cx(c.record) for c in candidates[:count]])
+        shown = [c.record for c in candidates[:count]]
+        self.queried(request, "ITI-119", query, lambda: [record_cx(r) for r in shown])
         return response
 
 
