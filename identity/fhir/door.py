@@ -73,6 +73,7 @@ from identity.fhir.wire import (
 from identity.model import (
     AuthorityRef,
     CommandResult,
+    CrossReferences,
     IdentifierRef,
     RecordStatus,
     RegisterResult,
@@ -359,8 +360,7 @@ class FhirDoor:
             raise FhirError(400, "code-invalid", "sourceIdentifier Assigning Authority not found")
         ref = IdentifierRef(value=source[1], authority=authority_of(source[0]))
         queried = identifier_cx(source[0], source[1])
-        patient: list[str] = [queried] if queried else []
-        state.patients = [tuple(patient)]
+        state.patients = [(queried,) if queried else ()]
         try:
             xrefs = await self.mpi.cross_references(ref, [authority_of(t) for t in targets])
         except UnknownTargetDomain as exc:
@@ -376,9 +376,6 @@ class FhirDoor:
         for xref in xrefs.references:
             ident = xref.identifier
             value: Json = {"system": system_of(ident.domain, ident.oid), "value": ident.value}
-            returned = identifier_cx(value["system"], ident.value)
-            if returned and returned not in patient:
-                patient.append(returned)
             parameters.append({"name": "targetIdentifier", "valueIdentifier": value})
             if xref.record_id is not None:
                 target_ids.append({"name": "targetId",
@@ -388,7 +385,7 @@ class FhirDoor:
             body_out["parameter"] = parameters + target_ids
         response = fhir_response(body_out)
         assert state.query is not None
-        self.queried(request, "ITI-83", state.query, lambda: [patient])
+        self.queried(request, "ITI-83", state.query, lambda: [pix_patient(queried, xrefs)])
         return response
 
     # --- ITI-104 feed -------------------------------------------------------------------
@@ -777,6 +774,17 @@ def _client_participant(client: str | None, address: str | None) -> Participant:
     """``fhir_client`` of a client at an address (frozen, so shared): made once, not for
     every record of every request."""
     return fhir_client(client, address)
+
+
+def pix_patient(queried: str | None, xrefs: CrossReferences) -> tuple[str, ...]:
+    """The patient of an ITI-83 record: the queried identifier, then those returned."""
+    out = [queried] if queried else []
+    for xref in xrefs.references:
+        ident = xref.identifier
+        found = identifier_cx(system_of(ident.domain, ident.oid), ident.value)
+        if found and found not in out:
+            out.append(found)
+    return tuple(out)
 
 
 def _patient_ref(record_id: int | None) -> str | None:
