@@ -33,7 +33,7 @@ log = logging.getLogger("identity.audit")
 
 FLUSH_SECONDS = 0.05
 BATCH = 500
-CHUNK = 16
+CHUNK = 4
 """Records made into rows between two turns of the event loop: a batch's rows are made a chunk
 at a time, so that a request arriving meanwhile waits for one chunk (a fraction of a
 millisecond), not the whole batch (a batch of reads can take milliseconds)."""
