@@ -5,7 +5,8 @@ conditional PUTs from ``--clients`` concurrent clients, then times:
 
 - ITI-104 creates and updates per second (``--clients`` concurrent clients);
 - ITI-83 $ihe-pix, ITI-78 family+birthdate search and ITI-119 $match, one request at a time,
-  p50/p95/p99 in milliseconds (client side: HTTP, JSON, core and database included).
+  p50/p95/p99 in milliseconds (client side: HTTP, JSON, core and database included), and the
+  CPU the server, PostgreSQL and the client spent per request.
 
 The HTTP client runs in a process of its own (as an app does), so that its work does not share
 the server's event loop; ``--same-process`` puts it back in the server's loop.
@@ -203,19 +204,24 @@ async def measure(args: argparse.Namespace, url: str) -> None:
         def system_value(p: dict[str, Any]) -> str:
             return "|".join((p["identifier"][0]["system"], p["identifier"][0]["value"]))
 
+        async def phase(label: str, calls: list[tuple[str, str, Any]]) -> None:
+            meter = CpuMeter(server)
+            print(f"{label:<27}" + percentiles(await client.run(requests, base, calls)))
+            print("  " + meter.per(len(calls), "request"))
+
         queries = [rng.choice(patients) for _ in range(args.queries)]
         pix = [("GET", "/Patient/$ihe-pix", {"sourceIdentifier": system_value(p)})
                for p in queries]
-        print("ITI-83 $ihe-pix:           " + percentiles(await client.run(requests, base, pix)))
+        await phase("ITI-83 $ihe-pix:", pix)
         searchable = [p for p in queries if p.get("name") and p["name"][0].get("family")
                       and p.get("birthDate")]
         pdq = [("GET", "/Patient", {"family": p["name"][0]["family"],
                                     "birthdate": p["birthDate"]}) for p in searchable]
-        print("ITI-78 family+birthdate:   " + percentiles(await client.run(requests, base, pdq)))
+        await phase("ITI-78 family+birthdate:", pdq)
         match = [("POST", "/Patient/$match", {"resourceType": "Parameters", "parameter": [
                      {"name": "resource", "resource": {**p, "identifier": []}},
                      {"name": "count", "valueInteger": 10}]}) for p in queries]
-        print("ITI-119 $match:            " + percentiles(await client.run(requests, base, match)))
+        await phase("ITI-119 $match:", match)
         client.close()
 
         # The same queries straight against the core: the difference is the door's cost.

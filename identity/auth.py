@@ -96,6 +96,10 @@ class Principal:
     scopes: frozenset[str]
     subject: str | None = None
     authenticated: bool = False
+    person: str | None = None
+    """The name of the person the token was issued to, when it names one (IUA's
+    ``extensions.ihe_iua.subject_name``, else OpenID Connect's ``name``): the audit records
+    name that person (``sub``) as the human requestor."""
 
     def grants(self, scope: str, transactions: tuple[str, ...] = ()) -> bool:
         """Whether the token allows ``scope`` (one of READ, WRITE, STEWARD, AUDIT), directly,
@@ -223,12 +227,23 @@ class TokenVerifier:
             raise AuthError(401, "invalid_token", "the token names no client_id or sub")
         subject = claims.get("sub") if isinstance(claims.get("sub"), str) else None
         return Principal(client=client, scopes=_scopes(claims), subject=subject,
-                         authenticated=True)
+                         authenticated=True, person=_person(claims))
 
     def _decode(self, token: str) -> Any:
         if self._keys is None:
             raise MissingKeyError()
         return jwt.decode(token, self._keys, algorithms=ALGORITHMS)
+
+
+def _person(claims: dict[str, Any]) -> str | None:
+    """The person's name a token carries: IHE IUA's JWT extension ``ihe_iua.subject_name``
+    (ITI-71), else the OpenID Connect ``name`` claim; None for a token of a system."""
+    extensions = claims.get("extensions")
+    iua = extensions.get("ihe_iua") if isinstance(extensions, dict) else None
+    name = iua.get("subject_name") if isinstance(iua, dict) else None
+    if not isinstance(name, str) or not name.strip():
+        name = claims.get("name")
+    return name.strip()[:200] if isinstance(name, str) and name.strip() else None
 
 
 def _invalid(exc: Exception) -> AuthError:

@@ -32,6 +32,7 @@ from __future__ import annotations
 import base64
 import ipaddress
 import os
+import re
 import socket
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
@@ -202,7 +203,12 @@ def transaction(name: str) -> Transaction:
 _CX_ESCAPES = (("\\", "\\E\\"), ("|", "\\F\\"), ("^", "\\S\\"), ("&", "\\T\\"), ("~", "\\R\\"))
 
 
+_CX_SPECIAL = re.compile(r"[\\|^&~]")
+
+
 def _escape(text: str) -> str:
+    if _CX_SPECIAL.search(text) is None:  # the common case: one scan, no copies
+        return text
     for char, code in _CX_ESCAPES:
         text = text.replace(char, code)
     return text
@@ -468,8 +474,10 @@ class AuditRecord:
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "recorded", _utc(self.recorded))
-        object.__setattr__(self, "action", Action(self.action))
-        object.__setattr__(self, "outcome", Outcome(self.outcome))
+        if type(self.action) is not Action:  # an Enum call costs microseconds: only if needed
+            object.__setattr__(self, "action", Action(self.action))
+        if type(self.outcome) is not Outcome:
+            object.__setattr__(self, "outcome", Outcome(self.outcome))
         if not self.participants:
             raise ValueError("an audit record needs at least one active participant")
         if self.message_id is not None and self.message_id_kind is None:
@@ -615,6 +623,7 @@ class Auditor:
         self.fhir_endpoint = (
             fhir_endpoint or settings.fhir.base_url or f"http://{self.hostname}/fhir"
         )
+        self._ourselves: dict[tuple[Any, ...], Participant] = {}
 
     # --- ourselves --------------------------------------------------------------------------
 
@@ -624,14 +633,22 @@ class Auditor:
         process id (IHE: AlternativeUserID "the process ID as used within the local operating
         system") and its machine name (or ``endpoint``, the local address the connection came
         to); over HTTP the endpoint URL (BALP agent[server])."""
-        pid = str(os.getpid())
+        pid = os.getpid()
+        key = (door, endpoint, role, requestor, pid)
+        found = self._ourselves.get(key)
+        if found is not None:
+            return found
         if door == "hl7v2":
-            return hl7_peer(self.application, self.facility, endpoint or self.hostname,
-                            role=role, requestor=requestor, process_id=pid)  # fmt: skip
-        url = endpoint or self.fhir_endpoint
-        return Participant(user_id=url, requestor=requestor, roles=(role,),
-                           alternative_user_id=pid, network_id=url,
-                           network_type=NetworkType.URI)  # fmt: skip
+            found = hl7_peer(self.application, self.facility, endpoint or self.hostname,
+                             role=role, requestor=requestor, process_id=str(pid))  # fmt: skip
+        else:
+            url = endpoint or self.fhir_endpoint
+            found = Participant(user_id=url, requestor=requestor, roles=(role,),
+                                alternative_user_id=str(pid), network_id=url,
+                                network_type=NetworkType.URI)  # fmt: skip
+        if len(self._ourselves) < 64:  # a few endpoints (bound by the addresses we listen on)
+            self._ourselves[key] = found
+        return found
 
     def _message(self, door: str | None, message_id: str | None) -> dict[str, Any]:
         if message_id is None:
@@ -748,8 +765,10 @@ class Auditor:
         entry = transaction(name)
         if isinstance(query, str):
             query = query.encode("utf-8")
+        groups = [tuple(p) for p in patients if p]
         base = AuditRecord(
             transaction=name,
+            patients=groups[0] if len(groups) == 1 else (),
             event_id=entry.event_id,
             event_types=(entry.code,),
             action=Action.EXECUTE,
@@ -765,8 +784,9 @@ class Auditor:
             query_id=query_id or message_id,
             **self._message(entry.door, message_id),
         )
-        groups = [tuple(p) for p in patients if p]
-        return [base.with_patient(group) for group in groups] or [base]
+        if len(groups) <= 1:
+            return [base]
+        return [base.with_patient(group) for group in groups]
 
     def read(
         self,

@@ -22,6 +22,7 @@ from identity.fhir.access import (
     principal_of,
 )
 from identity.fhir.audit import add_audit_routes
+from identity.fhir.auditing import DoorAudit
 from identity.fhir.door import FhirDoor
 from identity.fhir.pmir import process_message
 from identity.fhir.wire import deadline_middleware, error_middleware
@@ -32,15 +33,17 @@ FHIR_DOOR_KEY = web.AppKey("fhir_door", FhirDoor)
 
 def build_fhir_app(mpi: Mpi, settings: Settings) -> web.Application:
     """The FHIR sub-application (mounted at /fhir); its middleware maps every error to an
-    OperationOutcome without touching the parent's other routes, and checks each route's
-    scope (identity.fhir.access)."""
+    OperationOutcome without touching the parent's other routes, checks each route's
+    scope (identity.fhir.access) and records what failed (identity.fhir.auditing)."""
     # the body limit that applies is the serving application's (identity.app: http.max_body_bytes)
     control = AccessControl(settings)
+    door = FhirDoor(mpi, settings)
+    audit = DoorAudit(door, control)  # outermost: it sees the status every request ends with
     app = web.Application(middlewares=[
-        error_middleware, deadline_middleware(settings.http.request_timeout), control.middleware,
+        audit.middleware, error_middleware, deadline_middleware(settings.http.request_timeout),
+        control.middleware,
     ])
     app.on_startup.append(control.on_startup)
-    door = FhirDoor(mpi, settings)
     app[FHIR_DOOR_KEY] = door
 
     async def pmir(request: web.Request) -> web.StreamResponse:
@@ -60,10 +63,10 @@ def build_fhir_app(mpi: Mpi, settings: Settings) -> web.Application:
     route("POST", "/$process-message", pmir, PMIR_FEED)
     route("POST", "/Bundle", pmir, PMIR_FEED)
     route("POST", "/", pmir, PMIR_FEED)
-    audit = add_audit_routes(app, mpi.db, settings, auditor=mpi.audit.auditor,
-                             authorize=_client_of)
-    control.register(audit.search, AUDIT_READ)
-    control.register(audit.read, AUDIT_READ)
+    search = add_audit_routes(app, mpi.db, settings, auditor=mpi.audit.auditor,
+                              authorize=_client_of)
+    control.register(search.search, AUDIT_READ)
+    control.register(search.read, AUDIT_READ)
     return app
 
 

@@ -17,6 +17,8 @@ from identity.fhir.wire import FhirError
 log = logging.getLogger("identity.fhir.access")
 
 PRINCIPAL_KEY = web.RequestKey("principal", Principal)
+REFUSAL_KEY = web.RequestKey("auth_refusal", AuthError)
+"""The 401 or 403 the middleware answered a request with (for its audit record)."""
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -84,17 +86,18 @@ class AccessControl:
             return await handler(request)
         try:
             principal = await self.verifier.verify(request.headers.get("Authorization"))
+            request[PRINCIPAL_KEY] = principal  # who was refused, for a 403's audit record
             if not principal.grants(access.scope, access.transactions):
                 raise AuthError(403, "insufficient_scope",
                                 f"the token does not grant {access.scope}", scope=access.scope)
         except AuthError as exc:
             log.info("event=fhir_access_refused status=%d error=%s method=%s path=%s",
                      exc.status, exc.error or "no_token", request.method, request.path)
+            request[REFUSAL_KEY] = exc
             raise FhirError(
                 exc.status,
                 "login" if exc.status == 401 else "forbidden",
                 exc.text,
                 headers={"WWW-Authenticate": exc.www_authenticate(self.settings.auth.realm)},
             ) from None
-        request[PRINCIPAL_KEY] = principal
         return await handler(request)

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import functools
 import uuid
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -12,6 +14,16 @@ import orjson
 from aiohttp import web
 from multidict import MultiDict
 
+from identity.audit.record import (
+    Action,
+    Auditor,
+    AuditRecord,
+    Outcome,
+    Participant,
+    fhir_client,
+    human_requestor,
+    scope_roles,
+)
 from identity.config import Settings
 from identity.errors import (
     AmbiguousDomain,
@@ -23,6 +35,18 @@ from identity.errors import (
 )
 from identity.fhir import search as pdq
 from identity.fhir.access import principal_of
+from identity.fhir.auditing import (
+    RequestAudit,
+    identifier_cx,
+    identifiers_cx,
+    match_params,
+    pix_params,
+    record_cx,
+    redacted_query,
+    redacted_reason,
+    ref_cx,
+    request_audit,
+)
 from identity.fhir.capability import capability_statement
 from identity.fhir.patient import (
     authority_of,
@@ -48,8 +72,11 @@ from identity.fhir.wire import (
 )
 from identity.model import (
     AuthorityRef,
+    CommandResult,
+    CrossReferences,
     IdentifierRef,
     RecordStatus,
+    RegisterResult,
     SearchCriteria,
     SourceRecord,
 )
@@ -59,17 +86,81 @@ MATCH_GRADE = "http://hl7.org/fhir/StructureDefinition/match-grade"
 MATCH_EXPLANATION = "https://identity.example.org/fhir/StructureDefinition/match-explanation"
 
 
+@dataclass(frozen=True, slots=True)
+class Change:
+    """One patient a change touches, for its audit record: the action, the patient's
+    identifiers (CX), the resource written when known."""
+
+    action: Action
+    patient: tuple[str, ...]
+    resource: str | None = None
+
+
 @dataclass
 class Caller:
+    """Who sent the request, and what its audit records need to say so."""
+
     client: str | None
     actor: str
     message_id: str
+    address: str | None = None
+    human: Participant | None = None
+    endpoint: str | None = None
+    auditor: Auditor | None = None
+    state: RequestAudit | None = None
+    transaction: str = "ITI-104"
+    entry: int | None = None
+    """PMIR: the index of the history entry being applied."""
+
+    @property
+    def participant(self) -> Participant:
+        """BALP agent[client]: the client id and its address."""
+        return _client_participant(self.client, self.address)
 
     @property
     def envelope(self) -> Envelope:
         """The envelope of the request's command: no sender, so no stored reply (a FHIR
-        client retries a PUT, which is idempotent itself)."""
+        client retries a PUT, which is idempotent itself). No audit records: see ``feed``."""
         return Envelope(actor=self.actor, source=self.client, message_id=self.message_id)
+
+    def feed(
+        self,
+        changes: Sequence[Change],
+        of_result: Callable[[Any], tuple[Sequence[Change], Outcome, str | None]] | None = None,
+    ) -> Envelope:
+        """The envelope of a change to patients (ITI-104, ITI-93) with its audit records, one
+        per Change: ``changes`` as attempted (the records of a refused or failed command, with
+        its outcome and reason), ``of_result(result)`` those of the command that succeeded
+        when they depend on its result (create or update; a merge that found nothing)."""
+        auditor, state, entry = self.auditor, self.state, self.entry
+        if auditor is None:
+            return self.envelope
+
+        def records(done: Sequence[Change], outcome: Outcome,
+                    reason: str | None) -> list[AuditRecord]:  # fmt: skip
+            if state is not None:
+                state.recorded = True
+            return [auditor.patient_feed(
+                self.transaction, action=c.action, caller=self.participant, human=self.human,
+                patient=c.patient, message_id=self.message_id, outcome=outcome,
+                description=redacted_reason(reason), endpoint=self.endpoint,
+                resource=c.resource)
+                for c in done]  # fmt: skip
+
+        def audit(outcome: Outcome, reason: str | None) -> list[AuditRecord]:
+            if state is not None and entry is not None and outcome != Outcome.SUCCESS:
+                state.failed_entries.add(entry)  # queued by the core: kept by a rollback
+            return records(changes, outcome, reason)
+
+        def audit_result(result: Any) -> list[AuditRecord]:
+            assert of_result is not None
+            return records(*of_result(result))
+
+        return Envelope(actor=self.actor, source=self.client, message_id=self.message_id,
+                        audit=audit, audit_result=audit_result if of_result else None)
+
+
+CALLER_KEY = web.RequestKey("fhir_caller", Caller)
 
 
 class FhirDoor:
@@ -86,14 +177,45 @@ class FhirDoor:
 
     def caller(self, request: web.Request) -> Caller:
         """The client is the bearer token's (``[auth] mode = "jwt"``), else the client id
-        header's."""
+        header's; a token issued to a person (``Principal.person``) names that person as the
+        human requestor of the audit records. One Caller per request."""
+        found = request.get(CALLER_KEY)
+        if found is not None:
+            return found
         principal = principal_of(request)
+        human = None
         if principal.authenticated:
             client = principal.client
+            if principal.person and principal.subject and principal.subject != client:
+                human = human_requestor(principal.subject, user_name=principal.person,
+                                        roles=scope_roles(sorted(principal.scopes)))
         else:
             client = request.headers.get(self.settings.fhir.client_id_header) or None
         message_id = request.headers.get("X-Request-Id") or str(uuid.uuid4())
-        return Caller(client, f"fhir:{client or 'anonymous'}", message_id)
+        who = Caller(client, f"fhir:{client or 'anonymous'}", message_id,
+                     address=request.remote, human=human, endpoint=self.base(request),
+                     auditor=self.mpi.audit.auditor, state=request_audit(request))
+        request[CALLER_KEY] = who
+        return who
+
+    def enterprise_cx(self, body: Json, first: IdentifierRef | None = None) -> tuple[str, ...]:
+        """A Patient's identifiers as CX (the conditional identifier ``first`` first), not the
+        enterprise identifier."""
+        return identifiers_cx(body.get("identifier") or (), skip=self.enterprise_system,
+                              first=ref_cx(first) if first is not None else None)
+
+    def queried(self, request: web.Request, name: str, query: str,
+                patients: Callable[[], Sequence[Sequence[str]]]) -> None:  # fmt: skip
+        """Queue the records of a query answered, one per patient returned (``patients()``:
+        their identifiers); made by the audit writer, off the request's path."""
+        who = self.caller(request)
+        auditor, at = who.auditor, _now()
+        assert auditor is not None
+        self.mpi.audit.defer(lambda: auditor.query(
+            name, caller=who.participant, human=who.human, query=query, patients=patients(),
+            message_id=who.message_id, endpoint=who.endpoint, at=at))  # fmt: skip
+        if who.state is not None:
+            who.state.recorded = True
 
     @property
     def enterprise_system(self) -> str:
@@ -147,9 +269,34 @@ class FhirDoor:
             raise FhirError(410, "deleted", f"Patient/{raw_id} was removed")
         return record
 
+    async def _read_record(self, request: web.Request) -> SourceRecord:
+        """The record of a read or vread; the audit of a failure knows its patient from here."""
+        raw_id = request.match_info["id"]
+        try:
+            record = await self._record_or_404(raw_id)
+        except FhirError as exc:
+            if exc.status == 410:  # removed, but its identifiers are known
+                record = await self.mpi.get_record(int(raw_id))
+                request_audit(request).patients = [record_cx(record)]
+            raise
+        request_audit(request).patients = [record_cx(record)]
+        return record
+
+    def read_audited(self, request: web.Request, record: SourceRecord) -> None:
+        """Queue the record of a Patient read or vread (BALP PatientRead)."""
+        who = self.caller(request)
+        auditor, at = who.auditor, _now()
+        assert auditor is not None
+        self.mpi.audit.defer(lambda: [auditor.read(
+            caller=who.participant, human=who.human, patient=record_cx(record),
+            resource=f"Patient/{record.id}", message_id=who.message_id,
+            endpoint=who.endpoint, at=at)])  # fmt: skip
+        if who.state is not None:
+            who.state.recorded = True
+
     async def read(self, request: web.Request) -> web.StreamResponse:
         check_format(request)
-        record = await self._record_or_404(request.match_info["id"])
+        record = await self._read_record(request)
         see_also: tuple[int, ...] = ()
         if record.status == RecordStatus.ACTIVE and record.person_id is not None:
             person = await self.mpi.get_person(record.person_id)
@@ -158,24 +305,33 @@ class FhirDoor:
             )
         headers = self.record_headers(request, record)
         del headers["Location"]
-        return fhir_response(self.patient(record, see_also=see_also), headers=headers)
+        response = fhir_response(self.patient(record, see_also=see_also), headers=headers)
+        self.read_audited(request, record)
+        return response
 
     async def vread(self, request: web.Request) -> web.StreamResponse:
         check_format(request)
-        record = await self._record_or_404(request.match_info["id"])
+        record = await self._read_record(request)
         if request.match_info["vid"] != str(record.version):
             raise FhirError(404, "not-found", "only the current version of a Patient is kept")
         headers = self.record_headers(request, record)
         del headers["Location"]
-        return fhir_response(self.patient(record), headers=headers)
+        response = fhir_response(self.patient(record), headers=headers)
+        self.read_audited(request, record)
+        return response
 
     # --- ITI-83 $ihe-pix ----------------------------------------------------------------
 
     async def ihe_pix(self, request: web.Request) -> web.StreamResponse:
         check_format(request)
+        state = request_audit(request)
         if request.method == "POST":
-            source, targets = pix_parameters(await read_json(request))
+            body = await read_json(request)
+            source, targets = pix_parameters(body)  # checked first: the body's shape is known
+            state.query = redacted_query("POST", request.path, request.query.items(),
+                                         pix_params(body))
         else:
+            state.query = redacted_query("GET", request.path, request.query.items())
             tokens = request.query.getall("sourceIdentifier", [])
             if len(tokens) > 1:
                 raise FhirError(400, "invalid", "sourceIdentifier is 1..1",
@@ -189,6 +345,8 @@ class FhirDoor:
         if not source[0]:
             raise FhirError(400, "code-invalid", "sourceIdentifier Assigning Authority not found")
         ref = IdentifierRef(value=source[1], authority=authority_of(source[0]))
+        queried = identifier_cx(source[0], source[1])
+        state.patients = [(queried,) if queried else ()]
         try:
             xrefs = await self.mpi.cross_references(ref, [authority_of(t) for t in targets])
         except UnknownTargetDomain as exc:
@@ -211,16 +369,21 @@ class FhirDoor:
         body_out: Json = {"resourceType": "Parameters"}
         if parameters or target_ids:
             body_out["parameter"] = parameters + target_ids
-        return fhir_response(body_out)
+        response = fhir_response(body_out)
+        assert state.query is not None
+        self.queried(request, "ITI-83", state.query, lambda: [pix_patient(queried, xrefs)])
+        return response
 
     # --- ITI-104 feed -------------------------------------------------------------------
 
     async def conditional_update(self, request: web.Request) -> web.StreamResponse:
         check_format(request)
         ref = self.conditional_identifier(request)
+        who = self.caller(request)
+        if who.state is not None:
+            who.state.patients = [tuple(c for c in (ref_cx(ref),) if c)]
         body = await read_json(request)
         validate_patient(body)
-        who = self.caller(request)
         link = replaced_by(body)
         if link is not None:
             record, status = await self.merge(ref, body, link, who)
@@ -250,8 +413,15 @@ class FhirDoor:
                 raise FhirError(412, "conflict", f"version mismatch: the current ETag is "
                                 f"{etag(current)}")
         record = record_input(body, ref, enterprise_system=self.enterprise_system)
+        patient = self.enterprise_cx(body, ref)
+
+        def done(result: RegisterResult) -> tuple[list[Change], Outcome, None]:
+            action = Action.CREATE if result.created else Action.UPDATE
+            return [Change(action, patient, f"Patient/{result.record.id}")], Outcome.SUCCESS, None
+
+        envelope = who.feed([Change(Action.UPDATE, patient)], done)
         writing()  # the deadline stops here: see wire.writing
-        result = await self.mpi.handle(Register(subject=record, replace=True), who.envelope)
+        result = await self.mpi.handle(Register(subject=record, replace=True), envelope)
         return result.record, 201 if result.created else 200
 
     async def merge(
@@ -268,9 +438,22 @@ class FhirDoor:
             if retired_domain.id != survivor_domain.id:
                 raise FhirError(422, "business-rule", "merge is only supported within one "
                                 "identifier domain", expression="Patient.link.other")
+        retired_cx = self.enterprise_cx(body, ref)
+        survivor_cx = tuple(c for c in (ref_cx(survivor),) if c)
+        attempted = [Change(Action.DELETE, retired_cx), Change(Action.UPDATE, survivor_cx)]
+
+        def done(result: CommandResult) -> tuple[list[Change], Outcome, str | None]:
+            if not result.applied:  # nothing merged (a retry of a merge done, or no record)
+                return attempted, Outcome.MINOR_FAILURE, f"not merged: {result.note}"[:500]
+            ids = {r.identifier: r.id for r in result.records}
+            return [
+                Change(Action.DELETE, retired_cx, _patient_ref(ids.get(ref.value))),
+                Change(Action.UPDATE, survivor_cx, _patient_ref(ids.get(survivor.value))),
+            ], Outcome.SUCCESS, None
+
         writing()  # the deadline stops here: see wire.writing
         result = await self.mpi.handle(
-            Merge.within(ref.authority, ref.value, survivor.value), who.envelope
+            Merge.within(ref.authority, ref.value, survivor.value), who.feed(attempted, done)
         )
         if not result.applied:
             # A repeated merge (e.g. a client retry) finds the retired record already merged.
@@ -306,13 +489,25 @@ class FhirDoor:
         ref = self.conditional_identifier(request)
         who = self.caller(request)
         writing()  # the deadline stops here: see wire.writing
-        await self.mpi.handle(Remove(identifier=ref), who.envelope)
+        await self.mpi.handle(Remove(identifier=ref), self.removal(who, ref))
         return fhir_response(None, 204, {"X-Request-Id": who.message_id})
+
+    def removal(self, who: Caller, ref: IdentifierRef) -> Envelope:
+        """The envelope of a Remove (ITI-104 DELETE, a PMIR DELETE entry) with its audit."""
+        patient = tuple(c for c in (ref_cx(ref),) if c)
+
+        def done(result: CommandResult) -> tuple[list[Change], Outcome, None]:
+            resource = _patient_ref(result.records[0].id if result.records else None)
+            return [Change(Action.DELETE, patient, resource)], Outcome.SUCCESS, None
+
+        return who.feed([Change(Action.DELETE, patient)], done)
 
     # --- ITI-78 search ------------------------------------------------------------------
 
     async def search_get(self, request: web.Request) -> web.StreamResponse:
         check_format(request)
+        request_audit(request).query = redacted_query("GET", request.path,
+                                                      request.query.items())
         return await self.search(request, request.query)
 
     async def search_post(self, request: web.Request) -> web.StreamResponse:
@@ -325,9 +520,13 @@ class FhirDoor:
         except UnicodeDecodeError as exc:
             raise FhirError(400, "structure", f"the form body is not UTF-8: {exc}") from exc
         params: MultiDict[str] = MultiDict(request.query)
+        body: list[tuple[str, str]] = []
         for key, value in form.items():
             if isinstance(value, str):
                 params.add(key, value)
+                body.append((key, value))
+        request_audit(request).query = redacted_query("POST", request.path,
+                                                      request.query.items(), body)
         return await self.search(request, list(params.items()))
 
     async def search(self, request: web.Request, params: Any) -> web.StreamResponse:
@@ -361,7 +560,12 @@ class FhirDoor:
             entries.append(pdq.count_lowered(parsed.asked_count, parsed.count))
         if entries:
             bundle["entry"] = entries
-        return fhir_response(bundle)
+        response = fhir_response(bundle)
+        query = request_audit(request).query
+        self.queried(request, "ITI-78", query or redacted_query(
+            request.method, request.path, request.query.items()),
+            lambda: [record_cx(r) for r in records])  # fmt: skip
+        return response
 
     async def domains_to_return(self, systems: set[str]) -> frozenset[str] | None:
         if not systems:
@@ -472,7 +676,10 @@ class FhirDoor:
 
     async def match(self, request: web.Request) -> web.StreamResponse:
         check_format(request)
-        patient, only_certain, count = match_request(await read_json(request))
+        body = await read_json(request)
+        patient, only_certain, count = match_request(body)  # checked first: shape is known
+        query = redacted_query("POST", request.path, request.query.items(), match_params(body))
+        request_audit(request).query = query
         asked, count = count, max(1, min(count, self.settings.fhir.max_page_size))
         candidates = await self.mpi.match(
             demographics_of(patient), self.match_identifiers(patient), limit=count
@@ -506,7 +713,10 @@ class FhirDoor:
             entries.append(pdq.count_lowered(asked, count, "count"))
         if entries:
             bundle["entry"] = entries
-        return fhir_response(bundle)
+        response = fhir_response(bundle)
+        shown = [c.record for c in candidates[:count]]
+        self.queried(request, "ITI-119", query, lambda: [record_cx(r) for r in shown])
+        return response
 
 
 def _parameters(body: Json) -> list[Json]:
@@ -595,3 +805,25 @@ def explanation_extension(weight: float, explanation: dict[str, Any]) -> Json:
 
 def _now() -> datetime:
     return datetime.now(UTC)
+
+
+@functools.lru_cache(maxsize=1024)
+def _client_participant(client: str | None, address: str | None) -> Participant:
+    """``fhir_client`` of a client at an address (frozen, so shared): made once, not for
+    every record of every request."""
+    return fhir_client(client, address)
+
+
+def pix_patient(queried: str | None, xrefs: CrossReferences) -> tuple[str, ...]:
+    """The patient of an ITI-83 record: the queried identifier, then those returned."""
+    out = [queried] if queried else []
+    for xref in xrefs.references:
+        ident = xref.identifier
+        found = identifier_cx(system_of(ident.domain, ident.oid), ident.value)
+        if found and found not in out:
+            out.append(found)
+    return tuple(out)
+
+
+def _patient_ref(record_id: int | None) -> str | None:
+    return f"Patient/{record_id}" if record_id is not None else None

@@ -17,7 +17,9 @@ from typing import Any
 from aiohttp import web
 from pydantic import ValidationError
 
+from identity.audit.record import Action, Outcome
 from identity.errors import MpiError, StoreUnavailable
+from identity.fhir.auditing import entry_patients, redacted_reason
 from identity.fhir.door import Caller, FhirDoor, _now
 from identity.fhir.patient import (
     body_identifiers,
@@ -101,6 +103,7 @@ async def process_message(door: FhirDoor, request: web.Request) -> web.StreamRes
     _validate_bundle(body)
     header, history = _history(body)
     who = door.caller(request)
+    who.transaction = "ITI-93"
     entries_in = list(history.get("entry") or ())
     results: list[Json] = []
     failed: list[Json] = []
@@ -108,6 +111,7 @@ async def process_message(door: FhirDoor, request: web.Request) -> web.StreamRes
     try:
         async with door.mpi.atomic():
             for index, entry in enumerate(entries_in):
+                who.entry = index
                 try:
                     results.append(await _apply(door, request, entry, who, index))
                 except StoreUnavailable:
@@ -116,11 +120,16 @@ async def process_message(door: FhirDoor, request: web.Request) -> web.StreamRes
                     raise _EntryFailed(index, error_for(exc)) from exc
     except _EntryFailed as failure:
         error = failure.error
+        _not_applied_audit(door, who, entries_in, failure.index, error.status,
+                           "; ".join(str(i.get("diagnostics")) for i in error.issues))
         failed = [{**i, "diagnostics": f"entry[{failure.index}]: {i['diagnostics']}; "
                    "nothing in this message was applied"} for i in error.issues]
         results = [_not_applied(entry, failure.index) for entry in entries_in]
         results[failure.index]["response"] = {
             "status": str(error.status), "outcome": operation_outcome(error.issues)}
+    except Exception as exc:  # the block itself failed (the database, its commit): no change
+        _not_applied_audit(door, who, entries_in, None, 500, f"{type(exc).__name__}: {exc}")
+        raise
     base = door.base(request)
     response_history: Json = {
         "resourceType": "Bundle",
@@ -164,6 +173,51 @@ class _EntryFailed(Exception):
         super().__init__(f"entry[{index}] failed")
         self.index = index
         self.error = error
+
+
+def _not_applied_audit(door: FhirDoor, who: Caller, entries: list[Json], failed_index: int | None,
+                       status: int, reason: str) -> None:  # fmt: skip
+    """The records of a message that was not applied: one per patient of each entry, with the
+    failure outcome, except the entries whose command the core recorded as refused or failed
+    (queued, so kept by the rollback); the records of the entries applied before the failure
+    were written in the rolled-back transaction and are gone with it."""
+    state, auditor = who.state, who.auditor
+    if auditor is None:
+        return
+    outcome = Outcome.MINOR_FAILURE if status < 500 else Outcome.SERIOUS_FAILURE
+    done = state.failed_entries if state is not None else set()
+    records = []
+    for index, entry in enumerate(entries):
+        if index in done:
+            continue
+        if index == failed_index:
+            why = f"entry[{index}]: {reason}"
+        elif failed_index is not None:
+            why = (f"not applied: entry[{failed_index}] failed and the message is applied as "
+                   "a whole or not at all")
+        else:
+            why = f"not applied: {reason}"
+        url = str((entry.get("request") or {}).get("url") or "") if isinstance(
+            entry, dict) else ""  # fmt: skip
+        rid = url[len("Patient/"):] if url.startswith("Patient/") else ""
+        resource = url if rid.isdigit() and len(rid) <= 18 else None  # else it may be data
+        for patient in entry_patients(entry, skip=door.enterprise_system) if isinstance(
+                entry, dict) else [()]:  # fmt: skip
+            records.append(auditor.patient_feed(
+                "ITI-93", action=Action.EXECUTE, caller=who.participant, human=who.human,
+                patient=patient, message_id=who.message_id, outcome=outcome,
+                description=redacted_reason(why), endpoint=who.endpoint,
+                resource=resource))  # fmt: skip
+    if not entries:
+        records.append(auditor.patient_feed(
+            "ITI-93", action=Action.EXECUTE, caller=who.participant, human=who.human,
+            patient=(), message_id=who.message_id, outcome=outcome,
+            description=redacted_reason(f"not applied: {reason}"),
+            endpoint=who.endpoint))  # fmt: skip
+    if records:
+        door.mpi.audit.later(records)
+    if state is not None:
+        state.recorded = True
 
 
 def _not_applied(entry: Json, failed_index: int) -> Json:
@@ -252,7 +306,7 @@ async def _apply(
             record, status = await door.update(None, target, resource or {}, who)
     elif method == "DELETE":
         target = await _target(door, url, None, who)
-        await door.mpi.handle(Remove(identifier=target), who.envelope)
+        await door.mpi.handle(Remove(identifier=target), door.removal(who, target))
         return {"request": {"method": "DELETE", "url": url}, "response": {"status": "204"}}
     else:
         raise FhirError(400, "not-supported", f"entry[{index}]: method {method!r} not supported")

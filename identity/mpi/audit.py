@@ -16,21 +16,27 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 import logging
 from collections.abc import Callable, Sequence
+from typing import Any
 
 import asyncpg
 
 from identity.audit.record import AUDIT_TOPIC, Auditor, AuditRecord, Outcome
 from identity.config import Settings
 from identity.errors import MpiError, StoreUnavailable
-from identity.store.audit import AuditStore
+from identity.store.audit import AuditStore, audit_rows
 from identity.store.db import Database
 
 log = logging.getLogger("identity.audit")
 
 FLUSH_SECONDS = 0.05
 BATCH = 500
+CHUNK = 4
+"""Records made into rows between two turns of the event loop: a batch's rows are made a chunk
+at a time, so that a request arriving meanwhile waits for one chunk (a fraction of a
+millisecond), not the whole batch (a batch of reads can take milliseconds)."""
 MAX_QUEUED = 100_000
 RETRY_SECONDS = 1.0
 
@@ -38,16 +44,20 @@ AuditOf = Callable[[Outcome, str | None], Sequence[AuditRecord]]
 """An envelope's audit: the records of its command, given how it ended (success, or a failure
 outcome with the reason)."""
 
+Making = Callable[[], Sequence[AuditRecord]]
+"""What ``defer`` queues: a function the writer calls to make the records."""
+
 
 class AuditTrail:
     def __init__(self, db: Database, settings: Settings) -> None:
         self.db = db
         self.auditor = Auditor(settings)
         self.topic = AUDIT_TOPIC if settings.audit.syslog is not None else None
-        self._queue: list[AuditRecord] = []
+        self._queue: list[AuditRecord | Making] = []
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._stopping = False
+        self._flushing = asyncio.Lock()
         self.dropped = 0
 
     async def write(self, conn: asyncpg.Connection, records: Sequence[AuditRecord]) -> None:
@@ -64,8 +74,28 @@ class AuditTrail:
             log.error("event=audit_dropped records=%d queued=%d", len(records), len(self._queue))
             return
         self._queue.extend(records)
-        if self._task is None and not self._stopping:
-            self._task = asyncio.get_running_loop().create_task(self._run())
+        self._started()
+
+    def defer(self, make: Making) -> None:
+        """Queue a function that makes records of something that changed nothing: the writer
+        calls it, so that a read's records are made off the read's path (``make`` must use
+        only what it was given: it runs up to FLUSH_SECONDS later; pass the event's time as
+        the records' ``at``)."""
+        if len(self._queue) >= MAX_QUEUED:
+            self.dropped += 1
+            log.error("event=audit_dropped records=1 queued=%d", len(self._queue))
+            return
+        self._queue.append(make)
+        self._started()
+
+    def _started(self) -> None:
+        if (self._task is None or self._task.done()) and not self._stopping:
+            # A context of its own: the writer outlives the request that first queues a record,
+            # which may be inside an atomic block (a refused PMIR entry) whose connection the
+            # writer must not inherit (identity.store.db routes a task's statements there).
+            self._task = asyncio.get_running_loop().create_task(
+                self._run(), context=contextvars.Context()
+            )
         self._wake.set()
 
     def failed(self, audit: AuditOf | None, exc: BaseException) -> None:
@@ -79,12 +109,24 @@ class AuditTrail:
             log.exception("event=audit_failure_record_error")
 
     async def flush(self) -> None:
-        """Write everything queued so far."""
-        while self._queue:
-            batch = self._queue[:BATCH]
-            async with self.db.read() as conn:
-                await AuditStore(conn).insert(batch, topic=self.topic)
-            del self._queue[: len(batch)]
+        """Write everything queued so far, not what is queued meanwhile: that waits for the
+        writer's next round, FLUSH_SECONDS on, so that reads arriving one by one are written a
+        batch at a time, not one statement each as soon as the last one returns. One flush at a
+        time: the background writer's and a caller's would otherwise both write the head of
+        the queue."""
+        async with self._flushing:
+            left = len(self._queue)
+            while left > 0 and self._queue:
+                batch = self._queue[:min(BATCH, left)]
+                left -= len(batch)
+                rows = _rows(batch[:CHUNK])
+                for start in range(CHUNK, len(batch), CHUNK):
+                    await asyncio.sleep(0)  # let the requests waiting run
+                    rows.extend(_rows(batch[start:start + CHUNK]))
+                if rows:
+                    async with self.db.read() as conn:
+                        await AuditStore(conn).insert_rows(rows, topic=self.topic)
+                del self._queue[: len(batch)]
 
     async def stop(self) -> None:
         self._stopping = True
@@ -106,11 +148,27 @@ class AuditTrail:
             await asyncio.sleep(FLUSH_SECONDS)  # gather a batch
             try:
                 await self.flush()
-            except (StoreUnavailable, OSError, asyncpg.PostgresError) as exc:
+            except (StoreUnavailable, OSError, asyncpg.PostgresError,
+                    asyncpg.InterfaceError) as exc:
                 log.warning("event=audit_write_retry records=%d error=%s", len(self._queue),
                             type(exc).__name__)
                 await asyncio.sleep(RETRY_SECONDS)
                 self._wake.set()
+
+
+def _rows(items: Sequence[AuditRecord | Making]) -> list[dict[str, Any]]:
+    """The rows of queued records, the deferred ones made now (one that fails is logged and
+    left out: it must not hold back the records queued behind it)."""
+    records: list[AuditRecord] = []
+    for item in items:
+        if isinstance(item, AuditRecord):
+            records.append(item)
+            continue
+        try:
+            records.extend(item())
+        except Exception:  # noqa: BLE001
+            log.exception("event=audit_record_error")
+    return audit_rows(records)
 
 
 def _refused(exc: BaseException) -> bool:

@@ -13,11 +13,12 @@ Identifiers travel as received: a door does not decide which identifier is the r
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 if TYPE_CHECKING:
+    from identity.audit.record import AuditRecord
     from identity.mpi.audit import AuditOf
 
 from identity.model import (
@@ -58,6 +59,11 @@ class Envelope:
     audit: AuditOf | None = None
     """The audit records of the command (identity.mpi.audit): written in its transaction when
     it succeeds, queued with the failure outcome when it is refused or fails."""
+    audit_result: Callable[[Any], Sequence[AuditRecord]] | None = None
+    """The audit records of the command when it succeeded, made from its result (for records
+    that depend on it: a FHIR conditional PUT is a create or an update); written instead of
+    ``audit(SUCCESS, None)``, in the command's transaction. ``audit`` still gives the failure
+    records."""
 
     def reuses(self, stored_digest: str | None) -> bool:
         """Whether a message stored with ``stored_digest`` under this envelope's idempotency

@@ -227,6 +227,7 @@ class Mpi:
         try:
             async with self.core.unit(envelope) as uow:
                 result = await handler(command, uow, self.core)
+                uow.result = result  # for the envelope's audit_result, at flush
                 text = None
                 idempotency = envelope.idempotency
                 if idempotency is not None and envelope.reply is not None:

@@ -52,6 +52,8 @@ class UnitOfWork:
         self._reply: tuple[str, str, str, str | None] | None = None
         self._audited = False
         self._audit: list[AuditRecord] = []
+        self.result: Any = None
+        """The command's result, once its handler returned (for ``Envelope.audit_result``)."""
 
     def record(
         self,
@@ -118,9 +120,12 @@ class UnitOfWork:
             self._history.clear()
             self._outbox.clear()
             self._reply = None
-        if self.audit is not None and not self._audited:
-            self._audited = True
-            records = list(self._audit)
-            if self.envelope.audit is not None:
-                records[:0] = self.envelope.audit(Outcome.SUCCESS, None)
-            await self.audit.write(self.conn, records)
+        if self.audit is None or self._audited:
+            return
+        self._audited = True
+        records = list(self._audit)
+        if self.envelope.audit_result is not None:
+            records[:0] = self.envelope.audit_result(self.result)
+        elif self.envelope.audit is not None:
+            records[:0] = self.envelope.audit(Outcome.SUCCESS, None)
+        await self.audit.write(self.conn, records)

@@ -49,6 +49,13 @@ def _subtypes(record: AuditRecord) -> list[str]:
     return codes
 
 
+def audit_rows(records: Sequence[AuditRecord]) -> list[dict[str, Any]]:
+    """The records as the rows ``AuditStore.insert_rows`` writes: each record's JSON with the
+    columns searched on (agent, requestor, subtypes)."""
+    return [{"r": r.to_json(), "a": r.agent, "q": r.requestor, "s": _subtypes(r)}
+            for r in records]  # fmt: skip
+
+
 class AuditStore:
     """Writing and searching audit records on one connection (the transaction's, to write a
     record with the change it records)."""
@@ -62,12 +69,15 @@ class AuditStore:
         """Store ``records`` in one round trip; with ``topic`` (identity.audit.record.
         AUDIT_TOPIC, when ``[audit.syslog]`` is configured) also one outbox row holding them
         all, for identity.audit.deliver to send. Returns their ids, in order."""
-        if not records:
+        return await self.insert_rows(audit_rows(records), topic=topic)
+
+    async def insert_rows(
+        self, rows: Sequence[dict[str, Any]], *, topic: str | None = None
+    ) -> list[int]:
+        """``insert`` of records already made into rows (:func:`audit_rows`), so that a
+        writer can make a large batch's rows a part at a time."""
+        if not rows:
             return []
-        rows = [
-            {"r": r.to_json(), "a": r.agent, "q": r.requestor, "s": _subtypes(r)}
-            for r in records
-        ]
         found = await self.conn.fetch(_INSERT, rows, topic)
         return [row["id"] for row in found]
 

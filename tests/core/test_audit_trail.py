@@ -3,14 +3,16 @@ rolled-back command leaves only its failure record, reads are written in the bac
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 
 import pytest
 
-from identity.audit.record import AuditRecord, Outcome, cx, hl7_peer
+from identity.audit.record import AuditRecord, Outcome, cx, fhir_client, hl7_peer
 from identity.errors import SourceNotAuthorized
+from identity.model import RegisterResult
 from identity.mpi import Envelope, Mpi, Register
 from tests.core.helpers import person
+from tests.waiting import eventually
 
 
 def _feed(mpi: Mpi, value: str) -> object:
@@ -29,6 +31,10 @@ async def _rows(mpi: Mpi) -> list[tuple[str, int, list[str]]]:
             "SELECT transaction, outcome, patients FROM audit_event ORDER BY id"
         )
     return [(r["transaction"], r["outcome"], list(r["patients"])) for r in rows]
+
+
+def _rows_of(mpi: Mpi) -> Callable[[], Awaitable[list[tuple[str, int, list[str]]]]]:
+    return lambda: _rows(mpi)
 
 
 async def test_a_change_is_audited_in_its_transaction(mpi: Mpi) -> None:
@@ -69,3 +75,53 @@ async def test_reads_are_written_in_the_background(mpi: Mpi) -> None:
     mpi.audit.later(records)
     await mpi.audit.stop()  # stopping writes what is queued
     assert await _rows(mpi) == [("ITI-9", 0, ["AU5^^^HOSPA"])]
+
+
+async def test_a_failure_queued_first_inside_an_atomic_block_is_written(mpi: Mpi) -> None:
+    # The background writer starts with the first queued record; started from inside an
+    # atomic block it must not write on that block's connection, rolled back and released.
+    bad = Envelope(actor="fhir:LIS", source="LIS", audit=_feed(mpi, "AU6"))
+    with pytest.raises(SourceNotAuthorized):
+        async with mpi.atomic():
+            await mpi.handle(Register(subject=person("HOSPA", "AU6")), bad)
+    assert mpi.audit._task is not None
+    # written by the writer's own flush, not the test's
+    await eventually(_rows_of(mpi), what="the refused command's record is written")
+    assert await _rows(mpi) == [("ITI-8", 4, ["AU6^^^HOSPA"])]
+    assert not mpi.audit._task.done()
+
+
+async def test_success_records_can_be_made_from_the_commands_result(mpi: Mpi) -> None:
+    def created_or_updated(result: RegisterResult) -> Sequence[AuditRecord]:
+        return [mpi.audit.auditor.patient_feed(
+            "ITI-104", action="C" if result.created else "U", caller=fhir_client("ADT_A"),
+            patient=[cx(result.record.identifier, namespace="HOSPA")])]  # fmt: skip
+
+    for _ in range(2):
+        envelope = Envelope(actor="fhir:ADT_A", source="ADT_A", audit=_feed(mpi, "AU7"),
+                            audit_result=created_or_updated)  # fmt: skip
+        await mpi.handle(Register(subject=person("HOSPA", "AU7")), envelope)
+    async with mpi.db.read() as conn:
+        actions = await conn.fetch("SELECT transaction, action FROM audit_event ORDER BY id")
+    assert [tuple(r) for r in actions] == [("ITI-104", "C"), ("ITI-104", "U")]
+
+
+async def test_deferred_records_are_made_by_the_writer_and_a_failure_holds_none_back(
+    mpi: Mpi,
+) -> None:
+    def records(value: str) -> Sequence[AuditRecord]:
+        return mpi.audit.auditor.query(
+            "ITI-9", caller=hl7_peer("PIXC", "FAC", "127.0.0.1"), query=b"MSH|...",
+            patients=[[cx(value, namespace="HOSPA")]])  # fmt: skip
+
+    def broken() -> Sequence[AuditRecord]:
+        raise RuntimeError("a bug in a door")
+
+    made: list[str] = []
+    mpi.audit.defer(lambda: made.append("AU8") or records("AU8"))
+    mpi.audit.defer(broken)
+    mpi.audit.later(records("AU9"))
+    assert made == []  # not on the caller's path
+    await mpi.audit.flush()
+    assert made == ["AU8"]
+    assert await _rows(mpi) == [("ITI-9", 0, ["AU8^^^HOSPA"]), ("ITI-9", 0, ["AU9^^^HOSPA"])]
