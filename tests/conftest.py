@@ -48,6 +48,12 @@ def _with_database(url: str, database: str) -> str:
     return f"{scheme_host}/{database}" + (f"?{query}" if query else "")
 
 
+def with_search_path(url: str, schema: str) -> str:
+    """``url`` whose connections use ``schema`` (a test's own): the query string may already
+    hold parameters (the embedded server's ``host=``)."""
+    return f"{url}{'&' if '?' in url else '?'}search_path={schema}"
+
+
 @contextmanager
 def private_directory(prefix: str) -> Iterator[Path]:
     """A temporary directory of our own. Not pytest's tmp_path: pytest deletes old basetemp

@@ -18,6 +18,7 @@ from identity.config import Settings
 from identity.hl7v2.service import Hl7Service
 from identity.mpi import Mpi
 from identity.store.db import Database
+from tests.conftest import with_search_path
 from tests.fhir.test_auth import AUDIENCE, EC, ISSUER, RSA, bearer, jwks, token
 from tests.hl7v2.test_iti10_notify import Consumer
 from tests.steward.conftest import Api, duplicate_pair, serve
@@ -95,7 +96,7 @@ async def test_the_service_serves_the_api(
     run_database_url: str, schema: str, make_settings: Callable[..., Settings]
 ) -> None:
     settings = make_settings(
-        database={"url": f"{run_database_url}?search_path={schema}"},
+        database={"url": with_search_path(run_database_url, schema)},
         http={"host": "127.0.0.1", "port": 0}, mllp={"host": "127.0.0.1", "port": 0},
     )
     service = Service(settings)

@@ -13,14 +13,14 @@ from pathlib import Path
 import pytest
 
 from identity.mpi import Mpi
-from tests.conftest import DEMO_DOMAINS
+from tests.conftest import DEMO_DOMAINS, with_search_path
 from tests.steward.conftest import duplicate_pair
 
 
 @pytest.fixture
 def config(tmp_path: Path, run_database_url: str, schema: str) -> Path:
     """A configuration naming the test's database schema and the test domains."""
-    lines = [f'[database]\nurl = "{run_database_url}?search_path={schema}"\n']
+    lines = [f'[database]\nurl = "{with_search_path(run_database_url, schema)}"\n']
     for domain in DEMO_DOMAINS:
         lines.append("[[domains]]")
         for key, value in domain.items():
