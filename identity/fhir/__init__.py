@@ -63,7 +63,7 @@ def build_fhir_app(mpi: Mpi, settings: Settings) -> web.Application:
     route("POST", "/$process-message", pmir, PMIR_FEED)
     route("POST", "/Bundle", pmir, PMIR_FEED)
     route("POST", "/", pmir, PMIR_FEED)
-    search = add_audit_routes(app, mpi.db, settings, auditor=mpi.audit.auditor,
+    search = add_audit_routes(app, mpi.audit, settings,
                               authorize=_client_of)
     control.register(search.search, AUDIT_READ)
     control.register(search.read, AUDIT_READ)

@@ -34,13 +34,11 @@ from __future__ import annotations
 
 import re
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import asynccontextmanager
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
 from urllib.parse import urlencode
 
-import asyncpg
 from aiohttp import web
 
 from identity.audit.fhir import (
@@ -51,11 +49,11 @@ from identity.audit.fhir import (
     RESTFUL_INTERACTION_SYSTEM,
     audit_event,
 )
-from identity.audit.record import AUDIT_TOPIC, TRANSACTIONS, Auditor, cx_of_system, fhir_client
+from identity.audit.record import TRANSACTIONS, Auditor, cx_of_system, fhir_client
 from identity.config import Settings
 from identity.fhir.wire import FhirError, Json, check_format, fhir_response
-from identity.store.audit import AuditStore, StoredAudit
-from identity.store.db import Database
+from identity.mpi.audit import AuditTrail
+from identity.store.audit import StoredAudit
 
 Authorize = Callable[[web.Request], Awaitable[str | None]]
 """The access check: raise FhirError (401/403) to refuse; return the caller's id."""
@@ -68,32 +66,6 @@ _DATE = re.compile(
     r"^(?P<y>\d{4})(?:-(?P<m>\d{2})(?:-(?P<d>\d{2})(?:T(?P<H>\d{2}):(?P<M>\d{2})"
     r"(?::(?P<S>\d{2})(?:\.(?P<f>\d{1,6}))?)?(?P<tz>Z|[+-]\d{2}:\d{2})?)?)?)?$"
 )
-
-
-class _Connections:
-    """Connections of a Database (identity.store.db) or of an asyncpg pool made by it (its
-    jsonb codec is needed)."""
-
-    def __init__(self, db_or_pool: Database | asyncpg.Pool) -> None:
-        self.source = db_or_pool
-
-    @asynccontextmanager
-    async def read(self) -> AsyncIterator[asyncpg.Connection]:
-        if isinstance(self.source, Database):
-            async with self.source.read() as conn:
-                yield conn
-        else:
-            async with self.source.acquire() as conn:
-                yield conn
-
-    @asynccontextmanager
-    async def transaction(self) -> AsyncIterator[asyncpg.Connection]:
-        if isinstance(self.source, Database):
-            async with self.source.transaction() as conn:
-                yield conn
-        else:
-            async with self.source.acquire() as conn, conn.transaction():
-                yield conn
 
 
 def _bad(message: str, expression: str | None = None) -> FhirError:
@@ -179,17 +151,17 @@ def _subtype_systems(code: str) -> set[str]:
 class AuditEventSearch:
     def __init__(
         self,
-        db_or_pool: Database | asyncpg.Pool,
+        trail: AuditTrail,
         settings: Settings,
         *,
         authorize: Authorize | None = None,
         auditor: Auditor | None = None,
         record_access: bool = True,
     ) -> None:
-        self.connections = _Connections(db_or_pool)
+        self.trail = trail
         self.settings = settings
         self.authorize = authorize
-        self.auditor = auditor or Auditor(settings)
+        self.auditor = auditor or trail.auditor
         self.record_access = record_access
 
     def base(self, request: web.Request) -> str:
@@ -209,8 +181,7 @@ class AuditEventSearch:
         who = await self.caller(request)
         strict = "handling=strict" in request.headers.get("Prefer", "").replace(" ", "")
         criteria, echo, count, after = self.parse(request, strict=strict)
-        async with self.connections.read() as conn:
-            found = await AuditStore(conn).search(limit=count, after_id=after, **criteria)
+        found = await self.trail.search(limit=count, after_id=after, **criteria)
         await self.log_access(request, who)
         return fhir_response(self.bundle(request, found, echo, count, after))
 
@@ -220,8 +191,7 @@ class AuditEventSearch:
         raw = request.match_info["id"]
         stored = None
         if raw.isdigit() and len(raw) <= 18:
-            async with self.connections.read() as conn:
-                stored = await AuditStore(conn).get(int(raw))
+            stored = await self.trail.get(int(raw))
         await self.log_access(request, who)
         if stored is None:
             raise FhirError(404, "not-found", f"AuditEvent/{raw} is not known")
@@ -349,9 +319,7 @@ class AuditEventSearch:
             message_id=request.headers.get("X-Request-Id"),
             endpoint=self.base(request),
         )
-        topic = AUDIT_TOPIC if self.settings.audit.syslog is not None else None
-        async with self.connections.transaction() as conn:
-            await AuditStore(conn).insert([record], topic=topic)
+        await self.trail.record([record])
 
 
 AUDIT_SEARCH_KEY = web.AppKey("audit_event_search", AuditEventSearch)
@@ -359,7 +327,7 @@ AUDIT_SEARCH_KEY = web.AppKey("audit_event_search", AuditEventSearch)
 
 def add_audit_routes(
     app: web.Application,
-    db_or_pool: Database | asyncpg.Pool,
+    trail: AuditTrail,
     settings: Settings,
     *,
     authorize: Authorize | None = None,
@@ -370,7 +338,7 @@ def add_audit_routes(
     mounted at /fhir (identity.fhir.build_fhir_app: its error middleware turns FhirError into
     an OperationOutcome). ``authorize``: the ``audit`` scope check (see the module's
     docstring); ``record_access``: record each search and read as Audit Log Used."""
-    search = AuditEventSearch(db_or_pool, settings, authorize=authorize, auditor=auditor,
+    search = AuditEventSearch(trail, settings, authorize=authorize, auditor=auditor,
                               record_access=record_access)  # fmt: skip
     app[AUDIT_SEARCH_KEY] = search
     app.router.add_get("/AuditEvent", search.search)

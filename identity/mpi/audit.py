@@ -26,7 +26,7 @@ import asyncpg
 from identity.audit.record import AUDIT_TOPIC, Auditor, AuditRecord, Outcome
 from identity.config import Settings
 from identity.errors import MpiError, StoreUnavailable
-from identity.store.audit import AuditStore, audit_rows
+from identity.store.audit import AuditStore, StoredAudit, audit_rows
 from identity.store.db import Database
 
 log = logging.getLogger("identity.audit")
@@ -64,6 +64,21 @@ class AuditTrail:
         """Write ``records`` on ``conn``, in the transaction open there."""
         if records:
             await AuditStore(conn).insert(records, topic=self.topic)
+
+    async def record(self, records: Sequence[AuditRecord]) -> None:
+        """Write ``records`` now, in a transaction of their own (an event that is its own
+        change, such as a look at the audit log)."""
+        async with self.db.transaction() as conn:
+            await self.write(conn, records)
+
+    async def search(self, **criteria: Any) -> list[StoredAudit]:
+        """Stored records, newest first (identity.store.audit.AuditStore.search)."""
+        async with self.db.read() as conn:
+            return await AuditStore(conn).search(**criteria)
+
+    async def get(self, record_id: int) -> StoredAudit | None:
+        async with self.db.read() as conn:
+            return await AuditStore(conn).get(record_id)
 
     def later(self, records: Sequence[AuditRecord]) -> None:
         """Queue records of something that changed nothing, for the background writer."""

@@ -17,6 +17,7 @@ from identity.audit.record import AuditRecord
 from identity.config import Settings
 from identity.fhir.audit import add_audit_routes, date_bounds
 from identity.fhir.wire import FhirError, error_middleware
+from identity.mpi.audit import AuditTrail
 from identity.store.audit import AuditStore
 from identity.store.db import Database
 
@@ -72,7 +73,7 @@ async def serve(db: Database, settings: Settings, **kw: Any) -> AsyncIterator[Ap
     async with db.transaction() as conn:
         ids = await AuditStore(conn).insert(corpus())
     fhir = web.Application(middlewares=[error_middleware])
-    add_audit_routes(fhir, db, settings, **kw)
+    add_audit_routes(fhir, AuditTrail(db, settings), settings, **kw)
     app = web.Application()
     app.add_subapp("/fhir", fhir)
     runner = web.AppRunner(app)
