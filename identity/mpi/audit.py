@@ -25,7 +25,7 @@ import asyncpg
 
 from identity.audit.record import AUDIT_TOPIC, Auditor, AuditRecord, Outcome
 from identity.config import Settings
-from identity.errors import MpiError, StoreUnavailable
+from identity.errors import InvalidInput, MpiError, StoreUnavailable
 from identity.store.audit import AuditStore, StoredAudit, audit_rows
 from identity.store.db import Database
 
@@ -139,9 +139,27 @@ class AuditTrail:
                     await asyncio.sleep(0)  # let the requests waiting run
                     rows.extend(_rows(batch[start:start + CHUNK]))
                 if rows:
-                    async with self.db.read() as conn:
-                        await AuditStore(conn).insert_rows(rows, topic=self.topic)
+                    await self._insert(rows)
                 del self._queue[: len(batch)]
+
+    async def _insert(self, rows: list[dict[str, Any]]) -> None:
+        """One statement for the batch; if PostgreSQL refuses its content (a value it cannot
+        store, such as a NUL character), one per row, and a refused row is logged and dropped:
+        it must not hold back every record queued behind it for the life of the process."""
+        try:
+            async with self.db.read() as conn:
+                await AuditStore(conn).insert_rows(rows, topic=self.topic)
+            return
+        except _REFUSED_CONTENT:
+            if len(rows) == 1:
+                log.error("event=audit_record_refused records=1")
+                return
+        for row in rows:
+            try:
+                async with self.db.read() as conn:
+                    await AuditStore(conn).insert_rows([row], topic=self.topic)
+            except _REFUSED_CONTENT as exc:
+                log.error("event=audit_record_refused records=1 error=%s", type(exc).__name__)
 
     async def stop(self) -> None:
         self._stopping = True
@@ -169,6 +187,11 @@ class AuditTrail:
                             type(exc).__name__)
                 await asyncio.sleep(RETRY_SECONDS)
                 self._wake.set()
+
+
+_REFUSED_CONTENT = (asyncpg.DataError, asyncpg.IntegrityConstraintViolationError, InvalidInput)
+"""What a statement's content is refused with (SQLSTATE classes 22, 23; identity.store.db
+raises InvalidInput for a value the database cannot hold): retrying cannot help."""
 
 
 def _rows(items: Sequence[AuditRecord | Making]) -> list[dict[str, Any]]:

@@ -125,3 +125,17 @@ async def test_deferred_records_are_made_by_the_writer_and_a_failure_holds_none_
     await mpi.audit.flush()
     assert made == ["AU8"]
     assert await _rows(mpi) == [("ITI-9", 0, ["AU8^^^HOSPA"]), ("ITI-9", 0, ["AU9^^^HOSPA"])]
+
+
+async def test_a_record_postgresql_refuses_is_dropped_not_retried_forever(mpi: Mpi) -> None:
+    """A value jsonb cannot hold (a NUL character, from a refused message) must not hold back
+    the records queued behind it."""
+    auditor = mpi.audit.auditor
+    caller = hl7_peer("PIXC", "FAC", "127.0.0.1")
+    bad = auditor.query("ITI-9", caller=caller, query=b"QBP", message_id="Q\x00X",
+                        patients=[[cx("NUL\x00ID", namespace="HOSPA")]])
+    good = auditor.query("ITI-9", caller=caller, query=b"QBP", message_id="Q2",
+                         patients=[[cx("AU6", namespace="HOSPA")]])
+    mpi.audit.later([*bad, *good])
+    await mpi.audit.flush()
+    assert await _rows(mpi) == [("ITI-9", 0, ["AU6^^^HOSPA"])]
