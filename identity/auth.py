@@ -100,6 +100,8 @@ class Principal:
     """The name of the person the token was issued to, when it names one (IUA's
     ``extensions.ihe_iua.subject_name``, else OpenID Connect's ``name``): the audit records
     name that person (``sub``) as the human requestor."""
+    expires_at: float | None = None
+    """The token's ``exp`` (seconds since the epoch): how long the console's sign-in lasts."""
 
     def grants(self, scope: str, transactions: tuple[str, ...] = ()) -> bool:
         """Whether the token allows ``scope`` (one of READ, WRITE, STEWARD, AUDIT), directly,
@@ -226,8 +228,10 @@ class TokenVerifier:
         if not isinstance(client, str) or not client:
             raise AuthError(401, "invalid_token", "the token names no client_id or sub")
         subject = claims.get("sub") if isinstance(claims.get("sub"), str) else None
+        exp = claims.get("exp")
         return Principal(client=client, scopes=_scopes(claims), subject=subject,
-                         authenticated=True, person=_person(claims))
+                         authenticated=True, person=_person(claims),
+                         expires_at=float(exp) if isinstance(exp, int | float) else None)
 
     def _decode(self, token: str) -> Any:
         if self._keys is None:

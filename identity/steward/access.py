@@ -41,7 +41,7 @@ def steward_of(request: web.Request) -> Steward:
     return request.get(STEWARD_KEY, Steward("anonymous", False))
 
 
-def _name(value: str | None) -> str | None:
+def steward_name(value: str | None) -> str | None:
     if value is None:
         return None
     value = value.strip()
@@ -70,7 +70,7 @@ class StewardAccess:
             return await handler(request)  # 404, 405: no route, nothing to protect
         if self.verifier is None:
             request[STEWARD_KEY] = Steward(
-                _name(request.headers.get(STEWARD_HEADER)) or "anonymous", False
+                steward_name(request.headers.get(STEWARD_HEADER)) or "anonymous", False
             )
             return await handler(request)
         try:
@@ -82,6 +82,6 @@ class StewardAccess:
             log.info("event=steward_access_refused status=%d error=%s method=%s path=%s",
                      exc.status, exc.error or "no_token", request.method, request.path)
             raise
-        name = _name(principal.subject) or _name(principal.client) or "anonymous"
+        name = steward_name(principal.subject) or steward_name(principal.client) or "anonymous"
         request[STEWARD_KEY] = Steward(name, True)
         return await handler(request)

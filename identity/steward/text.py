@@ -10,7 +10,6 @@ from typing import Any
 
 from identity.model import (
     CommandResult,
-    Demographics,
     HistoryEvent,
     PersonView,
     QueueItem,
@@ -19,6 +18,8 @@ from identity.model import (
     ReviewDetail,
     SourceRecord,
 )
+from identity.steward.present import CLOSE, DIFFERS, MISSING, SAME, align
+from identity.steward.present import waterfall as weigh
 
 
 def _age(at: datetime, now: datetime | None = None) -> str:
@@ -86,49 +87,24 @@ def queue_text(page: QueuePage) -> str:
 # --- one item ----------------------------------------------------------------------------------
 
 
-def _names(d: Demographics) -> tuple[str, str]:
-    if not d.names:
-        return "", ""
-    name = d.names[0]
-    return name.family or "", " ".join(name.given)
+_MARKS = {SAME: "=", CLOSE: "≈", DIFFERS: "≠", MISSING: ""}
 
 
-def _address(d: Demographics) -> str:
-    if not d.addresses:
-        return ""
-    a = d.addresses[0]
-    return ", ".join(p for p in (" ".join(a.lines), a.city or "", a.postal_code or "") if p)
-
-
-FIELDS = ("family", "given", "birth date", "sex", "address", "phone", "mother's maiden name")
-
-
-def _fields(record: SourceRecord) -> dict[str, str]:
-    d = record.demographics
-    family, given = _names(d)
-    return {
-        "family": family,
-        "given": given,
-        "birth date": d.birth_date or "",
-        "sex": d.sex or "",
-        "address": _address(d),
-        "phone": ", ".join(p.value for p in d.phones or ()),
-        "mother's maiden name": d.mothers_maiden_name or "",
-    }
-
-
-def side_by_side(a: SourceRecord, b: SourceRecord | None) -> str:
-    left = _fields(a)
-    right = _fields(b) if b is not None else {}
-    rows = []
-    for name in FIELDS:
-        x, y = left.get(name, ""), right.get(name, "")
-        mark = "" if not x or not y else ("=" if x.upper() == y.upper() else "≠")
-        rows.append((name, x or "–", y or "–", mark))
-    rows.append(("identifiers", _identifiers(a), _identifiers(b) if b else "–", ""))
-    rows.append(("person", a.enterprise_id or "-", (b.enterprise_id or "-") if b else "–", ""))
+def side_by_side(
+    a: SourceRecord, b: SourceRecord | None, explanation: dict[str, Any] | None = None
+) -> str:
+    """The two records field by field, each row marked as the comparison that scored it
+    judged it (identity.steward.present): = same, ≈ close, ≠ different."""
+    rows = [
+        (f.name, f.left or "–", f.right or "–", _MARKS[f.state], f.level or "")
+        for f in align(a, b, explanation)
+        if f.name != "identifiers"
+    ]
+    rows.append(("identifiers", _identifiers(a), _identifiers(b) if b else "–", "", ""))
+    rows.append(("person", a.enterprise_id or "-", (b.enterprise_id or "-") if b else "–", "",
+                 ""))
     title_b = f"{b.domain.namespace} {b.identifier}" if b else "(no other record)"
-    return table(("", f"{a.domain.namespace} {a.identifier}", title_b, ""), rows)
+    return table(("", f"{a.domain.namespace} {a.identifier}", title_b, "", "judged"), rows)
 
 
 def _identifiers(record: SourceRecord | None) -> str:
@@ -140,18 +116,18 @@ def _identifiers(record: SourceRecord | None) -> str:
 
 def waterfall(explanation: dict[str, Any] | None) -> str:
     """Each comparison's contribution from the prior to the total weight and probability."""
-    if not explanation or not explanation.get("comparisons"):
+    steps = weigh(explanation)
+    if not explanation or not steps:
         return "no explanation stored"
-    running = float(explanation.get("prior_weight", 0.0))
-    lines = [f"{'prior':<36} {running:+8.2f}"]
-    for c in explanation["comparisons"]:
-        weight = float(c.get("contribution", c.get("weight", 0.0)))
-        running += weight
-        label = f"{c['comparison']} ({c.get('label', c.get('level'))})"
-        lines.append(f"{_cut(label, 36):<36} {weight:+8.2f} {running:+9.2f}")
-    total = float(explanation.get("total_weight", running))
+    lines = []
+    for step in steps[:-1]:
+        label = f"{step.label} ({step.detail})" if step.detail else step.label
+        if step.kind == "prior":
+            lines.append(f"{label:<36} {step.end:+8.2f}")
+        else:
+            lines.append(f"{_cut(label, 36):<36} {step.value:+8.2f} {step.end:+9.2f}")
     probability = float(explanation.get("probability", 0.0))
-    lines.append(f"{'total':<36} {total:+8.2f}  → p = {probability:.6f}")
+    lines.append(f"{'total':<36} {steps[-1].end:+8.2f}  → p = {probability:.6f}")
     decision = explanation.get("decision") or {}
     if decision.get("hard_rules"):
         lines.append("hard rules: " + ", ".join(decision["hard_rules"]))
@@ -184,7 +160,8 @@ def detail_text(detail: ReviewDetail) -> str:
         parts.append(f"decided by {item.resolved_by} at {item.resolved_at}")
     parts += [
         "",
-        side_by_side(detail.record.record, detail.other.record if detail.other else None),
+        side_by_side(detail.record.record, detail.other.record if detail.other else None,
+                     detail.explanation),
         "",
         "why" + (" (computed now: the item stored none)" if detail.explanation_computed else "")
         + ":",
