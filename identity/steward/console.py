@@ -452,6 +452,27 @@ def _shown(value: Any) -> str:
     return str(value)
 
 
+def _golden(value: Any) -> str:
+    """A value of the golden view as the steward reads it: a name as "given family", an
+    address on one line, a phone as its number."""
+    if isinstance(value, list | tuple):
+        return " | ".join(t for t in (_golden(v) for v in value) if t)
+    if isinstance(value, dict):
+        if "family" in value or "given" in value:
+            given = value.get("given") or []
+            parts = [value.get("prefix"), *(given if isinstance(given, list) else [given]),
+                     value.get("family"), value.get("suffix")]
+            return " ".join(str(p) for p in parts if p)
+        if "lines" in value:
+            lines = value.get("lines") or []
+            place = " ".join(str(p) for p in (value.get("state"), value.get("postal_code")) if p)
+            parts = [" ".join(lines), value.get("city"), place, value.get("country")]
+            return ", ".join(str(p) for p in parts if p)
+        if "value" in value:
+            return str(value["value"]) + (f" ({value['use']})" if value.get("use") else "")
+    return _shown(value)
+
+
 def _normalised(
     left: dict[str, Any] | None, right: dict[str, Any] | None
 ) -> list[tuple[str, str, str]]:
@@ -573,7 +594,7 @@ def _filters() -> dict[str, Callable[..., Any]]:
         return "–" if value is None or math.isnan(value) else f"{value:+.2f}"
 
     return {"p": p, "when": when, "bits": bits, "age": _age, "probability": probability_of,
-            "golden": _shown}
+            "golden": _golden}
 
 
 def build_console_app(mpi: Mpi, settings: Settings, api: StewardApi) -> web.Application:
