@@ -962,6 +962,49 @@ class Auditor:
             **self._message("http", message_id),
         )
 
+    def steward_read(
+        self,
+        what: str,
+        *,
+        steward: Participant,
+        patients: Sequence[Sequence[str]] = (),
+        query: bytes | str,
+        search: bool = False,
+        message_id: str | None = None,
+        endpoint: str | None = None,
+        at: datetime | None = None,
+    ) -> list[AuditRecord]:
+        """A data steward looked at patients' records (``what``: ``review-item``, ``person``,
+        ``record``) or searched for them (``search=True``): EventID 110110 "Patient Record"
+        action R, or 110112 "Query" action E for a search, EventTypeCode ``EV(steward-view|
+        steward-search, IDENTITY, ...)``, the steward as the human requestor and the request
+        (redacted like a PDQ query) as the query. One record per patient shown (each a list of
+        CX), one without a patient when none was (ITI TF-2 3.20.7.1: one per patient)."""
+        if not steward.human or not steward.requestor:
+            steward = replace(steward, human=True, requestor=True)
+        code = "steward-search" if search else "steward-view"
+        title = "Steward search" if search else f"Steward view: {what.replace('-', ' ')}"
+        if isinstance(query, str):
+            query = query.encode("utf-8")
+        groups = [tuple(p) for p in patients if p]
+        base = AuditRecord(
+            transaction=STEWARD,
+            event_id=QUERY if search else PATIENT_RECORD,
+            event_types=(Code(code, LOCAL, title),),
+            action=Action.EXECUTE if search else Action.READ,
+            outcome=Outcome.SUCCESS,
+            recorded=at or _now(),
+            participants=(steward, self.ourselves("http", endpoint=endpoint)),
+            source=self.source,
+            patients=groups[0] if len(groups) == 1 else (),
+            query=query,
+            query_id=message_id,
+            **self._message("http", message_id),
+        )
+        if len(groups) <= 1:
+            return [base]
+        return [base.with_patient(group) for group in groups]
+
     # --- the audit log ----------------------------------------------------------------------
 
     def audit_log_used(

@@ -44,6 +44,7 @@ from identity.mpi import (
     UnlinkRecord,
 )
 from identity.steward.access import steward_of
+from identity.steward.auditing import audit_view
 from identity.steward.problems import Problem, validation_errors
 from identity.steward.schemas import (
     CommandOutcome,
@@ -147,16 +148,22 @@ class StewardApi:
             message_id=request.headers.get("X-Request-Id") or str(uuid.uuid4()),
         )
 
-    async def read(self, call: Awaitable[BaseModel]) -> web.Response:
+    async def read(
+        self, call: Awaitable[BaseModel], request: web.Request | None = None
+    ) -> web.Response:
         """A read, bounded by ``[http] request_timeout`` (commands are not cut short: a
-        command that started is answered with what it did)."""
+        command that started is answered with what it did). With ``request``, the view of
+        patients it answers is audited (identity.steward.auditing)."""
         limit = self.settings.http.request_timeout
         try:
             async with asyncio.timeout(limit):
-                return _json(await call)
+                view = await call
         except TimeoutError:
             raise Problem(503, f"the request was not answered within {limit:g} s",
                           kind="timeout") from None
+        if request is not None:
+            audit_view(request, self.mpi, view)
+        return _json(view)
 
     def outcome(self, result: CommandResult, **extra: Any) -> web.Response:
         return _json(
@@ -203,7 +210,7 @@ class StewardApi:
 
     async def review_item(self, request: web.Request) -> web.Response:
         _query(request, _NoQuery)
-        return await self.read(self.mpi.review_detail(_int(request)))
+        return await self.read(self.mpi.review_detail(_int(request)), request)
 
     async def decide(self, request: web.Request) -> web.Response:
         item_id = _int(request)
@@ -246,15 +253,15 @@ class StewardApi:
 
     async def person(self, request: web.Request) -> web.Response:
         _query(request, _NoQuery)
-        return await self.read(self.mpi.person_view(_int(request)))
+        return await self.read(self.mpi.person_view(_int(request)), request)
 
     async def record(self, request: web.Request) -> web.Response:
         _query(request, _NoQuery)
-        return await self.read(self.mpi.record_view(_int(request)))
+        return await self.read(self.mpi.record_view(_int(request)), request)
 
     async def search(self, request: web.Request) -> web.Response:
         q: SearchQuery = _query(request, SearchQuery)
-        return await self.read(self.mpi.find_persons(StewardSearch(**q.model_dump())))
+        return await self.read(self.mpi.find_persons(StewardSearch(**q.model_dump())), request)
 
     async def decisions(self, request: web.Request) -> web.Response:
         q: DecisionsQuery = _query(request, DecisionsQuery)

@@ -48,6 +48,7 @@ from identity.model import (
 from identity.mpi import Mpi
 from identity.steward.access import STEWARD_HEADER, STEWARD_KEY, Steward, steward_name
 from identity.steward.api import StewardApi
+from identity.steward.auditing import audit_view
 from identity.steward.present import align, chart, probability_of, record_fields, waterfall
 from identity.steward.problems import Problem, error_middleware, problem_for
 from identity.steward.schemas import QueueQuery, SearchQuery
@@ -236,6 +237,7 @@ class Console:
         filters, q = queue_filter(params)
         offset = _page_int(request.query.get("offset"), "offset")
         page = await self.mpi.review_queue(filters, q.sort, PAGE, offset, QueueCountsWanted.OPEN)
+        audit_view(request, self.mpi, page)
         rows = [
             {"item": item, "pos": offset + i, "age": _age(item.created_at)}
             for i, item in enumerate(page.items)
@@ -270,6 +272,7 @@ class Console:
         pos_raw = request.query.get("pos")
         pos = _page_int(pos_raw, "pos") if pos_raw else None
         detail = await self.mpi.review_detail(item_id)
+        audit_view(request, self.mpi, detail)
         counts = (await self.open_counts()).counts
         record, other = detail.record.record, detail.other.record if detail.other else None
         explanation = detail.explanation or {}
@@ -315,10 +318,12 @@ class Console:
 
     async def person(self, request: web.Request) -> web.Response:
         view = await self.mpi.person_view(_id(request))
+        audit_view(request, self.mpi, view)
         return self.render(request, "person.html", view=view, person=view.person)
 
     async def record(self, request: web.Request) -> web.Response:
         view = await self.mpi.record_view(_id(request))
+        audit_view(request, self.mpi, view)
         return self.render(request, "record.html", view=view, record=view.record,
                            fields=record_fields(view.record),
                            normalised=[(k, a) for k, a, _ in _normalised(view.normalized, None)])
@@ -331,6 +336,7 @@ class Console:
             try:
                 q = SearchQuery.model_validate({**wanted, "offset": offset})
                 hits = await self.mpi.find_persons(StewardSearch(**q.model_dump()))
+                audit_view(request, self.mpi, hits)
             except ValidationError as exc:
                 first = exc.errors()[0]
                 error = f"{'.'.join(str(p) for p in first['loc'])}: {first['msg']}"

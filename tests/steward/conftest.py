@@ -89,3 +89,47 @@ async def duplicate_pair(mpi: Mpi, first: str = "A1", second: str = "A2", **demo
     two = await mpi.handle(Register(subject=person("HOSPA", second, **demographics)), FEED)
     assert two.review_items, "expected a review item"
     return one, two, two.review_items[0]
+
+
+PEOPLE = [
+    {"family": "Mohr", "given": "Alice", "birth_date": "1958-01-30", "sex": "F"},
+    {"family": "Okafor", "given": "Chidi", "birth_date": "1971-06-02", "sex": "M"},
+    {"family": "Lindqvist", "given": "Greta", "birth_date": "1990-11-17", "sex": "F"},
+    {"family": "Tanaka", "given": "Hiro", "birth_date": "1949-03-08", "sex": "M"},
+]
+
+
+@dataclass
+class Console:
+    base: str  # http://127.0.0.1:PORT
+    session: aiohttp.ClientSession
+    mpi: Mpi
+
+    async def page(self, path: str, **kw: Any) -> tuple[int, str, aiohttp.ClientResponse]:
+        async with self.session.get(self.base + path, allow_redirects=False, **kw) as r:
+            return r.status, await r.text(), r
+
+    async def act(
+        self, path: str, body: Any = None, headers: dict[str, str] | None = None
+    ) -> tuple[int, Any, aiohttp.ClientResponse]:
+        async with self.session.post(
+            self.base + "/steward/act" + path, json=body if body is not None else {},
+            headers=headers,
+        ) as r:
+            text = await r.text()
+            return r.status, json.loads(text) if text else None, r
+
+
+@asynccontextmanager
+async def console_of(mpi: Mpi) -> AsyncIterator[Console]:
+    async with serve(mpi) as api:
+        base = api.base.removesuffix("/api")
+        jar = aiohttp.CookieJar(unsafe=True)  # cookies of 127.0.0.1
+        async with aiohttp.ClientSession(cookie_jar=jar) as session:
+            yield Console(base, session, mpi)
+
+
+@pytest.fixture
+async def console(mpi: Mpi) -> AsyncIterator[Console]:
+    async with console_of(mpi) as door:
+        yield door

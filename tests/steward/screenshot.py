@@ -1,7 +1,8 @@
 """The README's picture of the console, taken with the browser tests' own Chromium
 (tests/steward/browser.py):
 
-    python -m tests.steward.screenshot http://127.0.0.1:8080/steward/review/71 docs/img/steward-item.png
+    python -m tests.steward.screenshot http://127.0.0.1:8080/steward/review/71 \
+        docs/img/steward-item.png
 
 The URL is a review item of a running service (the README's was the demo service loaded
 with `identity generate --persons 3000 --hard --seed 7` and `identity import`, item 71).

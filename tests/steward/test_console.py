@@ -7,12 +7,9 @@ from __future__ import annotations
 
 import json
 from collections.abc import AsyncIterator, Callable
-from contextlib import asynccontextmanager
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import aiohttp
 import pytest
 from yarl import URL
 
@@ -20,50 +17,7 @@ from identity.config import Settings
 from identity.model import ReviewStatus
 from identity.mpi import DecideReview, Envelope, Mpi, StewardDecision
 from tests.fhir.test_auth import AUDIENCE, EC, ISSUER, RSA, bearer, jwks, token
-from tests.steward.conftest import duplicate_pair, serve
-
-PEOPLE = [
-    {"family": "Mohr", "given": "Alice", "birth_date": "1958-01-30", "sex": "F"},
-    {"family": "Okafor", "given": "Chidi", "birth_date": "1971-06-02", "sex": "M"},
-    {"family": "Lindqvist", "given": "Greta", "birth_date": "1990-11-17", "sex": "F"},
-    {"family": "Tanaka", "given": "Hiro", "birth_date": "1949-03-08", "sex": "M"},
-]
-
-
-@dataclass
-class Console:
-    base: str  # http://127.0.0.1:PORT
-    session: aiohttp.ClientSession
-    mpi: Mpi
-
-    async def page(self, path: str, **kw: Any) -> tuple[int, str, aiohttp.ClientResponse]:
-        async with self.session.get(self.base + path, allow_redirects=False, **kw) as r:
-            return r.status, await r.text(), r
-
-    async def act(
-        self, path: str, body: Any = None, headers: dict[str, str] | None = None
-    ) -> tuple[int, Any, aiohttp.ClientResponse]:
-        async with self.session.post(
-            self.base + "/steward/act" + path, json=body if body is not None else {},
-            headers=headers,
-        ) as r:
-            text = await r.text()
-            return r.status, json.loads(text) if text else None, r
-
-
-@asynccontextmanager
-async def console_of(mpi: Mpi) -> AsyncIterator[Console]:
-    async with serve(mpi) as api:
-        base = api.base.removesuffix("/api")
-        jar = aiohttp.CookieJar(unsafe=True)  # cookies of 127.0.0.1
-        async with aiohttp.ClientSession(cookie_jar=jar) as session:
-            yield Console(base, session, mpi)
-
-
-@pytest.fixture
-async def console(mpi: Mpi) -> AsyncIterator[Console]:
-    async with console_of(mpi) as door:
-        yield door
+from tests.steward.conftest import PEOPLE, Console, console_of, duplicate_pair
 
 
 async def test_the_pages_render_what_the_core_holds(console: Console) -> None:

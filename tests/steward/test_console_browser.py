@@ -15,8 +15,7 @@ import pytest
 from identity.model import ReviewStatus
 from identity.mpi import DecideReview, Envelope, Mpi, StewardDecision
 from tests.steward import browser
-from tests.steward.conftest import duplicate_pair, serve
-from tests.steward.test_console import PEOPLE
+from tests.steward.conftest import PEOPLE, duplicate_pair, serve
 
 TIMEOUT_MS = 15_000
 
