@@ -365,6 +365,9 @@ class QueueSort(StrEnum):
     IMPACT = "impact"  # most other open items sharing a record or the candidate person, first
     PROBABILITY_DESC = "probability_desc"
     PROBABILITY_ASC = "probability_asc"
+    # the label that would teach the model most first: the probability closest to 0.5 (the
+    # smallest |logit|), items without one last; ties oldest first
+    UNCERTAIN = "uncertain"
 
 
 NO_HARD_RULE = "none"

@@ -101,14 +101,21 @@ def _where(terms: QueueTerms, *, with_status: bool = True) -> _Where:
     return w
 
 
+UNCERTAINTY = "coalesce(abs(i.score - 0.5), 'Infinity'::double precision)"
+"""The uncertain sort's key: how far the probability is from 0.5 (the order of |logit|), no
+probability last. review_item_open_uncertain (migration 0015) is on this expression."""
+
 _ORDER = {
     QueueSort.OLDEST: "i.created_at, i.id",
     QueueSort.NEWEST: "i.created_at DESC, i.id DESC",
-    # both along review_item_open_score (score, id): forwards and backwards
+    # both along review_item_open_score (score, id): forwards and backwards (no score: last,
+    # and first backwards)
     QueueSort.PROBABILITY_DESC: "i.score DESC, i.id DESC",
     QueueSort.PROBABILITY_ASC: "i.score, i.id",
     QueueSort.IMPACT: "i.impact DESC, i.created_at, i.id",
+    QueueSort.UNCERTAIN: f"{UNCERTAINTY}, i.created_at, i.id",
 }
+
 
 def _summary_columns(alias: str, prefix: str) -> str:
     """A record summary's columns (RecordSummary, read by ``_summary``)."""
