@@ -456,8 +456,12 @@ class QueuePage(_Model):
     """Items matching the filters (all pages)."""
     limit: int
     offset: int
+    """The page's offset (0 for a page asked for by cursor, but with sort ``impact``, whose
+    cursor is a position)."""
     sort: QueueSort
     counts: QueueCounts | None = None
+    next: str | None = None
+    """The cursor of the page after this one (``after``), None on the last page."""
 
 
 class RecordDetail(_Model):
