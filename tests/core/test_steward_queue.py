@@ -141,18 +141,19 @@ async def test_paging_by_cursor_gives_every_item_once_in_order(
 async def test_paging_by_cursor_while_items_are_decided(
     mpi: Mpi, sort: QueueSort, limit: int
 ) -> None:
-    """After each page the steward decides the page's first item (seen) and another item
-    further on (not seen yet): no item still open is skipped or repeated, none decided is
-    shown after its decision. (Paging by offset skips one item per decision on a page
-    seen.)"""
+    """After each page the steward decides the page's first and last items (seen; the last
+    is the cursor's) and another item further on (not seen yet): no item still open is
+    skipped or repeated, none decided is shown after its decision. (Paging by offset skips
+    an item per decision on a page seen.)"""
     await open_items(mpi)
     whole = [i.id for i in (await mpi.review_queue(sort=sort, limit=200)).items]
     decided_unseen: set[int] = set()
 
     async def decide(page: QueuePage, seen: list[int]) -> None:
-        await mpi.handle(
-            DecideReview(item_id=page.items[0].id, decision=StewardDecision.DISMISS), ANN
-        )
+        for item_id in {page.items[0].id, page.items[-1].id}:
+            await mpi.handle(
+                DecideReview(item_id=item_id, decision=StewardDecision.DISMISS), ANN
+            )
         ahead = [i for i in whole if i not in seen and i not in decided_unseen]
         if len(ahead) > 1:
             decided_unseen.add(ahead[-1])
