@@ -200,9 +200,14 @@ def _steward_parsers(commands: Any, common: argparse.ArgumentParser) -> None:
     listed.add_argument("--max-probability", type=float, default=None, metavar="P")
     listed.add_argument("--sort", default="oldest",
                         choices=["oldest", "newest", "impact", "probability_desc",
-                                 "probability_asc"])
+                                 "probability_asc", "uncertain"],
+                        help="uncertain: the probability closest to 0.5 first (the labels "
+                        "that teach the model most)")
     listed.add_argument("--limit", type=int, default=20)
     listed.add_argument("--offset", type=int, default=0)
+    listed.add_argument("--after", default=None, metavar="CURSOR",
+                        help="the page after the one whose next cursor this is (same --sort; "
+                        "not with --offset)")
     shown = actions.add_parser("show", parents=[common, as_json],
                                help="one item: both records, the explanation, history")
     shown.add_argument("item", type=int, metavar="ID")
@@ -565,8 +570,11 @@ async def _steward(settings: Settings, args: argparse.Namespace) -> str:
                     max_probability=args.max_probability,
                 )
                 page = await mpi.review_queue(filters, QueueSort(args.sort), args.limit,
-                                              args.offset)
-                return dumped(page) if args.json else text.queue_text(page)
+                                              args.offset, after=args.after)
+                if args.json:
+                    return dumped(page)
+                shown = text.queue_text(page)
+                return shown + (f"\nnext page: --after {page.next}" if page.next else "")
             if args.action == "show":
                 detail = await mpi.review_detail(args.item)
                 return dumped(detail) if args.json else text.detail_text(detail)

@@ -365,6 +365,9 @@ class QueueSort(StrEnum):
     IMPACT = "impact"  # most other open items sharing a record or the candidate person, first
     PROBABILITY_DESC = "probability_desc"
     PROBABILITY_ASC = "probability_asc"
+    # the label that would teach the model most first: the probability closest to 0.5 (the
+    # smallest |logit|), items without one last; ties oldest first
+    UNCERTAIN = "uncertain"
 
 
 NO_HARD_RULE = "none"
@@ -453,8 +456,12 @@ class QueuePage(_Model):
     """Items matching the filters (all pages)."""
     limit: int
     offset: int
+    """The page's offset (0 for a page asked for by cursor, but with sort ``impact``, whose
+    cursor is a position)."""
     sort: QueueSort
     counts: QueueCounts | None = None
+    next: str | None = None
+    """The cursor of the page after this one (``after``), None on the last page."""
 
 
 class RecordDetail(_Model):

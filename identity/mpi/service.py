@@ -279,11 +279,14 @@ class Mpi:
         limit: int = 50,
         offset: int = 0,
         counts: QueueCountsWanted = QueueCountsWanted.OPEN,
+        *,
+        after: str | None = None,
     ) -> QueuePage:
-        """A page of the review queue with its counts (docs/steward.md, *Queue*)."""
+        """A page of the review queue with its counts (docs/steward.md, *Queue*): from
+        ``offset``, or after the cursor ``after`` (a page's ``next``)."""
         async with self._snapshot() as repo:
             return await steward.queue(
-                self.core, repo, filters or QueueFilter(), sort, limit, offset, counts
+                self.core, repo, filters or QueueFilter(), sort, limit, offset, counts, after
             )
 
     async def review_item(self, item_id: int) -> ReviewItem:

@@ -9,6 +9,10 @@ read-only snapshot for it) and returns the view types of identity.model.
 
 from __future__ import annotations
 
+import base64
+import binascii
+import json
+import math
 from datetime import datetime
 from typing import Any
 
@@ -29,6 +33,7 @@ from identity.model import (
     QueueCounts,
     QueueCountsWanted,
     QueueFilter,
+    QueueItem,
     QueuePage,
     QueueSort,
     RecordDetail,
@@ -39,9 +44,67 @@ from identity.model import (
 from identity.mpi.core import Core
 from identity.store.repository import Repository
 from identity.store.state import StoredRecord
-from identity.store.steward import QueueTerms
+from identity.store.steward import QueueKey, QueueTerms
 
 CANDIDATES_SHOWN = 5
+CURSOR_VERSION = 1
+MAX_POSITION = 10_000_000
+
+
+# --- the queue's cursors -----------------------------------------------------------------------
+# A cursor is base64url (unpadded) JSON: the sort and the sort key of the page's last item
+# (its score, opening time and id), or for sort impact the position of the next page. It is
+# opaque to clients and not signed: a forged one can only point somewhere else in the queue.
+
+
+def encode_cursor(sort: QueueSort, last: QueueItem | None = None, position: int = 0) -> str:
+    """The cursor of the page after ``last`` (sort impact: at ``position``)."""
+    payload: dict[str, Any] = {"v": CURSOR_VERSION, "sort": sort.value}
+    if sort == QueueSort.IMPACT:
+        payload["pos"] = position
+    else:
+        assert last is not None
+        payload.update(score=last.score, at=last.created_at.isoformat(), id=last.id)
+    raw = json.dumps(payload, separators=(",", ":")).encode()
+    return base64.urlsafe_b64encode(raw).rstrip(b"=").decode()
+
+
+def decode_cursor(cursor: str, sort: QueueSort) -> QueueKey:
+    """Where a page after ``cursor`` starts. InvalidInput (field ``after``): not a cursor of
+    the queue, or one of another sort."""
+
+    def bad(why: str) -> InvalidInput:
+        return InvalidInput(f"after: {why}", field="after")
+
+    try:
+        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
+        payload = json.loads(raw)
+    except (binascii.Error, ValueError):
+        raise bad("not a cursor of the review queue") from None
+    if not isinstance(payload, dict) or payload.get("v") != CURSOR_VERSION:
+        raise bad("not a cursor of the review queue")
+    if payload.get("sort") != sort.value:
+        raise bad(f"a cursor of sort {payload.get('sort')!r} used with sort {sort.value!r}: "
+                  "page by the cursor of a page of the same sort")
+    if sort == QueueSort.IMPACT:
+        position = payload.get("pos")
+        if type(position) is not int or not 0 <= position <= MAX_POSITION:
+            raise bad("not a cursor of the review queue")
+        return QueueKey(position=position)
+    score, at, id_ = payload.get("score"), payload.get("at"), payload.get("id")
+    try:
+        created_at = datetime.fromisoformat(at) if isinstance(at, str) else None
+    except ValueError:
+        created_at = None
+    if (
+        created_at is None or created_at.tzinfo is None
+        or type(id_) is not int or not 0 <= id_ < 2**63
+        or not (score is None or type(score) in (int, float) and math.isfinite(score))
+    ):
+        raise bad("not a cursor of the review queue")
+    return QueueKey(
+        score=None if score is None else float(score), created_at=created_at, id=id_
+    )
 
 
 async def _domain_id(core: Core, name: str | None) -> int | None:
@@ -67,7 +130,16 @@ async def queue(
     limit: int,
     offset: int,
     counts: QueueCountsWanted = QueueCountsWanted.OPEN,
+    after: str | None = None,
 ) -> QueuePage:
+    """A page of the queue from ``offset``, or after the cursor ``after`` (a page's
+    ``next``; not with a non-zero offset), with the cursor of the page after it."""
+    key = None
+    if after is not None:
+        if offset:
+            raise InvalidInput("after: a page is asked for by offset or by cursor, not both",
+                               field="after")
+        key = decode_cursor(after, sort)
     if (
         filters.min_probability is not None
         and filters.max_probability is not None
@@ -87,10 +159,17 @@ async def queue(
     )
     namespaces = _namespaces(core)
     items = await repo.review_queue(
-        terms, sort=sort, limit=limit, offset=offset, namespaces=namespaces
-    )
+        terms, sort=sort, limit=limit + 1, offset=offset, namespaces=namespaces, after=key
+    )  # one more: is there a page after this one?
+    if sort == QueueSort.IMPACT and key is not None:
+        offset = key.position
+    following = None
+    if len(items) > limit:
+        items = items[:limit]
+        following = encode_cursor(sort, items[-1], position=offset + limit)
     total = await repo.review_count(terms)
-    page = QueuePage(items=tuple(items), total=total, limit=limit, offset=offset, sort=sort)
+    page = QueuePage(items=tuple(items), total=total, limit=limit, offset=offset, sort=sort,
+                     next=following)
     if counts == QueueCountsWanted.NONE:
         return page
     facets = await repo.open_review_facets()

@@ -205,7 +205,7 @@ class StewardApi:
             person_id=q.person_id,
         )
         return await self.read(
-            self.mpi.review_queue(filters, q.sort, q.limit, q.offset, q.counts)
+            self.mpi.review_queue(filters, q.sort, q.limit, q.offset, q.counts, after=q.after)
         )
 
     async def review_item(self, request: web.Request) -> web.Response:
@@ -291,7 +291,10 @@ ROUTES: tuple[Route, ...] = (
        query=QueueQuery, errors=(400, 422),
        description="Filters combine (AND); `total` counts the items under them. `counts` "
        "describes the whole open queue (size, by hard rule, by domain, oldest item) and, with "
-       "`counts=all`, the items per status under the filters but `status`."),
+       "`counts=all`, the items per status under the filters but `status`. `next` is the "
+       "cursor of the page after this one (null on the last page): pass it as `after`, with "
+       "the same sort and filters; a cursor that is not one, or of another sort, is 400 "
+       "(bad-query), as is `after` with a non-zero `offset`."),
     _r("GET", "/review/{id}", A.review_item,
        "A review item with both records, the explanation, other candidates and history",
        ReviewDetail, errors=(400, 404)),

@@ -7,8 +7,9 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 
+from identity.errors import InvalidInput
 from identity.model import (
     Person,
     QueueCountsWanted,
@@ -18,6 +19,7 @@ from identity.model import (
     SourceRecord,
     StewardKind,
 )
+from identity.mpi.steward import decode_cursor
 
 REASON = Field(None, max_length=2000, description="Why (kept in the decisions log and audit)")
 
@@ -56,15 +58,37 @@ class QueueQuery(_Body):
     sort: QueueSort = Field(
         QueueSort.OLDEST,
         description="`oldest` (default), `newest`, `impact` (most other open items sharing a "
-        "record or the candidate person first), `probability_desc`, `probability_asc`",
+        "record or the candidate person first), `probability_desc`, `probability_asc`, "
+        "`uncertain` (the probability closest to 0.5 first: the labels that teach the model "
+        "most; no probability last)",
     )
     limit: int = Field(50, ge=1, le=200)
     offset: int = Field(0, ge=0, le=1_000_000)
+    after: str | None = Field(
+        None, max_length=512,
+        description="A page's `next`: the page after it (keyset paging, of the same sort; not "
+        "with a non-zero `offset`). Items decided meanwhile neither shift nor repeat the pages "
+        "after it (but with `sort=impact`, whose cursor is a position)",
+    )
     counts: QueueCountsWanted = Field(
         QueueCountsWanted.OPEN,
         description="`open` (default): the open queue's counts; `all`: also the items per "
         "status under the filters (reads every item); `none`: the page and its total only",
     )
+
+    @field_validator("after")
+    @classmethod
+    def _a_cursor_of_this_sort(cls, after: str | None, info: ValidationInfo) -> str | None:
+        if after is None:
+            return None
+        if info.data.get("offset"):
+            raise ValueError("a page is asked for by offset or by cursor (after), not both")
+        if "sort" in info.data:
+            try:
+                decode_cursor(after, info.data["sort"])
+            except InvalidInput as exc:
+                raise ValueError(str(exc).removeprefix("after: ")) from None
+        return after
 
 
 class SearchQuery(_Body):

@@ -337,6 +337,8 @@ CREATE INDEX review_item_open_person ON review_item USING btree (person_id) WHER
 
 CREATE INDEX review_item_open_score ON review_item USING btree (score, id) WHERE (status = 'open'::text);
 
+CREATE INDEX review_item_open_uncertain ON review_item USING btree (COALESCE(abs((score - (0.5)::double precision)), 'Infinity'::double precision), created_at, id) WHERE (status = 'open'::text);
+
 CREATE INDEX review_item_other ON review_item USING btree (other_record_id) WHERE (other_record_id IS NOT NULL);
 
 CREATE INDEX review_item_queue ON review_item USING btree (status, created_at, id) INCLUDE (score, hard_rules, domain_ids);

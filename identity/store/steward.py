@@ -101,14 +101,57 @@ def _where(terms: QueueTerms, *, with_status: bool = True) -> _Where:
     return w
 
 
+UNCERTAINTY = "coalesce(abs(i.score - 0.5), 'Infinity'::double precision)"
+"""The uncertain sort's key: how far the probability is from 0.5 (the order of |logit|), no
+probability last. review_item_open_uncertain (migration 0015) is on this expression."""
+
 _ORDER = {
     QueueSort.OLDEST: "i.created_at, i.id",
     QueueSort.NEWEST: "i.created_at DESC, i.id DESC",
-    # both along review_item_open_score (score, id): forwards and backwards
+    # both along review_item_open_score (score, id): forwards and backwards (no score: last,
+    # and first backwards)
     QueueSort.PROBABILITY_DESC: "i.score DESC, i.id DESC",
     QueueSort.PROBABILITY_ASC: "i.score, i.id",
     QueueSort.IMPACT: "i.impact DESC, i.created_at, i.id",
+    QueueSort.UNCERTAIN: f"{UNCERTAINTY}, i.created_at, i.id",
 }
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class QueueKey:
+    """Where a page asked for by cursor starts: after the item of this sort key (``score``,
+    ``created_at``, ``id``: the last item of the page before), or, with sort impact (whose key
+    changes as items are decided), at ``position``."""
+
+    score: float | None = None
+    created_at: datetime | None = None
+    id: int = 0
+    position: int = 0
+
+
+def _after(sort: QueueSort, key: QueueKey, w: _Where) -> list[str]:
+    """The items after ``key`` in ``sort``'s order, as disjoint conditions in that order
+    (each an index range; a score that is NULL sorts last, first backwards)."""
+    if sort in (QueueSort.OLDEST, QueueSort.NEWEST, QueueSort.UNCERTAIN):
+        at, id_ = w.p(key.created_at), w.p(key.id)
+        if sort == QueueSort.OLDEST:
+            return [f"(i.created_at, i.id) > ({at}, {id_})"]
+        if sort == QueueSort.NEWEST:
+            return [f"(i.created_at, i.id) < ({at}, {id_})"]
+        score = w.p(key.score)
+        uncertainty = UNCERTAINTY.replace("i.score", f"{score}::double precision")
+        return [f"({UNCERTAINTY}, i.created_at, i.id) > ({uncertainty}, {at}, {id_})"]
+    id_ = w.p(key.id)
+    if sort == QueueSort.PROBABILITY_ASC:
+        if key.score is None:
+            return [f"i.score IS NULL AND i.id > {id_}"]
+        return [f"(i.score, i.id) > ({w.p(key.score)}, {id_})", "i.score IS NULL"]
+    if sort == QueueSort.PROBABILITY_DESC:
+        if key.score is None:
+            return [f"i.score IS NULL AND i.id < {id_}", "i.score IS NOT NULL"]
+        return [f"(i.score, i.id) < ({w.p(key.score)}, {id_})"]
+    raise ValueError(f"sort {sort} pages by position")
+
 
 def _summary_columns(alias: str, prefix: str) -> str:
     """A record summary's columns (RecordSummary, read by ``_summary``)."""
@@ -201,19 +244,36 @@ class StewardQueries:
         limit: int,
         offset: int,
         namespaces: Mapping[int, str],
+        after: QueueKey | None = None,
     ) -> list[QueueItem]:
-        """One page of review items with their records' summaries. The page is chosen on
-        review_item alone (its indexes), then joined."""
+        """One page of review items with their records' summaries: from ``offset``, or just
+        after ``after`` (keyset: an index range, as fast deep in the queue as at its head).
+        The page is chosen on review_item alone (its indexes), then joined."""
         w = _where(terms)
-        lim, off = w.p(limit), w.p(offset)
+        order = _ORDER[sort]
+        if after is not None and sort == QueueSort.IMPACT:
+            offset, after = offset + after.position, None
+        if after is None:
+            lim, off = w.p(limit), w.p(offset)
+            page = (f"SELECT {_PAGE_COLUMNS} FROM review_item i WHERE {w.clause} "
+                    f"ORDER BY {order} LIMIT {lim} OFFSET {off}")
+        else:
+            branches = _after(sort, after, w)
+            lim = w.p(limit)
+            page = " UNION ALL ".join(
+                f"(SELECT {_PAGE_COLUMNS} FROM review_item i WHERE {w.clause} AND {branch} "
+                f"ORDER BY {order} LIMIT {lim})"
+                for branch in branches
+            )
+            if len(branches) > 1:
+                page = f"SELECT * FROM ({page}) i ORDER BY {order} LIMIT {lim}"
         rows = await self.conn.fetch(
             f"""SELECT {_ITEM_COLUMNS},
                        {_summary_columns("r", "r_")}, {_summary_columns("o", "o_")}
-                FROM (SELECT {_PAGE_COLUMNS} FROM review_item i WHERE {w.clause}
-                      ORDER BY {_ORDER[sort]} LIMIT {lim} OFFSET {off}) i
+                FROM ({page}) i
                 {_summary_joins("r", "i.record_id", outer=False)}
                 {_summary_joins("o", "i.other_record_id", outer=True)}
-                ORDER BY {_ORDER[sort]}""",
+                ORDER BY {order}""",
             *w.params,
         )
         return [queue_item_from_row(r, namespaces) for r in rows]
