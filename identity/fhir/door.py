@@ -59,6 +59,7 @@ from identity.fhir.patient import (
     patient_json,
     record_input,
     replaced_by,
+    same_version,
     system_of,
     validate_patient,
 )
@@ -311,9 +312,19 @@ class FhirDoor:
 
     async def vread(self, request: web.Request) -> web.StreamResponse:
         check_format(request)
-        record = await self._read_record(request)
-        if request.match_info["vid"] != str(record.version):
-            raise FhirError(404, "not-found", "only the current version of a Patient is kept")
+        vid = request.match_info["vid"]
+        try:
+            record = await self._read_record(request)
+        except FhirError as exc:
+            if exc.status != 410:
+                raise
+            record = await self.mpi.get_record(int(request.match_info["id"]))
+            if vid == str(record.version):
+                raise
+        if vid != str(record.version):
+            from identity.fhir.rest import older_version
+
+            record = await older_version(self, record, vid)
         headers = self.record_headers(request, record)
         del headers["Location"]
         response = fhir_response(self.patient(record), headers=headers)
@@ -388,7 +399,8 @@ class FhirDoor:
         if link is not None:
             record, status = await self.merge(ref, body, link, who)
         else:
-            record, status = await self.update(request, ref, body, who)
+            record, status = await self.update(ref, body, who,
+                                               if_match=request.headers.get("If-Match"))
         headers = self.record_headers(request, record)
         if status == 200:
             del headers["Location"]
@@ -396,8 +408,11 @@ class FhirDoor:
         return fhir_response(self.patient(record), status, headers)
 
     async def update(
-        self, request: web.Request | None, ref: IdentifierRef, body: Json, who: Caller
+        self, ref: IdentifierRef, body: Json, who: Caller, *, if_match: str | None = None
     ) -> tuple[SourceRecord, int]:
+        """Create or replace the record ``ref`` names with the Patient ``body`` (ITI-104,
+        PMIR, plain REST create and update); ``if_match``: the ETag the client saw (412 when
+        it is not the current one)."""
         if body.get("active") is False:
             raise FhirError(422, "business-rule", "active=false needs a replaced-by link (merge);"
                             " to remove a patient use DELETE", expression="Patient.active")
@@ -407,9 +422,9 @@ class FhirDoor:
         if not body.get("name"):
             raise FhirError(400, "required", "Patient.name is required (1..*)",
                             expression="Patient.name")
-        if request is not None and request.headers.get("If-Match"):
+        if if_match:
             current = await self.mpi.find_record(ref)
-            if request.headers["If-Match"].strip() != etag(current):
+            if not same_version(if_match, current):
                 raise FhirError(412, "conflict", f"version mismatch: the current ETag is "
                                 f"{etag(current)}")
         record = record_input(body, ref, enterprise_system=self.enterprise_system)
