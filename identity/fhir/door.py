@@ -304,9 +304,11 @@ class FhirDoor:
             see_also = tuple(
                 r.id for r in person.records if r.id != record.id and r.status == "active"
             )
+        summary, elements = pdq.parse_subset(request.query)
         headers = self.record_headers(request, record)
         del headers["Location"]
-        response = fhir_response(self.patient(record, see_also=see_also), headers=headers)
+        response = fhir_response(pdq.subset(self.patient(record, see_also=see_also), summary,
+                                            elements), headers=headers)
         self.read_audited(request, record)
         return response
 
@@ -556,7 +558,8 @@ class FhirDoor:
         for record in records:
             entries.append({
                 "fullUrl": f"{base}/Patient/{record.id}",
-                "resource": self.patient(record, systems=systems),
+                "resource": pdq.subset(self.patient(record, systems=systems), parsed.summary,
+                                       parsed.elements),
                 "search": {"mode": "match"},
             })
         bundle: Json = {
@@ -606,7 +609,8 @@ class FhirDoor:
         combos = [await self.enterprise_to_ids(c) for c in combos]
         limit = max(parsed.count, 1)
         if len(combos) == 1 and systems is None:
-            criteria, ids, active = pdq.criteria_of(combos[0], limit, parsed.offset)
+            criteria, ids, active = pdq.criteria_of(combos[0], limit, parsed.offset,
+                                                    parsed.sort)
             if len(criteria) == 1 and ids is None and active is not False:
                 if not pdq.has_filters(criteria[0]):
                     raise FhirError(400, "too-costly", "give at least one search parameter "
@@ -619,6 +623,8 @@ class FhirDoor:
             for record in await self.conjunction(criteria, ids, active):
                 found[record.id] = record
         ordered = [found[k] for k in sorted(found)]
+        if parsed.sort:
+            ordered = pdq.sort_records(ordered, parsed.sort)
         if systems is not None:
             ordered = [r for r in ordered if self.patient(r, systems=systems).get("identifier")]
         return len(ordered), ordered[parsed.offset: parsed.offset + parsed.count]
