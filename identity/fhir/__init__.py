@@ -33,7 +33,7 @@ from identity.fhir.rest import (
     history_handler,
     update_handler,
 )
-from identity.fhir.wire import deadline_middleware, error_middleware
+from identity.fhir.wire import SYSTEM_OF_KEY, deadline_middleware, error_middleware
 from identity.mpi import Mpi
 
 FHIR_DOOR_KEY = web.AppKey("fhir_door", FhirDoor)
@@ -53,6 +53,7 @@ def build_fhir_app(mpi: Mpi, settings: Settings) -> web.Application:
     ])
     app.on_startup.append(control.on_startup)
     app[FHIR_DOOR_KEY] = door
+    app[SYSTEM_OF_KEY] = door.system_of
 
     async def pmir(request: web.Request) -> web.StreamResponse:
         return await process_message(door, request)

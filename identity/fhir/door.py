@@ -218,6 +218,11 @@ class FhirDoor:
         if who.state is not None:
             who.state.recorded = True
 
+    def system_of(self, namespace: str) -> str:
+        """The FHIR system of the domain named ``namespace`` (its namespace when unknown)."""
+        domain = self.mpi.domains.known(AuthorityRef(namespace=namespace))
+        return domain.system if domain is not None else namespace
+
     @property
     def enterprise_system(self) -> str:
         return self.mpi.domains.enterprise.system

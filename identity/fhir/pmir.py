@@ -117,7 +117,7 @@ async def process_message(door: FhirDoor, request: web.Request) -> web.StreamRes
                 except StoreUnavailable:
                     raise
                 except (FhirError, MpiError) as exc:
-                    raise _EntryFailed(index, error_for(exc)) from exc
+                    raise _EntryFailed(index, error_for(exc, door.system_of)) from exc
     except _EntryFailed as failure:
         error = failure.error
         _not_applied_audit(door, who, entries_in, failure.index, error.status,

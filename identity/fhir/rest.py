@@ -439,7 +439,7 @@ async def bundle_handler(door: FhirDoor, request: web.Request,
             except StoreUnavailable:
                 raise
             except (FhirError, MpiError) as exc:
-                error = error_for(exc)
+                error = error_for(exc, door.system_of)
                 results.append({"response": {
                     "status": status_text(error.status),
                     "outcome": operation_outcome([{**i, "diagnostics": f"entry[{index}]: "
@@ -455,7 +455,7 @@ async def bundle_handler(door: FhirDoor, request: web.Request,
                 except StoreUnavailable:
                     raise
                 except (FhirError, MpiError) as exc:
-                    error = error_for(exc)
+                    error = error_for(exc, door.system_of)
                     raise FhirError(error.status, error.issues[0]["code"], "", issues=[
                         {**i, "diagnostics": f"entry[{index}]: {i.get('diagnostics')}; nothing "
                          "in this transaction was applied"} for i in error.issues],
