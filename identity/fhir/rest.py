@@ -24,7 +24,7 @@ from identity.audit.record import Action, Outcome
 from identity.errors import MpiError, NotFound, StoreUnavailable, UnknownIdentifier
 from identity.fhir import search as pdq
 from identity.fhir.access import PIX_FEED, PMIR_FEED, principal_of
-from identity.fhir.auditing import record_cx, request_audit
+from identity.fhir.auditing import entry_patients, record_cx, redacted_reason, request_audit
 from identity.fhir.door import Caller, FhirDoor, _now
 from identity.fhir.patient import (
     authority_of,
@@ -434,12 +434,14 @@ async def bundle_handler(door: FhirDoor, request: web.Request,
     if kind == "batch":
         results = []
         for index, entry in enumerate(entries):
+            who.entry = index
             try:
                 results.append(await _entry(door, request, base, entry, who))
             except StoreUnavailable:
                 raise
             except (FhirError, MpiError) as exc:
                 error = error_for(exc, door.system_of)
+                _entry_refused(door, who, entry, index, error)
                 results.append({"response": {
                     "status": status_text(error.status),
                     "outcome": operation_outcome([{**i, "diagnostics": f"entry[{index}]: "
@@ -450,12 +452,14 @@ async def bundle_handler(door: FhirDoor, request: web.Request,
         writing()  # the deadline stops here: see wire.writing
         async with door.mpi.atomic():
             for index, entry in enumerate(entries):
+                who.entry = index
                 try:
                     results.append(await _entry(door, request, base, entry, who))
                 except StoreUnavailable:
                     raise
                 except (FhirError, MpiError) as exc:
                     error = error_for(exc, door.system_of)
+                    _entry_refused(door, who, entry, index, error)
                     raise FhirError(error.status, error.issues[0]["code"], "", issues=[
                         {**i, "diagnostics": f"entry[{index}]: {i.get('diagnostics')}; nothing "
                          "in this transaction was applied"} for i in error.issues],
@@ -469,6 +473,36 @@ async def bundle_handler(door: FhirDoor, request: web.Request,
     if results:
         response["entry"] = results
     return fhir_response(response)
+
+
+def _entry_refused(door: FhirDoor, who: Caller, entry: Any, index: int,
+                   error: FhirError) -> None:  # fmt: skip
+    """The audit record of a Bundle entry refused before the core recorded it (by the door,
+    or by a check before its command): its interaction, its patient, the failure."""
+    state, auditor = who.state, who.auditor
+    if auditor is None or (state is not None and index in state.failed_entries):
+        return
+    request = entry.get("request") if isinstance(entry, dict) else None
+    method = str((request or {}).get("method") or "").upper()
+    action = {"POST": Action.CREATE, "DELETE": Action.DELETE, "GET": Action.READ}.get(
+        method, Action.UPDATE)
+    patients = entry_patients(entry, skip=door.enterprise_system) if isinstance(
+        entry, dict) else [()]  # fmt: skip
+    reason = redacted_reason(f"entry[{index}]: HTTP {error.status}: " + "; ".join(
+        str(i.get("diagnostics")) for i in error.issues))
+    outcome = Outcome.MINOR_FAILURE if error.status < 500 else Outcome.SERIOUS_FAILURE
+    if action == Action.READ:
+        records = [auditor.read(caller=who.participant, human=who.human, patient=patients[0],
+                                resource="Patient/*", message_id=who.message_id,
+                                outcome=outcome, description=reason, endpoint=who.endpoint)]
+    else:
+        records = [auditor.patient_feed(
+            who.transaction, action=action, caller=who.participant, human=who.human,
+            patient=patient, message_id=who.message_id, outcome=outcome, description=reason,
+            endpoint=who.endpoint) for patient in patients[:1]]  # fmt: skip
+    door.mpi.audit.later(records)
+    if state is not None:
+        state.recorded = True
 
 
 def _require(request: web.Request, scope: str | None, transactions: tuple[str, ...]) -> None:

@@ -201,6 +201,43 @@ async def test_batch_applies_each_entry_on_its_own(fhir: Fhir) -> None:
     assert body["entry"][1]["response"]["outcome"]["issue"][0]["code"] == "forbidden"
 
 
+async def test_batch_entries_are_audited_each_as_its_interaction(fhir: Fhir) -> None:
+    _, existing, _ = await post(fhir, patient(HOSPA, "BA0"))
+    before = len(await records(fhir.mpi))
+    status, _, _ = await fhir.call("POST", "", bundle(
+        "batch",
+        entry("POST", "Patient", patient(HOSPA, "BA1")),
+        entry("POST", "Patient", patient(HOSPB, "BA2")),
+        entry("DELETE", f"Patient/{existing['id']}"),
+    ), client="ADT_A")
+    assert status == 200
+    found = await fresh(fhir.mpi, before)
+    assert sorted((r.action, r.interaction, r.outcome, r.patients) for r in found) == sorted([
+        ("C", "create", 0, (cx("BA1"),)),
+        ("C", "create", 4, (cx("BA2", "1.2.3.4.5.2"),)),
+        ("D", "delete", 0, (cx("BA0"),))])
+    assert {r.transaction for r in found} == {"ITI-104"}
+
+
+async def test_a_create_refused_is_recorded_as_a_failed_create(fhir: Fhir) -> None:
+    before = len(await records(fhir.mpi))
+    status, _, _ = await post(fhir, {"resourceType": "Patient", "name": [{"family": "X"}]})
+    assert status == 400
+    (record,) = await fresh(fhir.mpi, before)
+    assert (record.transaction, record.action, record.interaction, record.outcome) == (
+        "ITI-104", "C", "create", 4)
+
+
+async def test_prefer_return_minimal_sends_no_body(fhir: Fhir) -> None:
+    async with fhir.session.post(
+        fhir.base + "/Patient", json=patient(HOSPA, "PR1"),
+        headers={"X-Client-Id": "ADT_A", "Prefer": "return=minimal",
+                 "Content-Type": "application/fhir+json"}) as response:
+        assert response.status == 201
+        assert await response.read() == b""
+        assert response.headers["Location"].endswith("/_history/1")
+
+
 async def test_transaction_is_all_or_nothing(fhir: Fhir) -> None:
     status, body, _ = await fhir.call("POST", "", bundle(
         "transaction",
