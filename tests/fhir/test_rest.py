@@ -8,6 +8,8 @@ from typing import Any
 from fhir.resources.R4B.bundle import Bundle
 from fhir.resources.R4B.patient import Patient
 
+from identity.auth import READ
+from tests.fhir import test_auth
 from tests.fhir.conftest import HOSPA, HOSPB, MPI_SYSTEM, Fhir, patient
 from tests.fhir.test_audit_hooks import cx, fresh, records
 from tests.fhir.test_pixm import outcome
@@ -265,3 +267,39 @@ async def test_a_pmir_message_at_the_base_still_goes_to_pmir(fhir: Fhir) -> None
                                       client="ADT_A")
     assert status == 200, body
     assert statuses(body) == ["201"]
+
+
+# --- scopes -------------------------------------------------------------------------------
+
+jwks_file = test_auth.jwks_file
+secured = test_auth.secured
+
+
+async def test_rest_writes_need_the_write_scope_and_each_bundle_kind_its_transaction(
+    secured: Fhir,
+) -> None:
+    read_only = test_auth.bearer(test_auth.token(scope=READ))
+    status, _, _ = await secured.call("POST", "/Patient", patient(HOSPA, "SC1"),
+                                      headers=read_only)
+    assert status == 403
+    status, created, _ = await secured.call("POST", "/Patient", patient(HOSPA, "SC1"),
+                                            headers=test_auth.bearer(test_auth.token()))
+    assert status == 201, created
+    status, _, _ = await secured.call("DELETE", f"/Patient/{created['id']}", headers=read_only)
+    assert status == 403
+    status, _, _ = await secured.call("GET", f"/Patient/{created['id']}/_history",
+                                      headers=read_only)
+    assert status == 200
+    pmir_only = test_auth.bearer(test_auth.token(scope="ITI-93"))
+    batch = bundle("batch", entry("POST", "Patient", patient(HOSPA, "SC2")))
+    status, body, _ = await secured.call("POST", "", batch, headers=pmir_only)
+    assert status == 403, body
+    status, body, _ = await secured.call("POST", "", message([pmir_create("SC3")]),
+                                         headers=pmir_only)
+    assert status == 200, body
+    feed_only = test_auth.bearer(test_auth.token(scope="ITI-104"))
+    status, body, _ = await secured.call("POST", "", message([pmir_create("SC4")]),
+                                         headers=feed_only)
+    assert status == 403, body
+    status, body, _ = await secured.call("POST", "", batch, headers=feed_only)
+    assert status == 200, body
