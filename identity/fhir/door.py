@@ -264,7 +264,7 @@ class FhirDoor:
 
     # --- read ---------------------------------------------------------------------------
 
-    async def _record_or_404(self, raw_id: str) -> SourceRecord:
+    async def record_or_404(self, raw_id: str) -> SourceRecord:
         if not (raw_id.isascii() and raw_id.isdigit()) or len(raw_id) > 18:
             raise FhirError(404, "not-found", f"Patient/{raw_id} is not known")
         try:
@@ -279,7 +279,7 @@ class FhirDoor:
         """The record of a read or vread; the audit of a failure knows its patient from here."""
         raw_id = request.match_info["id"]
         try:
-            record = await self._record_or_404(raw_id)
+            record = await self.record_or_404(raw_id)
         except FhirError as exc:
             if exc.status == 410:  # removed, but its identifiers are known
                 record = await self.mpi.get_record(int(raw_id))
@@ -329,7 +329,7 @@ class FhirDoor:
             if vid == str(record.version):
                 raise
         if vid != str(record.version):
-            from identity.fhir.rest import older_version
+            from identity.fhir.rest import older_version  # rest imports this module
 
             record = await older_version(self, record, vid)
         headers = self.record_headers(request, record)
@@ -500,7 +500,7 @@ class FhirDoor:
         reference = other.get("reference") or ""
         rid = reference.rsplit("/", 1)[-1]
         if reference and rid.isascii() and rid.isdigit():
-            record = await self._record_or_404(rid)
+            record = await self.record_or_404(rid)
             return IdentifierRef(value=record.identifier,
                                  authority=AuthorityRef(namespace=record.domain.namespace))
         raise FhirError(400, "required", "link.other needs an identifier (or a reference to a "

@@ -24,6 +24,7 @@ from identity.audit.record import Action, Outcome
 from identity.errors import MpiError, NotFound, StoreUnavailable, UnknownIdentifier
 from identity.fhir import search as pdq
 from identity.fhir.access import PIX_FEED, PMIR_FEED, principal_of
+from identity.fhir.audit import date_bounds
 from identity.fhir.auditing import entry_patients, record_cx, redacted_reason, request_audit
 from identity.fhir.door import Caller, FhirDoor, _now
 from identity.fhir.patient import (
@@ -34,6 +35,7 @@ from identity.fhir.patient import (
     replaced_by,
     validate_patient,
 )
+from identity.fhir.pmir import validate_bundle
 from identity.fhir.wire import (
     FhirError,
     Json,
@@ -73,8 +75,8 @@ def status_text(status: int) -> str:
 
 @dataclass
 class Written:
-    """What an interaction answers: the status, the record (None for a delete) and whether
-    the body is that record's Patient."""
+    """What an interaction answers: its status and the record to send (None: no body, a
+    delete)."""
 
     status: int
     record: SourceRecord | None = None
@@ -126,7 +128,7 @@ async def update(door: FhirDoor, raw_id: str, body: Json, who: Caller, *,
     if body.get("id") != raw_id:
         raise FhirError(400, "invalid", "Patient.id must be the id in the URL",
                         expression="Patient.id")
-    current = await door._record_or_404(raw_id)
+    current = await door.record_or_404(raw_id)
     if who.state is not None:
         who.state.patients = [record_cx(current)]
     own_system = current.domain.system
@@ -154,7 +156,7 @@ async def delete(door: FhirDoor, raw_id: str, who: Caller) -> Written:
     delete). Deleting a removed record again is 204 (delete is idempotent); a merged record is
     422 (it is no longer a patient of its own)."""
     try:
-        current = await door._record_or_404(raw_id)
+        current = await door.record_or_404(raw_id)
     except FhirError as exc:
         if exc.status != 410:
             raise
@@ -336,8 +338,6 @@ async def history_handler(door: FhirDoor, request: web.Request) -> web.StreamRes
     found = list(reversed(await versions(door, current)))
     since = request.query.get("_since")
     if since:
-        from identity.fhir.audit import date_bounds
-
         low, _ = date_bounds(since.replace(" ", "+"))
         if low is not None:
             found = [v for v in found if v.event.at >= low]
@@ -407,11 +407,11 @@ async def older_version(door: FhirDoor, current: SourceRecord, vid: str) -> Sour
 
 # --- batch and transaction ----------------------------------------------------------------
 
-Entry = Callable[[], Awaitable[Json]]
+Handler = Callable[[], Awaitable[web.StreamResponse]]
 
 
 async def bundle_handler(door: FhirDoor, request: web.Request,
-                         message: Callable[[], Awaitable[web.StreamResponse]]) -> web.StreamResponse:  # noqa: E501
+                         message: Handler) -> web.StreamResponse:  # fmt: skip
     """``POST /fhir``: a ``batch`` or ``transaction`` Bundle of Patient interactions; a
     ``message`` Bundle goes to PMIR (``message``)."""
     check_format(request)
@@ -425,9 +425,7 @@ async def bundle_handler(door: FhirDoor, request: web.Request,
                         f"message Bundle, not {kind!r}", expression="Bundle.type")
     _require(request, PIX_FEED.scope, PIX_FEED.transactions)
     request_audit(request).transaction = "ITI-104"
-    from identity.fhir.pmir import _validate_bundle
-
-    _validate_bundle(body)
+    validate_bundle(body)
     entries = body.get("entry") or []
     who = door.caller(request)
     base = door.base(request)
@@ -552,7 +550,7 @@ async def _entry(door: FhirDoor, request: web.Request, base: str, entry: Any,
         await door.mpi.handle(Remove(identifier=ref), door.removal(who, ref))
         written = Written(204)
     elif method == "GET" and len(parts) == 2:
-        record = await door._record_or_404(parts[1])
+        record = await door.record_or_404(parts[1])
         door.read_audited(request, record)
         written = Written(200, record)
     else:

@@ -19,6 +19,7 @@ from urllib.parse import urlencode
 
 from multidict import MultiDictProxy
 
+from identity.fhir.audit import date_bounds
 from identity.fhir.patient import GENDER_TO_SEX, authority_of, parse_token
 from identity.fhir.wire import FhirError, Json, issue, operation_outcome
 from identity.model import AuthorityRef, IdentifierRef, SearchCriteria, SourceRecord
@@ -168,8 +169,6 @@ def _birthdate_alternatives(value: str) -> list[Alternative]:
 def _last_updated_alternatives(value: str) -> list[Alternative]:
     """One ``_lastUpdated`` value (an instant, or a partial date/time naming a period; a time
     without a zone is UTC) as OR-alternatives, with the prefixes of FHIR date search."""
-    from identity.fhir.audit import date_bounds
-
     prefix = value[:2] if value[:2].isalpha() else "eq"
     rest = value[2:] if value[:2].isalpha() else value
     if prefix not in PREFIXES:
