@@ -51,7 +51,7 @@ RESPONSE_DEFINITION = (
 )
 
 
-def validate_bundle(body: Json) -> None:
+def _validate_bundle(body: Json) -> None:
     from fhir.resources.R4B.bundle import Bundle
 
     try:
@@ -100,7 +100,7 @@ def _history(body: Json) -> tuple[Json, Json]:
 async def process_message(door: FhirDoor, request: web.Request) -> web.StreamResponse:
     check_format(request)
     body = await read_json(request)
-    validate_bundle(body)
+    _validate_bundle(body)
     header, history = _history(body)
     who = door.caller(request)
     who.transaction = "ITI-93"

@@ -35,7 +35,7 @@ from identity.fhir.patient import (
     replaced_by,
     validate_patient,
 )
-from identity.fhir.pmir import validate_bundle
+from identity.fhir.pmir import _validate_bundle
 from identity.fhir.wire import (
     FhirError,
     Json,
@@ -425,7 +425,7 @@ async def bundle_handler(door: FhirDoor, request: web.Request,
                         f"message Bundle, not {kind!r}", expression="Bundle.type")
     _require(request, PIX_FEED.scope, PIX_FEED.transactions)
     request_audit(request).transaction = "ITI-104"
-    validate_bundle(body)
+    _validate_bundle(body)
     entries = body.get("entry") or []
     who = door.caller(request)
     base = door.base(request)
