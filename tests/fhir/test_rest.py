@@ -303,3 +303,36 @@ async def test_rest_writes_need_the_write_scope_and_each_bundle_kind_its_transac
     assert status == 403, body
     status, body, _ = await secured.call("POST", "", batch, headers=feed_only)
     assert status == 200, body
+
+
+async def test_put_by_id_with_a_replaced_by_link_merges_and_then_refuses_changes(
+    fhir: Fhir,
+) -> None:
+    _, survivor, _ = await post(fhir, patient(HOSPA, "MG1"))
+    _, retired, _ = await post(fhir, patient(HOSPA, "MG2", family="Smyth"))
+    merged = {**retired, "active": False, "link": [
+        {"type": "replaced-by", "other": {"reference": f"Patient/{survivor['id']}"}}]}
+    status, body, _ = await fhir.call("PUT", f"/Patient/{retired['id']}", merged,
+                                      client="ADT_A")
+    assert status == 200, body
+    assert body["active"] is False
+    assert body["link"] == [{"other": {"reference": f"Patient/{survivor['id']}"},
+                             "type": "replaced-by"}]
+    status, body, _ = await fhir.call("PUT", f"/Patient/{retired['id']}", retired,
+                                      client="ADT_A")
+    assert status == 422
+    outcome(body, "business-rule")
+    status, body, _ = await fhir.call("DELETE", f"/Patient/{retired['id']}", client="ADT_A")
+    assert status == 422
+
+
+async def test_history_since_keeps_the_versions_written_from_then(fhir: Fhir) -> None:
+    _, body, _ = await post(fhir, patient(HOSPA, "HS1"))
+    _, second, _ = await fhir.call("PUT", f"/Patient/{body['id']}",
+                                   {**body, "birthDate": "1981-01-01"}, client="ADT_A")
+    await fhir.call("PUT", f"/Patient/{body['id']}", {**body, "birthDate": "1982-01-01"},
+                    client="ADT_A")
+    status, history, _ = await fhir.call("GET", f"/Patient/{body['id']}/_history",
+                                         params={"_since": second["meta"]["lastUpdated"]})
+    assert status == 200
+    assert [e["response"]["etag"] for e in history["entry"]] == ['W/"3"', 'W/"2"']
