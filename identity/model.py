@@ -283,6 +283,10 @@ class CommandResult(_Model):
     note: str | None = None
 
 
+CONTAINS_FIELDS = frozenset({"family", "given", "city"})
+SORT_KEYS = frozenset({"family", "given", "birth_date", "updated_at", "id"})
+
+
 class SearchCriteria(_Model):
     """Demographic search (PDQ, PDQm). Name fields accept a trailing ``*`` for prefix search."""
 
@@ -306,6 +310,28 @@ class SearchCriteria(_Model):
     include_inactive: bool = False
     limit: int = Field(100, ge=1, le=10_000)
     offset: int = Field(0, ge=0)
+    contains: tuple[str, ...] = ()
+    """Fields (``family``, ``given``, ``city``) whose value matches anywhere in the stored
+    normalised value (FHIR ``:contains``) instead of as a whole or a prefix."""
+    updated_from: datetime | None = None  # the record's last update, inclusive
+    updated_before: datetime | None = None  # the record's last update, exclusive
+    sort: tuple[str, ...] = ()
+    """The order of the results: keys ``family``, ``given``, ``birth_date``, ``updated_at``,
+    ``id``, each ``-`` first for descending; empty: family, given, id."""
+
+    @field_validator("contains")
+    @classmethod
+    def _contains(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        if not set(value) <= CONTAINS_FIELDS:
+            raise ValueError(f"contains takes {sorted(CONTAINS_FIELDS)}")
+        return value
+
+    @field_validator("sort")
+    @classmethod
+    def _sort(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        if not all(key.removeprefix("-") in SORT_KEYS for key in value):
+            raise ValueError(f"sort keys are {sorted(SORT_KEYS)}, optionally with '-'")
+        return value
 
     @field_validator("name_mode")
     @classmethod

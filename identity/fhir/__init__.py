@@ -18,6 +18,7 @@ from identity.fhir.access import (
     PIX_QUERY,
     PMIR_FEED,
     PUBLIC,
+    Access,
     AccessControl,
     principal_of,
 )
@@ -25,7 +26,14 @@ from identity.fhir.audit import add_audit_routes
 from identity.fhir.auditing import DoorAudit
 from identity.fhir.door import FhirDoor
 from identity.fhir.pmir import process_message
-from identity.fhir.wire import deadline_middleware, error_middleware
+from identity.fhir.rest import (
+    bundle_handler,
+    create_handler,
+    delete_handler,
+    history_handler,
+    update_handler,
+)
+from identity.fhir.wire import SYSTEM_OF_KEY, deadline_middleware, error_middleware
 from identity.mpi import Mpi
 
 FHIR_DOOR_KEY = web.AppKey("fhir_door", FhirDoor)
@@ -45,9 +53,25 @@ def build_fhir_app(mpi: Mpi, settings: Settings) -> web.Application:
     ])
     app.on_startup.append(control.on_startup)
     app[FHIR_DOOR_KEY] = door
+    app[SYSTEM_OF_KEY] = door.system_of
 
     async def pmir(request: web.Request) -> web.StreamResponse:
         return await process_message(door, request)
+
+    async def create(request: web.Request) -> web.StreamResponse:
+        return await create_handler(door, request)
+
+    async def update(request: web.Request) -> web.StreamResponse:
+        return await update_handler(door, request)
+
+    async def delete(request: web.Request) -> web.StreamResponse:
+        return await delete_handler(door, request)
+
+    async def history(request: web.Request) -> web.StreamResponse:
+        return await history_handler(door, request)
+
+    async def bundle(request: web.Request) -> web.StreamResponse:
+        return await bundle_handler(door, request, lambda: process_message(door, request))
 
     route = functools.partial(control.route, app)
     route("GET", "/metadata", door.metadata, PUBLIC)
@@ -58,11 +82,18 @@ def build_fhir_app(mpi: Mpi, settings: Settings) -> web.Application:
     route("GET", "/Patient", door.search_get, PDQ_QUERY)
     route("PUT", "/Patient", door.conditional_update, PIX_FEED)
     route("DELETE", "/Patient", door.conditional_delete, PIX_FEED)
+    route("POST", "/Patient", create, PIX_FEED)
     route("GET", "/Patient/{id}", door.read, PDQ_QUERY)
+    route("PUT", "/Patient/{id}", update, PIX_FEED)
+    route("DELETE", "/Patient/{id}", delete, PIX_FEED)
+    route("GET", "/Patient/{id}/_history", history, PDQ_QUERY)
     route("GET", "/Patient/{id}/_history/{vid}", door.vread, PDQ_QUERY)
     route("POST", "/$process-message", pmir, PMIR_FEED)
     route("POST", "/Bundle", pmir, PMIR_FEED)
-    route("POST", "/", pmir, PMIR_FEED)
+    # a message (PMIR) or a batch/transaction (plain REST): each kind checks its own scope
+    base_feed = Access(PMIR_FEED.scope, ("ITI-93", "ITI-104"))
+    route("POST", "/", bundle, base_feed)
+    route("POST", "", bundle, base_feed)  # [base] itself, as clients write it: /fhir
     search = add_audit_routes(app, mpi.audit, settings,
                               authorize=_client_of)
     control.register(search.search, AUDIT_READ)

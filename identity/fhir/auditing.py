@@ -350,7 +350,11 @@ class DoorAudit:
             return Action.EXECUTE
         if name == "ITI-93":
             return Action.EXECUTE
-        return Action.DELETE if request.method == "DELETE" else Action.UPDATE
+        if request.method == "DELETE":
+            return Action.DELETE
+        if request.method == "POST" and request.path.endswith("/Patient"):
+            return Action.CREATE  # plain REST create
+        return Action.UPDATE
 
     @staticmethod
     def query(request: web.Request, state: RequestAudit) -> str:

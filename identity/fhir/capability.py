@@ -20,13 +20,23 @@ _STRING = ("family", "given", "address", "address-city", "address-country",
            "address-postalcode", "address-state", "mothersMaidenName")
 _DOCS = {
     "_id": ("token", "Logical id (the source record id)"),
-    "active": ("token", "true: active records (the default); false: merged records"),
+    "active": ("token", "true: active records (the default); false: merged records; with "
+                        "another parameter (every patient is not a search)"),
     "identifier": ("token", "system|value; system| alone restricts the domains returned; "
                             "a value without system searches every domain"),
     "telecom": ("token", "phone number (digits compared)"),
-    "birthdate": ("date", "YYYY, YYYY-MM or YYYY-MM-DD; prefixes eq ge gt le lt sa eb"),
+    "birthdate": ("date", "YYYY, YYYY-MM or YYYY-MM-DD; prefixes eq ne gt lt ge le sa eb ap"),
     "gender": ("token", "male | female | other | unknown"),
+    "_lastUpdated": ("date", "when the record last changed: a date, or an instant; prefixes "
+                             "eq ne gt lt ge le sa eb ap"),
 }
+_CONTROLS = (
+    "Also: _count (page size), _offset (paging links), _sort (family, given, birthdate, "
+    "_lastUpdated, _id; '-' first: descending), _summary (count, true, false, data, text), "
+    "_elements (top-level elements), _format. Prefer: handling=strict makes an unknown "
+    "parameter 400."
+)
+_PROCESS_MESSAGE = "http://hl7.org/fhir/OperationDefinition/MessageHeader-process-message"
 _MMN = "http://hl7.org/fhir/SearchParameter/patient-extensions-Patient-mothersMaidenName"
 
 
@@ -36,9 +46,7 @@ def capability_statement(base: str, settings: Settings) -> Json:
         params.append({"name": name, "type": kind, "documentation": doc})
     for name in _STRING:
         entry: Json = {"name": name, "type": "string",
-                       "documentation": "case-insensitive; default and :contains match a prefix "
-                                        "of names (other fields compare whole values); :exact "
-                                        "matches the whole normalised value"}
+                       "documentation": _string_doc(name)}
         if name == "mothersMaidenName":
             entry["definition"] = _MMN
         params.append(entry)
@@ -61,7 +69,9 @@ def capability_statement(base: str, settings: Settings) -> Json:
             "mode": "server",
             "documentation": (
                 "PIXm ITI-83 and ITI-104 (with the Remove Patient option), PDQm ITI-78 and "
-                "ITI-119, PMIR ITI-93."
+                "ITI-119, PMIR ITI-93; plain REST on Patient (create, read, vread, update, "
+                "delete, history of an instance, search) and batch/transaction Bundles of "
+                "Patient entries at [base]."
             ),
             "security": _security(settings),
             "resource": [{
@@ -71,12 +81,12 @@ def capability_statement(base: str, settings: Settings) -> Json:
                     f"{IHE}/PDQm/StructureDefinition/IHE.PDQm.Patient",
                     f"{IHE}/PMIR/StructureDefinition/IHE.PMIR.Patient",
                 ],
-                "interaction": [{"code": "read"}, {"code": "vread"}, {"code": "update"},
-                                {"code": "delete"}, {"code": "search-type"}],
+                "documentation": _CONTROLS,
+                "interaction": [{"code": code} for code in INTERACTIONS],
                 "versioning": "versioned-update",
-                "readHistory": False,
-                "updateCreate": True,
-                "conditionalCreate": False,
+                "readHistory": True,
+                "updateCreate": False,
+                "conditionalCreate": True,
                 "conditionalRead": "not-supported",
                 "conditionalUpdate": True,
                 "conditionalDelete": "single",
@@ -88,7 +98,8 @@ def capability_statement(base: str, settings: Settings) -> Json:
                      "definition": f"{IHE}/PDQm/OperationDefinition/PDQmMatch"},
                 ],
             }],
-            "interaction": [{"code": "search-system"}],
+            "interaction": [{"code": "batch"}, {"code": "transaction"}],
+            "operation": [{"name": "process-message", "definition": _PROCESS_MESSAGE}],
         }],
         "messaging": [{
             "documentation": "PMIR ITI-93: POST [base]/$process-message",
@@ -98,6 +109,24 @@ def capability_statement(base: str, settings: Settings) -> Json:
             }],
         }],
     }
+
+
+INTERACTIONS = ("read", "vread", "update", "delete", "history-instance", "create",
+                "search-type")
+"""What Patient serves; a test calls each one (tests/fhir/test_capability_routes.py)."""
+
+
+def _string_doc(name: str) -> str:
+    if name in ("family", "given"):
+        return ("case- and accent-insensitive prefix; :exact the whole normalised value; "
+                ":contains anywhere in it")
+    if name == "address-city":
+        return "case-insensitive whole value (:exact too); :contains anywhere in it"
+    if name == "address-postalcode":
+        return "prefix of the normalised postal code (every modifier)"
+    if name == "address":
+        return "every word given is a word of an address line (every modifier)"
+    return "case-insensitive whole value (every modifier)"
 
 
 def _security(settings: Settings) -> dict[str, Any]:

@@ -59,6 +59,7 @@ from identity.fhir.patient import (
     patient_json,
     record_input,
     replaced_by,
+    same_version,
     system_of,
     validate_patient,
 )
@@ -217,6 +218,11 @@ class FhirDoor:
         if who.state is not None:
             who.state.recorded = True
 
+    def system_of(self, namespace: str) -> str:
+        """The FHIR system of the domain named ``namespace`` (its namespace when unknown)."""
+        domain = self.mpi.domains.known(AuthorityRef(namespace=namespace))
+        return domain.system if domain is not None else namespace
+
     @property
     def enterprise_system(self) -> str:
         return self.mpi.domains.enterprise.system
@@ -258,7 +264,7 @@ class FhirDoor:
 
     # --- read ---------------------------------------------------------------------------
 
-    async def _record_or_404(self, raw_id: str) -> SourceRecord:
+    async def record_or_404(self, raw_id: str) -> SourceRecord:
         if not (raw_id.isascii() and raw_id.isdigit()) or len(raw_id) > 18:
             raise FhirError(404, "not-found", f"Patient/{raw_id} is not known")
         try:
@@ -273,7 +279,7 @@ class FhirDoor:
         """The record of a read or vread; the audit of a failure knows its patient from here."""
         raw_id = request.match_info["id"]
         try:
-            record = await self._record_or_404(raw_id)
+            record = await self.record_or_404(raw_id)
         except FhirError as exc:
             if exc.status == 410:  # removed, but its identifiers are known
                 record = await self.mpi.get_record(int(raw_id))
@@ -303,17 +309,29 @@ class FhirDoor:
             see_also = tuple(
                 r.id for r in person.records if r.id != record.id and r.status == "active"
             )
+        summary, elements = pdq.parse_subset(request.query)
         headers = self.record_headers(request, record)
         del headers["Location"]
-        response = fhir_response(self.patient(record, see_also=see_also), headers=headers)
+        response = fhir_response(pdq.subset(self.patient(record, see_also=see_also), summary,
+                                            elements), headers=headers)
         self.read_audited(request, record)
         return response
 
     async def vread(self, request: web.Request) -> web.StreamResponse:
         check_format(request)
-        record = await self._read_record(request)
-        if request.match_info["vid"] != str(record.version):
-            raise FhirError(404, "not-found", "only the current version of a Patient is kept")
+        vid = request.match_info["vid"]
+        try:
+            record = await self._read_record(request)
+        except FhirError as exc:
+            if exc.status != 410:
+                raise
+            record = await self.mpi.get_record(int(request.match_info["id"]))
+            if vid == str(record.version):
+                raise
+        if vid != str(record.version):
+            from identity.fhir.rest import older_version  # rest imports this module
+
+            record = await older_version(self, record, vid)
         headers = self.record_headers(request, record)
         del headers["Location"]
         response = fhir_response(self.patient(record), headers=headers)
@@ -388,7 +406,8 @@ class FhirDoor:
         if link is not None:
             record, status = await self.merge(ref, body, link, who)
         else:
-            record, status = await self.update(request, ref, body, who)
+            record, status = await self.update(ref, body, who,
+                                               if_match=request.headers.get("If-Match"))
         headers = self.record_headers(request, record)
         if status == 200:
             del headers["Location"]
@@ -396,8 +415,11 @@ class FhirDoor:
         return fhir_response(self.patient(record), status, headers)
 
     async def update(
-        self, request: web.Request | None, ref: IdentifierRef, body: Json, who: Caller
+        self, ref: IdentifierRef, body: Json, who: Caller, *, if_match: str | None = None
     ) -> tuple[SourceRecord, int]:
+        """Create or replace the record ``ref`` names with the Patient ``body`` (ITI-104,
+        PMIR, plain REST create and update); ``if_match``: the ETag the client saw (412 when
+        it is not the current one)."""
         if body.get("active") is False:
             raise FhirError(422, "business-rule", "active=false needs a replaced-by link (merge);"
                             " to remove a patient use DELETE", expression="Patient.active")
@@ -407,9 +429,9 @@ class FhirDoor:
         if not body.get("name"):
             raise FhirError(400, "required", "Patient.name is required (1..*)",
                             expression="Patient.name")
-        if request is not None and request.headers.get("If-Match"):
+        if if_match:
             current = await self.mpi.find_record(ref)
-            if request.headers["If-Match"].strip() != etag(current):
+            if not same_version(if_match, current):
                 raise FhirError(412, "conflict", f"version mismatch: the current ETag is "
                                 f"{etag(current)}")
         record = record_input(body, ref, enterprise_system=self.enterprise_system)
@@ -478,7 +500,7 @@ class FhirDoor:
         reference = other.get("reference") or ""
         rid = reference.rsplit("/", 1)[-1]
         if reference and rid.isascii() and rid.isdigit():
-            record = await self._record_or_404(rid)
+            record = await self.record_or_404(rid)
             return IdentifierRef(value=record.identifier,
                                  authority=AuthorityRef(namespace=record.domain.namespace))
         raise FhirError(400, "required", "link.other needs an identifier (or a reference to a "
@@ -541,7 +563,8 @@ class FhirDoor:
         for record in records:
             entries.append({
                 "fullUrl": f"{base}/Patient/{record.id}",
-                "resource": self.patient(record, systems=systems),
+                "resource": pdq.subset(self.patient(record, systems=systems), parsed.summary,
+                                       parsed.elements),
                 "search": {"mode": "match"},
             })
         bundle: Json = {
@@ -591,7 +614,8 @@ class FhirDoor:
         combos = [await self.enterprise_to_ids(c) for c in combos]
         limit = max(parsed.count, 1)
         if len(combos) == 1 and systems is None:
-            criteria, ids, active = pdq.criteria_of(combos[0], limit, parsed.offset)
+            criteria, ids, active = pdq.criteria_of(combos[0], limit, parsed.offset,
+                                                    parsed.sort)
             if len(criteria) == 1 and ids is None and active is not False:
                 if not pdq.has_filters(criteria[0]):
                     raise FhirError(400, "too-costly", "give at least one search parameter "
@@ -604,6 +628,8 @@ class FhirDoor:
             for record in await self.conjunction(criteria, ids, active):
                 found[record.id] = record
         ordered = [found[k] for k in sorted(found)]
+        if parsed.sort:
+            ordered = pdq.sort_records(ordered, parsed.sort)
         if systems is not None:
             ordered = [r for r in ordered if self.patient(r, systems=systems).get("identifier")]
         return len(ordered), ordered[parsed.offset: parsed.offset + parsed.count]

@@ -234,6 +234,15 @@ def etag(record: SourceRecord) -> str:
     return f'W/"{record.version}"'
 
 
+def same_version(tag: str, record: SourceRecord) -> bool:
+    """Whether an ``If-Match`` value names the record's current version: ``W/"3"``, ``"3"``
+    or ``3`` (clients write the weak and the strong form)."""
+    text = tag.strip()
+    if text.startswith(("W/", "w/")):
+        text = text[2:]
+    return text.strip('"') == str(record.version)
+
+
 def patient_json(
     record: SourceRecord,
     enterprise: Domain,

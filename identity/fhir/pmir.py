@@ -117,7 +117,7 @@ async def process_message(door: FhirDoor, request: web.Request) -> web.StreamRes
                 except StoreUnavailable:
                     raise
                 except (FhirError, MpiError) as exc:
-                    raise _EntryFailed(index, error_for(exc)) from exc
+                    raise _EntryFailed(index, error_for(exc, door.system_of)) from exc
     except _EntryFailed as failure:
         error = failure.error
         _not_applied_audit(door, who, entries_in, failure.index, error.status,
@@ -292,7 +292,7 @@ async def _apply(
     base = door.base(request)
     if method == "POST":
         primary = await door.mpi.own_identifier(body_identifiers(resource or {}), who.client)
-        record, status = await door.update(None, primary, resource or {}, who)
+        record, status = await door.update(primary, resource or {}, who)
     elif method == "PUT":
         target = await _target(door, url, resource, who)
         link = replaced_by(resource or {})
@@ -303,7 +303,7 @@ async def _apply(
             if current is not None and current.status == RecordStatus.MERGED:
                 raise FhirError(422, "business-rule", "unmerge is not supported: the patient "
                                 "was merged (PMIR); feed a new identifier instead")
-            record, status = await door.update(None, target, resource or {}, who)
+            record, status = await door.update(target, resource or {}, who)
     elif method == "DELETE":
         target = await _target(door, url, None, who)
         await door.mpi.handle(Remove(identifier=target), door.removal(who, target))

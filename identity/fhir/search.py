@@ -13,15 +13,17 @@ from __future__ import annotations
 import itertools
 import uuid
 from dataclasses import dataclass, field
-from datetime import date, timedelta
+from datetime import UTC, date, datetime, timedelta
 from typing import Any
 from urllib.parse import urlencode
 
 from multidict import MultiDictProxy
 
+from identity.fhir.audit import date_bounds
 from identity.fhir.patient import GENDER_TO_SEX, authority_of, parse_token
 from identity.fhir.wire import FhirError, Json, issue, operation_outcome
 from identity.model import AuthorityRef, IdentifierRef, SearchCriteria, SourceRecord
+from matching.normalize import normalize_family, normalize_given
 
 EXPANDED_CAP = 1000
 MAX_COMBINATIONS = 64
@@ -38,9 +40,23 @@ STRING_FIELDS = {
 }
 NAME_FIELDS = {"family", "given"}
 TOKEN_PARAMS = {"_id", "active", "gender", "identifier", "telecom"}
-SEARCH_PARAMS = set(STRING_FIELDS) | TOKEN_PARAMS | {"birthdate"}
-CONTROL_PARAMS = {"_count", "_offset", "_format", "_total", "_pretty", "_summary"}
+DATE_PARAMS = {"birthdate", "_lastUpdated"}
+SEARCH_PARAMS = set(STRING_FIELDS) | TOKEN_PARAMS | DATE_PARAMS
+CONTROL_PARAMS = {"_count", "_offset", "_format", "_total", "_pretty", "_summary", "_sort",
+                  "_elements"}
 STRING_MODIFIERS = {None, "exact", "contains"}
+CONTAINS_FIELDS = {"family": "family", "given": "given", "address-city": "city"}
+"""The string parameters whose ``:contains`` matches inside the value (the others compare as
+without the modifier)."""
+SORT_PARAMS = {"family": "family", "given": "given", "birthdate": "birth_date",
+               "_lastUpdated": "updated_at", "_id": "id"}
+SUMMARY_VALUES = {"true", "false", "count", "data", "text"}
+SUMMARY_ELEMENTS = frozenset({"identifier", "active", "name", "telecom", "gender", "birthDate",
+                              "deceasedBoolean", "deceasedDateTime", "address",
+                              "managingOrganization", "link"})
+"""Patient's elements marked isSummary in FHIR R4 (what ``_summary=true`` returns)."""
+SUBSETTED = {"system": "http://terminology.hl7.org/CodeSystem/v3-ObservationValue",
+             "code": "SUBSETTED"}
 
 GENDER_SYSTEM = "http://hl7.org/fhir/administrative-gender"
 
@@ -57,6 +73,9 @@ class ParsedSearch:
     offset: int = 0
     echo: list[tuple[str, str]] = field(default_factory=list)  # params understood, for links
     asked_count: int | None = None  # the _count asked for, when it was over the maximum
+    sort: tuple[str, ...] = ()  # SearchCriteria.sort keys
+    summary: str | None = None  # _summary
+    elements: tuple[str, ...] | None = None  # _elements
 
     def combinations(self) -> list[list[Alternative]]:
         total = 1
@@ -105,26 +124,147 @@ def _period(value: str, param: str) -> tuple[date, date, str]:
     raise FhirError(400, "invalid", f"{param}: not a date: {value!r}", expression=param)
 
 
-def _birthdate_alternative(value: str) -> Alternative:
+PREFIXES = ("eq", "ne", "gt", "lt", "ge", "le", "sa", "eb", "ap")
+
+
+def _birthdate_alternatives(value: str) -> list[Alternative]:
+    """One ``birthdate`` value (FHIR date search: the prefixes of R4 3.1.1.5.6; the period a
+    partial date names is the day, month or year) as OR-alternatives: ``ne`` is two (before
+    or after the period), every other prefix one. ``ap`` widens the period by a tenth of its
+    distance from today (at least a day), as R4 recommends."""
     prefix = value[:2] if value[:2].isalpha() else "eq"
     rest = value[2:] if value[:2].isalpha() else value
+    if prefix not in PREFIXES:
+        raise FhirError(400, "invalid", f"birthdate: unknown prefix {prefix!r} (eq, ne, gt, "
+                        "lt, ge, le, sa, eb, ap are)", expression="birthdate")
     first, last, text = _period(rest, "birthdate")
-    if prefix == "eq":
-        return {"birth_date": text}
-    if prefix == "ge":
-        return {"birth_date_from": first.isoformat()}
-    if prefix == "le":
-        return {"birth_date_to": last.isoformat()}
     try:
+        if prefix == "eq":
+            return [{"birth_date": text}]
+        if prefix == "ge":
+            return [{"birth_date_from": first.isoformat()}]
+        if prefix == "le":
+            return [{"birth_date_to": last.isoformat()}]
         if prefix in ("gt", "sa"):
-            return {"birth_date_from": (last + timedelta(days=1)).isoformat()}
+            return [{"birth_date_from": (last + timedelta(days=1)).isoformat()}]
         if prefix in ("lt", "eb"):
-            return {"birth_date_to": (first - timedelta(days=1)).isoformat()}
+            return [{"birth_date_to": (first - timedelta(days=1)).isoformat()}]
+        if prefix == "ne":
+            alternatives: list[Alternative] = []
+            if first > date.min:
+                alternatives.append({"birth_date_to": (first - timedelta(days=1)).isoformat()})
+            if last < date.max:
+                alternatives.append({"birth_date_from": (last + timedelta(days=1)).isoformat()})
+            return alternatives or [{"_id": 0}]  # every date is in the period: none match
+        gap = abs((date.today() - first).days)
+        margin = timedelta(days=max(1, round(gap / 10)))
+        low = first - margin if first - date.min > margin else date.min
+        high = last + margin if date.max - last > margin else date.max
+        return [{"birth_date_from": low.isoformat(), "birth_date_to": high.isoformat()}]
     except OverflowError:  # after 9999-12-31 or before 0001-01-01
         raise FhirError(400, "invalid", f"birthdate: {value!r} is out of range",
                         expression="birthdate") from None
-    raise FhirError(400, "not-supported", f"birthdate: prefix {prefix!r} is not supported "
-                    "(eq, ge, gt, le, lt, sa, eb are)", expression="birthdate")
+
+
+def _last_updated_alternatives(value: str) -> list[Alternative]:
+    """One ``_lastUpdated`` value (an instant, or a partial date/time naming a period; a time
+    without a zone is UTC) as OR-alternatives, with the prefixes of FHIR date search."""
+    prefix = value[:2] if value[:2].isalpha() else "eq"
+    rest = value[2:] if value[:2].isalpha() else value
+    if prefix not in PREFIXES:
+        raise FhirError(400, "invalid", f"_lastUpdated: unknown prefix {prefix!r}",
+                        expression="_lastUpdated")
+    try:
+        start, end = date_bounds(rest.replace(" ", "+"))  # a '+' unescaped in a query
+    except FhirError as exc:
+        raise FhirError(400, "invalid", f"_lastUpdated: not a date or instant: {value!r}",
+                        expression="_lastUpdated") from exc
+    assert start is not None and end is not None
+    if prefix == "eq":
+        return [{"updated_from": start, "updated_before": end}]
+    if prefix == "ge":
+        return [{"updated_from": start}]
+    if prefix in ("gt", "sa"):
+        return [{"updated_from": end}]
+    if prefix == "le":
+        return [{"updated_before": end}]
+    if prefix in ("lt", "eb"):
+        return [{"updated_before": start}]
+    if prefix == "ne":
+        return [{"updated_before": start}, {"updated_from": end}]
+    margin = max(abs(datetime.now(UTC) - start) / 10, timedelta(seconds=1))
+    return [{"updated_from": start - margin, "updated_before": end + margin}]
+
+
+def _sort_keys(raw: str) -> tuple[str, ...]:
+    keys = []
+    for part in raw.split(","):
+        name = part.strip()
+        descending = name.startswith("-")
+        key = SORT_PARAMS.get(name.removeprefix("-"))
+        if key is None:
+            raise FhirError(400, "not-supported", f"_sort: cannot sort by {name!r} (family, "
+                            "given, birthdate, _lastUpdated, _id can, '-' first: descending)",
+                            expression="_sort")
+        keys.append(("-" if descending else "") + key)
+    return tuple(keys)
+
+
+def sort_records(records: list[SourceRecord], keys: tuple[str, ...]) -> list[SourceRecord]:
+    """``records`` in the order of ``keys`` (as the core's search orders them: normalised
+    names, missing values last), then by id: for the searches the door unites itself."""
+    out = sorted(records, key=lambda r: r.id)
+    for key in reversed(keys):
+        name, descending = key.removeprefix("-"), key.startswith("-")
+
+        def value(record: SourceRecord, name: str = name) -> Any:
+            demo, names = record.demographics, record.demographics.names or ()
+            if name == "family":
+                return normalize_family(names[0].family or "") if names else None
+            if name == "given":
+                given = names[0].given if names else ()
+                return normalize_given(given[0]) if given else None
+            if name == "birth_date":
+                return demo.birth_date
+            if name == "updated_at":
+                return record.updated_at
+            return record.id
+
+        present = [r for r in out if value(r) not in (None, "")]
+        missing = [r for r in out if value(r) in (None, "")]
+        out = sorted(present, key=value, reverse=descending) + missing
+    return out
+
+
+def subset(resource: Json, summary: str | None, elements: tuple[str, ...] | None) -> Json:
+    """A Patient cut to ``_summary`` (true: its summary elements; text: id and meta) or
+    ``_elements`` (the elements named, with id and meta), tagged SUBSETTED (FHIR R4
+    3.1.1.5.9, 3.1.1.5.10); unchanged for no subset, ``false`` and ``data`` (it has no
+    narrative)."""
+    if summary == "true":
+        keep = SUMMARY_ELEMENTS
+    elif summary == "text":
+        keep = frozenset()
+    elif elements is not None and summary not in ("false", "data"):
+        keep = frozenset(elements)
+    else:
+        return resource
+    out = {k: v for k, v in resource.items() if k in keep or k in ("resourceType", "id")}
+    meta = dict(resource.get("meta") or {})
+    meta["tag"] = [*meta.get("tag", []), SUBSETTED]
+    out["meta"] = meta
+    return out
+
+
+def parse_subset(params: Any) -> tuple[str | None, tuple[str, ...] | None]:
+    """``_summary`` and ``_elements`` of a read (search takes them in ``parse_search``)."""
+    summary = params.get("_summary")
+    if summary is not None and summary not in SUMMARY_VALUES - {"count"}:
+        raise FhirError(400, "invalid", f"_summary: {summary!r} is not supported here (true, "
+                        "false, data, text are)", expression="_summary")
+    raw = params.get("_elements")
+    elements = tuple(e.strip() for e in raw.split(",") if e.strip()) if raw else None
+    return summary, elements
 
 
 def parse_search(
@@ -144,6 +284,18 @@ def parse_search(
                 parsed.count = _int(raw, "_count", 0, None)
             elif name == "_offset":
                 parsed.offset = _int(raw, "_offset", 0, None)
+            elif name == "_sort" and raw:
+                parsed.sort = _sort_keys(raw)
+                parsed.echo.append((key, raw))
+            elif name == "_summary":
+                if raw not in SUMMARY_VALUES:
+                    raise FhirError(400, "invalid", f"_summary: {raw!r} is not one of "
+                                    f"{sorted(SUMMARY_VALUES)}", expression="_summary")
+                parsed.summary = raw
+                parsed.echo.append((key, raw))
+            elif name == "_elements":
+                parsed.elements = tuple(e.strip() for e in raw.split(",") if e.strip())
+                parsed.echo.append((key, raw))
             continue
         if name not in SEARCH_PARAMS:
             if strict:
@@ -163,7 +315,9 @@ def parse_search(
         if modifier is not None:
             raise FhirError(400, "not-supported", f"{key}: modifier not supported", expression=key)
         if name == "birthdate":
-            parsed.groups.append([_birthdate_alternative(v) for v in values])
+            parsed.groups.append([a for v in values for a in _birthdate_alternatives(v)])
+        elif name == "_lastUpdated":
+            parsed.groups.append([a for v in values for a in _last_updated_alternatives(v)])
         elif name == "gender":
             parsed.groups.append([_gender_alternative(v) for v in values])
         elif name == "active":
@@ -183,6 +337,8 @@ def parse_search(
                 parsed.systems.update(system_only)
             else:
                 parsed.groups.append([{"identifier": (s or None, v)} for s, v in tokens])
+    if parsed.summary == "count":
+        parsed.count = 0
     if parsed.count > max_count:
         parsed.asked_count, parsed.count = parsed.count, max_count
     return parsed
@@ -218,11 +374,14 @@ def _int(raw: str, param: str, low: int, high: int | None, not_found: bool = Fal
 
 def _string_alternative(name: str, modifier: str | None, value: str) -> Alternative:
     target = STRING_FIELDS[name]
+    if modifier == "contains" and name in CONTAINS_FIELDS:
+        # FHIR :contains: anywhere in the value (R4 3.1.1.5.7), here of the normalised value
+        # (case- and accent-folded, punctuation as spaces)
+        return {target: value, "_contains": CONTAINS_FIELDS[name]}
     if name in NAME_FIELDS:
         text = value.rstrip("*")
-        # A FHIR string search is a case-insensitive prefix match; :contains is served as a prefix
-        # match too (the core has no substring index); :exact is the core's exact match on
-        # normalised (case- and accent-folded) values.
+        # A FHIR string search is a case-insensitive prefix match; :exact is the core's exact
+        # match on normalised (case- and accent-folded) values.
         return {target: text if modifier == "exact" else text + "*"}
     return {target: value}
 
@@ -250,7 +409,7 @@ def _telecom_alternative(value: str) -> Alternative:
 
 
 def criteria_of(
-    combination: list[Alternative], limit: int, offset: int
+    combination: list[Alternative], limit: int, offset: int, sort: tuple[str, ...] = ()
 ) -> tuple[list[SearchCriteria], set[int] | None, bool | None]:
     """One conjunction -> SearchCriteria to intersect, the _id restriction and ``active``."""
     fields: dict[str, list[Any]] = {}
@@ -258,9 +417,18 @@ def criteria_of(
     active: bool | None = None
     low: str | None = None
     high: str | None = None
+    since: datetime | None = None
+    before: datetime | None = None
+    contains: set[str] = set()
     for alternative in combination:
         for key, value in alternative.items():
-            if key == "_id":
+            if key == "_contains":
+                contains.add(value)
+            elif key == "updated_from":
+                since = max(since, value) if since else value
+            elif key == "updated_before":
+                before = min(before, value) if before else value
+            elif key == "_id":
                 ids = {value} if ids is None else ids & {value}
             elif key == "_ids":
                 ids = set(value) if ids is None else ids & set(value)
@@ -283,11 +451,21 @@ def criteria_of(
         base["birth_date_from"] = low
     if high:
         base["birth_date_to"] = high
+    if since:
+        base["updated_from"] = since
+    if before:
+        base["updated_before"] = before
+    if sort:
+        base["sort"] = sort
     criteria = []
     for index in range(width):
         values = {k: v[min(index, len(v) - 1)] for k, v in fields.items()}
         criteria.append(values)
-    return [_criteria(base, values) for values in criteria], ids, active
+    out = []
+    for values in criteria:
+        these = tuple(sorted(c for c in contains if c in values))
+        out.append(_criteria({**base, "contains": these} if these else base, values))
+    return out, ids, active
 
 
 def _criteria(base: dict[str, Any], values: dict[str, Any]) -> SearchCriteria:
@@ -303,7 +481,7 @@ def _criteria(base: dict[str, Any], values: dict[str, Any]) -> SearchCriteria:
 
 def has_filters(criteria: SearchCriteria) -> bool:
     keys = set(criteria.model_dump(exclude_defaults=True)) - {
-        "limit", "offset", "name_mode", "include_inactive"}
+        "limit", "offset", "name_mode", "include_inactive", "sort", "contains"}
     return bool(keys)
 
 

@@ -334,8 +334,26 @@ def validation_issues(exc: ValidationError, resource_type: str) -> list[Json]:
     return issues or [issue("structure", str(exc))]
 
 
-def error_for(exc: Exception) -> FhirError:
-    """The HTTP form of an error raised by the core (outside $ihe-pix, which has its own)."""
+SystemOf = Callable[[str], str]
+"""A domain's namespace -> the FHIR system that names it (``urn:oid:<oid>`` or the namespace)."""
+
+SYSTEM_OF_KEY = web.AppKey("fhir_system_of", SystemOf)
+"""The door's SystemOf, on the FHIR sub-application (for ``error_middleware``)."""
+
+
+def system_of_authority(text: str) -> str:
+    """The FHIR system of an authority the core names in the HL7 v2 form of an assigning
+    authority (``namespace&oid&ISO``, as ``UnknownDomain`` carries it)."""
+    namespace, _, rest = text.partition("&")
+    oid = rest.partition("&")[0]
+    return f"urn:oid:{oid}" if oid else namespace
+
+
+def error_for(exc: Exception, system_of: SystemOf | None = None) -> FhirError:
+    """The HTTP form of an error raised by the core (outside $ihe-pix, which has its own),
+    said in FHIR's words: identifier systems, not the core's domain names or HL7 v2 forms
+    (``system_of`` gives a domain's system; without it, its namespace is named)."""
+    system = system_of or (lambda namespace: namespace)
     if isinstance(exc, FhirError):
         return exc
     if isinstance(exc, StoreConflict):
@@ -346,14 +364,25 @@ def error_for(exc: Exception) -> FhirError:
         return FhirError(503, "transient", "the database is unavailable; nothing was applied",
                          headers={"Retry-After": "1"})
     if isinstance(exc, SourceNotAuthorized):
-        return FhirError(403, "forbidden", str(exc))
+        return FhirError(403, "forbidden", f"client {exc.source!r} may not assign identifiers "
+                         f"of the system {system(exc.domain)}",
+                         expression="Patient.identifier.system")
     if isinstance(exc, UnknownIdentifier):
-        return FhirError(404, "not-found", str(exc))
+        return FhirError(404, "not-found", f"no active Patient has the identifier "
+                         f"{exc.value!r} of the system {system(exc.domain)}")
     if isinstance(exc, NotFound):
         return FhirError(404, "not-found", str(exc))
-    if isinstance(exc, UnknownDomain | AmbiguousDomain):
-        return FhirError(400, "code-invalid", str(exc), expression="identifier.system")
+    if isinstance(exc, UnknownDomain):
+        return FhirError(400, "code-invalid", f"unknown identifier system "
+                         f"{system_of_authority(exc.authority)}: no domain of this server "
+                         "has it", expression="Patient.identifier.system")
+    if isinstance(exc, AmbiguousDomain):
+        return FhirError(400, "code-invalid", str(exc), expression="Patient.identifier.system")
     if isinstance(exc, InvalidInput):
+        if exc.field == "authority":
+            return FhirError(400, "required", "an identifier has no system, and this client "
+                             "does not own exactly one domain to take it as",
+                             expression="Patient.identifier.system")
         expression = f"Patient.{exc.field}" if exc.field else None
         return FhirError(400, "invalid", str(exc), expression=expression)
     if isinstance(exc, IdentifierConflict):
@@ -439,7 +468,7 @@ async def _handle(request: web.Request, handler: Handler) -> web.StreamResponse:
         )
     except Exception as exc:  # noqa: BLE001 - mapped below; unknown errors become a 500
         try:
-            error = error_for(exc)
+            error = error_for(exc, request.app.get(SYSTEM_OF_KEY))
         except Exception:
             log.exception("event=fhir_unhandled_error path=%s", request.path)
             error = FhirError(500, "exception", "internal error; see the server log")

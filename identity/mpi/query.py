@@ -136,10 +136,17 @@ async def build_search_terms(domains: DomainRegistry, criteria: SearchCriteria) 
     terms = SearchTerms()
     if not criteria.include_inactive:
         terms.active_only()
-    if criteria.family:
-        _name_term(terms, "family", criteria.family, criteria.name_mode, True)
-    if criteria.given:
-        _name_term(terms, "given", criteria.given, criteria.name_mode, False)
+    for column, family in (("family", True), ("given", False)):
+        value = getattr(criteria, column)
+        if not value:
+            continue
+        if column in criteria.contains:
+            text = (normalize_family if family else normalize_given)(value.strip("*"))
+            if not text:
+                raise InvalidInput(f"{column}: empty name", field=column)
+            terms.inside(column, text)
+        else:
+            _name_term(terms, column, value, criteria.name_mode, family)
     if criteria.birth_date:
         parsed = parse_birth_date(criteria.birth_date)
         if parsed is None:
@@ -166,13 +173,19 @@ async def build_search_terms(domains: DomainRegistry, criteria: SearchCriteria) 
     if criteria.postal_code:
         terms.prefix("postal_code", normalize_postal_code(criteria.postal_code))
     if criteria.city:
-        terms.equals("city_norm", fold(criteria.city))
+        if "city" in criteria.contains:
+            terms.inside("city", fold(criteria.city))
+        else:
+            terms.equals("city_norm", fold(criteria.city))
     if criteria.phone:
         terms.phone(normalize_phone(criteria.phone))
     if criteria.address_line:
         tokens = normalize_address({"lines": [criteria.address_line]})["tokens"]
         if tokens:
             terms.normalized_contains({"address_tokens": tokens})
+    terms.updated(criteria.updated_from, criteria.updated_before)
+    if criteria.sort:
+        terms.sort(criteria.sort)
     if criteria.state:
         terms.normalized_contains({"addresses": [{"state": fold(criteria.state)}]})
     if criteria.country:

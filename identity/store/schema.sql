@@ -363,6 +363,8 @@ CREATE INDEX source_record_phone ON source_record USING gin (phone_digits);
 
 CREATE INDEX source_record_postal ON source_record USING btree (postal_code);
 
+CREATE INDEX source_record_updated_at ON source_record USING btree (updated_at);
+
 CREATE INDEX steward_decision_actor ON steward_decision USING btree (actor, at);
 
 CREATE INDEX steward_decision_at ON steward_decision USING btree (at) INCLUDE (actor, kind);

@@ -19,12 +19,22 @@ def _like_prefix(value: str) -> str:
     return escaped + "%"
 
 
+def _like_inside(value: str) -> str:
+    return "%" + _like_prefix(value)
+
+
+SORT_COLUMNS = {"family": "r.family_norm", "given": "r.given_norm",
+                "birth_date": "r.birth_date", "updated_at": "r.updated_at", "id": "r.id"}
+"""The columns a search may be ordered by (SearchCriteria.sort keys)."""
+
+
 class SearchTerms:
     """Builds the WHERE clause of a demographic search from normalised values."""
 
     def __init__(self) -> None:
         self.where: list[str] = []
         self.params: list[Any] = []
+        self.order = "r.family_norm, r.given_norm, r.id"
 
     def _p(self, value: Any) -> str:
         self.params.append(value)
@@ -35,6 +45,31 @@ class SearchTerms:
 
     def prefix(self, column: str, value: str) -> None:
         self.where.append(f"r.{column} LIKE {self._p(_like_prefix(value))}")
+
+    def inside(self, expression: str, value: str) -> None:
+        """A normalised text (a column, or ``given`` with the middle names) contains
+        ``value`` anywhere (not indexed: a scan of the rows the other terms leave)."""
+        column = {"family": "r.family_norm", "city": "r.city_norm",
+                  "given": "concat_ws(' ', r.given_norm, r.normalized ->> 'middle')"}[expression]
+        self.where.append(f"{column} LIKE {self._p(_like_inside(value))}")
+
+    def updated(self, low: Any, before: Any) -> None:
+        """Last updated at or after ``low``, before ``before`` (index
+        source_record_updated_at, migration 0016)."""
+        if low is not None:
+            self.where.append(f"r.updated_at >= {self._p(low)}")
+        if before is not None:
+            self.where.append(f"r.updated_at < {self._p(before)}")
+
+    def sort(self, keys: tuple[str, ...]) -> None:
+        """Order by ``keys`` (SORT_COLUMNS; ``-`` first: descending), then by id."""
+        parts = []
+        for key in keys:
+            column = SORT_COLUMNS[key.removeprefix("-")]
+            parts.append(f"{column} {'DESC' if key.startswith('-') else 'ASC'} NULLS LAST")
+        if not any(k.removeprefix("-") == "id" for k in keys):
+            parts.append("r.id")
+        self.order = ", ".join(parts)
 
     def normalized_prefix(self, field: str, value: str) -> None:
         """A top-level text field of the normalised record starts with ``value``."""
@@ -156,7 +191,7 @@ class SearchQueries:
         rows = await self.conn.fetch(
             f"""SELECT {_RECORD_COLUMNS}, count(*) OVER () AS total_count {_RECORD_FROM}
                 WHERE {clause}
-                ORDER BY r.family_norm, r.given_norm, r.id
+                ORDER BY {terms.order}
                 LIMIT ${n + 1} OFFSET ${n + 2}""",
             *params,
             limit,

@@ -31,6 +31,8 @@ async def test_capability_statement_declares_roles_interactions_params_and_opera
     assert resource["type"] == "Patient"
     assert resource["conditionalUpdate"] is True
     assert resource["conditionalDelete"] == "single"
+    assert resource["conditionalCreate"] is True and resource["updateCreate"] is False
+    assert resource["readHistory"] is True
     assert {p["name"] for p in resource["searchParam"]} == SEARCH_PARAMS
     assert {o["name"] for o in resource["operation"]} == {"ihe-pix", "match"}
 

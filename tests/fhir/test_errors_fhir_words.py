@@ -1,0 +1,54 @@
+"""Errors speak FHIR (issue 18 item 0): an OperationOutcome names identifier systems as FHIR
+does, never the core's domain names or HL7 v2 forms (``http://...&&``)."""
+
+from __future__ import annotations
+
+from tests.fhir.conftest import HOSPA, Fhir, patient
+from tests.fhir.test_pixm import outcome
+
+UNKNOWN = "http://example.org/fhir/mrn"
+
+
+def diagnostics(body: dict[str, object]) -> str:
+    issues = body["issue"]
+    assert isinstance(issues, list)
+    return " ".join(str(i["diagnostics"]) for i in issues)
+
+
+async def test_an_unknown_system_is_named_as_its_uri(fhir: Fhir) -> None:
+    status, body, _ = await fhir.put_patient(UNKNOWN, "X1", patient(UNKNOWN, "X1"))
+    assert status == 400
+    outcome(body, "code-invalid")
+    text = diagnostics(body)
+    assert UNKNOWN in text and "&" not in text and "assigning authority" not in text
+    status, body, _ = await fhir.call("POST", "/Patient", patient(UNKNOWN, "X1"),
+                                      client="ADT_A")
+    assert status == 400
+    text = diagnostics(body)
+    assert UNKNOWN in text and "&" not in text
+    assert body["issue"][0]["expression"] == ["Patient.identifier.system"]
+
+
+async def test_a_forbidden_domain_and_an_unknown_identifier_name_the_system(
+    fhir: Fhir,
+) -> None:
+    status, body, _ = await fhir.put_patient(HOSPA, "X2", patient(HOSPA, "X2"), client="LIS")
+    assert status == 403
+    text = diagnostics(body)
+    assert HOSPA in text and "domain HOSPA" not in text
+    status, body, _ = await fhir.call("DELETE", "/Patient", client="ADT_A",
+                                      params={"identifier": f"{HOSPA}|X3"})
+    assert status == 404
+    text = diagnostics(body)
+    assert HOSPA in text and "domain HOSPA" not in text
+
+
+async def test_a_pmir_entry_error_names_the_system(fhir: Fhir) -> None:
+    from tests.fhir.test_pmir import message, post
+
+    entry = {"resource": patient(UNKNOWN, "X4"), "request": {"method": "POST", "url": "Patient"}}
+    reply = await post(fhir, message([entry]))
+    failed = reply["entry"][1]["resource"]["entry"][0]["response"]
+    assert failed["status"] == "400"
+    text = diagnostics(failed["outcome"])
+    assert UNKNOWN in text and "&" not in text
