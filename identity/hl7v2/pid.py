@@ -13,6 +13,7 @@ domain is configured.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import date
 
 from identity.hl7v2.errors import ErrorLocation, ParseError
@@ -21,6 +22,7 @@ from identity.model import (
     Address,
     AuthorityRef,
     Demographics,
+    Domain,
     IdentifierRef,
     Name,
     Phone,
@@ -31,6 +33,69 @@ from matching.normalize import SSN_OID
 
 class FieldError(ParseError):
     """A field of an inbound message is missing or malformed (AE with ERR at ``location``)."""
+
+
+Known = Callable[[AuthorityRef], Domain | None]
+"""The configured domain an authority names, or None (``DomainRegistry.known``)."""
+
+
+def authority_problem(namespace: str, universal: str, kind: str, *, known: Known) -> str | None:
+    """Why an HD (namespace HD.1, universal ID HD.2, its type HD.3) that names an assigning
+    authority is not a valid name of one, or None. HL7 v2.5 2.A.33: HD.3 without HD.2 is not
+    a valid HD. A universal ID is an ISO OID here (HD.3 ``ISO``, or left out): any other
+    type is refused unless HD.1 names a domain configured without an OID (HD.2 is then not
+    used). Namespace and OID must name the same configured domain (ITI TF-2 3.8: given
+    together, they must agree with the configuration). An HD naming no configured domain at
+    all is not invalid: it is unknown (204, or auto-registered), decided by the core."""
+    kind = kind.upper()
+    if kind and not universal:
+        return f"HD-3 universal ID type {kind!r} without an HD-2 universal ID"
+    if not universal:
+        return None
+    by_namespace = known(AuthorityRef(namespace=namespace)) if namespace else None
+    if kind not in ("", "ISO"):
+        if by_namespace is not None and by_namespace.oid is None:
+            return None
+        if namespace and by_namespace is None:
+            return None  # unknown namespace: the core says so (or registers it)
+        return f"HD-3 universal ID type {kind!r} is not ISO (domains are named by ISO OIDs)"
+    by_oid = known(AuthorityRef(oid=universal))
+    if by_namespace is not None and by_oid is not None and by_namespace.id != by_oid.id:
+        return (f"namespace {namespace!r} and OID {universal!r} name two different domains "
+                f"({by_namespace.namespace}, {by_oid.namespace})")
+    if by_namespace is not None and by_namespace.oid and by_namespace.oid != universal:
+        return f"OID {universal!r} is not the OID of domain {namespace!r}"
+    if by_oid is not None and namespace and by_namespace is None:
+        return f"namespace {namespace!r} is not the namespace of OID {universal!r}"
+    return None
+
+
+def hd_parts(rep: Repetition, component: int = 4) -> tuple[str, str, str]:
+    """(HD.1, HD.2, HD.3) of the HD in ``component`` of a repetition (CX.4)."""
+    return rep.value(component, 1), rep.value(component, 2), rep.value(component, 3)
+
+
+def check_authority(
+    parts: tuple[str, str, str], location: ErrorLocation, known: Known | None
+) -> None:
+    """Raise FieldError 102 at ``location`` when the HD ``parts`` are not a valid name of an
+    assigning authority (:func:`authority_problem`); ``known`` None: HD rules only."""
+    if not any(parts):
+        return
+    problem = authority_problem(*parts, known=known or (lambda _ref: None))
+    if problem is not None:
+        raise FieldError(f"invalid assigning authority: {problem}", location=location, code=102)
+
+
+def check_identifiers(
+    segment: Segment, field: int, sequence: int, known: Known | None, segment_name: str = "PID"
+) -> None:
+    """Every repetition of a CX field with an identifier: its CX.4 checked (102 at
+    ``<segment>^<sequence>^<field>^<repetition>^4``)."""
+    for number, rep in enumerate(segment.repetitions(field), start=1):
+        if rep.value(1) and rep.value(1) != HL7_NULL:
+            location = ErrorLocation(segment_name, sequence, field, number, 4)
+            check_authority(hd_parts(rep), location, known)
 
 
 def authority_of(rep: Repetition, component: int = 4) -> AuthorityRef:
@@ -143,9 +208,13 @@ def record_input(
     sequence: int = 1,
     *,
     require_name: bool = True,
+    known: Known | None = None,
 ) -> tuple[list[IdentifierRef], Demographics, frozenset[str], list[IdentifierRef]]:
     """PID → (PID-3 identifiers, demographics, cleared fields, PID-19 as identifiers).
-    Raises FieldError."""
+    Every assigning authority (PID-3, PID-21) is checked against ``known`` (the configured
+    domains): an invalid one is 102 at its CX.4. Raises FieldError."""
+    check_identifiers(segment, 3, sequence, known)
+    check_identifiers(segment, 21, sequence, known)
     refs = identifiers(segment, 3)
     if not refs:
         raise FieldError(

@@ -34,7 +34,16 @@ from identity.hl7v2.audit import (
     sender,
 )
 from identity.hl7v2.errors import ErrorLocation
-from identity.hl7v2.pid import FieldError, authority_of, hd_authority, hl7_date
+from identity.hl7v2.pid import (
+    FieldError,
+    Known,
+    authority_of,
+    authority_problem,
+    check_authority,
+    hd_authority,
+    hd_parts,
+    hl7_date,
+)
 from identity.hl7v2.replies import (
     ErrorDetail,
     ReplyContext,
@@ -184,6 +193,8 @@ class PixQuery:
             if not source or not source[0].value(1):
                 raise FieldError("QPD-3 person identifier is missing",
                                  location=ErrorLocation("QPD", 1, 3), code=101)
+            check_authority(hd_parts(source[0]), ErrorLocation("QPD", 1, 3, 1, 4),
+                            self.mpi.domains.known)
             ref = IdentifierRef(value=source[0].value(1), authority=authority_of(source[0]))
             # ITI TF-2 3.9.5.1.2: the patient is the queried identifier and those returned
             answered.patients = [patient_cx([ref], self.mpi.domains)]
@@ -198,7 +209,9 @@ class PixQuery:
             return rsp("AE", "AE", [ErrorDetail(exc.location, exc.code, exc.text)])
         except UnknownIdentifier as exc:
             return rsp("AE", "AE", [ErrorDetail(ErrorLocation("QPD", 1, 3, 1, 1), 204, str(exc))])
-        except (UnknownDomain, AmbiguousDomain, InvalidInput) as exc:
+        except AmbiguousDomain as exc:
+            return rsp("AE", "AE", [ErrorDetail(ErrorLocation("QPD", 1, 3, 1, 4), 102, str(exc))])
+        except (UnknownDomain, InvalidInput) as exc:
             return rsp("AE", "AE", [ErrorDetail(ErrorLocation("QPD", 1, 3, 1, 4), 204, str(exc))])
         except StoreUnavailable as exc:
             return rsp("AE", "AR", [ErrorDetail(None, 207, str(exc))])
@@ -213,7 +226,9 @@ class PixQuery:
         """Case 4 (unknown QPD-3 domain) before case 5 (every unknown QPD-4 domain)."""
         try:
             await self.mpi.domains.resolve(source)
-        except (UnknownDomain, AmbiguousDomain, InvalidInput) as exc:
+        except AmbiguousDomain as exc:
+            return [ErrorDetail(ErrorLocation("QPD", 1, 3, 1, 4), 102, str(exc))]
+        except (UnknownDomain, InvalidInput) as exc:
             return [ErrorDetail(ErrorLocation("QPD", 1, 3, 1, 4), 204, str(exc))]
         return await _check_targets(self.mpi, qpd, 4)
 
@@ -223,15 +238,32 @@ def _has_authority(rep: Repetition) -> bool:
     return bool(authority.namespace or authority.oid)
 
 
+def _target_parts(rep: Repetition) -> tuple[str, str, str]:
+    """The HD of a What Domains Returned repetition: CX.4, or the HD given as the whole
+    repetition (as :func:`hd_authority` reads it)."""
+    if any(hd_parts(rep)):
+        return hd_parts(rep)
+    return rep.value(1), rep.value(2), rep.value(3)
+
+
 async def _check_targets(mpi: Mpi, qpd: Segment, field_no: int) -> list[ErrorDetail]:
+    """One ERR per What Domains Returned repetition (QPD-4 of ITI-9, QPD-8 of ITI-21) that
+    is not a valid HD (102) or names no configured domain (204), at ``QPD^1^<field>^<rep>``."""
     errors = []
     for position, rep in enumerate(qpd.repetitions(field_no), start=1):
+        location = ErrorLocation("QPD", 1, field_no, position)
+        problem = authority_problem(*_target_parts(rep), known=mpi.domains.known)
+        if problem is not None:
+            errors.append(ErrorDetail(location, 102, f"invalid assigning authority: {problem}"))
+            continue
         if not _has_authority(rep):
             continue
         try:
             await mpi.domains.resolve(hd_authority(rep))
-        except (UnknownDomain, AmbiguousDomain, InvalidInput) as exc:
-            errors.append(ErrorDetail(ErrorLocation("QPD", 1, field_no, position), 204, str(exc)))
+        except AmbiguousDomain as exc:
+            errors.append(ErrorDetail(location, 102, str(exc)))
+        except (UnknownDomain, InvalidInput) as exc:
+            errors.append(ErrorDetail(location, 204, str(exc)))
     return errors
 
 
@@ -316,10 +348,14 @@ def _id_parameter(path: str) -> tuple[str, str] | None:
     return None
 
 
-def parse_pdq(qpd: Segment) -> _PdqQuery:
+def parse_pdq(qpd: Segment, known: Known | None = None) -> _PdqQuery:
+    """The query's parameters; an identifier's authority (``@PID.3.4``, ``@PID.21.4``) that
+    is not a valid HD naming a configured domain (``known``) is 102 at the parameter that
+    makes it invalid (its ``.4.2``, else its ``.4.3``). Raises FieldError."""
     query = _PdqQuery()
     identifiers: dict[str, dict[str, str]] = {}
     id_positions: dict[str, int] = {}
+    part_positions: dict[tuple[str, str], int] = {}
     reps = qpd.repetitions(3)
     if not reps:
         raise FieldError("QPD-3 query parameters are missing",
@@ -334,6 +370,7 @@ def parse_pdq(qpd: Segment) -> _PdqQuery:
         if id_parameter is not None:
             field_path, part = id_parameter
             identifiers.setdefault(field_path, {})[part] = value
+            part_positions[field_path, part] = position
             if part == "id":
                 id_positions[field_path] = position
             if field_path != "PID.3":
@@ -360,6 +397,10 @@ def parse_pdq(qpd: Segment) -> _PdqQuery:
         if "id" not in identifier:
             raise FieldError(f"@{field_path}.4 needs @{field_path}.1",
                              location=ErrorLocation("QPD", 1, 3), code=101)
+        hd = (identifier.get("ns", ""), identifier.get("oid", ""), identifier.get("oid_type", ""))
+        blamed = part_positions.get((field_path, "oid")) or part_positions.get(
+            (field_path, "oid_type"), id_positions[field_path])
+        check_authority(hd, ErrorLocation("QPD", 1, 3, blamed), known)
         if not identifier.get("ns") and not identifier.get("oid"):
             raise FieldError(f"@{field_path}.1 needs @{field_path}.4",
                              location=ErrorLocation("QPD", 1, 3, id_positions[field_path]),
@@ -431,7 +472,7 @@ class PdqQuery:
 
         try:
             qpd = _segment_or_error(message, "QPD")
-            query = parse_pdq(qpd)
+            query = parse_pdq(qpd, self.mpi.domains.known)
             errors = await _check_targets(self.mpi, qpd, 8)
             if errors:
                 return rsp("AE", "AE", errors)
@@ -442,7 +483,9 @@ class PdqQuery:
             hits, more, mode, total = await self._page(query, wanted, mode, offset, limit)
         except FieldError as exc:
             return rsp("AE", "AE", [ErrorDetail(exc.location, exc.code, exc.text)])
-        except (UnknownDomain, AmbiguousDomain) as exc:
+        except AmbiguousDomain as exc:
+            return rsp("AE", "AE", [ErrorDetail(ErrorLocation("QPD", 1, 3), 102, str(exc))])
+        except UnknownDomain as exc:
             return rsp("AE", "AE", [ErrorDetail(ErrorLocation("QPD", 1, 3), 204, str(exc))])
         except InvalidInput as exc:
             return rsp("AE", "AE", [ErrorDetail(ErrorLocation("QPD", 1, 3), 102, str(exc))])
