@@ -280,7 +280,8 @@ class FeedHandler:
                 f"PID segment {seq} is missing", location=ErrorLocation("PID", seq), code=100
             )
         refs, demographics, cleared, extra = record_input(
-            pids[seq - 1], seq, require_name=require_name, known=self.mpi.domains.known
+            pids[seq - 1], seq, require_name=require_name, known=self.mpi.domains.known,
+            pid19_domain=self.mpi.settings.hl7.pid19_domain,
         )
         received.pids.append(refs)
         return Received(

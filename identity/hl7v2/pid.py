@@ -6,9 +6,9 @@ the explicit null ``""`` deletes the stored value (RecordInput.cleared).
 PID-18 (patient account number) is kept as its CX.1; PID-21 (mother's identifier) as the first
 repetition's CX with its assigning authority as received (resolved only when searched).
 
-PID-19 (SSN) is kept as another identifier in the domain whose OID is the US Social Security
-Administration's, 2.16.840.1.113883.4.1 (identifier type SS); the core skips it when no such
-domain is configured.
+PID-19 (SSN) is kept as another identifier (identifier type SS) in the domain ``[hl7]
+pid19_domain`` names, by default the one whose OID is the US Social Security Administration's,
+2.16.840.1.113883.4.1 (the core skips it when no such domain is configured).
 """
 
 from __future__ import annotations
@@ -209,10 +209,14 @@ def record_input(
     *,
     require_name: bool = True,
     known: Known | None = None,
+    pid19_domain: str | None = None,
 ) -> tuple[list[IdentifierRef], Demographics, frozenset[str], list[IdentifierRef]]:
     """PID → (PID-3 identifiers, demographics, cleared fields, PID-19 as identifiers).
     Every assigning authority (PID-3, PID-21) is checked against ``known`` (the configured
-    domains): an invalid one is 102 at its CX.4. Raises FieldError."""
+    domains): an invalid one is 102 at its CX.4. PID-19 goes to the domain ``pid19_domain``
+    names ([hl7] pid19_domain), else to the domain of the SSA's OID; its identifier type is
+    SS (checked as a US SSN by matching/) unless that domain has an OID other than the SSA's
+    (a national ID of another country: no type). Raises FieldError."""
     check_identifiers(segment, 3, sequence, known)
     check_identifiers(segment, 21, sequence, known)
     refs = identifiers(segment, 3)
@@ -283,7 +287,13 @@ def record_input(
     extra = []
     ssn = segment.value(19)
     if ssn and ssn != HL7_NULL:
-        extra.append(IdentifierRef(value=ssn, authority=AuthorityRef(oid=SSN_OID), type="SS"))
+        authority, type_code = AuthorityRef(oid=SSN_OID), "SS"
+        if pid19_domain:
+            authority = AuthorityRef(namespace=pid19_domain)
+            domain = known(authority) if known is not None else None
+            if domain is not None and domain.oid and domain.oid != SSN_OID:
+                type_code = None
+        extra.append(IdentifierRef(value=ssn, authority=authority, type=type_code))
     return refs, demographics, frozenset(cleared), extra
 
 
