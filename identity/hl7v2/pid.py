@@ -21,6 +21,7 @@ from identity.hl7v2.tokenizer import HL7_NULL, Repetition, Segment
 from identity.model import (
     Address,
     AuthorityRef,
+    Coded,
     Demographics,
     Domain,
     IdentifierRef,
@@ -148,23 +149,34 @@ def hl7_date(raw: str, location: ErrorLocation) -> str:
     return iso
 
 
+def _name(rep: Repetition) -> Name | None:
+    """XPN: .1.1 family, .2 given, .3 further given names, .4 suffix, .5 prefix, .7 type."""
+    family = rep.value(1, 1)
+    given = tuple(g for g in (rep.value(2), *rep.value(3).split(" ")) if g)
+    if not family and not given:
+        return None
+    return Name(
+        family=family or None,
+        given=given,
+        suffix=rep.value(4) or None,
+        prefix=rep.value(5) or None,
+        use=rep.value(7) or None,
+    )
+
+
 def _names(segment: Segment) -> tuple[Name, ...]:
-    names = []
-    for rep in segment.repetitions(5):
-        family = rep.value(1, 1)
-        given = tuple(g for g in (rep.value(2), *rep.value(3).split(" ")) if g)
-        if not family and not given:
-            continue
-        names.append(
-            Name(
-                family=family or None,
-                given=given,
-                suffix=rep.value(4) or None,
-                prefix=rep.value(5) or None,
-                use=rep.value(7) or None,
-            )
-        )
-    return tuple(names)
+    return tuple(name for rep in segment.repetitions(5) if (name := _name(rep)) is not None)
+
+
+def _coded(segment: Segment, field: int) -> Coded | None:
+    """CWE/CE (first repetition): identifier, text, name of coding system, as received."""
+    reps = segment.repetitions(field)
+    if not reps:
+        return None
+    rep = reps[0]
+    coded = Coded(code=rep.value(1) or None, text=rep.value(2) or None,
+                  system=rep.value(3) or None)
+    return coded if coded.code or coded.text else None
 
 
 def _addresses(segment: Segment) -> tuple[Address, ...]:
@@ -239,9 +251,11 @@ def record_input(
             "PID-5 patient name is missing", location=ErrorLocation("PID", sequence, 5), code=101
         )
     if segment.is_null(6):
-        cleared.add("mothers_maiden_name")
-    elif segment.value(6):
-        values["mothers_maiden_name"] = segment.value(6, 1, 1, 1)
+        cleared.update(("mothers_maiden_name", "mothers_maiden"))
+    elif (reps := segment.repetitions(6)) and (maiden := _name(reps[0])) is not None:
+        values["mothers_maiden"] = maiden  # the whole XPN: PID-6.2 and the rest
+        if maiden.family:
+            values["mothers_maiden_name"] = maiden.family  # what matching and search use
     if segment.is_null(7):
         cleared.add("birth_date")
     elif segment.value(7):
@@ -271,6 +285,11 @@ def record_input(
         mother = next(filter(None, map(identifier_of, segment.repetitions(21))), None)
         if mother is not None:
             values["mothers_identifier"] = mother
+    for field_no, key in ((15, "primary_language"), (16, "marital_status")):
+        if segment.is_null(field_no):
+            cleared.add(key)
+        elif (coded := _coded(segment, field_no)) is not None:
+            values[key] = coded
     if segment.is_null(24):
         cleared.add("multiple_birth")
     elif segment.value(24):

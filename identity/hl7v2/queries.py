@@ -311,6 +311,9 @@ class _PdqQuery:
     middle: str | None = None
     suffix: str | None = None
     prefix: str | None = None
+    mother: dict[str, str] = field(default_factory=dict)
+    """Filters on mother's maiden name components (@PID.6.2 given, .6.3 further given names,
+    .6.4 suffix, .6.5 prefix) by :data:`Name` attribute."""
     wildcard: bool = False
     identifier_only: bool = True
 
@@ -319,7 +322,8 @@ _SEARCH_FIELDS: dict[str, str] = {
     "PID.5": "family", "PID.5.1": "family", "PID.5.1.1": "family", "PID.5.2": "given",
     "PID.5.3": "middle", "PID.5.4": "suffix", "PID.5.5": "prefix",
     "PID.6": "mothers_maiden_name", "PID.6.1": "mothers_maiden_name",
-    "PID.6.1.1": "mothers_maiden_name",
+    "PID.6.1.1": "mothers_maiden_name", "PID.6.2": "mother.given",
+    "PID.6.3": "mother.further", "PID.6.4": "mother.suffix", "PID.6.5": "mother.prefix",
     "PID.7": "birth_date", "PID.7.1": "birth_date",
     "PID.8": "sex",
     "PID.11": "address_line", "PID.11.1": "address_line", "PID.11.1.1": "address_line",
@@ -386,6 +390,8 @@ def parse_pdq(qpd: Segment, known: Known | None = None) -> _PdqQuery:
             query.criteria["birth_date"] = hl7_date(value, location)
         elif name in ("middle", "suffix", "prefix"):
             setattr(query, name, value)
+        elif name.startswith("mother."):
+            query.mother[name.removeprefix("mother.")] = value
         else:
             if name in ("family", "given") and "*" in value:
                 query.wildcard = True
@@ -413,7 +419,50 @@ def parse_pdq(qpd: Segment, known: Known | None = None) -> _PdqQuery:
     return query
 
 
+def _mother_filter(query: _PdqQuery, record: SourceRecord, *, held_only: bool = False) -> bool:
+    """The record's mother's maiden name (PID-6) holds each component the query names
+    (folded; a trailing ``*`` is a prefix). ``held_only``: a component the record does not
+    hold passes (an approximate candidate is dropped only when it contradicts the query)."""
+    if not query.mother:
+        return True
+    maiden = record.demographics.mothers_maiden or Name()
+    held = {
+        "given": maiden.given[:1], "further": maiden.given[1:],
+        "suffix": (maiden.suffix,) if maiden.suffix else (),
+        "prefix": (maiden.prefix,) if maiden.prefix else (),
+    }
+    for part, wanted in query.mother.items():
+        text = fold(wanted.rstrip("*"))
+        values = [fold(v) for v in held[part]]
+        if held_only and not values:
+            continue
+        if wanted.endswith("*"):
+            if not any(v.startswith(text) for v in values):
+                return False
+        elif text not in values:
+            return False
+    return True
+
+
+def contradicts(criteria: dict[str, Any], demographics: Demographics) -> bool:
+    """The record holds a sex or birth date other than the one the query asks for (a birth
+    date compared at the precision both have: 1980 asked, 1980-03-12 held agrees). A value the
+    record does not hold, or an unknown sex, contradicts nothing."""
+    asked_sex = str(criteria.get("sex") or "").upper()
+    held_sex = (demographics.sex or "").upper()
+    definite = ("M", "F", "O")
+    if asked_sex in definite and held_sex in definite and asked_sex != held_sex:
+        return True
+    asked_date = criteria.get("birth_date")
+    if asked_date and demographics.birth_date:
+        pairs = zip(asked_date.split("-"), demographics.birth_date.split("-"), strict=False)
+        return any(a != b for a, b in pairs)
+    return False
+
+
 def _name_filter(query: _PdqQuery, record: SourceRecord) -> bool:
+    if not _mother_filter(query, record):
+        return False
     if not (query.middle or query.suffix or query.prefix):
         return True
     for name in record.demographics.names or ():
@@ -592,7 +641,9 @@ class PdqQuery:
         them, persons are read from the start in chunks and filtered until the page is full
         (the total is then known only when every person was read)."""
         domains = self.mpi.domains.all()
-        filtered = bool(wanted) or bool(query.middle or query.suffix or query.prefix)
+        filtered = bool(wanted) or bool(
+            query.middle or query.suffix or query.prefix or query.mother
+        )
         if not filtered:
             size = min(limit, 10_000)
             criteria = SearchCriteria(**query.criteria, limit=size, offset=offset)
@@ -649,13 +700,20 @@ class PdqQuery:
             mothers_maiden_name=c.get("mothers_maiden_name"),
             addresses=(address,) if address.model_dump(exclude_defaults=True) else None,
         )
+        # an explicit sex or birth date is never contradicted: candidates that do are dropped,
+        # so more are asked for
+        checked = bool(c.get("sex") or c.get("birth_date") or query.mother)
         candidates = await self.mpi.match(
-            demographics, limit=min(needed, APPROXIMATE_LIMIT), explain=False
+            demographics, limit=APPROXIMATE_LIMIT if checked else min(needed, APPROXIMATE_LIMIT),
+            explain=False,
         )  # QRI-1 carries the weight; RSP^K22 has no place for the explanation
         hits: list[_Hit] = []
         seen: set[int] = set()
         for candidate in candidates:
             if str(candidate.grade) == "certainly-not" or candidate.person_id in seen:
+                continue
+            if checked and (contradicts(c, candidate.record.demographics)
+                            or not _mother_filter(query, candidate.record, held_only=True)):
                 continue
             if candidate.person_id is None:
                 continue
@@ -664,6 +722,8 @@ class PdqQuery:
             if hit is not None:
                 hit.weight = candidate.weight
                 hits.append(hit)
+                if len(hits) >= needed:
+                    break
         return hits
 
 
