@@ -39,7 +39,13 @@ from identity.hl7v2.audit import (
 )
 from identity.hl7v2.errors import ErrorLocation, ParseError
 from identity.hl7v2.mllp import current_peer
-from identity.hl7v2.pid import FieldError, check_identifiers, identifiers, record_input
+from identity.hl7v2.pid import (
+    FieldError,
+    Known,
+    check_identifiers,
+    identifiers,
+    record_input,
+)
 from identity.hl7v2.replies import ErrorDetail, ReplyContext, ack
 from identity.hl7v2.tokenizer import Message, to_bytes
 from identity.model import IdentifierRef
@@ -209,6 +215,9 @@ class FeedHandler:
 
     def __init__(self, mpi: Mpi) -> None:
         self.mpi = mpi
+        # None (fuzz/targets.py maps messages without a core): HD rules only, PID-19 default
+        self.known: Known | None = mpi.domains.known if mpi is not None else None
+        self.pid19_domain = mpi.settings.hl7.pid19_domain if mpi is not None else None
 
     async def handle(self, message: Message, ctx: ReplyContext) -> bytes:
         """Apply one feed message: AA after the change is committed; AE/AR with ERR when it is
@@ -280,8 +289,8 @@ class FeedHandler:
                 f"PID segment {seq} is missing", location=ErrorLocation("PID", seq), code=100
             )
         refs, demographics, cleared, extra = record_input(
-            pids[seq - 1], seq, require_name=require_name, known=self.mpi.domains.known,
-            pid19_domain=self.mpi.settings.hl7.pid19_domain,
+            pids[seq - 1], seq, require_name=require_name, known=self.known,
+            pid19_domain=self.pid19_domain,
         )
         received.pids.append(refs)
         return Received(
@@ -293,7 +302,7 @@ class FeedHandler:
         mrg = message.segment("MRG")
         if mrg is None:
             raise FieldError("MRG segment is missing", location=ErrorLocation("MRG"), code=100)
-        check_identifiers(mrg, 1, 1, self.mpi.domains.known, "MRG")
+        check_identifiers(mrg, 1, 1, self.known, "MRG")
         refs = identifiers(mrg, 1)
         if not refs:
             raise FieldError(
