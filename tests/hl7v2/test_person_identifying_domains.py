@@ -26,7 +26,9 @@ async def pix_ids(client: MLLPClient, query: str) -> list[str]:
     return [cx.split("&")[0] for cx in pid3(answer.segments("PID")[0])]
 
 
-async def test_same_national_id_in_PID_3_links_a_married_name_and_a_date_typo(client: MLLPClient) -> None:
+async def test_same_national_id_in_PID_3_links_a_married_name_and_a_date_typo(
+    client: MLLPClient,
+) -> None:
     a = adt("A04", f"NA1^^^HOSPA~111223333{NATIONAL}", name="SMITH^JOHN")
     b = adt("A04", f"NB1^^^HOSPB~111223333{NATIONAL}", name="JONES^JOHN", dob="19800321",
             app="ADT_B")
