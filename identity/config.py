@@ -237,6 +237,10 @@ class Hl7Settings(_Section):
     segment over the cap, and nothing in it is applied."""
     max_repetitions: int = Field(DEFAULT_MAX_REPETITIONS, ge=1)
     """Likewise for a field with more repetitions (ERR-2 names the field and repetition)."""
+    pid19_domain: str | None = None
+    """Namespace of the [[domains]] entry that PID-19 (SSN number) identifiers go to; unset:
+    the domain whose OID is the US SSA's, 2.16.840.1.113883.4.1 (PID-19 is skipped when no
+    such domain is configured)."""
 
 
 class FhirSettings(_Section):
@@ -445,6 +449,11 @@ class Settings(BaseSettings):
         names = [n.name for n in self.notify]
         if len(set(names)) != len(names):
             raise ValueError("[[notify]] names must be unique")
+        pid19 = self.hl7.pid19_domain
+        if pid19 is not None and pid19 not in {d.namespace for d in self.domains}:
+            raise ValueError(
+                f"hl7.pid19_domain: {pid19!r} is not the namespace of a [[domains]] entry"
+            )
         return self
 
     @classmethod

@@ -94,6 +94,14 @@ class Phone(_Model):
     use: str | None = None
 
 
+class Coded(_Model):
+    """A coded value as received (HL7 CWE/CE: identifier, text, name of coding system)."""
+
+    code: str | None = None
+    text: str | None = None
+    system: str | None = None
+
+
 DEMOGRAPHIC_FIELDS = (
     "names",
     "birth_date",
@@ -104,6 +112,9 @@ DEMOGRAPHIC_FIELDS = (
     "multiple_birth",
     "account_number",
     "mothers_identifier",
+    "mothers_maiden",
+    "primary_language",
+    "marital_status",
 )
 
 
@@ -119,6 +130,9 @@ class Demographics(_Model):
     multiple_birth: bool | int | None = None
     account_number: str | None = None  # PID-18 CX.1
     mothers_identifier: IdentifierRef | None = None  # PID-21, authority as received
+    mothers_maiden: Name | None = None  # PID-6 whole (family also in mothers_maiden_name)
+    primary_language: Coded | None = None  # PID-15
+    marital_status: Coded | None = None  # PID-16
 
     @field_validator("birth_date")
     @classmethod

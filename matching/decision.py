@@ -26,6 +26,10 @@ no weight overrides them:
    Different birth orders of a multiple birth (1 vs 2) -> NO_MATCH;
 7. (our addition) birth years a generation apart (GENERATION_YEARS or more, and not a
    one-digit slip) -> never LINK: a namesake parent and child without suffixes.
+8. (our addition) the same identifier in a person-identifying domain, but neither the family
+   nor the given name agrees -> never LINK: a mistyped national ID on another person's
+   record, not one person (the MPI links on a shared person-level identifier otherwise,
+   whatever the probability: one identifier, one person).
 
 "Never LINK" means: REVIEW when the probability reaches the review threshold, else NO_MATCH.
 Rules that end in NO_MATCH win over the others.
@@ -454,6 +458,17 @@ def decide(
         relation = _given_relation(
             a, b, multiple_birth=multiple, sex_differs=sex_disagrees, family_names=family_names
         )
+        shared = sorted(d for d in person_identifying_domains
+                        if d in left_ids and d in right_ids and left_ids[d] & right_ids[d])
+        if (shared and a.get("family") and b.get("family") and not _family_agrees(a, b)
+                and _spelling_relation(a, b, multiple_birth=False, sex_differs=False)
+                == "different"):
+            fired.append("identifier_names_disagree")
+            reasons.append(
+                f"same identifier in person-identifying domain(s) {', '.join(shared)}, but "
+                f"neither family nor given name agrees ({a.get('family')} {a.get('given')} vs "
+                f"{b.get('family')} {b.get('given')})"
+            )
         if relation != "same":
             if multiple or (_close_dates(a, b) and (_family_agrees(a, b) or _same_home(a, b))):
                 reasons.append(

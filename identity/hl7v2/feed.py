@@ -39,7 +39,13 @@ from identity.hl7v2.audit import (
 )
 from identity.hl7v2.errors import ErrorLocation, ParseError
 from identity.hl7v2.mllp import current_peer
-from identity.hl7v2.pid import FieldError, identifiers, record_input
+from identity.hl7v2.pid import (
+    FieldError,
+    Known,
+    check_identifiers,
+    identifiers,
+    record_input,
+)
 from identity.hl7v2.replies import ErrorDetail, ReplyContext, ack
 from identity.hl7v2.tokenizer import Message, to_bytes
 from identity.model import IdentifierRef
@@ -89,6 +95,19 @@ def _sequence_of(
     return "PID", 1, 1
 
 
+def _first_qualified(command: _Command) -> tuple[str, int, int]:
+    """(segment, sequence, repetition) of the first identifier whose authority has both a
+    namespace and an OID (the only kind that can contradict the configuration)."""
+    for seq, refs in enumerate(command.pids, start=1):
+        for rep, ref in enumerate(refs, start=1):
+            if ref.authority.namespace and ref.authority.oid:
+                return "PID", seq, rep
+    for rep, ref in enumerate(command.mrg, start=1):
+        if ref.authority.namespace and ref.authority.oid:
+            return "MRG", 1, rep
+    return "PID", 1, 1
+
+
 def error_details(exc: Exception, command: _Command) -> list[ErrorDetail]:
     """Map a core or field error to ERR segments (ERR-2 location, ERR-3 HL7 0357 code)."""
     text = str(exc)
@@ -103,8 +122,10 @@ def error_details(exc: Exception, command: _Command) -> list[ErrorDetail]:
         segment, seq, rep = _sequence_of(command, None, exc.authority)
         field_no = 1 if segment == "MRG" else 3
         return [ErrorDetail(ErrorLocation(segment, seq, field_no, rep, 4), 204, text)]
-    if isinstance(exc, AmbiguousDomain):
-        return [ErrorDetail(ErrorLocation("PID", 1, 3, 1, 4), 204, text)]
+    if isinstance(exc, AmbiguousDomain):  # the door checks first; here on a cache miss only
+        segment, seq, rep = _first_qualified(command)
+        return [ErrorDetail(ErrorLocation(segment, seq, 1 if segment == "MRG" else 3, rep, 4),
+                            102, text)]
     if isinstance(exc, UnknownIdentifier):
         segment, seq, rep = _sequence_of(command, exc.value, None)
         field_no = 1 if segment == "MRG" else 3
@@ -194,6 +215,9 @@ class FeedHandler:
 
     def __init__(self, mpi: Mpi) -> None:
         self.mpi = mpi
+        # None (fuzz/targets.py maps messages without a core): HD rules only, PID-19 default
+        self.known: Known | None = mpi.domains.known if mpi is not None else None
+        self.pid19_domain = mpi.settings.hl7.pid19_domain if mpi is not None else None
 
     async def handle(self, message: Message, ctx: ReplyContext) -> bytes:
         """Apply one feed message: AA after the change is committed; AE/AR with ERR when it is
@@ -265,7 +289,8 @@ class FeedHandler:
                 f"PID segment {seq} is missing", location=ErrorLocation("PID", seq), code=100
             )
         refs, demographics, cleared, extra = record_input(
-            pids[seq - 1], seq, require_name=require_name
+            pids[seq - 1], seq, require_name=require_name, known=self.known,
+            pid19_domain=self.pid19_domain,
         )
         received.pids.append(refs)
         return Received(
@@ -277,6 +302,7 @@ class FeedHandler:
         mrg = message.segment("MRG")
         if mrg is None:
             raise FieldError("MRG segment is missing", location=ErrorLocation("MRG"), code=100)
+        check_identifiers(mrg, 1, 1, self.known, "MRG")
         refs = identifiers(mrg, 1)
         if not refs:
             raise FieldError(

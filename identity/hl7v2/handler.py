@@ -2,9 +2,10 @@
 
 Checks common to every message (TF2 Appendix C) are made here: a message the tokenizer refuses
 is answered AR with the location and code the tokenizer gives (207 for more segments or
-repetitions than [hl7] max_segments and max_repetitions allow); MSH-10 is required; MSH-12 must
-be 2.3.1 or later; an unsupported message type is AR 200 at MSH^1^9^1^1, an unsupported trigger
-event AR 201 at MSH^1^9^1^2.
+repetitions than [hl7] max_segments and max_repetitions allow), except that a character set
+it cannot read is AE (103, or 102 for bytes invalid in it, at MSH-18); MSH-10 is required;
+MSH-12 must be 2.3.1 to 2.8.x; an unsupported message type is AR 200 at MSH^1^9^1^1, an
+unsupported trigger event AR 201 at MSH^1^9^1^2.
 """
 
 from __future__ import annotations
@@ -19,7 +20,13 @@ from identity.hl7v2.audit import (
     sender,
     transaction_of,
 )
-from identity.hl7v2.errors import ErrorLocation, LimitExceededError, ParseError
+from identity.hl7v2.errors import (
+    CharsetDecodeError,
+    ErrorLocation,
+    LimitExceededError,
+    ParseError,
+    UnsupportedCharsetError,
+)
 from identity.hl7v2.feed import FEED_EVENTS, FeedHandler
 from identity.hl7v2.pid import identifiers
 from identity.hl7v2.queries import PdqQuery, PixQuery, cancel
@@ -39,12 +46,19 @@ SUPPORTED: dict[str, frozenset[str]] = {
 }
 
 
-def _version_ok(version: str) -> bool:
+OLDEST_VERSION = (2, 3, 1)
+NEWEST_VERSION = (2, 8)
+"""MSH-12 versions accepted: 2.3.1 (ITI-8's version) to 2.8.x (HL7 v2 is backward compatible
+within these; each is tested: tests/hl7v2/test_versions_charsets.py). Others are AR 203."""
+
+
+def supported_version(version: str) -> bool:
+    """MSH-12.1 is a version from 2.3.1 to 2.8.x (2.8, 2.8.1, 2.8.2)."""
     parts = version.split(".")
     if not all(p.isascii() and p.isdigit() for p in parts) or len(parts) < 2:
         return False
     numbers = tuple(int(p) for p in parts)
-    return numbers[0] == 2 and numbers >= (2, 3, 1)
+    return OLDEST_VERSION <= numbers and numbers[:2] <= NEWEST_VERSION
 
 
 class Hl7Handler:
@@ -69,6 +83,12 @@ class Hl7Handler:
             )
         except ParseError as exc:
             ctx = ReplyContext.fallback(raw, hl7)
+            if isinstance(exc, UnsupportedCharsetError | CharsetDecodeError):
+                # The message may be well formed, but its text cannot be read as it says it
+                # is written (HL7 v2.5 2.9.2: AR is for MSH-9, 11, 12): AE, nothing applied.
+                log.info("event=hl7_charset_refused code=%d charset=%s control_id=%s",
+                         exc.code, exc.charset, ctx.control_id)
+                return ack(ctx, "AE", [ErrorDetail(exc.location, exc.code, exc.text)])[1]
             if isinstance(exc, LimitExceededError):
                 log.warning("event=hl7_limit_exceeded limit=%d location=%s control_id=%s",
                             exc.limit, exc.location.to_erl(), ctx.control_id)
@@ -150,7 +170,7 @@ class Hl7Handler:
             return ErrorDetail(ErrorLocation("MSH", 1, 10), 101, "MSH-10 is missing")
         if not message.version:
             return ErrorDetail(ErrorLocation("MSH", 1, 12), 101, "MSH-12 is missing")
-        if not _version_ok(message.version):
+        if not supported_version(message.version):
             return ErrorDetail(
                 ErrorLocation("MSH", 1, 12), 203, f"unsupported version {message.version}"
             )

@@ -6,13 +6,14 @@ the explicit null ``""`` deletes the stored value (RecordInput.cleared).
 PID-18 (patient account number) is kept as its CX.1; PID-21 (mother's identifier) as the first
 repetition's CX with its assigning authority as received (resolved only when searched).
 
-PID-19 (SSN) is kept as another identifier in the domain whose OID is the US Social Security
-Administration's, 2.16.840.1.113883.4.1 (identifier type SS); the core skips it when no such
-domain is configured.
+PID-19 (SSN) is kept as another identifier (identifier type SS) in the domain ``[hl7]
+pid19_domain`` names, by default the one whose OID is the US Social Security Administration's,
+2.16.840.1.113883.4.1 (the core skips it when no such domain is configured).
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import date
 
 from identity.hl7v2.errors import ErrorLocation, ParseError
@@ -20,7 +21,9 @@ from identity.hl7v2.tokenizer import HL7_NULL, Repetition, Segment
 from identity.model import (
     Address,
     AuthorityRef,
+    Coded,
     Demographics,
+    Domain,
     IdentifierRef,
     Name,
     Phone,
@@ -31,6 +34,69 @@ from matching.normalize import SSN_OID
 
 class FieldError(ParseError):
     """A field of an inbound message is missing or malformed (AE with ERR at ``location``)."""
+
+
+Known = Callable[[AuthorityRef], Domain | None]
+"""The configured domain an authority names, or None (``DomainRegistry.known``)."""
+
+
+def authority_problem(namespace: str, universal: str, kind: str, *, known: Known) -> str | None:
+    """Why an HD (namespace HD.1, universal ID HD.2, its type HD.3) that names an assigning
+    authority is not a valid name of one, or None. HL7 v2.5 2.A.33: HD.3 without HD.2 is not
+    a valid HD. A universal ID is an ISO OID here (HD.3 ``ISO``, or left out): any other
+    type is refused unless HD.1 names a domain configured without an OID (HD.2 is then not
+    used). Namespace and OID must name the same configured domain (ITI TF-2 3.8: given
+    together, they must agree with the configuration). An HD naming no configured domain at
+    all is not invalid: it is unknown (204, or auto-registered), decided by the core."""
+    kind = kind.upper()
+    if kind and not universal:
+        return f"HD-3 universal ID type {kind!r} without an HD-2 universal ID"
+    if not universal:
+        return None
+    by_namespace = known(AuthorityRef(namespace=namespace)) if namespace else None
+    if kind not in ("", "ISO"):
+        if by_namespace is not None and by_namespace.oid is None:
+            return None
+        if namespace and by_namespace is None:
+            return None  # unknown namespace: the core says so (or registers it)
+        return f"HD-3 universal ID type {kind!r} is not ISO (domains are named by ISO OIDs)"
+    by_oid = known(AuthorityRef(oid=universal))
+    if by_namespace is not None and by_oid is not None and by_namespace.id != by_oid.id:
+        return (f"namespace {namespace!r} and OID {universal!r} name two different domains "
+                f"({by_namespace.namespace}, {by_oid.namespace})")
+    if by_namespace is not None and by_namespace.oid and by_namespace.oid != universal:
+        return f"OID {universal!r} is not the OID of domain {namespace!r}"
+    if by_oid is not None and namespace and by_namespace is None:
+        return f"namespace {namespace!r} is not the namespace of OID {universal!r}"
+    return None
+
+
+def hd_parts(rep: Repetition, component: int = 4) -> tuple[str, str, str]:
+    """(HD.1, HD.2, HD.3) of the HD in ``component`` of a repetition (CX.4)."""
+    return rep.value(component, 1), rep.value(component, 2), rep.value(component, 3)
+
+
+def check_authority(
+    parts: tuple[str, str, str], location: ErrorLocation, known: Known | None
+) -> None:
+    """Raise FieldError 102 at ``location`` when the HD ``parts`` are not a valid name of an
+    assigning authority (:func:`authority_problem`); ``known`` None: HD rules only."""
+    if not any(parts):
+        return
+    problem = authority_problem(*parts, known=known or (lambda _ref: None))
+    if problem is not None:
+        raise FieldError(f"invalid assigning authority: {problem}", location=location, code=102)
+
+
+def check_identifiers(
+    segment: Segment, field: int, sequence: int, known: Known | None, segment_name: str = "PID"
+) -> None:
+    """Every repetition of a CX field with an identifier: its CX.4 checked (102 at
+    ``<segment>^<sequence>^<field>^<repetition>^4``)."""
+    for number, rep in enumerate(segment.repetitions(field), start=1):
+        if rep.value(1) and rep.value(1) != HL7_NULL:
+            location = ErrorLocation(segment_name, sequence, field, number, 4)
+            check_authority(hd_parts(rep), location, known)
 
 
 def authority_of(rep: Repetition, component: int = 4) -> AuthorityRef:
@@ -83,23 +149,34 @@ def hl7_date(raw: str, location: ErrorLocation) -> str:
     return iso
 
 
+def _name(rep: Repetition) -> Name | None:
+    """XPN: .1.1 family, .2 given, .3 further given names, .4 suffix, .5 prefix, .7 type."""
+    family = rep.value(1, 1)
+    given = tuple(g for g in (rep.value(2), *rep.value(3).split(" ")) if g)
+    if not family and not given:
+        return None
+    return Name(
+        family=family or None,
+        given=given,
+        suffix=rep.value(4) or None,
+        prefix=rep.value(5) or None,
+        use=rep.value(7) or None,
+    )
+
+
 def _names(segment: Segment) -> tuple[Name, ...]:
-    names = []
-    for rep in segment.repetitions(5):
-        family = rep.value(1, 1)
-        given = tuple(g for g in (rep.value(2), *rep.value(3).split(" ")) if g)
-        if not family and not given:
-            continue
-        names.append(
-            Name(
-                family=family or None,
-                given=given,
-                suffix=rep.value(4) or None,
-                prefix=rep.value(5) or None,
-                use=rep.value(7) or None,
-            )
-        )
-    return tuple(names)
+    return tuple(name for rep in segment.repetitions(5) if (name := _name(rep)) is not None)
+
+
+def _coded(segment: Segment, field: int) -> Coded | None:
+    """CWE/CE (first repetition): identifier, text, name of coding system, as received."""
+    reps = segment.repetitions(field)
+    if not reps:
+        return None
+    rep = reps[0]
+    coded = Coded(code=rep.value(1) or None, text=rep.value(2) or None,
+                  system=rep.value(3) or None)
+    return coded if coded.code or coded.text else None
 
 
 def _addresses(segment: Segment) -> tuple[Address, ...]:
@@ -143,9 +220,17 @@ def record_input(
     sequence: int = 1,
     *,
     require_name: bool = True,
+    known: Known | None = None,
+    pid19_domain: str | None = None,
 ) -> tuple[list[IdentifierRef], Demographics, frozenset[str], list[IdentifierRef]]:
     """PID → (PID-3 identifiers, demographics, cleared fields, PID-19 as identifiers).
-    Raises FieldError."""
+    Every assigning authority (PID-3, PID-21) is checked against ``known`` (the configured
+    domains): an invalid one is 102 at its CX.4. PID-19 goes to the domain ``pid19_domain``
+    names ([hl7] pid19_domain), else to the domain of the SSA's OID; its identifier type is
+    SS (checked as a US SSN by matching/) unless that domain has an OID other than the SSA's
+    (a national ID of another country: no type). Raises FieldError."""
+    check_identifiers(segment, 3, sequence, known)
+    check_identifiers(segment, 21, sequence, known)
     refs = identifiers(segment, 3)
     if not refs:
         raise FieldError(
@@ -166,9 +251,11 @@ def record_input(
             "PID-5 patient name is missing", location=ErrorLocation("PID", sequence, 5), code=101
         )
     if segment.is_null(6):
-        cleared.add("mothers_maiden_name")
-    elif segment.value(6):
-        values["mothers_maiden_name"] = segment.value(6, 1, 1, 1)
+        cleared.update(("mothers_maiden_name", "mothers_maiden"))
+    elif (reps := segment.repetitions(6)) and (maiden := _name(reps[0])) is not None:
+        values["mothers_maiden"] = maiden  # the whole XPN: PID-6.2 and the rest
+        if maiden.family:
+            values["mothers_maiden_name"] = maiden.family  # what matching and search use
     if segment.is_null(7):
         cleared.add("birth_date")
     elif segment.value(7):
@@ -198,6 +285,11 @@ def record_input(
         mother = next(filter(None, map(identifier_of, segment.repetitions(21))), None)
         if mother is not None:
             values["mothers_identifier"] = mother
+    for field_no, key in ((15, "primary_language"), (16, "marital_status")):
+        if segment.is_null(field_no):
+            cleared.add(key)
+        elif (coded := _coded(segment, field_no)) is not None:
+            values[key] = coded
     if segment.is_null(24):
         cleared.add("multiple_birth")
     elif segment.value(24):
@@ -214,7 +306,13 @@ def record_input(
     extra = []
     ssn = segment.value(19)
     if ssn and ssn != HL7_NULL:
-        extra.append(IdentifierRef(value=ssn, authority=AuthorityRef(oid=SSN_OID), type="SS"))
+        authority, type_code = AuthorityRef(oid=SSN_OID), "SS"
+        if pid19_domain:
+            authority = AuthorityRef(namespace=pid19_domain)
+            domain = known(authority) if known is not None else None
+            if domain is not None and domain.oid and domain.oid != SSN_OID:
+                type_code = None
+        extra.append(IdentifierRef(value=ssn, authority=authority, type=type_code))
     return refs, demographics, frozenset(cleared), extra
 
 

@@ -34,7 +34,16 @@ from identity.hl7v2.audit import (
     sender,
 )
 from identity.hl7v2.errors import ErrorLocation
-from identity.hl7v2.pid import FieldError, authority_of, hd_authority, hl7_date
+from identity.hl7v2.pid import (
+    FieldError,
+    Known,
+    authority_of,
+    authority_problem,
+    check_authority,
+    hd_authority,
+    hd_parts,
+    hl7_date,
+)
 from identity.hl7v2.replies import (
     ErrorDetail,
     ReplyContext,
@@ -184,6 +193,8 @@ class PixQuery:
             if not source or not source[0].value(1):
                 raise FieldError("QPD-3 person identifier is missing",
                                  location=ErrorLocation("QPD", 1, 3), code=101)
+            check_authority(hd_parts(source[0]), ErrorLocation("QPD", 1, 3, 1, 4),
+                            self.mpi.domains.known)
             ref = IdentifierRef(value=source[0].value(1), authority=authority_of(source[0]))
             # ITI TF-2 3.9.5.1.2: the patient is the queried identifier and those returned
             answered.patients = [patient_cx([ref], self.mpi.domains)]
@@ -198,7 +209,9 @@ class PixQuery:
             return rsp("AE", "AE", [ErrorDetail(exc.location, exc.code, exc.text)])
         except UnknownIdentifier as exc:
             return rsp("AE", "AE", [ErrorDetail(ErrorLocation("QPD", 1, 3, 1, 1), 204, str(exc))])
-        except (UnknownDomain, AmbiguousDomain, InvalidInput) as exc:
+        except AmbiguousDomain as exc:
+            return rsp("AE", "AE", [ErrorDetail(ErrorLocation("QPD", 1, 3, 1, 4), 102, str(exc))])
+        except (UnknownDomain, InvalidInput) as exc:
             return rsp("AE", "AE", [ErrorDetail(ErrorLocation("QPD", 1, 3, 1, 4), 204, str(exc))])
         except StoreUnavailable as exc:
             return rsp("AE", "AR", [ErrorDetail(None, 207, str(exc))])
@@ -213,7 +226,9 @@ class PixQuery:
         """Case 4 (unknown QPD-3 domain) before case 5 (every unknown QPD-4 domain)."""
         try:
             await self.mpi.domains.resolve(source)
-        except (UnknownDomain, AmbiguousDomain, InvalidInput) as exc:
+        except AmbiguousDomain as exc:
+            return [ErrorDetail(ErrorLocation("QPD", 1, 3, 1, 4), 102, str(exc))]
+        except (UnknownDomain, InvalidInput) as exc:
             return [ErrorDetail(ErrorLocation("QPD", 1, 3, 1, 4), 204, str(exc))]
         return await _check_targets(self.mpi, qpd, 4)
 
@@ -223,15 +238,32 @@ def _has_authority(rep: Repetition) -> bool:
     return bool(authority.namespace or authority.oid)
 
 
+def _target_parts(rep: Repetition) -> tuple[str, str, str]:
+    """The HD of a What Domains Returned repetition: CX.4, or the HD given as the whole
+    repetition (as :func:`hd_authority` reads it)."""
+    if any(hd_parts(rep)):
+        return hd_parts(rep)
+    return rep.value(1), rep.value(2), rep.value(3)
+
+
 async def _check_targets(mpi: Mpi, qpd: Segment, field_no: int) -> list[ErrorDetail]:
+    """One ERR per What Domains Returned repetition (QPD-4 of ITI-9, QPD-8 of ITI-21) that
+    is not a valid HD (102) or names no configured domain (204), at ``QPD^1^<field>^<rep>``."""
     errors = []
     for position, rep in enumerate(qpd.repetitions(field_no), start=1):
+        location = ErrorLocation("QPD", 1, field_no, position)
+        problem = authority_problem(*_target_parts(rep), known=mpi.domains.known)
+        if problem is not None:
+            errors.append(ErrorDetail(location, 102, f"invalid assigning authority: {problem}"))
+            continue
         if not _has_authority(rep):
             continue
         try:
             await mpi.domains.resolve(hd_authority(rep))
-        except (UnknownDomain, AmbiguousDomain, InvalidInput) as exc:
-            errors.append(ErrorDetail(ErrorLocation("QPD", 1, field_no, position), 204, str(exc)))
+        except AmbiguousDomain as exc:
+            errors.append(ErrorDetail(location, 102, str(exc)))
+        except (UnknownDomain, InvalidInput) as exc:
+            errors.append(ErrorDetail(location, 204, str(exc)))
     return errors
 
 
@@ -279,6 +311,9 @@ class _PdqQuery:
     middle: str | None = None
     suffix: str | None = None
     prefix: str | None = None
+    mother: dict[str, str] = field(default_factory=dict)
+    """Filters on mother's maiden name components (@PID.6.2 given, .6.3 further given names,
+    .6.4 suffix, .6.5 prefix) by :data:`Name` attribute."""
     wildcard: bool = False
     identifier_only: bool = True
 
@@ -287,7 +322,8 @@ _SEARCH_FIELDS: dict[str, str] = {
     "PID.5": "family", "PID.5.1": "family", "PID.5.1.1": "family", "PID.5.2": "given",
     "PID.5.3": "middle", "PID.5.4": "suffix", "PID.5.5": "prefix",
     "PID.6": "mothers_maiden_name", "PID.6.1": "mothers_maiden_name",
-    "PID.6.1.1": "mothers_maiden_name",
+    "PID.6.1.1": "mothers_maiden_name", "PID.6.2": "mother.given",
+    "PID.6.3": "mother.further", "PID.6.4": "mother.suffix", "PID.6.5": "mother.prefix",
     "PID.7": "birth_date", "PID.7.1": "birth_date",
     "PID.8": "sex",
     "PID.11": "address_line", "PID.11.1": "address_line", "PID.11.1.1": "address_line",
@@ -316,10 +352,14 @@ def _id_parameter(path: str) -> tuple[str, str] | None:
     return None
 
 
-def parse_pdq(qpd: Segment) -> _PdqQuery:
+def parse_pdq(qpd: Segment, known: Known | None = None) -> _PdqQuery:
+    """The query's parameters; an identifier's authority (``@PID.3.4``, ``@PID.21.4``) that
+    is not a valid HD naming a configured domain (``known``) is 102 at the parameter that
+    makes it invalid (its ``.4.2``, else its ``.4.3``). Raises FieldError."""
     query = _PdqQuery()
     identifiers: dict[str, dict[str, str]] = {}
     id_positions: dict[str, int] = {}
+    part_positions: dict[tuple[str, str], int] = {}
     reps = qpd.repetitions(3)
     if not reps:
         raise FieldError("QPD-3 query parameters are missing",
@@ -334,6 +374,7 @@ def parse_pdq(qpd: Segment) -> _PdqQuery:
         if id_parameter is not None:
             field_path, part = id_parameter
             identifiers.setdefault(field_path, {})[part] = value
+            part_positions[field_path, part] = position
             if part == "id":
                 id_positions[field_path] = position
             if field_path != "PID.3":
@@ -349,6 +390,8 @@ def parse_pdq(qpd: Segment) -> _PdqQuery:
             query.criteria["birth_date"] = hl7_date(value, location)
         elif name in ("middle", "suffix", "prefix"):
             setattr(query, name, value)
+        elif name.startswith("mother."):
+            query.mother[name.removeprefix("mother.")] = value
         else:
             if name in ("family", "given") and "*" in value:
                 query.wildcard = True
@@ -360,6 +403,10 @@ def parse_pdq(qpd: Segment) -> _PdqQuery:
         if "id" not in identifier:
             raise FieldError(f"@{field_path}.4 needs @{field_path}.1",
                              location=ErrorLocation("QPD", 1, 3), code=101)
+        hd = (identifier.get("ns", ""), identifier.get("oid", ""), identifier.get("oid_type", ""))
+        blamed = part_positions.get((field_path, "oid")) or part_positions.get(
+            (field_path, "oid_type"), id_positions[field_path])
+        check_authority(hd, ErrorLocation("QPD", 1, 3, blamed), known)
         if not identifier.get("ns") and not identifier.get("oid"):
             raise FieldError(f"@{field_path}.1 needs @{field_path}.4",
                              location=ErrorLocation("QPD", 1, 3, id_positions[field_path]),
@@ -372,7 +419,50 @@ def parse_pdq(qpd: Segment) -> _PdqQuery:
     return query
 
 
+def _mother_filter(query: _PdqQuery, record: SourceRecord, *, held_only: bool = False) -> bool:
+    """The record's mother's maiden name (PID-6) holds each component the query names
+    (folded; a trailing ``*`` is a prefix). ``held_only``: a component the record does not
+    hold passes (an approximate candidate is dropped only when it contradicts the query)."""
+    if not query.mother:
+        return True
+    maiden = record.demographics.mothers_maiden or Name()
+    held = {
+        "given": maiden.given[:1], "further": maiden.given[1:],
+        "suffix": (maiden.suffix,) if maiden.suffix else (),
+        "prefix": (maiden.prefix,) if maiden.prefix else (),
+    }
+    for part, wanted in query.mother.items():
+        text = fold(wanted.rstrip("*"))
+        values = [fold(v) for v in held[part]]
+        if held_only and not values:
+            continue
+        if wanted.endswith("*"):
+            if not any(v.startswith(text) for v in values):
+                return False
+        elif text not in values:
+            return False
+    return True
+
+
+def contradicts(criteria: dict[str, Any], demographics: Demographics) -> bool:
+    """The record holds a sex or birth date other than the one the query asks for (a birth
+    date compared at the precision both have: 1980 asked, 1980-03-12 held agrees). A value the
+    record does not hold, or an unknown sex, contradicts nothing."""
+    asked_sex = str(criteria.get("sex") or "").upper()
+    held_sex = (demographics.sex or "").upper()
+    definite = ("M", "F", "O")
+    if asked_sex in definite and held_sex in definite and asked_sex != held_sex:
+        return True
+    asked_date = criteria.get("birth_date")
+    if asked_date and demographics.birth_date:
+        pairs = zip(asked_date.split("-"), demographics.birth_date.split("-"), strict=False)
+        return any(a != b for a, b in pairs)
+    return False
+
+
 def _name_filter(query: _PdqQuery, record: SourceRecord) -> bool:
+    if not _mother_filter(query, record):
+        return False
     if not (query.middle or query.suffix or query.prefix):
         return True
     for name in record.demographics.names or ():
@@ -431,7 +521,7 @@ class PdqQuery:
 
         try:
             qpd = _segment_or_error(message, "QPD")
-            query = parse_pdq(qpd)
+            query = parse_pdq(qpd, self.mpi.domains.known)
             errors = await _check_targets(self.mpi, qpd, 8)
             if errors:
                 return rsp("AE", "AE", errors)
@@ -442,7 +532,9 @@ class PdqQuery:
             hits, more, mode, total = await self._page(query, wanted, mode, offset, limit)
         except FieldError as exc:
             return rsp("AE", "AE", [ErrorDetail(exc.location, exc.code, exc.text)])
-        except (UnknownDomain, AmbiguousDomain) as exc:
+        except AmbiguousDomain as exc:
+            return rsp("AE", "AE", [ErrorDetail(ErrorLocation("QPD", 1, 3), 102, str(exc))])
+        except UnknownDomain as exc:
             return rsp("AE", "AE", [ErrorDetail(ErrorLocation("QPD", 1, 3), 204, str(exc))])
         except InvalidInput as exc:
             return rsp("AE", "AE", [ErrorDetail(ErrorLocation("QPD", 1, 3), 102, str(exc))])
@@ -549,7 +641,9 @@ class PdqQuery:
         them, persons are read from the start in chunks and filtered until the page is full
         (the total is then known only when every person was read)."""
         domains = self.mpi.domains.all()
-        filtered = bool(wanted) or bool(query.middle or query.suffix or query.prefix)
+        filtered = bool(wanted) or bool(
+            query.middle or query.suffix or query.prefix or query.mother
+        )
         if not filtered:
             size = min(limit, 10_000)
             criteria = SearchCriteria(**query.criteria, limit=size, offset=offset)
@@ -606,13 +700,20 @@ class PdqQuery:
             mothers_maiden_name=c.get("mothers_maiden_name"),
             addresses=(address,) if address.model_dump(exclude_defaults=True) else None,
         )
+        # an explicit sex or birth date is never contradicted: candidates that do are dropped,
+        # so more are asked for
+        checked = bool(c.get("sex") or c.get("birth_date") or query.mother)
         candidates = await self.mpi.match(
-            demographics, limit=min(needed, APPROXIMATE_LIMIT), explain=False
+            demographics, limit=APPROXIMATE_LIMIT if checked else min(needed, APPROXIMATE_LIMIT),
+            explain=False,
         )  # QRI-1 carries the weight; RSP^K22 has no place for the explanation
         hits: list[_Hit] = []
         seen: set[int] = set()
         for candidate in candidates:
             if str(candidate.grade) == "certainly-not" or candidate.person_id in seen:
+                continue
+            if checked and (contradicts(c, candidate.record.demographics)
+                            or not _mother_filter(query, candidate.record, held_only=True)):
                 continue
             if candidate.person_id is None:
                 continue
@@ -621,6 +722,8 @@ class PdqQuery:
             if hit is not None:
                 hit.weight = candidate.weight
                 hits.append(hit)
+                if len(hits) >= needed:
+                    break
         return hits
 
 

@@ -30,7 +30,7 @@ from identity.hl7v2.tokenizer import (
     to_bytes,
     unescape,
 )
-from identity.model import Demographics, Identifier
+from identity.model import Demographics, Identifier, Name
 
 ERROR_TEXT = {
     0: "Message accepted",
@@ -241,16 +241,23 @@ def _dtm(iso: str | None) -> str | None:
     return iso.replace("-", "") if iso else None
 
 
+def _xpn(name: Name, family: str | None = None) -> list[Any]:
+    """XPN: family, given, further given names, suffix, prefix, (degree), name type."""
+    return [[name.family or family], name.given[0] if name.given else None,
+            " ".join(name.given[1:]) or None, name.suffix, name.prefix, None, name.use]
+
+
 def demographics_fields(demographics: Demographics) -> dict[int, Any]:
     """PID fields (field number -> build_segment value) for the demographics held."""
     fields: dict[int, Any] = {}
     if demographics.names:
-        fields[5] = [
-            [[name.family], name.given[0] if name.given else None,
-             " ".join(name.given[1:]) or None, name.suffix, name.prefix, None, name.use]
-            for name in demographics.names
-        ]  # fmt: skip
-    if demographics.mothers_maiden_name:
+        fields[5] = [_xpn(name) for name in demographics.names]
+    maiden = demographics.mothers_maiden
+    if maiden is not None and maiden.family not in (None, demographics.mothers_maiden_name):
+        maiden = None  # changed since (e.g. by a FHIR update that sets the family name only)
+    if maiden is not None:
+        fields[6] = [_xpn(maiden, demographics.mothers_maiden_name)]
+    elif demographics.mothers_maiden_name:
         fields[6] = [[[demographics.mothers_maiden_name]]]
     if demographics.birth_date:
         fields[7] = _dtm(demographics.birth_date)
@@ -269,6 +276,10 @@ def demographics_fields(demographics: Demographics) -> dict[int, Any]:
         fields[13] = [[p.value, p.use or "PRN"] for p in home]
     if work:
         fields[14] = [[p.value, "WPN"] for p in work]
+    for number, coded in ((15, demographics.primary_language),
+                          (16, demographics.marital_status)):
+        if coded is not None:
+            fields[number] = [[coded.code, coded.text, coded.system]]
     if demographics.multiple_birth is not None:
         multiple = demographics.multiple_birth
         fields[24] = "Y" if multiple else "N"

@@ -250,16 +250,23 @@ def _cluster(
         prob = float(probs[k])
         names = family.get(a, none) | family.get(b, none)
         result = matcher.pair(parties[b], parties[a], prob, False, names)
-        if result.decision == MatchDecision.LINK:
+        if result.decision == MatchDecision.LINK or matcher.links_on_identifier(
+            parties[b], parties[a], result
+        ):
             links.append((prob, a, b))
         elif result.decision == MatchDecision.REVIEW:
             candidates.append((a, b, prob, "; ".join(result.reasons)))
     for k in np.flatnonzero(probs < review):
         a, b = int(pairs[k, 0]), int(pairs[k, 1])
         if matcher._shares_person_identifier(parties[a], parties[b]):  # noqa: SLF001
-            candidates.append(
-                (a, b, float(probs[k]), "shares a person-identifying identifier")
-            )
+            prob = float(probs[k])
+            names = family.get(a, none) | family.get(b, none)
+            result = matcher.pair(parties[b], parties[a], prob, False, names)
+            if matcher.links_on_identifier(parties[b], parties[a], result):
+                links.append((prob, a, b))  # one identifier, one person
+            else:
+                candidates.append((a, b, prob, "shares a person-identifying identifier; "
+                                   + "; ".join(result.reasons)))
     links.sort(key=lambda item: -item[0])
     best: dict[int, float] = {}
     for prob, a, b in links:

@@ -5,7 +5,10 @@ matching/ scores one record against candidates and decides each pair (probabilit
 plus hard rules no weight overrides). The MPI decides about *persons*: a person is linked
 automatically only when one of its records reaches LINK and none of its records trips a hard
 rule; several persons reaching LINK are never linked (they all go to a steward), since a false
-merge puts one patient's data in another's chart.
+merge puts one patient's data in another's chart. A person one of whose records holds the same
+identifier as the new record in a person-identifying domain (``identifies_person``: one
+identifier, one person) reaches LINK whatever the probability, unless a hard rule fires on
+one of its records: then it goes to a steward with the rule's reason.
 """
 
 from __future__ import annotations
@@ -269,8 +272,22 @@ class Matcher:
             links = [r for r in results if r[2].decision == Decision.LINK]
             vetoes = [r for r in results if r[2].hard_rules]
             reviews = [r for r in results if r[2].decision == Decision.REVIEW]
+            shared = [r for r in results if self._shares_person_identifier(subject, r[0])]
             if links and not vetoes:
                 decision, focus = Decision.LINK, max(links, key=lambda r: r[1])
+            elif shared and not vetoes:
+                # One identifier, one person: the same identifier in a person-identifying
+                # domain links whatever the probability, unless a hard rule says otherwise.
+                decision, focus = Decision.LINK, max(shared, key=lambda r: r[1])
+                focus = (focus[0], focus[1], _linked_on_identifier(focus[2], self._shared(
+                    subject, focus[0])))
+            elif shared:
+                # The same national ID, yet a hard rule says two people: one of the records
+                # is wrong, or it is one person with wrong demographics. A steward decides.
+                decision, focus = Decision.REVIEW, vetoes[0]
+                note = (f"shares a person-identifying identifier "
+                        f"({', '.join(self._shared(subject, focus[0])) or 'another record'}) "
+                        f"but a hard rule forbids the link; ")
             elif links or reviews:
                 decision = Decision.REVIEW
                 focus = (
@@ -278,11 +295,6 @@ class Matcher:
                     if vetoes and (links or reviews)
                     else max(links + reviews, key=lambda r: r[1])
                 )
-            elif shared := [r for r in results if self._shares_person_identifier(subject, r[0])]:
-                # Below the review threshold, yet the same national ID: one of the two records
-                # is wrong, or it is one person with wrong demographics. A steward decides.
-                decision, focus = Decision.REVIEW, shared[0]
-                note = "shares a person-identifying identifier; "
             else:
                 decision, focus = Decision.NO_MATCH, max(results, key=lambda r: r[1])
             best = max(results, key=lambda r: r[1])
@@ -299,15 +311,25 @@ class Matcher:
         verdicts.sort(key=lambda v: -v.probability)
         return verdicts
 
+    def links_on_identifier(self, subject: Party, other: Party, result: DecisionResult) -> bool:
+        """The pair shares an identifier in a person-identifying domain and no hard rule
+        fired on it: one identifier, one person (linked whatever the probability)."""
+        return not result.hard_rules and self._shares_person_identifier(subject, other)
+
     def _shares_person_identifier(self, subject: Party, other: Party) -> bool:
+        return bool(self._shared(subject, other))
+
+    def _shared(self, subject: Party, other: Party) -> list[str]:
+        """The person-identifying domains in which the two records hold the same identifier."""
         mine = {
             (i["domain"], i["value"])
             for i in subject.normalized.get("identifiers") or []
             if i["domain"] in self.person_identifying
         }
-        return any(
-            (i["domain"], i["value"]) in mine for i in other.normalized.get("identifiers") or []
-        )
+        return sorted({
+            i["domain"] for i in other.normalized.get("identifiers") or []
+            if (i["domain"], i["value"]) in mine
+        })
 
     def decide(
         self, subject: Party, persons: dict[int, list[Party]], no_match: AbstractSet[int]
@@ -397,6 +419,15 @@ class Matcher:
                 Ranked(parties[i], float(weights[i]), result.probability, grade, explanation)
             )
         return ranked
+
+
+def _linked_on_identifier(result: DecisionResult, domains: Sequence[str]) -> DecisionResult:
+    """A pair's decision made LINK because the records share a person-identifying identifier
+    and no hard rule fired (the probability alone did not link them)."""
+    reason = (f"same identifier in person-identifying domain(s) {', '.join(domains)}: one "
+              "identifier, one person")
+    return DecisionResult(Decision.LINK, result.probability, (reason, *result.reasons),
+                          result.hard_rules)
 
 
 def described(

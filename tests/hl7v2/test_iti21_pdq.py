@@ -309,7 +309,9 @@ async def test_query_without_searchable_value_is_AE_101(client: MLLPClient) -> N
 async def test_approximate_results_page_with_their_own_pointer(
     seeded: None, client: MLLPClient
 ) -> None:
-    params = "@PID.5.1.1^SMITH~@PID.7^19620709"  # no exact hit; Peter and Mary are close
+    # no exact hit; Peter and Mary Smith are close (and born in 1962, as asked: an
+    # approximate hit never contradicts the query's birth date)
+    params = "@PID.5.1.1^SMYTH~@PID.7^1962"
     raw = await client.send(pdq_query(params, limit=1))
     strictly_valid(raw)  # RSP_K21 with PID, QRI and DSC
     first = reply(raw)

@@ -288,14 +288,14 @@ async def test_same_message_on_two_connections_at_once_is_applied_once(
     assert len({event.command_id for event in history}) == 1
 
 
-async def test_namespace_and_oid_that_disagree_are_AE_204_at_PID_3_4(client: MLLPClient) -> None:
+async def test_namespace_and_oid_that_disagree_are_AE_102_at_PID_3_4(client: MLLPClient) -> None:
     answer = reply(await client.send(adt("A04", "P20^^^HOSPA&1.2.3.4.5.2&ISO")))
-    assert msa(answer) == "AE" and errs(answer) == [("PID^1^3^1^4", "204")]
+    assert msa(answer) == "AE" and errs(answer) == [("PID^1^3^1^4", "102")]
 
 
-async def test_unsupported_character_set_is_AR_103_at_MSH_18(client: MLLPClient) -> None:
+async def test_unsupported_character_set_is_AE_103_at_MSH_18(client: MLLPClient) -> None:
     answer = reply(await client.send(adt("A04", f"P21{HOSPA}", charset="EBCDIC").encode()))
-    assert msa(answer) == "AR" and errs(answer) == [("MSH^1^18", "103")]
+    assert msa(answer) == "AE" and errs(answer) == [("MSH^1^18", "103")]
 
 
 async def test_v231_refusal_fills_ERR_1_as_well(client: MLLPClient) -> None:
