@@ -285,8 +285,11 @@ async def measure(url: str, rounds: int, deep: int) -> None:
         async with aiohttp.ClientSession() as session:
 
             def get(path: str, **params: Any) -> Callable[[], Awaitable[Any]]:
+                """A GET of ``path`` under /api, or from the root when it starts /steward."""
+                url = (base.removesuffix("/api") if path.startswith("/steward") else base) + path
+
                 async def call() -> Any:
-                    async with session.get(base + path, params=params) as response:
+                    async with session.get(url, params=params) as response:
                         assert response.status == 200, (response.status, await response.text())
                         return await response.read()
                 return call
@@ -310,6 +313,15 @@ async def measure(url: str, rounds: int, deep: int) -> None:
                 (f"GET /api/review/{some['id']}", get(f"/review/{some['id']}")),
                 (f"GET /api/persons/{some['person_id']}", get(f"/persons/{some['person_id']}")),
                 ("GET /api/dashboard", get("/dashboard")),
+                # the console's pages: the same reads, rendered (identity/steward/console.py)
+                ("GET /steward/ (queue page, counts)", get("/steward/")),
+                ("GET /steward/?sort=uncertain", get("/steward/", sort="uncertain")),
+                ("GET /steward/?offset=5000", get("/steward/", offset="5000")),
+                (f"GET /steward/review/{some['id']}", get(f"/steward/review/{some['id']}",
+                                                           pos="0")),
+                (f"GET /steward/persons/{some['person_id']}",
+                 get(f"/steward/persons/{some['person_id']}")),
+                ("GET /steward/dashboard", get("/steward/dashboard")),
             ]
             for sort in ("oldest", "uncertain"):
                 # the page `deep` items down: by offset, and by the cursor of the page before

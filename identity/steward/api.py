@@ -13,7 +13,6 @@ import json
 import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import orjson
@@ -28,7 +27,6 @@ from identity.model import (
     DecisionLog,
     PersonHits,
     PersonView,
-    QueueFilter,
     QueuePage,
     RecordView,
     ReviewDetail,
@@ -185,27 +183,10 @@ class StewardApi:
 
     async def review_queue(self, request: web.Request) -> web.Response:
         q: QueueQuery = _query(request, QueueQuery)
-        now = datetime.now(UTC)
-        before, after = q.created_before, q.created_after
-        if q.min_age_hours is not None:
-            limit = now - timedelta(hours=q.min_age_hours)
-            before = min(before, limit) if before else limit
-        if q.max_age_hours is not None:
-            limit = now - timedelta(hours=q.max_age_hours)
-            after = max(after, limit) if after else limit
-        filters = QueueFilter(
-            status=None if q.status == "all" else q.status,
-            min_probability=q.min_probability,
-            max_probability=q.max_probability,
-            rule=q.rule,
-            domain=q.domain,
-            created_before=before,
-            created_after=after,
-            record_id=q.record_id,
-            person_id=q.person_id,
-        )
         return await self.read(
-            self.mpi.review_queue(filters, q.sort, q.limit, q.offset, q.counts, after=q.after)
+            self.mpi.review_queue(q.filter(), q.sort, q.limit, q.offset, q.counts,
+                                  after=q.after),
+            request,
         )
 
     async def review_item(self, request: web.Request) -> web.Response:

@@ -99,18 +99,7 @@ def queue_filter(params: dict[str, str]) -> tuple[QueueFilter, QueueQuery]:
         first = exc.errors()[0]
         where = ".".join(str(p) for p in first["loc"])
         raise InvalidInput(f"{where}: {first['msg']}", field=where) from None
-    now = datetime.now(UTC)
-    before = now - timedelta(hours=q.min_age_hours) if q.min_age_hours is not None else None
-    after = now - timedelta(hours=q.max_age_hours) if q.max_age_hours is not None else None
-    return QueueFilter(
-        status=None if q.status == "all" else q.status,
-        min_probability=q.min_probability,
-        max_probability=q.max_probability,
-        rule=q.rule,
-        domain=q.domain,
-        created_before=before,
-        created_after=after,
-    ), q
+    return q.filter(), q
 
 
 def _age(at: datetime | None) -> str:
@@ -437,6 +426,7 @@ _SORTS = {
     "impact": "settles most other items",
     "probability_desc": "highest probability",
     "probability_asc": "lowest probability",
+    "uncertain": "teaches the model most (least certain first)",
 }
 _STATUSES = ("open", "linked", "rejected", "dismissed", "all")
 

@@ -4,7 +4,7 @@ The views themselves (QueuePage, ReviewDetail, PersonView, ...) are identity.mod
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
@@ -13,6 +13,7 @@ from identity.errors import InvalidInput
 from identity.model import (
     Person,
     QueueCountsWanted,
+    QueueFilter,
     QueueSort,
     ReviewItem,
     ReviewStatus,
@@ -89,6 +90,29 @@ class QueueQuery(_Body):
             except InvalidInput as exc:
                 raise ValueError(str(exc).removeprefix("after: ")) from None
         return after
+
+
+    def filter(self, now: datetime | None = None) -> QueueFilter:
+        """The core's filter for these parameters (ages counted back from ``now``)."""
+        now = now or datetime.now(UTC)
+        before, after = self.created_before, self.created_after
+        if self.min_age_hours is not None:
+            limit = now - timedelta(hours=self.min_age_hours)
+            before = min(before, limit) if before else limit
+        if self.max_age_hours is not None:
+            limit = now - timedelta(hours=self.max_age_hours)
+            after = max(after, limit) if after else limit
+        return QueueFilter(
+            status=None if self.status == "all" else self.status,
+            min_probability=self.min_probability,
+            max_probability=self.max_probability,
+            rule=self.rule,
+            domain=self.domain,
+            created_before=before,
+            created_after=after,
+            record_id=self.record_id,
+            person_id=self.person_id,
+        )
 
 
 class SearchQuery(_Body):
