@@ -20,6 +20,7 @@ from identity.fhir.wire import FhirError, Json, issue, validation_issues
 from identity.model import (
     Address,
     AuthorityRef,
+    Coded,
     Demographics,
     Domain,
     IdentifierRef,
@@ -31,6 +32,36 @@ from identity.model import (
 )
 
 MOTHERS_MAIDEN_NAME = "http://hl7.org/fhir/StructureDefinition/patient-mothersMaidenName"
+MARITAL_STATUS = "http://terminology.hl7.org/CodeSystem/v3-MaritalStatus"
+LANGUAGE = "urn:ietf:bcp:47"
+# HL7 v2 coding systems (CWE.3) and the FHIR systems of the same codes: PID-16 marital status
+# (HL7 table 0002, whose codes v3-MaritalStatus shares) and PID-15 language (ISO 639 codes,
+# which BCP 47 language tags are).
+_V2_TO_SYSTEM = {"HL70002": MARITAL_STATUS, "ISO639": LANGUAGE, "HL70296": LANGUAGE}
+_SYSTEM_TO_V2 = {MARITAL_STATUS: "HL70002", LANGUAGE: "ISO639"}
+
+
+def _coded_of(concept: Json | None) -> Coded | None:
+    """A CodeableConcept as the core's Coded (its first coding, and its text)."""
+    if not isinstance(concept, dict):
+        return None
+    coding = next((c for c in concept.get("coding") or () if isinstance(c, dict)), {})
+    system = coding.get("system")
+    coded = Coded(code=coding.get("code"), text=concept.get("text") or coding.get("display"),
+                  system=_SYSTEM_TO_V2.get(system, system))
+    return coded if coded.code or coded.text else None
+
+
+def _concept(coded: Coded, default_system: str) -> Json:
+    """The core's Coded as a CodeableConcept: a code of a known HL7 v2 table gets its FHIR
+    system; a code without a system takes ``default_system``."""
+    concept: Json = {}
+    if coded.code:
+        system = _V2_TO_SYSTEM.get((coded.system or "").upper(), coded.system) or default_system
+        concept["coding"] = [{"system": system, "code": coded.code}]
+    if coded.text:
+        concept["text"] = coded.text
+    return concept
 
 GENDER_TO_SEX = {"male": "M", "female": "F", "other": "O", "unknown": "U"}
 SEX_TO_GENDER = {"M": "male", "F": "female", "O": "other", "U": "unknown", "A": "other",
@@ -174,6 +205,11 @@ def demographics_of(patient: Json) -> Demographics:
     if multiple is None:
         multiple = patient.get("multipleBirthBoolean")
     gender = patient.get("gender")
+    language = next((_coded_of(c.get("language")) for c in patient.get("communication") or ()
+                     if isinstance(c, dict) and c.get("preferred")), None)
+    if language is None:
+        language = next((_coded_of(c.get("language")) for c in patient.get("communication") or ()
+                         if isinstance(c, dict)), None)
     try:
         return Demographics(
             names=names or None,
@@ -183,6 +219,8 @@ def demographics_of(patient: Json) -> Demographics:
             phones=phones or None,
             mothers_maiden_name=mmn,
             multiple_birth=multiple,
+            marital_status=_coded_of(patient.get("maritalStatus")),
+            primary_language=language,
         )
     except ValidationError as exc:
         raise FhirError(400, "invalid", "invalid Patient",
@@ -300,10 +338,16 @@ def patient_json(
         resource["birthDate"] = demo.birth_date
     if demo.addresses:
         resource["address"] = [_address_json(a) for a in demo.addresses]
+    if demo.marital_status is not None:
+        resource["maritalStatus"] = _concept(demo.marital_status, MARITAL_STATUS)
     if isinstance(demo.multiple_birth, bool):
         resource["multipleBirthBoolean"] = demo.multiple_birth
     elif isinstance(demo.multiple_birth, int):
         resource["multipleBirthInteger"] = demo.multiple_birth
+    if demo.primary_language is not None:
+        resource["communication"] = [
+            {"language": _concept(demo.primary_language, LANGUAGE), "preferred": True}
+        ]
     links = []
     if record.status == RecordStatus.MERGED and record.merged_into is not None:
         links.append({"other": {"reference": f"Patient/{record.merged_into}"},
