@@ -61,6 +61,32 @@ def test_given_and_family_swapped(model):
 @pytest.mark.parametrize(
     ("left", "right", "expected"),
     [
+        (("Liebenberg", "Bianca"), ("Bianca", "Liebenbrrg"), "misspelt"),  # one typo
+        (("Shepherdson", "Harvey"), ("Harvy", "Shepherdosn"), "misspelt"),  # both misspelt
+        (("Novak", "Benjamin"), ("Benjamni", "Novak"), "misspelt"),
+        (("Smith", "John"), ("John", "Smith"), "exact"),  # the exact level comes first
+        (("Smith", "John"), ("Jones", "Smith"), "no"),  # one name moved, the other different
+        (("Smith", "John"), ("", "Smith"), "no"),  # a missing name is no swap
+    ],
+)
+def test_names_swapped_and_misspelt(model, left, right, expected):
+    a = person(family=left[0], given=(left[1],))
+    b = person(family=right[0], given=(right[1],) if right[1] else ())
+    labels = {"misspelt": ("swapped with given, misspelt", "swapped with family, misspelt"),
+              "exact": ("swapped with given", "swapped with family")}
+    reached = (level(model, "family_name", a, b), level(model, "given_name", a, b))
+    if expected == "no":
+        assert not any("swapped" in lv for lv in reached)
+    else:
+        assert reached == labels[expected]
+    # the one-pair path (scalar) and the array path reach the same level
+    many = model.score(a, [b, b, person()])
+    assert many[0] == pytest.approx(model.score(a, [b])[0])
+
+
+@pytest.mark.parametrize(
+    ("left", "right", "expected"),
+    [
         ("John", "John", "exact"),
         ("Christopher", "Christophr", "jaro-winkler >= 0.94"),
         ("Robert", "Bob", "nickname"),
