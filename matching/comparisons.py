@@ -733,9 +733,8 @@ class NamesSwappedSimilar(LevelKind):
         first, second = pair.crossed_jaro_winkler()
         if first < threshold or second < threshold:
             return False
-        direct = pair.jaro_winkler("fam") + pair.jaro_winkler("giv")
-        # summed in float32, as the array path sums its float32 similarities
-        return _F32.unpack(_F32.pack(first + second))[0] > _F32.unpack(_F32.pack(direct))[0]
+        # float32 similarities summed in double, as the array path sums its cached ones
+        return first + second > pair.jaro_winkler("fam") + pair.jaro_winkler("giv")
 
 
 class DobExact(LevelKind):
