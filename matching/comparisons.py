@@ -1055,8 +1055,9 @@ def default_comparisons() -> list[Comparison]:
         Comparison("given_name", [
             L("missing", "given_missing", null=True),
             L("exact", "given_exact", 0.88, 0.005, tf_adjust=True),
-            L("swapped with family", "names_swapped", 0.005, 1e-6),
-            L("swapped with family, misspelt", "names_swapped_similar", 0.003, 2e-6,
+            # a swap is one fact, weighed once by family_name's swap levels: neutral here
+            L("swapped with family", "names_swapped", null=True),
+            L("swapped with family, misspelt", "names_swapped_similar", null=True,
               threshold=0.88),
             L("jaro-winkler >= 0.94", "given_jaro_winkler", 0.04, 0.002, threshold=0.94),
             L("nickname", "given_nickname", 0.03, 0.002),
