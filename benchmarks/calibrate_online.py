@@ -14,8 +14,10 @@ national domain. A scratch database is created on the server and dropped afterwa
 
 Prints, before and after calibration: pairwise precision, recall and F1 of the persons against
 the truth, open review items per 1,000 records, and the records joined to a person holding
-another true person (false links); plus the calibration's own report (links made, review items
-opened and closed, the thresholds).
+another true person (false links), with the pairs of true persons wrongly joined by their
+relation (``wrongly_joined_pairs``: twin, jr_sr, sibling, spouse, their sum ``family``, a
+common-name cluster, other; the generator's sets only); plus the calibration's own report
+(links made, review items opened and closed, the thresholds).
 """
 
 from __future__ import annotations
@@ -66,7 +68,28 @@ def _inputs(records: list[SynthRecord]) -> tuple[list[RecordInput], list[str]]:
     return inputs, sorted(sources)
 
 
-async def _figures(db: Database, truth: dict[tuple[str, str], str], n: int) -> dict[str, Any]:
+#: Relations (SynthRecord.relations) between members of one family.
+FAMILY = ("twin", "jr_sr", "sibling", "spouse")
+
+
+def family_members_linked(
+    members: dict[Any, set[str]], relations: dict[str, dict[str, str]]
+) -> dict[str, int]:
+    """Per relation (and ``other``): the pairs of true persons held by one predicted person
+    (``members``: predicted person -> true persons) that share a relation group (``relations``:
+    true person -> {kind: group}); ``family`` sums the family relations (:data:`FAMILY`)."""
+    counts = dict.fromkeys((*FAMILY, "common", "other"), 0)
+    for people in members.values():
+        for x, y in itertools.combinations(sorted(people), 2):
+            rx, ry = relations.get(x, {}), relations.get(y, {})
+            kind = next((k for k, g in rx.items() if ry.get(k) == g), "other")
+            counts[kind if kind in counts else "other"] += 1
+    counts["family"] = sum(counts[k] for k in FAMILY)
+    return counts
+
+
+async def _figures(db: Database, truth: dict[tuple[str, str], str], n: int,
+                   relations: dict[str, dict[str, str]] | None = None) -> dict[str, Any]:
     async with db.read() as conn:
         rows = await conn.fetch(
             "SELECT d.namespace, r.identifier, l.person_id FROM source_record r"
@@ -85,6 +108,7 @@ async def _figures(db: Database, truth: dict[tuple[str, str], str], n: int) -> d
         "f1": round(figures["pairwise_f1"], 4),
         "review_per_1000": round(1000 * reviews / n, 1),
         "false_links": sum(len(people) - 1 for people in members.values()),
+        "wrongly_joined_pairs": family_members_linked(members, relations or {}),
     }
 
 
@@ -93,6 +117,9 @@ async def run(args: argparse.Namespace) -> None:
     inputs, sources = _inputs(records)
     truth = {(i.identifier.authority.namespace or "", i.identifier.value): r.person_id
              for i, r in zip(inputs, records, strict=True)}
+    relations: dict[str, dict[str, str]] = {}
+    for r in records:
+        relations.setdefault(r.person_id, {}).update(r.relations)
     domains = [{"namespace": s} for s in sources] + [
         {"namespace": "SSN", "oid": SSN_OID, "identifies_person": True}
     ]
@@ -114,12 +141,12 @@ async def run(args: argparse.Namespace) -> None:
             for record in inputs:
                 await mpi.handle(Register(subject=record), Envelope(actor="feed"))
             fed = time.perf_counter() - started
-            before = await _figures(db, truth, len(records))
+            before = await _figures(db, truth, len(records), relations)
             started = time.perf_counter()
             proposal = await propose(mpi, actor="calibrate")
             await apply(mpi, proposal, actor="calibrate")
             calibrated = time.perf_counter() - started
-            after = await _figures(db, truth, len(records))
+            after = await _figures(db, truth, len(records), relations)
         finally:
             await db.close()
     finally:

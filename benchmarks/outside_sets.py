@@ -30,7 +30,10 @@ domains or MRNs (except 4a/4b), no sex and no phone.
 
 Prints one row per set and model: records, true pairs, pair completeness (PC), pairwise
 precision (P), recall (R) and F1, review items per 1,000 records, and the hard rules that
-fired most on true pairs (count of true pairs). ``--json`` writes every figure.
+fired most on true pairs (count of true pairs). ``--json`` writes every figure. Review load
+is shown twice: REVIEW pairs, and the pairs of predicted persons that a REVIEW pair joins (what
+a steward meets: the service opens an item per record and candidate person, and none inside
+the record's own person).
 """
 
 from __future__ import annotations
@@ -166,14 +169,15 @@ def top_rules(figures: dict[str, Any], k: int = 2) -> str:
 
 
 HEADER = (f"{'set':<18} {'model':<7} {'records':>7} {'true pairs':>10} {'PC':>6} {'P':>6} "
-          f"{'R':>6} {'F1':>6} {'review/1k':>9}  hard rules on true pairs")
+          f"{'R':>6} {'F1':>6} {'review/1k':>9} {'persons/1k':>10}  hard rules on true pairs")
 
 
 def table_row(name: str, model: str, f: dict[str, Any]) -> str:
     return (f"{name:<18} {model:<7} {f['records']:>7} {f['true_pairs_total']:>10} "
             f"{f['pair_completeness']:>6.3f} {f['pairwise_precision']:>6.3f} "
             f"{f['pairwise_recall']:>6.3f} {f['pairwise_f1']:>6.3f} "
-            f"{f['review_items_per_1000_records']:>9.1f}  {top_rules(f)}")
+            f"{f['review_items_per_1000_records']:>9.1f} "
+            f"{f['review_person_pairs_per_1000_records']:>10.1f}  {top_rules(f)}")
 
 
 def run_set(name: str, work: Path) -> dict[str, Any]:
@@ -222,7 +226,8 @@ def main() -> None:
     results = {name: run_set(name, work) for name in names}
     seconds = time.perf_counter() - started
     print(f"({seconds:.0f} s; PC: pair completeness of blocking; P/R/F1: pairwise, after "
-          "clustering the links; review/1k: REVIEW pairs per 1,000 records)")
+          "clustering the links; review/1k: REVIEW pairs per 1,000 records; persons/1k: pairs "
+          "of predicted persons with a REVIEW pair between them, per 1,000 records)")
     if args.json:
         Path(args.json).write_text(
             json.dumps({"seconds": round(seconds, 1), "sets": results}, indent=2, default=str)

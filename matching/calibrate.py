@@ -175,6 +175,44 @@ class Plan:
         }
 
 
+def _persons_after(persons: Sequence[Hashable], links: Sequence[tuple[int, int, float]]
+                   ) -> list[Hashable]:
+    """Each row's person once the planned ``links`` are made (persons they join are one)."""
+    parent: dict[Hashable, Hashable] = {}
+
+    def find(x: Hashable) -> Hashable:
+        while parent.get(x, x) != x:
+            parent[x] = parent.get(parent[x], parent[x])
+            x = parent[x]
+        return x
+
+    for a, b, _ in links:
+        ra, rb = find(persons[a]), find(persons[b])
+        if ra != rb:
+            parent[rb] = ra
+    return [find(p) for p in persons]
+
+
+def _one_review_per_two_persons(
+    pairs: Sequence[tuple[int, int, float]],
+    after: Sequence[Hashable],
+    open_reviews: Collection[frozenset[int]],
+) -> list[tuple[int, int, float]]:
+    """The review items to open: one per two persons (as they are after the planned links),
+    for their most probable pair, as the service opens one per record and candidate person;
+    none inside one person, none between two persons an open item already joins."""
+    covered = {frozenset((after[a], after[b])) for a, b in (tuple(p) for p in open_reviews
+                                                         if len(p) == 2)}
+    best: dict[frozenset[Hashable], tuple[int, int, float]] = {}
+    for a, b, p in pairs:
+        key = frozenset((after[a], after[b]))
+        if len(key) < 2 or key in covered:
+            continue
+        if key not in best or p > best[key][2]:
+            best[key] = (a, b, p)
+    return sorted(best.values())
+
+
 def _within_person_pairs(state: IndexState, rng: np.random.Generator) -> np.ndarray:
     """Row pairs inside each person with two or more records, at least one automatic."""
     members: dict[Hashable, list[int]] = {}
@@ -216,8 +254,11 @@ def plan(
     - every blocked pair of records in two different persons: LINK is a link to make
       (``links``) when both records' links are automatic, else it is left to a steward
       (``links_for_a_steward``: manual and verified links are never changed); REVIEW
-      without an open item opens one;
-    - every open review pair: LINK closes it by the link, NO_MATCH dismisses it;
+      opens an item, one per two persons as they are after the planned links (their most
+      probable pair; none when an open item joins them already), as the service opens one
+      per record and candidate person;
+    - every open review pair: LINK closes it by the link, and so do the planned links when
+      they put both records in one person; NO_MATCH dismisses it;
     - every pair inside a person (sampled in large persons): a record with an automatic link
       that decides LINK with no other record of its person no longer holds (reported only);
     - steward decisions: how the model decides the pairs stewards linked, and how many pairs
@@ -234,6 +275,7 @@ def plan(
     blocked = _decide(state, model, None, options)
     out.hard_rules.update(rule for rules in blocked.hard_rules for rule in rules)
     joined: set[frozenset[Hashable]] = set()
+    review_pairs: list[tuple[int, int, float]] = []
     for k in range(len(blocked)):
         a, b = int(blocked.pairs[k, 0]), int(blocked.pairs[k, 1])
         if persons[a] == persons[b]:
@@ -246,9 +288,11 @@ def plan(
             else:
                 out.links_for_a_steward.append((a, b, p))
         elif decision == REVIEW and frozenset((a, b)) not in state.open_reviews:
-            out.reviews_to_open.append((a, b, p))
+            review_pairs.append((a, b, p))
     out.persons_joined = len(joined)
     out.expected_false_links = float(sum(1.0 - p for *_, p in out.links))
+    after = _persons_after(persons, out.links)
+    out.reviews_to_open = _one_review_per_two_persons(review_pairs, after, state.open_reviews)
 
     reviews = np.array(sorted(tuple(sorted(pair)) for pair in state.open_reviews
                               if len(pair) == 2), dtype=np.int64).reshape(-1, 2)
@@ -257,7 +301,8 @@ def plan(
         for k in range(len(decided)):
             a, b = int(reviews[k, 0]), int(reviews[k, 1])
             p, decision = float(decided.probabilities[k]), int(decided.decisions[k])
-            if decision == LINK:
+            if decision == LINK or after[a] == after[b]:
+                # linked, directly or through the planned links: the links settle it
                 out.reviews_closed_by_link.append((a, b, p))
             elif decision == NO_MATCH:
                 out.reviews_to_dismiss.append((a, b, p))

@@ -57,6 +57,9 @@ DEFAULT_REVIEW = 0.5
 CLOSE_GIVEN = 0.94
 #: Given names at least this close (or phonetically equal, or one an initial) are "similar".
 SIMILAR_GIVEN = 0.85
+#: Family and given names this close (Jaro-Winkler) to the other record's given and family
+#: names are the two names swapped and misspelt.
+SWAPPED_SIMILAR = 0.88
 #: Conflicting suffixes with birth years this far apart are a parent and a child.
 GENERATION_YEARS = 12
 
@@ -219,9 +222,25 @@ def _split(a: dict[str, Any], other: str) -> bool:
 
 
 def _swapped(a: dict[str, Any], b: dict[str, Any]) -> bool:
-    """Given and family names swapped: the same names in the wrong fields."""
-    return bool(a.get("family")) and a.get("family") == b.get("given") and (
+    """Given and family names swapped: the same names in the wrong fields, each equal or
+    misspelt at most slightly (both crossed Jaro-Winkler similarities >= SWAPPED_SIMILAR and
+    together above the direct ones, as the comparison level ``names_swapped_similar``):
+    LIEBENBERG BIANCA written BIANCA LIEBENBRRG is one person, not a twin."""
+    if bool(a.get("family")) and a.get("family") == b.get("given") and (
         b.get("family") == a.get("given")
+    ):
+        return True
+    fa, ga = a.get("family_key") or "", a.get("given") or ""
+    fb, gb = b.get("family_key") or "", b.get("given") or ""
+    if not (fa and ga and fb and gb):
+        return False
+    first = JaroWinkler.normalized_similarity(fa, gb)
+    second = JaroWinkler.normalized_similarity(ga, fb)
+    return (
+        first >= SWAPPED_SIMILAR
+        and second >= SWAPPED_SIMILAR
+        and first + second
+        > JaroWinkler.normalized_similarity(fa, fb) + JaroWinkler.normalized_similarity(ga, gb)
     )
 
 

@@ -11,6 +11,10 @@ Figures (all in one flat dict):
 - ``review_pairs`` / ``review_share``: REVIEW decisions, per record
   (``review_share_at_threshold``: the same with a higher review threshold; links unchanged);
   ``review_items_per_1000_records``: the same per 1,000 records (stewards handle about 20);
+  ``review_person_pairs`` (``..._per_1000_records``): the REVIEW pairs as a steward meets
+  them, one per two predicted persons (after clustering the links) with at least one REVIEW
+  pair between them; a REVIEW pair inside one predicted person needs no steward (the service
+  opens an item per record and candidate person, never against the record's own person);
 - ``true_pair_bands``: every true pair by the probability its blocked pair scored (bands
   :data:`BANDS`), or ``not_blocked``: ``{band: {"pairs", "share"}}`` (shares of all true pairs);
 - ``hard_rules``: per hard rule (the names :func:`matching.decision.decide` returns) the pairs
@@ -44,7 +48,7 @@ from matching.pairs import decide_pairs
 from matching.synth import SSN_DOMAIN, SynthRecord
 
 __all__ = ["BANDS", "clusters_from_links", "evaluate_csv", "evaluate_records",
-           "pairwise_figures", "true_pair_bands"]
+           "pairwise_figures", "review_person_pairs", "true_pair_bands"]
 
 #: Probability bands of true pairs: (name, lower bound inclusive); the upper bound is the next
 #: band's lower bound.
@@ -179,6 +183,7 @@ def evaluate_records(
 
     linked = decisions == 0
     reviewed = decisions == 1
+    person_pairs = review_person_pairs(labels, pairs[reviewed])
 
     def relation_links(kind: str, mask: np.ndarray) -> int:
         count = 0
@@ -227,6 +232,8 @@ def evaluate_records(
         "review_share": float(reviewed.sum() / n) if n else 0.0,
         "review_items_per_1000_records": float(1000 * reviewed.sum() / n) if n else 0.0,
         "review_true_match_share": float(is_match[reviewed].mean()) if reviewed.any() else 0.0,
+        "review_person_pairs": person_pairs,
+        "review_person_pairs_per_1000_records": float(1000 * person_pairs / n) if n else 0.0,
         "review_share_at_threshold": {
             str(level): float((reviewed & (probs >= level)).sum() / n) if n else 0.0
             for level in (0.5, 0.8, 0.9, 0.95, 0.99)
@@ -250,6 +257,17 @@ def evaluate_records(
         "prior": model.prior,
     }
     return result_figures
+
+
+def review_person_pairs(labels: np.ndarray, review_rows: np.ndarray) -> int:
+    """How many pairs of predicted persons (``labels``: a cluster per row) have a REVIEW pair
+    (``review_rows``: (k, 2) row pairs) between them; pairs inside one person do not count."""
+    if not len(review_rows):
+        return 0
+    a, b = labels[review_rows[:, 0]], labels[review_rows[:, 1]]
+    apart = a != b
+    low, high = np.minimum(a[apart], b[apart]), np.maximum(a[apart], b[apart])
+    return len(set(zip(low.tolist(), high.tolist(), strict=True)))
 
 
 def true_pair_bands(true_probs: np.ndarray, true_pairs_total: int) -> dict[str, dict[str, Any]]:

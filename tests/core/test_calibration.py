@@ -78,6 +78,10 @@ async def test_the_dry_run_proposes_true_links_and_changes_nothing(fed, db, tmp_
 
 async def test_apply_puts_the_model_in_service_and_undo_reverts_it_all(fed, db, make_settings):
     mpi, truth = fed
+    # half the items the feed opened are gone (as if never opened): the calibration opens one
+    # for each pair of persons left without one (it opens none where an open item joins them)
+    async with db.connection() as conn:
+        await conn.execute("DELETE FROM review_item WHERE status = 'open' AND id % 2 = 0")
     before = await _links(db)
     open_before = {i.id for i in await mpi.review_items()}
     proposal = await propose(mpi, actor="test")

@@ -3,7 +3,13 @@
 import numpy as np
 import pytest
 
-from matching.calibrate import IndexState, plan, propose_auto_link
+from matching.calibrate import (
+    IndexState,
+    _one_review_per_two_persons,
+    _persons_after,
+    plan,
+    propose_auto_link,
+)
 from matching.model import MatchModel
 from matching.normalize import normalize_record
 from matching.synth import generate
@@ -92,3 +98,41 @@ def test_a_record_in_the_wrong_person_no_longer_holds(population):
     assert stranger in {row for row, _ in result.links_no_longer_holding}
     assert result.labels["same_person"]["pairs"] == 1
     assert result.labels["same_person"]["model_decides"] == {"no_match": 1}
+
+
+def test_one_review_item_per_two_persons_as_they_are_after_the_links():
+    persons = ["P", "P", "Q", "R", "S", "S"]
+    after = _persons_after(persons, [(2, 3, 0.9999)])  # Q and R become one person
+    assert after[2] == after[3] and after[0] == after[1] and after[0] != after[2]
+    pairs = [(0, 2, 0.9), (1, 2, 0.95), (1, 3, 0.7),  # P against Q+R: one item, the 0.95
+             (2, 3, 0.8),  # inside Q+R once linked: none
+             (0, 4, 0.6), (1, 5, 0.65)]  # P against S: an open item joins them already
+    opened = _one_review_per_two_persons(pairs, after, {frozenset((0, 5))})
+    assert opened == [(1, 2, 0.95)]
+
+
+def test_the_plan_opens_no_second_item_for_two_persons_and_closes_settled_ones(population):
+    records, normalized = population
+    truth = [r.person_id for r in records]
+    # every person's last record stands alone: it reviews against the person's others
+    last = {p: row for row, p in enumerate(truth)}
+    persons = [f"alone-{row}" if last[p] == row else p for row, p in enumerate(truth)]
+    sources = [r.source_domain for r in records]
+    base = IndexState(normalized, persons, [True] * len(records), sources)
+    # a high auto-link threshold: the alone records' pairs go to review, not to a link
+    reviewed = plan(base, MatchModel.default(), auto_link=1.0)
+    after = _persons_after(persons, reviewed.links)
+    keys = [frozenset((after[a], after[b])) for a, b, _ in reviewed.reviews_to_open]
+    assert keys and len(keys) == len(set(keys)) and all(len(k) == 2 for k in keys)
+    # an open item between two records the plan's links join is closed by them
+    linked = plan(base, MatchModel.default())
+    partner, alone = next(
+        (r, y if persons[r] == persons[x] else x)
+        for x, y, _ in linked.links for r in range(len(records))
+        if r not in (x, y) and persons[r] in (persons[x], persons[y])
+    )
+    state = IndexState(normalized, persons, [True] * len(records), sources,
+                       open_reviews={frozenset((partner, alone))})
+    closed = plan(state, MatchModel.default())
+    assert tuple(sorted((partner, alone))) in {
+        (x, y) for x, y, _ in closed.reviews_closed_by_link}

@@ -67,6 +67,18 @@ def test_one_given_name_split_in_two_is_the_same_name():
     assert two.decision is Decision.REVIEW and "possible_twin" in two.hard_rules
 
 
+def test_names_swapped_and_misspelt_are_one_person_not_twins():
+    """LIEBENBERG BIANCA written BIANCA LIEBENBRRG: the two names in each other's fields,
+    one misspelt; the same birth date and family make no twin of it."""
+    record = person(given="Bianca", family="Liebenberg")
+    swapped = decide(0.99999, record=record,
+                     candidate=person(given="Liebenbrrg", family="Bianca"))
+    assert (swapped.decision, swapped.hard_rules) == (Decision.LINK, ())
+    # a given name replaced and the family name kept is still a possible twin
+    twin = decide(0.99999, record=record, candidate=person(given="Bettina", family="Liebenberg"))
+    assert twin.decision is Decision.NO_MATCH and "probable_twin" in twin.hard_rules
+
+
 def test_same_ssn_written_differently_is_not_a_conflict():
     result = decide(
         0.99999,

@@ -1,6 +1,12 @@
 import pytest
 
-from matching.evaluate import clusters_from_links, evaluate_csv, evaluate_records, pairwise_figures
+from matching.evaluate import (
+    clusters_from_links,
+    evaluate_csv,
+    evaluate_records,
+    pairwise_figures,
+    review_person_pairs,
+)
 from matching.synth import generate, write_csv
 
 
@@ -26,6 +32,16 @@ def test_clusters_from_links_are_connected_components():
     assert labels[4] == labels[5]
 
 
+def test_review_person_pairs_count_pairs_of_persons_not_of_records():
+    import numpy as np
+
+    labels = np.array([0, 0, 0, 3, 3, 5])  # persons {0,1,2}, {3,4}, {5}
+    reviews = np.array([[0, 3], [1, 4], [2, 3], [0, 1], [4, 5]])
+    # (0,3) (1,4) (2,3) are one pair of persons; (0,1) is inside a person; (4,5) another pair
+    assert review_person_pairs(labels, reviews) == 2
+    assert review_person_pairs(labels, np.zeros((0, 2), np.int64)) == 0
+
+
 @pytest.fixture(scope="module")
 def figures():
     population = generate(3000, 0.25, seed=99, hard=True)
@@ -41,6 +57,7 @@ def test_end_to_end_on_a_hard_generated_population(figures):
     assert figures["jr_sr_links"] == 0
     assert figures["twin_links"] <= 2
     assert figures["review_share"] <= 0.05
+    assert 0 < figures["review_person_pairs"] <= figures["review_pairs"]
 
 
 def test_evaluate_csv_reads_the_ground_truth_column(tmp_path):
