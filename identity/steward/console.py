@@ -52,6 +52,7 @@ from identity.steward.auditing import audit_view
 from identity.steward.present import align, chart, probability_of, record_fields, waterfall
 from identity.steward.problems import Problem, error_middleware, problem_for
 from identity.steward.schemas import QueueQuery, SearchQuery
+from identity.steward.text import age
 
 log = logging.getLogger("identity.steward.console")
 
@@ -103,14 +104,7 @@ def queue_filter(params: dict[str, str]) -> tuple[QueueFilter, QueueQuery]:
 
 
 def _age(at: datetime | None) -> str:
-    if at is None:
-        return "–"
-    seconds = (datetime.now(UTC) - at).total_seconds()
-    if seconds < 3600:
-        return f"{max(0, int(seconds // 60))} min"
-    if seconds < 86400:
-        return f"{int(seconds // 3600)} h"
-    return f"{int(seconds // 86400)} d"
+    return "–" if at is None else age(at)
 
 
 def _page_int(raw: str | None, name: str, default: int = 0, high: int = 1_000_000) -> int:

@@ -22,7 +22,8 @@ from identity.steward.present import CLOSE, DIFFERS, MISSING, SAME, align
 from identity.steward.present import waterfall as weigh
 
 
-def _age(at: datetime, now: datetime | None = None) -> str:
+def age(at: datetime, now: datetime | None = None) -> str:
+    """How long ago ``at`` was: minutes, hours or days."""
     seconds = ((now or datetime.now(UTC)) - at).total_seconds()
     if seconds < 3600:
         return f"{max(0, int(seconds // 60))} min"
@@ -61,7 +62,7 @@ def queue_text(page: QueuePage) -> str:
     if counts is not None:
         head = f"open {counts.open}"
         if counts.oldest_open is not None:
-            head += f", oldest {_age(counts.oldest_open)}"
+            head += f", oldest {age(counts.oldest_open)}"
         if counts.by_status:
             head += " · " + " · ".join(f"{s} {n}" for s, n in counts.by_status.items())
         rules = ", ".join(f"{rule} {n}" for rule, n in sorted(counts.open_by_rule.items()))
@@ -72,7 +73,7 @@ def queue_text(page: QueuePage) -> str:
     rows = [
         (
             i.id, i.version, i.status.value, f"{i.score:.4f}" if i.score is not None else "-",
-            _age(i.created_at), ",".join(i.hard_rules) or "-", i.impact, _who(i.record),
+            age(i.created_at), ",".join(i.hard_rules) or "-", i.impact, _who(i.record),
             _who(i.other),
         )
         for i in page.items
@@ -151,7 +152,7 @@ def detail_text(detail: ReviewDetail) -> str:
     item = detail.item
     head = (
         f"review item {item.id} (version {item.version}) · {item.status.value} · "
-        f"p = {item.score:.4f} · opened {_age(item.created_at)} ago"
+        f"p = {item.score:.4f} · opened {age(item.created_at)} ago"
         if item.score is not None
         else f"review item {item.id} (version {item.version}) · {item.status.value}"
     )
