@@ -304,6 +304,31 @@ class Console:
         audit_view(request, self.mpi, view)
         return self.render(request, "person.html", view=view, person=view.person)
 
+    async def merge_preview(self, request: web.Request) -> web.Response:
+        """Another person (``other``: an enterprise ID or ``#<person id>``) beside this one,
+        with the key that merges it into this one."""
+        survivor = await self.mpi.person_view(_id(request))
+        other = (request.query.get("other") or "").strip()
+        if not other:
+            raise InvalidInput("name the person to merge: an enterprise ID or #<person id>",
+                               field="other")
+        if other.startswith("#") and other[1:].isdigit():
+            found = await self.mpi.get_person(int(other[1:]))
+        else:
+            found = await self.mpi.get_person_by_enterprise_id(other)
+        merged = await self.mpi.person_view(found.id)
+        if merged.person.id == survivor.person.id:
+            raise InvalidInput("a person cannot be merged into itself", field="other")
+        audit_view(request, self.mpi, survivor)
+        audit_view(request, self.mpi, merged)
+        s, m = survivor.person, merged.person
+        merge = {
+            "url": f"/steward/act/persons/{s.id}/merge",
+            "body": {"merged": m.id, "version": s.version, "merged_version": m.version},
+        }
+        return self.render(request, "merge.html", survivor=survivor, merged=merged, merge=merge,
+                           after=f"/steward/persons/{s.id}")
+
     async def record(self, request: web.Request) -> web.Response:
         view = await self.mpi.record_view(_id(request))
         audit_view(request, self.mpi, view)
@@ -607,6 +632,7 @@ def build_console_app(mpi: Mpi, settings: Settings, api: StewardApi) -> web.Appl
     r.add_get("/next", console.next_item)
     r.add_get("/review/{id}", console.item)
     r.add_get("/persons/{id}", console.person)
+    r.add_get("/persons/{id}/merge", console.merge_preview)
     r.add_get("/records/{id}", console.record)
     r.add_get("/search", console.search)
     r.add_get("/dashboard", console.dashboard)

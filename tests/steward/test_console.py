@@ -216,3 +216,19 @@ async def test_a_decided_item_offers_the_undo_of_its_decision(console: Console) 
     assert f'data-undo="{result.command_id}"' in html
     status, html, _ = await console.page("/steward/decisions?steward=bob")
     assert "1 decisions" in html and result.command_id in html
+
+
+async def test_the_merge_comparison_names_both_persons_and_refuses_a_self_merge(
+    console: Console,
+) -> None:
+    one, two, _ = await duplicate_pair(console.mpi, **PEOPLE[0])
+    a, b = one.person, two.person
+    status, html, _ = await console.page(f"/steward/persons/{a.id}/merge?other=%23{b.id}")
+    assert status == 200, html
+    assert f"Merge person {b.enterprise_id} into {a.enterprise_id}" in html
+    assert f"/steward/act/persons/{a.id}/merge" in html
+    status, html, _ = await console.page(
+        f"/steward/persons/{a.id}/merge?other={a.enterprise_id}")
+    assert status == 400 and "cannot be merged into itself" in html
+    status, html, _ = await console.page(f"/steward/persons/{a.id}/merge?other=9999999999")
+    assert status == 404

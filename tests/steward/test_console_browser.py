@@ -13,7 +13,8 @@ from typing import Any
 import pytest
 
 from identity.model import ReviewStatus
-from identity.mpi import DecideReview, Envelope, Mpi, StewardDecision
+from identity.mpi import DecideReview, Envelope, Mpi, Register, StewardDecision
+from tests.core.helpers import person
 from tests.steward import browser
 from tests.steward.conftest import PEOPLE, duplicate_pair, serve
 
@@ -163,3 +164,24 @@ async def test_unlink_from_the_person_view_and_undo_from_the_decisions_log(
     await page.keyboard.type(f"HOSPA|{one.record.identifier}")
     await page.keyboard.press("Enter")
     await page.wait_for_url(f"**/steward/persons/{person}")
+
+
+async def test_merge_two_persons_found_from_the_person_view(page: Any, mpi: Mpi) -> None:
+    one, _, _ = await duplicate_pair(mpi, "M1", "M2", **PEOPLE[3])
+    other = await mpi.handle(
+        Register(subject=person("HOSPB", "M9", family="Tanaka", given="Hiroshi",
+                                birth_date="1949-03-08")),
+        Envelope(source="ADT_B", actor="hl7:ADT_B"),
+    )
+    survivor, merged = one.person.id, other.person.id
+    assert survivor != merged
+    await page.goto(f"/steward/persons/{survivor}")
+    await page.fill("input[name=other]", other.person.enterprise_id)
+    await page.keyboard.press("Enter")
+    await page.wait_for_url(f"**/steward/persons/{survivor}/merge?other=*")
+    await page.keyboard.press("m")
+    await page.wait_for_url(f"**/steward/persons/{survivor}")
+    assert await _person_of(mpi, other.record.id) == survivor
+    await page.keyboard.press("u")  # undo: back on the comparison, two persons again
+    await page.wait_for_url(f"**/steward/persons/{survivor}/merge?other=*")
+    assert await _person_of(mpi, other.record.id) == merged

@@ -109,7 +109,7 @@
     if (reason) payload.reason = reason;
     const item = body.dataset.item;
     run("merge", body.dataset.merge, payload, (outcome) => {
-      const text = "#" + item + " persons merged";
+      const text = (item ? "#" + item + " " : "") + "persons merged";
       remember(outcome, text, body.dataset.self);
       toastNext(text + " · u to undo");
       location.assign(body.dataset.after);
@@ -194,6 +194,19 @@
       case "g": prefix = "g"; setTimeout(() => { prefix = null; }, 1500); break;
       case "u": undoLast(); break;
       default: handled = false;
+    }
+    if (!handled && page === "merge") {
+      handled = true;
+      switch (key) {
+        case "m": merge(); break;
+        case "r": {
+          const field = document.querySelector(".decide input[name=reason]");
+          if (field) field.focus();
+          break;
+        }
+        case "Escape": history.back(); break;
+        default: handled = false;
+      }
     }
     if (!handled && page === "item") {
       handled = true;
