@@ -90,8 +90,51 @@ class Address(_Model):
 
 
 class Phone(_Model):
+    """A telecom contact point as received: an HL7 v2 XTN (PID-13, PID-14) or a FHIR
+    ContactPoint. Records stored before the structured fields existed hold ``value`` and
+    ``use`` only, and read as a number sent in XTN.1.
+
+    ``value`` is the contact point as text: the number as the sender formatted it (XTN.1, a
+    FHIR ``value``), else XTN.12, else the number built from XTN.5–8 (:meth:`composed`); the
+    address of an e-mail. ``formatted`` says whether ``value`` is what the sender wrote as the
+    number (XTN.1 or a FHIR phone's ``value``): False when it was taken from another component,
+    so that a reply writes XTN.1 only when one was received."""
+
     value: str
-    use: str | None = None
+    use: str | None = None  # XTN.2, HL7 table 0201 (PRN, WPN, ORN, VHN, PRS, NET, BPN, ...)
+    equipment: str | None = None  # XTN.3, HL7 table 0202 (PH, FX, CP, BP, Internet, X.400, ...)
+    email: str | None = None  # XTN.4: the Internet (e-mail) address
+    country_code: str | None = None  # XTN.5
+    area_code: str | None = None  # XTN.6 area/city code
+    local_number: str | None = None  # XTN.7
+    extension: str | None = None  # XTN.8
+    unformatted: str | None = None  # XTN.12 unformatted telephone number
+    formatted: bool = True
+    system: str | None = None  # FHIR ContactPoint.system as received (phone, email, sms, ...)
+    purpose: str | None = None
+    """FHIR ContactPoint.use (home, work, temp, old, mobile) as a FHIR client sent it; ``work``
+    for a PID-14 repetition whose XTN.2 is not WPN (the field said so)."""
+    rank: int | None = None  # FHIR ContactPoint.rank
+
+    def composed(self) -> str | None:
+        """The number built from XTN.5–8 (:func:`compose_number`)."""
+        return compose_number(self.country_code, self.area_code, self.local_number,
+                              self.extension)
+
+
+def compose_number(
+    country: str | None, area: str | None, local: str | None, extension: str | None
+) -> str | None:
+    """A number written from its parts (XTN.5–8): ``+1 617 5550101 ext. 22``; None without a
+    local number."""
+    if not local:
+        return None
+    if country and not country.startswith("+"):
+        country = "+" + country
+    parts = [p for p in (country, area, local) if p]
+    if extension:
+        parts.append(f"ext. {extension}")
+    return " ".join(parts)
 
 
 class Coded(_Model):

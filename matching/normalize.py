@@ -41,6 +41,7 @@ __all__ = [
     "normalize_sex",
     "normalize_suffix",
     "parse_birth_date",
+    "phone_number",
     "phonetic",
 ]
 
@@ -349,6 +350,24 @@ def normalize_phone(value: str | None, region: str = "US") -> str:
     return digits[-10:]
 
 
+def phone_number(phone: Any) -> str | None:
+    """The number of one ``phones`` entry, to be normalised: a string as it is; from a dict
+    (an HL7 v2 XTN or FHIR ContactPoint as identity.model.Phone holds it, or just ``value``)
+    XTN.1 (``value`` when ``formatted``, the default), else XTN.12 (``unformatted``), else
+    XTN.5 + .6 + .7 (``country_code``, ``area_code``, ``local_number``). None for an e-mail
+    address (no number) and for a FHIR contact point that is not a phone or sms."""
+    if not isinstance(phone, dict):
+        return None if phone is None else str(phone)
+    if phone.get("system") not in (None, "phone", "sms"):
+        return None
+    if phone.get("formatted", True) and phone.get("value"):
+        return str(phone["value"])
+    if phone.get("unformatted"):
+        return str(phone["unformatted"])
+    parts = [str(phone.get(key) or "") for key in ("country_code", "area_code", "local_number")]
+    return "".join(parts) or None
+
+
 def normalize_postal_code(value: str | None, country: str | None = None) -> str:
     """Postal code folded without spaces; US ZIP+4 cut to the 5-digit ZIP."""
     code = fold(value).replace(" ", "")
@@ -497,8 +516,7 @@ def normalize_record(
     region = _region(demographics.get("addresses") or [])
     phones: list[str] = []
     for phone in demographics.get("phones") or []:
-        value = phone.get("value") if isinstance(phone, dict) else phone
-        digits = normalize_phone(value, region)
+        digits = normalize_phone(phone_number(phone), region)
         if digits and digits not in phones:
             phones.append(digits)
     address_tokens: list[str] = []

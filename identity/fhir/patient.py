@@ -76,6 +76,14 @@ V2_TO_ADDRESS_USE = {v: k for k, v in ADDRESS_USE_TO_V2.items()} | {"B": "work",
 # ContactPoint.use <-> HL7 table 0201
 PHONE_USE_TO_V2 = {"home": "PRN", "work": "WPN", "mobile": "PRS", "temp": "ORN", "old": "ORN"}
 V2_TO_PHONE_USE = {"PRN": "home", "WPN": "work", "PRS": "mobile", "ORN": "temp"}
+# ContactPoint.system <-> HL7 table 0202 (FHIR's v2 map: url is an Internet address too; CP, a
+# cellular phone, is a phone whose use is mobile)
+CONTACT_SYSTEMS = ("phone", "fax", "email", "pager", "url", "sms", "other")
+SYSTEM_TO_EQUIPMENT = {"phone": "PH", "fax": "FX", "email": "Internet", "pager": "BP",
+                       "url": "Internet", "sms": "CP"}
+EQUIPMENT_TO_SYSTEM = {"PH": "phone", "CP": "phone", "SAT": "phone", "FX": "fax",
+                       "BP": "pager", "Internet": "email", "X.400": "email", "MD": "other",
+                       "TDD": "other", "TTY": "other"}
 
 
 def authority_of(system: str | None) -> AuthorityRef:
@@ -129,7 +137,8 @@ def validate_patient(body: Json) -> None:
                             "administrative-gender", expression="Patient.gender"))
     for kind, field, allowed in (("name", "use", NAME_USE_TO_V2),
                                  ("address", "use", ADDRESS_USE_TO_V2),
-                                 ("telecom", "use", PHONE_USE_TO_V2)):
+                                 ("telecom", "use", PHONE_USE_TO_V2),
+                                 ("telecom", "system", CONTACT_SYSTEMS)):
         items = body.get(kind)
         for index, item in enumerate(items if isinstance(items, list) else ()):
             value = item.get(field) if isinstance(item, dict) else None
@@ -168,6 +177,27 @@ def _present(values: Any) -> tuple[str, ...]:
     return tuple(value for value in values or () if value is not None)
 
 
+def _phone_of(telecom: Json) -> Phone:
+    """A ContactPoint as received (system, use, value, rank), with the XTN it maps to: an
+    e-mail (or url) address is XTN.4 with use NET and equipment Internet, a mobile phone a
+    cellular phone (CP); the use gives XTN.2 and whether it is PID-13 or PID-14."""
+    system, use, value = telecom.get("system"), telecom.get("use"), telecom["value"]
+    address = system in ("email", "url")
+    equipment = SYSTEM_TO_EQUIPMENT.get(system or "")
+    if system == "phone" and use == "mobile":
+        equipment = "CP"
+    return Phone(
+        value=value,
+        formatted=not address,
+        use="NET" if address else PHONE_USE_TO_V2.get(use or ""),
+        equipment=equipment,
+        email=value if address else None,
+        system=system,
+        purpose=use,
+        rank=telecom.get("rank"),
+    )
+
+
 def demographics_of(patient: Json) -> Demographics:
     names = tuple(
         Name(
@@ -191,11 +221,7 @@ def demographics_of(patient: Json) -> Demographics:
         )
         for a in patient.get("address") or ()
     )
-    phones = tuple(
-        Phone(value=t["value"], use=PHONE_USE_TO_V2.get(t.get("use") or ""))
-        for t in patient.get("telecom") or ()
-        if t.get("value") and t.get("system", "phone") in ("phone", "sms")
-    )
+    phones = tuple(_phone_of(t) for t in patient.get("telecom") or () if t.get("value"))
     mmn = next(
         (e.get("valueString") for e in patient.get("extension") or ()
          if e.get("url") == MOTHERS_MAIDEN_NAME),
@@ -327,11 +353,7 @@ def patient_json(
     if demo.names:
         resource["name"] = [_name_json(n) for n in demo.names]
     if demo.phones:
-        resource["telecom"] = [
-            {k: v for k, v in (("system", "phone"), ("value", p.value),
-                               ("use", V2_TO_PHONE_USE.get(p.use or ""))) if v}
-            for p in demo.phones
-        ]
+        resource["telecom"] = [_telecom_json(p) for p in demo.phones]
     if demo.sex and demo.sex in SEX_TO_GENDER:
         resource["gender"] = SEX_TO_GENDER[demo.sex]
     if demo.birth_date:
@@ -356,6 +378,29 @@ def patient_json(
     if links:
         resource["link"] = links
     return resource
+
+
+def _telecom_json(phone: Phone) -> Json:
+    """A ContactPoint: what a FHIR client sent as it sent it; from an HL7 v2 feed, the system
+    from XTN.3 (an e-mail address without one: email), the use from PID-14 (work) or XTN.2,
+    else home (PID-13 is the home number) but mobile for a cellular phone (XTN.3 CP), the value
+    as the sender formatted the number (or as built from its components)."""
+    system = phone.system
+    use = phone.purpose
+    if system is None:  # from HL7 v2 (or stored before the system was kept)
+        system = EQUIPMENT_TO_SYSTEM.get(phone.equipment or "")
+        if system is None:
+            system = "email" if phone.email or phone.use == "NET" else "phone"
+        if use is None:
+            use = V2_TO_PHONE_USE.get(phone.use or "", "home")
+            if use == "home" and phone.equipment == "CP":
+                use = "mobile"
+    item: Json = {"system": system, "value": phone.value}
+    if use:
+        item["use"] = use
+    if phone.rank is not None:
+        item["rank"] = phone.rank
+    return item
 
 
 def _name_json(name: Name) -> Json:

@@ -28,6 +28,7 @@ from identity.model import (
     Name,
     Phone,
     RecordInput,
+    compose_number,
 )
 from matching.normalize import SSN_OID
 
@@ -196,23 +197,51 @@ def _addresses(segment: Segment) -> tuple[Address, ...]:
     return tuple(addresses)
 
 
-def phone_number(rep: Repetition) -> str:
-    """XTN: XTN.1 (v2.3.1 formatted number), else XTN.12 unformatted, else country/area/local."""
-    text = rep.value(1) or rep.value(12)
-    if not text:
-        text = "".join(p for p in (rep.value(5), rep.value(6), rep.value(7)) if p)
-    return text if text != HL7_NULL else ""
+def _component(rep: Repetition, number: int) -> str | None:
+    value = rep.value(number)
+    return value if value and value != HL7_NULL else None
+
+
+def phone_of(rep: Repetition, field: int) -> Phone | None:
+    """One XTN repetition of PID-13 (``field`` 13) or PID-14 (14), kept component by component:
+    XTN.1 (the number as formatted, v2.3-style), .2 use (table 0201; empty: PRN in PID-13, WPN
+    in PID-14), .3 equipment (table 0202), .4 e-mail, .5 country, .6 area/city, .7 local
+    number, .8 extension, .12 unformatted number. None when it holds neither a number nor an
+    e-mail address."""
+    formatted = _component(rep, 1)
+    use = _component(rep, 2)
+    parts = {
+        "equipment": _component(rep, 3),
+        "email": _component(rep, 4),
+        "country_code": _component(rep, 5),
+        "area_code": _component(rep, 6),
+        "local_number": _component(rep, 7),
+        "extension": _component(rep, 8),
+        "unformatted": _component(rep, 12),
+    }
+    value = (formatted or parts["unformatted"]
+             or compose_number(parts["country_code"], parts["area_code"],
+                               parts["local_number"], parts["extension"])
+             or parts["email"])
+    if value is None:
+        return None
+    return Phone(
+        value=value,
+        formatted=formatted is not None,
+        use=use or ("WPN" if field == 14 else "PRN"),
+        purpose="work" if field == 14 and use not in (None, "WPN") else None,
+        **parts,
+    )
 
 
 def _phones(segment: Segment) -> tuple[Phone, ...]:
-    phones = []
-    for field, default_use in ((13, "PRN"), (14, "WPN")):
-        for rep in segment.repetitions(field):
-            number = phone_number(rep)
-            if number:
-                use = rep.value(2) or default_use
-                phones.append(Phone(value=number, use="WPN" if field == 14 else use))
-    return tuple(phones)
+    """PID-13 repetitions, then PID-14 ones."""
+    return tuple(
+        phone
+        for field in (13, 14)
+        for rep in segment.repetitions(field)
+        if (phone := phone_of(rep, field)) is not None
+    )
 
 
 def record_input(

@@ -30,7 +30,7 @@ from identity.hl7v2.tokenizer import (
     to_bytes,
     unescape,
 )
-from identity.model import Demographics, Identifier, Name
+from identity.model import Demographics, Identifier, Name, Phone
 
 ERROR_TEXT = {
     0: "Message accepted",
@@ -247,6 +247,20 @@ def _xpn(name: Name, family: str | None = None) -> list[Any]:
             " ".join(name.given[1:]) or None, name.suffix, name.prefix, None, name.use]
 
 
+def _work(phone: Phone) -> bool:
+    """PID-14 (business) rather than PID-13 (home)."""
+    return phone.purpose == "work" if phone.purpose else phone.use == "WPN"
+
+
+def _xtn(phone: Phone) -> list[Any]:
+    """XTN as received: .1 only when the number was sent formatted (or the record holds its
+    value only), .2 use (PRN when none), .3 equipment, .4 e-mail, .5-.8 country, area, local
+    number, extension, .12 unformatted number."""
+    return [phone.value if phone.formatted else None, phone.use or "PRN", phone.equipment,
+            phone.email, phone.country_code, phone.area_code, phone.local_number,
+            phone.extension, None, None, None, phone.unformatted]
+
+
 def demographics_fields(demographics: Demographics) -> dict[int, Any]:
     """PID fields (field number -> build_segment value) for the demographics held."""
     fields: dict[int, Any] = {}
@@ -270,12 +284,12 @@ def demographics_fields(demographics: Demographics) -> dict[int, Any]:
              address.postal_code, address.country, address.use]
             for address in demographics.addresses
         ]  # fmt: skip
-    home = [p for p in demographics.phones or () if (p.use or "PRN") != "WPN"]
-    work = [p for p in demographics.phones or () if p.use == "WPN"]
+    home = [_xtn(p) for p in demographics.phones or () if p.system != "other" and not _work(p)]
+    work = [_xtn(p) for p in demographics.phones or () if p.system != "other" and _work(p)]
     if home:
-        fields[13] = [[p.value, p.use or "PRN"] for p in home]
+        fields[13] = home
     if work:
-        fields[14] = [[p.value, "WPN"] for p in work]
+        fields[14] = work
     for number, coded in ((15, demographics.primary_language),
                           (16, demographics.marital_status)):
         if coded is not None:
