@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from identity.model import Demographics, SourceRecord
+from matching.normalize import phone_number
 
 # --- the records, field by field ---------------------------------------------------------------
 
@@ -46,7 +47,7 @@ FIELD_COMPARISONS = {
     "phone": "contact",
     "identifiers": "person_identifier",
 }
-FIELDS = ("family", "given", "suffix", "birth date", "sex", "address", "phone",
+FIELDS = ("family", "given", "suffix", "birth date", "sex", "address", "phone", "e-mail",
           "mother's maiden name", "multiple birth", "identifiers")
 
 
@@ -77,7 +78,10 @@ def record_fields(record: SourceRecord) -> dict[str, str]:
         "birth date": d.birth_date or "",
         "sex": d.sex or "",
         "address": _address(d),
-        "phone": ", ".join(p.value for p in d.phones or ()),
+        "phone": ", ".join(p.value for p in d.phones or ()
+                           if phone_number(p.model_dump()) is not None),
+        "e-mail": ", ".join(p.email or p.value for p in d.phones or ()
+                            if p.email or p.system == "email"),
         "mother's maiden name": d.mothers_maiden_name or "",
         "multiple birth": "" if multiple is None else str(multiple),
         "identifiers": ", ".join(f"{i.domain} {i.value}" for i in record.other_identifiers),

@@ -114,3 +114,13 @@ def test_probability_and_weight_are_inverse() -> None:
     for p in (0.01, 0.5, 0.999):
         assert probability_of(weight_of(p)) == pytest.approx(p)
     assert probability_of(100) == 1.0 and probability_of(-100) == 0.0
+
+
+def test_e_mail_addresses_are_not_shown_as_phones() -> None:
+    c = record("3", names=(Name(family="Mohr"),),
+               phones=(Phone(value="617-555-0101"),
+                       Phone(value="ann@example.org", email="ann@example.org",
+                             equipment="Internet", use="NET", formatted=False)))
+    fields = {f.name: f for f in align(c, c, None)}
+    assert fields["phone"].left == "617-555-0101"
+    assert fields["e-mail"].left == "ann@example.org"
