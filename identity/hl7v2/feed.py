@@ -210,6 +210,20 @@ class _FeedAudit:
         return identifiers(mrg, 1) if mrg is not None else []
 
 
+def nk1_mother(message: Message, known: Known | None) -> IdentifierRef | None:
+    """The mother's identifier from NK1 (HL7 v2.5 3.4.5): NK1-33 (CX, first repetition with a
+    value) of the first NK1 whose relationship NK1-3 is ``MTH`` (HL7 table 0063) and that
+    carries one; its CX.4 is checked like PID-21's (102 at ``NK1^<n>^33^<rep>^4``)."""
+    for sequence, segment in enumerate(message.segments("NK1"), start=1):
+        if segment.value(3).strip().upper() != "MTH":
+            continue
+        check_identifiers(segment, 33, sequence, known, "NK1")
+        found = identifiers(segment, 33)
+        if found:
+            return found[0]
+    return None
+
+
 class FeedHandler:
     """Turns an ADT message into one core command and returns the ACK the core answers with."""
 
@@ -283,15 +297,23 @@ class FeedHandler:
     def _received(
         self, message: Message, seq: int, received: _Command, *, require_name: bool
     ) -> Received:
+        """PID ``seq`` as the core's input. A registration needs PID-5, unless it names the
+        patient's mother (a newborn not yet named): PID-21, else an NK1 mother's NK1-33."""
         pids = message.segments("PID")
         if len(pids) < seq:
             raise FieldError(
                 f"PID segment {seq} is missing", location=ErrorLocation("PID", seq), code=100
             )
+        pid = pids[seq - 1]
+        mother = None
+        if require_name and not identifiers(pid, 21) and not pid.is_null(21):
+            mother = nk1_mother(message, self.known)
         refs, demographics, cleared, extra = record_input(
-            pids[seq - 1], seq, require_name=require_name, known=self.known,
-            pid19_domain=self.pid19_domain,
+            pid, seq, require_name=require_name and not (identifiers(pid, 21) or mother),
+            known=self.known, pid19_domain=self.pid19_domain,
         )
+        if mother is not None and demographics.mothers_identifier is None:
+            demographics = demographics.model_copy(update={"mothers_identifier": mother})
         received.pids.append(refs)
         return Received(
             identifiers=tuple(refs), demographics=demographics, cleared=cleared,

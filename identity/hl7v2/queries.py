@@ -77,6 +77,9 @@ log = logging.getLogger("identity.hl7v2.queries")
 PIX_NAME = "~^^^^^^S"
 """RSP^K23 PID-5: first repetition empty, the second with only the name type S (pseudonym)."""
 
+UNKNOWN_NAME = "^^^^^^U"
+"""RSP^K22 PID-5 of a record held without a name (a newborn): only the name type U."""
+
 UNLIMITED = 500
 """Page size when RCP-2 gives no quantity limit."""
 
@@ -548,7 +551,11 @@ class PdqQuery:
         answered.patients = [identifier_cx(hit.identifiers) for hit in hits]
         body: list[Any] = []
         for number, hit in enumerate(hits, start=1):
-            pid = pid_segment(hit.identifiers, hit.record.demographics, set_id=number)
+            # PID-5 is required in v2.5: a newborn held without a name is answered with an
+            # empty name of type U (unknown, HL7 table 0200)
+            unnamed = None if hit.record.demographics.names else Raw(UNKNOWN_NAME)
+            pid = pid_segment(hit.identifiers, hit.record.demographics, name=unnamed,
+                              set_id=number)
             body.append(await self._account_and_mother(pid, hit.record.demographics))
             # QRI is required in the v2.5 RSP_K21 QUERY_RESPONSE group: QRI-1 = match weight
             # of an approximate hit, QRI-3 = how the hit was found.
