@@ -30,6 +30,13 @@ no weight overrides them:
    nor the given name agrees -> never LINK: a mistyped national ID on another person's
    record, not one person (the MPI links on a shared person-level identifier otherwise,
    whatever the probability: one identifier, one person).
+9. (our addition) a newborn not yet named: either record has no name, or a placeholder name
+   (``PLACEHOLDER_NAMES``: BABY GIRL, BABY BOY, INFANT, NEWBORN, BB, UNKNOWN ...; a trailing
+   twin letter or number and spaces ignored) -> never LINK unless the two records share an
+   identifier of a person-identifying domain (one identifier, one person). Twins are born the
+   same day to the same mother and share every demographic a placeholder leaves. The rule
+   fires only where the probability reaches auto-link: a missing name is no evidence of two
+   people, so it never pushes a pair below review (a placeholder newborn stays a candidate).
 
 "Never LINK" means: REVIEW when the probability reaches the review threshold, else NO_MATCH.
 Rules that end in NO_MATCH win over the others.
@@ -62,6 +69,11 @@ SIMILAR_GIVEN = 0.85
 SWAPPED_SIMILAR = 0.88
 #: Conflicting suffixes with birth years this far apart are a parent and a child.
 GENERATION_YEARS = 12
+#: Names given to a newborn (or an unidentified patient) before the real one is known, as
+#: folded by matching.normalize, compared without spaces (BABYGIRL is BABY GIRL).
+#: BABY alone is left out: it is a given name and a family name in Kerala (BABY JOHN).
+PLACEHOLDER_NAMES = frozenset({"BABY GIRL", "BABY BOY", "INFANT", "NEWBORN", "BB", "BB GIRL",
+                               "BB BOY", "UNKNOWN"})
 
 
 class Decision(StrEnum):
@@ -116,6 +128,28 @@ def _conflicting_domains(
         if d in left and d in right and not left[d] & right[d]
         and not (typos and any(_typo(x, y) for x in left[d] for y in right[d]))
     )
+
+
+def _placeholder(a: dict[str, Any], placeholders: Collection[str]) -> str | None:
+    """Why a normalised record's name says it is a newborn not yet named (no name at all, or
+    a placeholder in the given names, the family name or both together), or None. A trailing
+    twin letter or number (BABY GIRL A, BABY BOY 2) is ignored."""
+    given = list(a.get("given_tokens") or [])
+    family = list(a.get("family_tokens") or ([a["family"]] if a.get("family") else []))
+    if not given and not family:
+        return "no name"
+    compact = {"".join(p.split()) for p in placeholders}
+
+    def placeholder(tokens: list[str]) -> bool:
+        while len(tokens) > 1 and (len(tokens[-1]) == 1 or tokens[-1].isdigit()):
+            tokens = tokens[:-1]
+        return bool(tokens) and "".join(tokens) in compact
+
+    for tokens in (given, family, family + given, given + family):
+        if placeholder(tokens):
+            return "placeholder name " + " ".join(t for t in (a.get("family"), a.get("given"),
+                                                              a.get("middle")) if t)
+    return None
 
 
 def _dates_disagree(a: dict[str, Any], b: dict[str, Any]) -> bool:
@@ -407,6 +441,7 @@ def decide(
     record: dict[str, Any] | None = None,
     candidate: dict[str, Any] | None = None,
     family_names: Collection[str] = (),
+    placeholder_names: Collection[str] = PLACEHOLDER_NAMES,
 ) -> DecisionResult:
     """Decide one pair.
 
@@ -417,7 +452,8 @@ def decide(
     normalised) used by the sex/birth-date, suffix and twin rules; without them those rules
     cannot fire. ``family_names``: given names of the index's records born the same day into
     the same family (:func:`family_given_names`); with them the twin rule also catches a
-    misspelling that could be a twin's name.
+    misspelling that could be a twin's name. ``placeholder_names``: the names that mark a
+    newborn not yet named (rule 9).
     """
     if not 0.0 <= review <= auto_link <= 1.0:
         raise ValueError("thresholds must satisfy 0 <= review <= auto_link <= 1")
@@ -499,6 +535,17 @@ def decide(
                     refuse.append("probable_twin")
                 elif multiple or not identifier_agrees:
                     fired.append("possible_twin")
+        if probability >= auto_link and not _shared_value(
+            left_ids, right_ids, person_identifying_domains
+        ):
+            why = [w for w in (_placeholder(a, placeholder_names),
+                               _placeholder(b, placeholder_names)) if w]
+            if why:
+                fired.append("newborn_placeholder")
+                reasons.append(
+                    f"newborn not yet named ({'; '.join(why)}): never linked on demographics, "
+                    "twins share them"
+                )
 
     if refuse:
         return DecisionResult(
