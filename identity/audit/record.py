@@ -427,6 +427,12 @@ class ParticipantObject:
 MessageIdKind = Literal["MSH-10", "X-Request-Id"]
 
 
+def _per_patient(base: AuditRecord, groups: Sequence[Sequence[str]]) -> list[AuditRecord]:
+    """One record per patient (ITI TF-2 3.20.7.1), each ``base`` with that patient's
+    identifiers; ``base`` alone, without a patient, when there is none."""
+    return [base.with_patient(group) for group in groups] or [base]
+
+
 def _utc(moment: datetime) -> datetime:
     if moment.tzinfo is None:
         raise ValueError("an audit record's time must be timezone-aware")
@@ -768,7 +774,6 @@ class Auditor:
         groups = [tuple(p) for p in patients if p]
         base = AuditRecord(
             transaction=name,
-            patients=groups[0] if len(groups) == 1 else (),
             event_id=entry.event_id,
             event_types=(entry.code,),
             action=Action.EXECUTE,
@@ -784,9 +789,7 @@ class Auditor:
             query_id=query_id or message_id,
             **self._message(entry.door, message_id),
         )
-        if len(groups) <= 1:
-            return [base]
-        return [base.with_patient(group) for group in groups]
+        return _per_patient(base, groups)
 
     def read(
         self,
@@ -996,14 +999,11 @@ class Auditor:
             recorded=at or _now(),
             participants=(steward, self.ourselves("http", endpoint=endpoint)),
             source=self.source,
-            patients=groups[0] if len(groups) == 1 else (),
             query=query,
             query_id=message_id,
             **self._message("http", message_id),
         )
-        if len(groups) <= 1:
-            return [base]
-        return [base.with_patient(group) for group in groups]
+        return _per_patient(base, groups)
 
     # --- the audit log ----------------------------------------------------------------------
 
