@@ -123,13 +123,16 @@ _ENCODE_CHUNK = 32768  # records encoded at a time by encode() (bounds its tempo
 @dataclass(frozen=True, slots=True)
 class EncodedRow:
     """One record encoded (see :func:`encode_row`): the int64 row as bytes, the two strings
-    compared by Jaro-Winkler and the term frequencies (nan when unknown)."""
+    compared by Jaro-Winkler and the term frequencies (nan when unknown): family name, given
+    name, and the full name among persons when it is more common than its two names make it
+    (see :func:`matching.model.term_frequencies_from`)."""
 
     ints: bytes
     fam: str
     giv: str
     tf_family: float
     tf_given: float
+    tf_full: float = math.nan
 
 
 def encode_row(
@@ -172,7 +175,7 @@ def encode_row(
         *_pad([_h(x["domain"]) for x in person_ids], K_IDS),
         *_pad([_h(x["domain"] + "|" + x["value"]) for x in person_ids], K_IDS),
     ]
-    tf_fam = tf_giv = math.nan
+    tf_fam = tf_giv = tf_full = math.nan
     total = float(tables.get("total") or 0)
     if total > 0:
         count = (tables.get("family") or {}).get(family)
@@ -181,9 +184,20 @@ def encode_row(
         count = (tables.get("given") or {}).get(given)
         if count:
             tf_giv = count / total
+    persons = float(tables.get("persons") or 0)
+    if persons > 0 and family and given:
+        count = (tables.get("full") or {}).get(full_name_key(given, family))
+        if count and count > 1:  # the chance that another person has this full name
+            tf_full = (count - 1) / persons
     return EncodedRow(
-        array("q", values).tobytes(), r.get("family_key") or "", given, tf_fam, tf_giv
+        array("q", values).tobytes(), r.get("family_key") or "", given, tf_fam, tf_giv,
+        tf_full,
     )
+
+
+def full_name_key(given: str, family: str) -> str:
+    """The key of a full name (normalised given and family name) in the term-frequency table."""
+    return f"{given}|{family}"
 
 
 def stack_rows(rows: Sequence[EncodedRow]) -> EncodedRecords:
@@ -208,6 +222,7 @@ def stack_rows(rows: Sequence[EncodedRow]) -> EncodedRecords:
         tf={
             "family": np.array([row.tf_family for row in rows], dtype=float),
             "given": np.array([row.tf_given for row in rows], dtype=float),
+            "full": np.array([row.tf_full for row in rows], dtype=float),
         },
     )
 

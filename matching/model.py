@@ -30,6 +30,7 @@ from matching.comparisons import (
     default_comparisons,
     encode,
     encode_row,
+    full_name_key,
     row_level,
     stack_rows,
 )
@@ -49,6 +50,7 @@ DEFAULT_MODEL_PATH = Path(__file__).parent / "data" / "default_model.json"
 FORMAT = "identity-matching-model"
 TF_MIN = 1e-7  # floor for a term frequency (unseen very rare names)
 TF_MAX_ADJUST = 6.0  # cap on the term-frequency weight adjustment, in bits
+FULL_NAME_MIN_PERSONS = 3  # persons sharing a full name before its own frequency is used
 SMALL_N = 16  # up to this many candidates score() compares pairs in plain Python (same results)
 ENCODING_CACHE_SIZE = 16384  # encoded candidates kept per model (about 0.7 KB each)
 
@@ -68,6 +70,13 @@ def _level_weight(level: Any) -> float:
     return weight
 
 
+def _full_name_weight(u: np.ndarray, tf_full: np.ndarray) -> np.ndarray:
+    """The frequency adjustment of an agreeing full name: log2 of both names' u over the
+    chance that another person has that full name (bounded as two names' adjustments are)."""
+    value = np.log2(u / np.maximum(tf_full, TF_MIN))
+    return np.clip(value, -2 * TF_MAX_ADJUST, 2 * TF_MAX_ADJUST)
+
+
 def probability(weight: float | np.ndarray) -> Any:
     """Posterior match probability of a match weight (log2 odds)."""
     w = np.clip(np.asarray(weight, dtype=float), -1000, 1000)
@@ -82,16 +91,57 @@ def weight_of(prob: float) -> float:
 
 
 def term_frequencies_from(records: Sequence[dict[str, Any]]) -> dict[str, Any]:
-    """Build the ``term_frequencies`` table ({"family": {v: n}, "given": {...}, "total": n})."""
+    """Build the ``term_frequencies`` table ({"family": {v: n}, "given": {...}, "total": n},
+    and the full names that are common among persons: see :func:`full_name_table`)."""
     family: dict[str, int] = {}
     given: dict[str, int] = {}
+    people: set[tuple[str, str, str]] = set()
     for raw in records:
         rec = as_normalized(raw)
         if rec["family"]:
             family[rec["family"]] = family.get(rec["family"], 0) + 1
         if rec["given"]:
             given[rec["given"]] = given.get(rec["given"], 0) + 1
-    return {"family": family, "given": given, "total": len(records)}
+        if rec["family"] and rec["given"]:
+            people.add((rec["given"], rec["family"], rec.get("birth_date") or ""))
+    named: dict[str, int] = {}
+    for first, last, _ in people:
+        key = full_name_key(first, last)
+        named[key] = named.get(key, 0) + 1
+    table: dict[str, Any] = {"family": family, "given": given, "total": len(records)}
+    table.update(full_name_table(named, len(people), table))
+    return table
+
+
+def full_name_table(
+    named: dict[str, int], persons: int, names: dict[str, Any]
+) -> dict[str, Any]:
+    """The full names more common than their two names make them: {"full": {key: n},
+    "persons": N}, from ``named`` (persons per full name, :func:`full_name_key`) and
+    ``persons`` (persons with both names), over ``names`` (the family/given/total table).
+
+    Fellegi-Sunter weighs an agreeing given and family name as independent evidence: the
+    chance that a namesake shares both is taken as the product of the two names' frequencies.
+    Common names go together far more often than that (JOSE with RODRIGUEZ, LINH with
+    NGUYEN), so a pair agreeing on a common full name looked like more evidence than it is.
+    A person is told apart by name and birth date here (the records of one person mostly
+    share both, so a person's own duplicates do not make a name look common; counted over
+    records they did). Kept: names of at least :data:`FULL_NAME_MIN_PERSONS` persons whose
+    share of persons other than one, (n - 1) / N, is above the product of the two names'
+    frequencies (the only ones that change a weight), so the table stays small."""
+    total = float(names.get("total") or 0)
+    family, given = names.get("family") or {}, names.get("given") or {}
+    full: dict[str, int] = {}
+    if persons <= 0 or total <= 0:
+        return {"full": full, "persons": persons}
+    for key, n in named.items():
+        if n < FULL_NAME_MIN_PERSONS:
+            continue
+        first, _, last = key.partition("|")
+        expected = (given.get(first, 0) / total) * (family.get(last, 0) / total)
+        if (n - 1) / persons > expected:
+            full[key] = n
+    return {"full": full, "persons": persons}
 
 
 @dataclass
@@ -412,6 +462,7 @@ class MatchModel:
     def _weights_from_levels(self, view: PairView, levels: np.ndarray) -> np.ndarray:
         total = np.full(view.n, self.prior_weight)
         conditions = self._conditions()
+        adjustments: dict[int, np.ndarray | float] = {}
         for j, comparison in enumerate(self.comparisons):
             table = np.array([_level_weight(lv) for lv in comparison.levels])
             condition = conditions.get(j)
@@ -421,8 +472,40 @@ class MatchModel:
                 given, agreeing, weights = condition
                 when = np.isin(levels[:, given], list(agreeing))
                 total += np.where(when, np.array(weights)[levels[:, j]], table[levels[:, j]])
-            total += self._tf_adjustment(view, comparison, levels[:, j])
-        return total
+            adjustments[j] = self._tf_adjustment(view, comparison, levels[:, j])
+            total += adjustments[j]
+        return total + self._full_name_adjustment(view, levels, adjustments)
+
+    def _name_comparisons(self) -> tuple[int, int] | None:
+        """Indices of the comparisons adjusted by family and given name frequency."""
+        fields = [c.tf_field for c in self.comparisons]
+        if "family" in fields and "given" in fields:
+            return fields.index("family"), fields.index("given")
+        return None
+
+    def _full_name_adjustment(
+        self, view: PairView, levels: np.ndarray, adjustments: dict[int, np.ndarray | float]
+    ) -> np.ndarray | float:
+        """Where both names agree and the full name is common among persons: the weight both
+        names' frequencies gave, lowered to what the full name's frequency gives (never
+        raised; see :func:`full_name_table`)."""
+        names = self._name_comparisons()
+        if not self.term_frequencies or names is None or "full" not in view._left.tf:
+            return 0.0
+        tf_full = view.left_tf("full")
+        if np.isnan(tf_full).all():
+            return 0.0
+        f, g = names
+        u_f = np.array([lv.u if lv.tf_adjust else np.nan for lv in self.comparisons[f].levels])
+        u_g = np.array([lv.u if lv.tf_adjust else np.nan for lv in self.comparisons[g].levels])
+        u = u_f[levels[:, f]] * u_g[levels[:, g]]
+        hit = ~np.isnan(u) & ~np.isnan(tf_full)
+        out = np.zeros(view.n)
+        if hit.any():
+            given_both = (np.broadcast_to(adjustments[f], (view.n,))[hit]
+                          + np.broadcast_to(adjustments[g], (view.n,))[hit])
+            out[hit] = np.minimum(0.0, _full_name_weight(u[hit], tf_full[hit]) - given_both)
+        return out
 
     def _tf_adjustment(
         self, view: PairView, comparison: Comparison, levels: np.ndarray
@@ -497,6 +580,7 @@ class MatchModel:
         conditions = self._conditions()
         tf_cache: dict[tuple[int, int], float] = {}
         out = []
+        names = self._name_comparisons() if not math.isnan(left.tf_full) else None
         for levels in self._row_levels(left, rows):
             total = prior_weight
             for j, comparison in enumerate(self.comparisons):
@@ -513,8 +597,26 @@ class MatchModel:
                         adjust = self._tf_value(left, comparison, level)
                         tf_cache[(j, index)] = adjust
                     total += adjust
+            if names is not None and self.term_frequencies:
+                total += self._full_name_value(left, levels, names, tf_cache)
             out.append(total)
         return out
+
+    def _full_name_value(
+        self, left: EncodedRow, levels: Sequence[int], names: tuple[int, int],
+        tf_cache: dict[tuple[int, int], float],
+    ) -> float:
+        """:meth:`_full_name_adjustment` of one pair (``tf_cache`` holds the names' own
+        adjustments, by (comparison, level), once they are computed)."""
+        f, g = names
+        level_f = self.comparisons[f].levels[levels[f]]
+        level_g = self.comparisons[g].levels[levels[g]]
+        if not (level_f.tf_adjust and level_g.tf_adjust):
+            return 0.0
+        both = tf_cache.get((f, levels[f]), 0.0) + tf_cache.get((g, levels[g]), 0.0)
+        target = float(_full_name_weight(np.array([level_f.u * level_g.u]),
+                                         np.array([left.tf_full]))[0])
+        return min(0.0, target - both)
 
     @staticmethod
     def _tf_value(left: EncodedRow, comparison: Comparison, level: Any) -> float:
@@ -613,6 +715,11 @@ class MatchModel:
                 ]
                 for lv in levels
             ]
+            names = self._name_comparisons()
+            if tf and names is not None and not math.isnan(left_row.tf_full):
+                for lv, row_adjust in zip(levels, adjust, strict=True):
+                    cache = {(j, lv[j]): row_adjust[j] for j in names}
+                    row_adjust[names[1]] += self._full_name_value(left_row, lv, names, cache)
         else:
             view = PairView(stack_rows([left_row]), stack_rows(rows))
             array = self.levels(view)
@@ -620,6 +727,10 @@ class MatchModel:
                 np.broadcast_to(self._tf_adjustment(view, c, array[:, j]), (view.n,))
                 for j, c in enumerate(self.comparisons)
             ]
+            names = self._name_comparisons()
+            if names is not None:  # the full name's adjustment is shown with the given name's
+                columns[names[1]] = columns[names[1]] + self._full_name_adjustment(
+                    view, array, dict(enumerate(columns)))
             levels = array.tolist()
             adjust = [[float(col[i]) for col in columns] for i in range(view.n)]
         explanations = []

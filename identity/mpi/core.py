@@ -36,6 +36,8 @@ from identity.mpi.uow import UnitOfWork
 from identity.store.db import Database
 from identity.store.repository import Repository
 from identity.store.state import ResolvedIdentifier
+from matching.comparisons import full_name_key
+from matching.model import FULL_NAME_MIN_PERSONS, full_name_table
 
 log = logging.getLogger("identity.mpi")
 
@@ -76,7 +78,9 @@ class Core:
         """Recount how common each name is in the index (used to weigh name agreement), and
         fit the model's prior to the index size."""
         async with self.db.read() as conn:
-            table = await Repository(conn).name_frequencies()
+            counted = await Repository(conn).name_frequencies(FULL_NAME_MIN_PERSONS)
+        named = {full_name_key(given, family): n for given, family, n in counted.pop("named")}
+        table = counted | full_name_table(named, counted.pop("persons"), counted)
         self.indexed = int(table["total"])
         self.matcher.calibrate(self.indexed)
         if not self.settings.matching.term_frequencies:

@@ -355,8 +355,11 @@ class IndexQueries:
             after_id,
         )
 
-    async def name_frequencies(self) -> dict[str, object]:
-        """How often each normalised family and given name occurs among active records."""
+    async def name_frequencies(self, min_persons: int) -> dict[str, object]:
+        """How often each normalised family and given name occurs among active records, and
+        the full names of at least ``min_persons`` persons ("named": [(given, family, n)],
+        "persons": N, the persons with both names, a person told apart by name and birth
+        date)."""
         family = await self.conn.fetch(
             """SELECT family_norm AS v, count(*) AS n FROM source_record
                WHERE status = 'active' AND family_norm IS NOT NULL GROUP BY family_norm"""
@@ -368,10 +371,27 @@ class IndexQueries:
         total = await self.conn.fetchval(
             "SELECT count(*) FROM source_record WHERE status = 'active'"
         )
+        # Persons per full name, a person told apart by name and birth date (the records of
+        # one person mostly share both; the index's own persons would count a duplicate not
+        # yet linked as a namesake); only names of several persons can matter.
+        full = await self.conn.fetch(
+            """WITH named AS (
+                   SELECT given_norm, family_norm, count(DISTINCT coalesce(birth_date, '')) AS n
+                   FROM source_record
+                   WHERE status = 'active' AND given_norm IS NOT NULL
+                     AND family_norm IS NOT NULL
+                   GROUP BY given_norm, family_norm)
+               SELECT given_norm, family_norm, n, persons
+               FROM (SELECT named.*, sum(n) OVER () AS persons FROM named) counted
+               WHERE n >= $1""",
+            min_persons,
+        )
         return {
             "family": {r["v"]: r["n"] for r in family},
             "given": {r["v"]: r["n"] for r in given},
             "total": total,
+            "named": [(r["given_norm"], r["family_norm"], r["n"]) for r in full],
+            "persons": int(full[0]["persons"]) if full else 0,
         }
 
     async def has_records(self) -> bool:

@@ -264,3 +264,25 @@ async def test_name_frequencies_and_prior_follow_an_index_filled_through_the_fee
     for record in records[54:56]:
         await mpi.handle(Register(subject=record_input(record)), FEED)
     assert await schedule.refresh_if_grown() is True and mpi.core.indexed == 56
+
+
+async def test_full_names_common_among_persons_are_counted_from_the_index(db, make_settings):
+    """The service counts the full names that several persons share (a person told apart
+    by name and birth date) when it counts names: three JOSE RODRIGUEZ born on three days
+    make a common full name; one person's two records count once; two persons are not
+    enough."""
+    mpi = Mpi(db, make_settings(domains=DOMAINS))
+    await mpi.start()
+    records = generate(40, 0.0, seed=5, hard=False)
+    named = [("Rodriguez", "Jose", f"19{60 + i}-03-04") for i in range(3)]
+    named += [("Kowalski", "Anna", "1990-05-06")] * 2 + [("Tanaka", "Yuki", "1991-01-01"),
+                                                         ("Tanaka", "Yuki", "1992-01-01")]
+    for record, (family, given, birth) in zip(records, named, strict=False):
+        record.demographics = record.demographics | {
+            "names": [{"family": family, "given": [given]}], "birth_date": birth}
+    for record in records:
+        await mpi.handle(Register(subject=record_input(record)), FEED)
+    await mpi.refresh_term_frequencies()
+    table = mpi.matcher.model.term_frequencies
+    assert table["full"] == {"JOSE|RODRIGUEZ": 3}
+    assert table["persons"] == 39 and table["total"] == 40

@@ -92,7 +92,8 @@ def test_explain_many_agrees_with_score(model, rows_path, with_tf, monkeypatch):
     vectorised one, with and without term frequencies): each total is the score's weight."""
     if with_tf:
         model = model.with_term_frequencies(
-            {"family": {"SMITH": 10_000}, "given": {"JOHN": 5_000}, "total": 1_000_000})
+            {"family": {"SMITH": 10_000}, "given": {"JOHN": 5_000}, "total": 1_000_000,
+             "full": {"JOHN|SMITH": 400}, "persons": 900_000})
     if not rows_path:
         monkeypatch.setattr(model, "_rows_supported", lambda: False)
     record = person()
@@ -106,6 +107,10 @@ def test_explain_many_agrees_with_score(model, rows_path, with_tf, monkeypatch):
                                           for c in candidates]
     assert many[3].probability < 0.01 < 0.99 < many[4].probability
     assert model.explain_many(record, []) == []
+    if with_tf:  # JOHN SMITH: 399 other persons where the two names make 45 of 900,000
+        assert many[4].comparisons[1].tf_adjustment < model.explain(
+            record, candidates[4]).comparisons[1].tf_adjustment + 1e-9
+        assert model.score(record, [person()])[0] == pytest.approx(weights[4])
 
 
 def test_pre_encoded_and_batch_scoring_agree_with_one_by_one(model):
@@ -147,6 +152,53 @@ def test_term_frequencies_make_common_names_weigh_less(model):
     assert common.label == rare.label == "exact"
     assert common.tf_adjustment < 0 < rare.tf_adjustment
     assert common.contribution < rare.contribution
+
+
+def test_full_names_are_counted_over_persons_not_records():
+    """A full name shared by three persons (three birth dates) is common; one person's five
+    records do not make their name common; a name that is no more common than its two names
+    make it is left out (the product already weighs it)."""
+    records = [person(family="Rodriguez", given="Jose", birth=f"19{70 + i}-01-02")
+               for i in range(3)]
+    records += [person(family="Kowalski", given="Anna", birth="1990-05-06") for _ in range(5)]
+    records += [person(family=f"F{i}", given=f"G{i}", birth="1950-01-01") for i in range(40)]
+    table = term_frequencies_from(records)
+    assert table["full"] == {"JOSE|RODRIGUEZ": 3}
+    assert table["persons"] == 3 + 1 + 40 and table["total"] == 48
+    rare = [person(family="Rodriguez", given="Jose", birth=f"19{70 + i}-01-02") for i in range(3)]
+    rare += [person(family="Rodriguez", given=f"G{i}") for i in range(30)]
+    rare += [person(family=f"F{i}", given="Jose") for i in range(30)]
+    assert term_frequencies_from(rare)["full"] == {}  # JOSE and RODRIGUEZ common on their own
+
+
+def test_a_common_full_name_weighs_less_and_never_more(model):
+    """Two records agreeing on a full name that many persons share: the weight both names'
+    frequencies give is lowered to what the full name's frequency gives (JOSE goes with
+    RODRIGUEZ far more often than the product of their frequencies says); a full name
+    rarer than that product changes nothing; the batch, row and explanation paths agree."""
+    names = {"family": {"RODRIGUEZ": 1_000, "SMITH": 1_000}, "given": {"JOSE": 1_000,
+             "JOHN": 1_000}, "total": 100_000}
+    independent = model.with_term_frequencies(names)
+    common = model.with_term_frequencies(
+        names | {"full": {"JOSE|RODRIGUEZ": 201}, "persons": 100_000})
+    jose = person(family="Rodriguez", given="Jose")
+    john = person(family="Smith", given="John")
+    lowered = common.score(jose, [jose])[0]
+    before = independent.score(jose, [jose])[0]
+    # both names 1 % each: 10 per 100,000 expected, 200 others seen: 20x, log2(20) bits
+    assert before - lowered == pytest.approx(np.log2(200 / 10), abs=0.01)
+    assert common.score(john, [john])[0] == pytest.approx(independent.score(john, [john])[0])
+    rows = [jose, person(family="Rodriguez", given="Josefina"), john]
+    batch = common.score_pairs(common.encode([jose] * 3), np.arange(3), common.encode(rows),
+                               np.arange(3))
+    assert list(batch) == pytest.approx(list(common.score(jose, rows)))
+    explained = common.explain(jose, jose)
+    assert explained.total_weight == pytest.approx(lowered)
+    assert explained.comparisons[1].tf_adjustment < independent.explain(
+        jose, jose).comparisons[1].tf_adjustment
+    rarer = model.with_term_frequencies(names | {"full": {"JOSE|RODRIGUEZ": 3},
+                                                 "persons": 100_000})
+    assert rarer.score(jose, [jose])[0] == pytest.approx(before)
 
 
 def test_one_record_against_200_candidates_is_fast(model):
