@@ -427,6 +427,16 @@ def _close_dates(a: dict[str, Any], b: dict[str, Any]) -> bool:
     )
 
 
+def _far_dates(a: dict[str, Any], b: dict[str, Any]) -> bool:
+    """Full birth dates in different years and further apart than one slip (one digit,
+    day and month transposed, or the year alone one digit off)."""
+    if a.get("birth_precision") != "day" or b.get("birth_precision") != "day":
+        return False
+    if a["birth_year"] == b["birth_year"] or _close_dates(a, b):
+        return False
+    return (a["birth_month"], a["birth_day"]) != (b["birth_month"], b["birth_day"])
+
+
 def decide(
     probability: float,
     *,
@@ -535,6 +545,14 @@ def decide(
                     refuse.append("probable_twin")
                 elif multiple or not identifier_agrees:
                     fired.append("possible_twin")
+        if (relation != "same" and _far_dates(a, b) and _family_agrees(a, b)
+                and _same_home(a, b)):
+            fired.append("possible_sibling")
+            reasons.append(
+                f"possible siblings: same family and home, given names not the same "
+                f"({a.get('given')} vs {b.get('given')}), birth dates {a.get('birth_date')} "
+                f"and {b.get('birth_date')} further apart than one slip"
+            )
         if probability >= auto_link and not _shared_value(
             left_ids, right_ids, person_identifying_domains
         ):
