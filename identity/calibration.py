@@ -138,7 +138,7 @@ async def propose(
         eligible = await asyncio.to_thread(partial(
             decide_pairs, normalized, scoring, sources=state.sources, auto_link=review,
             review=review, max_block=settings.max_block, person_identifying_domains=identifying,
-            no_match=state.no_match,
+            no_match=state.no_match, placeholder_names=settings.placeholder_names,
         ))
         threshold = propose_auto_link(
             eligible.probabilities[eligible.decisions == LINK], settings.false_link_budget,
@@ -148,6 +148,7 @@ async def propose(
     result = await asyncio.to_thread(partial(
         plan, state, scoring, auto_link=auto_link, review=review,
         person_identifying_domains=identifying, max_block=settings.max_block, seed=seed,
+        placeholder_names=settings.placeholder_names,
     ))
     report = {
         "records": len(rows),
@@ -216,6 +217,7 @@ async def train_report(mpi: Mpi, *, seed: int = 0) -> TrainReport:
         "auto_link": mpi.matcher.settings.auto_link,
         "review": mpi.matcher.settings.review,
         "person_identifying_domains": mpi.matcher.person_identifying,
+        "placeholder_names": settings.placeholder_names,
     }
 
     def decided(model: MatchModel, found: list[tuple[int, int]]) -> list[str]:
@@ -302,6 +304,7 @@ def _explained(
         candidate_identifiers=right.normalized["identifiers"],
         person_identifying_domains=mpi.matcher.person_identifying,
         record=left.normalized, candidate=right.normalized,
+        placeholder_names=mpi.settings.matching.placeholder_names,
     )
     explanation = proposal.scoring.explain(left.normalized, right.normalized)
     return described(proposal.scoring, explanation, right.record_id, result)

@@ -32,6 +32,8 @@ from matching.blocking import (
     DEFAULT_MIN_KEYS,
     DEFAULT_RARE_BLOCK,
 )
+from matching.decision import PLACEHOLDER_NAMES
+from matching.normalize import fold
 
 _OID = re.compile(r"^[0-2](\.(0|[1-9][0-9]*))+$")
 
@@ -219,6 +221,20 @@ class MatchingSettings(_Section):
     """Blocking keys shared by more records than this are skipped as uninformative."""
     term_frequencies: bool = True
     """Adjust name agreement by how common the name is in the index (computed at start-up)."""
+    placeholder_names: list[str] = Field(
+        default_factory=lambda: sorted(PLACEHOLDER_NAMES), min_length=1)
+    """Names given to a newborn (or an unidentified patient) before the real one is known, as
+    a site's registration desk writes them (compared folded to ASCII, case and spaces
+    ignored, a trailing twin letter or number dropped): a record so named, or with no name,
+    is never linked automatically on demographics (hard rule ``newborn_placeholder``)."""
+
+    @field_validator("placeholder_names")
+    @classmethod
+    def _folded(cls, names: list[str]) -> list[str]:
+        folded = [" ".join(fold(name).split()) for name in names]
+        if not all(folded):
+            raise ValueError("a placeholder name must not be empty")
+        return folded
 
     @model_validator(mode="after")
     def _ordered(self) -> MatchingSettings:

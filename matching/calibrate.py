@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 
 from matching.blocking import DEFAULT_MAX_BLOCK
-from matching.decision import DEFAULT_AUTO_LINK, DEFAULT_REVIEW
+from matching.decision import DEFAULT_AUTO_LINK, DEFAULT_REVIEW, PLACEHOLDER_NAMES
 from matching.model import MatchModel
 from matching.pairs import LINK, NO_MATCH, REVIEW, DecidedPairs, decide_pairs
 
@@ -248,6 +248,7 @@ def plan(
     max_block: int = DEFAULT_MAX_BLOCK,
     workers: int = 2,
     seed: int = 0,
+    placeholder_names: Collection[str] = PLACEHOLDER_NAMES,
 ) -> Plan:
     """Re-score the index under ``model`` and these thresholds.
 
@@ -268,6 +269,7 @@ def plan(
     options = {
         "auto_link": auto_link, "review": review, "max_block": max_block,
         "person_identifying_domains": person_identifying_domains, "workers": workers,
+        "placeholder_names": placeholder_names,
     }
     out = Plan()
     persons = list(state.persons)

@@ -523,6 +523,10 @@ def decide(
         relation = _given_relation(
             a, b, multiple_birth=multiple, sex_differs=sex_disagrees, family_names=family_names
         )
+        if relation == "different" and (_placeholder(a, placeholder_names)
+                                        or _placeholder(b, placeholder_names)):
+            # BABY GIRL SMITH, then EMMA SMITH: the baby named, or her twin; a steward knows
+            relation = "similar"
         shared = sorted(d for d in person_identifying_domains
                         if d in left_ids and d in right_ids and left_ids[d] & right_ids[d])
         if (shared and a.get("family") and b.get("family") and not _family_agrees(a, b)

@@ -15,6 +15,7 @@ from matching.blocking import DEFAULT_MAX_BLOCK, blocking_keys, candidate_pairs
 from matching.decision import (
     DEFAULT_AUTO_LINK,
     DEFAULT_REVIEW,
+    PLACEHOLDER_NAMES,
     Decision,
     decide,
     family_given_names_of_pairs,
@@ -54,12 +55,14 @@ def decide_pairs(
     no_match: Collection[frozenset[int]] = (),
     pairs: np.ndarray | None = None,
     workers: int = 2,
+    placeholder_names: Collection[str] = PLACEHOLDER_NAMES,
 ) -> DecidedPairs:
     """Block (unless ``pairs`` are given), score and decide every pair of ``normalized``
     records as the service decides one: thresholds, then the hard rules with the record's
     family names (given names of candidates born the same day into the same family).
     ``sources``: each record's source domain (the same-source rule); ``no_match``: row pairs
-    a steward said are different people."""
+    a steward said are different people; ``placeholder_names``: the names of a newborn not yet
+    named (:func:`matching.decision.decide`)."""
     if pairs is None:
         pairs = candidate_pairs([blocking_keys(r) for r in normalized], max_block=max_block)
     pairs = np.asarray(pairs, dtype=np.int64).reshape(-1, 2)
@@ -88,6 +91,7 @@ def decide_pairs(
             record=normalized[a],
             candidate=normalized[b],
             family_names=family_names.get(a, no_names) | family_names.get(b, no_names),
+            placeholder_names=placeholder_names,
         )
         decisions[k] = _CODE[result.decision]
         rules[k] = result.hard_rules

@@ -219,6 +219,7 @@ class Matcher:
             record=subject.normalized,
             candidate=other.normalized,
             family_names=family_names,
+            placeholder_names=self.settings.placeholder_names,
         )
 
     def verdicts(
@@ -391,6 +392,7 @@ class Matcher:
                 record=query,
                 candidate=parties[i].normalized,
                 family_names=family,
+                placeholder_names=self.settings.placeholder_names,
             )
             for i in order
         ]

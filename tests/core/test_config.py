@@ -90,6 +90,8 @@ def test_config_path_from_environment(tmp_path: Path, monkeypatch: pytest.Monkey
         ("[[domains]]\nnamespace = 'A'\noid = '1.2.x'\n", "domains.0.oid"),
         ("[[domains]]\nnamespace = 'A'\n[[domains]]\nnamespace = 'A'\n", "configured twice"),
         ("[[domains]]\nnamespace = 'A'\nsauces = []\n", "domains.0.sauces: unknown key"),
+        ("[matching]\nplaceholder_names = ['BEBE', ' - ']\n", "matching.placeholder_names"),
+        ("[matching]\nplaceholder_names = []\n", "matching.placeholder_names"),
     ],
 )
 def test_bad_configuration_names_the_key(tmp_path: Path, text: str, named: str) -> None:

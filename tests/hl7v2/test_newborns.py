@@ -158,3 +158,31 @@ async def test_placeholder_newborns_sharing_a_national_id_are_linked(client: MLL
                   extra_pid=f"{HOME}{'|' * 8}M950^^^HOSPB")
         assert msa(reply(await client.send(a04))) == "AA"
     assert "NT6^^^HOSPB" in await pix_ids(client, "NT5^^^HOSPA")
+
+
+async def test_a_site_names_its_own_placeholders(start_service) -> None:
+    """`[matching] placeholder_names`: a desk that writes BÉBÉ for a newborn not yet named
+    (folded, case ignored) keeps such twins apart; the default list has no BEBE."""
+    service = await start_service(matching={"placeholder_names": ["Bébé", "Nouveau-né"]})
+    async with MLLPClient("127.0.0.1", service.port, timeout=10.0) as client:
+        for pid, app in (("NT7^^^HOSPA", "ADT_A"), ("NT8^^^HOSPB", "ADT_B")):
+            a04 = adt("A04", pid, name="TREMBLAY^BEBE", dob="20261209", sex="F", app=app,
+                      extra_pid=f"{HOME}{'|' * 8}M970^^^HOSPB")
+            assert msa(reply(await client.send(a04))) == "AA"
+        assert "NT8^^^HOSPB" not in await pix_ids(client, "NT7^^^HOSPA")
+    assert service.mpi.settings.matching.placeholder_names == ["BEBE", "NOUVEAU NE"]
+
+
+async def test_a_placeholder_then_the_real_name_goes_to_a_steward(
+    service: Hl7Service, client: MLLPClient
+) -> None:
+    """BABY GIRL SMITH at birth, then EMMA SMITH from the clinic with the same birth date,
+    home and mother: the baby named, or her twin; a review item, not a link, not refused."""
+    for pid, name, app in (("NT9^^^HOSPA", "SMITH^BABY GIRL", "ADT_A"),
+                           ("NT10^^^HOSPB", "SMITH^EMMA", "ADT_B")):
+        a04 = adt("A04", pid, name=name, dob="20261210", sex="F", app=app,
+                  extra_pid=f"{HOME}{'|' * 8}M990^^^HOSPB")
+        assert msa(reply(await client.send(a04))) == "AA"
+    assert "NT10^^^HOSPB" not in await pix_ids(client, "NT9^^^HOSPA")
+    record = await service.mpi.find_record(ref("HOSPB", "NT10"))
+    assert [i for i in await service.mpi.review_items() if i.record_id == record.id]

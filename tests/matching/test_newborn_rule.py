@@ -85,3 +85,15 @@ def test_the_placeholder_list_is_a_parameter() -> None:
     assert decide(0.99999, record=record, candidate=record).decision is Decision.LINK
     result = decide(0.99999, record=record, candidate=record, placeholder_names={"BEBE"})
     assert result.decision is Decision.REVIEW and "newborn_placeholder" in result.hard_rules
+
+
+def test_a_placeholder_against_the_real_name_born_the_same_day_goes_to_a_steward() -> None:
+    """BABY GIRL SMITH registered at birth, EMMA SMITH a week later: the same baby named, or
+    her twin sister. Not refused as a probable twin (a steward knows which), not linked."""
+    named = baby(given=("Emma",))
+    for placeholder in (baby(), baby(given=("Baby", "Girl", "A")), baby(family=None, given=())):
+        result = decide(0.99999, record=named, candidate=placeholder)
+        assert result.decision is Decision.REVIEW, result
+        assert "probable_twin" not in result.hard_rules
+    assert decide(0.99999, record=named, candidate=baby(given=("Olivia",))).hard_rules == (
+        "probable_twin",)  # two real names on one day in one family: twins, as before
