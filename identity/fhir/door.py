@@ -57,6 +57,7 @@ from identity.fhir.patient import (
     identifier_ref,
     parse_token,
     patient_json,
+    received_size,
     record_input,
     replaced_by,
     same_version,
@@ -435,6 +436,12 @@ class FhirDoor:
                 raise FhirError(412, "conflict", f"version mismatch: the current ETag is "
                                 f"{etag(current)}")
         record = record_input(body, ref, enterprise_system=self.enterprise_system)
+        limit = self.settings.mllp.max_message_bytes
+        if received_size(record.demographics.received) > limit:
+            # kept in the record and in each version of its history: no more of it than the
+            # largest patient message the HL7 v2 door takes
+            raise FhirError(413, "too-long", "the elements of this Patient the registry keeps "
+                            f"as sent (contact, photo, extensions, ...) exceed {limit} bytes")
         patient = self.enterprise_cx(body, ref)
 
         def done(result: RegisterResult) -> tuple[list[Change], Outcome, None]:
@@ -708,7 +715,7 @@ class FhirDoor:
         request_audit(request).query = query
         asked, count = count, max(1, min(count, self.settings.fhir.max_page_size))
         candidates = await self.mpi.match(
-            demographics_of(patient), self.match_identifiers(patient), limit=count
+            demographics_of(patient, keep=False), self.match_identifiers(patient), limit=count
         )
         candidates = [c for c in candidates if c.record.status == RecordStatus.ACTIVE]
         if only_certain:
