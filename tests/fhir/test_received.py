@@ -246,3 +246,28 @@ def test_matching_never_sees_what_was_kept() -> None:
     assert "received" not in demographics.as_matching_input()
     assert demographics.as_matching_input() == Demographics(
         names=(Name(family="Smith"),)).as_matching_input()
+
+
+async def test_summary_and_elements_subset_what_was_kept(fhir: Fhir) -> None:
+    sent = rich("R6") | {"modifierExtension": [{"url": COLOUR, "valueString": "red"}]}
+    status, created, _ = await fhir.call("POST", "/Patient", sent, client="ADT_A")
+    assert status == 201
+    rid = created["id"]
+    assert created["modifierExtension"] == sent["modifierExtension"]
+    status, found, _ = await fhir.call("GET", "/Patient", params={
+        "identifier": f"{HOSPA}|R6", "_summary": "true"})
+    assert status == 200
+    summary = found["entry"][0]["resource"]
+    Patient.model_validate(summary)
+    assert summary["managingOrganization"] == sent["managingOrganization"]
+    assert summary["deceasedBoolean"] is False and summary["_birthDate"] == sent["_birthDate"]
+    assert summary["modifierExtension"] == sent["modifierExtension"]  # a modifier: always kept
+    assert "contact" not in summary and "text" not in summary
+    status, data, _ = await fhir.call("GET", f"/Patient/{rid}", params={"_summary": "data"})
+    assert status == 200 and "text" not in data and data["contact"] == sent["contact"]
+    status, text, _ = await fhir.call("GET", f"/Patient/{rid}", params={"_summary": "text"})
+    assert status == 200 and text["text"] == sent["text"] and "contact" not in text
+    status, some, _ = await fhir.call("GET", f"/Patient/{rid}",
+                                      params={"_elements": "contact,birthDate"})
+    assert status == 200 and some["contact"] == sent["contact"]
+    assert some["_birthDate"] == sent["_birthDate"] and "name" not in some
