@@ -28,6 +28,8 @@ from identity.config import Settings
 from identity.errors import (
     AmbiguousDomain,
     InvalidInput,
+    InvalidState,
+    MpiError,
     NotFound,
     UnknownDomain,
     UnknownIdentifier,
@@ -450,8 +452,30 @@ class FhirDoor:
 
         envelope = who.feed([Change(Action.UPDATE, patient)], done)
         writing()  # the deadline stops here: see wire.writing
-        result = await self.mpi.handle(Register(subject=record, replace=True), envelope)
+        try:
+            result = await self.mpi.handle(Register(subject=record, replace=True), envelope)
+        except InvalidState as exc:
+            current = await self._found(ref)
+            if current is None or current.status != RecordStatus.MERGED:
+                raise
+            raise FhirError(422, "business-rule", f"the Patient {self.token(ref)} was merged "
+                            "into another Patient (replaced-by) and unmerge is not supported: "
+                            "feed a new identifier instead",
+                            expression="Patient.identifier") from exc
         return result.record, 201 if result.created else 200
+
+    def token(self, ref: IdentifierRef) -> str:
+        """An identifier as FHIR writes it: ``system|value``."""
+        domain = self.mpi.domains.known(ref.authority)
+        system = domain.system if domain is not None else (
+            f"urn:oid:{ref.authority.oid}" if ref.authority.oid else ref.authority.namespace)
+        return f"{system or ''}|{ref.value}"
+
+    async def _found(self, ref: IdentifierRef) -> SourceRecord | None:
+        try:
+            return await self.mpi.find_record(ref)
+        except MpiError:
+            return None
 
     async def merge(
         self, ref: IdentifierRef, body: Json, other: Json, who: Caller
@@ -481,9 +505,18 @@ class FhirDoor:
             ], Outcome.SUCCESS, None
 
         writing()  # the deadline stops here: see wire.writing
-        result = await self.mpi.handle(
-            Merge.within(ref.authority, ref.value, survivor.value), who.feed(attempted, done)
-        )
+        try:
+            result = await self.mpi.handle(
+                Merge.within(ref.authority, ref.value, survivor.value), who.feed(attempted, done)
+            )
+        except InvalidState as exc:
+            target = IdentifierRef(value=survivor.value, authority=ref.authority)
+            found = await self._found(target)
+            if found is not None and found.status == RecordStatus.ACTIVE:
+                raise
+            raise FhirError(422, "business-rule", f"the surviving Patient {self.token(target)} "
+                            "is not active (it was removed or merged)",
+                            expression="Patient.link.other") from exc
         if not result.applied:
             # A repeated merge (e.g. a client retry) finds the retired record already merged.
             try:
