@@ -35,6 +35,7 @@ from identity.model import (
 MOTHERS_MAIDEN_NAME = "http://hl7.org/fhir/StructureDefinition/patient-mothersMaidenName"
 MARITAL_STATUS = "http://terminology.hl7.org/CodeSystem/v3-MaritalStatus"
 LANGUAGE = "urn:ietf:bcp:47"
+V2_0203 = "http://terminology.hl7.org/CodeSystem/v2-0203"
 # HL7 v2 coding systems (CWE.3) and the FHIR systems of the same codes: PID-16 marital status
 # (HL7 table 0002, whose codes v3-MaritalStatus shares) and PID-15 language (ISO 639 codes,
 # which BCP 47 language tags are).
@@ -370,8 +371,38 @@ def record_input(
         ref for ref in body_identifiers(patient)
         if not _same(ref, primary) and not _is_system(ref, enterprise_system)
     )
-    return RecordInput(identifier=primary, demographics=demographics_of(patient),
-                       other_identifiers=others)
+    demographics = demographics_of(patient)
+    kept = demographics.received
+    if kept and "identifier" in kept:
+        # an identifier written as an answer writes it (a Patient read and sent back, as
+        # generic clients update) carries nothing of its own
+        sent = [i for i in kept["identifier"]
+                if not _as_answered(i, primary, enterprise_system)]
+        kept = {k: v for k, v in kept.items() if k != "identifier"} | (
+            {"identifier": sent} if sent else {})
+        demographics = demographics.model_copy(update={"received": kept or None})
+    return RecordInput(identifier=primary, demographics=demographics, other_identifiers=others)
+
+
+def _as_answered(entry: Json, primary: IdentifierRef, enterprise_system: str | None) -> bool:
+    """Whether an identifier is written as :func:`patient_json` writes it: ``use`` usual for
+    the record's own, official for the enterprise identifier, none for the others; ``type``
+    only its code in v2-0203."""
+    ref = identifier_ref(entry.get("system"), entry["value"], _type_code(entry))
+    own = ref.value == primary.value and (
+        bool(ref.authority.oid and ref.authority.oid == primary.authority.oid)
+        or bool(ref.authority.namespace and ref.authority.namespace == primary.authority.namespace)
+    )
+    answered: Json = {}
+    if own:
+        answered["use"] = "usual"
+    elif _is_system(ref, enterprise_system):
+        answered["use"] = "official"
+    if ref.type and not own:
+        answered["type"] = {"coding": [{"system": V2_0203, "code": ref.type}]}
+    answered["system"] = entry.get("system")
+    answered["value"] = entry["value"]
+    return entry == answered
 
 
 def _same(a: IdentifierRef, b: IdentifierRef) -> bool:
@@ -438,7 +469,7 @@ def patient_json(
             item["use"] = use
         if type_code:
             item["type"] = {"coding": [{
-                "system": "http://terminology.hl7.org/CodeSystem/v2-0203", "code": type_code}]}
+                "system": V2_0203, "code": type_code}]}
         item["system"] = system
         item["value"] = value
         if sent:
@@ -496,8 +527,9 @@ def patient_json(
 def _identifier_as_sent(item: Json, sent: list[Json], namespace: str, oid: str | None,
                         type_code: str | None) -> None:  # fmt: skip
     """``item`` with what the client sent with the same identifier (same value, a system of
-    the same domain): its ``use``, ``period``, ``assigner``, extensions, and its ``type`` while
-    the core's type code is still the one it gave."""
+    the same domain): its ``use``, ``period``, ``assigner``, extensions, and its ``type``
+    while the core's type code (``type_code``; None: the core holds none, as for the record's
+    own identifier) is still the one it gave."""
     for entry in sent:
         if entry.get("value") != item["value"]:
             continue
@@ -508,8 +540,9 @@ def _identifier_as_sent(item: Json, sent: list[Json], namespace: str, oid: str |
         for key, value in entry.items():
             if key in ("system", "value"):
                 continue
-            if key == "type" and (not isinstance(value, dict) or _type_code(value) != type_code):
-                continue
+            if key == "type" and type_code is not None and (
+                    not isinstance(value, dict) or _type_code({"type": value}) != type_code):
+                continue  # the core's type code changed since (an HL7 v2 update)
             item[key] = value
         return
 

@@ -114,6 +114,11 @@ async def test_read_search_vread_history_return_what_was_sent(fhir: Fhir) -> Non
     assert status == 200
     as_sent(read, sent)
     assert read["text"] == sent["text"]
+    async with fhir.session.get(f"{fhir.base}/Patient/{rid}", params={"_format": "xml"}) as got:
+        assert got.status == 200
+        as_xml = Patient.model_validate_xml(await got.read()).model_dump(mode="json",
+                                                                         exclude_none=True)
+    assert as_xml["contact"] == sent["contact"] and as_xml["_birthDate"] == sent["_birthDate"]
 
     status, found, _ = await fhir.call("GET", "/Patient", params={"identifier": f"{HOSPA}|R1"})
     assert status == 200 and found["total"] == 1
@@ -271,3 +276,16 @@ async def test_summary_and_elements_subset_what_was_kept(fhir: Fhir) -> None:
                                       params={"_elements": "contact,birthDate"})
     assert status == 200 and some["contact"] == sent["contact"]
     assert some["_birthDate"] == sent["_birthDate"] and "name" not in some
+
+
+async def test_a_patient_read_and_sent_back_changes_nothing(fhir: Fhir) -> None:
+    """Generic clients update by sending back what they read: that is no new version, for a
+    Patient with nothing kept as for one with much."""
+    for sent in (patient(HOSPA, "R7"), rich("R8")):
+        status, created, _ = await fhir.call("POST", "/Patient", sent, client="ADT_A")
+        assert status == 201
+        rid = created["id"]
+        status, read, _ = await fhir.call("GET", f"/Patient/{rid}")
+        status, again, _ = await fhir.call("PUT", f"/Patient/{rid}", read, client="ADT_A")
+        assert status == 200 and again["meta"]["versionId"] == "1", again
+        assert again == read
