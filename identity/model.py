@@ -215,7 +215,7 @@ class Demographics(_Model):
         ):
             # The narrative a client sent describes the record as it sent it: once another
             # feed changes the record it no longer does.
-            values["received"] = {k: v for k, v in self.received.items() if k != "text"}
+            values["received"] = {k: v for k, v in self.received.items() if k != "text"} or None
         return Demographics.model_validate(values)
 
     def as_matching_input(self) -> dict[str, Any]:
