@@ -547,28 +547,21 @@ def _identifier_as_sent(item: Json, sent: list[Json], namespace: str, oid: str |
         return
 
 
-def _entries_as_sent(held: list[Json], sent: Any, of: Any) -> list[Json]:
+def _entries_as_sent(held: list[Json], sent: Any, of: Any, render: Any) -> list[Json]:
     """Each entry the core made (``held``) with the keys of the sent entry the core holds as
-    the same value (``of`` gives what the core holds of a sent entry); an entry the core
-    changed since (an HL7 v2 update) stays as the core has it."""
+    the same value (``of`` gives what the core holds of a sent entry, ``render`` writes it as
+    ``held`` does); an entry the core changed since (an HL7 v2 update) stays as the core has
+    it."""
     pending = [(of(e), e) for e in sent or () if isinstance(e, dict)]
     out = []
     for item in held:
         for index, (value, entry) in enumerate(pending):
-            if value is not None and _rendered(of, value) == item:
+            if value is not None and render(value) == item:
                 item = {**item, **entry}
                 del pending[index]
                 break
         out.append(item)
     return out
-
-
-def _rendered(of: Any, value: Any) -> Json:
-    if of is _name_of:
-        return _name_json(value)
-    if of is _address_of:
-        return _address_json(value)
-    return _telecom_json(value)
 
 
 # FHIR R4 Patient's element order, in which an answer lists them.
@@ -604,9 +597,11 @@ def _as_sent(resource: Json, received: Json, demo: Demographics) -> Json:
             out["extension"] = extensions
         else:
             out.pop("extension", None)
-    for key, of in (("name", _name_of), ("address", _address_of), ("telecom", _sent_phone)):
+    for key, of, render in (("name", _name_of, _name_json),
+                            ("address", _address_of, _address_json),
+                            ("telecom", _sent_phone, _telecom_json)):
         if key in received and key in resource:
-            out[key] = _entries_as_sent(resource[key], received[key], of)
+            out[key] = _entries_as_sent(resource[key], received[key], of, render)
     status = received.get("maritalStatus")
     if status is not None and _coded_of(status) == demo.marital_status:
         out["maritalStatus"] = status
