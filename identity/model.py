@@ -176,6 +176,13 @@ class Demographics(_Model):
     mothers_maiden: Name | None = None  # PID-6 whole (family also in mothers_maiden_name)
     primary_language: Coded | None = None  # PID-15
     marital_status: Coded | None = None  # PID-16
+    received: dict[str, Any] | None = None
+    """What a FHIR client sent that the fields above do not hold: the Patient's other elements
+    (``contact``, ``generalPractitioner``, extensions, ...) and, of the elements they do hold,
+    the entries that carry more (an identifier's ``type``, an address's ``district``), as sent
+    (identity/fhir/patient.py, ``received_of``). Matching never reads it
+    (:meth:`as_matching_input`); an update that does not send it (HL7 v2) keeps it, a FHIR
+    update replaces it. Not in DEMOGRAPHIC_FIELDS: it is no demographic of its own."""
 
     @field_validator("birth_date")
     @classmethod
@@ -200,11 +207,20 @@ class Demographics(_Model):
                 values[key] = None
             elif new is not None:
                 values[key] = update.model_dump()[key]
+        if update.received is not None:
+            values["received"] = update.received
+        elif self.received and "text" in self.received and (
+            {key: values[key] for key in DEMOGRAPHIC_FIELDS}
+            != self.model_dump(include=set(DEMOGRAPHIC_FIELDS))
+        ):
+            # The narrative a client sent describes the record as it sent it: once another
+            # feed changes the record it no longer does.
+            values["received"] = {k: v for k, v in self.received.items() if k != "text"} or None
         return Demographics.model_validate(values)
 
     def as_matching_input(self) -> dict[str, Any]:
-        """The plain-dict shape matching/ takes (no None values)."""
-        return self.model_dump(mode="json", exclude_none=True)
+        """The plain-dict shape matching/ takes (no None values, nothing of ``received``)."""
+        return self.model_dump(mode="json", exclude_none=True, exclude={"received"})
 
 
 # --- core entities ---------------------------------------------------------------------------

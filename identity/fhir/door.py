@@ -28,6 +28,8 @@ from identity.config import Settings
 from identity.errors import (
     AmbiguousDomain,
     InvalidInput,
+    InvalidState,
+    MpiError,
     NotFound,
     UnknownDomain,
     UnknownIdentifier,
@@ -57,6 +59,7 @@ from identity.fhir.patient import (
     identifier_ref,
     parse_token,
     patient_json,
+    received_size,
     record_input,
     replaced_by,
     same_version,
@@ -435,6 +438,12 @@ class FhirDoor:
                 raise FhirError(412, "conflict", f"version mismatch: the current ETag is "
                                 f"{etag(current)}")
         record = record_input(body, ref, enterprise_system=self.enterprise_system)
+        limit = self.settings.mllp.max_message_bytes
+        if received_size(record.demographics.received) > limit:
+            # kept in the record and in each version of its history: no more of it than the
+            # largest patient message the HL7 v2 door takes
+            raise FhirError(413, "too-long", "the elements of this Patient the registry keeps "
+                            f"as sent (contact, photo, extensions, ...) exceed {limit} bytes")
         patient = self.enterprise_cx(body, ref)
 
         def done(result: RegisterResult) -> tuple[list[Change], Outcome, None]:
@@ -443,8 +452,30 @@ class FhirDoor:
 
         envelope = who.feed([Change(Action.UPDATE, patient)], done)
         writing()  # the deadline stops here: see wire.writing
-        result = await self.mpi.handle(Register(subject=record, replace=True), envelope)
+        try:
+            result = await self.mpi.handle(Register(subject=record, replace=True), envelope)
+        except InvalidState as exc:
+            current = await self._found(ref)
+            if current is None or current.status != RecordStatus.MERGED:
+                raise
+            raise FhirError(422, "business-rule", f"the Patient {self.token(ref)} was merged "
+                            "into another Patient (replaced-by) and unmerge is not supported: "
+                            "feed a new identifier instead",
+                            expression="Patient.identifier") from exc
         return result.record, 201 if result.created else 200
+
+    def token(self, ref: IdentifierRef) -> str:
+        """An identifier as FHIR writes it: ``system|value``."""
+        domain = self.mpi.domains.known(ref.authority)
+        system = domain.system if domain is not None else (
+            f"urn:oid:{ref.authority.oid}" if ref.authority.oid else ref.authority.namespace)
+        return f"{system or ''}|{ref.value}"
+
+    async def _found(self, ref: IdentifierRef) -> SourceRecord | None:
+        try:
+            return await self.mpi.find_record(ref)
+        except MpiError:
+            return None
 
     async def merge(
         self, ref: IdentifierRef, body: Json, other: Json, who: Caller
@@ -474,9 +505,18 @@ class FhirDoor:
             ], Outcome.SUCCESS, None
 
         writing()  # the deadline stops here: see wire.writing
-        result = await self.mpi.handle(
-            Merge.within(ref.authority, ref.value, survivor.value), who.feed(attempted, done)
-        )
+        try:
+            result = await self.mpi.handle(
+                Merge.within(ref.authority, ref.value, survivor.value), who.feed(attempted, done)
+            )
+        except InvalidState as exc:
+            target = IdentifierRef(value=survivor.value, authority=ref.authority)
+            found = await self._found(target)
+            if found is not None and found.status == RecordStatus.ACTIVE:
+                raise
+            raise FhirError(422, "business-rule", f"the surviving Patient {self.token(target)} "
+                            "is not active (it was removed or merged)",
+                            expression="Patient.link.other") from exc
         if not result.applied:
             # A repeated merge (e.g. a client retry) finds the retired record already merged.
             try:
@@ -708,7 +748,7 @@ class FhirDoor:
         request_audit(request).query = query
         asked, count = count, max(1, min(count, self.settings.fhir.max_page_size))
         candidates = await self.mpi.match(
-            demographics_of(patient), self.match_identifiers(patient), limit=count
+            demographics_of(patient, keep=False), self.match_identifiers(patient), limit=count
         )
         candidates = [c for c in candidates if c.record.status == RecordStatus.ACTIVE]
         if only_certain:

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import orjson
 from pydantic import ValidationError
 
 from identity.fhir.wire import FhirError, Json, issue, validation_issues
@@ -34,6 +35,7 @@ from identity.model import (
 MOTHERS_MAIDEN_NAME = "http://hl7.org/fhir/StructureDefinition/patient-mothersMaidenName"
 MARITAL_STATUS = "http://terminology.hl7.org/CodeSystem/v3-MaritalStatus"
 LANGUAGE = "urn:ietf:bcp:47"
+V2_0203 = "http://terminology.hl7.org/CodeSystem/v2-0203"
 # HL7 v2 coding systems (CWE.3) and the FHIR systems of the same codes: PID-16 marital status
 # (HL7 table 0002, whose codes v3-MaritalStatus shares) and PID-15 language (ISO 639 codes,
 # which BCP 47 language tags are).
@@ -198,29 +200,44 @@ def _phone_of(telecom: Json) -> Phone:
     )
 
 
-def demographics_of(patient: Json) -> Demographics:
-    names = tuple(
-        Name(
-            family=n.get("family"),
-            given=_present(n.get("given")),
-            prefix=_first(n.get("prefix")),
-            suffix=_first(n.get("suffix")),
-            use=NAME_USE_TO_V2.get(n.get("use") or ""),
-        )
-        for n in patient.get("name") or ()
-        if n.get("family") or _present(n.get("given"))
+def _name_of(name: Json) -> Name | None:
+    """A HumanName as the core's Name; None for a name with neither family nor given (the
+    core does not hold it)."""
+    if not isinstance(name, dict):
+        return None
+    given = _present(name.get("given"))
+    if not name.get("family") and not given:
+        return None
+    return Name(family=name.get("family"), given=given, prefix=_first(name.get("prefix")),
+                suffix=_first(name.get("suffix")), use=NAME_USE_TO_V2.get(name.get("use") or ""))
+
+
+def _address_of(address: Json) -> Address:
+    return Address(
+        lines=_present(address.get("line")),
+        city=address.get("city"),
+        state=address.get("state"),
+        postal_code=address.get("postalCode"),
+        country=address.get("country"),
+        use=ADDRESS_USE_TO_V2.get(address.get("use") or ""),
     )
-    addresses = tuple(
-        Address(
-            lines=_present(a.get("line")),
-            city=a.get("city"),
-            state=a.get("state"),
-            postal_code=a.get("postalCode"),
-            country=a.get("country"),
-            use=ADDRESS_USE_TO_V2.get(a.get("use") or ""),
-        )
-        for a in patient.get("address") or ()
-    )
+
+
+def _language_of(communication: Any) -> Coded | None:
+    """The core's primary language: the preferred ``communication.language``, else the
+    first."""
+    items = [c for c in communication or () if isinstance(c, dict)]
+    preferred = next((_coded_of(c.get("language")) for c in items if c.get("preferred")), None)
+    if preferred is None:
+        preferred = next((_coded_of(c.get("language")) for c in items), None)
+    return preferred
+
+
+def demographics_of(patient: Json, *, keep: bool = True) -> Demographics:
+    """The Patient as the core's Demographics; ``keep``: with what the core does not hold
+    kept as sent (``received``), as a feed stores it (a $match query keeps nothing)."""
+    names = tuple(n for n in map(_name_of, patient.get("name") or ()) if n is not None)
+    addresses = tuple(_address_of(a) for a in patient.get("address") or ())
     phones = tuple(_phone_of(t) for t in patient.get("telecom") or () if t.get("value"))
     mmn = next(
         (e.get("valueString") for e in patient.get("extension") or ()
@@ -231,11 +248,6 @@ def demographics_of(patient: Json) -> Demographics:
     if multiple is None:
         multiple = patient.get("multipleBirthBoolean")
     gender = patient.get("gender")
-    language = next((_coded_of(c.get("language")) for c in patient.get("communication") or ()
-                     if isinstance(c, dict) and c.get("preferred")), None)
-    if language is None:
-        language = next((_coded_of(c.get("language")) for c in patient.get("communication") or ()
-                         if isinstance(c, dict)), None)
     try:
         return Demographics(
             names=names or None,
@@ -246,11 +258,108 @@ def demographics_of(patient: Json) -> Demographics:
             mothers_maiden_name=mmn,
             multiple_birth=multiple,
             marital_status=_coded_of(patient.get("maritalStatus")),
-            primary_language=language,
+            primary_language=_language_of(patient.get("communication")),
+            received=received_of(patient, mmn) if keep else None,
         )
     except ValidationError as exc:
         raise FhirError(400, "invalid", "invalid Patient",
                         issues=validation_issues(exc, "Patient")) from exc
+
+
+# --- what the core does not hold, kept as sent (issue 18 item 0) ----------------------------
+
+# Elements the core holds (Demographics, the record's identifiers and status) or makes itself
+# (id, meta.versionId, meta.lastUpdated, the link cross-references): the rest of a Patient is
+# kept as the client sent it.
+_HELD = frozenset({
+    "resourceType", "id", "meta", "identifier", "active", "name", "telecom", "gender",
+    "birthDate", "address", "maritalStatus", "multipleBirthBoolean", "multipleBirthInteger",
+    "communication", "extension", "link",
+})  # fmt: skip
+# Primitive elements the core holds whose extensions (``_birthDate``: a birth time, a
+# data-absent-reason) are kept, with the value they were sent with.
+_PRIMITIVES = ("gender", "birthDate", "multipleBirthBoolean", "multipleBirthInteger")
+_KEPT_META = ("security", "tag")
+_CORE_LINKS = ("replaced-by", "replaces")
+
+
+def _ours(link: Any) -> bool:
+    """A link the core makes (a merge's replaced-by, a seealso to another Patient of this
+    server): not kept from a client."""
+    if not isinstance(link, dict):
+        return True
+    if link.get("type") in _CORE_LINKS:
+        return True
+    reference = str((link.get("other") or {}).get("reference") or "")
+    rid = reference.removeprefix("Patient/")
+    return link.get("type") == "seealso" and reference.startswith("Patient/") and rid.isdigit()
+
+
+def received_of(patient: Json, mmn: str | None = None) -> Json | None:
+    """What of a Patient the core's Demographics and record do not hold, as sent (None:
+    nothing): its other elements (``contact``, ``generalPractitioner``, ``deceased[x]``,
+    ``photo``, ...), the extensions but for the mother's maiden name the core holds
+    (``mmn``), ``meta.security`` and ``meta.tag``, the extensions of primitive elements the
+    core holds (``_birthDate``, with the value sent), the client's own links (to a
+    RelatedPerson, say), and of ``identifier``, ``name``, ``address``, ``telecom``,
+    ``maritalStatus`` and ``communication`` the entries that carry more than the core holds
+    of them, whole. :func:`patient_json` puts each back while the core's value is still what
+    it was sent as (an HL7 v2 update that changes a name leaves that name's extras out)."""
+    kept: Json = {}
+    for key, value in patient.items():
+        if key in _HELD or (key.startswith("_") and key[1:] in _HELD):
+            continue
+        kept[key] = value
+    for key in _PRIMITIVES:
+        if f"_{key}" in patient:
+            kept[f"_{key}"] = patient[f"_{key}"]
+            kept[key] = patient.get(key)
+    meta = patient.get("meta")
+    if isinstance(meta, dict):
+        labels = {k: meta[k] for k in _KEPT_META if meta.get(k)}
+        if labels:
+            kept["meta"] = labels
+    extensions = [e for e in patient.get("extension") or () if isinstance(e, dict)]
+    if extensions and extensions != _mmn_extension(mmn):
+        kept["extension"] = extensions
+    links = [link for link in patient.get("link") or () if not _ours(link)]
+    if links:
+        kept["link"] = links
+    identifiers = [i for i in patient.get("identifier") or ()
+                   if isinstance(i, dict) and i.get("value") and set(i) - {"system", "value"}]
+    if identifiers:
+        kept["identifier"] = identifiers
+    for key, of, json_of in (("name", _name_of, _name_json),
+                             ("address", _address_of, _address_json)):
+        entries = []
+        for entry in patient.get(key) or ():
+            held = of(entry) if isinstance(entry, dict) else None
+            if held is not None and json_of(held) != entry:  # type: ignore[arg-type]
+                entries.append(entry)
+        if entries:
+            kept[key] = entries
+    telecom = [t for t in patient.get("telecom") or ()
+               if isinstance(t, dict) and t.get("value") and _telecom_json(_phone_of(t)) != t]
+    if telecom:
+        kept["telecom"] = telecom
+    status = patient.get("maritalStatus")
+    if isinstance(status, dict):
+        coded = _coded_of(status)
+        if coded is None or _concept(coded, MARITAL_STATUS) != status:
+            kept["maritalStatus"] = status
+    communication = patient.get("communication")
+    if communication:
+        language = _language_of(communication)
+        if language is None or communication != [
+            {"language": _concept(language, LANGUAGE), "preferred": True}
+        ]:
+            kept["communication"] = communication
+    return kept or None
+
+
+def received_size(received: Json | None) -> int:
+    """The bytes ``received`` takes as JSON."""
+    return len(orjson.dumps(received)) if received else 0
 
 
 def record_input(
@@ -262,8 +371,38 @@ def record_input(
         ref for ref in body_identifiers(patient)
         if not _same(ref, primary) and not _is_system(ref, enterprise_system)
     )
-    return RecordInput(identifier=primary, demographics=demographics_of(patient),
-                       other_identifiers=others)
+    demographics = demographics_of(patient)
+    kept = demographics.received
+    if kept and "identifier" in kept:
+        # an identifier written as an answer writes it (a Patient read and sent back, as
+        # generic clients update) carries nothing of its own
+        sent = [i for i in kept["identifier"]
+                if not _as_answered(i, primary, enterprise_system)]
+        kept = {k: v for k, v in kept.items() if k != "identifier"} | (
+            {"identifier": sent} if sent else {})
+        demographics = demographics.model_copy(update={"received": kept or None})
+    return RecordInput(identifier=primary, demographics=demographics, other_identifiers=others)
+
+
+def _as_answered(entry: Json, primary: IdentifierRef, enterprise_system: str | None) -> bool:
+    """Whether an identifier is written as :func:`patient_json` writes it: ``use`` usual for
+    the record's own, official for the enterprise identifier, none for the others; ``type``
+    only its code in v2-0203."""
+    ref = identifier_ref(entry.get("system"), entry["value"], _type_code(entry))
+    own = ref.value == primary.value and (
+        bool(ref.authority.oid and ref.authority.oid == primary.authority.oid)
+        or bool(ref.authority.namespace and ref.authority.namespace == primary.authority.namespace)
+    )
+    answered: Json = {}
+    if own:
+        answered["use"] = "usual"
+    elif _is_system(ref, enterprise_system):
+        answered["use"] = "official"
+    if ref.type and not own:
+        answered["type"] = {"coding": [{"system": V2_0203, "code": ref.type}]}
+    answered["system"] = entry.get("system")
+    answered["value"] = entry["value"]
+    return entry == answered
 
 
 def _same(a: IdentifierRef, b: IdentifierRef) -> bool:
@@ -317,8 +456,12 @@ def patient_json(
     """The FHIR Patient of one source record. ``systems``: only identifiers in these systems
     (PDQm domains-to-return); ``see_also``: ids of the other records of the same person."""
     identifiers: list[Json] = []
+    demo = record.demographics
+    sent = [i for i in (demo.received or {}).get("identifier") or () if isinstance(i, dict)]
 
-    def add(system: str, value: str, type_code: str | None = None, use: str | None = None) -> None:
+    def add(namespace: str, oid: str | None, value: str, type_code: str | None = None,
+            use: str | None = None) -> None:  # fmt: skip
+        system = system_of(namespace, oid)
         if systems is not None and system not in systems:
             return
         item: Json = {}
@@ -326,27 +469,26 @@ def patient_json(
             item["use"] = use
         if type_code:
             item["type"] = {"coding": [{
-                "system": "http://terminology.hl7.org/CodeSystem/v2-0203", "code": type_code}]}
+                "system": V2_0203, "code": type_code}]}
         item["system"] = system
         item["value"] = value
+        if sent:
+            _identifier_as_sent(item, sent, namespace, oid, type_code)
         identifiers.append(item)
 
-    add(record.domain.system, record.identifier, None, "usual")
+    add(record.domain.namespace, record.domain.oid, record.identifier, None, "usual")
     for other in record.other_identifiers:
-        add(system_of(other.domain, other.oid), other.value, other.type)
+        add(other.domain, other.oid, other.value, other.type)
     if record.enterprise_id and record.status == RecordStatus.ACTIVE:
-        add(enterprise.system, record.enterprise_id, None, "official")
+        add(enterprise.namespace, enterprise.oid, record.enterprise_id, None, "official")
 
     resource: Json = {
         "resourceType": "Patient",
         "id": str(record.id),
         "meta": {"versionId": str(record.version), "lastUpdated": fhir_instant(record.updated_at)},
     }
-    demo = record.demographics
     if demo.mothers_maiden_name:
-        resource["extension"] = [
-            {"url": MOTHERS_MAIDEN_NAME, "valueString": demo.mothers_maiden_name}
-        ]
+        resource["extension"] = _mmn_extension(demo.mothers_maiden_name)
     if identifiers:
         resource["identifier"] = identifiers
     resource["active"] = record.status == RecordStatus.ACTIVE
@@ -377,7 +519,107 @@ def patient_json(
     links.extend({"other": {"reference": f"Patient/{rid}"}, "type": "seealso"} for rid in see_also)
     if links:
         resource["link"] = links
+    if demo.received:
+        return _as_sent(resource, demo.received, demo)
     return resource
+
+
+def _identifier_as_sent(item: Json, sent: list[Json], namespace: str, oid: str | None,
+                        type_code: str | None) -> None:  # fmt: skip
+    """``item`` with what the client sent with the same identifier (same value, a system of
+    the same domain): its ``use``, ``period``, ``assigner``, extensions, and its ``type``
+    while the core's type code (``type_code``; None: the core holds none, as for the record's
+    own identifier) is still the one it gave."""
+    for entry in sent:
+        if entry.get("value") != item["value"]:
+            continue
+        authority = authority_of(entry.get("system"))
+        if not ((authority.oid and authority.oid == oid)
+                or (authority.namespace and authority.namespace == namespace)):
+            continue
+        for key, value in entry.items():
+            if key in ("system", "value"):
+                continue
+            if key == "type" and type_code is not None and (
+                    not isinstance(value, dict) or _type_code({"type": value}) != type_code):
+                continue  # the core's type code changed since (an HL7 v2 update)
+            item[key] = value
+        return
+
+
+def _entries_as_sent(held: list[Json], sent: Any, of: Any, render: Any) -> list[Json]:
+    """Each entry the core made (``held``) with the keys of the sent entry the core holds as
+    the same value (``of`` gives what the core holds of a sent entry, ``render`` writes it as
+    ``held`` does); an entry the core changed since (an HL7 v2 update) stays as the core has
+    it."""
+    pending = [(of(e), e) for e in sent or () if isinstance(e, dict)]
+    out = []
+    for item in held:
+        for index, (value, entry) in enumerate(pending):
+            if value is not None and render(value) == item:
+                item = {**item, **entry}
+                del pending[index]
+                break
+        out.append(item)
+    return out
+
+
+# FHIR R4 Patient's element order, in which an answer lists them.
+_ORDER = (
+    "resourceType", "id", "meta", "implicitRules", "language", "text", "contained", "extension",
+    "modifierExtension", "identifier", "active", "name", "telecom", "gender", "birthDate",
+    "deceasedBoolean", "deceasedDateTime", "address", "maritalStatus", "multipleBirthBoolean",
+    "multipleBirthInteger", "photo", "contact", "communication", "generalPractitioner",
+    "managingOrganization", "link",
+)  # fmt: skip
+_RANK = {key: index for index, key in enumerate(_ORDER)}
+
+
+def _as_sent(resource: Json, received: Json, demo: Demographics) -> Json:
+    """The Patient the core made (``resource``) with what the client sent that the core does
+    not hold (``received``, see :func:`received_of`)."""
+    out = dict(resource)
+    for key, value in received.items():
+        if key not in _HELD and not (key.startswith("_") and key[1:] in _HELD):
+            out[key] = value
+    for key in _PRIMITIVES:
+        if f"_{key}" in received and resource.get(key) == received.get(key):
+            out[f"_{key}"] = received[f"_{key}"]
+    if received.get("meta"):
+        out["meta"] = {**received["meta"], **resource["meta"]}
+    if "extension" in received:
+        mmn = demo.mothers_maiden_name
+        extensions = [e for e in received["extension"] if e.get("url") != MOTHERS_MAIDEN_NAME
+                      or (mmn is not None and e.get("valueString") == mmn)]
+        if mmn and not any(e.get("url") == MOTHERS_MAIDEN_NAME for e in extensions):
+            extensions = _mmn_extension(mmn) + extensions
+        if extensions:
+            out["extension"] = extensions
+        else:
+            out.pop("extension", None)
+    for key, of, render in (("name", _name_of, _name_json),
+                            ("address", _address_of, _address_json),
+                            ("telecom", _sent_phone, _telecom_json)):
+        if key in received and key in resource:
+            out[key] = _entries_as_sent(resource[key], received[key], of, render)
+    status = received.get("maritalStatus")
+    if status is not None and _coded_of(status) == demo.marital_status:
+        out["maritalStatus"] = status
+    communication = received.get("communication")
+    if communication is not None and _language_of(communication) == demo.primary_language:
+        out["communication"] = communication
+    if received.get("link"):
+        out["link"] = [*(resource.get("link") or ()), *received["link"]]
+    return dict(sorted(out.items(), key=lambda kv: (_RANK.get(kv[0].lstrip("_"), len(_RANK)),
+                                                    kv[0].startswith("_"))))
+
+
+def _sent_phone(telecom: Json) -> Phone | None:
+    return _phone_of(telecom) if telecom.get("value") else None
+
+
+def _mmn_extension(mmn: str | None) -> list[Json]:
+    return [{"url": MOTHERS_MAIDEN_NAME, "valueString": mmn}] if mmn else []
 
 
 def _telecom_json(phone: Phone) -> Json:

@@ -55,6 +55,8 @@ SUMMARY_ELEMENTS = frozenset({"identifier", "active", "name", "telecom", "gender
                               "deceasedBoolean", "deceasedDateTime", "address",
                               "managingOrganization", "link"})
 """Patient's elements marked isSummary in FHIR R4 (what ``_summary=true`` returns)."""
+ALWAYS = frozenset({"resourceType", "id", "implicitRules", "modifierExtension"})
+"""What every subset keeps: the resource's type and id, and its modifier elements."""
 SUBSETTED = {"system": "http://terminology.hl7.org/CodeSystem/v3-ObservationValue",
              "code": "SUBSETTED"}
 
@@ -240,16 +242,23 @@ def subset(resource: Json, summary: str | None, elements: tuple[str, ...] | None
     """A Patient cut to ``_summary`` (true: its summary elements; text: id and meta) or
     ``_elements`` (the elements named, with id and meta), tagged SUBSETTED (FHIR R4
     3.1.1.5.9, 3.1.1.5.10); unchanged for no subset, ``false`` and ``data`` (it has no
-    narrative)."""
+    narrative, which ``data`` leaves out). A subset keeps the modifier elements a client sent
+    (``implicitRules``, ``modifierExtension``) and the extensions of the primitives it keeps
+    (``_birthDate``)."""
     if summary == "true":
         keep = SUMMARY_ELEMENTS
     elif summary == "text":
-        keep = frozenset()
-    elif elements is not None and summary not in ("false", "data"):
+        keep = frozenset({"text"})
+    elif summary == "data":
+        if "text" not in resource:
+            return resource
+        keep = frozenset(resource) - {"text"}
+    elif elements is not None and summary != "false":
         keep = frozenset(elements)
     else:
         return resource
-    out = {k: v for k, v in resource.items() if k in keep or k in ("resourceType", "id")}
+    keep = keep | ALWAYS
+    out = {k: v for k, v in resource.items() if k.removeprefix("_") in keep}
     meta = dict(resource.get("meta") or {})
     meta["tag"] = [*meta.get("tag", []), SUBSETTED]
     out["meta"] = meta

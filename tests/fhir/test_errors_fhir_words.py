@@ -52,3 +52,31 @@ async def test_a_pmir_entry_error_names_the_system(fhir: Fhir) -> None:
     assert failed["status"] == "400"
     text = diagnostics(failed["outcome"])
     assert UNKNOWN in text and "&" not in text
+
+
+async def test_a_change_to_a_merged_or_removed_patient_names_it_by_its_system(
+    fhir: Fhir,
+) -> None:
+    for value, family in (("X5", "Smith"), ("X6", "Jones"), ("X7", "Brown")):
+        status, _, _ = await fhir.put_patient(HOSPA, value, patient(HOSPA, value, family))
+        assert status == 201
+    merge = patient(HOSPA, "X5", active=False, link=[{
+        "type": "replaced-by", "other": {"identifier": {"system": HOSPA, "value": "X6"}}}])
+    status, _, _ = await fhir.put_patient(HOSPA, "X5", merge)
+    assert status == 200
+    status, body, _ = await fhir.put_patient(HOSPA, "X5", patient(HOSPA, "X5"))
+    assert status == 422
+    outcome(body, "business-rule")
+    text = diagnostics(body)
+    assert f"{HOSPA}|X5" in text and "replaced-by" in text
+
+    status, _, _ = await fhir.call("DELETE", "/Patient", client="ADT_A",
+                                   params={"identifier": f"{HOSPA}|X7"})
+    assert status == 204
+    merge = patient(HOSPA, "X6", active=False, link=[{
+        "type": "replaced-by", "other": {"identifier": {"system": HOSPA, "value": "X7"}}}])
+    status, body, _ = await fhir.put_patient(HOSPA, "X6", merge)
+    assert status == 422
+    text = diagnostics(body)
+    assert f"{HOSPA}|X7" in text and "surviving identifier" not in text
+    assert body["issue"][0]["expression"] == ["Patient.link.other"]

@@ -29,9 +29,11 @@ async def test_marital_status_and_language_are_kept_and_returned(fhir: Fhir) -> 
     Patient.model_validate(read)
     assert read["maritalStatus"] == {"coding": [{"system": MARITAL, "code": "W"}],
                                      "text": "Widowed"}
-    # the preferred language is the one kept
-    assert read["communication"] == [{"language": {"coding": [{"system": BCP47, "code": "pl"}],
-                                                   "text": "Polish"}, "preferred": True}]
+    # every language comes back as sent; the preferred one is the core's (PID-15)
+    assert read["communication"] == sent["communication"]
+    record = await fhir.mpi.get_record(int(body["id"]))
+    assert record.demographics.primary_language is not None
+    assert record.demographics.primary_language.code == "pl"
 
 
 async def test_what_a_v2_feed_sent_reads_as_fhir_codes(fhir: Fhir) -> None:
