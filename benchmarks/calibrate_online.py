@@ -34,7 +34,7 @@ from typing import Any
 
 import asyncpg
 
-from identity.calibration import apply, propose
+from identity.calibration import CalibrationSchedule, apply, propose
 from identity.config import load_settings
 from identity.loop import run as run_loop
 from identity.model import AuthorityRef, Demographics, IdentifierRef, RecordInput
@@ -137,9 +137,13 @@ async def run(args: argparse.Namespace) -> None:
                 await migrate(conn)
             mpi = Mpi(db, settings)
             await mpi.start()
-            started = time.perf_counter()
+            schedule = CalibrationSchedule(mpi)  # as the service runs it: name counts refitted
+            started = checked = time.perf_counter()  # each minute when the index has grown
             for record in inputs:
                 await mpi.handle(Register(subject=record), Envelope(actor="feed"))
+                if time.perf_counter() - checked >= schedule.refresh:
+                    await schedule.refresh_if_grown()
+                    checked = time.perf_counter()
             fed = time.perf_counter() - started
             before = await _figures(db, truth, len(records), relations)
             started = time.perf_counter()

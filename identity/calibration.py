@@ -375,16 +375,20 @@ REFRESH_GROWTH = 1.1
 
 
 class CalibrationSchedule:
-    """Every ``period`` seconds, in every worker: refit the name frequencies and the prior when
+    """Every ``refresh`` seconds, in every worker: refit the name frequencies and the prior when
     the index has grown by REFRESH_GROWTH since (an index filled through the feeds would keep
-    those of its start until a restart); then, with ``[matching] calibrate = "suggest" |
-    "auto"``, check whether a calibration is due (one worker at a time, by an advisory lock),
-    run the dry run and, in ``auto`` when the guards pass, apply it."""
+    those of its start until a restart; checked often, since a new index grows fastest and runs
+    on the counts of its first minute until then, and counting is one ``count(*)``); every
+    ``period`` seconds, with ``[matching] calibrate = "suggest" | "auto"``, check whether a
+    calibration is due (one worker at a time, by an advisory lock), run the dry run and, in
+    ``auto`` when the guards pass, apply it."""
 
-    def __init__(self, mpi: Mpi, *, period: float = 3600.0, first: float = 60.0) -> None:
+    def __init__(self, mpi: Mpi, *, period: float = 3600.0, first: float = 60.0,
+                 refresh: float = 60.0) -> None:
         self.mpi = mpi
         self.period = period
         self.first = first
+        self.refresh = min(refresh, period)
         self._task: asyncio.Task[None] | None = None
 
     def start(self) -> None:
@@ -399,16 +403,20 @@ class CalibrationSchedule:
 
     async def _loop(self) -> None:
         await asyncio.sleep(self.first)
+        loop = asyncio.get_running_loop()
+        next_calibration = loop.time()
         while True:
             try:
                 await self.refresh_if_grown()
-                if self.mpi.settings.matching.calibrate != "off":
+                if (self.mpi.settings.matching.calibrate != "off"
+                        and loop.time() >= next_calibration):
+                    next_calibration = loop.time() + self.period
                     await self.run_once()
             except asyncio.CancelledError:
                 raise
             except Exception:  # a failed run is logged and tried again next period
                 log.exception("event=scheduled_calibration_failed")
-            await asyncio.sleep(self.period)
+            await asyncio.sleep(self.refresh)
 
     async def refresh_if_grown(self) -> bool:
         """Refit name frequencies and prior if the index grew by REFRESH_GROWTH; True if so."""

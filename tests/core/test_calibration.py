@@ -11,6 +11,7 @@ import pytest
 
 from identity.batch import record_input
 from identity.calibration import (
+    REFRESH_GROWTH,
     CalibrationSchedule,
     apply,
     guards,
@@ -286,3 +287,32 @@ async def test_full_names_common_among_persons_are_counted_from_the_index(db, ma
     table = mpi.matcher.model.term_frequencies
     assert table["full"] == {"JOSE|RODRIGUEZ": 3}
     assert table["persons"] == 39 and table["total"] == 40
+
+
+async def test_the_schedule_refits_name_counts_each_refresh_and_calibrates_each_period(
+    db, make_settings, monkeypatch
+):
+    """A new index grows fastest: its name counts are refitted at every ``refresh`` (a minute
+    in the service) while calibration is checked once a ``period`` (an hour)."""
+    mpi = Mpi(db, make_settings(domains=DOMAINS, matching={"calibrate": "suggest"}))
+    await mpi.start()
+    checks = []
+
+    async def run_once():  # the calibration check itself is tested above
+        checks.append(1)
+
+    schedule = CalibrationSchedule(mpi, period=3600.0, first=0.0, refresh=0.05)
+    monkeypatch.setattr(schedule, "run_once", run_once)
+    schedule.start()
+    try:
+        for record in generate(30, 0.0, seed=6, hard=False):
+            await mpi.handle(Register(subject=record_input(record)), FEED)
+        for _ in range(200):  # refitted until within a tenth of the index's size
+            if 30 < REFRESH_GROWTH * mpi.core.indexed:
+                break
+            await asyncio.sleep(0.05)
+        assert 30 < REFRESH_GROWTH * mpi.core.indexed
+        assert mpi.matcher.model.term_frequencies["total"] == mpi.core.indexed
+    finally:
+        await schedule.stop()
+    assert checks == [1]
