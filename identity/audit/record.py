@@ -804,9 +804,11 @@ class Auditor:
         human: Participant | None = None,
         endpoint: str | None = None,
         at: datetime | None = None,
+        interaction: str = "read",
     ) -> AuditRecord:
-        """A Patient read or vread (PDQm ITI-78 "Retrieve Patient"): EventID 110110 "Patient
-        Record", action R, BALP PatientRead (subtype ``read``)."""
+        """A Patient read (PDQm ITI-78 "Retrieve Patient"), vread or history: EventID 110110
+        "Patient Record", action R, BALP PatientRead with the RESTful interaction as subtype
+        (``read``, ``vread``, ``history-instance``)."""
         entry = TRANSACTIONS["ITI-78"]
         if isinstance(request, str):
             request = request.encode("utf-8")
@@ -818,7 +820,7 @@ class Auditor:
             outcome=Outcome(outcome),
             outcome_description=description,
             recorded=at or _now(),
-            interaction="read",
+            interaction=interaction,
             participants=self._participants(caller, human, self.ourselves("fhir",
                                                                           endpoint=endpoint)),
             source=self.source,

@@ -291,15 +291,17 @@ class FhirDoor:
         request_audit(request).patients = [record_cx(record)]
         return record
 
-    def read_audited(self, request: web.Request, record: SourceRecord) -> None:
-        """Queue the record of a Patient read or vread (BALP PatientRead)."""
+    def read_audited(self, request: web.Request, record: SourceRecord,
+                     interaction: str = "read") -> None:
+        """Queue the record of a Patient read, vread or history (BALP PatientRead, with the
+        RESTful interaction as subtype)."""
         who = self.caller(request)
         auditor, at = who.auditor, _now()
         assert auditor is not None
         self.mpi.audit.defer(lambda: [auditor.read(
             caller=who.participant, human=who.human, patient=record_cx(record),
             resource=f"Patient/{record.id}", message_id=who.message_id,
-            endpoint=who.endpoint, at=at)])  # fmt: skip
+            endpoint=who.endpoint, at=at, interaction=interaction)])  # fmt: skip
         if who.state is not None:
             who.state.recorded = True
 
@@ -338,7 +340,7 @@ class FhirDoor:
         headers = self.record_headers(request, record)
         del headers["Location"]
         response = fhir_response(self.patient(record), headers=headers)
-        self.read_audited(request, record)
+        self.read_audited(request, record, "vread")
         return response
 
     # --- ITI-83 $ihe-pix ----------------------------------------------------------------

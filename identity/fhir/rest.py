@@ -359,7 +359,7 @@ async def history_handler(door: FhirDoor, request: web.Request) -> web.StreamRes
     if entries:
         bundle["entry"] = entries
     response = fhir_response(bundle)
-    door.read_audited(request, current)
+    door.read_audited(request, current, "history-instance")
     return response
 
 

@@ -129,10 +129,12 @@ async def test_create_update_delete_by_id_are_audited_as_balp_rest(fhir: Fhir) -
                     client="ADT_A")
     await fhir.call("DELETE", f"/Patient/{body['id']}", client="ADT_A")
     await fhir.call("GET", f"/Patient/{body['id']}/_history", client="ADT_A")
+    await fhir.call("GET", f"/Patient/{body['id']}/_history/1", client="ADT_A")
     found = await fresh(fhir.mpi, before)
     assert [(r.transaction, r.action, r.interaction, r.outcome) for r in found] == [
         ("ITI-104", "C", "create", 0), ("ITI-104", "U", "update", 0),
-        ("ITI-104", "D", "delete", 0), ("ITI-78", "R", "read", 0)]
+        ("ITI-104", "D", "delete", 0), ("ITI-78", "R", "history-instance", 0),
+        ("ITI-78", "R", "vread", 0)]
     assert all(r.patients == (cx("AU1"),) for r in found)
     assert all(r.resource == f"Patient/{body['id']}" for r in found)
 
