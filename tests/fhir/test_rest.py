@@ -3,6 +3,7 @@ conditional create and batch/transaction Bundles, over a real socket."""
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 from fhir.resources.R4B.bundle import Bundle
@@ -49,6 +50,17 @@ async def test_post_of_an_identifier_already_registered_returns_it_unchanged(
     assert status == 200
     assert again["id"] == first["id"] and again["name"][0]["family"] == "Carlsen"
     assert again["meta"]["versionId"] == "1" and "Location" not in response.headers
+
+
+async def test_concurrent_creates_of_one_identifier_make_one_record(fhir: Fhir) -> None:
+    """Six clients create the same Patient at once (a retrying client, two desks): one 201,
+    five 200 with that record, one record in the index."""
+    results = await asyncio.gather(
+        *[post(fhir, patient(HOSPA, "RACE1", "Racer")) for _ in range(6)])
+    assert sorted(status for status, _, _ in results) == [200] * 5 + [201]
+    assert len({body["id"] for _, body, _ in results}) == 1
+    found = (await fhir.call("GET", "/Patient", params={"identifier": f"{HOSPA}|RACE1"}))[1]
+    assert found["total"] == 1
 
 
 async def test_post_in_a_domain_the_client_may_not_assign_in_is_403(fhir: Fhir) -> None:
