@@ -51,8 +51,10 @@ from identity.fhir.auditing import (
 )
 from identity.fhir.capability import capability_statement
 from identity.fhir.patient import (
+    ROLE_CODE,
     authority_of,
     body_identifiers,
+    contained_mother,
     demographics_of,
     etag,
     fhir_instant,
@@ -231,7 +233,29 @@ class FhirDoor:
         return self.mpi.domains.enterprise.system
 
     def patient(self, record: SourceRecord, **kw: Any) -> Json:
+        mother = record.demographics.mothers_identifier
+        if mother is not None:
+            kw["mother_system"] = self.authority_system(mother.authority)
         return patient_json(record, self.mpi.domains.enterprise, **kw)
+
+    def authority_system(self, authority: AuthorityRef) -> str | None:
+        """The FHIR system of an assigning authority as received: its domain's when it names
+        a configured one, else ``urn:oid:<oid>``, else the namespace (None: neither)."""
+        domain = self.mpi.domains.known(authority)
+        if domain is not None:
+            return domain.system
+        return f"urn:oid:{authority.oid}" if authority.oid else authority.namespace
+
+    def mother_ref(self, mother: IdentifierRef) -> IdentifierRef:
+        """The mother's identifier as the record keeps it (``Demographics.mothers_identifier``,
+        PID-21): in a configured domain, named by its namespace and OID (so that a search by
+        either finds it, as PDQ's ``@PID.21.4`` does); an unknown system as received, as the
+        HL7 v2 door keeps an unknown PID-21 assigning authority."""
+        domain = self.mpi.domains.known(mother.authority)
+        if domain is None:
+            return mother
+        return mother.model_copy(update={
+            "authority": AuthorityRef(namespace=domain.namespace, oid=domain.oid)})
 
     def record_headers(self, request: web.Request, record: SourceRecord) -> dict[str, str]:
         return {
@@ -418,26 +442,40 @@ class FhirDoor:
         return fhir_response(self.patient(record), status, headers)
 
     async def update(
-        self, ref: IdentifierRef, body: Json, who: Caller, *, if_match: str | None = None
+        self, ref: IdentifierRef, body: Json, who: Caller, *, if_match: str | None = None,
+        mother: IdentifierRef | None = None,
     ) -> tuple[SourceRecord, int]:
         """Create or replace the record ``ref`` names with the Patient ``body`` (ITI-104,
         PMIR, plain REST create and update); ``if_match``: the ETag the client saw (412 when
-        it is not the current one)."""
+        it is not the current one); ``mother``: her identifier as a PMIR message gives it (a
+        RelatedPerson entry), else the Patient's contained mother's (:func:`contained_mother`).
+        A Patient without a name is a newborn not yet named: accepted when it names its
+        mother, as over HL7 v2 (PID-21 or an NK1 mother)."""
         if body.get("active") is False:
             raise FhirError(422, "business-rule", "active=false needs a replaced-by link (merge);"
                             " to remove a patient use DELETE", expression="Patient.active")
         if not body.get("identifier"):
             raise FhirError(400, "required", "Patient.identifier is required (1..*)",
                             expression="Patient.identifier")
-        if not body.get("name"):
-            raise FhirError(400, "required", "Patient.name is required (1..*)",
-                            expression="Patient.name")
+        if mother is None:
+            found = contained_mother(body)
+            mother = found[1] if found is not None else None
+        if not body.get("name") and mother is None:
+            raise FhirError(
+                400, "required", "Patient.name is required (1..*) unless the Patient names its "
+                "mother (a newborn not yet named): a RelatedPerson with relationship MTH "
+                f"({ROLE_CODE}) and an identifier, contained in the Patient with patient '#' or "
+                "referenced from Patient.link, or (ITI-93) an entry of the history Bundle whose "
+                "patient references this Patient", expression="Patient.name")
         if if_match:
             current = await self.mpi.find_record(ref)
             if not same_version(if_match, current):
                 raise FhirError(412, "conflict", f"version mismatch: the current ETag is "
                                 f"{etag(current)}")
         record = record_input(body, ref, enterprise_system=self.enterprise_system)
+        if mother is not None:
+            record = record.model_copy(update={"demographics": record.demographics.model_copy(
+                update={"mothers_identifier": self.mother_ref(mother)})})
         limit = self.settings.mllp.max_message_bytes
         if received_size(record.demographics.received) > limit:
             # kept in the record and in each version of its history: no more of it than the
