@@ -690,6 +690,7 @@ class FhirDoor:
             combos = pdq.expand_identifier_domains(combos, all_systems)
         await self.check_identifier_domains(combos)
         combos = [await self.enterprise_to_ids(c) for c in combos]
+        combos = [self.unknown_mothers(c) for c in combos]
         limit = max(parsed.count, 1)
         if len(combos) == 1 and systems is None:
             criteria, ids, active = pdq.criteria_of(combos[0], limit, parsed.offset,
@@ -742,6 +743,18 @@ class FhirDoor:
                         ids = frozenset()
                     alternative = {k: v for k, v in alternative.items() if k != "identifier"}
                     alternative["_ids"] = ids
+            out.append(alternative)
+        return out
+
+    def unknown_mothers(self, combo: list[pdq.Alternative]) -> list[pdq.Alternative]:
+        """``link:RelatedPerson.identifier`` in a system that names no configured domain
+        matches no Patient (the core searches a mother's identifier by its domain)."""
+        out = []
+        for alternative in combo:
+            mother = alternative.get("mothers_identifier")
+            if mother is not None and self.mpi.domains.known(authority_of(mother[0])) is None:
+                alternative = {k: v for k, v in alternative.items() if k != "mothers_identifier"}
+                alternative["_id"] = 0
             out.append(alternative)
         return out
 
