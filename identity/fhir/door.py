@@ -67,6 +67,7 @@ from identity.fhir.patient import (
     same_version,
     system_of,
     validate_patient,
+    without_our_mother,
 )
 from identity.fhir.wire import (
     FhirError,
@@ -245,6 +246,13 @@ class FhirDoor:
         if domain is not None:
             return domain.system
         return f"urn:oid:{authority.oid}" if authority.oid else authority.namespace
+
+    def same_authority(self, a: AuthorityRef, b: AuthorityRef) -> bool:
+        """Whether two assigning authorities as received name one domain (or are the same)."""
+        if a == b:
+            return True
+        domain = self.mpi.domains.known(a)
+        return domain is not None and domain == self.mpi.domains.known(b)
 
     def mother_ref(self, mother: IdentifierRef) -> IdentifierRef:
         """The mother's identifier as the record keeps it (``Demographics.mothers_identifier``,
@@ -474,8 +482,16 @@ class FhirDoor:
                                 f"{etag(current)}")
         record = record_input(body, ref, enterprise_system=self.enterprise_system)
         if mother is not None:
+            held = self.mother_ref(mother)
+            current = await self._found(ref)
+            was = current.demographics.mothers_identifier if current is not None else None
+            if was is not None and was.value == held.value and self.same_authority(
+                    was.authority, held.authority):
+                held = was  # the same mother, as the record holds her (an HL7 v2 PID-21)
+            kept = without_our_mother(record.demographics.received, held,
+                                      self.authority_system(held.authority))
             record = record.model_copy(update={"demographics": record.demographics.model_copy(
-                update={"mothers_identifier": self.mother_ref(mother)})})
+                update={"mothers_identifier": held, "received": kept})})
         limit = self.settings.mllp.max_message_bytes
         if received_size(record.demographics.received) > limit:
             # kept in the record and in each version of its history: no more of it than the

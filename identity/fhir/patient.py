@@ -340,6 +340,30 @@ def mother_json(mother: IdentifierRef, system: str | None, rid: str = MOTHER_ID)
     }
 
 
+def without_our_mother(received: Json | None, mother: IdentifierRef | None,
+                       system: str | None) -> Json | None:
+    """What a client sent as kept, less the contained RelatedPerson and its link written as
+    an answer writes the record's mother (:func:`mother_json`): a Patient read and sent back
+    (generic clients update that way) carries nothing of its own there."""
+    if not received or mother is None or not received.get("contained"):
+        return received
+    ours = {c.get("id") for c in received["contained"] if isinstance(c, dict)
+            and c == mother_json(mother, system, str(c.get("id") or ""))}
+    if not ours:
+        return received
+    kept = dict(received)
+    contained = [c for c in received["contained"]
+                 if not (isinstance(c, dict) and c.get("id") in ours)]
+    written = [{"other": {"reference": f"#{rid}"}, "type": "seealso"} for rid in ours]
+    links = [link for link in received.get("link") or () if link not in written]
+    for key, value in (("contained", contained), ("link", links)):
+        if value:
+            kept[key] = value
+        else:
+            kept.pop(key, None)
+    return kept or None
+
+
 def _same_mother(sent: IdentifierRef, held: IdentifierRef) -> bool:
     """Whether a mother's identifier a client sent is the one the record holds: the same
     value in the same authority (by OID or by namespace, as stored or resolved)."""
