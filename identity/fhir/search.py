@@ -43,8 +43,8 @@ TOKEN_PARAMS = {"_id", "active", "gender", "identifier", "telecom"}
 DATE_PARAMS = {"birthdate", "_lastUpdated"}
 MOTHER_CHAIN = "RelatedPerson.identifier"
 """``link:RelatedPerson.identifier=system|value``: FHIR R4 Patient's ``link`` parameter chained
-(R4 3.1.1.5.11 *Chained parameters*) to the identifier of the RelatedPerson a Patient links to,
-which is how an answer carries the mother of a newborn (identity/fhir/patient.py,
+(FHIR R4 search, *Chained parameters*) to the identifier of the RelatedPerson a Patient links
+to, which is how an answer carries the mother of a newborn (identity/fhir/patient.py,
 ``mother_json``): the core's mother's identifier, PID-21 (issue 18 item 6)."""
 SEARCH_PARAMS = set(STRING_FIELDS) | TOKEN_PARAMS | DATE_PARAMS | {"link"}
 CONTROL_PARAMS = {"_count", "_offset", "_format", "_total", "_pretty", "_summary", "_sort",

@@ -120,6 +120,13 @@ async def test_iti104_and_put_take_a_mother_by_the_patients_link_or_a_placeholde
     record = await fhir.mpi.get_record(int(body["id"]))
     assert record.demographics.mothers_identifier is not None
     assert record.demographics.mothers_identifier.value == "M201"
+    # an update replaces the record's demographics: without a mother, none is kept
+    status, body, _ = await fhir.call("PUT", f"/Patient/{body['id']}",
+                                      newborn(HOSPA, "NB2", named=True, id=body["id"]),
+                                      client="ADT_A")
+    assert status == 200 and "contained" not in body and "link" not in body, body
+    record = await fhir.mpi.get_record(int(body["id"]))
+    assert record.demographics.mothers_identifier is None
 
 
 async def test_an_unknown_mothers_system_is_kept_as_received(fhir: Fhir) -> None:
