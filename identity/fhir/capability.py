@@ -30,6 +30,10 @@ _DOCS = {
     "_lastUpdated": ("date", "when the record last changed: a date, or an instant; prefixes "
                              "eq ne gt lt ge le sa eb ap"),
 }
+_LINK = "http://hl7.org/fhir/SearchParameter/Patient-link"
+_LINK_DOC = ("only chained: link:RelatedPerson.identifier=system|value, a newborn by her "
+             "mother's identifier (the contained RelatedPerson, relationship MTH, that a "
+             "Patient links to); link alone is not served")
 _CONTROLS = (
     "Also: _count (page size), _offset (paging links), _sort (family, given, birthdate, "
     "_lastUpdated, _id; '-' first: descending), _summary (count, true, false, data, text), "
@@ -50,6 +54,8 @@ def capability_statement(base: str, settings: Settings) -> Json:
         if name == "mothersMaidenName":
             entry["definition"] = _MMN
         params.append(entry)
+    params.append({"name": "link", "definition": _LINK, "type": "reference",
+                   "documentation": _LINK_DOC})
     return {
         "resourceType": "CapabilityStatement",
         "id": "identity-mpi",

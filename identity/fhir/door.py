@@ -51,8 +51,10 @@ from identity.fhir.auditing import (
 )
 from identity.fhir.capability import capability_statement
 from identity.fhir.patient import (
+    ROLE_CODE,
     authority_of,
     body_identifiers,
+    contained_mother,
     demographics_of,
     etag,
     fhir_instant,
@@ -65,6 +67,7 @@ from identity.fhir.patient import (
     same_version,
     system_of,
     validate_patient,
+    without_our_mother,
 )
 from identity.fhir.wire import (
     FhirError,
@@ -231,7 +234,36 @@ class FhirDoor:
         return self.mpi.domains.enterprise.system
 
     def patient(self, record: SourceRecord, **kw: Any) -> Json:
+        mother = record.demographics.mothers_identifier
+        if mother is not None:
+            kw["mother_system"] = self.authority_system(mother.authority)
         return patient_json(record, self.mpi.domains.enterprise, **kw)
+
+    def authority_system(self, authority: AuthorityRef) -> str | None:
+        """The FHIR system of an assigning authority as received: its domain's when it names
+        a configured one, else ``urn:oid:<oid>``, else the namespace (None: neither)."""
+        domain = self.mpi.domains.known(authority)
+        if domain is not None:
+            return domain.system
+        return f"urn:oid:{authority.oid}" if authority.oid else authority.namespace
+
+    def same_authority(self, a: AuthorityRef, b: AuthorityRef) -> bool:
+        """Whether two assigning authorities as received name one domain (or are the same)."""
+        if a == b:
+            return True
+        domain = self.mpi.domains.known(a)
+        return domain is not None and domain == self.mpi.domains.known(b)
+
+    def mother_ref(self, mother: IdentifierRef) -> IdentifierRef:
+        """The mother's identifier as the record keeps it (``Demographics.mothers_identifier``,
+        PID-21): in a configured domain, named by its namespace and OID (so that a search by
+        either finds it, as PDQ's ``@PID.21.4`` does); an unknown system as received, as the
+        HL7 v2 door keeps an unknown PID-21 assigning authority."""
+        domain = self.mpi.domains.known(mother.authority)
+        if domain is None:
+            return mother
+        return mother.model_copy(update={
+            "authority": AuthorityRef(namespace=domain.namespace, oid=domain.oid)})
 
     def record_headers(self, request: web.Request, record: SourceRecord) -> dict[str, str]:
         return {
@@ -420,26 +452,48 @@ class FhirDoor:
         return fhir_response(self.patient(record), status, headers)
 
     async def update(
-        self, ref: IdentifierRef, body: Json, who: Caller, *, if_match: str | None = None
+        self, ref: IdentifierRef, body: Json, who: Caller, *, if_match: str | None = None,
+        mother: IdentifierRef | None = None,
     ) -> tuple[SourceRecord, int]:
         """Create or replace the record ``ref`` names with the Patient ``body`` (ITI-104,
         PMIR, plain REST create and update); ``if_match``: the ETag the client saw (412 when
-        it is not the current one)."""
+        it is not the current one); ``mother``: her identifier as a PMIR message gives it (a
+        RelatedPerson entry), else the Patient's contained mother's (:func:`contained_mother`).
+        A Patient without a name is a newborn not yet named: accepted when it names its
+        mother, as over HL7 v2 (PID-21 or an NK1 mother)."""
         if body.get("active") is False:
             raise FhirError(422, "business-rule", "active=false needs a replaced-by link (merge);"
                             " to remove a patient use DELETE", expression="Patient.active")
         if not body.get("identifier"):
             raise FhirError(400, "required", "Patient.identifier is required (1..*)",
                             expression="Patient.identifier")
-        if not body.get("name"):
-            raise FhirError(400, "required", "Patient.name is required (1..*)",
-                            expression="Patient.name")
+        if mother is None:
+            found = contained_mother(body)
+            mother = found[1] if found is not None else None
+        if not body.get("name") and mother is None:
+            raise FhirError(
+                400, "required", "Patient.name is required (1..*) unless the Patient names its "
+                "mother (a newborn not yet named): a RelatedPerson with relationship MTH "
+                f"({ROLE_CODE}) and an identifier, contained in the Patient with patient '#' or "
+                "referenced from Patient.link, or (ITI-93) an entry of the history Bundle whose "
+                "patient references this Patient", expression="Patient.name")
         if if_match:
             current = await self.mpi.find_record(ref)
             if not same_version(if_match, current):
                 raise FhirError(412, "conflict", f"version mismatch: the current ETag is "
                                 f"{etag(current)}")
         record = record_input(body, ref, enterprise_system=self.enterprise_system)
+        if mother is not None:
+            held = self.mother_ref(mother)
+            current = await self._found(ref)
+            was = current.demographics.mothers_identifier if current is not None else None
+            if was is not None and was.value == held.value and self.same_authority(
+                    was.authority, held.authority):
+                held = was  # the same mother, as the record holds her (an HL7 v2 PID-21)
+            kept = without_our_mother(record.demographics.received, held,
+                                      self.authority_system(held.authority))
+            record = record.model_copy(update={"demographics": record.demographics.model_copy(
+                update={"mothers_identifier": held, "received": kept})})
         limit = self.settings.mllp.max_message_bytes
         if received_size(record.demographics.received) > limit:
             # kept in the record and in each version of its history: no more of it than the
@@ -654,6 +708,7 @@ class FhirDoor:
             combos = pdq.expand_identifier_domains(combos, all_systems)
         await self.check_identifier_domains(combos)
         combos = [await self.enterprise_to_ids(c) for c in combos]
+        combos = [self.unknown_mothers(c) for c in combos]
         limit = max(parsed.count, 1)
         if len(combos) == 1 and systems is None:
             criteria, ids, active = pdq.criteria_of(combos[0], limit, parsed.offset,
@@ -706,6 +761,18 @@ class FhirDoor:
                         ids = frozenset()
                     alternative = {k: v for k, v in alternative.items() if k != "identifier"}
                     alternative["_ids"] = ids
+            out.append(alternative)
+        return out
+
+    def unknown_mothers(self, combo: list[pdq.Alternative]) -> list[pdq.Alternative]:
+        """``link:RelatedPerson.identifier`` in a system that names no configured domain
+        matches no Patient (the core searches a mother's identifier by its domain)."""
+        out = []
+        for alternative in combo:
+            mother = alternative.get("mothers_identifier")
+            if mother is not None and self.mpi.domains.known(authority_of(mother[0])) is None:
+                alternative = {k: v for k, v in alternative.items() if k != "mothers_identifier"}
+                alternative["_id"] = 0
             out.append(alternative)
         return out
 

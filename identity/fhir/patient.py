@@ -266,6 +266,148 @@ def demographics_of(patient: Json, *, keep: bool = True) -> Demographics:
                         issues=validation_issues(exc, "Patient")) from exc
 
 
+# --- the mother of a newborn (issue 18 item 6) ----------------------------------------------
+
+ROLE_CODE = "http://terminology.hl7.org/CodeSystem/v3-RoleCode"
+V2_0063 = "http://terminology.hl7.org/CodeSystem/v2-0063"
+MOTHER_CODES = {ROLE_CODE: frozenset({"MTH", "NMTH", "GESTM"}), V2_0063: frozenset({"MTH"}),
+                None: frozenset({"MTH", "NMTH", "GESTM"})}
+"""The relationships that make a RelatedPerson the patient's mother, the woman who bore her:
+v3-RoleCode mother, natural mother and gestational mother, and HL7 v2 table 0063 MTH (the code
+NK1-3 carries over HL7 v2); a coding without a system is read as either. An adoptive, foster or
+step mother (ADOPTM, FMTH, STPMTH) is not the mother whose identifier PID-21 holds."""
+MOTHER_ID = "mother"
+"""The id of the contained RelatedPerson an answer carries the mother's identifier in."""
+
+
+def is_mother(related: Any) -> bool:
+    """Whether a resource is a RelatedPerson whose relationship says she is the patient's
+    mother (:data:`MOTHER_CODES`)."""
+    if not isinstance(related, dict) or related.get("resourceType") != "RelatedPerson":
+        return False
+    for concept in related.get("relationship") or ():
+        for coding in (concept.get("coding") or ()) if isinstance(concept, dict) else ():
+            if not isinstance(coding, dict):
+                continue
+            codes = MOTHER_CODES.get(coding.get("system"), frozenset())
+            if str(coding.get("code") or "").upper() in codes:
+                return True
+    return False
+
+
+def related_identifier(related: Json) -> IdentifierRef | None:
+    """A RelatedPerson's first identifier with a value, as received (its system unresolved)."""
+    for item in related.get("identifier") or ():
+        if isinstance(item, dict) and item.get("value"):
+            return identifier_ref(item.get("system"), item["value"], _type_code(item))
+    return None
+
+
+def contained_mother(patient: Json) -> tuple[Json, IdentifierRef] | None:
+    """The mother a Patient names in itself: its first contained RelatedPerson that is the
+    patient's mother (:func:`is_mother`), has an identifier, and belongs to this Patient (its
+    ``patient`` is ``#``, the container, or the Patient's ``link`` references it); with her
+    identifier."""
+    linked = {str((link.get("other") or {}).get("reference") or "")
+              for link in patient.get("link") or () if isinstance(link, dict)}
+    for related in patient.get("contained") or ():
+        if not is_mother(related):
+            continue
+        ours = (related.get("patient") or {}).get("reference") == "#"
+        if not ours and f"#{related.get('id')}" not in linked:
+            continue
+        ref = related_identifier(related)
+        if ref is not None:
+            return related, ref
+    return None
+
+
+def mother_json(mother: IdentifierRef, system: str | None, rid: str = MOTHER_ID) -> Json:
+    """The contained RelatedPerson that carries a record's mother's identifier (``system``:
+    the FHIR system of its domain, None when it has no assigning authority)."""
+    identifier: Json = {}
+    if mother.type:
+        identifier["type"] = {"coding": [{"system": V2_0203, "code": mother.type}]}
+    if system:
+        identifier["system"] = system
+    identifier["value"] = mother.value
+    return {
+        "resourceType": "RelatedPerson",
+        "id": rid,
+        "identifier": [identifier],
+        "patient": {"reference": "#"},
+        "relationship": [{"coding": [{"system": ROLE_CODE, "code": "MTH", "display": "mother"}]}],
+    }
+
+
+def without_our_mother(received: Json | None, mother: IdentifierRef | None,
+                       system: str | None) -> Json | None:
+    """What a client sent as kept, less the contained RelatedPerson and its link written as
+    an answer writes the record's mother (:func:`mother_json`): a Patient read and sent back
+    (generic clients update that way) carries nothing of its own there."""
+    if not received or mother is None or not received.get("contained"):
+        return received
+    ours = {c.get("id") for c in received["contained"] if isinstance(c, dict)
+            and c == mother_json(mother, system, str(c.get("id") or ""))}
+    if not ours:
+        return received
+    kept = dict(received)
+    contained = [c for c in received["contained"]
+                 if not (isinstance(c, dict) and c.get("id") in ours)]
+    written = [{"other": {"reference": f"#{rid}"}, "type": "seealso"} for rid in ours]
+    links = [link for link in received.get("link") or () if link not in written]
+    for key, value in (("contained", contained), ("link", links)):
+        if value:
+            kept[key] = value
+        else:
+            kept.pop(key, None)
+    return kept or None
+
+
+def _same_mother(sent: IdentifierRef, held: IdentifierRef) -> bool:
+    """Whether a mother's identifier a client sent is the one the record holds: the same
+    value in the same authority (by OID or by namespace, as stored or resolved)."""
+    if sent.value != held.value:
+        return False
+    a, b = sent.authority, held.authority
+    if not (a.namespace or a.oid or b.namespace or b.oid):
+        return True
+    return bool((a.oid and a.oid == b.oid) or (a.namespace and a.namespace == b.namespace))
+
+
+def _with_mother(resource: Json, mother: IdentifierRef | None, system: str | None) -> Json:
+    """``resource`` with the record's mother: the client's own contained RelatedPerson while
+    it still names the mother the record holds (returned as sent, once); else ours
+    (:func:`mother_json`) referenced by a ``link`` of type seealso, the client's stale one and
+    its links left out."""
+    found = contained_mother(resource)
+    if found is not None:
+        related, sent = found
+        if mother is not None and (_same_mother(sent, mother) or (
+                system and _same_mother(sent, identifier_ref(system, mother.value)))):
+            return resource
+        rid = related.get("id")
+        resource = dict(resource)
+        resource["contained"] = [c for c in resource["contained"] if c is not related]
+        links = [link for link in resource.get("link") or ()
+                 if (link.get("other") or {}).get("reference") != f"#{rid}"]
+        for key, value in (("contained", resource["contained"]), ("link", links)):
+            if value:
+                resource[key] = value
+            else:
+                resource.pop(key, None)
+    if mother is None:
+        return resource
+    taken = {c.get("id") for c in resource.get("contained") or () if isinstance(c, dict)}
+    rid = next(f"{MOTHER_ID}{n or ''}" for n in range(len(taken) + 1)
+               if f"{MOTHER_ID}{n or ''}" not in taken)
+    out = dict(resource)
+    out["contained"] = [*(resource.get("contained") or ()), mother_json(mother, system, rid)]
+    out["link"] = [*(resource.get("link") or ()),
+                   {"other": {"reference": f"#{rid}"}, "type": "seealso"}]
+    return _ordered(out)
+
+
 # --- what the core does not hold, kept as sent (issue 18 item 0) ----------------------------
 
 # Elements the core holds (Demographics, the record's identifiers and status) or makes itself
@@ -452,9 +594,13 @@ def patient_json(
     *,
     systems: frozenset[str] | None = None,
     see_also: tuple[int, ...] = (),
+    mother_system: str | None = None,
 ) -> Json:
     """The FHIR Patient of one source record. ``systems``: only identifiers in these systems
-    (PDQm domains-to-return); ``see_also``: ids of the other records of the same person."""
+    (PDQm domains-to-return); ``see_also``: ids of the other records of the same person;
+    ``mother_system``: the FHIR system of the mother's identifier (:func:`_with_mother`).
+    A record held without a name (a newborn) has no ``name``: FHIR R4 Patient.name is 0..*
+    and no profile served (PDQm, PMIR) requires one."""
     identifiers: list[Json] = []
     demo = record.demographics
     sent = [i for i in (demo.received or {}).get("identifier") or () if isinstance(i, dict)]
@@ -520,7 +666,9 @@ def patient_json(
     if links:
         resource["link"] = links
     if demo.received:
-        return _as_sent(resource, demo.received, demo)
+        resource = _as_sent(resource, demo.received, demo)
+    if demo.mothers_identifier is not None or "contained" in resource:
+        resource = _with_mother(resource, demo.mothers_identifier, mother_system)
     return resource
 
 
@@ -610,8 +758,13 @@ def _as_sent(resource: Json, received: Json, demo: Demographics) -> Json:
         out["communication"] = communication
     if received.get("link"):
         out["link"] = [*(resource.get("link") or ()), *received["link"]]
-    return dict(sorted(out.items(), key=lambda kv: (_RANK.get(kv[0].lstrip("_"), len(_RANK)),
-                                                    kv[0].startswith("_"))))
+    return _ordered(out)
+
+
+def _ordered(resource: Json) -> Json:
+    """A Patient's elements in FHIR R4's order (a primitive's ``_`` element after it)."""
+    return dict(sorted(resource.items(), key=lambda kv: (
+        _RANK.get(kv[0].lstrip("_"), len(_RANK)), kv[0].startswith("_"))))
 
 
 def _sent_phone(telecom: Json) -> Phone | None:

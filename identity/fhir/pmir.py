@@ -25,7 +25,9 @@ from identity.fhir.patient import (
     body_identifiers,
     fhir_instant,
     identifier_ref,
+    is_mother,
     parse_token,
+    related_identifier,
     replaced_by,
     validate_patient,
 )
@@ -105,6 +107,7 @@ async def process_message(door: FhirDoor, request: web.Request) -> web.StreamRes
     who = door.caller(request)
     who.transaction = "ITI-93"
     entries_in = list(history.get("entry") or ())
+    mothers = _mothers(entries_in)
     results: list[Json] = []
     failed: list[Json] = []
     writing()  # the deadline stops here: see wire.writing
@@ -113,7 +116,7 @@ async def process_message(door: FhirDoor, request: web.Request) -> web.StreamRes
             for index, entry in enumerate(entries_in):
                 who.entry = index
                 try:
-                    results.append(await _apply(door, request, entry, who, index))
+                    results.append(await _apply(door, request, entry, who, index, mothers))
                 except StoreUnavailable:
                     raise
                 except (FhirError, MpiError) as exc:
@@ -286,13 +289,18 @@ def _entry_request(entry: Json) -> tuple[str, str, Json | None]:
 
 
 async def _apply(
-    door: FhirDoor, request: web.Request, entry: Json, who: Caller, index: int
+    door: FhirDoor, request: web.Request, entry: Json, who: Caller, index: int,
+    mothers: _Mothers,
 ) -> Json:
+    resource = entry.get("resource")
+    if isinstance(resource, dict) and resource.get("resourceType") == "RelatedPerson":
+        return _related_entry(entry, index, mothers)
     method, url, resource = _entry_request(entry)
     base = door.base(request)
+    mother = mothers.of_patient.get(index)
     if method == "POST":
         primary = await door.mpi.own_identifier(body_identifiers(resource or {}), who.client)
-        record, status = await door.update(primary, resource or {}, who)
+        record, status = await door.update(primary, resource or {}, who, mother=mother)
     elif method == "PUT":
         target = await _target(door, url, resource, who)
         link = replaced_by(resource or {})
@@ -303,7 +311,7 @@ async def _apply(
             if current is not None and current.status == RecordStatus.MERGED:
                 raise FhirError(422, "business-rule", "unmerge is not supported: the patient "
                                 "was merged (PMIR); feed a new identifier instead")
-            record, status = await door.update(target, resource or {}, who)
+            record, status = await door.update(target, resource or {}, who, mother=mother)
     elif method == "DELETE":
         target = await _target(door, url, None, who)
         await door.mpi.handle(Remove(identifier=target), door.removal(who, target))
@@ -320,6 +328,94 @@ async def _apply(
             "etag": f'W/"{record.version}"',
             "lastModified": fhir_instant(record.updated_at),
         },
+    }
+
+
+# --- a newborn's mother as a RelatedPerson entry (issue 18 item 6) ---------------------------
+
+
+class _Mothers:
+    """The mothers a history Bundle names: per Patient entry (its index) her identifier, and
+    per RelatedPerson entry used the index of the Patient entry it is the mother of."""
+
+    def __init__(self) -> None:
+        self.of_patient: dict[int, IdentifierRef] = {}
+        self.used: dict[int, int] = {}
+
+
+def _refers(reference: Any, entry: Any, kind: str) -> bool:
+    """Whether a Reference names the resource of a history entry: its ``fullUrl`` (or that
+    URL's ``<kind>/<id>`` tail), ``<kind>/<id>`` of the resource's id, the entry's
+    ``request.url``, or (a logical reference) one of the resource's identifiers."""
+    if not isinstance(reference, dict) or not isinstance(entry, dict):
+        return False
+    resource = entry.get("resource") if isinstance(entry.get("resource"), dict) else {}
+    target = reference.get("reference")
+    if isinstance(target, str) and target:
+        full = str(entry.get("fullUrl") or "")
+        url = str((entry.get("request") or {}).get("url") or "")
+        rid = resource.get("id")
+        return (target in (full, url) or (bool(full) and full.endswith("/" + target))
+                or (bool(rid) and target == f"{kind}/{rid}"))
+    ident = reference.get("identifier")
+    if isinstance(ident, dict) and ident.get("value"):
+        return any(isinstance(i, dict) and i.get("system") == ident.get("system")
+                   and i.get("value") == ident["value"] for i in resource.get("identifier") or ())
+    return False
+
+
+def _mothers(entries: list[Any]) -> _Mothers:
+    """Each RelatedPerson entry that is a mother (:func:`is_mother`) whose ``patient`` names a
+    Patient entry of the message gives that Patient its mother's identifier: the
+    RelatedPerson's own first identifier, else (PMIR's example of a mother and her newborn,
+    after FHIR R4 Patient *Mother and newborn relationships*) the first identifier of the
+    mother's own Patient entry, the one whose ``link`` of type seealso references the
+    RelatedPerson. The first such RelatedPerson of a Patient is hers."""
+    found = _Mothers()
+    patients = {i: e for i, e in enumerate(entries) if isinstance(e, dict)
+                and isinstance(e.get("resource"), dict)
+                and e["resource"].get("resourceType") == "Patient"}
+    for index, entry in enumerate(entries):
+        related = entry.get("resource") if isinstance(entry, dict) else None
+        if not is_mother(related):
+            continue
+        assert isinstance(related, dict)
+        child = next((i for i, e in patients.items()
+                      if _refers(related.get("patient"), e, "Patient")), None)
+        if child is None:
+            continue
+        ref = related_identifier(related)
+        if ref is None:
+            for i, e in patients.items():
+                own = body_identifiers(e["resource"])
+                if i != child and own and any(
+                        isinstance(link, dict) and link.get("type") == "seealso"
+                        and _refers(link.get("other"), entry, "RelatedPerson")
+                        for link in e["resource"].get("link") or ()):
+                    ref = own[0]
+                    break
+        if ref is not None:
+            found.of_patient.setdefault(child, ref)
+            found.used[index] = child
+    return found
+
+
+def _related_entry(entry: Json, index: int, mothers: _Mothers) -> Json:
+    """The answer to a RelatedPerson entry: the registry keeps a mother as her newborn's
+    mother's identifier (PID-21), not as a resource of its own."""
+    child = mothers.used.get(index)
+    if child is None:
+        raise FhirError(422, "business-rule", "a RelatedPerson entry is kept only as the "
+                        "mother's identifier of a Patient of the same message: relationship "
+                        "MTH, NMTH or GESTM (v3-RoleCode), an identifier (or a Patient entry of "
+                        "hers whose link of type seealso references it), and a patient that "
+                        "references a Patient entry of this message",
+                        expression="RelatedPerson")
+    return {
+        "request": entry.get("request") or {"method": "POST", "url": "RelatedPerson"},
+        "response": {"status": "200", "outcome": operation_outcome([issue(
+            "informational", f"kept as the mother's identifier of the Patient of entry[{child}]",
+            severity="information")])},
     }
 
 

@@ -41,7 +41,12 @@ STRING_FIELDS = {
 NAME_FIELDS = {"family", "given"}
 TOKEN_PARAMS = {"_id", "active", "gender", "identifier", "telecom"}
 DATE_PARAMS = {"birthdate", "_lastUpdated"}
-SEARCH_PARAMS = set(STRING_FIELDS) | TOKEN_PARAMS | DATE_PARAMS
+MOTHER_CHAIN = "RelatedPerson.identifier"
+"""``link:RelatedPerson.identifier=system|value``: FHIR R4 Patient's ``link`` parameter chained
+(FHIR R4 search, *Chained parameters*) to the identifier of the RelatedPerson a Patient links
+to, which is how an answer carries the mother of a newborn (identity/fhir/patient.py,
+``mother_json``): the core's mother's identifier, PID-21 (issue 18 item 6)."""
+SEARCH_PARAMS = set(STRING_FIELDS) | TOKEN_PARAMS | DATE_PARAMS | {"link"}
 CONTROL_PARAMS = {"_count", "_offset", "_format", "_total", "_pretty", "_summary", "_sort",
                   "_elements"}
 STRING_MODIFIERS = {None, "exact", "contains"}
@@ -321,6 +326,9 @@ def parse_search(
                                 expression=key)
             parsed.groups.append([_string_alternative(name, modifier, v) for v in values])
             continue
+        if name == "link":
+            parsed.groups.append([_mother_alternative(key, modifier, v) for v in values])
+            continue
         if modifier is not None:
             raise FhirError(400, "not-supported", f"{key}: modifier not supported", expression=key)
         if name == "birthdate":
@@ -417,6 +425,20 @@ def _telecom_alternative(value: str) -> Alternative:
     return {"phone": number}
 
 
+def _mother_alternative(key: str, modifier: str | None, value: str) -> Alternative:
+    """``link:RelatedPerson.identifier=system|value``: a newborn by her mother's identifier.
+    ``link`` itself (the Patients linked to a given one) and other chains are not served."""
+    if modifier != MOTHER_CHAIN:
+        raise FhirError(400, "not-supported", f"{key}: only the chain link:{MOTHER_CHAIN}="
+                        "system|value (a newborn by her mother's identifier) is supported",
+                        expression=key)
+    system, ident = parse_token(value, key)
+    if not system or not ident:
+        raise FhirError(400, "invalid", f"{key}: give system|value (the mother's identifier "
+                        "and its system)", expression=key)
+    return {"mothers_identifier": (system, ident)}
+
+
 def criteria_of(
     combination: list[Alternative], limit: int, offset: int, sort: tuple[str, ...] = ()
 ) -> tuple[list[SearchCriteria], set[int] | None, bool | None]:
@@ -480,7 +502,7 @@ def criteria_of(
 def _criteria(base: dict[str, Any], values: dict[str, Any]) -> SearchCriteria:
     data = dict(base)
     for key, value in values.items():
-        if key == "identifier":
+        if key in ("identifier", "mothers_identifier"):
             system, ident = value
             data[key] = IdentifierRef(value=ident, authority=authority_of(system))
         else:

@@ -15,6 +15,8 @@ from tests.fhir.test_pmir import message
 SAMPLES = {"_id": "1", "active": "true", "identifier": f"{HOSPA}|CAP1", "telecom": "555",
            "gender": "male", "birthdate": "1980", "_lastUpdated": "ge2000-01-01"}
 """A value per token and date parameter; a string parameter is searched with "a"."""
+CHAINED = {"link": ("link:RelatedPerson.identifier", f"{HOSPA}|CAPM")}
+"""A reference parameter served only chained (its documentation says so): the chain called."""
 
 
 async def test_everything_the_capability_statement_lists_is_served(fhir: Fhir) -> None:
@@ -52,11 +54,15 @@ async def test_everything_the_capability_statement_lists_is_served(fhir: Fhir) -
         calls.append(("conditionalDelete", "DELETE", "/Patient",
                       {"params": {"identifier": f"{HOSPA}|CAP5"}}))
     for param in resource["searchParam"]:
-        value = SAMPLES.get(param["name"], "a" if param["type"] == "string" else None)
+        key = param["name"]
+        value = SAMPLES.get(key, "a" if param["type"] == "string" else None)
+        if param["type"] == "reference":
+            assert key in CHAINED and CHAINED[key][0] in param["documentation"], key
+            key, value = CHAINED[key]
         assert value is not None, f"advertised, no sample: {param['name']}"
         # with a name as well: a search of every patient (active=true alone) is too costly
         calls.append((f"search {param['name']}", "GET", "/Patient",
-                      {"params": {"family": "smith", param["name"]: value}}))
+                      {"params": {"family": "smith", key: value}}))
     operations = {
         "ihe-pix": ("GET", "/Patient/$ihe-pix",
                     {"params": {"sourceIdentifier": f"{HOSPA}|CAP1"}}),
