@@ -264,6 +264,14 @@ def subset(resource: Json, summary: str | None, elements: tuple[str, ...] | None
         return resource
     keep = keep | ALWAYS
     out = {k: v for k, v in resource.items() if k.removeprefix("_") in keep}
+    if "contained" not in out and "link" in out:
+        # a link to a contained resource (a newborn's mother) would point at nothing
+        links = [link for link in out["link"] if not str(
+            (link.get("other") or {}).get("reference") or "").startswith("#")]
+        if links:
+            out["link"] = links
+        else:
+            del out["link"]
     meta = dict(resource.get("meta") or {})
     meta["tag"] = [*meta.get("tag", []), SUBSETTED]
     out["meta"] = meta

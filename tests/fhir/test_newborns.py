@@ -95,6 +95,13 @@ async def test_a_nameless_newborn_with_a_contained_mother_is_created(fhir: Fhir)
     # the system resolved to its domain: named by namespace and OID, as PDQ searches it
     assert mother.authority == AuthorityRef(namespace="HOSPB", oid="1.2.3.4.5.2")
     assert not record.demographics.names
+    # a summary leaves out the contained mother, and so the link to her
+    status, summary, _ = await fhir.call("GET", f"/Patient/{body['id']}",
+                                         params={"_summary": "true"})
+    assert status == 200 and "contained" not in summary
+    assert not any(link["other"]["reference"].startswith("#")
+                   for link in summary.get("link") or ())
+    Patient.model_validate(summary)
 
 
 async def test_iti104_and_put_take_a_mother_by_the_patients_link_or_a_placeholder_name(
