@@ -446,13 +446,20 @@ async def bundle_handler(door: FhirDoor, request: web.Request,
                                                    f"{i.get('diagnostics')}"}
                                                   for i in error.issues])}})  # fmt: skip
     else:
-        results = []
+        placed: dict[int, Json] = {}
+        resolved: dict[str, str] = {}
         writing()  # the deadline stops here: see wire.writing
         async with door.mpi.atomic():
-            for index, entry in enumerate(entries):
+            for index in _transaction_order(entries):
+                entry = entries[index]
                 who.entry = index
                 try:
-                    results.append(await _entry(door, request, base, entry, who))
+                    entry = _resolved(entry, index, resolved, _local_urls(entries))
+                    placed[index] = await _entry(door, request, base, entry, who)
+                    full_url = entry.get("fullUrl")
+                    location = placed[index].get("response", {}).get("location")
+                    if isinstance(full_url, str) and full_url.startswith(LOCAL) and location:
+                        resolved[full_url] = "/".join(location.split("/")[:2])
                 except StoreUnavailable:
                     raise
                 except (FhirError, MpiError) as exc:
@@ -462,6 +469,7 @@ async def bundle_handler(door: FhirDoor, request: web.Request,
                         {**i, "diagnostics": f"entry[{index}]: {i.get('diagnostics')}; nothing "
                          "in this transaction was applied"} for i in error.issues],
                         headers=error.headers) from exc  # fmt: skip
+        results = [placed[index] for index in range(len(entries))]
     response: Json = {
         "resourceType": "Bundle",
         "id": str(uuid.uuid4()),
@@ -471,6 +479,59 @@ async def bundle_handler(door: FhirDoor, request: web.Request,
     if results:
         response["entry"] = results
     return fhir_response(response)
+
+
+LOCAL = ("urn:uuid:", "urn:oid:")
+"""fullUrls that name an entry of the Bundle only (FHIR R4 3.1.0.11.2, transaction)."""
+_ORDER = {"DELETE": 0, "POST": 1, "PUT": 2, "PATCH": 2, "GET": 3, "HEAD": 3}
+
+
+def _transaction_order(entries: list[Any]) -> list[int]:
+    """The entries' indices in the order FHIR R4 processes a transaction (3.1.0.11.2):
+    DELETE, POST, PUT/PATCH, then GET/HEAD, each in the Bundle's order."""
+    def method(index: int) -> int:
+        entry = entries[index]
+        req = entry.get("request") if isinstance(entry, dict) else None
+        name = str(req.get("method") or "").upper() if isinstance(req, dict) else ""
+        return _ORDER.get(name, 3)
+    return sorted(range(len(entries)), key=method)
+
+
+def _local_urls(entries: list[Any]) -> set[str]:
+    return {e["fullUrl"] for e in entries if isinstance(e, dict)
+            and isinstance(e.get("fullUrl"), str) and e["fullUrl"].startswith(LOCAL)}
+
+
+def _resolved(entry: Any, index: int, resolved: dict[str, str], local: set[str]) -> Any:
+    """``entry`` with each reference to another entry's ``urn:uuid:`` fullUrl replaced by the
+    ``Patient/<id>`` that entry was given (a transaction's references must be resolved,
+    FHIR R4 3.1.0.11.2); a reference to no entry of the Bundle, or to one not applied yet (a
+    GET's or a later POST's), is refused."""
+    if not isinstance(entry, dict) or not isinstance(entry.get("resource"), dict):
+        return entry
+
+    def walk(value: Any) -> Any:
+        if isinstance(value, dict):
+            out = {k: walk(v) for k, v in value.items()}
+            target = value.get("reference")
+            if isinstance(target, str) and target.startswith(LOCAL):
+                if target in resolved:
+                    out["reference"] = resolved[target]
+                elif target in local:
+                    raise FhirError(400, "not-supported", f"entry[{index}] refers to "
+                                    f"{target}, an entry not created before it (a POST "
+                                    "earlier in the Bundle can be referred to)",
+                                    expression="Bundle.entry.resource")
+                else:
+                    raise FhirError(400, "not-found", f"entry[{index}] refers to {target}, "
+                                    "which is no entry of this transaction",
+                                    expression="Bundle.entry.resource")
+            return out
+        if isinstance(value, list):
+            return [walk(v) for v in value]
+        return value
+
+    return {**entry, "resource": walk(entry["resource"])}
 
 
 def _entry_refused(door: FhirDoor, who: Caller, entry: Any, index: int,

@@ -276,6 +276,38 @@ async def test_transaction_is_all_or_nothing(fhir: Fhir) -> None:
     assert [e["response"]["status"] for e in body["entry"]] == ["201 Created", "201 Created"]
 
 
+async def test_a_transaction_resolves_references_to_its_own_entries(fhir: Fhir) -> None:
+    """FHIR R4 3.1.0.11.2: a transaction's entries are processed DELETE, POST, PUT, GET, and a
+    reference to another entry's urn:uuid fullUrl becomes the id it was given. Here a merge
+    (PUT active=false, replaced-by) listed first names the Patient a later POST creates; the
+    answer keeps the Bundle's order. A reference to no entry fails the whole transaction."""
+    _, old, _ = await post(fhir, patient(HOSPA, "TM1", "Mergeme"))
+    new = "urn:uuid:7d1c7e0a-5b86-4f8e-9e2c-2b1f0d6c9a11"
+    retired = {**patient(HOSPA, "TM1", "Mergeme"), "active": False,
+               "link": [{"type": "replaced-by", "other": {"reference": new}}]}
+    created = {**entry("POST", "Patient", patient(HOSPA, "TM2", "Mergeme")), "fullUrl": new}
+    status, body, _ = await fhir.call("POST", "", bundle(
+        "transaction", entry("PUT", f"Patient?identifier={HOSPA}|TM1", retired), created,
+    ), client="ADT_A")
+    assert status == 200, body
+    Bundle.model_validate(body)
+    first, second = body["entry"]
+    assert second["response"]["status"] == "201 Created"
+    survivor = second["resource"]["id"]
+    assert first["resource"]["id"] == old["id"] and first["resource"]["active"] is False
+    assert [link["other"]["reference"] for link in first["resource"]["link"]
+            if link["type"] == "replaced-by"] == [f"Patient/{survivor}"]
+    nowhere = "urn:uuid:00000000-0000-4000-8000-000000000000"
+    dangling = {**patient(HOSPA, "TM3"),
+                "link": [{"type": "seealso", "other": {"reference": nowhere}}]}
+    status, body, _ = await fhir.call("POST", "", bundle(
+        "transaction", entry("POST", "Patient", patient(HOSPA, "TM4")),
+        entry("POST", "Patient", dangling)), client="ADT_A")
+    assert status == 400 and "entry[1]" in body["issue"][0]["diagnostics"], body
+    found = (await fhir.call("GET", "/Patient", params={"identifier": f"{HOSPA}|TM4"}))[1]
+    assert found["total"] == 0
+
+
 async def test_a_pmir_message_at_the_base_still_goes_to_pmir(fhir: Fhir) -> None:
     status, body, _ = await fhir.call("POST", "", message([pmir_create("PM1")]),
                                       client="ADT_A")
