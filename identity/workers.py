@@ -18,10 +18,11 @@ CPU, and the rate did not measurably change: README, *Benchmarks*.) So ``identit
    finished and answered), waits, then stops the embedded database.
 
 Metrics: before the first worker starts the supervisor makes a directory of its own for this
-run (removed when it stops) and starts every worker with ``PROMETHEUS_MULTIPROC_DIR`` naming it:
-each worker keeps its metric values in files there, and ``GET /metrics``, whichever worker
-answers, sums them all (identity.metrics). A worker that exits is marked dead there (its
-gauges leave the sums; its counts stay, as counters must).
+run (``$TMPDIR/identity-metrics-<pid>-*``, removed when it stops; one left by a supervisor that
+was killed is removed at the next start) and starts every worker with
+``PROMETHEUS_MULTIPROC_DIR`` naming it: each worker keeps its metric values in files there, and
+``GET /metrics``, whichever worker answers, sums them all (identity.metrics). A worker that
+exits is marked dead there (its gauges leave the sums; its counts stay, as counters must).
 
 The kernel hands each new connection to one worker; a connection stays with its worker (an
 MLLP sender or HTTP keep-alive client is served by one process). Everything the workers share
@@ -113,6 +114,33 @@ def _worker_main(
         pass
 
 
+_METRICS_PREFIX = "identity-metrics-"
+
+
+def _metrics_directory() -> str:
+    """A new directory for this run's metric files, named after this process; those left by
+    supervisors that were killed (their process gone) are removed first."""
+    parent = tempfile.gettempdir()
+    for entry in os.scandir(parent):
+        if not entry.name.startswith(_METRICS_PREFIX) or not entry.is_dir(follow_symlinks=False):
+            continue
+        pid = entry.name[len(_METRICS_PREFIX):].partition("-")[0]
+        if pid.isdigit() and not _alive(int(pid)):
+            shutil.rmtree(entry.path, ignore_errors=True)
+            log.info("event=stale_metrics_removed path=%s", entry.path)
+    return tempfile.mkdtemp(prefix=f"{_METRICS_PREFIX}{os.getpid()}-", dir=parent)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process
+        return True
+    return True
+
+
 @contextmanager
 def _environment(name: str, value: str) -> Iterator[None]:
     """``name=value`` in this process's environment while a worker is spawned (a spawned
@@ -172,7 +200,7 @@ async def supervise(settings: Settings, *, ready: asyncio.Event | None = None) -
         sockets = [http, mllp]
         child = settings.model_dump(mode="json")
         child["database"]["url"] = url
-        metrics_dir = tempfile.mkdtemp(prefix="identity-metrics-")
+        metrics_dir = _metrics_directory()
         run_metrics = metrics_dir
 
         def start(worker: _Worker) -> None:
@@ -227,9 +255,11 @@ async def supervise(settings: Settings, *, ready: asyncio.Event | None = None) -
                 start(worker)
         log.info("event=shutdown_requested")
     finally:
+        # the handlers stay while the workers stop (they drain [http] drain_seconds): a second
+        # signal must not kill the supervisor and orphan them
+        await _stop_all(workers, settings.http.drain_seconds)
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.remove_signal_handler(sig)
-        await _stop_all(workers, settings.http.drain_seconds)
         for sock in sockets:
             sock.close()
         if metrics_dir is not None:
