@@ -323,9 +323,10 @@ class AuthSettings(_Section):
     """``[auth]``: who may call the HTTP door (identity/auth.py, docs/security.md)."""
 
     mode: Literal["none", "jwt"] = "none"
-    """``jwt``: every request but /fhir/metadata and /healthz needs an OAuth2 bearer JWT.
-    ``none``: the client is the ``[fhir] client_id_header`` header as sent (demos and tests;
-    refused on a non-loopback HTTP address unless ``allow_insecure``)."""
+    """``jwt``: every request but /fhir/metadata and the probes (/healthz, /readyz, /metrics)
+    needs an OAuth2 bearer JWT. ``none``: the client is the ``[fhir] client_id_header``
+    header as sent (demos and tests; refused on a non-loopback HTTP address unless
+    ``allow_insecure``)."""
     issuer: str | None = None
     """The ``iss`` the tokens must carry."""
     audience: str | None = None
