@@ -152,7 +152,8 @@ class Service:
         app.router.add_get("/readyz", readyz)
         if self.settings.http.metrics:
             self.facts = metrics.DatabaseFacts(
-                self.db, outbox_consumers(self.settings), self.settings.http.request_timeout
+                self.db, outbox_consumers(self.settings),
+                min(self.settings.http.request_timeout, 10.0),  # Prometheus's scrape timeout
             )
             app.router.add_get("/metrics", metrics_handler)
         add_fhir_routes(app, self.mpi, self.settings)

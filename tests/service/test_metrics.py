@@ -139,6 +139,26 @@ async def test_metrics_count_both_doors_and_read_the_queue_from_the_database(
                        "migrations": {"ok": True, "pending": []}}})
 
 
+async def test_readyz_fails_while_a_migration_is_not_applied(
+    service: Service, fresh_database: str
+) -> None:
+    conn = await asyncpg.connect(fresh_database)
+    try:
+        latest = await conn.fetchrow(
+            "DELETE FROM schema_migration WHERE version = (SELECT max(version) "
+            "FROM schema_migration) RETURNING version, name")
+        async with aiohttp.ClientSession() as http:
+            status, body = await ready(http, service.http_port or 0)
+        assert status == 503 and body["failed"] == ["migrations"], body
+        assert body["checks"]["migrations"] == {"ok": False, "pending": [latest["version"]]}
+    finally:
+        await conn.execute("INSERT INTO schema_migration (version, name) VALUES ($1, $2)",
+                           latest["version"], latest["name"])
+        await conn.close()
+    async with aiohttp.ClientSession() as http:
+        assert (await ready(http, service.http_port or 0))[0] == 200
+
+
 async def test_readyz_fails_when_the_database_is_gone(
     service: Service, fresh_database: str, server_url: str
 ) -> None:
