@@ -96,10 +96,6 @@ POOL_CONNECTIONS = Gauge(
     multiprocess_mode="livesum",
 )
 
-for _decision in Decision:  # every decision present from the start, 0 until it happens
-    MATCH_DECISIONS.labels(_decision.value)
-
-
 def multiprocess_dir() -> str | None:
     """The directory of this service's per-process metric files, when this process keeps its
     values there (it was started with PROMETHEUS_MULTIPROC_DIR set); else None."""
@@ -125,13 +121,36 @@ def ack_code(reply: bytes) -> str:
     return code if code in _ACK_CODES else "none"
 
 
+# Each label set's children, looked up once (``labels()`` takes a lock and builds a key on
+# every call); as bounded as the labels.
+_HL7_CHILDREN: dict[tuple[str, str], tuple[Counter, Histogram]] = {}
+_FHIR_CHILDREN: dict[tuple[str, str], tuple[Counter, Histogram]] = {}
+_DECISION_CHILDREN = {decision: MATCH_DECISIONS.labels(decision.value) for decision in Decision}
+"""Every decision, present from the start (0 until it happens)."""
+
+
 def observe_hl7(message_type: str, reply: bytes, seconds: float) -> None:
-    HL7_MESSAGES.labels(message_type, ack_code(reply)).inc()
-    HL7_DURATION.labels(message_type).observe(seconds)
+    key = (message_type, ack_code(reply))
+    children = _HL7_CHILDREN.get(key)
+    if children is None:
+        children = _HL7_CHILDREN[key] = (HL7_MESSAGES.labels(*key),
+                                         HL7_DURATION.labels(message_type))
+    children[0].inc()
+    children[1].observe(seconds)
+
+
+def observe_fhir(transaction: str, status: int, seconds: float) -> None:
+    key = (transaction, f"{status // 100}xx")
+    children = _FHIR_CHILDREN.get(key)
+    if children is None:
+        children = _FHIR_CHILDREN[key] = (FHIR_REQUESTS.labels(*key),
+                                          FHIR_DURATION.labels(transaction))
+    children[0].inc()
+    children[1].observe(seconds)
 
 
 def observe_decision(decision: Decision) -> None:
-    MATCH_DECISIONS.labels(decision.value).inc()
+    _DECISION_CHILDREN[decision].inc()
 
 
 FHIR_PREFIX = "/fhir"
@@ -192,9 +211,7 @@ async def http_middleware(request: web.Request, handler: Handler) -> web.StreamR
         status = exc.status
         raise
     finally:
-        transaction = fhir_transaction(request)
-        FHIR_REQUESTS.labels(transaction, f"{status // 100}xx").inc()
-        FHIR_DURATION.labels(transaction).observe(time.perf_counter() - started)
+        observe_fhir(fhir_transaction(request), status, time.perf_counter() - started)
 
 
 # --- the pool -------------------------------------------------------------------------------
@@ -339,9 +356,9 @@ async def exposition(db: Database | None, facts: DatabaseFacts | None) -> bytes:
     if path is not None:
         MultiProcessCollector(registry, path)
     else:
-        registry.register(_Forward())  # type: ignore[arg-type]
+        registry.register(_Forward())
     if facts is not None:
-        registry.register(_Families(await facts.families()))  # type: ignore[arg-type]
+        registry.register(_Families(await facts.families()))
     return generate_latest(registry)
 
 
