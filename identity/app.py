@@ -20,8 +20,9 @@ from dataclasses import dataclass, field
 
 from aiohttp import web
 
-from identity import __version__
+from identity import __version__, metrics
 from identity.audit.deliver import AuditDelivery, audit_delivery
+from identity.audit.record import AUDIT_TOPIC
 from identity.calibration import CalibrationSchedule
 from identity.config import Settings
 from identity.errors import StoreUnavailable
@@ -30,10 +31,11 @@ from identity.hl7v2.service import Hl7Service
 from identity.logs import quiet_bad_requests
 from identity.loop import loop_name, settle_heap
 from identity.mpi import Mpi
+from identity.mpi.uow import notify_topic
 from identity.steward import add_routes as add_steward_routes
 from identity.store.db import Database
 from identity.store.embedded import EmbeddedPostgres
-from identity.store.migrate import migrate
+from identity.store.migrate import migrate, pending_versions
 from identity.tls import describe, server_context
 
 log = logging.getLogger("identity.app")
@@ -92,6 +94,10 @@ class Service:
     hl7: Hl7Service | None = None
     schedule: CalibrationSchedule | None = None
     audit_delivery: AuditDelivery | None = None
+    facts: metrics.DatabaseFacts | None = None
+    draining: bool = False
+    """Set when the service has been asked to stop: /readyz answers 503 from then on."""
+    _pool_watch: asyncio.Task[None] | None = field(default=None, repr=False)
     _stopping: bool = field(default=False, repr=False)
 
     async def start(self) -> None:
@@ -112,6 +118,7 @@ class Service:
             self.audit_delivery = audit_delivery(self.db, self.settings)
             if self.audit_delivery is not None:
                 self.audit_delivery.start()
+            self._pool_watch = asyncio.create_task(metrics.watch_pool(self.db))
             await self._start_http()
             frozen, collect_ms = settle_heap()
             log.debug("event=heap_settled frozen=%d collect_ms=%.1f", frozen, collect_ms)
@@ -134,11 +141,21 @@ class Service:
 
     async def _start_http(self) -> None:
         quiet_bad_requests()  # no request bytes (tokens) in aiohttp's parse errors
-        app = web.Application(client_max_size=self.settings.http.max_body_bytes)
+        app = web.Application(
+            client_max_size=self.settings.http.max_body_bytes,
+            middlewares=[metrics.http_middleware],
+        )
         app[SERVICE_KEY] = self
-        assert self.mpi is not None
+        assert self.mpi is not None and self.db is not None
         app[MPI_KEY] = self.mpi
         app.router.add_get("/healthz", healthz)
+        app.router.add_get("/readyz", readyz)
+        if self.settings.http.metrics:
+            self.facts = metrics.DatabaseFacts(
+                self.db, outbox_consumers(self.settings),
+                min(self.settings.http.request_timeout, 10.0),  # Prometheus's scrape timeout
+            )
+            app.router.add_get("/metrics", metrics_handler)
         add_fhir_routes(app, self.mpi, self.settings)
         add_steward_routes(app, self.mpi, self.settings)
         # keepalive_timeout: aiohttp closes a connection that has not sent a whole request for
@@ -173,6 +190,7 @@ class Service:
         if self._stopping:
             return
         self._stopping = True
+        self.draining = True
         if self.http_runner is not None:
             await self.http_runner.cleanup()
             self.http_runner = None
@@ -187,6 +205,10 @@ class Service:
         if self.audit_delivery is not None:
             await self.audit_delivery.stop()
             self.audit_delivery = None
+        if self._pool_watch is not None:
+            self._pool_watch.cancel()
+            await asyncio.gather(self._pool_watch, return_exceptions=True)
+            self._pool_watch = None
         if self.db is not None:
             await self.db.close()
             self.db = None
@@ -223,6 +245,55 @@ async def healthz(request: web.Request) -> web.Response:
     return web.json_response(body, status=200 if ok else 503)
 
 
+async def readyz(request: web.Request) -> web.Response:
+    """Readiness: the database answers, every migration this release knows is applied, and
+    the service is not draining (asked to stop). 503 names the checks that failed."""
+    service = request.app[SERVICE_KEY]
+    db = service.db
+    limit = service.settings.http.request_timeout
+    checks: dict[str, dict[str, object]] = {}
+    checks["draining"] = {"ok": not service.draining}
+    try:
+        async with asyncio.timeout(limit):
+            if db is None:
+                raise StoreUnavailable("not connected")
+            async with db.read() as conn:
+                pending = await pending_versions(conn)
+        checks["database"] = {"ok": True}
+        checks["migrations"] = {"ok": not pending, "pending": pending}
+    except TimeoutError:
+        checks["database"] = {"ok": False,
+                              "detail": f"no answer within {limit:g} s ([http] request_timeout)"}
+    except Exception as exc:  # noqa: BLE001 - readiness reports any failure as text
+        checks["database"] = {"ok": False, "detail": f"{type(exc).__name__}: {exc}"}
+    if not checks["database"]["ok"]:
+        checks["migrations"] = {"ok": False, "detail": "database unavailable"}
+    failed = [name for name, check in checks.items() if not check["ok"]]
+    body = {
+        "status": "not ready" if failed else "ready",
+        "failed": failed,
+        "checks": checks,
+        "process": os.getpid(),
+    }
+    return web.json_response(body, status=503 if failed else 200)
+
+
+async def metrics_handler(request: web.Request) -> web.Response:
+    """Prometheus text exposition: every worker's counters and histograms, the database's
+    facts (identity.metrics)."""
+    service = request.app[SERVICE_KEY]
+    body = await metrics.exposition(service.db, service.facts)
+    return web.Response(body=body, headers={"Content-Type": metrics.CONTENT_TYPE})
+
+
+def outbox_consumers(settings: Settings) -> list[str]:
+    """The outbox topics a worker of this service delivers (ITI-10 consumers, syslog audit)."""
+    topics = [notify_topic(n.name) for n in settings.notify]
+    if settings.audit.syslog is not None:
+        topics.append(AUDIT_TOPIC)
+    return topics
+
+
 async def serve(
     settings: Settings,
     *,
@@ -251,6 +322,17 @@ async def serve(
             ready.set()
         await stop.wait()
         log.info("event=shutdown_requested")
+        drain = settings.http.drain_seconds
+        if drain > 0:
+            # /readyz answers 503 while both doors go on serving, so that a load balancer
+            # takes this instance out before it stops accepting; a second signal cuts it short
+            service.draining = True
+            log.info("event=draining seconds=%g", drain)
+            stop.clear()
+            try:
+                await asyncio.wait_for(stop.wait(), drain)
+            except TimeoutError:
+                pass
     finally:
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.remove_signal_handler(sig)

@@ -101,6 +101,13 @@ class HttpSettings(_Section):
     idle_timeout: float = Field(75.0, gt=0)
     """Seconds a connection may stay open without a whole request (idle between requests, or
     sending its request line and headers slowly) before it is closed, without a response."""
+    metrics: bool = True
+    """Serve ``GET /metrics`` (Prometheus text format; no token, like /healthz and /readyz).
+    False: /metrics answers 404 (docs/operations.md, *Metrics and health*)."""
+    drain_seconds: float = Field(0.0, ge=0, le=300)
+    """Seconds between SIGTERM and closing the listeners, during which ``/readyz`` answers 503
+    (draining) while both doors go on serving: time for a load balancer or Kubernetes to take
+    the instance out of rotation before it stops accepting."""
 
 
 class MllpClientSettings(_Section):
@@ -316,9 +323,10 @@ class AuthSettings(_Section):
     """``[auth]``: who may call the HTTP door (identity/auth.py, docs/security.md)."""
 
     mode: Literal["none", "jwt"] = "none"
-    """``jwt``: every request but /fhir/metadata and /healthz needs an OAuth2 bearer JWT.
-    ``none``: the client is the ``[fhir] client_id_header`` header as sent (demos and tests;
-    refused on a non-loopback HTTP address unless ``allow_insecure``)."""
+    """``jwt``: every request but /fhir/metadata and the probes (/healthz, /readyz, /metrics)
+    needs an OAuth2 bearer JWT. ``none``: the client is the ``[fhir] client_id_header``
+    header as sent (demos and tests; refused on a non-loopback HTTP address unless
+    ``allow_insecure``)."""
     issuer: str | None = None
     """The ``iss`` the tokens must carry."""
     audience: str | None = None

@@ -17,6 +17,13 @@ CPU, and the rate did not measurably change: README, *Benchmarks*.) So ``identit
 5. on SIGTERM or SIGINT it asks each worker to stop (SIGTERM: in-flight messages are
    finished and answered), waits, then stops the embedded database.
 
+Metrics: before the first worker starts the supervisor makes a directory of its own for this
+run (``$TMPDIR/identity-metrics-<pid>-*``, removed when it stops; one left by a supervisor that
+was killed is removed at the next start) and starts every worker with
+``PROMETHEUS_MULTIPROC_DIR`` naming it: each worker keeps its metric values in files there, and
+``GET /metrics``, whichever worker answers, sums them all (identity.metrics). A worker that
+exits is marked dead there (its gauges leave the sums; its counts stay, as counters must).
+
 The kernel hands each new connection to one worker; a connection stays with its worker (an
 MLLP sender or HTTP keep-alive client is served by one process). Everything the workers share
 lives in PostgreSQL: idempotency and locks, the outbox (each ITI-10 consumer is delivered to by
@@ -30,19 +37,25 @@ import asyncio
 import logging
 import multiprocessing
 import os
+import shutil
 import signal
 import socket
+import tempfile
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from multiprocessing.context import SpawnProcess
 from multiprocessing.synchronize import Event as ProcessEvent
 from typing import Any
 
 import asyncpg
+from prometheus_client.multiprocess import mark_process_dead
 
 from identity.config import Settings
 from identity.errors import StoreUnavailable, WorkerFailed
 from identity.logs import setup_logging
 from identity.loop import run as run_loop
+from identity.metrics import MULTIPROC_ENV
 from identity.store.embedded import EmbeddedPostgres
 from identity.store.migrate import migrate
 from identity.tls import describe, server_context
@@ -101,6 +114,48 @@ def _worker_main(
         pass
 
 
+_METRICS_PREFIX = "identity-metrics-"
+
+
+def _metrics_directory() -> str:
+    """A new directory for this run's metric files, named after this process; those left by
+    supervisors that were killed (their process gone) are removed first."""
+    parent = tempfile.gettempdir()
+    for entry in os.scandir(parent):
+        if not entry.name.startswith(_METRICS_PREFIX) or not entry.is_dir(follow_symlinks=False):
+            continue
+        pid = entry.name[len(_METRICS_PREFIX):].partition("-")[0]
+        if pid.isdigit() and not _alive(int(pid)):
+            shutil.rmtree(entry.path, ignore_errors=True)
+            log.info("event=stale_metrics_removed path=%s", entry.path)
+    return tempfile.mkdtemp(prefix=f"{_METRICS_PREFIX}{os.getpid()}-", dir=parent)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process
+        return True
+    return True
+
+
+@contextmanager
+def _environment(name: str, value: str) -> Iterator[None]:
+    """``name=value`` in this process's environment while a worker is spawned (a spawned
+    process inherits it; the supervisor's own, perhaps a test's process, is left as it was)."""
+    before = os.environ.get(name)
+    os.environ[name] = value
+    try:
+        yield
+    finally:
+        if before is None:
+            del os.environ[name]
+        else:
+            os.environ[name] = before
+
+
 class _Worker:
     def __init__(self, index: int) -> None:
         self.index = index
@@ -119,6 +174,7 @@ async def supervise(settings: Settings, *, ready: asyncio.Event | None = None) -
     sockets: list[socket.socket] = []
     workers: list[_Worker] = []
     context = multiprocessing.get_context("spawn")
+    metrics_dir: str | None = None
     try:
         # Each worker builds its own TLS contexts (an SSLContext does not cross processes);
         # building them here first makes a bad certificate or key a ConfigError at start-up.
@@ -144,6 +200,8 @@ async def supervise(settings: Settings, *, ready: asyncio.Event | None = None) -
         sockets = [http, mllp]
         child = settings.model_dump(mode="json")
         child["database"]["url"] = url
+        metrics_dir = _metrics_directory()
+        run_metrics = metrics_dir
 
         def start(worker: _Worker) -> None:
             worker.ready = context.Event()
@@ -152,7 +210,8 @@ async def supervise(settings: Settings, *, ready: asyncio.Event | None = None) -
                 args=(child, http, mllp, worker.ready, os.getpid()),
                 name=f"identity-worker-{worker.index}",
             )
-            worker.process.start()
+            with _environment(MULTIPROC_ENV, run_metrics):
+                worker.process.start()
             worker.started_at = time.monotonic()
             log.info("event=worker_started worker=%d pid=%s", worker.index, worker.process.pid)
 
@@ -187,6 +246,7 @@ async def supervise(settings: Settings, *, ready: asyncio.Event | None = None) -
                 lived = time.monotonic() - worker.started_at
                 log.error("event=worker_exited worker=%d pid=%s code=%s seconds=%.1f",
                           worker.index, process.pid, process.exitcode, lived)
+                mark_process_dead(process.pid, run_metrics)
                 if lived < _CRASH_WINDOW:
                     raise WorkerFailed(
                         f"worker {worker.index} exited with code {process.exitcode} "
@@ -195,11 +255,15 @@ async def supervise(settings: Settings, *, ready: asyncio.Event | None = None) -
                 start(worker)
         log.info("event=shutdown_requested")
     finally:
+        # the handlers stay while the workers stop (they drain [http] drain_seconds): a second
+        # signal must not kill the supervisor and orphan them
+        await _stop_all(workers, settings.http.drain_seconds)
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.remove_signal_handler(sig)
-        await _stop_all(workers)
         for sock in sockets:
             sock.close()
+        if metrics_dir is not None:
+            shutil.rmtree(metrics_dir, ignore_errors=True)
         if embedded is not None:
             await embedded.stop()
         log.info("event=service_stopped")
@@ -221,13 +285,14 @@ async def _until_ready(workers: list[_Worker], stop: asyncio.Event) -> None:
         await asyncio.sleep(0.05)
 
 
-async def _stop_all(workers: list[_Worker]) -> None:
-    """SIGTERM every worker (each stops gracefully), wait, then SIGKILL what is left."""
+async def _stop_all(workers: list[_Worker], drain: float = 0.0) -> None:
+    """SIGTERM every worker (each drains ``drain`` seconds and stops gracefully), wait, then
+    SIGKILL what is left."""
     running = [w.process for w in workers if w.process is not None and w.process.is_alive()]
     for process in running:
         if process.pid is not None:
             os.kill(process.pid, signal.SIGTERM)
-    await asyncio.to_thread(_join, running, _STOP_TIMEOUT)
+    await asyncio.to_thread(_join, running, _STOP_TIMEOUT + drain)
     for process in running:
         if process.is_alive():
             log.error("event=worker_killed pid=%s", process.pid)

@@ -11,7 +11,9 @@ unsupported trigger event AR 201 at MSH^1^9^1^2.
 from __future__ import annotations
 
 import logging
+import time
 
+from identity import metrics
 from identity.config import Settings
 from identity.hl7v2.audit import (
     feed_action,
@@ -61,6 +63,23 @@ def supported_version(version: str) -> bool:
     return OLDEST_VERSION <= numbers and numbers[:2] <= NEWEST_VERSION
 
 
+def message_label(raw: bytes) -> str:
+    """MSH-9 as a metric's label: ``ADT^A04``, ``QBP^Q23``; ``other`` for a type or event the
+    door does not support (a label must not take any value a sender writes) and for a message
+    whose MSH cannot be read. Read from the first segment's bytes, without parsing."""
+    if raw[:3] != b"MSH" or len(raw) < 8:
+        return "other"
+    end = raw.find(b"\r")
+    fields = raw[: end if end >= 0 else len(raw)].split(raw[3:4], 9)
+    if len(fields) < 9 or not fields[1]:
+        return "other"
+    parts = fields[8].split(fields[1][:1], 2)
+    kind = parts[0].decode("ascii", "replace")
+    event = parts[1].decode("ascii", "replace") if len(parts) > 1 else ""
+    events = SUPPORTED.get(kind)
+    return f"{kind}^{event}" if events is not None and event in events else "other"
+
+
 class Hl7Handler:
     """One inbound message → one Mpi command or query → one reply (bytes)."""
 
@@ -76,6 +95,13 @@ class Hl7Handler:
         return await self.handle(raw)
 
     async def handle(self, raw: bytes) -> bytes:
+        """The reply to one message; counted and timed (identity.metrics) by its MSH-9."""
+        started = time.perf_counter()
+        reply = await self._handle(raw)
+        metrics.observe_hl7(message_label(raw), reply, time.perf_counter() - started)
+        return reply
+
+    async def _handle(self, raw: bytes) -> bytes:
         hl7 = self.settings.hl7
         try:
             message = parse_message(

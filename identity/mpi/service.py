@@ -17,6 +17,7 @@ from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from datetime import datetime
 from typing import Any, TypeVar
 
+from identity import metrics
 from identity.config import Settings
 from identity.errors import (
     AlreadyProcessed,
@@ -31,6 +32,7 @@ from identity.model import (
     AuthorityRef,
     CrossReferences,
     Dashboard,
+    Decision,
     DecisionEntry,
     DecisionLog,
     Demographics,
@@ -239,6 +241,9 @@ class Mpi:
         except Exception as exc:
             self.audit.failed(envelope.audit, exc)
             raise
+        decision = getattr(result, "decision", None)
+        if isinstance(decision, Decision):  # a registration, committed (or its savepoint)
+            metrics.observe_decision(decision)
         return result, text
 
     @staticmethod

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Any
 
 import asyncpg
@@ -42,6 +43,16 @@ class CalibrationQueries:
                       extract(epoch FROM now() - created_at) / 86400 AS days
                FROM match_model ORDER BY version DESC LIMIT 1""")
         return None if row is None else (int(row["records"] or 0), float(row["days"]))
+
+    async def runs(self) -> tuple[int, datetime | None, int | None, datetime | None]:
+        """(versions stored, the newest's time, the active version, its time): each
+        calibration run stores one version; none active is the configured model file."""
+        row = await self.conn.fetchrow(
+            """SELECT count(*) AS runs, max(created_at) AS last,
+                      max(version) FILTER (WHERE active) AS active,
+                      max(created_at) FILTER (WHERE active) AS active_at
+               FROM match_model""")
+        return int(row["runs"]), row["last"], row["active"], row["active_at"]
 
     async def try_lock(self, key: int) -> bool:
         """A session advisory lock (this connection holds it until :meth:`unlock`)."""

@@ -32,6 +32,7 @@ to regenerate it; tests/core/test_schema.py checks it).
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import logging
 import re
@@ -182,3 +183,20 @@ async def migrate(conn: asyncpg.Connection, migrations: list[Migration] | None =
     """Apply pending migrations and changed function definitions (:func:`apply_migrations`);
     return the versions of the numbered migrations applied now."""
     return (await apply_migrations(conn, migrations)).versions
+
+
+@functools.cache
+def _known_versions() -> list[int]:
+    return [m.version for m in available_migrations()]
+
+
+async def pending_versions(conn: asyncpg.Connection) -> list[int]:
+    """The package's numbered migrations not applied to the database (all of them when it has
+    no schema yet): what ``/readyz`` checks. Versions the database has and the package does not
+    know (a newer release ran) are not pending."""
+    known = _known_versions()
+    exists = await conn.fetchval("SELECT to_regclass('schema_migration') IS NOT NULL")
+    if not exists:
+        return known
+    done = {r["version"] for r in await conn.fetch("SELECT version FROM schema_migration")}
+    return [v for v in known if v not in done]
