@@ -136,7 +136,7 @@ def test_image_is_slim_non_root_and_runs_the_service() -> None:
                (DEPLOY / "Dockerfile.dockerignore").read_text().splitlines()
                if line.strip() and not line.startswith("#")]
     assert ignored[0] == "*"
-    for copied in ("pyproject.toml", "README.md", "identity/", "matching/",
+    for copied in ("pyproject.toml", "README.md", "identity", "matching",
                    "deploy/container.toml"):
         assert f"!{copied}" in ignored
 
