@@ -14,6 +14,8 @@ import warnings
 from pathlib import Path
 from typing import Any
 
+from identity.errors import ConfigError
+
 log = logging.getLogger("identity.store.embedded")
 
 DATABASE = "identity"
@@ -32,7 +34,12 @@ class EmbeddedPostgres:
         """Start (or attach to) the server, create the database, return its URL."""
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # platformdirs warns when XDG_RUNTIME_DIR is unset
-            import pgserver
+            try:
+                import pgserver
+            except ImportError as exc:  # the container image leaves it out
+                raise ConfigError(
+                    "database.url is unset and the embedded PostgreSQL (the pgserver package) "
+                    "is not installed: set database.url (IDENTITY_DATABASE__URL)") from exc
 
         self.pgdata.parent.mkdir(parents=True, exist_ok=True)
         self.owner = not self._running()

@@ -58,3 +58,21 @@ def test_systemd_accepts_the_unit(tmp_path: Path) -> None:
     problems = [line for line in (done.stdout + done.stderr).splitlines()
                 if str(unit) in line or "identity.service" in line]
     assert done.returncode == 0 and not problems, done.stdout + done.stderr
+
+
+def test_without_pgserver_and_without_a_database_url_the_command_says_what_to_set(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The container image leaves the embedded PostgreSQL out: a command run there without
+    database.url ends with a message naming the key, not a traceback."""
+    import sys
+
+    from identity.cli import main
+
+    monkeypatch.setitem(sys.modules, "pgserver", None)  # ``import pgserver`` fails
+    monkeypatch.delenv("IDENTITY_DATABASE__URL", raising=False)
+    config = tmp_path / "identity.toml"
+    config.write_text(f'data_dir = "{tmp_path / "data"}"\n', encoding="utf-8")
+    assert main(["migrate", "--config", str(config)]) == 1
+    error = capsys.readouterr().err
+    assert "database.url" in error and "IDENTITY_DATABASE__URL" in error
