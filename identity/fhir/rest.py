@@ -50,6 +50,7 @@ from identity.model import (
     AuthorityRef,
     Demographics,
     HistoryEvent,
+    Identifier,
     IdentifierRef,
     RecordStatus,
     SourceRecord,
@@ -281,21 +282,26 @@ def _bumps(event: HistoryEvent) -> int:
 
 def _as_it_was(current: SourceRecord, door: FhirDoor, event: HistoryEvent,
                number: int) -> SourceRecord | None:  # fmt: skip
-    """The record as a history row's ``after`` snapshot shows it: its identifier, status and
-    demographics (other identifiers and the enterprise identifier are not in history)."""
+    """The record as a history row's ``after`` snapshot shows it: its identifier, status,
+    demographics and, in rows written since history kept them, its other identifiers (the
+    enterprise identifier is not in history)."""
     snapshot = event.after or {}
-    domain = door.mpi.domains.by_id.get(snapshot.get("domain_id", current.domain.id))
+    domains = door.mpi.domains.by_id
+    domain = domains.get(snapshot.get("domain_id", current.domain.id))
     if domain is None or "demographics" not in snapshot:
         return None
     try:
         demographics = Demographics.model_validate(snapshot["demographics"] or {})
         status = RecordStatus(snapshot.get("status", current.status))
-    except (ValidationError, ValueError):
+        others = tuple(
+            Identifier(domain=domains[d].namespace, value=str(v), oid=domains[d].oid, type=t)
+            for d, v, t in snapshot.get("others") or () if d in domains)
+    except (ValidationError, ValueError, TypeError):
         return None
     return SourceRecord(
         id=current.id, domain=domain, identifier=str(snapshot.get("identifier",
                                                                    current.identifier)),
-        status=status, demographics=demographics, version=number,
+        status=status, demographics=demographics, version=number, other_identifiers=others,
         merged_into=snapshot.get("merged_into"), created_at=current.created_at,
         updated_at=event.at,
     )  # fmt: skip

@@ -58,13 +58,20 @@ def record_key(domain_id: int, identifier: str) -> str:
 
 
 def record_snapshot(record: StoredRecord) -> dict[str, Any]:
-    """A record's state in history rows (the demographics as stored)."""
+    """A record's state in history rows (the demographics as stored, the other identifiers it
+    carries: what a FHIR vread of that version shows)."""
     return {
         "domain_id": record.domain_id,
         "identifier": record.identifier,
         "status": record.status.value,
         "demographics": record.demographics_json,
+        "others": others_snapshot(record.others),
     }
+
+
+def others_snapshot(others: Sequence[ResolvedIdentifier]) -> list[list[Any]]:
+    """Other identifiers in history rows: [domain id, value, type] each."""
+    return [[domain_id, value, type_code] for domain_id, value, type_code in others]
 
 
 def hard_rules_of(explanation: dict[str, Any] | None) -> tuple[str, ...]:
@@ -309,6 +316,7 @@ class Changes:
                 "identifier": inp.identifier.value,
                 "status": "active",
                 "demographics": demographics,
+                "others": others_snapshot(others),
             },
             record_id=record_id,
         )
@@ -428,7 +436,8 @@ class Changes:
             "source_record",
             record_id,
             before=record_snapshot(record),
-            after={**record_snapshot(record), "status": "active", "demographics": dumped},
+            after={**record_snapshot(record), "status": "active", "demographics": dumped,
+                   "others": others_snapshot(others)},
             record_id=record_id,
             person_id=record.person_id,
         )

@@ -11,7 +11,7 @@ from fhir.resources.R4B.patient import Patient
 
 from identity.auth import READ
 from tests.fhir import test_auth
-from tests.fhir.conftest import HOSPA, HOSPB, MPI_SYSTEM, Fhir, patient
+from tests.fhir.conftest import HOSPA, HOSPB, MPI_SYSTEM, NATIONAL, Fhir, patient
 from tests.fhir.test_audit_hooks import cx, fresh, records
 from tests.fhir.test_pixm import outcome
 from tests.fhir.test_pmir import create as pmir_create
@@ -152,6 +152,29 @@ async def test_create_update_delete_by_id_are_audited_as_balp_rest(fhir: Fhir) -
 
 
 # --- history ------------------------------------------------------------------------------
+
+
+async def test_an_older_version_shows_the_other_identifiers_it_carried(fhir: Fhir) -> None:
+    """A vread of version 1 shows the national identifier version 1 carried, though version
+    2 replaced it; the current version shows the new one."""
+    first = patient(HOSPA, "HI1", "Ibsen", "Henrik", "1928-03-20")
+    first["identifier"].append({"system": NATIONAL, "value": "111-22-3333"})
+    _, body, _ = await post(fhir, first)
+    rid = body["id"]
+    second = {**first, "identifier": [first["identifier"][0],
+                                      {"system": NATIONAL, "value": "444-55-6666"}]}
+    status, _, _ = await fhir.call("PUT", f"/Patient/{rid}", {**second, "id": rid},
+                                   client="ADT_A")
+    assert status == 200
+
+    def national(resource: dict[str, Any]) -> list[str]:
+        return [i["value"] for i in resource["identifier"] if i["system"] == NATIONAL]
+
+    status, old, _ = await fhir.call("GET", f"/Patient/{rid}/_history/1")
+    assert status == 200 and national(old) == ["111-22-3333"]
+    status, history, _ = await fhir.call("GET", f"/Patient/{rid}/_history")
+    assert [national(e["resource"]) for e in history["entry"]] == [
+        ["444-55-6666"], ["111-22-3333"]]
 
 
 async def test_history_lists_every_version_newest_first_and_vread_reads_old_ones(
