@@ -30,6 +30,7 @@ from identity.fhir import add_routes as add_fhir_routes
 from identity.hl7v2.service import Hl7Service
 from identity.logs import quiet_bad_requests
 from identity.loop import loop_name, settle_heap
+from identity.maintenance import MaintenanceSchedule
 from identity.mpi import Mpi
 from identity.mpi.uow import notify_topic
 from identity.steward import add_routes as add_steward_routes
@@ -93,6 +94,7 @@ class Service:
     http_port: int | None = None
     hl7: Hl7Service | None = None
     schedule: CalibrationSchedule | None = None
+    maintenance: MaintenanceSchedule | None = None
     audit_delivery: AuditDelivery | None = None
     facts: metrics.DatabaseFacts | None = None
     draining: bool = False
@@ -111,6 +113,9 @@ class Service:
             await self.mpi.follow_models()
             self.schedule = CalibrationSchedule(self.mpi)
             self.schedule.start()
+            self.maintenance = MaintenanceSchedule(
+                self.db, self.settings.maintenance, outbox_consumers(self.settings))
+            self.maintenance.start()
             self.hl7 = Hl7Service(
                 self.mpi, self.db, self.settings, self.sockets[1] if self.sockets else None
             )
@@ -200,6 +205,9 @@ class Service:
         if self.schedule is not None:
             await self.schedule.stop()
             self.schedule = None
+        if self.maintenance is not None:
+            await self.maintenance.stop()
+            self.maintenance = None
         if self.mpi is not None:
             await self.mpi.stop()  # writes the audit records still queued
         if self.audit_delivery is not None:

@@ -416,6 +416,55 @@ class AuditSettings(_Section):
     """Absent: records are kept in the database (GET /fhir/AuditEvent) and nothing is sent."""
 
 
+class MaintenanceSettings(_Section):
+    """``[maintenance]``: what the service does to its own database (docs/operations.md,
+    *Self-maintenance*). Each task runs in one worker at a time (an advisory lock)."""
+
+    enabled: bool = True
+    """False: none of the tasks below run (an operator's own jobs do them)."""
+    analyze_interval: float = Field(30.0, ge=1)
+    """Seconds between two checks of the tables' statistics (a check is one catalog query;
+    an index filled from empty grows fastest in its first minutes)."""
+    analyze_fraction: float = Field(0.1, gt=0, le=10)
+    """A table is ANALYZEd when the rows inserted, updated or deleted since its last ANALYZE
+    (by anyone: this task, autovacuum, an operator) exceed this fraction of its rows then ..."""
+    analyze_min_rows: int = Field(500, ge=0)
+    """... plus this many (so that a small table is not analysed at every check)."""
+    vacuum: Literal["auto", "always", "never"] = "auto"
+    """VACUUM (never FULL) a table whose dead rows exceed ``vacuum_fraction`` of its rows:
+    ``auto`` only when the server's autovacuum is off."""
+    vacuum_fraction: float = Field(0.2, gt=0, le=10)
+    retention_interval: float = Field(3600.0, ge=1)
+    """Seconds between two retention runs (the deletions and the archiving below)."""
+    batch_rows: int = Field(10_000, ge=100, le=1_000_000)
+    """Rows deleted (or archived) per statement, each its own transaction: short locks."""
+    outbox_delivered_days: float = Field(7.0, ge=0)
+    """Delivered outbox rows older than this are deleted (0: kept)."""
+    outbox_unconsumed_days: float = Field(7.0, ge=0)
+    """Undelivered outbox rows of a topic no worker of this configuration delivers (a
+    ``[[notify]]`` consumer removed, ``[audit.syslog]`` unset) are deleted at this age (0:
+    kept). Every instance sharing the database must have the same consumers."""
+    write_unconsumed_topics: bool = False
+    """Write the rows of ``identity.changed`` and ``record.updated``, topics no worker
+    delivers (an external reader of the outbox table); false: only consumers' topics are
+    written."""
+    processed_message_days: float = Field(30.0, ge=0)
+    """Stored replies (idempotency) older than this are deleted (0: kept): longer than any
+    sender's retry window; a message re-sent after it is processed as a new one."""
+    history_retention_days: float = Field(0.0, ge=0)
+    """History rows older than this are moved to ``history_archive`` (0: never): they no
+    longer show in the steward's views, and a command archived cannot be undone."""
+
+    @model_validator(mode="after")
+    def _at_least_a_day(self) -> MaintenanceSettings:
+        for key in ("outbox_delivered_days", "outbox_unconsumed_days", "processed_message_days",
+                    "history_retention_days"):
+            value = getattr(self, key)
+            if 0 < value < 1:
+                raise ValueError(f"{key} must be 0 (keep) or at least 1 day")
+        return self
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix="IDENTITY_",
@@ -442,6 +491,7 @@ class Settings(BaseSettings):
     notify: list[NotifySettings] = Field(default_factory=list)
     auth: AuthSettings = AuthSettings()
     audit: AuditSettings = AuditSettings()
+    maintenance: MaintenanceSettings = MaintenanceSettings()
 
     @field_validator("log_level")
     @classmethod

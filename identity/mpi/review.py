@@ -260,6 +260,11 @@ async def undo(uow: UnitOfWork, changes: Changes, command_id: str) -> list[int]:
     except ValueError as exc:
         raise InvalidInput(f"not a command id: {command_id!r}") from exc
     events = await repo.history(command_id=command_id)
+    if await repo.history_archived(command_id):
+        raise InvalidState(
+            f"command {command_id} is archived (its history is older than [maintenance] "
+            "history_retention_days): it cannot be undone"
+        )
     if not events:
         raise NotFound(f"no command {command_id}")
     last_id = max(e.id for e in events)

@@ -66,7 +66,7 @@ from identity.mpi.follow import ModelFollower
 from identity.mpi.handlers import HANDLERS
 from identity.mpi.matcher import Matcher, load_model
 from identity.mpi.outbox import TopicDeliveries, own_topic
-from identity.mpi.uow import CHANGED_TOPIC, notify_topic
+from identity.mpi.uow import outbox_routes
 from identity.store.db import Database
 from identity.store.repository import Repository
 
@@ -89,7 +89,8 @@ class Mpi:
             domains=self.domains,
             matcher=self.matcher,
             changes=self.changes,
-            fanout={CHANGED_TOPIC: tuple(notify_topic(n.name) for n in settings.notify)},
+            fanout=outbox_routes([n.name for n in settings.notify],
+                                 write_unconsumed=settings.maintenance.write_unconsumed_topics),
             audit=self.audit,
         )
         self._in_flight: dict[tuple[str, str], tuple[asyncio.Future[str], str | None]] = {}

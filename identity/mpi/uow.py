@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import uuid
+from collections.abc import Sequence
 from typing import Any
 
 import asyncpg
@@ -23,6 +24,21 @@ UPDATED_TOPIC = "record.updated"
 def notify_topic(consumer: str) -> str:
     """Outbox topic of one ITI-10 PIX Consumer (configured in [[notify]])."""
     return f"iti10:{consumer}"
+
+
+def outbox_routes(
+    notify: Sequence[str], *, write_unconsumed: bool = False
+) -> dict[str, tuple[str, ...]]:
+    """The topics each emitted topic is written as: ``identity.changed`` as one row per
+    ITI-10 consumer (``notify``: their names), and itself and ``record.updated`` only with
+    ``write_unconsumed`` (``[maintenance] write_unconsumed_topics``), since no worker of the
+    service delivers them. A consumer configured later is delivered the changes made from
+    then on, never rows from before it existed."""
+    own = (CHANGED_TOPIC,) if write_unconsumed else ()
+    return {
+        CHANGED_TOPIC: own + tuple(notify_topic(name) for name in notify),
+        UPDATED_TOPIC: (UPDATED_TOPIC,) if write_unconsumed else (),
+    }
 
 
 class UnitOfWork:
@@ -85,11 +101,11 @@ class UnitOfWork:
     def emit(self, topic: str, payload: dict[str, Any]) -> None:
         """Queue work that leaves the process after commit (notifications, audit).
 
-        A topic with subscribers (``fanout``) also gets one row per subscriber topic, so that
-        each consumer is delivered to in order and retried on its own."""
-        self._outbox.append((topic, payload, self.command_id))
-        for subscriber in self.fanout.get(topic, ()):
-            self._outbox.append((subscriber, payload, self.command_id))
+        A topic routed in ``fanout`` is written as the topics it lists, one row each (one per
+        consumer, so that each is delivered to in order and retried on its own; none when no
+        one consumes it: :func:`outbox_routes`); a topic not routed is written as itself."""
+        for written in self.fanout.get(topic, (topic,)):
+            self._outbox.append((written, payload, self.command_id))
 
     def take_events(
         self,

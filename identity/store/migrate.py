@@ -132,6 +132,21 @@ async def apply_migrations(
                    applied_at timestamptz NOT NULL DEFAULT now())"""
         )
         done = {r["version"] for r in await conn.fetch("SELECT version FROM schema_migration")}
+        newest = max((m.version for m in migrations), default=0)
+        newer = sorted(v for v in done if v > newest)
+        if newer:
+            # A newer release migrated this database (a rolling upgrade, docs/operations.md
+            # "Upgrades"): its migrations expanded the schema for this release to keep running,
+            # and its function definitions are the ones in force. Apply nothing, or this
+            # release would put its own function bodies back under the newer one.
+            missing = [m.version for m in migrations if m.version not in done]
+            if missing:
+                raise RuntimeError(
+                    f"the database has migrations {newer} newer than this release's but "
+                    f"lacks its migrations {missing}: not a schema this release can run on")
+            log.warning("event=schema_newer_than_release newer=%s release_newest=%d",
+                        ",".join(map(str, newer)), newest)
+            return Applied()
         versions = []
         for migration in migrations:
             if migration.version in done:

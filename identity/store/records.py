@@ -355,6 +355,13 @@ class IndexQueries:
             after_id,
         )
 
+    async def history_archived(self, command_id: str) -> bool:
+        """Whether rows of the command were moved to history_archive (retention)."""
+        return await self.conn.fetchval(
+            "SELECT EXISTS (SELECT 1 FROM history_archive WHERE command_id = $1::uuid)",
+            command_id,
+        )
+
     async def name_frequencies(self, min_persons: int) -> dict[str, object]:
         """How often each normalised family and given name occurs among active records, and
         the full names of at least ``min_persons`` persons ("named": [(given, family, n)],

@@ -69,6 +69,22 @@ CREATE TABLE history (
     message_id text
 );
 
+CREATE TABLE history_archive (
+    id bigint NOT NULL,
+    command_id uuid NOT NULL,
+    at timestamp with time zone NOT NULL,
+    event text NOT NULL,
+    entity text NOT NULL,
+    entity_id bigint NOT NULL,
+    person_id bigint,
+    record_id bigint,
+    before jsonb,
+    after jsonb,
+    actor text NOT NULL,
+    message_id text,
+    archived_at timestamp with time zone DEFAULT now() NOT NULL
+);
+
 CREATE TABLE link (
     source_record_id bigint NOT NULL,
     person_id bigint NOT NULL,
@@ -221,6 +237,8 @@ ALTER TABLE domain ADD CONSTRAINT domain_pkey PRIMARY KEY (id);
 
 ALTER TABLE history ADD CONSTRAINT history_pkey PRIMARY KEY (id);
 
+ALTER TABLE history_archive ADD CONSTRAINT history_archive_pkey PRIMARY KEY (id);
+
 ALTER TABLE link ADD CONSTRAINT link_kind_check CHECK ((kind = ANY (ARRAY['automatic'::text, 'manual'::text, 'verified'::text])));
 
 ALTER TABLE link ADD CONSTRAINT link_person_id_fkey FOREIGN KEY (person_id) REFERENCES person(id);
@@ -317,6 +335,8 @@ CREATE INDEX history_person ON history USING btree (person_id, id) WHERE (person
 
 CREATE INDEX history_record ON history USING btree (record_id, id) WHERE (record_id IS NOT NULL);
 
+CREATE INDEX history_archive_command ON history_archive USING btree (command_id);
+
 CREATE INDEX link_joined ON link USING btree (kind) WHERE ((score IS NOT NULL) OR (kind <> 'automatic'::text));
 
 CREATE INDEX link_person ON link USING btree (person_id);
@@ -325,7 +345,11 @@ CREATE UNIQUE INDEX match_model_active ON match_model USING btree (active) WHERE
 
 CREATE INDEX no_match_b ON no_match USING btree (record_b);
 
+CREATE INDEX outbox_delivered ON outbox USING btree (delivered_at) WHERE (delivered_at IS NOT NULL);
+
 CREATE INDEX outbox_pending ON outbox USING btree (topic, id) WHERE (delivered_at IS NULL);
+
+CREATE INDEX processed_message_created ON processed_message USING btree (created_at);
 
 CREATE INDEX record_identifier_lookup ON record_identifier USING btree (domain_id, identifier);
 

@@ -54,7 +54,8 @@ async def ready(session: aiohttp.ClientSession, port: int) -> tuple[int, dict]:
 @pytest.fixture
 async def service(fresh_database: str) -> AsyncIterator[Service]:
     service = Service(Settings(database={"url": fresh_database}, http={"port": 0},
-                               mllp={"port": 0}, domains=DEMO_DOMAINS))
+                               mllp={"port": 0}, domains=DEMO_DOMAINS,
+                               maintenance={"write_unconsumed_topics": True}))
     await service.start()
     try:
         yield service
