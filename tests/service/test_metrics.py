@@ -166,7 +166,7 @@ async def test_readyz_fails_when_the_database_is_gone(
     port = service.http_port
     assert port and service.facts is not None
     service.facts.ttl = 0.0  # read the facts on every scrape
-    name = fresh_database.rpartition("/")[2]
+    name = fresh_database.partition("?")[0].rpartition("/")[2]  # the embedded: ?host=/…
     conn = await asyncpg.connect(server_url)
     try:  # the database goes away under the running service (its connections are ended)
         await conn.execute(f'DROP DATABASE "{name}" WITH (FORCE)')
