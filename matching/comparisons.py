@@ -304,6 +304,9 @@ class PairView:
         rows = self._rows("R", sel)
         return col if rows is None else col[rows]
 
+    def has_tf(self, name: str) -> bool:
+        return name in self._left.tf
+
     def left_tf(self, name: str) -> np.ndarray:
         col = self._left.tf[name]
         if self._li is None:

@@ -490,7 +490,7 @@ class MatchModel:
         names' frequencies gave, lowered to what the full name's frequency gives (never
         raised; see :func:`full_name_table`)."""
         names = self._name_comparisons()
-        if not self.term_frequencies or names is None or "full" not in view._left.tf:
+        if not self.term_frequencies or names is None or not view.has_tf("full"):
             return 0.0
         tf_full = view.left_tf("full")
         if np.isnan(tf_full).all():
