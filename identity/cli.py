@@ -559,6 +559,8 @@ async def _calibrate(
 
 
 async def _import(settings: Settings, args: argparse.Namespace) -> str:
+    import logging
+
     from identity.app import migrated_database
     from identity.importer import (
         ColumnMappingError,
@@ -587,6 +589,10 @@ async def _import(settings: Settings, args: argparse.Namespace) -> str:
     if args.bulk and (len(files) > 1 or formats[0] != "csv"):
         raise InvalidArgument("--bulk loads one CSV file into an empty index")
     show = progress_wanted(args.quiet)
+    if not logging.getLogger().isEnabledFor(logging.DEBUG):
+        # one INFO line per registration would cost more than the progress bar it breaks;
+        # the summary counts them
+        logging.getLogger("identity.mpi").setLevel(logging.WARNING)
     shared = Rejects(args.rejects) if args.rejects else None
     summary = Summary()
     async with migrated_database(settings) as (db, _):

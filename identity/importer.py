@@ -333,7 +333,9 @@ class Rejects:
 
     def __init__(self, path: str | Path) -> None:
         self.path = str(path)
-        self._handle: TextIO = open(path, "w", newline="", encoding="utf-8")  # noqa: SIM115
+        self._handle: TextIO = open(  # noqa: SIM115 - closed by close()
+            path, "w", newline="", encoding="utf-8", buffering=1
+        )
         self._writer = csv.writer(self._handle)
         self._writer.writerow(self.HEADER)
 
