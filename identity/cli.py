@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -130,15 +131,50 @@ def _parser() -> argparse.ArgumentParser:
     load = commands.add_parser(
         "import",
         parents=[common],
-        help="initial load of an empty index from a file",
-        description="Load an empty index from a population CSV (the layout `identity "
-        "generate` writes) in one transaction: the whole set is matched at once with the "
-        "configured engine and rules, then written with COPY. Refuses a non-empty index.",
+        help="bulk load of an empty or populated index from CSV, FHIR NDJSON or HL7 v2 files",
+        description="Load records from files into the index, streamed, each registered as the "
+        "feeds register it (same matching decisions, locks and history): CSV read through a "
+        "column mapping (--columns; the layout `identity generate` writes by default), NDJSON "
+        "of FHIR Patients, HL7 v2 batch files (FHS/BHS, or messages one after the other, MLLP "
+        "framed or not; ADT A01, A04, A05, A08, A28 and A31 only). A record already loaded "
+        "with the same content is skipped, so a re-run resumes. Records that cannot be loaded "
+        "are listed with their reason in a rejects file. See docs/operations.md, Bulk import.",
     )
-    load.add_argument("file", metavar="FILE")
+    load.add_argument("file", metavar="FILE", nargs="+")
+    load.add_argument("--format", choices=("auto", "csv", "ndjson", "hl7"), default="auto",
+                      help="the files' format (default: from the name, else the first bytes)")
+    load.add_argument(
+        "--columns", default=None, metavar="MAPPING",
+        help="CSV: our fields to the file's columns, FIELD=COLUMN,... (e.g. mrn=patient_id,"
+        "given=first_name,family=surname,birth_date=dob); COLUMN may be A+B (joined by a "
+        "space); an item without '=' is a preset: 'generator' (the default, the layout "
+        "`identity generate` writes), later items override it. Fields: source_domain, mrn, "
+        "family, given, middle, prefix, suffix, previous_family, birth_date, sex, "
+        "address_line1, address_line2, city, state, postal_code, country, phone, ssn, "
+        "mothers_maiden_name, multiple_birth")
+    load.add_argument("--domain", default=None, metavar="NAMESPACE",
+                      help="CSV: the domain of rows whose mapping names none (a file of one "
+                      "source without a source_domain column)")
     load.add_argument("--source", default=None,
-                      help="check that this source may assign every identifier")
-    load.add_argument("--workers", type=int, default=2)
+                      help="register as this source (the application a domain's sources name;"
+                      " HL7 v2: default MSH-3 of each message)")
+    load.add_argument("--concurrency", type=int, default=4, metavar="N",
+                      help="registrations in flight at once, each on its own database "
+                      "connection (default 4)")
+    load.add_argument("--no-update", action="store_true",
+                      help="skip a record already in the index even when its content differs "
+                      "(default: update it, as the feed does)")
+    load.add_argument("--rejects", default=None, metavar="FILE",
+                      help="where the refused records go (default: FILE.rejects.csv next to "
+                      "each input)")
+    load.add_argument("--quiet", action="store_true", help="no progress bar")
+    load.add_argument("--json", action="store_true", help="print the summary as JSON")
+    load.add_argument("--bulk", action="store_true",
+                      help="the fast path for an EMPTY index from CSV: the whole set matched "
+                      "at once in memory and written with COPY in one transaction (memory "
+                      "grows with the file; refuses a populated index)")
+    load.add_argument("--workers", type=int, default=2,
+                      help="--bulk: processes that normalise the records (default 2)")
 
     evaluate = commands.add_parser(
         "evaluate",
@@ -263,7 +299,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(run(_calibrate(settings, apply=args.apply, output_dir=Path(args.output_dir),
                                  as_json=args.json, seed=args.seed)))
         elif args.command == "import":
-            print(run(_import(settings, args.file, args.source, args.workers)))
+            print(run(_import(settings, args)))
         elif args.command == "evaluate":
             print(_evaluate(settings, args))
         elif args.command in ("review", "person"):
@@ -522,20 +558,89 @@ async def _calibrate(
     return "\n".join(lines)
 
 
-async def _import(settings: Settings, path: str, source: str | None, workers: int) -> str:
+async def _import(settings: Settings, args: argparse.Namespace) -> str:
+    import logging
+
     from identity.app import migrated_database
-    from identity.batch import read_population_csv
+    from identity.importer import (
+        ColumnMappingError,
+        Importer,
+        Progress,
+        Rejects,
+        Summary,
+        bulk_records,
+        column_mapping,
+        count_records,
+        detect_format,
+        progress_wanted,
+        read_file,
+    )
     from identity.mpi import Envelope, ImportRecords, Mpi
 
-    records = read_population_csv(path)
+    try:
+        columns = column_mapping(args.columns)
+    except ColumnMappingError as exc:
+        raise InvalidArgument(f"--columns: {exc}") from exc
+    files = [Path(f) for f in args.file]
+    for path in files:
+        if not path.is_file():
+            raise InvalidArgument(f"{path}: no such file")
+    formats = [detect_format(f) if args.format == "auto" else args.format for f in files]
+    if args.bulk and (len(files) > 1 or formats[0] != "csv"):
+        raise InvalidArgument("--bulk loads one CSV file into an empty index")
+    show = progress_wanted(args.quiet)
+    if not logging.getLogger().isEnabledFor(logging.DEBUG):
+        # one INFO line per registration would cost more than the progress bar it breaks;
+        # the summary counts them
+        logging.getLogger("identity.mpi").setLevel(logging.WARNING)
+    shared = Rejects(args.rejects) if args.rejects else None
+    summary = Summary()
     async with migrated_database(settings) as (db, _):
         mpi = Mpi(db, settings)
         await mpi.start()
-        report = await mpi.handle(
-            ImportRecords(records=records, workers=workers),
-            Envelope(actor=f"import:{Path(path).name}", source=source),
-        )
-    return json.dumps(report.as_dict(), indent=2)
+        concurrency = min(args.concurrency, settings.database.max_connections)
+        importer = Importer(mpi, source=args.source, update=not args.no_update,
+                            concurrency=concurrency, actor=f"import:{files[0].name}")
+        summary = importer.summary
+        try:
+            for path, fmt in zip(files, formats, strict=True):
+                rejects = shared or Rejects(f"{path}.rejects.csv")
+                if rejects.path not in summary.rejects_files:
+                    summary.rejects_files.append(rejects.path)
+                items = read_file(path, fmt, columns=columns, domain=args.domain)
+                if args.bulk:
+                    started = time.perf_counter()
+                    report = await mpi.handle(
+                        ImportRecords(records=bulk_records(items, str(path), rejects, summary),
+                                      workers=args.workers),
+                        Envelope(actor=f"import:{path.name}", source=args.source),
+                    )
+                    summary.seconds = time.perf_counter() - started
+                    # each person's first record is a new person, its others linked to it
+                    summary.new_person = report.persons
+                    summary.linked = report.records - report.persons
+                    summary.review = report.review_items  # review items, not records
+                    summary.skipped = report.duplicates_skipped
+                    if shared is None:
+                        rejects.close()
+                    continue
+                progress = Progress(count_records(path, fmt) if show else None, enabled=show,
+                                    description=path.name)
+                try:
+                    await importer.run(items, file=str(path), rejects=rejects, progress=progress)
+                finally:
+                    progress.close()
+                    if shared is None:
+                        rejects.close()
+        finally:
+            if shared is not None:
+                shared.close()
+        if not args.bulk:
+            await importer.finish()
+    if args.json:
+        return json.dumps(summary.as_dict(), indent=2)
+    rejected = f"; rejects: {', '.join(summary.rejects_files)}" if summary.rejected else ""
+    return summary.line() + rejected
 
 
 _DECISIONS = {"same": "same_person", "different": "different_persons", "dismiss": "dismiss"}

@@ -344,6 +344,7 @@ class RegisterResult(_Model):
     created: bool  # the source record was new
     review_items: tuple[ReviewItem, ...] = ()
     command_id: str
+    changed: bool = True  # False: the record was already as sent; nothing was written
 
 
 class CommandResult(_Model):

@@ -280,6 +280,13 @@ class FeedHandler:
 
     # --- message -> command -----------------------------------------------------------------
 
+    def registration(self, message: Message) -> tuple[Register, str]:
+        """The Register command a registration (A01, A04, A05, A08, A28, A31) asks for, as the
+        feed applies it, and its source (MSH-3): ``identity import`` of HL7 v2 batch files.
+        Raises ParseError."""
+        subject = self._received(message, 1, _Command(), require_name=True)
+        return Register(subject=subject), _source(message)
+
     def _command(self, message: Message, trigger: str, received: _Command) -> Command[Any]:
         """The core command an ADT event asks for (ITI-8, ITI-30). Raises ParseError."""
         if trigger == "A40":

@@ -107,6 +107,7 @@ class Registered:
     record: StoredRecord | None = None
     person: Person | None = None
     reviews: tuple[ReviewItem, ...] | None = None
+    changed: bool = True  # False: the record was already as sent (nothing written)
 
 
 def _unchanged(
@@ -255,6 +256,7 @@ class Changes:
                 review_ids=[],
                 record=record,
                 reviews=(),
+                changed=False,
             )
         if demographics != inp.demographics or identifiers[1:] != list(others):
             identifiers = [(domain.id, value, inp.identifier.type), *others]

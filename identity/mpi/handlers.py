@@ -81,6 +81,7 @@ async def register(cmd: Register, uow: UnitOfWork, core: Core) -> RegisterResult
             else await _review_items(repo, done.review_ids)
         ),
         command_id=str(uow.command_id),
+        changed=done.changed,
     )
     log.info(
         "event=record_registered decision=%s record=%d person=%d domain=%s actor=%s",

@@ -41,3 +41,23 @@ class BulkWriter:
         )
         return int(result.split()[-1])
 
+
+
+#: The tables a registration reads and writes, whose planner statistics a long load refreshes.
+INDEX_TABLES = (
+    "source_record", "person", "link", "blocking_key", "record_identifier", "review_item",
+)
+
+
+async def analyze(conn: asyncpg.Connection, tables: Sequence[str] = INDEX_TABLES) -> None:
+    """Refresh the planner's statistics of ``tables`` (a load that grows them many times over
+    must not run on the plans of the tables it started with, whether or not autovacuum runs)."""
+    await conn.execute(f"ANALYZE {', '.join(tables)}", timeout=BULK_STATEMENT_TIMEOUT)
+
+
+async def record_count(conn: asyncpg.Connection) -> int:
+    """About how many source records the index holds (the planner's estimate, at once)."""
+    estimate = await conn.fetchval(
+        "SELECT greatest(reltuples, 0)::bigint FROM pg_class WHERE oid = 'source_record'::regclass"
+    )
+    return int(estimate or 0)
