@@ -75,12 +75,20 @@ class CpuMeter:
         self.server = server
         self.start = cpu_seconds(server) if self.available else {}
 
-    def per(self, operations: int, what: str) -> str:
+    def figures(self, operations: int) -> dict[str, float]:
+        """Milliseconds of CPU per operation since the start: ``server``, ``postgres``,
+        ``client`` and their ``total`` (empty without /proc)."""
         if not self.available or operations == 0:
-            return "CPU per operation: not measured (no /proc)"
+            return {}
         end = cpu_seconds(self.server)
         ms = {k: 1000 * (end[k] - self.start[k]) / operations for k in end}
-        total = sum(ms.values())
+        return {**ms, "total": sum(ms.values())}
+
+    def per(self, operations: int, what: str) -> str:
+        ms = self.figures(operations)
+        if not ms:
+            return "CPU per operation: not measured (no /proc)"
+        total = ms["total"]
         cores = os.cpu_count() or 1
         return (f"CPU per {what}: server {ms['server']:.2f} ms, PostgreSQL {ms['postgres']:.2f}"
                 f" ms, client {ms['client']:.2f} ms; {total:.2f} ms in all = at most "
@@ -97,6 +105,7 @@ class ServeProcess:
         self.url, self.domains, self.workers = url, domains, workers
         self.http = self.mllp = 0
         self.proc: asyncio.subprocess.Process | None = None
+        self.peak_rss = 0.0  # MB, read as the service stops (peak_rss_mb)
 
     async def __aenter__(self) -> ServeProcess:
         self.http, self.mllp = _free_port(), _free_port()
@@ -127,8 +136,37 @@ class ServeProcess:
         assert self.proc is not None
         return self.proc.pid
 
+    def peak_rss_mb(self) -> float:
+        """The service's peak resident memory so far, MB: the high-water marks (VmHWM) of its
+        process tree added up (with workers, an upper bound: their peaks need not coincide)."""
+        if self.proc is None or not os.path.isdir("/proc/self"):
+            return 0.0
+        tree, grown = {self.proc.pid}, True
+        while grown:
+            found = set()
+            for entry in os.listdir("/proc"):
+                if entry.isdigit() and int(entry) not in tree:
+                    try:
+                        with open(f"/proc/{entry}/stat") as f:
+                            ppid = int(f.read().rpartition(")")[2].split()[1])
+                    except OSError:
+                        continue
+                    if ppid in tree:
+                        found.add(int(entry))
+            grown = bool(found)
+            tree |= found
+        kb = 0
+        for pid in tree:
+            try:
+                with open(f"/proc/{pid}/status") as f:
+                    kb += sum(int(line.split()[1]) for line in f if line.startswith("VmHWM:"))
+            except OSError:
+                continue
+        return kb / 1024
+
     async def __aexit__(self, *exc: object) -> None:
         if self.proc is not None and self.proc.returncode is None:
+            self.peak_rss = self.peak_rss_mb()
             self.proc.terminate()
             await self.proc.wait()
 
@@ -214,6 +252,26 @@ def renumber(records: Iterable[SynthRecord], prefix: str) -> None:
         for identifier in record.identifiers:
             if identifier["domain"] == record.source_domain:
                 identifier["value"] = prefix + identifier["value"]
+
+
+def latency_figures(samples: list[float]) -> dict[str, float]:
+    """``n``, ``p50``, ``p95``, ``p99`` and ``mean`` of ``samples`` (seconds) in ms, as
+    ``percentiles`` prints them."""
+    ordered = sorted(samples)
+
+    def at(q: float) -> float:
+        return ordered[min(len(ordered) - 1, int(q * len(ordered)))] * 1000
+
+    return {"n": len(ordered), "p50": at(0.50), "p95": at(0.95), "p99": at(0.99),
+            "mean": statistics.fmean(ordered) * 1000}
+
+
+def write_figures(path: str | None, figures: dict[str, Any]) -> None:
+    """The figures a script printed, as JSON in ``path`` (its ``--json FILE``), for
+    ``python -m benchmarks``."""
+    if path:
+        with open(path, "w") as f:
+            json.dump(figures, f, indent=2)
 
 
 def percentiles(samples: list[float]) -> str:

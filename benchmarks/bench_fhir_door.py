@@ -42,8 +42,10 @@ from bench_common import (
     ServeProcess,
     bench_database,
     feed_order,
+    latency_figures,
     percentiles,
     renumber,
+    write_figures,
 )
 
 from identity.config import Settings, load_settings
@@ -128,6 +130,8 @@ async def measure(args: argparse.Namespace, url: str) -> None:
     db = await Database.connect(url, min_size=2, max_size=args.clients + 4)
     runner: web.AppRunner | None = None
     stack = contextlib.AsyncExitStack()
+    served: ServeProcess | None = None
+    figures: dict = {}
     try:
         async with db.connection() as conn:
             await migrate(conn)
@@ -177,6 +181,9 @@ async def measure(args: argparse.Namespace, url: str) -> None:
         print(f"ITI-104 create: {len(patients) / elapsed:.0f}/s over {args.clients} clients "
               f"({elapsed:.1f} s, statuses {counts}; load {os.getloadavg()[0]:.1f})")
         print("  " + meter.per(len(patients), "create"))
+        figures["index_records"] = indexed
+        figures["iti104_create"] = {"rate": len(patients) / elapsed,
+                                    "cpu_ms": meter.figures(len(patients))}
         rng = random.Random(args.seed)
         sample = rng.sample(patients, min(args.updates, len(patients)))
         updates = []
@@ -196,6 +203,8 @@ async def measure(args: argparse.Namespace, url: str) -> None:
         print(f"ITI-104 update: {len(updates) / elapsed:.0f}/s over {args.clients} clients "
               f"({elapsed:.1f} s, statuses {counts}; load {os.getloadavg()[0]:.1f})")
         print("  " + meter.per(len(updates), "update"))
+        figures["iti104_update"] = {"rate": len(updates) / elapsed,
+                                    "cpu_ms": meter.figures(len(updates))}
 
         # The queries are timed on their own, not against the write-back of the feed phases.
         async with db.connection() as conn:
@@ -206,8 +215,11 @@ async def measure(args: argparse.Namespace, url: str) -> None:
 
         async def phase(label: str, calls: list[tuple[str, str, Any]]) -> None:
             meter = CpuMeter(server)
-            print(f"{label:<27}" + percentiles(await client.run(requests, base, calls)))
+            samples = await client.run(requests, base, calls)
+            print(f"{label:<27}" + percentiles(samples))
             print("  " + meter.per(len(calls), "request"))
+            key = {"ITI-83": "iti83", "ITI-78": "iti78", "ITI-119": "match"}[label.split()[0]]
+            figures[key] = {**latency_figures(samples), "cpu_ms": meter.figures(len(calls))}
 
         queries = [rng.choice(patients) for _ in range(args.queries)]
         pix = [("GET", "/Patient/$ihe-pix", {"sourceIdentifier": system_value(p)})
@@ -246,6 +258,11 @@ async def measure(args: argparse.Namespace, url: str) -> None:
         if runner is not None:
             await runner.cleanup()
         await db.close()
+    if served is not None:
+        figures["service_peak_rss_mb"] = served.peak_rss
+        print(f"service peak RSS: {served.peak_rss:,.0f} MB")
+    figures["load_average"] = os.getloadavg()[0]
+    write_figures(args.json, figures)
 
 
 def main() -> None:
@@ -273,6 +290,8 @@ def main() -> None:
     )
     parser.add_argument("--same-process", action="store_true",
                         help="run the HTTP client in the server's event loop")
+    parser.add_argument("--json", metavar="FILE",
+                        help="also write the figures to FILE as JSON (python -m benchmarks)")
     parser.add_argument(
         "--database-url",
         default=os.environ.get("IDENTITY_BENCH_DATABASE_URL",

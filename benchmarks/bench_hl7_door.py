@@ -39,8 +39,10 @@ from bench_common import (
     ServeProcess,
     bench_database,
     feed_order,
+    latency_figures,
     percentiles,
     renumber,
+    write_figures,
 )
 
 from identity.config import Settings, load_settings
@@ -182,7 +184,9 @@ async def measure(args: argparse.Namespace, url: str) -> None:
     await mpi.start()
     stack = contextlib.AsyncExitStack()
     server = None
+    served: ServeProcess | None = None
     service: Hl7Service | None = None
+    figures: dict = {"index_records": indexed + (0 if args.index else args.records)}
     if args.workers:  # `identity serve` as deployed, in processes of its own
         served = await stack.enter_async_context(ServeProcess(
             url, [d.model_dump(mode="json") for d in settings.domains], args.workers
@@ -221,12 +225,15 @@ async def measure(args: argparse.Namespace, url: str) -> None:
         print(f"ITI-8 A04 on 1 connection ({args.single} msgs, index of "
               f"{indexed + records:,}): {rate1:,.0f} msg/s")
         print("  " + meter.per(len(single), "A04"))
+        figures["iti8_1"] = {"rate": rate1, "cpu_ms": meter.figures(len(single))}
         multi = population.a04s(args.single * 2)
         meter = CpuMeter(server)
         rate8 = await client.run(feed, port, multi, args.connections)
         print(f"ITI-8 A04 on {args.connections} connections ({len(multi)} msgs): "
               f"{rate8:,.0f} msg/s")
         print("  " + meter.per(len(multi), "A04"))
+        figures[f"iti8_{args.connections}"] = {"rate": rate8,
+                                                 "cpu_ms": meter.figures(len(multi))}
         pg1 = await commit_rate(url, 3000, 1)
         pg8 = await commit_rate(url, 8000, args.connections)
         if args.index:
@@ -234,6 +241,7 @@ async def measure(args: argparse.Namespace, url: str) -> None:
                 await conn.execute("DROP TABLE bench_commit")
         print(f"PostgreSQL durable single-row commits: {pg1:,.0f}/s on 1 connection, "
               f"{pg8:,.0f}/s on {args.connections} connections")
+        figures["pg_commit"] = {"1": pg1, str(args.connections): pg8}
         # The queries are timed on their own, not against the write-back of the ingest phases
         # (on this 2-core machine a checkpoint in progress doubled the ITI-9 p99).
         async with db.connection() as conn:
@@ -250,8 +258,10 @@ async def measure(args: argparse.Namespace, url: str) -> None:
                 f"{i}|P|2.5\rQPD|IHE PIX Query|T{i}|{hl7_escape(record.mrn)}^^^"
                 f"{record.source_domain}\rRCP|I\r"
             )
-        print("ITI-9 PIX query:",
-              percentiles(await client.run(query_latencies, port, pix)))
+        meter = CpuMeter(server)
+        samples = await client.run(query_latencies, port, pix)
+        print("ITI-9 PIX query:", percentiles(samples))
+        figures["iti9"] = {**latency_figures(samples), "cpu_ms": meter.figures(len(pix))}
         pdq = []
         for i in range(args.queries):
             demographics = rng.choice(people).demographics
@@ -264,14 +274,21 @@ async def measure(args: argparse.Namespace, url: str) -> None:
                 f"{i}|P|2.5||||||UNICODE UTF-8\rQPD|IHE PDQ Query|T{i}|@PID.5.1.1^{family}~"
                 f"@PID.5.2^{given}~@PID.7^{dob}\rRCP|I|50^RD\r"
             )
-        print("ITI-21 PDQ family+given+birth date:",
-              percentiles(await client.run(query_latencies, port, pdq)))
+        meter = CpuMeter(server)
+        samples = await client.run(query_latencies, port, pdq)
+        print("ITI-21 PDQ family+given+birth date:", percentiles(samples))
+        figures["iti21"] = {**latency_figures(samples), "cpu_ms": meter.figures(len(pdq))}
     finally:
         client.close()
         if service is not None:
             await service.stop()
         await stack.aclose()
         await db.close()
+    if served is not None:
+        figures["service_peak_rss_mb"] = served.peak_rss
+        print(f"service peak RSS: {served.peak_rss:,.0f} MB")
+    figures["load_average"] = os.getloadavg()[0]
+    write_figures(args.json, figures)
 
 
 def main() -> None:
@@ -294,6 +311,8 @@ def main() -> None:
         "benchmarks/bench.toml) instead of a scratch database: no initial load, the new "
         "patients get fresh MRNs and stay in the index",
     )
+    parser.add_argument("--json", metavar="FILE",
+                        help="also write the figures to FILE as JSON (python -m benchmarks)")
     parser.add_argument(
         "--database-url",
         default=os.environ.get("IDENTITY_TEST_DATABASE_URL",
