@@ -7,7 +7,8 @@ service's peak memory; written as JSON, a markdown table and PNG plots against i
 
 For each size N (persons of the generator, about 1.2 N records) it
 
-1. builds the index in a database of its own, ``identity_bench_<N>``: ``identity generate
+1. builds the index in a database of its own (``identity_bench_<N>_<run>``; with ``--reuse``
+   ``identity_bench_<N>``): ``identity generate
    --domains synthetic`` and ``identity import`` with benchmarks/bench.toml (the bulk-load
    rate, and the import's peak memory); with ``--reuse`` an index already there is kept (no
    bulk-load figure then) and kept at the end, else the database is dropped at the end;
@@ -41,6 +42,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import uuid
 from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
@@ -156,7 +158,8 @@ async def count_records(url: str) -> int:
 
 def measure_size(persons: int, server: str, args: argparse.Namespace, work: Path,
                  counts: dict[str, int]) -> dict[str, Any]:
-    name = f"identity_bench_{persons}"
+    # A run's own name, so that runs on one server do not meet; --reuse keeps a fixed one.
+    name = f"identity_bench_{persons}" + ("" if args.reuse else f"_{uuid.uuid4().hex[:6]}")
     started = time.perf_counter()
     url, records = run_loop(prepare(server, name, args.reuse))
     py = sys.executable
