@@ -23,12 +23,16 @@ from typing import Any
 import asyncpg
 import pytest
 
-from identity.config import Settings
+from identity.config import MllpSettings, Settings
 from identity.errors import UnknownIdentifier
+from identity.hl7v2.mllp import MLLPClient
+from identity.hl7v2.service import Hl7Service
 from identity.mpi import Envelope, Mpi, Register
 from identity.store.db import Database
 from identity.store.migrate import migrate
 from tests.conftest import DEMO_DOMAINS
+from tests.fhir.conftest import HOSPA, patient, serve
+from tests.hl7v2.messages import adt, msa, pix_query, qak, reply
 from tests.waiting import eventually
 
 from .helpers import person, ref
@@ -328,6 +332,55 @@ async def test_an_unreachable_replica_leaves_reads_to_the_primary(
         await mpi.stop()
     finally:
         await db.close()
+
+
+async def test_the_doors_query_the_replica_for_others_and_the_primary_for_the_writer(
+    replicated: Mpi, migrated: Cluster
+) -> None:
+    """Through the doors, on real sockets: an MLLP sender's PIX query right after its A04, a
+    FHIR client's search, read and $ihe-pix right after its PUT, with replay paused."""
+    mpi = replicated
+    await caught_up(migrated)
+    await on_replica(migrated, "SELECT pg_wal_replay_pause()")
+    hl7 = Hl7Service(mpi, mpi.db, mpi.settings.model_copy(
+        update={"mllp": MllpSettings(port=0, idle_timeout=30.0)}))  # fmt: skip
+    await hl7.start()
+    try:
+        async with MLLPClient("127.0.0.1", hl7.port, timeout=10.0) as client:
+            assert msa(reply(await client.send(adt("A04", "H1^^^HOSPA", app="ADT_A")))) == "AA"
+            own = reply(await client.send(pix_query("H1^^^HOSPA", app="ADT_A")))
+            other = reply(await client.send(pix_query("H1^^^HOSPA", app="PIXC")))
+        assert qak(own) == "OK"  # the sender (ADT_A at FAC) sees its patient: the primary
+        assert msa(other) == "AE"  # another sender reads the replica, not there yet
+    finally:
+        await hl7.stop(grace=2.0)
+
+    async with serve(mpi) as fhir:
+        status, _, _ = await fhir.put_patient(HOSPA, "F1", patient(HOSPA, "F1"), client="ADT_A")
+        assert status == 201
+        for client, total in (("ADT_A", 1), ("PORTAL", 0)):
+            status, bundle, _ = await fhir.call("GET", "/Patient", client=client,
+                                                params={"identifier": f"{HOSPA}|F1"})
+            assert (status, bundle["total"]) == (200, total), client
+        status, pix, _ = await fhir.call("GET", "/Patient/$ihe-pix", client="PORTAL",
+                                         params={"sourceIdentifier": f"{HOSPA}|F1"})
+        assert status == 404
+        status, pix, _ = await fhir.call("GET", "/Patient/$ihe-pix", client="ADT_A",
+                                         params={"sourceIdentifier": f"{HOSPA}|F1"})
+        assert status == 200
+        record = await mpi.find_record(ref("HOSPA", "F1"))
+        for client, wanted in (("ADT_A", 200), ("PORTAL", 404)):
+            status, _, _ = await fhir.call("GET", f"/Patient/{record.id}", client=client)
+            assert status == wanted, client
+
+        await on_replica(migrated, "SELECT pg_wal_replay_resume()")
+        await caught_up(migrated)
+        before = served(mpi)
+        status, bundle, _ = await fhir.call("GET", "/Patient", client="PORTAL",
+                                            params={"identifier": f"{HOSPA}|F1"})
+        assert (status, bundle["total"]) == (200, 1)
+        assert served(mpi)["replica"] > before["replica"]
+        assert served(mpi)["primary"] == before["primary"]
 
 
 async def test_a_replica_stopped_under_open_connections(
