@@ -63,7 +63,11 @@ class Replica:
         self.lag = 0.0
         self.in_recovery = False
         self.checked = -1e9  # time.monotonic() of the last status
+        self.down = False
+        """The replica failed: reads go to the primary until a probe (every ``retry_after``
+        seconds, in the background) reaches it again."""
         self.down_until = 0.0
+        self._probe: asyncio.Task[None] | None = None
         self.warned = False
         self._lock = asyncio.Lock()
         self.served = {"replica": 0, "primary": 0}
@@ -89,7 +93,9 @@ class Replica:
         """May the replica serve a read for ``caller`` now (its status read at most
         ``status_ttl`` seconds ago, or now when the caller's change is not known replayed)?"""
         now = time.monotonic()
-        if now < self.down_until:
+        if self.down:  # probed in the background: no read waits for a replica that is down
+            if self._probe is None and now >= self.down_until:
+                self._probe = asyncio.get_running_loop().create_task(self._probe_once())
             return False
         position = self.positions.get(caller) if caller is not None else None
         stale = now - self.checked > self.status_ttl
@@ -98,6 +104,8 @@ class Replica:
                 await self._refresh(now)
             except Exception as exc:  # noqa: BLE001 - any failure: read from the primary
                 self.failed(exc)
+                return False
+            if self.down:  # found down by another task meanwhile
                 return False
         if not self.in_recovery or self.lag > self.max_lag:
             return False
@@ -109,10 +117,22 @@ class Replica:
             del self.positions[caller]
         return True
 
+    async def _probe_once(self) -> None:
+        try:
+            await self._refresh(time.monotonic())
+        except Exception as exc:  # noqa: BLE001 - still down: tried again after retry_after
+            self.failed(exc)
+        else:
+            self.down = False
+        finally:
+            self._probe = None
+
     async def _refresh(self, asked_at: float) -> None:
         async with self._lock:
             if self.checked >= asked_at:  # another task read it while this one waited
                 return
+            if self.down and asyncio.current_task() is not self._probe:
+                return  # found down while this one waited: only the probe tries again
             checked = time.monotonic()
             async with self.pool.acquire() as conn:
                 in_recovery, replayed, lag = await conn.fetchrow(_STATUS)
@@ -134,8 +154,9 @@ class Replica:
             self.positions = {c: p for c, p in self.positions.items() if p > replayed_now}
 
     def failed(self, exc: BaseException) -> None:
-        """The replica could not serve a read: the primary serves reads for ``retry_after``
-        seconds before the replica is tried again."""
+        """The replica could not serve a read: the primary serves reads until a probe, made
+        in the background ``retry_after`` seconds from now, finds it again."""
+        self.down = True
         self.down_until = time.monotonic() + self.retry_after
         self.checked = -1e9
         self._warn(f"the replica is unavailable: {type(exc).__name__}: {exc}")
@@ -163,4 +184,6 @@ class Replica:
         return urlunsplit(parts._replace(netloc=netloc))
 
     async def close(self) -> None:
+        if self._probe is not None:
+            self._probe.cancel()
         await self.pool.close()

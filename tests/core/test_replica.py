@@ -400,11 +400,33 @@ async def test_a_replica_stopped_under_open_connections(
         replica = mpi.db.replica
         replica.status_ttl, replica.checked = 3600.0, time.monotonic()  # believed fine:
         # the read itself, on a pooled connection the stop closed, fails and is run again
-        caplog.set_level(logging.WARNING, logger="identity.store")
+        caplog.set_level(logging.INFO, logger="identity.store")
         for caller in (OTHER, WRITER):
             with mpi.query_for(caller):
                 assert (await mpi.find_record(ref("HOSPA", "R7"))).identifier == "R7"
         assert served(mpi) == {"replica": 1, "primary": 2}
         assert any("replica_unused" in r.getMessage() for r in caplog.records)
-    finally:
+        # started again, it is found by a probe in the background and serves again
+        replica.retry_after = 0.05
         migrated.start("replica", migrated.replica_port)
+        await caught_up(migrated)
+
+        async def served_by_replica() -> bool:
+            before = served(mpi)["replica"]
+            with mpi.query_for(OTHER):
+                assert (await mpi.find_record(ref("HOSPA", "R7"))).identifier == "R7"
+            return served(mpi)["replica"] > before
+
+        await eventually(served_by_replica, within=10, interval=0.05,
+                         what="the replica serves again")  # fmt: skip
+        assert any("replica_back" in r.getMessage() for r in caplog.records)
+    finally:
+        if not await _running(migrated):
+            migrated.start("replica", migrated.replica_port)
+
+
+async def _running(c: Cluster) -> bool:
+    try:
+        return bool(await on_replica(c, "SELECT 1"))
+    except (OSError, asyncpg.PostgresError):
+        return False
