@@ -255,6 +255,10 @@ class Database:
 
         Inside ``atomic()`` (unless ``detached``) it is a savepoint of the atomic block: it
         commits only with the block.
+
+        With a replica and a writer (``writing_as``), the commit's WAL position is asked on the
+        same connection after COMMIT and remembered for the writer; a connection lost then is
+        StoreUnavailable as at COMMIT.
         """
         shared = None if detached else _ATOMIC.get()
         writer = _WRITER.get() if self.replica is not None else None

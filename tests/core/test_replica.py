@@ -204,6 +204,27 @@ async def replicated(migrated: Cluster) -> AsyncIterator[Mpi]:
         await on_replica(migrated, "SELECT pg_wal_replay_resume()")
 
 
+async def test_the_settings_open_the_replica(migrated: Cluster) -> None:
+    from identity.app import open_database
+
+    settings = Settings(database={"url": migrated.primary_url, "min_connections": 1,
+                                  "replica_url": migrated.replica_url, "replica_max_lag": 2.5,
+                                  "replica_max_connections": 3})  # fmt: skip
+    db, embedded = await open_database(settings)
+    try:
+        assert embedded is None and db.replica is not None
+        assert (db.replica.max_lag, db.replica.pool.get_max_size()) == (2.5, 3)
+        assert await db.query(lambda c: c.fetchval("SELECT pg_is_in_recovery()"), caller=None)
+    finally:
+        await db.close()
+    plain, _ = await open_database(Settings(database={"url": migrated.primary_url,
+                                                      "min_connections": 1}))  # fmt: skip
+    try:
+        assert plain.replica is None
+    finally:
+        await plain.close()
+
+
 def served(mpi: Mpi) -> dict[str, int]:
     assert mpi.db.replica is not None
     return dict(mpi.db.replica.served)
