@@ -57,6 +57,9 @@ async def open_database(settings: Settings) -> tuple[Database, EmbeddedPostgres 
             min_size=settings.database.min_connections,
             max_size=settings.database.max_connections,
             command_timeout=settings.database.command_timeout,
+            replica_url=settings.database.replica_url,
+            replica_max_lag=settings.database.replica_max_lag,
+            replica_max_connections=settings.database.replica_max_connections,
         )
     except BaseException:
         if embedded is not None:

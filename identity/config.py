@@ -48,6 +48,15 @@ class DatabaseSettings(_Section):
     min_connections: int = Field(2, ge=1)
     max_connections: int = Field(20, ge=1)
     command_timeout: float = Field(30.0, gt=0)
+    replica_url: str | None = None
+    """postgresql:// URL of a streaming replica of ``url``: the doors' queries (PIX ITI-9 and
+    ITI-83, PDQ ITI-21 and ITI-78, FHIR Patient read, $match) are served from it, except a
+    caller's reads that must see its own change the replica has not replayed yet
+    (docs/operations.md, *Read replicas*). Unset: every read goes to the primary."""
+    replica_max_lag: float = Field(5.0, gt=0)
+    """Seconds: a replica further behind than this serves no reads (the primary does)."""
+    replica_max_connections: int | None = Field(None, ge=1)
+    """The replica pool's size (default: max_connections)."""
 
 
 def _readable(value: Path | None) -> Path | None:

@@ -42,6 +42,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.multiprocess import MultiProcessCollector
 
 from identity.model import Decision
+from identity.store import db as db_module
 from identity.store.calibration import CalibrationQueries
 from identity.store.db import Database
 from identity.store.outbox import OutboxStore
@@ -95,6 +96,22 @@ POOL_CONNECTIONS = Gauge(
     ["state"],
     multiprocess_mode="livesum",
 )
+DB_READS = Counter(
+    "identity_db_reads",
+    "Queries of the doors (PIX, PDQ, FHIR read and search, $match) with [database] "
+    "replica_url set, by the server that answered them: replica or primary (the replica "
+    "behind the caller's own change, lagging, or unavailable).",
+    ["server"],
+)
+_DB_READ_CHILDREN = {server: DB_READS.labels(server) for server in ("replica", "primary")}
+
+
+def observe_read(server: str) -> None:
+    _DB_READ_CHILDREN[server].inc()
+
+
+db_module.read_observer = observe_read
+
 
 def multiprocess_dir() -> str | None:
     """The directory of this service's per-process metric files, when this process keeps its

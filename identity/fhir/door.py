@@ -339,6 +339,10 @@ class FhirDoor:
 
     async def read(self, request: web.Request) -> web.StreamResponse:
         check_format(request)
+        with self.mpi.query_for(self.caller(request).actor):  # the replica, when it may serve
+            return await self._read(request)
+
+    async def _read(self, request: web.Request) -> web.StreamResponse:
         record = await self._read_record(request)
         see_also: tuple[int, ...] = ()
         if record.status == RecordStatus.ACTIVE and record.person_id is not None:
@@ -379,6 +383,10 @@ class FhirDoor:
 
     async def ihe_pix(self, request: web.Request) -> web.StreamResponse:
         check_format(request)
+        with self.mpi.query_for(self.caller(request).actor):  # the replica, when it may serve
+            return await self._ihe_pix(request)
+
+    async def _ihe_pix(self, request: web.Request) -> web.StreamResponse:
         state = request_audit(request)
         if request.method == "POST":
             body = await read_json(request)
@@ -648,6 +656,10 @@ class FhirDoor:
         return await self.search(request, list(params.items()))
 
     async def search(self, request: web.Request, params: Any) -> web.StreamResponse:
+        with self.mpi.query_for(self.caller(request).actor):  # the replica, when it may serve
+            return await self._search(request, params)
+
+    async def _search(self, request: web.Request, params: Any) -> web.StreamResponse:
         fhir = self.settings.fhir
         strict = "handling=strict" in request.headers.get("Prefer", "").replace(" ", "")
         parsed = pdq.parse_search(params, default_count=fhir.default_page_size,
@@ -811,6 +823,10 @@ class FhirDoor:
 
     async def match(self, request: web.Request) -> web.StreamResponse:
         check_format(request)
+        with self.mpi.query_for(self.caller(request).actor):  # the replica, when it may serve
+            return await self._match(request)
+
+    async def _match(self, request: web.Request) -> web.StreamResponse:
         body = await read_json(request)
         patient, only_certain, count = match_request(body)  # checked first: shape is known
         query = redacted_query("POST", request.path, request.query.items(), match_params(body))

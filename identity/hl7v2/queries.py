@@ -168,6 +168,12 @@ def _audit(mpi: Mpi, name: str, message: Message, answered: _Answered) -> None:
     mpi.audit.later(records)
 
 
+def query_caller(ctx: ReplyContext) -> str:
+    """The caller of a query: the actor of the sender's own changes (identity.hl7v2.feed),
+    so that its reads see them (read-your-writes with a replica)."""
+    return f"hl7:{ctx.sending_application}|{ctx.sending_facility}"
+
+
 # --- ITI-9 ------------------------------------------------------------------------------------
 
 
@@ -178,7 +184,8 @@ class PixQuery:
     async def handle(self, message: Message, ctx: ReplyContext) -> bytes:
         answered = _Answered()
         try:
-            return await self._answer(message, ctx, answered)
+            with self.mpi.query_for(query_caller(ctx)):  # the replica, when it may serve
+                return await self._answer(message, ctx, answered)
         finally:
             _audit_later(self.mpi, "ITI-9", message, answered)
 
@@ -510,7 +517,8 @@ class PdqQuery:
     async def handle(self, message: Message, ctx: ReplyContext) -> bytes:
         answered = _Answered()
         try:
-            return await self._answer(message, ctx, answered)
+            with self.mpi.query_for(query_caller(ctx)):  # the replica, when it may serve
+                return await self._answer(message, ctx, answered)
         finally:
             _audit_later(self.mpi, "ITI-21", message, answered)
 

@@ -12,8 +12,9 @@ from __future__ import annotations
 import asyncio
 import logging
 import uuid
-from collections.abc import AsyncIterator, Sequence
-from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
+from contextlib import AbstractAsyncContextManager, asynccontextmanager, contextmanager
+from contextvars import ContextVar
 from datetime import datetime
 from typing import Any, TypeVar
 
@@ -73,6 +74,10 @@ from identity.store.repository import Repository
 log = logging.getLogger("identity.mpi")
 
 R = TypeVar("R")
+T = TypeVar("T")
+
+_QUERY_CALLER: ContextVar[str | None] = ContextVar("identity_query_caller", default=None)
+"""The caller of the door query the current task answers (``Mpi.query_for``), if any."""
 
 
 class Mpi:
@@ -137,7 +142,8 @@ class Mpi:
         typed error (identity.errors) when it is refused, having changed nothing, and
         AlreadyProcessed when the envelope names a message applied before."""
         if isinstance(command, ImportRecords):
-            report: Any = await bulk_import(self.core, command, envelope)
+            with self.db.writing_as(envelope.actor):
+                report: Any = await bulk_import(self.core, command, envelope)
             return report  # type: ignore[no-any-return]
         result, _ = await self._run(command, envelope)
         return result
@@ -228,15 +234,17 @@ class Mpi:
     async def _run(self, command: Command[R], envelope: Envelope) -> tuple[R, str | None]:
         handler = HANDLERS[type(command)]
         try:
-            async with self.core.unit(envelope) as uow:
-                result = await handler(command, uow, self.core)
-                uow.result = result  # for the envelope's audit_result, at flush
-                text = None
-                idempotency = envelope.idempotency
-                if idempotency is not None and envelope.reply is not None:
-                    text = envelope.reply(result)
-                    # written at flush, with the change (and its audit records)
-                    uow.remember_reply(*idempotency, text, envelope.digest)
+            # the commit's WAL position is remembered for the actor's reads (a replica)
+            with self.db.writing_as(envelope.actor):
+                async with self.core.unit(envelope) as uow:
+                    result = await handler(command, uow, self.core)
+                    uow.result = result  # for the envelope's audit_result, at flush
+                    text = None
+                    idempotency = envelope.idempotency
+                    if idempotency is not None and envelope.reply is not None:
+                        text = envelope.reply(result)
+                        # written at flush, with the change (and its audit records)
+                        uow.remember_reply(*idempotency, text, envelope.digest)
         except AlreadyProcessed:
             raise  # audited when it was applied
         except Exception as exc:
@@ -253,6 +261,29 @@ class Mpi:
                  envelope.sender, envelope.message_id)
 
     # --- reads ------------------------------------------------------------------------------
+
+    @staticmethod
+    @contextmanager
+    def query_for(caller: str) -> Iterator[None]:
+        """The reads in this block answer a door's query (PIX, PDQ, FHIR read and search,
+        $match) from ``caller`` (the actor of its changes: ``hl7:<MSH-3>|<MSH-4>``,
+        ``fhir:<client>``): with ``[database] replica_url`` they are served from the replica
+        unless it has not replayed the caller's own last change (or lags, or is down). Reads
+        outside such a block, and every write path, use the primary."""
+        token = _QUERY_CALLER.set(caller)
+        try:
+            yield
+        finally:
+            _QUERY_CALLER.reset(token)
+
+    async def _query(self, read: Callable[[Repository], Awaitable[T]]) -> T:
+        """``read`` on a repository: on the replica inside ``query_for()`` (when it may
+        serve the caller), else on the primary."""
+        caller = _QUERY_CALLER.get()
+        if caller is None or self.db.replica is None:
+            async with self.db.read() as conn:
+                return await read(Repository(conn))
+        return await self.db.query(lambda conn: read(Repository(conn)), caller=caller)
 
     async def own_identifier(
         self, identifiers: Sequence[IdentifierRef], source: str | None
@@ -379,8 +410,9 @@ class Mpi:
     async def cross_references(
         self, identifier: IdentifierRef, targets: Sequence[AuthorityRef] = ()
     ) -> CrossReferences:
-        async with self.db.read() as conn:
-            return await query.cross_references(Repository(conn), self.domains, identifier, targets)
+        return await self._query(
+            lambda repo: query.cross_references(repo, self.domains, identifier, targets)
+        )
 
     async def match(
         self,
@@ -401,8 +433,8 @@ class Mpi:
                 continue
             resolved.append((domain.id, ref.value, ref.type))
         prepared = self.matcher.prepare(demographics.as_matching_input(), resolved)
-        async with self.db.read() as conn:
-            repo = Repository(conn)
+
+        async def read(repo: Repository) -> tuple[list[Any], dict[int, Any]]:
             persons = await self.changes.candidates(repo, prepared.keys, None)
             parties = [p for records in persons.values() for p in records]
             if not parties and prepared.search.get("family_phon"):
@@ -414,6 +446,9 @@ class Mpi:
                 parties = [self.changes.party(r) for r in await repo.records(ids)]
             ranked = self.matcher.rank(prepared.normalized, parties, limit, explain=explain)
             stored = {r.id: r for r in await repo.records([x.party.record_id for x in ranked])}
+            return ranked, stored
+
+        ranked, stored = await self._query(read)
         by_id = self.domains.by_id
         return [
             MatchCandidate(
@@ -429,8 +464,9 @@ class Mpi:
 
     async def search(self, criteria: SearchCriteria) -> SearchResult:
         terms = await query.build_search_terms(self.domains, criteria)
-        async with self.db.read() as conn:
-            total, found = await Repository(conn).search(terms, criteria.limit, criteria.offset)
+        total, found = await self._query(
+            lambda repo: repo.search(terms, criteria.limit, criteria.offset)
+        )
         by_id = self.domains.by_id
         return SearchResult(total=total, records=tuple(r.to_source_record(by_id) for r in found))
 
@@ -441,11 +477,12 @@ class Mpi:
         matching record (as :meth:`search` orders records), and each person's records start
         with that record when it is active (the rest by id)."""
         terms = await query.build_search_terms(self.domains, criteria)
-        async with self.db.read() as conn:
-            async with conn.transaction(isolation="repeatable_read", readonly=True):
-                total, page, stored = await Repository(conn).search_persons(
-                    terms, criteria.limit, criteria.offset
-                )
+
+        async def read(repo: Repository) -> Any:
+            async with repo.conn.transaction(isolation="repeatable_read", readonly=True):
+                return await repo.search_persons(terms, criteria.limit, criteria.offset)
+
+        total, page, stored = await self._query(read)
         by_id = self.domains.by_id
         records: dict[int | None, list[SourceRecord]] = {}
         for record in stored:
@@ -458,30 +495,32 @@ class Mpi:
         return total, persons
 
     async def get_record(self, record_id: int) -> SourceRecord:
-        async with self.db.read() as conn:
-            return await self.core.record(Repository(conn), record_id)
+        return await self._query(lambda repo: self.core.record(repo, record_id))
 
     async def find_record(self, identifier: IdentifierRef) -> SourceRecord:
         from identity.errors import UnknownIdentifier
 
         domain = await self.domains.resolve(identifier.authority)
-        async with self.db.read() as conn:
-            stored = await Repository(conn).record_by_identifier(domain.id, identifier.value)
+        stored = await self._query(
+            lambda repo: repo.record_by_identifier(domain.id, identifier.value)
+        )
         if stored is None:
             raise UnknownIdentifier(domain.namespace, identifier.value)
         return stored.to_source_record(self.domains.by_id)
 
     async def get_person(self, person_id: int) -> Person:
-        async with self.db.read() as conn:
-            return await self.core.person(Repository(conn), person_id, with_records=True)
+        return await self._query(
+            lambda repo: self.core.person(repo, person_id, with_records=True)
+        )
 
     async def get_person_by_enterprise_id(self, enterprise_id: str) -> Person:
-        async with self.db.read() as conn:
-            repo = Repository(conn)
+        async def read(repo: Repository) -> Person:
             person = await repo.person_by_enterprise_id(enterprise_id)
             if person is None:
                 raise NotFound(f"no person {enterprise_id}")
             return await self.core.person(repo, person.id, with_records=True)
+
+        return await self._query(read)
 
     async def history(
         self,

@@ -5,19 +5,34 @@ from __future__ import annotations
 import json
 import logging
 import weakref
-from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from contextlib import asynccontextmanager, contextmanager
 from contextvars import ContextVar
+from typing import TypeVar
 
 import asyncpg
 import orjson
 
 from identity.errors import InvalidInput, StoreConflict, StoreUnavailable
+from identity.store.replica import POSITION, Replica
 
 log = logging.getLogger("identity.store")
 
 _ATOMIC: ContextVar[asyncpg.Connection | None] = ContextVar("identity_atomic", default=None)
 """The connection of the ``Database.atomic()`` block the current task runs in, if any."""
+
+_WRITER: ContextVar[str | None] = ContextVar("identity_writer", default=None)
+"""Who the current task's changes are for (``Database.writing_as``): after a commit, its
+position in the WAL is remembered for the caller's reads from the replica."""
+
+_ATOMIC_WRITERS: ContextVar[set[str] | None] = ContextVar("identity_atomic_writers", default=None)
+"""The writers of the ``atomic()`` block the current task runs in: remembered at its commit."""
+
+T = TypeVar("T")
+
+read_observer: Callable[[str], None] | None = None
+"""Told where each ``Database.query()`` with a replica configured was served ("replica" or
+"primary"); set by identity.metrics (which imports this module)."""
 
 # Errors that mean "the database is not there right now": nothing was applied.
 _UNAVAILABLE = (
@@ -28,6 +43,17 @@ _UNAVAILABLE = (
     asyncpg.exceptions.AdminShutdownError,
     asyncpg.exceptions.CrashShutdownError,
     asyncpg.exceptions.TooManyConnectionsError,
+)
+
+# Errors of a read on the replica after which the primary serves it: the replica's connection
+# lost or refused, a query cancelled by a conflict with recovery (a rollback error), a timeout,
+# a write refused because the replica is read-only.
+_REPLICA_ERRORS = (
+    *_UNAVAILABLE,
+    TimeoutError,
+    asyncpg.exceptions.TransactionRollbackError,
+    asyncpg.exceptions.ReadOnlySQLTransactionError,
+    asyncpg.exceptions.QueryCanceledError,
 )
 
 # Errors that mean "the input holds a value PostgreSQL cannot take" (a NUL character in text, a
@@ -94,9 +120,12 @@ class Database:
         pool: asyncpg.Pool,
         url: str,
         clean: weakref.WeakSet[asyncpg.Connection] | None = None,
+        replica: Replica | None = None,
     ) -> None:
         self.pool = pool
         self.url = url
+        self.replica = replica
+        """The streaming replica that serves the doors' queries, when configured."""
         self._clean: weakref.WeakSet[asyncpg.Connection] = (
             clean if clean is not None else weakref.WeakSet()
         )
@@ -110,8 +139,17 @@ class Database:
         max_size: int = 20,
         command_timeout: float = 30.0,
         server_settings: dict[str, str] | None = None,
+        replica_url: str | None = None,
+        replica_max_lag: float = 5.0,
+        replica_max_connections: int | None = None,
+        replica_status_ttl: float = 0.05,
+        replica_retry_after: float = 5.0,
     ) -> Database:
+        """The pool on ``url``; with ``replica_url``, a second pool on a streaming replica
+        of it for the doors' queries (``query()``). The replica's pool opens no connection
+        here: a replica that is down does not keep the service from starting."""
         clean: weakref.WeakSet[asyncpg.Connection] = weakref.WeakSet()
+        settings = {"application_name": "identity", **(server_settings or {})}
         try:
             pool = await asyncpg.create_pool(
                 url,
@@ -120,14 +158,33 @@ class Database:
                 max_size=max_size,
                 command_timeout=command_timeout,
                 init=_init_connection,
-                server_settings={"application_name": "identity", **(server_settings or {})},
+                server_settings=settings,
             )
         except _UNAVAILABLE as exc:
             raise StoreUnavailable(f"cannot connect to the database: {_describe(exc)}") from exc
         assert pool is not None
-        return cls(pool, url, clean)
+        replica = None
+        if replica_url is not None:
+            replica_clean: weakref.WeakSet[asyncpg.Connection] = weakref.WeakSet()
+            replica_pool = asyncpg.create_pool(
+                replica_url,
+                reset=_pool_reset(replica_clean),
+                min_size=0,
+                max_size=replica_max_connections or max_size,
+                command_timeout=command_timeout,
+                timeout=min(command_timeout, 5.0),  # connecting: a replica down is skipped
+                init=_init_connection,
+                server_settings={**settings, "application_name": "identity-replica-reads"},
+            )
+            await replica_pool  # min_size=0: connects nothing yet
+            replica = Replica(replica_pool, replica_url, max_lag=replica_max_lag,
+                              status_ttl=replica_status_ttl, retry_after=replica_retry_after,
+                              clean=replica_clean)
+        return cls(pool, url, clean, replica)
 
     async def close(self) -> None:
+        if self.replica is not None:
+            await self.replica.close()
         await self.pool.close()
 
     @asynccontextmanager
@@ -174,12 +231,16 @@ class Database:
         Work inside must stay in this task (no ``gather`` of commands on the connection)."""
         if _ATOMIC.get() is not None:
             raise RuntimeError("atomic blocks do not nest")
-        async with self.transaction() as conn:
-            token = _ATOMIC.set(conn)
-            try:
-                yield conn
-            finally:
-                _ATOMIC.reset(token)
+        writers_token = _ATOMIC_WRITERS.set(set())
+        try:
+            async with self.transaction() as conn:
+                token = _ATOMIC.set(conn)
+                try:
+                    yield conn
+                finally:
+                    _ATOMIC.reset(token)
+        finally:
+            _ATOMIC_WRITERS.reset(writers_token)
 
     @asynccontextmanager
     async def transaction(self, *, detached: bool = False) -> AsyncIterator[asyncpg.Connection]:
@@ -194,21 +255,98 @@ class Database:
 
         Inside ``atomic()`` (unless ``detached``) it is a savepoint of the atomic block: it
         commits only with the block.
+
+        With a replica and a writer (``writing_as``), the commit's WAL position is asked on the
+        same connection after COMMIT and remembered for the writer; a connection lost then is
+        StoreUnavailable as at COMMIT.
         """
         shared = None if detached else _ATOMIC.get()
+        writer = _WRITER.get() if self.replica is not None else None
         async with self.connection(detached=detached) as conn:
             try:
                 async with conn.transaction():
                     yield conn
                 if shared is None:
+                    if self.replica is not None:
+                        await self._remember_position(conn, writer)
                     # Committed: the connection goes back to the pool without the reset query.
                     self._mark_clean(conn)
+                elif writer is not None:
+                    writers = _ATOMIC_WRITERS.get()
+                    if writers is not None:  # remembered when the atomic block commits
+                        writers.add(writer)
             except asyncpg.exceptions.TransactionRollbackError as exc:
                 raise StoreConflict(f"transaction rolled back, nothing applied: {exc}") from exc
             except _INVALID as exc:
                 raise _invalid(exc) from exc
             except _UNAVAILABLE as exc:
                 raise StoreUnavailable(f"database unavailable: {_describe(exc)}") from exc
+
+    # --- the replica --------------------------------------------------------------------------
+
+    @staticmethod
+    @contextmanager
+    def writing_as(caller: str) -> Iterator[None]:
+        """The changes committed in this block are ``caller``'s: with a replica, the position
+        of each commit is remembered, and ``query(..., caller=caller)`` reads from the replica
+        only once it has replayed that far."""
+        token = _WRITER.set(caller)
+        try:
+            yield
+        finally:
+            _WRITER.reset(token)
+
+    async def _remember_position(self, conn: asyncpg.Connection, writer: str | None) -> None:
+        """After a commit: remember its WAL position for the writer(s) (one round trip on the
+        committing connection). Asked after COMMIT, so that it lies at or past the end of the
+        commit record."""
+        assert self.replica is not None
+        writers = set(_ATOMIC_WRITERS.get() or ())
+        if writer is not None:
+            writers.add(writer)
+        if not writers:
+            return
+        position = await conn.fetchval(POSITION)
+        for caller in writers:
+            self.replica.wrote(caller, int(position))
+
+    async def query(
+        self, read: Callable[[asyncpg.Connection], Awaitable[T]], *, caller: str | None
+    ) -> T:
+        """Run ``read`` (plain statements, as in ``read()``) on the replica when one is
+        configured and may serve ``caller`` (see identity.store.replica), else on the primary.
+        A read the replica fails for its own reasons (connection, recovery conflict, timeout)
+        runs again on the primary: the replica never makes a read fail. Inside ``atomic()``,
+        the block's connection."""
+        replica = self.replica
+        if replica is not None and _ATOMIC.get() is None and await replica.usable_for(caller):
+            try:
+                async with replica.pool.acquire() as conn:
+                    result = await read(conn)
+                    replica._mark_clean(conn)
+            except _INVALID as exc:
+                self._served("replica")
+                raise _invalid(exc) from exc
+            except _REPLICA_ERRORS as exc:
+                replica.failed(exc)
+            except BaseException:  # the read's own answer (e.g. not found): served
+                self._served("replica")
+                raise
+            else:
+                self._served("replica")
+                return result
+        try:
+            async with self.read() as conn:
+                return await read(conn)
+        finally:
+            if replica is not None:
+                self._served("primary")
+
+    def _served(self, server: str) -> None:
+        assert self.replica is not None
+        self.replica.served[server] += 1
+        if read_observer is not None:
+            read_observer(server)
 
     async def healthy(self) -> tuple[bool, str]:
         try:
