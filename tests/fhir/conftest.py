@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any
@@ -11,8 +11,12 @@ import aiohttp
 import pytest
 from aiohttp import web
 
+from identity.config import Settings
 from identity.fhir import add_routes
+from identity.hl7v2.mllp import MLLPClient
+from identity.hl7v2.service import Hl7Service
 from identity.mpi import Mpi
+from identity.store.db import Database
 
 HOSPA = "urn:oid:1.2.3.4.5.1"
 HOSPB = "urn:oid:1.2.3.4.5.2"
@@ -104,3 +108,20 @@ async def serve(mpi: Mpi) -> AsyncIterator[Fhir]:
 async def fhir(mpi: Mpi) -> AsyncIterator[Fhir]:
     async with serve(mpi) as door:
         yield door
+
+
+@pytest.fixture
+async def doors(
+    db: Database, make_settings: Callable[..., Settings]
+) -> AsyncIterator[tuple[Fhir, MLLPClient]]:
+    """The FHIR door and an MLLP client of the HL7 v2 service, on one core."""
+    settings = make_settings(mllp={"port": 0, "idle_timeout": 30.0})
+    mpi = Mpi(db, settings)
+    await mpi.start()
+    service = Hl7Service(mpi, db, settings)
+    await service.start()
+    try:
+        async with serve(mpi) as fhir, MLLPClient("127.0.0.1", service.port, timeout=10.0) as mllp:
+            yield fhir, mllp
+    finally:
+        await service.stop(grace=2.0)

@@ -10,19 +10,13 @@ sockets, real PostgreSQL."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable
 from typing import Any
 
-import pytest
 from fhir.resources.R4B.patient import Patient
 
-from identity.config import Settings
 from identity.hl7v2.mllp import MLLPClient
-from identity.hl7v2.service import Hl7Service
 from identity.model import AuthorityRef, IdentifierRef
-from identity.mpi import Mpi
-from identity.store.db import Database
-from tests.fhir.conftest import HOSPA, HOSPB, LAB, NATIONAL, Fhir, patient, serve
+from tests.fhir.conftest import HOSPA, HOSPB, LAB, NATIONAL, Fhir, patient
 from tests.fhir.test_pmir import message, statuses
 from tests.fhir.test_pmir import post as pmir_post
 from tests.hl7v2.messages import adt, msa, reply
@@ -232,24 +226,6 @@ async def test_pmir_a_related_person_that_is_no_ones_mother_fails_the_message(
 
 
 # --- 2. on the way out -----------------------------------------------------------------------
-
-
-@pytest.fixture
-async def doors(
-    db: Database, make_settings: Callable[..., Settings]
-) -> AsyncIterator[tuple[Fhir, MLLPClient]]:
-    """The FHIR door and the HL7 v2 door over one core."""
-    settings = make_settings(mllp={"port": 0, "idle_timeout": 30.0})
-    mpi = Mpi(db, settings)
-    await mpi.start()
-    service = Hl7Service(mpi, db, settings)
-    await service.start()
-    try:
-        async with serve(mpi) as fhir, MLLPClient("127.0.0.1", service.port,
-                                                  timeout=10.0) as client:
-            yield fhir, client
-    finally:
-        await service.stop(grace=2.0)
 
 
 async def test_a_v2_newborn_reads_with_her_mother_and_no_name(

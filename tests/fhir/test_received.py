@@ -7,15 +7,13 @@ update replaces them, an HL7 v2 update (over MLLP) keeps them. Real sockets, rea
 from __future__ import annotations
 
 import copy
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from typing import Any
 
-import pytest
 from fhir.resources.R4B.patient import Patient
 
 from identity.config import Settings
 from identity.hl7v2.mllp import MLLPClient
-from identity.hl7v2.service import Hl7Service
 from identity.model import Demographics, Name
 from identity.mpi import Mpi
 from identity.store.db import Database
@@ -189,28 +187,10 @@ async def test_an_update_that_drops_an_element_removes_it(fhir: Fhir) -> None:
     assert read["managingOrganization"] == sent["managingOrganization"]
 
 
-@pytest.fixture
-async def both(
-    db: Database, make_settings: Callable[..., Settings]
-) -> AsyncIterator[tuple[Fhir, MLLPClient]]:
-    """The FHIR door and the HL7 v2 door over one core."""
-    settings = make_settings(mllp={"port": 0, "idle_timeout": 30.0})
-    mpi = Mpi(db, settings)
-    await mpi.start()
-    service = Hl7Service(mpi, db, settings)
-    await service.start()
-    try:
-        async with serve(mpi) as fhir, MLLPClient("127.0.0.1", service.port,
-                                                  timeout=10.0) as client:
-            yield fhir, client
-    finally:
-        await service.stop(grace=2.0)
-
-
 async def test_an_hl7v2_update_keeps_what_a_fhir_client_sent(
-    both: tuple[Fhir, MLLPClient],
+    doors: tuple[Fhir, MLLPClient],
 ) -> None:
-    fhir, client = both
+    fhir, client = doors
     sent = rich("R4")
     status, created, _ = await fhir.call("POST", "/Patient", sent, client="ADT_A")
     assert status == 201

@@ -5,41 +5,18 @@ compare phone (and sms) numbers only. Real sockets (FHIR and MLLP), real Postgre
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable
 from typing import Any
 
-import pytest
 from fhir.resources.R4B.patient import Patient
 
-from identity.config import Settings
 from identity.hl7v2.mllp import MLLPClient
-from identity.hl7v2.service import Hl7Service
 from identity.hl7v2.tokenizer import Segment
-from identity.mpi import Mpi
-from identity.store.db import Database
-from tests.fhir.conftest import HOSPA, Fhir, patient, serve
+from tests.fhir.conftest import HOSPA, Fhir, patient
 from tests.hl7v2.messages import msa, pdq_query, reply, strictly_valid
 
 EMAIL = {"system": "email", "value": "ann@example.org", "use": "home"}
 MOBILE = {"system": "phone", "value": "+1 617 555 0102", "use": "mobile", "rank": 1}
 WORK = {"system": "phone", "value": "+1 617 555 0177", "use": "work", "rank": 2}
-
-
-@pytest.fixture
-async def doors(
-    db: Database, make_settings: Callable[..., Settings]
-) -> AsyncIterator[tuple[Fhir, MLLPClient]]:
-    """The FHIR door and an MLLP client of the HL7 v2 service, on one core."""
-    settings = make_settings(mllp={"port": 0, "idle_timeout": 30.0})
-    mpi = Mpi(db, settings)
-    await mpi.start()
-    service = Hl7Service(mpi, db, settings)
-    await service.start()
-    try:
-        async with serve(mpi) as fhir, MLLPClient("127.0.0.1", service.port, timeout=10.0) as mllp:
-            yield fhir, mllp
-    finally:
-        await service.stop(grace=2.0)
 
 
 async def created(fhir: Fhir, value: str, telecom: list[dict[str, Any]]) -> dict[str, Any]:
