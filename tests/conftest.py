@@ -98,18 +98,23 @@ async def run_database_url(server_url: str) -> AsyncIterator[str]:
         await conn.close()
 
 
-@pytest.fixture
-async def schema(run_database_url: str) -> AsyncIterator[str]:
-    """A fresh, migrated schema for one test."""
-    name = f"t_{uuid.uuid4().hex[:12]}"
-    conn = await asyncpg.connect(run_database_url)
+async def migrated_schema(url: str, prefix: str = "t_") -> str:
+    """A new schema in the database ``url`` names, migrated by this release; its name."""
+    name = f"{prefix}{uuid.uuid4().hex[:12]}"
+    conn = await asyncpg.connect(url)
     try:
         await conn.execute(f'CREATE SCHEMA "{name}"')
         await conn.execute(f'SET search_path TO "{name}"')
         await migrate(conn)
     finally:
         await conn.close()
-    yield name
+    return name
+
+
+@pytest.fixture
+async def schema(run_database_url: str) -> AsyncIterator[str]:
+    """A fresh, migrated schema for one test."""
+    yield await migrated_schema(run_database_url)
 
 
 @pytest.fixture

@@ -21,6 +21,7 @@ from identity.store.migrate import (
     migrate,
     pending_versions,
 )
+from tests.conftest import migrated_schema
 
 from .helpers import person, ref
 
@@ -45,12 +46,10 @@ A = Envelope(source="ADT_A", actor="hl7:ADT_A|HOSP")
 @pytest.fixture
 async def expanded(run_database_url: str) -> AsyncIterator[str]:
     """A schema migrated by this release, then by a newer one's expand migration."""
-    name = f"x_{uuid.uuid4().hex[:12]}"
+    name = await migrated_schema(run_database_url, "x_")
     conn = await asyncpg.connect(run_database_url)
     try:
-        await conn.execute(f'CREATE SCHEMA "{name}"')
         await conn.execute(f'SET search_path TO "{name}"')
-        await migrate(conn)
         await apply_migrations(conn, [*available_migrations(), EXPAND], functions=[])
         yield name
     finally:

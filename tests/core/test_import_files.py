@@ -6,11 +6,9 @@ from __future__ import annotations
 
 import csv
 import io
-import uuid
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
-import asyncpg
 import pytest
 
 from identity.cli import main
@@ -29,7 +27,7 @@ from identity.importer import (
 from identity.model import RecordStatus
 from identity.mpi import Envelope, Mpi, Register
 from identity.store.db import Database
-from identity.store.migrate import migrate
+from tests.conftest import migrated_schema
 
 DEMO_TOML = Path(__file__).resolve().parents[2] / "identity" / "demo" / "demo.toml"
 
@@ -55,14 +53,7 @@ async def demo(db: Database, demo_settings: Settings) -> Mpi:
 @pytest.fixture
 async def other(run_database_url: str, demo_settings: Settings) -> AsyncIterator[Mpi]:
     """A second index, in a schema of its own, to compare with."""
-    name = f"t_{uuid.uuid4().hex[:12]}"
-    conn = await asyncpg.connect(run_database_url)
-    try:
-        await conn.execute(f'CREATE SCHEMA "{name}"')
-        await conn.execute(f'SET search_path TO "{name}"')
-        await migrate(conn)
-    finally:
-        await conn.close()
+    name = await migrated_schema(run_database_url)
     database = await Database.connect(
         run_database_url, min_size=1, max_size=10, server_settings={"search_path": name}
     )
