@@ -32,6 +32,7 @@ from matching.calibrate import (
     IndexState,
     Plan,
     ThresholdProposal,
+    estimate_twin_share,
     model_diff,
     plan,
     propose_auto_link,
@@ -132,14 +133,27 @@ async def propose(
     review = settings.review
     auto_link = active.auto_link if active is not None else settings.auto_link
     threshold = None
+    # every blocked pair scored once: the twin share is counted from it, the budget's
+    # threshold and the plan decide from its scores
+    eligible = await asyncio.to_thread(partial(
+        decide_pairs, normalized, scoring, sources=state.sources, auto_link=review,
+        review=review, max_block=settings.max_block, person_identifying_domains=identifying,
+        no_match=state.no_match, placeholder_names=settings.placeholder_names,
+    ))
+    scored = (eligible.pairs, eligible.probabilities.copy())
+    twins = estimate_twin_share(eligible, state.sources)
+    model, scoring = model.with_twin_share(twins.share), scoring.with_twin_share(twins.share)
+    model.training["twin_share"] = twins.to_dict()
     if "auto_link" in settings.model_fields_set:
         auto_link = settings.auto_link  # set explicitly: it wins over any proposal
     elif settings.false_link_budget is not None and lower_threshold:
-        eligible = await asyncio.to_thread(partial(
-            decide_pairs, normalized, scoring, sources=state.sources, auto_link=review,
-            review=review, max_block=settings.max_block, person_identifying_domains=identifying,
-            no_match=state.no_match, placeholder_names=settings.placeholder_names,
-        ))
+        if twins.share is not None:  # the twin pairs weighed instead of refused
+            eligible = await asyncio.to_thread(partial(
+                decide_pairs, normalized, scoring, sources=state.sources, auto_link=review,
+                review=review, person_identifying_domains=identifying,
+                no_match=state.no_match, placeholder_names=settings.placeholder_names,
+                pairs=scored[0], probabilities=scored[1],
+            ))
         threshold = propose_auto_link(
             eligible.probabilities[eligible.decisions == LINK], settings.false_link_budget,
             review=review, ceiling=settings.auto_link,
@@ -148,7 +162,7 @@ async def propose(
     result = await asyncio.to_thread(partial(
         plan, state, scoring, auto_link=auto_link, review=review,
         person_identifying_domains=identifying, max_block=settings.max_block, seed=seed,
-        placeholder_names=settings.placeholder_names,
+        placeholder_names=settings.placeholder_names, scored=scored,
     ))
     report = {
         "records": len(rows),
@@ -157,7 +171,7 @@ async def propose(
         **({"threshold_proposal": threshold.to_dict()} if threshold else {}),
         **result.to_dict(),
         "training": {k: model.training.get(k) for k in
-                     ("matching_pairs", "matching_pairs_by_rule", "em_passes")},
+                     ("matching_pairs", "matching_pairs_by_rule", "em_passes", "twin_share")},
     }
     async with mpi.db.transaction() as conn:
         version = await CalibrationQueries(conn).add_model(
@@ -279,7 +293,7 @@ async def apply(mpi: Mpi, proposal: Proposal, *, actor: str) -> CommandResult:
         links=tuple(PlannedLink(a=rid(a), b=rid(b), probability=p) for a, b, p in plan_.links),
         reviews=tuple(
             PlannedReview(record_id=rid(a), other_record_id=rid(b), probability=p,
-                          explanation=_explained(mpi, proposal, a, b, p))
+                          explanation=_explained(mpi, proposal, a, b))
             for a, b, p in plan_.reviews_to_open
         ),
         linked=tuple(proposal.review_items[frozenset((a, b))]
@@ -290,23 +304,22 @@ async def apply(mpi: Mpi, proposal: Proposal, *, actor: str) -> CommandResult:
     return await mpi.handle(command, Envelope(actor=actor))
 
 
-def _explained(
-    mpi: Mpi, proposal: Proposal, a: int, b: int, probability: float
-) -> dict[str, Any]:
+def _explained(mpi: Mpi, proposal: Proposal, a: int, b: int) -> dict[str, Any]:
     """The explanation a review item opened by the calibration carries: each comparison's level
     and weight under the proposed model, and the decision with the hard rules that fired (the
     rules see the pair alone here, not the family's other given names the plan saw)."""
     left, right = proposal.rows[a], proposal.rows[b]
+    explanation = proposal.scoring.explain(left.normalized, right.normalized)
     result = decide(
-        probability, auto_link=proposal.auto_link, review=proposal.review,
+        explanation.probability, auto_link=proposal.auto_link, review=proposal.review,
         record_source_domain=left.namespace, candidate_source_domain=right.namespace,
         record_identifiers=left.normalized["identifiers"],
         candidate_identifiers=right.normalized["identifiers"],
         person_identifying_domains=mpi.matcher.person_identifying,
         record=left.normalized, candidate=right.normalized,
         placeholder_names=mpi.settings.matching.placeholder_names,
+        twin_share=proposal.scoring.twin_share,
     )
-    explanation = proposal.scoring.explain(left.normalized, right.normalized)
     return described(proposal.scoring, explanation, right.record_id, result)
 
 

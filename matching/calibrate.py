@@ -6,6 +6,8 @@ which links are automatic, the open review pairs and the steward decisions), use
 
 - :func:`propose_auto_link` picks the lowest auto-link threshold whose expected false links
   stay within a budget (expected false links per 10,000 links, from the posteriors);
+- :func:`estimate_twin_share` estimates how many of the pairs the twin rule meets across two
+  sources are twins at this site (the rest: a given name replaced at one of the sources);
 - :func:`plan` re-scores the index under a model: the links that would be made (by
   probability band), review items that would close or open, automatic links that would no
   longer hold (reported, never undone automatically), hard-rule hits, expected false links,
@@ -32,6 +34,8 @@ __all__ = [
     "IndexState",
     "Plan",
     "ThresholdProposal",
+    "TwinShare",
+    "estimate_twin_share",
     "expected_false_per_10k",
     "plan",
     "propose_auto_link",
@@ -175,6 +179,64 @@ class Plan:
         }
 
 
+@dataclass(frozen=True)
+class TwinShare:
+    """Twins' share of the twin rule's pairs across two sources (see
+    :func:`estimate_twin_share`): ``within`` and ``across`` count the rule's pairs inside one
+    source and across two, ``ratio`` is how many record pairs of the index cross two sources
+    per pair inside one, ``share`` the estimate (None: no pair across sources to weigh, or
+    no second source)."""
+
+    within: int
+    across: int
+    ratio: float
+    share: float | None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"within_one_source": self.within, "across_sources": self.across,
+                "pairs_across_per_pair_within": round(self.ratio, 4), "share": self.share}
+
+
+#: Pairs inside one source counted for every twin pair no pair inside one source showed
+#: (Jeffreys' 1/2): with none seen, the share is still not taken for zero.
+TWIN_PSEUDO_COUNT = 0.5
+
+
+def estimate_twin_share(decided: DecidedPairs, sources: Sequence[str | None]) -> TwinShare:
+    """Twins' share of the pairs ``probable_twin`` refuses across two sources.
+
+    The twin rule's pattern (family name, birth date and home the same, given names clearly
+    different) is twins, or one person whose given name was replaced at one of the sources.
+    Twins are two people: a source that registers one of them registers the other as
+    readily, so they show the pattern inside one source about as often as the sources' sizes
+    pair records inside one source rather than across two. A given name replaced at a second
+    source shows it only across sources. So the pairs inside one source, scaled by the ratio
+    of record pairs across sources to pairs inside one (from the sources' sizes), estimate the
+    twins among the pairs across sources. Families that keep to one source raise the estimate
+    (the safe side); ``decided`` must come from a model without a twin share (the rule then
+    names every such pair)."""
+    sizes = Counter(s for s in sources if s)
+    total = sum(sizes.values())
+    inside = sum(n * (n - 1) / 2 for n in sizes.values())
+    across_all = (total * (total - 1) / 2) - inside
+    ratio = across_all / inside if inside else float("inf")
+    within = across = 0
+    for k, rules in enumerate(decided.hard_rules):
+        if "probable_twin" not in rules:
+            continue
+        a, b = int(decided.pairs[k, 0]), int(decided.pairs[k, 1])
+        if not sources[a] or not sources[b]:
+            continue
+        if sources[a] == sources[b]:
+            within += 1
+        else:
+            across += 1
+    share = None
+    if across and across_all and inside:
+        share = min(1.0, (within + TWIN_PSEUDO_COUNT) * ratio / across)
+    return TwinShare(within, across, ratio if inside else 0.0, share)
+
+
 def _persons_after(persons: Sequence[Hashable], links: Sequence[tuple[int, int, float]]
                    ) -> list[Hashable]:
     """Each row's person once the planned ``links`` are made (persons they join are one)."""
@@ -249,8 +311,10 @@ def plan(
     workers: int = 2,
     seed: int = 0,
     placeholder_names: Collection[str] = PLACEHOLDER_NAMES,
+    scored: tuple[np.ndarray, np.ndarray] | None = None,
 ) -> Plan:
-    """Re-score the index under ``model`` and these thresholds.
+    """Re-score the index under ``model`` and these thresholds (``scored``: every blocked pair
+    and its score under ``model``, when the caller has them: not scored again).
 
     - every blocked pair of records in two different persons: LINK is a link to make
       (``links``) when both records' links are automatic, else it is left to a steward
@@ -274,7 +338,14 @@ def plan(
     out = Plan()
     persons = list(state.persons)
 
-    blocked = _decide(state, model, None, options)
+    if scored is None:
+        blocked = _decide(state, model, None, options)
+    else:
+        blocked = decide_pairs(
+            state.normalized, model, sources=state.sources or None, no_match=state.no_match,
+            pairs=scored[0], probabilities=scored[1],
+            **{k: v for k, v in options.items() if k not in ("max_block", "workers")},
+        )
     out.hard_rules.update(rule for rules in blocked.hard_rules for rule in rules)
     joined: set[frozenset[Hashable]] = set()
     review_pairs: list[tuple[int, int, float]] = []

@@ -23,7 +23,14 @@ no weight overrides them:
    NO_MATCH; similar ones (an initial J vs JAMES, Jaro-Winkler >= SIMILAR_GIVEN) -> never
    LINK. A shared person-level identifier (same SSN) lifts the NO_MATCH to "never LINK" and,
    without a multiple-birth indicator, waives the similar-name case (twins do not share an SSN).
-   Different birth orders of a multiple birth (1 vs 2) -> NO_MATCH;
+   Different birth orders of a multiple birth (1 vs 2) -> NO_MATCH. Where a site's twin share
+   is known (``twin_share``, estimated from its index: twins, unlike a given name replaced at
+   a second source, show the same pattern inside one source as across two), a pair from two
+   sources with clearly different given names, no multiple-birth indicator and no sex
+   disagreement is weighed instead of refused: its probability times (1 - twin_share) links
+   when it reaches auto-link; below auto-link the pair is still refused (NO_MATCH), as without
+   a share: the share turns refusals into links where the site's data say so, never into
+   review items;
 7. (our addition) birth years a generation apart (GENERATION_YEARS or more, and not a
    one-digit slip) -> never LINK: a namesake parent and child without suffixes.
 8. (our addition) the same identifier in a person-identifying domain, but neither the family
@@ -452,6 +459,7 @@ def decide(
     candidate: dict[str, Any] | None = None,
     family_names: Collection[str] = (),
     placeholder_names: Collection[str] = PLACEHOLDER_NAMES,
+    twin_share: float | None = None,
 ) -> DecisionResult:
     """Decide one pair.
 
@@ -463,7 +471,8 @@ def decide(
     cannot fire. ``family_names``: given names of the index's records born the same day into
     the same family (:func:`family_given_names`); with them the twin rule also catches a
     misspelling that could be a twin's name. ``placeholder_names``: the names that mark a
-    newborn not yet named (rule 9).
+    newborn not yet named (rule 9). ``twin_share``: twins' share of the pairs the twin rule
+    meets across two sources, as estimated at the site (``MatchModel.twin_share``; rule 6).
     """
     if not 0.0 <= review <= auto_link <= 1.0:
         raise ValueError("thresholds must satisfy 0 <= review <= auto_link <= 1")
@@ -545,7 +554,19 @@ def decide(
                     f"({a.get('given')} vs {b.get('given')})"
                 )
                 identifier_agrees = _shared_value(left_ids, right_ids, person_identifying_domains)
-                if relation == "different" and not identifier_agrees:
+                weighed = None
+                if (relation == "different" and not identifier_agrees and not multiple
+                        and not sex_disagrees and twin_share is not None
+                        and record_source_domain and candidate_source_domain
+                        and record_source_domain != candidate_source_domain):
+                    weighed = probability * (1.0 - twin_share)
+                if weighed is not None and weighed >= auto_link:
+                    reasons.append(
+                        f"twins are an estimated {twin_share:.2%} of such pairs across two "
+                        f"sources here: probability {probability:.6f} -> {weighed:.6f}"
+                    )
+                    probability = weighed
+                elif relation == "different" and not identifier_agrees:
                     refuse.append("probable_twin")
                 elif multiple or not identifier_agrees:
                     fired.append("possible_twin")

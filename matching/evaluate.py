@@ -37,6 +37,7 @@ from typing import Any
 import numpy as np
 
 from matching.blocking import DEFAULT_MAX_BLOCK, blocking_keys, candidate_pairs
+from matching.calibrate import estimate_twin_share
 from matching.columns import ColumnMapping, read_records
 from matching.decision import (
     DEFAULT_AUTO_LINK,
@@ -119,8 +120,12 @@ def evaluate_records(
     use_term_frequencies: bool = True,
     scale_prior: bool = True,
     workers: int = 2,
+    estimate_twins: bool = False,
 ) -> dict[str, Any]:
     """Run blocking, scoring, decisions and clustering over labelled records; return figures.
+
+    ``estimate_twins``: estimate the twin share on the records (as ``identity calibrate``
+    does, :func:`matching.calibrate.estimate_twin_share`) when the model has none.
 
     ``scale_prior``: the prior (probability that two random records match) shrinks as the
     record set grows; the model's prior fits its training set of ``training["records"]``
@@ -154,6 +159,17 @@ def evaluate_records(
         pairs=pairs,
         workers=workers,
     )
+    twins = None
+    if estimate_twins and model.twin_share is None:
+        sources = [r.source_domain for r in records]
+        twins = estimate_twin_share(decided, sources)
+        if twins.share is not None:
+            model = model.with_twin_share(twins.share)
+            decided = decide_pairs(
+                normalized, model, sources=sources, auto_link=auto_link, review=review,
+                person_identifying_domains=person_identifying_domains, pairs=pairs,
+                probabilities=decided.probabilities,
+            )
     probs, decisions = decided.probabilities, decided.decisions
 
     truth_arr = np.array(truth, dtype=object)
@@ -255,6 +271,7 @@ def evaluate_records(
         },
         "thresholds": {"auto_link": auto_link, "review": review, "max_block": max_block},
         "prior": model.prior,
+        **({"twin_share": twins.to_dict()} if twins is not None else {}),
     }
     return result_figures
 

@@ -343,6 +343,10 @@ class MatchModel:
     term_frequencies: dict[str, Any] | None = None
     training: dict[str, Any] = field(default_factory=dict)
     conditional_u: list[ConditionalU] = field(default_factory=list, kw_only=True)
+    #: Twins' share of the pairs the twin rule meets across two sources (given names different,
+    #: the rest of a twin's evidence the same), estimated on a site's index by
+    #: ``matching.calibrate.estimate_twin_share``; None: not known (the rule refuses them all).
+    twin_share: float | None = field(default=None, kw_only=True)
     encodings: EncodingCache = field(
         default_factory=EncodingCache, repr=False, compare=False, kw_only=True
     )
@@ -383,6 +387,7 @@ class MatchModel:
             "term_frequencies": self.term_frequencies,
             "training": self.training,
             "conditional_u": self.conditional_u,
+            "twin_share": self.twin_share,
         }
         fields.update(changes)
         return MatchModel(**fields)
@@ -408,6 +413,7 @@ class MatchModel:
             prior=float(data["prior"]),
             training=dict(data.get("training") or {}),
             conditional_u=[ConditionalU.from_dict(c) for c in data.get("conditional_u") or ()],
+            twin_share=None if data.get("twin_share") is None else float(data["twin_share"]),
         )
 
     def to_dict(self) -> dict[str, Any]:
@@ -419,6 +425,7 @@ class MatchModel:
             "comparisons": [c.to_dict() for c in self.comparisons],
             **({"conditional_u": [c.to_dict() for c in self.conditional_u]}
                if self.conditional_u else {}),
+            **({"twin_share": self.twin_share} if self.twin_share is not None else {}),
             "training": self.training,
         }
 
@@ -432,6 +439,13 @@ class MatchModel:
     def with_term_frequencies(self, table: dict[str, Any] | None) -> MatchModel:
         """A copy that applies the caller's term-frequency table to exact name levels."""
         return self._copy(term_frequencies=table)
+
+    def with_twin_share(self, share: float | None) -> MatchModel:
+        """A copy with twins' estimated share of cross-source twin-pattern pairs (``None``:
+        unknown)."""
+        if share is not None and not 0.0 <= share <= 1.0:
+            raise ValueError("twin share must be in [0, 1]")
+        return self._copy(twin_share=share, encodings=self.encodings)
 
     def with_prior(self, prior: float) -> MatchModel:
         """A copy with another prior. The prior is the probability that two random records

@@ -56,17 +56,24 @@ def decide_pairs(
     pairs: np.ndarray | None = None,
     workers: int = 2,
     placeholder_names: Collection[str] = PLACEHOLDER_NAMES,
+    probabilities: np.ndarray | None = None,
 ) -> DecidedPairs:
     """Block (unless ``pairs`` are given), score and decide every pair of ``normalized``
     records as the service decides one: thresholds, then the hard rules with the record's
     family names (given names of candidates born the same day into the same family).
     ``sources``: each record's source domain (the same-source rule); ``no_match``: row pairs
     a steward said are different people; ``placeholder_names``: the names of a newborn not yet
-    named (:func:`matching.decision.decide`)."""
+    named (:func:`matching.decision.decide`); ``probabilities``: the pairs' scores under
+    ``model`` when the caller has them (then nothing is scored again). The probabilities
+    returned are the decisions' own: lowered where the model's twin share weighs a pair."""
     if pairs is None:
         pairs = candidate_pairs([blocking_keys(r) for r in normalized], max_block=max_block)
     pairs = np.asarray(pairs, dtype=np.int64).reshape(-1, 2)
-    if len(pairs):
+    if probabilities is not None:
+        probs = np.array(probabilities, dtype=float).reshape(-1)
+        if len(probs) != len(pairs):
+            raise ValueError("one probability per pair")
+    elif len(pairs):
         encoded = model.encode(normalized)
         weights = model.score_pairs(encoded, pairs[:, 0], encoded, pairs[:, 1], workers=workers)
         probs = np.asarray(probability(weights), dtype=float).reshape(-1)
@@ -92,7 +99,9 @@ def decide_pairs(
             candidate=normalized[b],
             family_names=family_names.get(a, no_names) | family_names.get(b, no_names),
             placeholder_names=placeholder_names,
+            twin_share=model.twin_share,
         )
+        probs[k] = result.probability
         decisions[k] = _CODE[result.decision]
         rules[k] = result.hard_rules
     return DecidedPairs(pairs, probs, decisions, rules)

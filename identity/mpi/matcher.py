@@ -220,6 +220,7 @@ class Matcher:
             candidate=other.normalized,
             family_names=family_names,
             placeholder_names=self.settings.placeholder_names,
+            twin_share=self.model.twin_share,
         )
 
     def verdicts(
@@ -260,10 +261,14 @@ class Matcher:
         # names of the candidates born the same day into the subject's family: a twin's name
         # among them makes a misspelt given name ambiguous (matching's twin rule)
         family = family_given_names(subject.normalized, [p.normalized for p in parties])
+        # each pair with its decision's probability (a twin share may have lowered it)
         by_person: dict[int, list[tuple[Party, float, DecisionResult]]] = {
             person_id: [
-                (party, prob, self.pair(subject, party, prob, party.record_id in no_match, family))
+                (party, result.probability, result)
                 for party, prob in pairs
+                for result in (
+                    self.pair(subject, party, prob, party.record_id in no_match, family),
+                )
             ]
             for person_id, pairs in grouped.items()
         }

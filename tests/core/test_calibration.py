@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+from dataclasses import replace
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -316,3 +317,87 @@ async def test_the_schedule_refits_name_counts_each_refresh_and_calibrates_each_
     finally:
         await schedule.stop()
     assert checks == [1]
+
+
+def _two_sources(persons: int, replaced: int, twins: int, seed: int):
+    """Each person registered at STMARY and again at CITYGEN; the CITYGEN copy of the first
+    ``replaced`` persons carries another person's given name (the rest identical: a twin's
+    pattern); ``twins`` of those persons also have a twin at STMARY (same birth date, family
+    name and home, another given name)."""
+    base, seen = [], set()
+    for record in generate(persons * 2, 0.0, seed=seed, hard=False):
+        name = record.demographics["names"][0]
+        key = (name["family"], record.demographics["birth_date"])
+        if key not in seen and len(base) < persons:  # no twins but the ones made here
+            seen.add(key)
+            base.append(record)
+    others = [r.demographics["names"][0]["given"] for r in reversed(base)]
+
+    def copy(record, source: str, mrn: str, given=None):
+        demographics = json.loads(json.dumps(record.demographics))
+        if given is not None:
+            demographics["names"][0]["given"] = given
+        return replace(record, source_domain=source, demographics=demographics,
+                       identifiers=[{"domain": source, "value": mrn, "type": "MR"}])
+
+    records, truth = [], []
+    for i, record in enumerate(base):
+        records.append(copy(record, "STMARY", f"A{i}"))
+        truth.append(i)
+        records.append(copy(record, "CITYGEN", f"B{i}", others[i] if i < replaced else None))
+        truth.append(i)
+        if i < twins:
+            records.append(copy(record, "STMARY", f"T{i}", others[persons // 2 + i]))
+            truth.append(-1 - i)
+    return records, truth
+
+
+async def _feed_two_sources(db, make_settings, *, twins: int):
+    # a site that links at 0.9: on so small an index no pair of a name replaced scores 0.999
+    mpi = Mpi(db, make_settings(domains=DOMAINS, matching={"auto_link": 0.9}))
+    await mpi.start()
+    records, truth = _two_sources(150, 60, twins, seed=8)
+    by_record = {}
+    for record, person in zip(records, truth, strict=True):
+        done = await mpi.handle(Register(subject=record_input(record)), FEED)
+        by_record[done.record.id] = person
+    return mpi, by_record
+
+
+async def test_a_given_name_replaced_at_a_second_source_links_once_the_site_shows_no_twins(
+    db, make_settings
+):
+    mpi, truth = await _feed_two_sources(db, make_settings, twins=0)
+    before = await _links(db)
+    split = {t for t in truth.values() if len({before[r] for r in truth if truth[r] == t}) > 1}
+    assert len(split) >= 50, "the feed refused the replaced given names as twins"
+    proposal = await propose(mpi, actor="test")
+    estimate = proposal.report["training"]["twin_share"]
+    assert estimate["within_one_source"] == 0 and estimate["across_sources"] >= 50
+    assert proposal.model.twin_share == pytest.approx(
+        0.5 * estimate["pairs_across_per_pair_within"] / estimate["across_sources"], rel=1e-3)
+    await apply(mpi, proposal, actor="calibrate")
+    after = await _links(db)
+    joined = {t for t in split if len({after[r] for r in truth if truth[r] == t}) == 1}
+    assert len(joined) >= 0.9 * len(split)
+    persons: dict[int, set[int]] = {}
+    for record_id, person_id in after.items():
+        persons.setdefault(person_id, set()).add(truth[record_id])
+    assert all(len(people) == 1 for people in persons.values())
+    # the service decides the next such record as the calibration did (once it follows the
+    # version, as every worker does on the notification)
+    await mpi.follower.sync()
+    assert mpi.matcher.model.twin_share == proposal.model.twin_share
+
+
+async def test_twins_inside_one_source_keep_the_twin_rule_refusing(db, make_settings):
+    mpi, truth = await _feed_two_sources(db, make_settings, twins=30)
+    proposal = await propose(mpi, actor="test")
+    estimate = proposal.report["training"]["twin_share"]
+    assert estimate["within_one_source"] >= 25
+    # across two sources the pattern is 30 twins (T_i against B_i) and 59 replaced names: the
+    # pairs inside one source tell about that share, and at a third twins nothing is linked
+    assert proposal.model.twin_share == pytest.approx(30 / 89, abs=0.05)
+    for a, b, _ in proposal.plan.links:
+        assert truth[proposal.record_id(a)] == truth[proposal.record_id(b)]
+    assert proposal.plan.hard_rules["probable_twin"] >= 50

@@ -136,3 +136,41 @@ def test_the_plan_opens_no_second_item_for_two_persons_and_closes_settled_ones(p
     closed = plan(state, MatchModel.default())
     assert tuple(sorted((partner, alone))) in {
         (x, y) for x, y, _ in closed.reviews_closed_by_link}
+
+
+def _decided_twins(pattern_pairs, sources):
+    """DecidedPairs whose rows ``pattern_pairs`` the twin rule refused."""
+    from matching.pairs import NO_MATCH, DecidedPairs
+    pairs = np.array(pattern_pairs + [(0, 1)], dtype=np.int64)
+    rules = [("probable_twin",)] * len(pattern_pairs) + [()]
+    return DecidedPairs(pairs, np.full(len(pairs), 0.9999), np.full(len(pairs), NO_MATCH),
+                        rules)
+
+
+def test_twins_show_inside_one_source_errors_only_across_two():
+    from matching.calibrate import estimate_twin_share
+    # two sources of 100 records each: 4,950 + 4,950 pairs inside one, 10,000 across
+    sources = ["A"] * 100 + ["B"] * 100
+    across = [(i, 100 + i) for i in range(40)]
+    errors = estimate_twin_share(_decided_twins(across, sources), sources)
+    assert (errors.within, errors.across) == (0, 40)
+    assert errors.ratio == pytest.approx(10_000 / 9_900)
+    # none inside a source: half a pair is assumed, never zero
+    assert errors.share == pytest.approx(0.5 * 10_000 / 9_900 / 40)
+    twins = estimate_twin_share(_decided_twins(across + [(2, 3), (102, 103)], sources), sources)
+    assert twins.within == 2 and twins.share == pytest.approx(2.5 * 10_000 / 9_900 / 40)
+    many = estimate_twin_share(_decided_twins(across + [(i, i + 1) for i in range(0, 80, 2)],
+                                              sources), sources)
+    assert many.share == 1.0  # as many inside as across: all twins, capped
+    one_source = ["A"] * 200
+    assert estimate_twin_share(_decided_twins(across, one_source), one_source).share is None
+    assert estimate_twin_share(_decided_twins([], sources), sources).share is None
+
+
+def test_the_twin_share_travels_with_the_model():
+    model = MatchModel.default()
+    assert model.twin_share is None and "twin_share" not in model.to_dict()
+    shared = model.with_twin_share(0.002).with_prior(1e-6)
+    assert MatchModel.from_dict(shared.to_dict()).twin_share == 0.002
+    with pytest.raises(ValueError):
+        model.with_twin_share(1.5)

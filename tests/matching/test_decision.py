@@ -337,3 +337,41 @@ def test_brothers_with_close_first_names_at_one_home_go_to_review():
                              "birth_date": "1988-01-14", "sex": "M",
                              "addresses": [{"lines": ["9 Elm Rd"], "postal_code": "10001"}]})
     assert "possible_sibling" not in decide(0.99999, record=carl, candidate=away).hard_rules
+
+
+def _twins(**options):
+    return decide(0.999999, record=person("John"), candidate=person("James"), **options)
+
+
+def test_a_site_whose_twin_pattern_is_errors_links_it_across_two_sources():
+    # twins are 0.01 % of such pairs across sources here: John/James is one person whose
+    # given name was replaced at the second source
+    result = _twins(twin_share=0.0001, record_source_domain="A", candidate_source_domain="B")
+    assert result.decision is Decision.LINK and not result.hard_rules
+    assert result.probability == pytest.approx(0.999999 * (1 - 0.0001))
+    assert any("twins are an estimated 0.01%" in reason for reason in result.reasons)
+
+
+@pytest.mark.parametrize("options", [
+    {},  # no share estimated: the rule refuses as it always did
+    {"twin_share": 0.0001, "record_source_domain": "A", "candidate_source_domain": "A"},
+    {"twin_share": 0.0001, "record_source_domain": "A"},  # one source unknown
+    {"twin_share": 0.01, "record_source_domain": "A", "candidate_source_domain": "B"},
+    {"twin_share": 1.0, "record_source_domain": "A", "candidate_source_domain": "B"},
+])
+def test_the_twin_pattern_is_refused_unless_the_share_lets_it_reach_auto_link(options):
+    # inside one source, with a source unknown, or when 1 - share keeps the pair under
+    # auto-link (0.999999 * 0.99 < 0.999), nothing changes: NO_MATCH, probable_twin
+    result = _twins(**options)
+    assert (result.decision, result.hard_rules) == (Decision.NO_MATCH, ("probable_twin",))
+    assert result.probability == 0.999999
+
+
+def test_a_twin_share_never_links_a_multiple_birth_or_a_pair_of_two_sexes():
+    across = {"twin_share": 0.0, "record_source_domain": "A", "candidate_source_domain": "B"}
+    flagged = decide(0.999999, record=person("John", multiple_birth="Y"),
+                     candidate=person("James"), **across)
+    assert flagged.decision is Decision.NO_MATCH and "probable_twin" in flagged.hard_rules
+    sexes = decide(0.999999, record=person("John"), candidate=person("Jane", sex="F"),
+                   **across)
+    assert sexes.decision is Decision.NO_MATCH and "probable_twin" in sexes.hard_rules
