@@ -112,10 +112,13 @@ def cluster() -> Iterator[Cluster]:
         pytest.skip("no PostgreSQL programs (initdb, pg_ctl, pg_basebackup)")
     user = None
     if os.geteuid() == 0:  # initdb refuses root: run the servers as pgserver's own user
-        from pgserver.utils import ensure_user_exists
+        from pgserver.utils import ensure_prefix_permissions, ensure_user_exists
 
         user = "pgserver"
         ensure_user_exists(user)
+        # that user must reach the programs (under /root when pip installed them as root), as
+        # the embedded server arranges for itself: not only when it ran first
+        ensure_prefix_permissions(Path(bin_dir) / "initdb")
     base = Path(tempfile.mkdtemp(prefix="identity-replica-"))
     if user is not None:
         shutil.chown(base, user)
