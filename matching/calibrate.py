@@ -422,11 +422,22 @@ def _steward_check(state: IndexState, model: MatchModel,
     return report
 
 
+def _share(value: float | None) -> str:
+    return "none (the rule refuses)" if value is None else f"{value:.4g}"
+
+
 def model_diff(old: MatchModel, new: MatchModel) -> str:
     """A readable diff of two models: the prior, and each level's m, u and weight (bits) that
     moved by 0.1 bit or more, with the levels one model has and the other lacks."""
     lines = [f"prior: {old.prior:.3g} -> {new.prior:.3g} "
              f"({old.prior_weight:+.1f} -> {new.prior_weight:+.1f} bits)"]
+    if old.twin_share != new.twin_share:
+        counts = new.training.get("twin_share") or {}
+        lines.append(
+            f"twin share across sources: {_share(old.twin_share)} -> {_share(new.twin_share)}"
+            + (f" (the twin rule's pairs: {counts['within_one_source']} inside one source, "
+               f"{counts['across_sources']} across two)" if counts else "")
+        )
     before = {c.name: c for c in old.comparisons}
     for comparison in new.comparisons:
         was = before.pop(comparison.name, None)

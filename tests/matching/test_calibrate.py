@@ -174,3 +174,14 @@ def test_the_twin_share_travels_with_the_model():
     assert MatchModel.from_dict(shared.to_dict()).twin_share == 0.002
     with pytest.raises(ValueError):
         model.with_twin_share(1.5)
+
+
+def test_the_diff_shows_the_twin_share():
+    from matching.calibrate import model_diff
+    old = MatchModel.default()
+    new = old.with_twin_share(0.0014)
+    new.training = {**new.training, "twin_share": {"within_one_source": 0, "across_sources": 348}}
+    diff = model_diff(old, new)
+    assert ("twin share across sources: none (the rule refuses) -> 0.0014 (the twin rule's "
+            "pairs: 0 inside one source, 348 across two)") in diff
+    assert "twin share" not in model_diff(old, old)
