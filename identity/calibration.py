@@ -144,21 +144,26 @@ async def propose(
     twins = estimate_twin_share(eligible, state.sources)
     model, scoring = model.with_twin_share(twins.share), scoring.with_twin_share(twins.share)
     model.training["twin_share"] = twins.to_dict()
+    if twins.share is not None:  # the twin pairs weighed instead of refused
+        eligible = await asyncio.to_thread(partial(
+            decide_pairs, normalized, scoring, sources=state.sources, auto_link=review,
+            review=review, person_identifying_domains=identifying,
+            no_match=state.no_match, placeholder_names=settings.placeholder_names,
+            pairs=scored[0], probabilities=scored[1],
+        ))
+    linkable = eligible.probabilities[eligible.decisions == LINK]
+    what_if = None
     if "auto_link" in settings.model_fields_set:
         auto_link = settings.auto_link  # set explicitly: it wins over any proposal
     elif settings.false_link_budget is not None and lower_threshold:
-        if twins.share is not None:  # the twin pairs weighed instead of refused
-            eligible = await asyncio.to_thread(partial(
-                decide_pairs, normalized, scoring, sources=state.sources, auto_link=review,
-                review=review, person_identifying_domains=identifying,
-                no_match=state.no_match, placeholder_names=settings.placeholder_names,
-                pairs=scored[0], probabilities=scored[1],
-            ))
         threshold = propose_auto_link(
-            eligible.probabilities[eligible.decisions == LINK], settings.false_link_budget,
-            review=review, ceiling=settings.auto_link,
+            linkable, settings.false_link_budget, review=review, ceiling=settings.auto_link,
         )
         auto_link = threshold.auto_link
+    if settings.false_link_budget is None:
+        # what a budget would do, for the operator who decides whether to set one
+        what_if = propose_auto_link(linkable, AUTO_BUDGET, review=review,
+                                    ceiling=settings.auto_link)
     result = await asyncio.to_thread(partial(
         plan, state, scoring, auto_link=auto_link, review=review,
         person_identifying_domains=identifying, max_block=settings.max_block, seed=seed,
@@ -169,6 +174,7 @@ async def propose(
         "steward_labels": len(pairs),
         "thresholds": {"auto_link": auto_link, "review": review},
         **({"threshold_proposal": threshold.to_dict()} if threshold else {}),
+        **({"with_a_budget": what_if.to_dict()} if what_if else {}),
         **result.to_dict(),
         "training": {k: model.training.get(k) for k in
                      ("matching_pairs", "matching_pairs_by_rule", "em_passes", "twin_share")},

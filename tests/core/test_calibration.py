@@ -73,6 +73,11 @@ async def test_the_dry_run_proposes_true_links_and_changes_nothing(fed, db, tmp_
         assert await CalibrationQueries(conn).active_version() is None
     assert stored is not None and not stored.active
     assert stored.report["links"]["pairs"] == len(proposal.plan.links)
+    # no budget configured: what one of 10 per 10,000 would do is reported, not applied
+    what_if = stored.report["with_a_budget"]
+    assert what_if["false_link_budget"] == 10 and what_if["auto_link"] <= 0.999
+    assert what_if["expected_false_links_per_10000"] <= 10
+    assert proposal.auto_link == 0.999 and "threshold_proposal" not in stored.report
     path = save(proposal, tmp_path)
     assert path.name == f"model-v{proposal.version}.json"
     assert "prior:" in (tmp_path / f"model-v{proposal.version}.diff.txt").read_text()
@@ -228,6 +233,7 @@ async def test_the_schedule_proposes_and_applies_only_what_passes_the_guards(
     else:  # suggest shows what the budget would do
         assert proposal.threshold is not None
         assert proposal.auto_link == proposal.threshold.auto_link < 0.999
+    assert "with_a_budget" not in proposal.report  # a budget is configured: no comparison
     applied = mode == "auto" and not guards(proposal, None)
     async with db.read() as conn:
         active = await CalibrationQueries(conn).active_version()
