@@ -64,8 +64,11 @@ async def grow(server_url: str, records: int, window: int, tasks: int, seed: int
                 own = 1000 * (after["client"] + after["server"] - before["client"]
                               - before["server"]) / len(part)
                 pg = 1000 * (after["postgres"] - before["postgres"]) / len(part)
+                # every PostgreSQL process on the machine is counted: other clients' backends
+                # that ended during the window take their CPU with them
+                postgres = f"{pg:.2f} ms" if pg >= 0 else "n/a (other backends ended)"
                 print(f"records {start + 1:>9,}-{end:<9,} {rates[end]:7.0f}/s  CPU per record: "
-                      f"this process {own:.2f} ms + PostgreSQL {pg:.2f} ms  load average "
+                      f"this process {own:.2f} ms + PostgreSQL {postgres}  load average "
                       f"{os.getloadavg()[0]:.1f}", flush=True)
             reference = min(rates, key=lambda end: abs(end - REFERENCE))
             last = max(rates)
