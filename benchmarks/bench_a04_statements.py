@@ -1,0 +1,153 @@
+"""The CPU that the statements issue 19's CPU-per-A04 work changed cost, old way against new,
+in one process, in alternated rounds (the shared machine's load hits both alike), on a scratch
+database: this process's CPU and its PostgreSQL backend's (from /proc: PostgreSQL on this
+machine), per operation.
+
+- ``events + audit``: what a feed message's unit of work writes at flush, an A04's history rows,
+  stored reply and audit record, as two statements (append_events, then the audit store's
+  insert: before) and as one (append_events with the audit rows: after);
+- ``lock_keys``: the advisory locks of a new record's blocking keys (12), by the PL/pgSQL loop
+  of one PERFORM per key (before) and by one statement (after).
+
+Each operation runs in a transaction of its own (BEGIN and COMMIT included in both ways, with
+``synchronous_commit = off`` so that no flush is timed).
+
+    python benchmarks/bench_a04_statements.py [--rounds 6] [--count 1500] \
+        [--database-url postgresql://postgres@127.0.0.1:5432/postgres]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+
+import asyncpg
+from bench_common import bench_database
+
+from identity.audit.record import Outcome
+from identity.config import Settings
+from identity.hl7v2.feed import FeedHandler, _Command, _FeedAudit
+from identity.hl7v2.tokenizer import parse_message
+from identity.loop import run as run_loop
+from identity.mpi import Mpi
+from identity.store.audit import AuditStore, audit_rows
+from identity.store.db import Database
+from identity.store.keys import key_hash
+from identity.store.migrate import migrate
+from identity.store.repository import Repository
+
+A04 = ("MSH|^~\\&|ADT_A|FAC|IDENTITY|MPI|20260101120000||ADT^A04^ADT_A01|C1|P|2.5\r"
+       "EVN|A04|20260101120000\r"
+       "PID|1||A1^^^HOSPA~123456789^^^SSA&2.16.840.1.113883.4.1&ISO||SMITH^JOHN||19800312|M\r"
+       "PV1|1|N\r")  # fmt: skip
+DOMAINS = [
+    {"namespace": "HOSPA", "oid": "1.2.3.4.5.1", "sources": ["ADT_A"]},
+    {"namespace": "SSA", "oid": "2.16.840.1.113883.4.1", "identifies_person": True},
+]
+LOOP = """CREATE FUNCTION pg_temp.lock_keys_loop(keys bigint[]) RETURNS void
+LANGUAGE plpgsql AS $$
+DECLARE
+    k bigint;
+BEGIN
+    FOR k IN SELECT DISTINCT x FROM unnest(keys) AS x ORDER BY x LOOP
+        PERFORM pg_advisory_xact_lock(k);
+    END LOOP;
+END;
+$$"""
+
+
+def backend_seconds(pid: int) -> float:
+    """CPU seconds (user + system) of one PostgreSQL backend so far."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rpartition(")")[2].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+async def main(args: argparse.Namespace) -> None:
+    async with bench_database(None, args.database_url) as url:
+        conn = await asyncpg.connect(url)
+        await migrate(conn)
+        await conn.close()
+        db = await Database.connect(url, min_size=2, max_size=4)
+        mpi = Mpi(db, Settings(domains=DOMAINS))
+        await mpi.start()
+        a04 = parse_message(A04)
+        received = _Command()
+        FeedHandler(mpi)._command(a04, "A04", received)  # PID-3 parsed, as for the command
+        rows = audit_rows(_FeedAudit(mpi, a04, received)(Outcome.SUCCESS, None))
+        keys = [key_hash(f"bench:key:{i}") for i in range(12)]
+        counter = iter(range(10**9))
+
+        def events() -> tuple[list[tuple[object, ...]], tuple[str, str, str, str]]:
+            command, n = uuid.uuid4(), next(counter)
+            history = [
+                (command, event, entity, n, n, n, None, {"identifier": f"A{n}", "k": "v"},
+                 "hl7:ADT_A|FAC", f"C{n}")
+                for event, entity in (("record_created", "record"),
+                                      ("person_created", "person"), ("linked", "link"))
+            ]  # fmt: skip
+            reply = ("ADT_A|FAC", f"bench-{n}", "MSH|^~\\&|IDENTITY|MPI|...\rMSA|AA|C1\r",
+                     "0123456789abcdef0123456789abcdef")
+            return history, reply
+
+        timings: dict[str, list[tuple[float, float]]] = {}
+        async with db.connection() as c:
+            await c.execute("SET synchronous_commit = off")
+            await c.execute(LOOP)
+            backend = await c.fetchval("SELECT pg_backend_pid()")
+            repo = Repository(c)
+
+            async def events_two() -> None:
+                history, reply = events()
+                async with c.transaction():
+                    await repo.append_events(history, [], reply)
+                    await AuditStore(c).insert_rows(rows)
+
+            async def events_one() -> None:
+                history, reply = events()
+                async with c.transaction():
+                    await repo.append_events(history, [], reply, audit=rows)
+
+            async def locks_loop() -> None:
+                async with c.transaction():
+                    await c.execute("SELECT pg_temp.lock_keys_loop($1::bigint[])", keys)
+
+            async def locks_one() -> None:
+                async with c.transaction():
+                    await c.execute("SELECT lock_keys($1::bigint[])", keys)
+
+            parts: dict[str, Callable[[], Awaitable[None]]] = {
+                "events + audit, two statements (before)": events_two,
+                "events + audit, one statement (after)": events_one,
+                "lock_keys of 12 keys, loop (before)": locks_loop,
+                "lock_keys of 12 keys, one statement (after)": locks_one,
+            }
+            for _ in range(args.rounds):
+                for name, part in parts.items():
+                    start, pg = time.process_time(), backend_seconds(backend)
+                    for _ in range(args.count):
+                        await part()
+                    timings.setdefault(name, []).append(
+                        ((time.process_time() - start) / args.count,
+                         (backend_seconds(backend) - pg) / args.count))
+        print(f"load average {os.getloadavg()[0]:.1f}; {args.rounds} rounds of {args.count}")
+        for name, values in timings.items():
+            mine = sorted(v[0] for v in values)
+            pg = sorted(v[1] for v in values)
+            print(f"{name}: this process median {mine[len(mine) // 2] * 1e6:.0f} µs "
+                  f"({mine[0] * 1e6:.0f}-{mine[-1] * 1e6:.0f}), PostgreSQL backend median "
+                  f"{pg[len(pg) // 2] * 1e6:.0f} µs ({pg[0] * 1e6:.0f}-{pg[-1] * 1e6:.0f})")
+        await mpi.stop()
+        await db.close()
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--rounds", type=int, default=6)
+    parser.add_argument("--count", type=int, default=1500)
+    parser.add_argument("--database-url",
+                        default="postgresql://postgres@127.0.0.1:5432/postgres")
+    run_loop(main(parser.parse_args()))
