@@ -26,6 +26,7 @@ from collections.abc import Awaitable, Callable
 
 import asyncpg
 from bench_common import bench_database
+from bench_hl7_audit import A04, DOMAINS
 
 from identity.audit.record import Outcome
 from identity.config import Settings
@@ -39,14 +40,6 @@ from identity.store.keys import key_hash
 from identity.store.migrate import migrate
 from identity.store.repository import Repository
 
-A04 = ("MSH|^~\\&|ADT_A|FAC|IDENTITY|MPI|20260101120000||ADT^A04^ADT_A01|C1|P|2.5\r"
-       "EVN|A04|20260101120000\r"
-       "PID|1||A1^^^HOSPA~123456789^^^SSA&2.16.840.1.113883.4.1&ISO||SMITH^JOHN||19800312|M\r"
-       "PV1|1|N\r")  # fmt: skip
-DOMAINS = [
-    {"namespace": "HOSPA", "oid": "1.2.3.4.5.1", "sources": ["ADT_A"]},
-    {"namespace": "SSA", "oid": "2.16.840.1.113883.4.1", "identifies_person": True},
-]
 LOOP = """CREATE FUNCTION pg_temp.lock_keys_loop(keys bigint[]) RETURNS void
 LANGUAGE plpgsql AS $$
 DECLARE
