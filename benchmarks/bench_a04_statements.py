@@ -23,6 +23,7 @@ import os
 import time
 import uuid
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 
 import asyncpg
 from bench_common import bench_database
@@ -40,16 +41,16 @@ from identity.store.keys import key_hash
 from identity.store.migrate import migrate
 from identity.store.repository import Repository
 
-LOOP = """CREATE FUNCTION pg_temp.lock_keys_loop(keys bigint[]) RETURNS void
-LANGUAGE plpgsql AS $$
-DECLARE
-    k bigint;
-BEGIN
-    FOR k IN SELECT DISTINCT x FROM unnest(keys) AS x ORDER BY x LOOP
-        PERFORM pg_advisory_xact_lock(k);
-    END LOOP;
-END;
-$$"""
+MIGRATION_0001 = Path(__file__).parents[1] / "identity/store/migrations/0001_core.sql"
+
+
+def loop_function() -> str:
+    """lock_keys as migration 0001 made it (a loop of one PERFORM per key), as
+    pg_temp.lock_keys_loop."""
+    text = MIGRATION_0001.read_text()
+    start = text.index("CREATE FUNCTION lock_keys(")
+    end = text.index("$$;", start) + len("$$;")
+    return text[start:end].replace("lock_keys(", "pg_temp.lock_keys_loop(", 1)
 
 
 def backend_seconds(pid: int) -> float:
@@ -89,7 +90,7 @@ async def main(args: argparse.Namespace) -> None:
         timings: dict[str, list[tuple[float, float]]] = {}
         async with db.connection() as c:
             await c.execute("SET synchronous_commit = off")
-            await c.execute(LOOP)
+            await c.execute(loop_function())
             backend = await c.fetchval("SELECT pg_backend_pid()")
             repo = Repository(c)
 
@@ -128,19 +129,27 @@ async def main(args: argparse.Namespace) -> None:
                          (backend_seconds(backend) - pg) / args.count))
         print(f"load average {os.getloadavg()[0]:.1f}; {args.rounds} rounds of {args.count}")
         for name, values in timings.items():
-            mine = sorted(v[0] for v in values)
-            pg = sorted(v[1] for v in values)
-            print(f"{name}: this process median {mine[len(mine) // 2] * 1e6:.0f} µs "
-                  f"({mine[0] * 1e6:.0f}-{mine[-1] * 1e6:.0f}), PostgreSQL backend median "
-                  f"{pg[len(pg) // 2] * 1e6:.0f} µs ({pg[0] * 1e6:.0f}-{pg[-1] * 1e6:.0f})")
+            print(f"{name}: this process {_spread([v[0] for v in values])}, "
+                  f"PostgreSQL backend {_spread([v[1] for v in values])}")
         await mpi.stop()
         await db.close()
 
 
-if __name__ == "__main__":
+def _spread(seconds: list[float]) -> str:
+    """Median (min-max) in microseconds."""
+    us = sorted(round(s * 1e6) for s in seconds)
+    return f"median {us[len(us) // 2]} µs ({us[0]}-{us[-1]})"
+
+
+def cli() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--rounds", type=int, default=6)
-    parser.add_argument("--count", type=int, default=1500)
-    parser.add_argument("--database-url",
-                        default="postgresql://postgres@127.0.0.1:5432/postgres")
+    parser.add_argument("--rounds", type=int, default=6, help="alternated rounds (default 6)")
+    parser.add_argument("--count", type=int, default=1500,
+                        help="operations of each part per round (default 1500)")
+    parser.add_argument("--database-url", default="postgresql://postgres@127.0.0.1:5432/postgres",
+                        help="the server's postgres database (a scratch database is made)")
     run_loop(main(parser.parse_args()))
+
+
+if __name__ == "__main__":
+    cli()
