@@ -11,6 +11,7 @@ import asyncpg
 from identity.audit.record import AuditRecord, Outcome
 from identity.mpi.audit import AuditTrail
 from identity.mpi.commands import Envelope
+from identity.store.audit import audit_rows
 from identity.store.repository import Repository
 
 CHANGED_TOPIC = "identity.changed"
@@ -129,19 +130,32 @@ class UnitOfWork:
         self._audit.extend(records)
 
     async def flush(self) -> None:
-        """Write the history rows, outbox rows and reply collected, in one statement, and the
-        envelope's audit records (one more)."""
+        """Write the history rows, outbox rows and reply collected and the envelope's audit
+        records, in one statement (the audit records in one of their own when there is
+        nothing else to write)."""
+        records = self._audit_records()
         if self._history or self._outbox or self._reply is not None:
-            await self.repo.append_events(self._history, self._outbox, self._reply)
+            await self.repo.append_events(
+                self._history, self._outbox, self._reply,
+                audit=audit_rows(records) if records else (),
+                audit_topic=self.audit.topic if self.audit is not None else None,
+            )  # fmt: skip
             self._history.clear()
             self._outbox.clear()
             self._reply = None
+        elif records:
+            assert self.audit is not None
+            await self.audit.write(self.conn, records)
+
+    def _audit_records(self) -> list[AuditRecord]:
+        """The envelope's audit records and the command's own, once (none after the first
+        flush, or when the core is not audited)."""
         if self.audit is None or self._audited:
-            return
+            return []
         self._audited = True
         records = list(self._audit)
         if self.envelope.audit_result is not None:
             records[:0] = self.envelope.audit_result(self.result)
         elif self.envelope.audit is not None:
             records[:0] = self.envelope.audit(Outcome.SUCCESS, None)
-        await self.audit.write(self.conn, records)
+        return records

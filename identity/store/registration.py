@@ -5,6 +5,7 @@ docs/design/registration.md explains the design."""
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, NamedTuple
@@ -12,6 +13,7 @@ from typing import Any, NamedTuple
 import asyncpg
 
 from identity.model import LinkKind
+from identity.store.audit import _INSERT as _AUDIT_INSERT
 from identity.store.keys import key_hash
 from identity.store.rows import (
     began_from_row,
@@ -209,20 +211,21 @@ class RegistrationQueries:
         history: Sequence[tuple[Any, ...]],
         outbox: Sequence[tuple[str, dict[str, Any], Any]],
         reply: tuple[str, str, str, str | None] | None = None,
+        *,
+        audit: Sequence[dict[str, Any]] = (),
+        audit_topic: str | None = None,
     ) -> None:
         """History rows, outbox rows and the stored reply (sender, control id, text, the
-        message's digest) of a command, in one call."""
+        message's digest) of a command, in one call; with ``audit`` (rows of
+        identity.store.audit.audit_rows) the audit records too, in the same statement: written
+        after the rest, as AuditStore.insert_rows would write them in a statement of its own
+        (``audit_topic`` as its ``topic``), one round trip fewer."""
         sender, control_id, text, digest = reply if reply is not None else (None,) * 4
-        await self.conn.execute(
-            """SELECT append_events($1::uuid[], $2::text[], $3::text[], $4::bigint[],
-                   $5::bigint[], $6::bigint[], $7::jsonb[], $8::jsonb[], $9::text[], $10::text[],
-                   $11::text[], $12::jsonb[], $13::uuid[], $14, $15, $16, $17)""",
-            *_event_params(history, outbox),
-            sender,
-            control_id,
-            text,
-            digest,
-        )
+        params = [*_event_params(history, outbox), sender, control_id, text, digest]
+        if audit:
+            await self.conn.execute(_APPEND_AUDITED, *params, audit, audit_topic)
+        else:
+            await self.conn.execute(_APPEND, *params)
 
 
     async def candidates(
@@ -276,6 +279,26 @@ class RegistrationQueries:
         )
         return row["reply"], row["digest"]
 
+
+
+_APPEND = """SELECT append_events($1::uuid[], $2::text[], $3::text[], $4::bigint[],
+    $5::bigint[], $6::bigint[], $7::jsonb[], $8::jsonb[], $9::text[], $10::text[],
+    $11::text[], $12::jsonb[], $13::uuid[], $14, $15, $16, $17)"""
+
+
+def _audited(append: str) -> str:
+    """``append`` with the audit store's insert (identity.store.audit's statement, its
+    parameters renumbered $18 and $19) as data-modifying CTEs. PostgreSQL runs a CTE that the
+    query does not read after the query itself: the audit rows are written after what
+    append_events writes, as when they were a statement of their own."""
+    ctes, found, _ = _AUDIT_INSERT.rpartition("SELECT id FROM inserted ORDER BY id")
+    renumbered = ctes.replace("$1::jsonb", "$18::jsonb").replace("$2::text", "$19::text")
+    if not found or re.search(r"\$[12]\b", renumbered) or "$19::text" not in renumbered:
+        raise RuntimeError("identity.store.audit's insert changed shape")
+    return renumbered + append
+
+
+_APPEND_AUDITED = _audited(_APPEND)
 
 
 def search_values(search: dict[str, Any]) -> tuple[Any, ...]:

@@ -429,12 +429,11 @@ CREATE OR REPLACE FUNCTION lock_keys(keys bigint[])
  RETURNS void
  LANGUAGE plpgsql
 AS $function$
-DECLARE
-    k bigint;
 BEGIN
-    FOR k IN SELECT DISTINCT x FROM unnest(keys) AS x ORDER BY x LOOP
-        PERFORM pg_advisory_xact_lock(k);
-    END LOOP;
+    -- the sorted keys' locks in one statement: a Sort node feeds the projection its rows in
+    -- order, one lock call per row (a loop of PERFORMs cost a statement per key)
+    PERFORM pg_advisory_xact_lock(x)
+    FROM (SELECT DISTINCT x FROM unnest(keys) AS x ORDER BY x) AS sorted;
 END;
 $function$;
 
