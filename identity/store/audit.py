@@ -12,7 +12,9 @@ import asyncpg
 
 from identity.audit.record import TRANSACTIONS, AuditRecord
 
-_INSERT = """
+#: The audit records of one call and their outbox row (identity.store.registration also writes
+#: them inside a command's events statement, as data-modifying CTEs).
+INSERT_STATEMENT = """
 WITH input AS (
     SELECT e, n FROM jsonb_array_elements($1::jsonb) WITH ORDINALITY AS t(e, n)
 ), inserted AS (
@@ -78,7 +80,7 @@ class AuditStore:
         writer can make a large batch's rows a part at a time."""
         if not rows:
             return []
-        found = await self.conn.fetch(_INSERT, rows, topic)
+        found = await self.conn.fetch(INSERT_STATEMENT, rows, topic)
         return [row["id"] for row in found]
 
     async def get(self, record_id: int) -> StoredAudit | None:

@@ -13,7 +13,7 @@ from typing import Any, NamedTuple
 import asyncpg
 
 from identity.model import LinkKind
-from identity.store.audit import _INSERT as _AUDIT_INSERT
+from identity.store.audit import INSERT_STATEMENT as _AUDIT_INSERT
 from identity.store.keys import key_hash
 from identity.store.rows import (
     began_from_row,
