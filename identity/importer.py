@@ -328,6 +328,15 @@ class Summary:
     def as_dict(self) -> dict[str, Any]:
         return {**self.__dict__, "rate": round(self.rate, 1)}
 
+    def count_new(self, decision: Decision) -> None:
+        """A record new to the index, by what became of it."""
+        if decision == Decision.LINKED:
+            self.linked += 1
+        elif decision == Decision.REVIEW:
+            self.review += 1
+        else:
+            self.new_person += 1
+
 
 class Rejects:
     """The rejects file: one CSV row per refused record (file, line or message number, its
@@ -382,6 +391,11 @@ def progress_wanted(quiet: bool, stream: TextIO | None = None) -> bool:
 
 
 _REJECTED = (IdentityError, FhirError, ParseError, ValueError)
+
+
+@dataclass
+class _Refusal:
+    refused: bool = False
 
 
 @dataclass
@@ -511,15 +525,10 @@ class Importer:
                     if progress is not None:
                         progress.advance(self.summary)
                 else:
-                    try:
+                    with self._refusing(file, item, rejects) as refusal:
                         batch.append((item, *await self._command(item)))
-                    except StoreUnavailable:
-                        raise
-                    except _REJECTED as exc:
-                        self.summary.rejected += 1
-                        rejects.add(file, item, reason_of(exc))
-                        if progress is not None:
-                            progress.advance(self.summary)
+                    if refusal.refused and progress is not None:
+                        progress.advance(self.summary)
                 if count % 256 == 0:
                     await asyncio.sleep(0)  # the chunk being written goes on
                 if len(batch) >= self.chunk:
@@ -550,17 +559,13 @@ class Importer:
         fresh: dict[tuple[int, str], tuple[Item, Register, str | None, Incoming]] = {}
         staged = _Staged(count=len(batch))
         for item, command, source in batch:
-            try:
+            with self._refusing(file, item, rejects) as refusal:
                 domain, record = await core.resolve_subject(command.subject, source)
                 if isinstance(command.subject, RecordInput):
                     core.check_source(domain, source)
                 others = await core.other_identifiers(record.other_identifiers, domain,
                                                       record.identifier.value)
-            except StoreUnavailable:
-                raise
-            except _REJECTED as exc:
-                self.summary.rejected += 1
-                rejects.add(file, item, reason_of(exc))
+            if refusal.refused:
                 continue
             key = (domain.id, record.identifier.value)
             if key in fresh:
@@ -590,12 +595,7 @@ class Importer:
             summary.steps[step] = round(summary.steps.get(step, 0.0) + seconds, 3)
         later = staged.later + [staged.entries[i] for i in loaded.known]  # loaded meanwhile
         for decision in loaded.decisions:
-            if decision == Decision.LINKED:
-                summary.linked += 1
-            elif decision == Decision.REVIEW:
-                summary.review += 1
-            else:
-                summary.new_person += 1
+            summary.count_new(decision)
         if progress is not None:
             progress.advance(summary, staged.count - len(later))
         if self._grown():
@@ -604,6 +604,20 @@ class Importer:
             await self._register(item, file, rejects, command, source)
             if progress is not None:
                 progress.advance(summary)
+
+    @contextlib.contextmanager
+    def _refusing(self, file: str, item: Item, rejects: Rejects) -> Iterator[_Refusal]:
+        """A record refused in the block (a typed error, not the database failing) is a
+        reject with its reason: ``refused`` says so after the block."""
+        refusal = _Refusal()
+        try:
+            yield refusal
+        except StoreUnavailable:
+            raise
+        except _REJECTED as exc:
+            refusal.refused = True
+            self.summary.rejected += 1
+            rejects.add(file, item, reason_of(exc))
 
     def close(self) -> None:
         """Stop the set path's worker processes (if any)."""
@@ -625,39 +639,25 @@ class Importer:
             summary.rejected += 1
             rejects.add(file, item, item.reject)
             return
-        try:
+        with self._refusing(file, item, rejects) as refusal:
             command, source = await self._command(item)
-        except StoreUnavailable:
-            raise
-        except _REJECTED as exc:
-            summary.rejected += 1
-            rejects.add(file, item, reason_of(exc))
-            return
-        await self._register(item, file, rejects, command, source)
+        if not refusal.refused:
+            await self._register(item, file, rejects, command, source)
 
     async def _register(
         self, item: Item, file: str, rejects: Rejects, command: Register, source: str | None
     ) -> None:
         """Register one record through the feed's Register command, counting what it did."""
         summary = self.summary
-        try:
+        with self._refusing(file, item, rejects) as refusal:
             if not self.update and await self._exists(command, source):
                 summary.skipped += 1
                 return
             result = await self.mpi.handle(command, Envelope(actor=self.actor, source=source))
-        except StoreUnavailable:
-            raise
-        except _REJECTED as exc:
-            summary.rejected += 1
-            rejects.add(file, item, reason_of(exc))
+        if refusal.refused:
             return
         if result.created:
-            if result.decision == Decision.LINKED:
-                summary.linked += 1
-            elif result.decision == Decision.REVIEW:
-                summary.review += 1
-            else:
-                summary.new_person += 1
+            summary.count_new(result.decision)
         elif result.changed:
             summary.updated += 1
         else:
