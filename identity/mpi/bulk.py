@@ -137,7 +137,8 @@ class SetLoader:
         # A chunk is millions of small objects, none in a cycle that matters: with the
         # default thresholds the cyclic collector ran every 700 allocations and walked them
         # all over and over (a tenth of the run). What is loaded before (the model, the
-        # tables) is frozen out of its walks.
+        # tables) is frozen out of its walks. :meth:`close` sets both back.
+        self._thresholds: tuple[int, int, int] | None = gc.get_threshold()
         gc.freeze()
         gc.set_threshold(100_000, 50, 100)
 
@@ -145,6 +146,10 @@ class SetLoader:
         if self._pool is not None:
             self._pool.shutdown()
             self._pool = None
+        if self._thresholds is not None:
+            gc.set_threshold(*self._thresholds)
+            gc.unfreeze()
+            self._thresholds = None
 
     # --- 1. normalise ------------------------------------------------------------------------
 
