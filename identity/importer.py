@@ -596,10 +596,11 @@ class Importer:
                                         staged.prepared)
         for step, seconds in loaded.seconds.items():
             summary.steps[step] = round(summary.steps.get(step, 0.0) + seconds, 3)
-        log.info("event=import_chunk records=%d new=%d persons=%d reviews=%d pairs=%d "
-                 "read_so_far=%d seconds=%s", len(staged.records), len(loaded.decisions),
-                 loaded.persons, loaded.review_items, loaded.pairs, summary.read,
-                 {k: round(v, 2) for k, v in loaded.seconds.items()})
+        if staged.count:
+            log.info("event=import_chunk records=%d new=%d persons=%d reviews=%d pairs=%d "
+                     "read_so_far=%d seconds=%s", len(staged.records), len(loaded.decisions),
+                     loaded.persons, loaded.review_items, loaded.pairs, summary.read,
+                     {k: round(v, 2) for k, v in loaded.seconds.items()})
         later = staged.later + [staged.entries[i] for i in loaded.known]  # loaded meanwhile
         for decision in loaded.decisions:
             summary.count_new(decision)
