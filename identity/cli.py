@@ -134,8 +134,10 @@ def _parser() -> argparse.ArgumentParser:
         "import",
         parents=[common],
         help="bulk load of an empty or populated index from CSV, FHIR NDJSON or HL7 v2 files",
-        description="Load records from files into the index, streamed, each registered as the "
-        "feeds register it (same matching decisions, locks and history): CSV read through a "
+        description="Load records from files into the index, streamed, with the feeds' "
+        "matching decisions: set at a time (--bulk: a chunk per transaction, written with "
+        "COPY; the default from 20,000 records on) or each registered as the feeds register "
+        "it (--no-bulk). CSV read through a "
         "column mapping (--columns; the layout `identity generate` writes by default), NDJSON "
         "of FHIR Patients, HL7 v2 batch files (FHS/BHS, or messages one after the other, MLLP "
         "framed or not; ADT A01, A04, A05, A08, A28 and A31 only). A record already loaded "
