@@ -9,7 +9,7 @@ For each size N (persons of the generator, about 1.2 N records) it
 
 1. builds the index in a database of its own (``identity_bench_<N>_<run>``; with ``--reuse``
    ``identity_bench_<N>``): ``identity generate
-   --domains synthetic`` and ``identity import`` with benchmarks/bench.toml (the bulk-load
+   --domains synthetic`` and ``identity import --bulk`` with benchmarks/bench.toml (the bulk-load
    rate, and the import's peak memory); with ``--reuse`` an index already there is kept (no
    bulk-load figure then) and kept at the end, else the database is dropped at the end;
 2. times ``identity calibrate --dry-run`` on it (wall, and CPU of the command);
@@ -172,8 +172,10 @@ def measure_size(persons: int, server: str, args: argparse.Namespace, work: Path
             run_child([py, "-m", "identity", "generate", "--persons", str(persons),
                        "--domains", "synthetic", "--formats", "csv", "--seed", "1",
                        "--out", str(population)], child_env(), log)
+            # the set path (--bulk): a 1M-record population loads in minutes, not hours
             loaded = run_child([py, "-m", "identity", "--config", str(CONFIG), "import",
-                                str(population / "population.csv"), "--quiet", "--json",
+                                str(population / "population.csv"), "--bulk", "--quiet",
+                                "--json",
                                 "--rejects", str(work / f"rejects-{persons}.csv")],
                                child_env(url), log)
             summary = last_json(log)

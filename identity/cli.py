@@ -6,7 +6,6 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-import time
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -17,6 +16,9 @@ from identity.config import Settings, load_settings
 from identity.errors import ConfigError, IdentityError
 from identity.logs import setup_logging
 from identity.loop import run
+
+#: ``identity import`` takes the set path (``--bulk``) by itself from this many records on.
+BULK_AUTO_RECORDS = 20_000
 
 
 class InvalidArgument(IdentityError):
@@ -132,8 +134,10 @@ def _parser() -> argparse.ArgumentParser:
         "import",
         parents=[common],
         help="bulk load of an empty or populated index from CSV, FHIR NDJSON or HL7 v2 files",
-        description="Load records from files into the index, streamed, each registered as the "
-        "feeds register it (same matching decisions, locks and history): CSV read through a "
+        description="Load records from files into the index, streamed, with the feeds' "
+        "matching decisions: set at a time (--bulk: a chunk per transaction, written with "
+        "COPY; the default from 20,000 records on) or each registered as the feeds register "
+        "it (--no-bulk). CSV read through a "
         "column mapping (--columns; the layout `identity generate` writes by default), NDJSON "
         "of FHIR Patients, HL7 v2 batch files (FHS/BHS, or messages one after the other, MLLP "
         "framed or not; ADT A01, A04, A05, A08, A28 and A31 only). A record already loaded "
@@ -169,12 +173,19 @@ def _parser() -> argparse.ArgumentParser:
                       "each input)")
     load.add_argument("--quiet", action="store_true", help="no progress bar")
     load.add_argument("--json", action="store_true", help="print the summary as JSON")
-    load.add_argument("--bulk", action="store_true",
-                      help="the fast path for an EMPTY index from CSV: the whole set matched "
-                      "at once in memory and written with COPY in one transaction (memory "
-                      "grows with the file; refuses a populated index)")
-    load.add_argument("--workers", type=int, default=2,
-                      help="--bulk: processes that normalise the records (default 2)")
+    load.add_argument("--bulk", action=argparse.BooleanOptionalAction, default=None,
+                      help="the set path: records new to the index matched a chunk at a "
+                      "time (--chunk) with the feed's decisions and written with COPY, one "
+                      "transaction per chunk (memory bounded by the chunk; empty or populated "
+                      "index; any format). Default: on when the files hold at least "
+                      f"{BULK_AUTO_RECORDS:,} records; --no-bulk registers each record on "
+                      "its own as a feed would")
+    load.add_argument("--chunk", type=int, default=None, metavar="N",
+                      help="--bulk: records matched and written per transaction (default "
+                      "20000)")
+    load.add_argument("--workers", type=int, default=1,
+                      help="--bulk: processes that normalise the records (default 1: on a "
+                      "two-core host PostgreSQL needs the other)")
 
     evaluate = commands.add_parser(
         "evaluate",
@@ -571,14 +582,14 @@ async def _import(settings: Settings, args: argparse.Namespace) -> str:
         Progress,
         Rejects,
         Summary,
-        bulk_records,
         column_mapping,
         count_records,
         detect_format,
         progress_wanted,
         read_file,
     )
-    from identity.mpi import Envelope, ImportRecords, Mpi
+    from identity.mpi import Mpi
+    from identity.mpi.bulk import CHUNK
 
     try:
         columns = column_mapping(args.columns)
@@ -589,8 +600,10 @@ async def _import(settings: Settings, args: argparse.Namespace) -> str:
         if not path.is_file():
             raise InvalidArgument(f"{path}: no such file")
     formats = [detect_format(f) if args.format == "auto" else args.format for f in files]
-    if args.bulk and (len(files) > 1 or formats[0] != "csv"):
-        raise InvalidArgument("--bulk loads one CSV file into an empty index")
+    bulk = args.bulk
+    if bulk is None:
+        bulk = sum(count_records(f, fmt) for f, fmt in zip(files, formats, strict=True)) \
+            >= BULK_AUTO_RECORDS
     show = progress_wanted(args.quiet)
     if not logging.getLogger().isEnabledFor(logging.DEBUG):
         # one INFO line per registration would cost more than the progress bar it breaks;
@@ -603,7 +616,8 @@ async def _import(settings: Settings, args: argparse.Namespace) -> str:
         await mpi.start()
         concurrency = min(args.concurrency, settings.database.max_connections)
         importer = Importer(mpi, source=args.source, update=not args.no_update,
-                            concurrency=concurrency, actor=f"import:{files[0].name}")
+                            concurrency=concurrency, actor=f"import:{files[0].name}",
+                            bulk=bulk, workers=args.workers, chunk=args.chunk or CHUNK)
         summary = importer.summary
         try:
             for path, fmt in zip(files, formats, strict=True):
@@ -611,22 +625,6 @@ async def _import(settings: Settings, args: argparse.Namespace) -> str:
                 if rejects.path not in summary.rejects_files:
                     summary.rejects_files.append(rejects.path)
                 items = read_file(path, fmt, columns=columns, domain=args.domain)
-                if args.bulk:
-                    started = time.perf_counter()
-                    report = await mpi.handle(
-                        ImportRecords(records=bulk_records(items, str(path), rejects, summary),
-                                      workers=args.workers),
-                        Envelope(actor=f"import:{path.name}", source=args.source),
-                    )
-                    summary.seconds = time.perf_counter() - started
-                    # each person's first record is a new person, its others linked to it
-                    summary.new_person = report.persons
-                    summary.linked = report.records - report.persons
-                    summary.review = report.review_items  # review items, not records
-                    summary.skipped = report.duplicates_skipped
-                    if shared is None:
-                        rejects.close()
-                    continue
                 progress = Progress(count_records(path, fmt) if show else None, enabled=show,
                                     description=path.name)
                 try:
@@ -636,10 +634,10 @@ async def _import(settings: Settings, args: argparse.Namespace) -> str:
                     if shared is None:
                         rejects.close()
         finally:
+            importer.close()
             if shared is not None:
                 shared.close()
-        if not args.bulk:
-            await importer.finish()
+        await importer.finish()
     if args.json:
         return json.dumps(summary.as_dict(), indent=2)
     rejected = f"; rejects: {', '.join(summary.rejects_files)}" if summary.rejected else ""

@@ -21,7 +21,9 @@ or, with ``update=False``, skipped without reading further.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import csv
+import logging
 import re
 import sys
 import time
@@ -43,9 +45,13 @@ from identity.hl7v2.pid import identifiers as pid_identifiers
 from identity.hl7v2.tokenizer import Message, parse_message
 from identity.model import Decision, IdentifierRef, RecordInput
 from identity.mpi import Envelope, Mpi, Register
+from identity.mpi.bulk import CHUNK, Incoming, SetLoader
 from identity.mpi.commands import Received
-from identity.store.bulk import analyze, record_count
+from identity.mpi.matcher import Prepared
+from identity.store.bulk import BulkWriter, analyze, record_count
 from matching.columns import ColumnMapping, ColumnMappingError
+
+log = logging.getLogger("identity.import")
 
 FORMATS = ("csv", "ndjson", "hl7")
 
@@ -308,6 +314,7 @@ class Summary:
     rejected: int = 0
     seconds: float = 0.0
     analyzed: int = 0  # planner statistics refreshed during the run
+    steps: dict[str, float] = field(default_factory=dict)  # --bulk: seconds of each step
     rejects_files: list[str] = field(default_factory=list)
 
     @property
@@ -323,6 +330,15 @@ class Summary:
 
     def as_dict(self) -> dict[str, Any]:
         return {**self.__dict__, "rate": round(self.rate, 1)}
+
+    def count_new(self, decision: Decision) -> None:
+        """A record new to the index, by what became of it."""
+        if decision == Decision.LINKED:
+            self.linked += 1
+        elif decision == Decision.REVIEW:
+            self.review += 1
+        else:
+            self.new_person += 1
 
 
 class Rejects:
@@ -357,11 +373,11 @@ class Progress:
             self.bar = tqdm(total=total or None, unit="rec", desc=description, file=sys.stderr,
                             smoothing=0.05, mininterval=0.5, dynamic_ncols=True)
 
-    def advance(self, summary: Summary) -> None:
+    def advance(self, summary: Summary, count: int = 1) -> None:
         if self.bar is None:
             return
-        self.bar.update(1)
-        if summary.read % 500 == 0:
+        self.bar.update(count)
+        if count > 1 or summary.read % 500 == 0:
             self.bar.set_postfix(new=summary.new_person, linked=summary.linked,
                                  review=summary.review, skipped=summary.skipped,
                                  rejected=summary.rejected, refresh=False)
@@ -380,6 +396,22 @@ def progress_wanted(quiet: bool, stream: TextIO | None = None) -> bool:
 _REJECTED = (IdentityError, FhirError, ParseError, ValueError)
 
 
+@dataclass
+class _Refusal:
+    refused: bool = False
+
+
+@dataclass
+class _Staged:
+    """A chunk read, resolved and normalised, ready for the set path."""
+
+    count: int  # items of the chunk (rejects at resolution included)
+    entries: list[tuple[Item, Register, str | None]] = field(default_factory=list)
+    records: list[Incoming] = field(default_factory=list)  # aligned with entries
+    prepared: list[Prepared] = field(default_factory=list)
+    later: list[tuple[Item, Register, str | None]] = field(default_factory=list)
+
+
 class Importer:
     """Registers the items of files through ``Register``, ``concurrency`` at a time."""
 
@@ -391,8 +423,14 @@ class Importer:
         update: bool = True,
         concurrency: int = 4,
         actor: str = "import",
+        bulk: bool = False,
+        workers: int = 1,
+        chunk: int = CHUNK,
     ) -> None:
         self.mpi = mpi
+        self.bulk = bulk
+        self.chunk = max(1, chunk)
+        self.loader = SetLoader(mpi.core, workers=workers) if bulk else None
         self.source = source
         self.update = update
         self.concurrency = max(1, concurrency)
@@ -417,6 +455,12 @@ class Importer:
         if self._analyzed_at is None:
             async with self.mpi.db.connection() as conn:
                 self._start_count = self._analyzed_at = await record_count(conn)
+        if self.loader is not None:
+            try:
+                await self._run_sets(items, file, rejects, progress)
+            finally:
+                self.summary.seconds += time.perf_counter() - started
+            return self.summary
         queue: asyncio.Queue[Item | None] = asyncio.Queue(maxsize=self.concurrency * 8)
 
         async def produce() -> None:
@@ -463,8 +507,134 @@ class Importer:
         self._analysis = None
         self.summary.analyzed += 1
 
+    # --- the set path (identity.mpi.bulk) ----------------------------------------------------
+
+    async def _run_sets(
+        self, items: Iterable[Item], file: str, rejects: Rejects, progress: Progress | None
+    ) -> None:
+        """Items a chunk at a time: the records new to the index matched and written as a set
+        (one transaction per chunk), the others (already in the index, or repeated within the
+        chunk) registered one by one through Register after it, as the feed would. While a
+        chunk is written the next one is read and normalised (PostgreSQL works on the first
+        meanwhile)."""
+        batch: list[tuple[Item, Register, str | None]] = []
+        loading: asyncio.Task[None] | None = None
+        try:
+            for count, item in enumerate(items, start=1):
+                self.summary.read += 1
+                if item.reject is not None:
+                    self.summary.rejected += 1
+                    rejects.add(file, item, item.reject)
+                    if progress is not None:
+                        progress.advance(self.summary)
+                else:
+                    with self._refusing(file, item, rejects) as refusal:
+                        batch.append((item, *await self._command(item)))
+                    if refusal.refused and progress is not None:
+                        progress.advance(self.summary)
+                if count % 256 == 0:
+                    await asyncio.sleep(0)  # the chunk being written goes on
+                if len(batch) >= self.chunk:
+                    staged = await self._stage(batch, file, rejects)
+                    if loading is not None:
+                        await loading
+                    loading = asyncio.create_task(self._load(staged, file, rejects, progress))
+                    batch = []
+            staged = await self._stage(batch, file, rejects)
+            if loading is not None:
+                await loading
+            loading = None
+            await self._load(staged, file, rejects, progress)
+        finally:
+            if loading is not None and not loading.done():
+                loading.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await loading
+
+    async def _stage(
+        self, batch: list[tuple[Item, Register, str | None]], file: str, rejects: Rejects
+    ) -> _Staged:
+        """A chunk's records resolved as the feed resolves them (domain, source, other
+        identifiers) and normalised; those the index holds, and those repeated in the chunk,
+        put aside for Register."""
+        assert self.loader is not None
+        core = self.mpi.core
+        fresh: dict[tuple[int, str], tuple[Item, Register, str | None, Incoming]] = {}
+        staged = _Staged(count=len(batch))
+        for item, command, source in batch:
+            with self._refusing(file, item, rejects) as refusal:
+                domain, record = await core.resolve_subject(command.subject, source)
+                if isinstance(command.subject, RecordInput):
+                    core.check_source(domain, source)
+                others = await core.other_identifiers(record.other_identifiers, domain,
+                                                      record.identifier.value)
+            if refusal.refused:
+                continue
+            key = (domain.id, record.identifier.value)
+            if key in fresh:
+                staged.later.append((item, command, source))  # an update of the chunk's own
+            else:
+                fresh[key] = (item, command, source, Incoming(domain, record, others, source))
+        async with self.mpi.db.connection() as conn:
+            known = await BulkWriter(conn).existing(list(fresh))
+        # already in the index: registered (updated, or skipped when unchanged) as the feed
+        # does, after the chunk, as are the repeated ones
+        staged.later[:0] = [entry[:3] for key, entry in fresh.items() if key in known]
+        for key, entry in fresh.items():
+            if key not in known:
+                staged.entries.append(entry[:3])
+                staged.records.append(entry[3])
+        staged.prepared = await self.loader.prepare(staged.records)
+        return staged
+
+    async def _load(
+        self, staged: _Staged, file: str, rejects: Rejects, progress: Progress | None
+    ) -> None:
+        assert self.loader is not None
+        summary = self.summary
+        loaded = await self.loader.load(staged.records, Envelope(actor=self.actor),
+                                        staged.prepared)
+        for step, seconds in loaded.seconds.items():
+            summary.steps[step] = round(summary.steps.get(step, 0.0) + seconds, 3)
+        if staged.count:
+            log.info("event=import_chunk records=%d new=%d persons=%d reviews=%d pairs=%d "
+                     "read_so_far=%d seconds=%s", len(staged.records), len(loaded.decisions),
+                     loaded.persons, loaded.review_items, loaded.pairs, summary.read,
+                     {k: round(v, 2) for k, v in loaded.seconds.items()})
+        later = staged.later + [staged.entries[i] for i in loaded.known]  # loaded meanwhile
+        for decision in loaded.decisions:
+            summary.count_new(decision)
+        if progress is not None:
+            progress.advance(summary, staged.count - len(later))
+        if self._grown():
+            await self._analyze()
+        for item, command, source in later:
+            await self._register(item, file, rejects, command, source)
+            if progress is not None:
+                progress.advance(summary)
+
+    @contextlib.contextmanager
+    def _refusing(self, file: str, item: Item, rejects: Rejects) -> Iterator[_Refusal]:
+        """A record refused in the block (a typed error, not the database failing) is a
+        reject with its reason: ``refused`` says so after the block."""
+        refusal = _Refusal()
+        try:
+            yield refusal
+        except StoreUnavailable:
+            raise
+        except _REJECTED as exc:
+            refusal.refused = True
+            self.summary.rejected += 1
+            rejects.add(file, item, reason_of(exc))
+
+    def close(self) -> None:
+        """Stop the set path's worker processes (if any)."""
+        if self.loader is not None:
+            self.loader.close()
+
     async def finish(self) -> None:
         """After the last file: fresh statistics and name frequencies for what was loaded."""
+        self.close()
         if self._created() or self.summary.updated:
             async with self.mpi.db.connection() as conn:
                 await analyze(conn)
@@ -477,25 +647,25 @@ class Importer:
             summary.rejected += 1
             rejects.add(file, item, item.reject)
             return
-        try:
+        with self._refusing(file, item, rejects) as refusal:
             command, source = await self._command(item)
+        if not refusal.refused:
+            await self._register(item, file, rejects, command, source)
+
+    async def _register(
+        self, item: Item, file: str, rejects: Rejects, command: Register, source: str | None
+    ) -> None:
+        """Register one record through the feed's Register command, counting what it did."""
+        summary = self.summary
+        with self._refusing(file, item, rejects) as refusal:
             if not self.update and await self._exists(command, source):
                 summary.skipped += 1
                 return
             result = await self.mpi.handle(command, Envelope(actor=self.actor, source=source))
-        except StoreUnavailable:
-            raise
-        except _REJECTED as exc:
-            summary.rejected += 1
-            rejects.add(file, item, reason_of(exc))
+        if refusal.refused:
             return
         if result.created:
-            if result.decision == Decision.LINKED:
-                summary.linked += 1
-            elif result.decision == Decision.REVIEW:
-                summary.review += 1
-            else:
-                summary.new_person += 1
+            summary.count_new(result.decision)
         elif result.changed:
             summary.updated += 1
         else:
@@ -554,19 +724,6 @@ class Importer:
         return True
 
 
-def bulk_records(items: Iterable[Item], file: str, rejects: Rejects,
-                 summary: Summary) -> Iterator[RecordInput]:
-    """The records of CSV items for the empty-index fast path (identity.mpi.bulk); rejects go
-    to ``rejects``."""
-    for item in items:
-        summary.read += 1
-        if item.reject is not None or item.kind != "record":
-            summary.rejected += 1
-            rejects.add(file, item, item.reject or "the fast path reads CSV records only")
-            continue
-        yield item.payload
-
-
 __all__ = [
     "FORMATS",
     "GENERATOR_PRESET",
@@ -576,7 +733,6 @@ __all__ = [
     "Progress",
     "Rejects",
     "Summary",
-    "bulk_records",
     "column_mapping",
     "count_records",
     "detect_format",

@@ -257,11 +257,13 @@ class ApplyModel(Command[CommandResult]):
 
 @dataclass(frozen=True, kw_only=True)
 class ImportRecords(Command[Any]):
-    """Initial load of an empty index (identity.mpi.bulk): all records matched as a whole and
-    written in one transaction. Returns an ImportReport."""
+    """Bulk load of an empty or populated index (identity.mpi.bulk): the records matched a
+    chunk at a time with the feed's decisions and written with COPY, one transaction per
+    chunk. Returns an ImportReport."""
 
     records: Iterable[RecordInput]  # read once, streamed
     workers: int = 2
+    chunk: int = 20_000  # records per transaction (identity.mpi.bulk.CHUNK)
 
 
 __all__ = [

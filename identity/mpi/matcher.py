@@ -245,6 +245,20 @@ class Matcher:
             subject.normalized, [p.normalized for p in parties], keys=_cache_keys(parties)
         )
         probs = [float(x) for x in np.atleast_1d(probability(weights))]
+        return self.verdicts_of(subject, parties, probs, no_match, matches_only=matches_only)
+
+    def verdicts_of(
+        self,
+        subject: Party,
+        parties: Sequence[Party],
+        probs: Sequence[float],
+        no_match: AbstractSet[int],
+        *,
+        matches_only: bool = False,
+    ) -> list[Verdict]:
+        """:meth:`verdicts` of ``parties`` (the records of the candidate persons) already
+        scored: ``probs`` their match probabilities, in order (bulk import scores a whole
+        chunk at once)."""
         grouped: dict[int, list[tuple[Party, float]]] = {}
         for party, prob in zip(parties, probs, strict=True):
             grouped.setdefault(party.person_id or 0, []).append((party, prob))
@@ -340,7 +354,12 @@ class Matcher:
     def decide(
         self, subject: Party, persons: dict[int, list[Party]], no_match: AbstractSet[int]
     ) -> Outcome:
-        verdicts = self.verdicts(subject, persons, no_match, matches_only=True)
+        return self.outcome(self.verdicts(subject, persons, no_match, matches_only=True))
+
+    @staticmethod
+    def outcome(verdicts: list[Verdict]) -> Outcome:
+        """The person-level decision from the verdicts on the candidate persons (made with
+        ``matches_only``): link to the one person that reaches LINK, else review items."""
         links = [v for v in verdicts if v.decision == Decision.LINK]
         reviews = [v for v in verdicts if v.decision == Decision.REVIEW]
         if len(links) == 1:

@@ -1,12 +1,14 @@
 """`identity import` of the files sites have (identity/importer.py): CSV through a column
 mapping, NDJSON of FHIR Patients, HL7 v2 batch files; into a populated index with the feed's
-decisions; resumable; rejects with their reason."""
+decisions; resumable; rejects with their reason. Each by both paths: record by record through
+Register (``bulk`` False) and set at a time (``bulk`` True, identity.mpi.bulk, in chunks of 40
+records so that the chunks find each other through the index)."""
 
 from __future__ import annotations
 
 import csv
 import io
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator
 from pathlib import Path
 
 import pytest
@@ -16,6 +18,7 @@ from identity.config import Settings, load_settings
 from identity.errors import InvalidInput
 from identity.importer import (
     Importer,
+    Item,
     Progress,
     Rejects,
     Summary,
@@ -65,14 +68,18 @@ async def other(run_database_url: str, demo_settings: Settings) -> AsyncIterator
 
 async def _import(mpi: Mpi, path: Path, *, fmt: str | None = None, concurrency: int = 4,
                   update: bool = True, columns: str | None = None,
-                  domain: str | None = None) -> Summary:
-    importer = Importer(mpi, concurrency=concurrency, update=update, actor="import:test")
+                  domain: str | None = None, bulk: bool = False, chunk: int = 40,
+                  items: Iterable[Item] | None = None) -> Summary:
+    importer = Importer(mpi, concurrency=concurrency, update=update, actor="import:test",
+                        bulk=bulk, chunk=chunk)
     rejects = Rejects(f"{path}.rejects.csv")
     try:
-        items = read_file(path, fmt, columns=column_mapping(columns), domain=domain)
+        if items is None:
+            items = read_file(path, fmt, columns=column_mapping(columns), domain=domain)
         summary = await importer.run(items, file=str(path), rejects=rejects)
     finally:
         rejects.close()
+        importer.close()
     await importer.finish()
     return summary
 
@@ -128,7 +135,10 @@ def _keys(path: Path) -> list[tuple[str, str]]:
     return [(r["source_domain"], r["mrn"]) for r in _rows(path)]
 
 
-async def test_csv_in_another_layout_through_a_mapping(tmp_path: Path, demo: Mpi) -> None:
+@pytest.mark.parametrize("bulk", [False, True])
+async def test_csv_in_another_layout_through_a_mapping(
+    tmp_path: Path, demo: Mpi, bulk: bool
+) -> None:
     path = tmp_path / "site.csv"
     path.write_text(
         "patient_id,first_name,surname,dob,gender,street,town\n"
@@ -140,7 +150,7 @@ async def test_csv_in_another_layout_through_a_mapping(tmp_path: Path, demo: Mpi
     )
     summary = await _import(
         demo, path, columns="mrn=patient_id,given=first_name,family=surname,birth_date=dob,"
-        "sex=gender,address_line1=street,city=town", domain="HOSPA",
+        "sex=gender,address_line1=street,city=town", domain="HOSPA", bulk=bulk,
     )
     assert (summary.read, summary.rejected) == (4, 1)
     assert summary.new_person + summary.linked + summary.review == 3
@@ -167,12 +177,13 @@ def test_a_mapping_the_file_does_not_fit_is_refused_before_reading(tmp_path: Pat
         list(read_file(path, columns=column_mapping("given=first_name,family=surname")))
 
 
-async def test_ndjson_of_fhir_patients(tmp_path: Path, demo: Mpi) -> None:
+@pytest.mark.parametrize("bulk", [False, True])
+async def test_ndjson_of_fhir_patients(tmp_path: Path, demo: Mpi, bulk: bool) -> None:
     _generate(tmp_path)
     path = tmp_path / "patients.ndjson"
     path.write_text(path.read_text(encoding="utf-8")
                     + '{"resourceType": "Observation", "id": "x"}\nnot json\n', encoding="utf-8")
-    summary = await _import(demo, path)
+    summary = await _import(demo, path, bulk=bulk)
     keys = _keys(tmp_path / "population.csv")
     assert summary.rejected == 2 and summary.read == len(keys) + 2
     assert summary.new_person + summary.linked + summary.review == len(keys)
@@ -187,7 +198,10 @@ def _hl7_messages(tmp_path: Path) -> list[bytes]:
     return [m.strip(b"\x0b\r") for m in raw.split(b"\x1c\r") if m.strip()]
 
 
-async def test_hl7_batch_with_file_and_batch_headers(tmp_path: Path, demo: Mpi) -> None:
+@pytest.mark.parametrize("bulk", [False, True])
+async def test_hl7_batch_with_file_and_batch_headers(
+    tmp_path: Path, demo: Mpi, bulk: bool
+) -> None:
     _generate(tmp_path)
     messages = _hl7_messages(tmp_path)
     merge = (b"MSH|^~\\&|ADT_A|HOSPA|IDENTITY|MPI|20260101||ADT^A40^ADT_A39|X1|P|2.5\r"
@@ -198,7 +212,7 @@ async def test_hl7_batch_with_file_and_batch_headers(tmp_path: Path, demo: Mpi) 
         b"FHS|^~\\&|ADT_A|HOSPA|||20260101\rBHS|^~\\&|ADT_A|HOSPA|||20260101\r" + body
         + f"\rBTS|{len(messages) + 1}\rFTS|1\r".encode()
     )
-    summary = await _import(demo, path)
+    summary = await _import(demo, path, bulk=bulk)
     assert summary.read == len(messages) + 1 and summary.rejected == 1
     assert summary.new_person + summary.linked + summary.review == len(messages)
     [reject] = _rejects(path)
@@ -207,16 +221,19 @@ async def test_hl7_batch_with_file_and_batch_headers(tmp_path: Path, demo: Mpi) 
     await _persons(demo, _keys(tmp_path / "population.csv"))
 
 
-async def test_hl7_concatenated_messages_with_and_without_mllp(tmp_path: Path, demo: Mpi) -> None:
+@pytest.mark.parametrize("bulk", [False, True])
+async def test_hl7_concatenated_messages_with_and_without_mllp(
+    tmp_path: Path, demo: Mpi, bulk: bool
+) -> None:
     _generate(tmp_path)
     messages = _hl7_messages(tmp_path)
     half = len(messages) // 2
     plain = tmp_path / "plain.hl7"  # LF-separated segments, one message after the other
     plain.write_bytes(b"\n".join(m.replace(b"\r", b"\n") for m in messages[:half]) + b"\n")
     framed = tmp_path / "adt.hl7"  # as generated: MLLP-framed
-    first = await _import(demo, plain)
+    first = await _import(demo, plain, bulk=bulk)
     assert first.read == half and first.rejected == 0
-    second = await _import(demo, framed)
+    second = await _import(demo, framed, bulk=bulk)
     assert second.read == len(messages) and second.rejected == 0
     assert second.skipped == half  # the same messages again: nothing to write
     await _persons(demo, _keys(tmp_path / "population.csv"))
@@ -232,8 +249,9 @@ def test_hl7_messages_split_across_read_blocks(tmp_path: Path) -> None:
         assert list(hl7_messages(path, block=block)) == expected
 
 
+@pytest.mark.parametrize("bulk", [False, True])
 async def test_populated_index_gets_the_feeds_decisions(
-    tmp_path: Path, demo: Mpi, other: Mpi
+    tmp_path: Path, demo: Mpi, other: Mpi, bulk: bool
 ) -> None:
     """The same records into the same populated index: imported from a file, or registered one
     by one through Register as a feed would: the same persons."""
@@ -245,7 +263,7 @@ async def test_populated_index_gets_the_feeds_decisions(
     _write_rows(tail, rows[len(rows) // 2 :])
     for mpi in (demo, other):  # both populated alike
         await _import(mpi, head, concurrency=1)
-    summary = await _import(demo, tail, concurrency=1)
+    summary = await _import(demo, tail, concurrency=1, bulk=bulk)
     decisions: dict[str, int] = {}
     for item in read_file(tail):
         domain = other.domains.known(item.payload.identifier.authority)
@@ -274,30 +292,36 @@ async def test_concurrent_import_never_splits_a_person(tmp_path: Path, demo: Mpi
     assert all(any(p <= t for t in truth.values()) for p in persons)
 
 
-async def test_a_rerun_skips_everything_and_changes_nothing(tmp_path: Path, demo: Mpi) -> None:
+@pytest.mark.parametrize("bulk", [False, True])
+async def test_a_rerun_skips_everything_and_changes_nothing(
+    tmp_path: Path, demo: Mpi, bulk: bool
+) -> None:
     _generate(tmp_path)
     path = tmp_path / "population.csv"
-    first = await _import(demo, path)
+    first = await _import(demo, path, bulk=bulk)
     keys = _keys(path)
     before = await _state(demo, keys)
     history = await _history_rows(demo)
-    again = await _import(demo, path)
+    again = await _import(demo, path, bulk=bulk)
     assert again.skipped == again.read == first.read
     assert (again.new_person, again.linked, again.review, again.updated) == (0, 0, 0, 0)
     assert await _state(demo, keys) == before
     assert await _history_rows(demo) == history
 
 
-async def test_a_changed_record_is_updated_unless_no_update(tmp_path: Path, demo: Mpi) -> None:
+@pytest.mark.parametrize("bulk", [False, True])
+async def test_a_changed_record_is_updated_unless_no_update(
+    tmp_path: Path, demo: Mpi, bulk: bool
+) -> None:
     _generate(tmp_path)
     path = tmp_path / "population.csv"
-    await _import(demo, path)
+    await _import(demo, path, bulk=bulk)
     rows = _rows(path)
     rows[0]["phone"] = "555-0100"
     _write_rows(path, rows)
-    kept = await _import(demo, path, update=False)
+    kept = await _import(demo, path, update=False, bulk=bulk)
     assert kept.skipped == len(rows) and kept.updated == 0
-    updated = await _import(demo, path)
+    updated = await _import(demo, path, bulk=bulk)
     assert updated.updated == 1 and updated.skipped == len(rows) - 1
     record = await demo.find_record(_ref(rows[0]["source_domain"], rows[0]["mrn"]))
     assert record.status == RecordStatus.ACTIVE
@@ -315,3 +339,78 @@ def test_progress_bar_only_on_a_terminal() -> None:
     bar.advance(Summary(read=1))
     bar.close()
     assert bar.bar is None
+
+
+async def test_set_path_on_an_empty_index_makes_the_feeds_persons(
+    tmp_path: Path, demo: Mpi, other: Mpi
+) -> None:
+    """One file into two empty indexes: set at a time in chunks, or record by record through
+    Register: the same persons and review items, and no false link."""
+    _generate(tmp_path, persons=120, seed=23)
+    path = tmp_path / "population.csv"
+    by_sets = await _import(demo, path, bulk=True, chunk=40)
+    one_by_one = await _import(other, path, concurrency=1)
+    assert (by_sets.new_person, by_sets.linked, by_sets.review) == (
+        one_by_one.new_person, one_by_one.linked, one_by_one.review)
+    assert by_sets.linked > 0
+    keys = _keys(path)
+    persons = await _persons(demo, keys)
+    assert persons == await _persons(other, keys)
+    truth: dict[str, set[tuple[str, str]]] = {}
+    for row in _rows(path):
+        truth.setdefault(row["person_id"], set()).add((row["source_domain"], row["mrn"]))
+    assert all(any(p <= t for t in truth.values()) for p in persons)
+    reviews = await demo.review_items(limit=1000)
+    assert len(reviews) == len(await other.review_items(limit=1000))
+    assert all(item.explanation for item in reviews)  # a steward sees why
+
+
+async def test_an_interrupted_set_import_resumes(tmp_path: Path, demo: Mpi, other: Mpi) -> None:
+    """A run that dies in its third chunk keeps the chunks committed before; run again, it
+    skips them and loads the rest: the index is the one an uninterrupted run makes."""
+    _generate(tmp_path, persons=120, seed=29)
+    path = tmp_path / "population.csv"
+
+    def dying(items: Iterable[Item]) -> Iterator[Item]:
+        for number, item in enumerate(items, start=1):
+            if number > 100:
+                raise RuntimeError("killed")
+            yield item
+
+    with pytest.raises(RuntimeError, match="killed"):
+        await _import(demo, path, bulk=True, chunk=40, items=dying(read_file(path)))
+    kept = len(await _state_of(demo))
+    assert kept >= 40  # the first chunk at least was committed
+    resumed = await _import(demo, path, bulk=True, chunk=40)
+    assert resumed.skipped == kept
+    assert resumed.new_person + resumed.linked + resumed.review == resumed.read - kept
+    await _import(other, path, bulk=True, chunk=40)
+    keys = _keys(path)
+    assert await _persons(demo, keys) == await _persons(other, keys)
+    assert len(await _state_of(demo)) == len(keys)
+
+
+async def _state_of(mpi: Mpi) -> list[int]:
+    async with mpi.db.connection() as conn:
+        return [r["id"] for r in await conn.fetch("SELECT id FROM source_record")]
+
+
+async def test_set_path_rejects_with_their_reason(tmp_path: Path, demo: Mpi) -> None:
+    path = tmp_path / "site.csv"
+    path.write_text(
+        "source_domain,mrn,family,given,birth_date,sex\n"
+        "HOSPA,A1,DOE,JANE,1970-01-02,F\n"
+        "HOSPA,,ROE,JOHN,1970-03-04,M\n"  # no identifier
+        "NOWHERE,A3,POE,MARY,1990-05-06,F\n"  # no such domain
+        "HOSPB,B1,DOE,JANE,1970-01-02,F\n",
+        encoding="utf-8",
+    )
+    summary = await _import(demo, path, bulk=True)
+    assert (summary.read, summary.rejected) == (4, 2)
+    assert summary.new_person + summary.linked + summary.review == 2
+    rejects = _rejects(path)
+    assert [(r["position"], r["identifier"]) for r in rejects] == [
+        ("3", ""), ("4", "NOWHERE|A3")]
+    assert "mrn" in rejects[0]["reason"] and "ROE" not in rejects[0]["reason"]
+    assert "NOWHERE" in rejects[1]["reason"]
+    assert len(await _persons(demo, [("HOSPA", "A1"), ("HOSPB", "B1")])) <= 2
