@@ -14,6 +14,10 @@ __all__ = ["CalibrationQueries", "IndexRow", "ModelVersion", "MODEL_CHANNEL"]
 
 #: The channel a running service listens on for a new active model (its version as payload).
 MODEL_CHANNEL = "identity_match_model"
+#: Seconds for a read of the whole index: [database] command_timeout bounds the doors'
+#: statements (30 s by default), and at 1.25M records the calibration's read of every active
+#: record took longer than that.
+WHOLE_INDEX_TIMEOUT = 1800.0
 
 
 class CalibrationQueries:
@@ -28,7 +32,8 @@ class CalibrationQueries:
                JOIN domain d ON d.id = r.domain_id
                LEFT JOIN link l ON l.source_record_id = r.id
                WHERE r.status = 'active'
-               ORDER BY r.id"""
+               ORDER BY r.id""",
+            timeout=WHOLE_INDEX_TIMEOUT,
         )
         return [index_row_from_row(r) for r in rows]
 
@@ -65,7 +70,8 @@ class CalibrationQueries:
         """(item id, record, other record) of the open review items that name a record."""
         rows = await self.conn.fetch(
             """SELECT id, record_id, other_record_id FROM review_item
-               WHERE status = 'open' AND other_record_id IS NOT NULL ORDER BY id"""
+               WHERE status = 'open' AND other_record_id IS NOT NULL ORDER BY id""",
+            timeout=WHOLE_INDEX_TIMEOUT,
         )
         return [(r["id"], r["record_id"], r["other_record_id"]) for r in rows]
 
