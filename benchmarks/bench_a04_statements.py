@@ -25,20 +25,15 @@ import uuid
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
-import asyncpg
 from bench_common import bench_database
-from bench_hl7_audit import A04, DOMAINS
+from bench_hl7_audit import A04, started_core
 
 from identity.audit.record import Outcome
-from identity.config import Settings
 from identity.hl7v2.feed import FeedHandler, _Command, _FeedAudit
 from identity.hl7v2.tokenizer import parse_message
 from identity.loop import run as run_loop
-from identity.mpi import Mpi
 from identity.store.audit import AuditStore, audit_rows
-from identity.store.db import Database
 from identity.store.keys import key_hash
-from identity.store.migrate import migrate
 from identity.store.repository import Repository
 
 MIGRATION_0001 = Path(__file__).parents[1] / "identity/store/migrations/0001_core.sql"
@@ -62,12 +57,7 @@ def backend_seconds(pid: int) -> float:
 
 async def main(args: argparse.Namespace) -> None:
     async with bench_database(None, args.database_url) as url:
-        conn = await asyncpg.connect(url)
-        await migrate(conn)
-        await conn.close()
-        db = await Database.connect(url, min_size=2, max_size=4)
-        mpi = Mpi(db, Settings(domains=DOMAINS))
-        await mpi.start()
+        db, mpi = await started_core(url)
         a04 = parse_message(A04)
         received = _Command()
         FeedHandler(mpi)._command(a04, "A04", received)  # PID-3 parsed, as for the command

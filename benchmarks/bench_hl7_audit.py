@@ -32,7 +32,7 @@ from identity.hl7v2.queries import _Answered, _audit
 from identity.hl7v2.tokenizer import parse_message
 from identity.loop import run as run_loop
 from identity.mpi import Mpi
-from identity.store.audit import _INSERT, _subtypes
+from identity.store.audit import INSERT_STATEMENT, _subtypes
 from identity.store.db import Database
 from identity.store.migrate import migrate
 
@@ -48,14 +48,20 @@ DOMAINS = [
 ]
 
 
+async def started_core(url: str) -> tuple[Database, Mpi]:
+    """The index at ``url`` migrated, a pool on it and a started core with DOMAINS."""
+    conn = await asyncpg.connect(url)
+    await migrate(conn)
+    await conn.close()
+    db = await Database.connect(url, min_size=2, max_size=4)
+    mpi = Mpi(db, Settings(domains=DOMAINS))
+    await mpi.start()
+    return db, mpi
+
+
 async def main(args: argparse.Namespace) -> None:
     async with bench_database(None, args.database_url) as url:
-        conn = await asyncpg.connect(url)
-        await migrate(conn)
-        await conn.close()
-        db = await Database.connect(url, min_size=2, max_size=4)
-        mpi = Mpi(db, Settings(domains=DOMAINS))
-        await mpi.start()
+        db, mpi = await started_core(url)
         a04, pix = parse_message(A04), parse_message(PIX)
         received = _Command()
         FeedHandler(mpi)._command(a04, "A04", received)  # PID-3 parsed, as for the command
@@ -71,7 +77,7 @@ async def main(args: argparse.Namespace) -> None:
             await c.execute("SET synchronous_commit = off")
             parts: dict[str, Callable[[], object]] = {
                 "trivial statement": lambda: c.fetch("SELECT 1 AS id"),
-                "A04 statement": lambda: c.fetch(_INSERT, rows, None),
+                "A04 statement": lambda: c.fetch(INSERT_STATEMENT, rows, None),
                 "A04 record": record,
             }
             for _ in range(args.rounds):
