@@ -147,3 +147,34 @@ def test_a_small_index_trains_and_the_seed_decides():
     assert first.training["records"] == len(records)
     assert train(records, u_pairs=5_000, seed=9).to_dict() == first.to_dict()
     assert train([], u_pairs=10).training["records"] == 0
+
+
+def _split_fields(records: list[SynthRecord]) -> list[SynthRecord]:
+    """Every other record as a source that sends the birth date and no identifier, the rest
+    as one that sends the identifier and no birth date (a census beside tax forms), and one
+    postcode everywhere (a site whose records all carry the same one)."""
+    out = []
+    for row, record in enumerate(records):
+        demo = dict(record.demographics)
+        demo["addresses"] = [dict(a, postal_code="00000") for a in demo.get("addresses") or ()]
+        identifiers = list(record.identifiers)
+        if row % 2:
+            demo.pop("birth_date", None)
+        else:
+            identifiers = [x for x in identifiers if x.get("type") != "SS"]
+        out.append(SynthRecord(record_id=record.record_id, person_id=record.person_id,
+                               source_domain=record.source_domain, demographics=demo,
+                               identifiers=identifiers))
+    return out
+
+
+def test_the_prior_holds_when_sources_fill_different_fields():
+    """A key only some sources fill (the birth date) pairs few of the matches that another
+    rule (the identifier, filled by the other sources) finds; its recall is the share of
+    matches that both have the key times the share of those that agree, or the matching pairs
+    come out twice too many. A postcode every record carries is no key at all."""
+    records = _split_fields(generate(3000, 0.3, seed=12, hard=False))
+    model = train([r.as_input() for r in records], u_pairs=100_000, seed=4)
+    true_pairs = len(_true_match_pairs(records))
+    assert true_pairs / 1.3 < model.training["matching_pairs"] < true_pairs * 1.3
+    assert "postal_code" not in model.training["em_passes"]
