@@ -104,6 +104,10 @@ def term_frequencies_from(records: Sequence[dict[str, Any]]) -> dict[str, Any]:
             given[rec["given"]] = given.get(rec["given"], 0) + 1
         if rec["family"] and rec["given"]:
             people.add((rec["given"], rec["family"], rec.get("birth_date") or ""))
+    # a record without a birth date is one more person only when no record of the name has
+    # one (a source that sends no birth date, beside one that does, is not a namesake)
+    dated = {(first, last) for first, last, born in people if born}
+    people = {p for p in people if p[2] or (p[0], p[1]) not in dated}
     named: dict[str, int] = {}
     for first, last, _ in people:
         key = full_name_key(first, last)

@@ -380,10 +380,12 @@ class IndexQueries:
         )
         # Persons per full name, a person told apart by name and birth date (the records of
         # one person mostly share both; the index's own persons would count a duplicate not
-        # yet linked as a namesake); only names of several persons can matter.
+        # yet linked as a namesake); a record without a birth date is another person only
+        # when no record of the name has one; only names of several persons can matter.
         full = await self.conn.fetch(
             """WITH named AS (
-                   SELECT given_norm, family_norm, count(DISTINCT coalesce(birth_date, '')) AS n
+                   SELECT given_norm, family_norm,
+                          greatest(count(DISTINCT nullif(birth_date, '')), 1) AS n
                    FROM source_record
                    WHERE status = 'active' AND given_norm IS NOT NULL
                      AND family_norm IS NOT NULL

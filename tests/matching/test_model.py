@@ -162,13 +162,36 @@ def test_full_names_are_counted_over_persons_not_records():
                for i in range(3)]
     records += [person(family="Kowalski", given="Anna", birth="1990-05-06") for _ in range(5)]
     records += [person(family=f"F{i}", given=f"G{i}", birth="1950-01-01") for i in range(40)]
+    # a source that sends no birth date: not one more JOSE RODRIGUEZ
+    records += [person(family="Rodriguez", given="Jose", birth=None)]
     table = term_frequencies_from(records)
     assert table["full"] == {"JOSE|RODRIGUEZ": 3}
-    assert table["persons"] == 3 + 1 + 40 and table["total"] == 48
+    assert table["persons"] == 3 + 1 + 40 and table["total"] == 49
     rare = [person(family="Rodriguez", given="Jose", birth=f"19{70 + i}-01-02") for i in range(3)]
     rare += [person(family="Rodriguez", given=f"G{i}") for i in range(30)]
     rare += [person(family=f"F{i}", given="Jose") for i in range(30)]
     assert term_frequencies_from(rare)["full"] == {}  # JOSE and RODRIGUEZ common on their own
+
+
+def test_a_middle_initial_tells_a_father_from_his_son_at_one_home(model):
+    """Two records of one full name at one home without birth dates: the same middle initial
+    is more evidence that they are one person, a different one less."""
+    def named(middle):
+        demo = {"names": [{"family": "Cedeno", "given": ["Brian", middle]}],
+                "addresses": [{"lines": ["943 Nicolls Road"], "postal_code": "62701"}]}
+        return normalize_record(demo)
+
+    def outcome(a, b):
+        explained = model.explain(named(a), named(b))
+        level = next(c for c in explained.comparisons if c.comparison == "middle_initial")
+        return level.label, explained.total_weight
+
+    same, different = outcome("Carlton", "C"), outcome("Carlton", "S")
+    assert same[0] == "same" and different[0] == "different"
+    assert different[1] < same[1]
+    assert model.explain(named("Carlton"), normalize_record(
+        {"names": [{"family": "Cedeno", "given": ["Brian"]}]})).comparisons[-1].label == (
+        "missing")
 
 
 def test_a_common_full_name_weighs_less_and_never_more(model):
@@ -234,7 +257,8 @@ def test_a_conditional_u_weighs_the_contact_of_a_same_family_pair_by_it(model):
     household = MatchModel(model.comparisons, model.prior, conditional_u=[HOUSEHOLD])
     record = person()
     same_family, other_family = person(given="Bob"), person(family="Nguyen", given="Bob")
-    plain = model.explain_many(record, [same_family, other_family])
+    plain = MatchModel(model.comparisons, model.prior).explain_many(
+        record, [same_family, other_family])
     conditioned = household.explain_many(record, [same_family, other_family])
     contact = [c.name for c in model.comparisons].index("contact")
     level = model.comparisons[contact].levels[1]  # same address and phone
@@ -258,7 +282,8 @@ def test_a_conditional_u_round_trips_and_is_checked(model, tmp_path):
     assert again.conditional_u == [HOUSEHOLD]
     assert again.with_prior(0.01).conditional_u == [HOUSEHOLD]
     assert again.with_term_frequencies(None).conditional_u == [HOUSEHOLD]
-    assert "conditional_u" not in model.to_dict()  # absent when there is none
+    assert "conditional_u" not in MatchModel(model.comparisons).to_dict()  # absent: none
+    assert model.conditional_u  # the shipped model has the household u of its generator
     with pytest.raises(ValueError, match="unknown levels"):
         MatchModel(model.comparisons, conditional_u=[
             ConditionalU("contact", "family_name", ("no such level",), HOUSEHOLD.u)])
