@@ -107,7 +107,7 @@ _INT_COLUMNS: tuple[tuple[str, int], ...] = (
     ("giv", 0), ("giv_phon", 0), ("giv_var", K_VARIANTS), ("initial", 0),
     ("dob", 3), ("dob_digits", 8), ("dob_odd", 0), ("sex", 0), ("suffix", 0),
     ("postal", K_POSTAL), ("postal3", K_POSTAL), ("phone", K_PHONES), ("addr_line", 0),
-    ("addr_tok", K_ADDRESS), ("pid_dom", K_IDS), ("pid_val", K_IDS),
+    ("addr_tok", K_ADDRESS), ("pid_dom", K_IDS), ("pid_val", K_IDS), ("mid_initial", 0),
 )
 _INT8_COLUMNS = frozenset({"dob_digits"})
 _SLICES: dict[str, tuple[int, int, bool]] = {}
@@ -143,6 +143,7 @@ def encode_row(
     tables = term_frequencies or {}
     family = r.get("family") or ""
     given = r.get("given") or ""
+    middle = r.get("middle") or ""
     year, month, day = r.get("birth_year"), r.get("birth_month"), r.get("birth_day")
     if year and month and day:
         digits = [int(c) for c in f"{year:04d}{month:02d}{day:02d}"]
@@ -174,6 +175,7 @@ def encode_row(
         *_pad([_h(t) for t in r.get("address_tokens") or []], K_ADDRESS),
         *_pad([_h(x["domain"]) for x in person_ids], K_IDS),
         *_pad([_h(x["domain"] + "|" + x["value"]) for x in person_ids], K_IDS),
+        ord(middle[0]) if middle else 0,
     ]
     tf_fam = tf_giv = tf_full = math.nan
     total = float(tables.get("total") or 0)
@@ -916,6 +918,8 @@ for _kind in (
     AnyShared("given_nickname", "giv_var"),
     SameKeySimilarSpelling("given_phonetic", "giv_phon", strings="giv"),
     Exact("given_initial", "initial"),
+    Missing("middle_missing", "mid_initial"),
+    Exact("middle_initial_exact", "mid_initial"),
     Missing("dob_missing", "dob"),
     DOB_EXACT,
     DobExactImplausible("dob_exact_implausible"),
@@ -1120,6 +1124,13 @@ def default_comparisons() -> list[Comparison]:
             L("same value", "identifier_agree", 0.97, 0.000001),
             L("different value", "else", 0.03, 0.999999),
         ], description="person-level identifiers (SSN, national id) in a shared domain"),
+        Comparison("middle_initial", [
+            L("missing", "middle_missing", null=True),
+            L("same", "middle_initial_exact", 0.9, 0.08),
+            L("different", "else", 0.1, 0.92),
+        ], description="initial of the second given name; only compared when both records "
+           "carry one (it tells a father from his son of the same name, and two records of "
+           "one name and home apart when no birth date is sent)"),
     ]
 
 

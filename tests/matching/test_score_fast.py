@@ -252,7 +252,7 @@ def test_cache_follows_the_term_frequency_table(population):
                           with_tf.score(record, candidates))
     # a shared cache used with another table forgets the encodings made with the first
     shared = MatchModel(base.comparisons, base.prior, with_tf.term_frequencies,
-                        encodings=base.encodings)
+                        encodings=base.encodings, conditional_u=base.conditional_u)
     assert np.array_equal(shared.score(record, candidates, keys=keys),
                           with_tf.score(record, candidates))
     # the prior does not change encodings: with_prior shares the cache
