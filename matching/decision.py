@@ -547,6 +547,15 @@ def decide(
                 f"neither family nor given name agrees ({a.get('family')} {a.get('given')} vs "
                 f"{b.get('family')} {b.get('given')})"
             )
+        if (shared and relation == "different" and _family_agrees(a, b)
+                and not _close_dates(a, b)):
+            fired.append("identifier_given_disagrees")
+            reasons.append(
+                f"same identifier in person-identifying domain(s) {', '.join(shared)} and the "
+                f"same family name, but different given names ({a.get('given')} vs "
+                f"{b.get('given')}) and no birth date to agree: one family member's number "
+                "written into another's record"
+            )
         if relation != "same":
             if multiple or (_close_dates(a, b) and (_family_agrees(a, b) or _same_home(a, b))):
                 reasons.append(

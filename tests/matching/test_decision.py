@@ -375,3 +375,28 @@ def test_a_twin_share_never_links_a_multiple_birth_or_a_pair_of_two_sexes():
     sexes = decide(0.999999, record=person("John"), candidate=person("Jane", sex="F"),
                    **across)
     assert sexes.decision is Decision.NO_MATCH and "probable_twin" in sexes.hard_rules
+
+
+def test_one_family_members_number_in_anothers_record_goes_to_review():
+    """The same SSN and family name, given names that are different names and no birth date
+    to compare (a tax form that carries a spouse's number): a steward decides. With the birth
+    dates equal the pair is the twin rule's; a nickname is the same person."""
+    ssn = [{"domain": SSN, "value": "102-60-0838", "type": "SS"}]
+    survey = person(given="Marjorie", family="Blackwell", birth="1952-05-06", sex="F")
+    undated = person(given="Brooke", family="Blackwell", birth=None, sex=None)
+
+    def decided(a, b):
+        return decide(0.99995, record=a, candidate=b, record_identifiers=ssn,
+                      candidate_identifiers=ssn, person_identifying_domains={SSN})
+
+    result = decided(survey, undated)
+    assert result.decision is Decision.REVIEW
+    assert "identifier_given_disagrees" in result.hard_rules
+    assert decided(survey, person(given="Marjorie", family="Blackwell", birth=None,
+                                  sex=None)).decision is Decision.LINK
+    assert "identifier_given_disagrees" not in decided(
+        person(given="William", family="Blackwell", birth=None),
+        person(given="Bill", family="Blackwell", birth=None)).hard_rules
+    assert "identifier_given_disagrees" not in decided(
+        survey, person(given="Brooke", family="Blackwell", birth="1952-05-06",
+                       sex="F")).hard_rules
