@@ -27,7 +27,7 @@ import numpy as np
 from rapidfuzz.distance import JaroWinkler
 from rapidfuzz.process import cdist, cpdist
 
-from matching.normalize import normalize_record
+from matching.normalize import normalize_record, placeholder_given
 
 __all__ = [
     "Comparison",
@@ -142,8 +142,10 @@ def encode_row(
     r = as_normalized(record)
     tables = term_frequencies or {}
     family = r.get("family") or ""
-    given = r.get("given") or ""
-    middle = r.get("middle") or ""
+    # a placeholder (BABY GIRL) is no given name: compared as missing, not as a different one
+    named = not placeholder_given(r.get("given_tokens") or ())
+    given = (r.get("given") or "") if named else ""
+    middle = (r.get("middle") or "") if named else ""
     year, month, day = r.get("birth_year"), r.get("birth_month"), r.get("birth_day")
     if year and month and day:
         digits = [int(c) for c in f"{year:04d}{month:02d}{day:02d}"]
@@ -160,8 +162,8 @@ def encode_row(
         *_pad([_h(t) for t in r.get("family_tokens") or []], K_TOKENS),
         *_pad([_h(p.replace(" ", "")) for p in r.get("previous_family") or []], K_TOKENS),
         _h(given),
-        _h(r.get("given_phonetic")),
-        *_pad([_h(v) for v in r.get("given_variants") or []], K_VARIANTS),
+        _h(r.get("given_phonetic")) if named else 0,
+        *_pad([_h(v) for v in (r.get("given_variants") or []) if named], K_VARIANTS),
         ord(given[0]) if given else 0,
         int(year or 0), int(month or 0), int(day or 0),
         *digits,

@@ -42,8 +42,12 @@ no weight overrides them:
    twin letter or number and spaces ignored) -> never LINK unless the two records share an
    identifier of a person-identifying domain (one identifier, one person). Twins are born the
    same day to the same mother and share every demographic a placeholder leaves. The rule
-   fires only where the probability reaches auto-link: a missing name is no evidence of two
+   fires only where the probability reaches review: a missing name is no evidence of two
    people, so it never pushes a pair below review (a placeholder newborn stays a candidate).
+   A placeholder is scored as no given name (matching.comparisons), not as a different one.
+10. (our addition) the same identifier in a person-identifying domain and the same family
+   name, given names that are different names, and no birth date that agrees -> never LINK:
+   one family member's number in another's record (a spouse's SSN on a tax form).
 
 "Never LINK" means: REVIEW when the probability reaches the review threshold, else NO_MATCH.
 Rules that end in NO_MATCH win over the others.
@@ -60,7 +64,12 @@ import numpy as np
 from rapidfuzz.distance import OSA, JaroWinkler
 
 from matching.comparisons import as_normalized
-from matching.normalize import clean_identifier, given_name_variants, is_given_name
+from matching.normalize import (
+    PLACEHOLDER_NAMES,
+    clean_identifier,
+    given_name_variants,
+    is_given_name,
+)
 
 __all__ = ["Decision", "DecisionResult", "decide", "family_given_names",
            "family_given_names_of_pairs", "DEFAULT_AUTO_LINK", "DEFAULT_REVIEW"]
@@ -76,11 +85,6 @@ SIMILAR_GIVEN = 0.85
 SWAPPED_SIMILAR = 0.88
 #: Conflicting suffixes with birth years this far apart are a parent and a child.
 GENERATION_YEARS = 12
-#: Names given to a newborn (or an unidentified patient) before the real one is known, as
-#: folded by matching.normalize, compared without spaces (BABYGIRL is BABY GIRL).
-#: BABY alone is left out: it is a given name and a family name in Kerala (BABY JOHN).
-PLACEHOLDER_NAMES = frozenset({"BABY GIRL", "BABY BOY", "INFANT", "NEWBORN", "BB", "BB GIRL",
-                               "BB BOY", "UNKNOWN"})
 
 
 class Decision(StrEnum):
@@ -587,7 +591,7 @@ def decide(
                 f"({a.get('given')} vs {b.get('given')}), birth dates {a.get('birth_date')} "
                 f"and {b.get('birth_date')} further apart than one slip"
             )
-        if probability >= auto_link and not _shared_value(
+        if probability >= review and not _shared_value(
             left_ids, right_ids, person_identifying_domains
         ):
             why = [w for w in (_placeholder(a, placeholder_names),

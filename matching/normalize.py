@@ -15,6 +15,7 @@ Jaro-Winkler levels. It is a fixed algorithm, so keys stored in the database sta
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import date
 from functools import lru_cache
@@ -268,6 +269,24 @@ class PartialDate:
 
 _ISO_DATE = re.compile(r"^(\d{4})(?:-(\d{1,2})(?:-(\d{1,2}))?)?(?:[T ].*)?$")
 _HL7_DATE = re.compile(r"^(\d{4})(\d{2})?(\d{2})?(?:\d{2,6}(?:\.\d{1,4})?)?(?:[+-]\d{4})?$")
+
+
+#: Names given to a newborn (or an unidentified patient) before the real one is known, as
+#: folded here, compared without spaces (BABYGIRL is BABY GIRL). BABY alone is left out: it
+#: is a given name and a family name in Kerala (BABY JOHN). A site adds its own through
+#: ``[matching] placeholder_names`` (matching.decision's rule reads that list).
+PLACEHOLDER_NAMES = frozenset({"BABY GIRL", "BABY BOY", "INFANT", "NEWBORN", "BB", "BB GIRL",
+                               "BB BOY", "UNKNOWN"})
+_PLACEHOLDERS_COMPACT = frozenset("".join(p.split()) for p in PLACEHOLDER_NAMES)
+
+
+def placeholder_given(tokens: Sequence[str]) -> bool:
+    """Whether given-name tokens (normalised) are one of :data:`PLACEHOLDER_NAMES`, a trailing
+    twin letter or number ignored (BABY GIRL A, BABY BOY 2): no name to compare."""
+    tokens = list(tokens)
+    while len(tokens) > 1 and (len(tokens[-1]) == 1 or tokens[-1].isdigit()):
+        tokens = tokens[:-1]
+    return bool(tokens) and "".join(tokens) in _PLACEHOLDERS_COMPACT
 
 
 #: The problem of a birth date after today: a data entry error (2062 for 1962), kept and

@@ -72,10 +72,11 @@ def test_a_shared_person_identifying_identifier_still_links() -> None:
     assert result.decision is Decision.LINK and "newborn_placeholder" not in result.hard_rules
 
 
-def test_the_rule_does_not_fire_below_auto_link() -> None:
-    """No name is no evidence of two people: a placeholder newborn stays a PDQ candidate."""
+def test_the_rule_does_not_fire_below_review() -> None:
+    """No name is no evidence of two people: a placeholder newborn stays a PDQ candidate; in
+    review the rule says why a steward sees the pair."""
     review = decide(0.9, record=baby(), candidate=baby())
-    assert review.decision is Decision.REVIEW and not review.hard_rules
+    assert review.decision is Decision.REVIEW and review.hard_rules == ("newborn_placeholder",)
     low = decide(0.1, record=baby(), candidate=baby())
     assert low.decision is Decision.NO_MATCH and not low.hard_rules
 
