@@ -339,12 +339,12 @@ def _two_sources(persons: int, replaced: int, twins: int, seed: int):
         if key not in seen and len(base) < persons:  # no twins but the ones made here
             seen.add(key)
             base.append(record)
-    others = [r.demographics["names"][0]["given"] for r in reversed(base)]
+    others = [r.demographics["names"][0]["given"][0] for r in reversed(base)]
 
     def copy(record, source: str, mrn: str, given=None):
         demographics = json.loads(json.dumps(record.demographics))
-        if given is not None:
-            demographics["names"][0]["given"] = given
+        if given is not None:  # the first given name replaced, the middle name kept
+            demographics["names"][0]["given"] = [given, *demographics["names"][0]["given"][1:]]
         return replace(record, source_domain=source, demographics=demographics,
                        identifiers=[{"domain": source, "value": mrn, "type": "MR"}])
 

@@ -47,15 +47,16 @@ def test_evaluate_with_a_column_mapping(tiny: Path, capsys: pytest.CaptureFixtur
     code, figures, err = _evaluate(capsys, str(tiny), "--columns", COLUMNS, *TRUTH)
     assert code == 0, err
     assert (figures["records"], figures["persons"]) == (7, 5)
-    # true pairs (1, 1') and (2, 2'); predicted (1, 1') and the false (3, 4)
-    assert (figures["true_pairs_total"], figures["predicted_pairs"]) == (2, 2)
+    # true pairs (1, 1') and (2, 2'); both pairs of identical records, (1, 1') and the false
+    # (3, 4), wait for a steward: in 7 records two carry each name, so names weigh little,
+    # and a shared home is weighed as a family shares it
+    assert (figures["true_pairs_total"], figures["predicted_pairs"]) == (2, 0)
     assert figures["pair_completeness"] == 0.5
-    assert figures["pairwise_precision"] == 0.5
-    assert figures["pairwise_recall"] == 0.5
-    assert figures["pairwise_f1"] == 0.5
-    assert figures["review_items_per_1000_records"] == 0.0
+    assert figures["pairwise_recall"] == 0.0
+    assert figures["review_pairs"] == 2
+    assert figures["review_items_per_1000_records"] == pytest.approx(2000 / 7)
     assert figures["true_pair_bands"]["not_blocked"] == {"pairs": 1, "share": 0.5}
-    assert figures["true_pair_bands"][">=0.999"] == {"pairs": 1, "share": 0.5}
+    assert figures["true_pair_bands"]["0.99-0.999"] == {"pairs": 1, "share": 0.5}
     assert figures["hard_rules"] == {}
     assert figures["thresholds"]["auto_link"] == 0.999 and figures["thresholds"]["review"] == 0.5
     assert figures["model"] == "default"
