@@ -69,7 +69,7 @@ def _inputs(records: list[SynthRecord]) -> tuple[list[RecordInput], list[str]]:
 
 
 #: Relations (SynthRecord.relations) between members of one family.
-FAMILY = ("twin", "jr_sr", "sibling", "spouse")
+FAMILY = ("twin", "jr_sr", "sibling", "spouse", "household")
 
 
 def family_members_linked(

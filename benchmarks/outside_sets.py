@@ -22,7 +22,15 @@ Febrl truth: ``rec-<n>-org`` and ``rec-<n>-dup-<k>`` are person ``<n>`` (in 4a/4
 - ``febrl2-full``: dataset2 with names, address (street number + address_1, address_2),
   suburb as city, postcode, state, date of birth and soc_sec_id as an SSN;
 - ``febrl1``: dataset1, the same fields;
-- ``synth-10k``: ``matching.synth.generate(10000, 0.25, seed=1, hard=True)``.
+- ``synth-10k``: ``matching.synth.generate(10000, 0.25, seed=1, hard=True)``;
+- ``pseudopeople``: the sample population that ships inside the ``pseudopeople`` package
+  (IHME's simulated US population for testing entity resolution, its own noise at its default
+  levels, seed 1) as six sources: the 2020 decennial census (CENSUS), Social Security's
+  account creations (SSA, with the SSN), the 2020 W-2/1099 forms, the first per person (TAX,
+  with the SSN and the mailing address), WIC, ACS and CPS; truth: ``simulant_id``. A
+  census-like, multi-source population with households at shared addresses: every person's
+  ``household`` (census household) is kept as a relation, so that household members joined
+  into one person are counted.
 
 Febrl's soc_sec_id has 7 digits; as an SSN it is written ``1DD-1D-DDDD`` (its digits in
 order, with a 1 before the first two and before the third), so that a valid 9-digit SSN
@@ -150,6 +158,73 @@ def _synth(path: Path) -> None:
     write_csv(generate(SYNTH_PERSONS, SYNTH_DUPLICATE_RATE, SEED, hard=True), path)
 
 
+def _us_date(text: Any) -> str:
+    """pseudopeople's MM/DD/YYYY (census, surveys, WIC) as YYYY-MM-DD and its YYYYMMDD (SSA) as
+    it is, their digits kept as they are (a feed sends what the source holds, noise included);
+    "" for a date with a character that is no digit (its typos put letters in dates), which
+    neither door accepts as a date: such a record is sent without one."""
+    value = _text(text)
+    parts = value.split("/")
+    if len(parts) == 3:
+        month, day, year = parts
+        value = f"{year}{month}{day}"
+    return value if len(value) == 8 and value.isdigit() else ""
+
+
+def _text(value: Any) -> str:
+    return "" if value is None or value != value else str(value).strip()  # NaN != NaN
+
+
+def _pseudopeople(path: Path) -> None:
+    try:
+        import pseudopeople as psp
+    except ModuleNotFoundError:
+        sys.exit("pseudopeople is not installed: pip install -e '.[bench]'")
+    import warnings
+
+    warnings.filterwarnings("ignore")
+    census = psp.generate_decennial_census(seed=SEED, verbose=False)
+    household = {_text(s): _text(h) for s, h in zip(census.simulant_id, census.household_id,
+                                                   strict=True)}
+    ssa = psp.generate_social_security(seed=SEED, verbose=False)
+    ssa = ssa[ssa.event_type == "creation"]
+    tax = psp.generate_taxes_w2_and_1099(seed=SEED, verbose=False)
+    tax = tax.drop_duplicates("simulant_id")
+    sources = [
+        ("CENSUS", census, ""),
+        ("SSA", ssa, ""),
+        ("TAX", tax, "mailing_address_"),
+        ("WIC", psp.generate_women_infants_and_children(seed=SEED, verbose=False), ""),
+        ("ACS", psp.generate_american_community_survey(seed=SEED, verbose=False), ""),
+        ("CPS", psp.generate_current_population_survey(seed=SEED, verbose=False), ""),
+    ]
+    rows = []
+    for source, frame, address in sources:
+        for i, rec in enumerate(frame.to_dict("records"), start=1):
+            def get(column: str, rec: dict[str, Any] = rec) -> str:
+                return _text(rec.get(column))
+
+            person = get("simulant_id")
+            sex = get("sex")
+            row = dict.fromkeys(CSV_COLUMNS, "")
+            row.update(
+                record_id=f"{source}-{i}", person_id=person, source_domain=source,
+                mrn=f"{source[0]}{i:07d}", given=get("first_name"), family=get("last_name"),
+                middle=get("middle_initial") or get("middle_name"),
+                birth_date=_us_date(rec.get("date_of_birth")),
+                sex={"Female": "F", "Male": "M"}.get(sex, ""),
+                address_line1=" ".join(
+                    v for v in (get(f"{address}street_number"), get(f"{address}street_name"))
+                    if v),
+                address_line2=get(f"{address}unit_number") or get(f"{address}po_box"),
+                city=get(f"{address}city"), state=get(f"{address}state"),
+                postal_code=get(f"{address}zipcode"), ssn=get("ssn"),
+                relations=f"household={household[person]}" if person in household else "",
+            )
+            rows.append(row)
+    write_rows(rows, path)
+
+
 SETS: dict[str, tuple[str, Callable[[Path], None]]] = {
     "febrl4-two-source": ("dataset4a (A) + dataset4b (B), no soc_sec_id", _two_source),
     "febrl3-names-dob": ("dataset3: given, surname, date of birth", _one_file(
@@ -159,6 +234,8 @@ SETS: dict[str, tuple[str, Callable[[Path], None]]] = {
     "febrl1": ("dataset1: names, address, birth date, SSN", _one_file("dataset1.csv", FULL)),
     "synth-10k": (f"generate({SYNTH_PERSONS}, {SYNTH_DUPLICATE_RATE}, seed={SEED}, hard=True)",
                   _synth),
+    "pseudopeople": ("pseudopeople's sample population: census, SSA, tax, WIC, ACS, CPS",
+                     _pseudopeople),
 }
 
 

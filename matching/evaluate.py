@@ -261,6 +261,8 @@ def evaluate_records(
         "jr_sr_links": relation_links("jr_sr", linked),
         "twin_merged": relation_merged("twin"),
         "jr_sr_merged": relation_merged("jr_sr"),
+        "household_links": relation_links("household", linked),
+        "household_merged": relation_merged("household"),
         "true_pair_bands": bands,
         "hard_rules_fired": dict(rules),
         "hard_rules": hard_rules,
