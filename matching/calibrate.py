@@ -459,9 +459,9 @@ def model_diff(old: MatchModel, new: MatchModel) -> str:
         lines.extend(f"- {comparison.name} / {label}" for label, lv in levels.items()
                      if not lv.null)
     lines.extend(f"- {name}" for name in before)
-    old_cond = {(c.comparison, c.given) for c in old.conditional_u}
+    old_cond = {(c.comparison, c.describe()) for c in old.conditional_u}
     for cond in new.conditional_u:
-        if (cond.comparison, cond.given) not in old_cond:
-            lines.append(f"+ u of {cond.comparison} given {cond.given} agrees "
+        if (cond.comparison, cond.describe()) not in old_cond:
+            lines.append(f"+ u of {cond.comparison} given {cond.describe()} agree "
                          f"(households): {', '.join(f'{u:.3g}' for u in cond.u)}")
     return "\n".join(lines)

@@ -261,14 +261,11 @@ def em_pass(
     u_arr = {c.name: np.asarray(u[c.name], dtype=float) for _, c in comparisons}
     nulls = {c.name: [i for i, lv in enumerate(c.levels) if lv.null] for _, c in comparisons}
     columns = {c.name: levels[:, j].astype(np.int64) for j, c in comparisons}
-    # a conditional u applies where its given comparison agrees (both in this pass)
-    conditions = []
-    for cond in conditional:
-        if cond.comparison in columns and cond.given in columns:
-            given = next(c for _, c in comparisons if c.name == cond.given)
-            agreeing = [i for i, lv in enumerate(given.levels) if lv.label in cond.given_levels]
-            when = np.isin(columns[cond.given], agreeing)
-            conditions.append((cond.comparison, when, np.asarray(cond.u, dtype=float)))
+    # a conditional u applies where its conditions hold (all of them in this pass)
+    conditions = _condition_masks(
+        [cond for cond in conditional if cond.comparison in columns
+         and all(name in columns for name, _ in cond.requirements())],
+        {c.name: c for _, c in comparisons}, columns)
     lam = 0.1 if match_share is None else min(max(match_share, 1e-9), 1 - 1e-9)
     done = 0
     posterior = np.zeros(len(levels))
@@ -515,6 +512,22 @@ def train(
         log_odds = np.log2(share / (1 - share)) + _log_bayes(model, household_levels)
         refined = _conditional_u(model, household_levels, 1.0 - _posterior(log_odds))
         conditional = [refined] if refined else []
+    # The same among pairs of one full name (the names pass's pairs): a father and his son of
+    # one name share a home, two namesakes seldom do, so a full name and a home agreeing tell
+    # more than a family name and a home; how much, the site's own pairs say.
+    names_run = next((run for run in passes if run.rule.name == "names"), None)
+    if conditional and matches and names_run is not None and len(names_run.pairs):
+        share = min(matches * (names_run.recall if names_run.recall is not None else 1.0)
+                    / names_run.total, MAX_SHARE)
+        model.conditional_u = list(conditional)
+        # each pair's chance of being a non-match from everything but the contact whose u
+        # is estimated (with it, a son at his father's home looked like his father)
+        log_odds = np.log2(share / (1 - share)) + _log_bayes(model, names_run.levels,
+                                                             leave_out="contact")
+        full_name = _conditional_u(model, names_run.levels, 1.0 - _posterior(log_odds),
+                                   given_too=True, min_weight=MIN_FULL_NAME_NON_MATCHES)
+        if full_name is not None:
+            conditional = [full_name, *conditional]
     model.conditional_u = list(conditional)
     model.with_prior(0.5)  # validates the conditional u against the comparisons
 
@@ -600,16 +613,26 @@ HOUSEHOLD_RULE = TrainingRule("household", lambda r: r.get("family_phonetic") or
                               frozenset())
 #: Fewer same-family pairs with a contact to compare than this: no household u.
 MIN_HOUSEHOLD_PAIRS = 200
+#: Given-name levels that make two records' full names one name, for the full-name u.
+FULL_NAME_GIVEN = frozenset({"exact", "jaro-winkler >= 0.94", "nickname"})
+#: Fewer (posterior-weighted) non-matching pairs of one full name than this: no full-name u
+#: (the household u applies to them).
+MIN_FULL_NAME_NON_MATCHES = 20.0
 
 
 def _conditional_u(
-    model: MatchModel, levels: np.ndarray, weights: np.ndarray | None
+    model: MatchModel, levels: np.ndarray, weights: np.ndarray | None, *,
+    given_too: bool = False, min_weight: float = 0.0,
 ) -> ConditionalU | None:
     """u of the contact levels among the pairs (``levels``) whose family names agree (any
-    level but missing and different), each pair counted with its weight (its chance of being
-    a non-match; None: 1)."""
+    level but missing and different) — and, ``given_too``, whose given names are one name
+    (:data:`FULL_NAME_GIVEN`) — each pair counted with its weight (its chance of being a
+    non-match; None: 1). None when fewer than MIN_HOUSEHOLD_PAIRS such pairs have a contact
+    to compare, or their weights add up to less than ``min_weight``."""
     names = [c.name for c in model.comparisons]
     if "contact" not in names or "family_name" not in names or not len(levels):
+        return None
+    if given_too and "given_name" not in names:
         return None
     j, g = names.index("contact"), names.index("family_name")
     contact, family = model.comparisons[j], model.comparisons[g]
@@ -617,41 +640,77 @@ def _conditional_u(
     nulls = [i for i, lv in enumerate(contact.levels) if lv.null]
     when = np.isin(levels[:, g], [i for i, lv in enumerate(family.levels)
                                   if lv.label in agreeing])
+    also: tuple[tuple[str, tuple[str, ...]], ...] = ()
+    if given_too:
+        k = names.index("given_name")
+        given = model.comparisons[k]
+        one_name = tuple(lv.label for lv in given.levels if lv.label in FULL_NAME_GIVEN)
+        when &= np.isin(levels[:, k], [i for i, lv in enumerate(given.levels)
+                                       if lv.label in one_name])
+        also = (("given_name", one_name),)
     when &= ~np.isin(levels[:, j], nulls)
     if int(when.sum()) < MIN_HOUSEHOLD_PAIRS:
         return None
     w = np.ones(len(levels)) if weights is None else weights
+    if float(w[when].sum()) < min_weight:
+        return None
     counts = np.bincount(levels[when, j].astype(np.int64), weights=w[when],
                          minlength=len(contact.levels)).astype(float)
     counts[nulls] = 0.0
     shares = counts / counts.sum()
     shares = np.maximum(shares, 0.5 / int(when.sum()))
     return ConditionalU("contact", "family_name", tuple(agreeing),
-                        [0.0 if i in nulls else float(x) for i, x in enumerate(shares)])
+                        [0.0 if i in nulls else float(x) for i, x in enumerate(shares)], also)
 
 
-def _log_bayes(model: MatchModel, levels: np.ndarray) -> np.ndarray:
+def _log_bayes(
+    model: MatchModel, levels: np.ndarray, leave_out: str | None = None
+) -> np.ndarray:
     """log2 Bayes factor of each pair (``levels``) under the model, without the prior and
-    without term frequencies."""
+    without term frequencies (and without the comparison ``leave_out``)."""
     log_bf = np.zeros(len(levels))
     m = {c.name: np.array([lv.m for lv in c.levels], dtype=float) for c in model.comparisons}
     u = {c.name: np.array([lv.u for lv in c.levels], dtype=float) for c in model.comparisons}
     ratios = _log_ratios(model, m, u)
-    for j, ratio in enumerate(ratios):
-        log_bf += ratio[levels[:, j].astype(np.int64)]
     names = [c.name for c in model.comparisons]
-    for cond in model.conditional_u:
-        j, g = names.index(cond.comparison), names.index(cond.given)
-        comparison, given = model.comparisons[j], model.comparisons[g]
-        agreeing = [i for i, lv in enumerate(given.levels) if lv.label in cond.given_levels]
-        when = np.isin(levels[:, g], agreeing)
+    for j, ratio in enumerate(ratios):
+        if names[j] != leave_out:
+            log_bf += ratio[levels[:, j].astype(np.int64)]
+    columns = {name: levels[:, j].astype(np.int64) for j, name in enumerate(names)}
+    by_name = {c.name: c for c in model.comparisons}
+    conditional = [c for c in model.conditional_u if c.comparison != leave_out]
+    for name, when, cond_u in _condition_masks(conditional, by_name, columns):
+        j = names.index(name)
         own = ratios[j]
-        cond_ratio = np.log2(np.maximum(m[cond.comparison], FLOOR)
-                             / np.maximum(np.asarray(cond.u), FLOOR))
-        cond_ratio[[i for i, lv in enumerate(comparison.levels) if lv.null]] = 0.0
-        column = levels[:, j].astype(np.int64)
+        cond_ratio = np.log2(np.maximum(m[name], FLOOR) / np.maximum(cond_u, FLOOR))
+        cond_ratio[[i for i, lv in enumerate(by_name[name].levels) if lv.null]] = 0.0
+        column = columns[name]
         log_bf += np.where(when, cond_ratio[column] - own[column], 0.0)
     return log_bf
+
+
+def _condition_masks(
+    conditional: Sequence[ConditionalU], comparisons: dict[str, Any],
+    columns: dict[str, np.ndarray],
+) -> list[tuple[str, np.ndarray, np.ndarray]]:
+    """(comparison, pairs the u applies to, u) of each conditional u: the pairs (``columns``:
+    level per pair of each comparison) that meet all its conditions and no earlier conditional
+    u's of the same comparison (the first that holds applies, as in scoring)."""
+    taken: dict[str, np.ndarray] = {}
+    out = []
+    for cond in conditional:
+        when = np.ones(len(next(iter(columns.values()))) if columns else 0, bool)
+        for name, wanted in cond.requirements():
+            agreeing = [i for i, lv in enumerate(comparisons[name].levels) if lv.label in wanted]
+            when &= np.isin(columns[name], agreeing)
+        before = taken.get(cond.comparison)
+        if before is not None:
+            when &= ~before
+            taken[cond.comparison] = before | when
+        else:
+            taken[cond.comparison] = when.copy()
+        out.append((cond.comparison, when, np.asarray(cond.u, dtype=float)))
+    return out
 
 
 def _labels_check(

@@ -323,19 +323,74 @@ class ConditionalU:
     given: str
     given_levels: tuple[str, ...]
     u: list[float]
+    #: Further comparisons that must reach one of their levels too, ((name, levels), ...):
+    #: the u among pairs that agree on the family *and* the given name (a father and his son
+    #: of one name share a home; two namesakes seldom do). Of several conditional u of one
+    #: comparison the first whose conditions all hold applies: the narrower comes first.
+    also: tuple[tuple[str, tuple[str, ...]], ...] = ()
+
+    def requirements(self) -> tuple[tuple[str, tuple[str, ...]], ...]:
+        """Every (comparison, levels) that must hold for this u to apply."""
+        return ((self.given, self.given_levels), *self.also)
+
+    def describe(self) -> str:
+        """"family_name" or "family_name and given_name": what the u is conditional on."""
+        return " and ".join(name for name, _ in self.requirements())
 
     def to_dict(self) -> dict[str, Any]:
-        return {
+        out: dict[str, Any] = {
             "comparison": self.comparison,
             "given": self.given,
             "given_levels": list(self.given_levels),
             "u": [round(x, 10) for x in self.u],
         }
+        if self.also:
+            out["also"] = [{"given": name, "given_levels": list(levels)}
+                           for name, levels in self.also]
+        return out
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> ConditionalU:
         return cls(data["comparison"], data["given"], tuple(data["given_levels"]),
-                   [float(x) for x in data["u"]])
+                   [float(x) for x in data["u"]],
+                   tuple((a["given"], tuple(a["given_levels"])) for a in data.get("also") or ()))
+
+
+#: One conditional u as scoring uses it: ((comparison index, level indices) that must all
+#: hold, the weight per level under it, the ConditionalU itself).
+Condition = tuple[tuple[tuple[int, frozenset[int]], ...], list[float], ConditionalU]
+
+
+def _holding(levels: Sequence[int], conditions: Sequence[Condition] | None
+             ) -> Condition | None:
+    """The first of one comparison's conditions that a pair (its level per comparison)
+    meets, or None."""
+    for condition in conditions or ():
+        if all(levels[index] in agreeing for index, agreeing in condition[0]):
+            return condition
+    return None
+
+
+def condition_mask(levels: np.ndarray, requirements: Sequence[tuple[int, frozenset[int]]]
+                   ) -> np.ndarray:
+    """Which pairs (rows of ``levels``) meet every requirement (comparison index, levels)."""
+    when = np.ones(len(levels), bool)
+    for index, agreeing in requirements:
+        when &= np.isin(levels[:, index], list(agreeing))
+    return when
+
+
+def applied_conditions(levels: np.ndarray, conditions: Sequence[Condition]
+                       ) -> list[tuple[np.ndarray, Condition]]:
+    """Per conditional u of one comparison, in order, the pairs it applies to: those that meet
+    its requirements and no earlier one's."""
+    taken = np.zeros(len(levels), bool)
+    out = []
+    for condition in conditions:
+        when = condition_mask(levels, condition[0]) & ~taken
+        taken |= when
+        out.append((when, condition))
+    return out
 
 
 @dataclass
@@ -358,30 +413,35 @@ class MatchModel:
     def __post_init__(self) -> None:
         self._conditions()  # validates
 
-    def _conditions(self) -> dict[int, tuple[int, frozenset[int], list[float]]]:
-        """Per comparison index with a conditional u: (index of the given comparison, its
-        agreeing level indices, the weight per level under the condition). Computed when
-        scoring (estimation changes m in place); empty, and free, without conditional u."""
-        out: dict[int, tuple[int, frozenset[int], list[float]]] = {}
+    def _conditions(self) -> dict[int, list[Condition]]:
+        """Per comparison index with a conditional u, its conditions in order (see
+        :data:`Condition`). Computed when scoring (estimation changes m in place); empty, and
+        free, without conditional u."""
+        out: dict[int, list[Condition]] = {}
         if not self.conditional_u:
             return out
         names = [c.name for c in self.comparisons]
         for cond in self.conditional_u:
-            if cond.comparison not in names or cond.given not in names:
+            if cond.comparison not in names or any(
+                    name not in names for name, _ in cond.requirements()):
                 raise ValueError(f"conditional u names an unknown comparison: {cond}")
-            j, g = names.index(cond.comparison), names.index(cond.given)
-            comparison, given = self.comparisons[j], self.comparisons[g]
+            j = names.index(cond.comparison)
+            comparison = self.comparisons[j]
             if len(cond.u) != len(comparison.levels):
                 raise ValueError(f"conditional u of {cond.comparison} needs one u per level")
-            labels = [lv.label for lv in given.levels]
-            unknown = set(cond.given_levels) - set(labels)
-            if unknown:
-                raise ValueError(f"unknown levels of {cond.given}: {sorted(unknown)}")
+            requirements = []
+            for name, wanted in cond.requirements():
+                labels = [lv.label for lv in self.comparisons[names.index(name)].levels]
+                unknown = set(wanted) - set(labels)
+                if unknown:
+                    raise ValueError(f"unknown levels of {name}: {sorted(unknown)}")
+                requirements.append(
+                    (names.index(name), frozenset(labels.index(x) for x in wanted)))
             weights = [
                 0.0 if lv.null else float(np.log2(max(lv.m, 1e-12) / max(u, 1e-12)))
                 for lv, u in zip(comparison.levels, cond.u, strict=True)
             ]
-            out[j] = (g, frozenset(labels.index(x) for x in cond.given_levels), weights)
+            out.setdefault(j, []).append((tuple(requirements), weights, cond))
         return out
 
     def _copy(self, **changes: Any) -> MatchModel:
@@ -483,13 +543,10 @@ class MatchModel:
         adjustments: dict[int, np.ndarray | float] = {}
         for j, comparison in enumerate(self.comparisons):
             table = np.array([_level_weight(lv) for lv in comparison.levels])
-            condition = conditions.get(j)
-            if condition is None:
-                total += table[levels[:, j]]
-            else:
-                given, agreeing, weights = condition
-                when = np.isin(levels[:, given], list(agreeing))
-                total += np.where(when, np.array(weights)[levels[:, j]], table[levels[:, j]])
+            weight = table[levels[:, j]]
+            for when, (_, weights, _) in applied_conditions(levels, conditions.get(j, ())):
+                weight = np.where(when, np.array(weights)[levels[:, j]], weight)
+            total += weight
             adjustments[j] = self._tf_adjustment(view, comparison, levels[:, j])
             total += adjustments[j]
         return total + self._full_name_adjustment(view, levels, adjustments)
@@ -604,9 +661,9 @@ class MatchModel:
             for j, comparison in enumerate(self.comparisons):
                 index = levels[j]
                 level = comparison.levels[index]
-                condition = conditions.get(j) if conditions else None
-                if condition is not None and levels[condition[0]] in condition[1]:
-                    total += condition[2][index]
+                condition = _holding(levels, conditions.get(j)) if conditions else None
+                if condition is not None:
+                    total += condition[1][index]
                 else:
                     total += _level_weight(level)
                 if self.term_frequencies and comparison.tf_field and level.tf_adjust:
@@ -753,7 +810,6 @@ class MatchModel:
             adjust = [[float(col[i]) for col in columns] for i in range(view.n)]
         explanations = []
         conditions = self._conditions()
-        conditional = {c.comparison: c for c in self.conditional_u}
         for pair, right_rec in enumerate(right_recs):
             outcomes = []
             total = self.prior_weight
@@ -762,11 +818,11 @@ class MatchModel:
                 level = comparison.levels[index]
                 shown = _SHOWN.get(comparison.name, lambda r: None)
                 u, weight, given = (None if level.null else level.u), level.weight, None
-                condition = conditions.get(j)
-                if condition is not None and int(levels[pair][condition[0]]) in condition[1]:
-                    cond = conditional[comparison.name]
+                condition = _holding([int(x) for x in levels[pair]], conditions.get(j))
+                if condition is not None:
+                    cond = condition[2]
                     u = None if level.null else cond.u[index]
-                    weight, given = condition[2][index], cond.given
+                    weight, given = condition[1][index], cond.describe()
                 outcome = ComparisonOutcome(
                     comparison=comparison.name,
                     level=index,

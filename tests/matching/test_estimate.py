@@ -133,11 +133,16 @@ def test_a_household_u_is_estimated_from_same_family_pairs():
     and phone is far more common than among random pairs, and the model says so."""
     records = generate(3000, 0.2, seed=8, hard=True)
     model = train([r.as_input() for r in records], u_pairs=100_000, seed=3)
-    (household,) = model.conditional_u
-    assert (household.comparison, household.given) == ("contact", "family_name")
+    full_name, household = model.conditional_u
+    assert (household.comparison, household.given, household.also) == (
+        "contact", "family_name", ())
     contact = next(c for c in model.comparisons if c.name == "contact")
     both = [lv.label for lv in contact.levels].index("same address and phone")
     assert household.u[both] > 20 * contact.levels[both].u
+    # two records of one full name that are two people (namesakes) seldom share a home: the
+    # u among them, estimated first, is far below the household's
+    assert full_name.describe() == "family_name and given_name"
+    assert full_name.u[both] < household.u[both] / 4
 
 
 def test_a_small_index_trains_and_the_seed_decides():

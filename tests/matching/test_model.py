@@ -275,6 +275,34 @@ def test_a_conditional_u_weighs_the_contact_of_a_same_family_pair_by_it(model):
         [e.total_weight for e in conditioned])
 
 
+FULL_NAME = ConditionalU("contact", "family_name", ("exact",),
+                         [0.0, 0.001, 0.0002, 0.0001, 0.0004, 0.01, 0.988],
+                         also=(("given_name", ("exact",)),))
+
+
+def test_the_narrower_conditional_u_applies_first(model, tmp_path):
+    """A full name and a home agreeing: the u among pairs of one full name (namesakes seldom
+    share a home); one family name and a home: the household's; neither: the contact's own.
+    Vectorised, one at a time and in the explanation alike; through a model file too."""
+    both = MatchModel(model.comparisons, model.prior, conditional_u=[FULL_NAME, HOUSEHOLD])
+    both.save(tmp_path / "m.json")
+    assert MatchModel.load(tmp_path / "m.json").conditional_u == [FULL_NAME, HOUSEHOLD]
+    record = person()
+    candidates = [person(), person(given="Bob"), person(family="Nguyen", given="Bob")]
+    explained = both.explain_many(record, candidates)
+    contact = [c.name for c in model.comparisons].index("contact")
+    level = model.comparisons[contact].levels[1]  # same address and phone
+    same, family, other = (e.comparisons[contact] for e in explained)
+    assert (same.u, same.u_given) == (0.001, "family_name and given_name")
+    assert (family.u, family.u_given) == (0.02, "family_name")
+    assert (other.u, other.u_given) == (level.u, None)
+    assert same.weight == pytest.approx(np.log2(level.m / 0.001))
+    scored = both.score(record, candidates)
+    assert list(scored) == pytest.approx([e.total_weight for e in explained])
+    one_by_one = [both.score(record, [c])[0] for c in candidates]
+    assert one_by_one == pytest.approx(list(scored))
+
+
 def test_a_conditional_u_round_trips_and_is_checked(model, tmp_path):
     household = MatchModel(model.comparisons, model.prior, conditional_u=[HOUSEHOLD])
     household.save(tmp_path / "m.json")
