@@ -262,10 +262,12 @@ def em_pass(
     nulls = {c.name: [i for i, lv in enumerate(c.levels) if lv.null] for _, c in comparisons}
     columns = {c.name: levels[:, j].astype(np.int64) for j, c in comparisons}
     # a conditional u applies where its conditions hold (all of them in this pass)
-    conditions = _condition_masks(
-        [cond for cond in conditional if cond.comparison in columns
-         and all(name in columns for name, _ in cond.requirements())],
-        {c.name: c for _, c in comparisons}, columns)
+    conditions = [
+        (model.comparisons[j].name, when, np.asarray(cond.u, dtype=float))
+        for j, when, cond in model.condition_masks(levels, [
+            cond for cond in conditional if cond.comparison in columns
+            and all(name in columns for name, _ in cond.requirements())])
+    ]
     lam = 0.1 if match_share is None else min(max(match_share, 1e-9), 1 - 1e-9)
     done = 0
     posterior = np.zeros(len(levels))
@@ -676,41 +678,16 @@ def _log_bayes(
     for j, ratio in enumerate(ratios):
         if names[j] != leave_out:
             log_bf += ratio[levels[:, j].astype(np.int64)]
-    columns = {name: levels[:, j].astype(np.int64) for j, name in enumerate(names)}
-    by_name = {c.name: c for c in model.comparisons}
     conditional = [c for c in model.conditional_u if c.comparison != leave_out]
-    for name, when, cond_u in _condition_masks(conditional, by_name, columns):
-        j = names.index(name)
+    for j, when, cond in model.condition_masks(levels, conditional):
+        comparison = model.comparisons[j]
         own = ratios[j]
-        cond_ratio = np.log2(np.maximum(m[name], FLOOR) / np.maximum(cond_u, FLOOR))
-        cond_ratio[[i for i, lv in enumerate(by_name[name].levels) if lv.null]] = 0.0
-        column = columns[name]
+        cond_ratio = np.log2(np.maximum(m[comparison.name], FLOOR)
+                             / np.maximum(np.asarray(cond.u), FLOOR))
+        cond_ratio[[i for i, lv in enumerate(comparison.levels) if lv.null]] = 0.0
+        column = levels[:, j].astype(np.int64)
         log_bf += np.where(when, cond_ratio[column] - own[column], 0.0)
     return log_bf
-
-
-def _condition_masks(
-    conditional: Sequence[ConditionalU], comparisons: dict[str, Any],
-    columns: dict[str, np.ndarray],
-) -> list[tuple[str, np.ndarray, np.ndarray]]:
-    """(comparison, pairs the u applies to, u) of each conditional u: the pairs (``columns``:
-    level per pair of each comparison) that meet all its conditions and no earlier conditional
-    u's of the same comparison (the first that holds applies, as in scoring)."""
-    taken: dict[str, np.ndarray] = {}
-    out = []
-    for cond in conditional:
-        when = np.ones(len(next(iter(columns.values()))) if columns else 0, bool)
-        for name, wanted in cond.requirements():
-            agreeing = [i for i, lv in enumerate(comparisons[name].levels) if lv.label in wanted]
-            when &= np.isin(columns[name], agreeing)
-        before = taken.get(cond.comparison)
-        if before is not None:
-            when &= ~before
-            taken[cond.comparison] = before | when
-        else:
-            taken[cond.comparison] = when.copy()
-        out.append((cond.comparison, when, np.asarray(cond.u, dtype=float)))
-    return out
 
 
 def _labels_check(

@@ -413,15 +413,30 @@ class MatchModel:
     def __post_init__(self) -> None:
         self._conditions()  # validates
 
-    def _conditions(self) -> dict[int, list[Condition]]:
-        """Per comparison index with a conditional u, its conditions in order (see
-        :data:`Condition`). Computed when scoring (estimation changes m in place); empty, and
-        free, without conditional u."""
+    def condition_masks(
+        self, levels: np.ndarray, conditional: Sequence[ConditionalU] | None = None
+    ) -> list[tuple[int, np.ndarray, ConditionalU]]:
+        """Each conditional u (``conditional``, default the model's own) with the index of its
+        comparison and the pairs (rows of ``levels``, a level per comparison) it applies to:
+        those that meet its conditions and no earlier one's of the same comparison."""
+        return [
+            (j, when, condition[2])
+            for j, conditions in self._conditions(conditional).items()
+            for when, condition in applied_conditions(levels, conditions)
+        ]
+
+    def _conditions(
+        self, conditional: Sequence[ConditionalU] | None = None
+    ) -> dict[int, list[Condition]]:
+        """Per comparison index with a conditional u (``conditional``, default the model's
+        own), its conditions in order (see :data:`Condition`). Computed when scoring
+        (estimation changes m in place); empty, and free, without conditional u."""
         out: dict[int, list[Condition]] = {}
-        if not self.conditional_u:
+        conditional = self.conditional_u if conditional is None else conditional
+        if not conditional:
             return out
         names = [c.name for c in self.comparisons]
-        for cond in self.conditional_u:
+        for cond in conditional:
             if cond.comparison not in names or any(
                     name not in names for name, _ in cond.requirements()):
                 raise ValueError(f"conditional u names an unknown comparison: {cond}")
