@@ -828,12 +828,13 @@ class MatchModel:
         for pair, right_rec in enumerate(right_recs):
             outcomes = []
             total = self.prior_weight
+            row = [int(x) for x in levels[pair]]
             for j, comparison in enumerate(self.comparisons):
-                index = int(levels[pair][j])
+                index = row[j]
                 level = comparison.levels[index]
                 shown = _SHOWN.get(comparison.name, lambda r: None)
                 u, weight, given = (None if level.null else level.u), level.weight, None
-                condition = _holding([int(x) for x in levels[pair]], conditions.get(j))
+                condition = _holding(row, conditions.get(j))
                 if condition is not None:
                     cond = condition[2]
                     u = None if level.null else cond.u[index]
