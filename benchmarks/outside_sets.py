@@ -182,22 +182,23 @@ def _pseudopeople(path: Path) -> None:
         sys.exit("pseudopeople is not installed: pip install -e '.[bench]'")
     import warnings
 
-    warnings.filterwarnings("ignore")
-    census = psp.generate_decennial_census(seed=SEED, verbose=False)
-    household = {_text(s): _text(h) for s, h in zip(census.simulant_id, census.household_id,
-                                                   strict=True)}
-    ssa = psp.generate_social_security(seed=SEED, verbose=False)
-    ssa = ssa[ssa.event_type == "creation"]
-    tax = psp.generate_taxes_w2_and_1099(seed=SEED, verbose=False)
-    tax = tax.drop_duplicates("simulant_id")
-    sources = [
-        ("CENSUS", census, ""),
-        ("SSA", ssa, ""),
-        ("TAX", tax, "mailing_address_"),
-        ("WIC", psp.generate_women_infants_and_children(seed=SEED, verbose=False), ""),
-        ("ACS", psp.generate_american_community_survey(seed=SEED, verbose=False), ""),
-        ("CPS", psp.generate_current_population_survey(seed=SEED, verbose=False), ""),
-    ]
+    with warnings.catch_warnings():  # its frame libraries' deprecation notes
+        warnings.simplefilter("ignore")
+        census = psp.generate_decennial_census(seed=SEED, verbose=False)
+        household = {_text(s): _text(h) for s, h in zip(census.simulant_id, census.household_id,
+                                                       strict=True)}
+        ssa = psp.generate_social_security(seed=SEED, verbose=False)
+        ssa = ssa[ssa.event_type == "creation"]
+        tax = psp.generate_taxes_w2_and_1099(seed=SEED, verbose=False)
+        tax = tax.drop_duplicates("simulant_id")
+        sources = [
+            ("CENSUS", census, ""),
+            ("SSA", ssa, ""),
+            ("TAX", tax, "mailing_address_"),
+            ("WIC", psp.generate_women_infants_and_children(seed=SEED, verbose=False), ""),
+            ("ACS", psp.generate_american_community_survey(seed=SEED, verbose=False), ""),
+            ("CPS", psp.generate_current_population_survey(seed=SEED, verbose=False), ""),
+        ]
     rows = []
     for source, frame, address in sources:
         for i, rec in enumerate(frame.to_dict("records"), start=1):

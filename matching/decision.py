@@ -69,6 +69,7 @@ from matching.normalize import (
     clean_identifier,
     given_name_variants,
     is_given_name,
+    placeholder_given,
 )
 
 __all__ = ["Decision", "DecisionResult", "decide", "family_given_names",
@@ -150,14 +151,8 @@ def _placeholder(a: dict[str, Any], placeholders: Collection[str]) -> str | None
     if not given and not family:
         return "no name"
     compact = {"".join(p.split()) for p in placeholders}
-
-    def placeholder(tokens: list[str]) -> bool:
-        while len(tokens) > 1 and (len(tokens[-1]) == 1 or tokens[-1].isdigit()):
-            tokens = tokens[:-1]
-        return bool(tokens) and "".join(tokens) in compact
-
     for tokens in (given, family, family + given, given + family):
-        if placeholder(tokens):
+        if placeholder_given(tokens, compact):
             return "placeholder name " + " ".join(t for t in (a.get("family"), a.get("given"),
                                                               a.get("middle")) if t)
     return None

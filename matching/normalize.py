@@ -15,7 +15,7 @@ Jaro-Winkler levels. It is a fixed algorithm, so keys stored in the database sta
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from datetime import date
 from functools import lru_cache
@@ -280,13 +280,16 @@ PLACEHOLDER_NAMES = frozenset({"BABY GIRL", "BABY BOY", "INFANT", "NEWBORN", "BB
 _PLACEHOLDERS_COMPACT = frozenset("".join(p.split()) for p in PLACEHOLDER_NAMES)
 
 
-def placeholder_given(tokens: Sequence[str]) -> bool:
-    """Whether given-name tokens (normalised) are one of :data:`PLACEHOLDER_NAMES`, a trailing
-    twin letter or number ignored (BABY GIRL A, BABY BOY 2): no name to compare."""
+def placeholder_given(
+    tokens: Sequence[str], compact: Collection[str] = _PLACEHOLDERS_COMPACT
+) -> bool:
+    """Whether name tokens (normalised) are a placeholder (``compact``: placeholders without
+    spaces, default :data:`PLACEHOLDER_NAMES`), a trailing twin letter or number ignored
+    (BABY GIRL A, BABY BOY 2): no name to compare."""
     tokens = list(tokens)
     while len(tokens) > 1 and (len(tokens[-1]) == 1 or tokens[-1].isdigit()):
         tokens = tokens[:-1]
-    return bool(tokens) and "".join(tokens) in _PLACEHOLDERS_COMPACT
+    return bool(tokens) and "".join(tokens) in compact
 
 
 #: The problem of a birth date after today: a data entry error (2062 for 1962), kept and
