@@ -192,22 +192,38 @@ def _random_pairs(n: int, pairs: int, rng: np.random.Generator) -> np.ndarray:
     return np.stack([left[keep], right[keep]], axis=1)
 
 
+def _random_pair_levels(
+    model: MatchModel, encoded: EncodedRecords, pairs: int, seed: int
+) -> np.ndarray:
+    sample = _random_pairs(encoded.n, pairs, np.random.default_rng(seed))
+    if len(sample) == 0:
+        return np.zeros((0, len(model.comparisons)), np.int8)
+    return model.pair_levels(encoded, sample[:, 0], encoded, sample[:, 1])
+
+
+def _u_from_levels(
+    model: MatchModel, levels: np.ndarray, weights: np.ndarray | None = None
+) -> dict[str, list[float]]:
+    """u per level: the share of the pairs at each level, each pair counted with its weight
+    (None: 1)."""
+    if len(levels) == 0:
+        return {c.name: [lv.u for lv in c.levels] for c in model.comparisons}
+    out: dict[str, list[float]] = {}
+    for j, comparison in enumerate(model.comparisons):
+        nulls = {i for i, lv in enumerate(comparison.levels) if lv.null}
+        shares = _level_shares(levels[:, j], len(comparison.levels), nulls, weights)
+        # a level never seen among random pairs: half a pair's worth, not zero
+        shares = np.maximum(shares, 0.5 / len(levels))
+        out[comparison.name] = [float(x) for x in shares]
+    return out
+
+
 def estimate_u(
     model: MatchModel, encoded: EncodedRecords, *, pairs: int = 500_000, seed: int = 0
 ) -> dict[str, list[float]]:
-    """u per level from random record pairs (all pairs of a small set; self-pairs excluded)."""
-    sample = _random_pairs(encoded.n, pairs, np.random.default_rng(seed))
-    out: dict[str, list[float]] = {}
-    if len(sample) == 0:
-        return {c.name: [lv.u for lv in c.levels] for c in model.comparisons}
-    levels = model.pair_levels(encoded, sample[:, 0], encoded, sample[:, 1])
-    for j, comparison in enumerate(model.comparisons):
-        nulls = {i for i, lv in enumerate(comparison.levels) if lv.null}
-        shares = _level_shares(levels[:, j], len(comparison.levels), nulls)
-        # a level never seen among random pairs: half a pair's worth, not zero
-        shares = np.maximum(shares, 0.5 / len(sample))
-        out[comparison.name] = [float(x) for x in shares]
-    return out
+    """u per level from random record pairs (all pairs of a small set; self-pairs excluded),
+    every pair counted as a non-match (``train`` then takes out the matches among them)."""
+    return _u_from_levels(model, _random_pair_levels(model, encoded, pairs, seed))
 
 
 def _log_ratios(
@@ -400,11 +416,9 @@ def train(
     n = len(normalized)
     encoded = model.encode(normalized)
 
-    u = estimate_u(model, encoded, pairs=u_pairs, seed=seed)
-    for comparison in model.comparisons:
-        for level, value in zip(comparison.levels, u[comparison.name], strict=True):
-            if not level.null:
-                level.u = value
+    random_levels = _random_pair_levels(model, encoded, u_pairs, seed)
+    u = _u_from_levels(model, random_levels)
+    _set_u(model, u)
 
     # Households: the u of the contact comparison among pairs with the same family name.
     household_codes = _key_codes(normalized, HOUSEHOLD_RULE)
@@ -451,6 +465,20 @@ def train(
             m=m,
         )
 
+    def refit(matches: float | None) -> tuple[float | None, dict[str, float]]:
+        estimates: dict[str, float] = {}
+        for _ in range(REFITS):
+            if matches is None:
+                break
+            for run in passes:
+                recall = run.recall if run.recall is not None else 1.0
+                run_pass(run, min(matches * recall / run.total, MAX_SHARE))
+            again, estimates = _matching_pairs(passes, codes)
+            if again is None or abs(again - matches) <= 0.01 * matches:
+                return again, estimates
+            matches = again
+        return matches, estimates
+
     # First each pass with its match share free; then, as long as it moves, every pass again
     # with its share held at what the passes together imply (the matching pairs in all, times
     # the share of matches that the rule pairs, over its pairs): a free share runs away in a
@@ -459,49 +487,28 @@ def train(
     for run in passes:
         run_pass(run, None)
     matches, estimates = _matching_pairs(passes, codes)
-    for _ in range(REFITS):
-        if matches is None:
-            break
-        for run in passes:
-            recall = run.recall if run.recall is not None else 1.0
-            run_pass(run, min(matches * recall / run.total, MAX_SHARE))
-        again, estimates = _matching_pairs(passes, codes)
-        if again is None or abs(again - matches) <= 0.01 * matches:
-            matches = again
-            break
-        matches = again
-
-    # m: each comparison's estimate is the mean of its passes, weighted by the matches each
-    # pass's sample compares it on (a few matches say little). A pass whose pairs do not fit
-    # the mixture is left out: with its match share held, EM's posteriors then add up to far
-    # more (or less) than that share, because its non-matches do not follow u (namesakes of
-    # one birth cohort in a block of one name, twins at one address).
-    sources: dict[str, list[str]] = {}
-    done = [run for run in passes if run.result is not None]
-    for run in done:
-        run.fit = _fit(run)
-    for j, comparison in enumerate(model.comparisons):
-        nulls = [i for i, lv in enumerate(comparison.levels) if lv.null]
-        mass = {
-            run.rule.name: float(run.posterior[  # type: ignore[index]
-                ~np.isin(run.levels[:, j], nulls)].sum())  # type: ignore[index]
-            for run in done
-        }
-        if comparison.name in NOT_ESTIMATED:
-            continue
-        used = [run for run in done if comparison.name in run.result.m  # type: ignore[union-attr]
-                and mass[run.rule.name] >= MIN_COMPARED_MATCHES
-                and MISFIT_LOW <= run.fit <= MISFIT_HIGH]
-        if not used:
-            continue
-        weights = [mass[run.rule.name] for run in used]
-        mean = sum(w * np.asarray(run.result.m[comparison.name])  # type: ignore[union-attr]
-                   for w, run in zip(weights, used, strict=True)) / sum(weights)
-        non_null = [i for i, lv in enumerate(comparison.levels) if not lv.null]
-        total = mean[non_null].sum()
-        for i in non_null:
-            comparison.levels[i].m = float(max(mean[i] / total, FLOOR))
-        sources[comparison.name] = [run.rule.name for run in used]
+    if matches is not None:
+        matches, estimates = refit(matches)
+    sources = _combine_m(model, passes)
+    possible = n * (n - 1) / 2
+    if matches and len(random_levels):
+        # Random pairs are not all non-matches: in a set dense with duplicates the matches
+        # among them are most of the pairs that agree on a rare value (Febrl3's 5,000 records
+        # hold 6,538 matching pairs; a birth date in common: u 1/1,900 counted, 1/20,000
+        # among non-matches), and a u that counts them undervalues every agreement. Each
+        # random pair now counts with its chance of being a non-match under the fitted
+        # model, and the passes run again under that u. (Judged by the other comparisons
+        # only, twins would stay in the birth date's u, but with three fields a match's two
+        # names alone seldom tell it from a non-match: Febrl3's u stayed 4x too high.)
+        share = min(matches / possible, MAX_SHARE)
+        prior_odds = np.log2(share / (1 - share))
+        weights = 1.0 - _posterior(prior_odds + _log_bayes(model, random_levels))
+        u = _u_from_levels(model, random_levels, weights)
+        _set_u(model, u)
+        again, again_estimates = refit(matches)
+        if again is not None:
+            matches, estimates = again, again_estimates
+        sources = _combine_m(model, passes)
 
     # The household u again, now that m is known: the same-family pairs weighted by how
     # unlikely each is to be a match (their match share from the matching pairs and the share
@@ -533,7 +540,7 @@ def train(
     model.conditional_u = list(conditional)
     model.with_prior(0.5)  # validates the conditional u against the comparisons
 
-    possible = n * (n - 1) / 2
+    done = [run for run in passes if run.result is not None]
     model.prior = (
         min(max(matches / possible, 1e-12), 0.5) if matches and possible >= 1
         else min(1.0 / max(possible, 1.0), 0.5)
@@ -555,6 +562,49 @@ def train(
     if label_levels is not None:
         model.training["labels_check"] = _labels_check(model, label_levels, label_clamp)
     return model
+
+
+def _combine_m(model: MatchModel, passes: Sequence[_Pass]) -> dict[str, list[str]]:
+    """m of each comparison: the mean of its passes, weighted by the matches each pass's
+    sample compares it on (a few matches say little). A pass whose pairs do not fit the
+    mixture is left out: with its match share held, EM's posteriors then add up to far more
+    (or less) than that share, because its non-matches do not follow u (namesakes of one birth
+    cohort in a block of one name, twins at one address). Returns the passes used per
+    comparison."""
+    sources: dict[str, list[str]] = {}
+    done = [run for run in passes if run.result is not None]
+    for run in done:
+        run.fit = _fit(run)
+    for j, comparison in enumerate(model.comparisons):
+        nulls = [i for i, lv in enumerate(comparison.levels) if lv.null]
+        mass = {
+            run.rule.name: float(run.posterior[  # type: ignore[index]
+                ~np.isin(run.levels[:, j], nulls)].sum())  # type: ignore[index]
+            for run in done
+        }
+        if comparison.name in NOT_ESTIMATED:
+            continue
+        used = [run for run in done if comparison.name in run.result.m  # type: ignore[union-attr]
+                and mass[run.rule.name] >= MIN_COMPARED_MATCHES
+                and MISFIT_LOW <= run.fit <= MISFIT_HIGH]
+        if not used:
+            continue
+        weights = [mass[run.rule.name] for run in used]
+        mean = sum(w * np.asarray(run.result.m[comparison.name])  # type: ignore[union-attr]
+                   for w, run in zip(weights, used, strict=True)) / sum(weights)
+        non_null = [i for i, lv in enumerate(comparison.levels) if not lv.null]
+        total = mean[non_null].sum()
+        for i in non_null:
+            comparison.levels[i].m = float(max(mean[i] / total, FLOOR))
+        sources[comparison.name] = [run.rule.name for run in used]
+    return sources
+
+
+def _set_u(model: MatchModel, u: dict[str, list[float]]) -> None:
+    for comparison in model.comparisons:
+        for level, value in zip(comparison.levels, u[comparison.name], strict=True):
+            if not level.null:
+                level.u = value
 
 
 def _matching_pairs(
