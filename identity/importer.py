@@ -48,7 +48,7 @@ from identity.mpi import Envelope, Mpi, Register
 from identity.mpi.bulk import CHUNK, Incoming, SetLoader
 from identity.mpi.commands import Received
 from identity.mpi.matcher import Prepared
-from identity.store.bulk import BulkWriter, analyze, record_count
+from identity.store.bulk import BulkWriter, analyze, record_count, settle
 from matching.columns import ColumnMapping, ColumnMappingError
 
 log = logging.getLogger("identity.import")
@@ -633,11 +633,12 @@ class Importer:
             self.loader.close()
 
     async def finish(self) -> None:
-        """After the last file: fresh statistics and name frequencies for what was loaded."""
+        """After the last file: what was loaded VACUUMed, with fresh statistics, and the name
+        frequencies."""
         self.close()
         if self._created() or self.summary.updated:
             async with self.mpi.db.connection() as conn:
-                await analyze(conn)
+                await settle(conn)
             await self.mpi.refresh_term_frequencies()
 
     async def _one(self, item: Item, file: str, rejects: Rejects) -> None:

@@ -54,7 +54,7 @@ from identity.mpi.core import Core
 from identity.mpi.handlers import register
 from identity.mpi.matcher import Matcher, Party, Prepared, prepare_record
 from identity.mpi.uow import CHANGED_TOPIC, UnitOfWork
-from identity.store.bulk import BulkWriter, analyze
+from identity.store.bulk import BulkWriter, settle
 from identity.store.registration import search_values
 from identity.store.state import ResolvedIdentifier
 from matching.blocking import select_candidates
@@ -541,7 +541,7 @@ async def bulk_import(core: Core, command: ImportRecords, envelope: Envelope) ->
     finally:
         loader.close()
     async with core.db.connection() as conn:
-        await analyze(conn)
+        await settle(conn)
     await core.refresh_term_frequencies()
     report.seconds["total"] = round(time.perf_counter() - started, 2)
     log.info("event=bulk_import records=%d persons=%d reviews=%d seconds=%s",

@@ -125,6 +125,18 @@ INDEX_TABLES = (
 )
 
 
+#: The tables a load writes: VACUUMed (and ANALYZEd) when it ends.
+LOADED_TABLES = (*INDEX_TABLES, "history", "outbox")
+
+
+async def settle(conn: asyncpg.Connection, tables: Sequence[str] = LOADED_TABLES) -> None:
+    """VACUUM (ANALYZE) what a load wrote, before the service works on it: rows COPYed in
+    are not yet marked visible to all, so every index lookup of a blocking key fetches its
+    heap row too, and the first VACUUM of millions of rows (autovacuum's, or the service's
+    own maintenance when autovacuum is off) would otherwise run under the first feeds."""
+    await conn.execute(f"VACUUM (ANALYZE) {', '.join(tables)}", timeout=BULK_STATEMENT_TIMEOUT)
+
+
 async def analyze(conn: asyncpg.Connection, tables: Sequence[str] = INDEX_TABLES) -> None:
     """Refresh the planner's statistics of ``tables`` (a load that grows them many times over
     must not run on the plans of the tables it started with, whether or not autovacuum runs)."""

@@ -58,6 +58,13 @@ async def test_bulk_import_matches_the_population(core: Mpi) -> None:
     # what was written is the same shape the feed writes
     sample = await core.find_record(record_input(population[0]).identifier)
     assert sample.link is not None and sample.enterprise_id is not None
+    # what was loaded is VACUUMed before the service works on it (the visibility map set,
+    # so that the candidate search reads blocking keys from the index alone)
+    async with core.db.connection() as conn:
+        vacuumed = await conn.fetch(
+            "SELECT relname FROM pg_stat_user_tables WHERE last_vacuum IS NOT NULL"
+        )
+    assert {"source_record", "blocking_key", "history"} <= {r["relname"] for r in vacuumed}
     person = await core.get_person(sample.person_id)  # type: ignore[arg-type]
     assert person.status == PersonStatus.ACTIVE and sample.id in {r.id for r in person.records}
     # the history a feed writes for a new record
