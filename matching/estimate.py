@@ -5,6 +5,9 @@ training blocking rule with that rule's comparisons held out), adapted to an MPI
 
 1. **u from random pairs.** Random pairs are almost all non-matches, so the share of random
    pairs reaching each level is u. A small record set is enumerated pair by pair instead.
+   Once m and the prior are known (step 5), each random pair counts with its chance of being
+   a non-match and steps 3 to 5 run again: in a small set dense with duplicates the matches
+   are most of the random pairs that agree on a rare value.
 2. **A household u.** Among pairs with the same family-name sound (sampled, each weighted by
    its chance of being a non-match once m is known), the share of each contact level: the u of
    the contact comparison given that the family names agree (``MatchModel.conditional_u``).
@@ -494,7 +497,7 @@ def train(
     if matches and len(random_levels):
         # Random pairs are not all non-matches: in a set dense with duplicates the matches
         # among them are most of the pairs that agree on a rare value (Febrl3's 5,000 records
-        # hold 6,538 matching pairs; a birth date in common: u 1/1,900 counted, 1/20,000
+        # hold 6,538 matching pairs; a birth date in common: u 1/1,900 counted, 1/18,000
         # among non-matches), and a u that counts them undervalues every agreement. Each
         # random pair now counts with its chance of being a non-match under the fitted
         # model, and the passes run again under that u. (Judged by the other comparisons
