@@ -37,7 +37,7 @@ from matching.calibrate import (
     plan,
     propose_auto_link,
 )
-from matching.decision import decide
+from matching.decision import Decision, DecisionResult, decide
 from matching.estimate import LabelledPair, train
 from matching.model import MatchModel, term_frequencies_from
 from matching.pairs import LINK, NO_MATCH, REVIEW, decide_pairs
@@ -294,12 +294,13 @@ async def apply(mpi: Mpi, proposal: Proposal, *, actor: str) -> CommandResult:
     """Put the proposal in service and make its plan, as one command (undo reverts it)."""
     plan_ = proposal.plan
     rid = proposal.record_id
+    held = {(a, b) for a, b, _ in plan_.links_in_conflict}
     command = ApplyModel(
         version=proposal.version,
         links=tuple(PlannedLink(a=rid(a), b=rid(b), probability=p) for a, b, p in plan_.links),
         reviews=tuple(
             PlannedReview(record_id=rid(a), other_record_id=rid(b), probability=p,
-                          explanation=_explained(mpi, proposal, a, b))
+                          explanation=_explained(mpi, proposal, a, b, held=(a, b) in held))
             for a, b, p in plan_.reviews_to_open
         ),
         linked=tuple(proposal.review_items[frozenset((a, b))]
@@ -310,10 +311,13 @@ async def apply(mpi: Mpi, proposal: Proposal, *, actor: str) -> CommandResult:
     return await mpi.handle(command, Envelope(actor=actor))
 
 
-def _explained(mpi: Mpi, proposal: Proposal, a: int, b: int) -> dict[str, Any]:
+def _explained(mpi: Mpi, proposal: Proposal, a: int, b: int, *, held: bool = False
+               ) -> dict[str, Any]:
     """The explanation a review item opened by the calibration carries: each comparison's level
     and weight under the proposed model, and the decision with the hard rules that fired (the
-    rules see the pair alone here, not the family's other given names the plan saw)."""
+    rules see the pair alone here, not the family's other given names the plan saw).
+    ``held``: the pair decides LINK, but the plan held the link (``Plan.links_in_conflict``):
+    the decision shown is REVIEW, with why."""
     left, right = proposal.rows[a], proposal.rows[b]
     explanation = proposal.scoring.explain(left.normalized, right.normalized)
     result = decide(
@@ -326,6 +330,12 @@ def _explained(mpi: Mpi, proposal: Proposal, a: int, b: int) -> dict[str, Any]:
         placeholder_names=mpi.settings.matching.placeholder_names,
         twin_share=proposal.scoring.twin_share,
     )
+    if held and result.decision == Decision.LINK:
+        result = DecisionResult(Decision.REVIEW, result.probability, (
+            f"probability {result.probability:.6f} reaches auto-link {proposal.auto_link}, but "
+            "the link is held: a hard rule fired between other records of the two persons it "
+            "would join, or the record reaches two persons that a rule keeps apart",
+        ) + result.reasons[1:], result.hard_rules)
     return described(proposal.scoring, explanation, right.record_id, result)
 
 

@@ -551,6 +551,8 @@ async def _calibrate(
         f"links to make: {links['pairs']} pairs joining {links['persons_joined']} persons "
         f"{links['by_band']}",
         f"links left to a steward (manual or verified links): {report['links_for_a_steward']}",
+        f"links held for a steward (a hard rule between the persons they would join, or a "
+        f"record reaching two persons a rule keeps apart): {report['links_in_conflict']}",
         f"review items: {reviews['to_open']} to open, {reviews['closed_by_a_link']} closed by a "
         f"link, {reviews['to_dismiss']} to dismiss",
         f"automatic links that would no longer hold (not undone): "

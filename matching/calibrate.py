@@ -11,13 +11,16 @@ which links are automatic, the open review pairs and the steward decisions), use
 - :func:`plan` re-scores the index under a model: the links that would be made (by
   probability band), review items that would close or open, automatic links that would no
   longer hold (reported, never undone automatically), hard-rule hits, expected false links,
-  and how the model judges the pairs stewards decided.
+  and how the model judges the pairs stewards decided;
+- :func:`join_persons` keeps of the pairs that decide LINK the links the service would make
+  person by person (no hard rule between the two persons' records; a record reaching two
+  persons that a hard rule keeps apart goes to a steward).
 """
 
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Collection, Hashable, Sequence
+from collections.abc import Collection, Hashable, Iterable, Sequence
 from dataclasses import dataclass, field
 from itertools import combinations
 from typing import Any
@@ -37,6 +40,7 @@ __all__ = [
     "TwinShare",
     "estimate_twin_share",
     "expected_false_per_10k",
+    "join_persons",
     "plan",
     "propose_auto_link",
 ]
@@ -149,6 +153,7 @@ class Plan:
 
     links: list[tuple[int, int, float]] = field(default_factory=list)
     links_for_a_steward: list[tuple[int, int, float]] = field(default_factory=list)
+    links_in_conflict: list[tuple[int, int, float]] = field(default_factory=list)
     reviews_to_open: list[tuple[int, int, float]] = field(default_factory=list)
     reviews_closed_by_link: list[tuple[int, int, float]] = field(default_factory=list)
     reviews_to_dismiss: list[tuple[int, int, float]] = field(default_factory=list)
@@ -164,6 +169,7 @@ class Plan:
             "links": {"pairs": len(self.links), "persons_joined": self.persons_joined,
                       "by_band": _bands([p for *_, p in self.links])},
             "links_for_a_steward": len(self.links_for_a_steward),
+            "links_in_conflict": len(self.links_in_conflict),
             "review_items": {
                 "to_open": len(self.reviews_to_open),
                 "closed_by_a_link": len(self.reviews_closed_by_link),
@@ -235,6 +241,125 @@ def estimate_twin_share(decided: DecidedPairs, sources: Sequence[str | None]) ->
     if across and across_all and inside:
         share = min(1.0, (within + TWIN_PSEUDO_COUNT) * ratio / across)
     return TwinShare(within, across, ratio if inside else 0.0, share)
+
+
+@dataclass(frozen=True)
+class Joined:
+    """:func:`join_persons`' answer: the ``links`` to make and the LINK pairs ``held`` back
+    (a hard rule between the persons they would join, or a record reaching two persons that
+    one stands between)."""
+
+    links: list[tuple[int, int, float]]
+    held: list[tuple[int, int, float]]
+
+
+def reached_persons(persons: Sequence[Hashable], links: Iterable[tuple[int, int, float]]
+                    ) -> dict[int, set[Hashable]]:
+    """Per row, the other persons its ``links`` reach (rows reaching none left out)."""
+    reached: dict[int, set[Hashable]] = {}
+    for a, b, _ in links:
+        if persons[a] != persons[b]:
+            reached.setdefault(a, set()).add(persons[b])
+            reached.setdefault(b, set()).add(persons[a])
+    return reached
+
+
+def join_persons(
+    persons: Sequence[Hashable],
+    links: Sequence[tuple[int, int, float]],
+    conflicts: Iterable[tuple[int, int]],
+) -> Joined:
+    """The pairs deciding LINK (``links``: rows a, b and probability) that join persons as the
+    service, one record at a time, would join them.
+
+    Linking pairwise and taking the transitive closure joins more than the service does: it
+    links a record to a person only when no record of that person has a hard rule against it,
+    and only when one person reaches auto-link. A W-2 without a birth date that reaches both a
+    father's and his namesake son's census records would join father and son. So, with
+    ``persons`` each row's person now and ``conflicts`` the row pairs a hard rule fired on (or
+    a steward called different people):
+
+    - a record whose links reach two persons with a conflict between them is left to a
+      steward (all its links are held);
+    - the other links, most probable first, join two persons only when no conflict stands
+      between any of their records (persons as the links made so far have joined them).
+
+    Links inside what is one person already are kept: they join nothing new."""
+    parent: dict[Hashable, Hashable] = {}
+
+    def find(x: Hashable) -> Hashable:
+        while parent.get(x, x) != x:
+            parent[x] = parent.get(parent[x], parent[x])
+            x = parent[x]
+        return x
+
+    members: dict[Hashable, set[int]] = {}
+    for row, person in enumerate(persons):
+        members.setdefault(person, set()).add(row)
+    barred: dict[Hashable, set[int]] = {}  # rows in conflict with some member of the person
+    for a, b in conflicts:
+        if persons[a] != persons[b]:
+            barred.setdefault(persons[a], set()).add(b)
+            barred.setdefault(persons[b], set()).add(a)
+    ambiguous = {
+        row for row, found in reached_persons(persons, links).items()
+        if any(barred.get(x, set()) & members[y] for x, y in combinations(found, 2))
+    }
+
+    def union(a: int, b: int) -> bool:
+        ra, rb = find(persons[a]), find(persons[b])
+        if ra == rb:
+            return True
+        if barred.get(ra, set()) & members[rb]:
+            return False
+        if len(members[ra]) < len(members[rb]):
+            ra, rb = rb, ra
+        parent[rb] = ra
+        members[ra] |= members.pop(rb)
+        barred.setdefault(ra, set()).update(barred.pop(rb, set()))
+        return True
+
+    made: list[tuple[int, int, float]] = []
+    held: list[tuple[int, int, float]] = []
+    for link in sorted(links, key=lambda link: -link[2]):
+        free = link[0] not in ambiguous and link[1] not in ambiguous
+        (made if free and union(link[0], link[1]) else held).append(link)
+    return Joined(made, held)
+
+
+def _conflicts_below_review(state: IndexState, model: MatchModel, blocked: DecidedPairs,
+                            linking: Sequence[tuple[int, int, float]],
+                            options: dict[str, Any]) -> list[tuple[int, int]]:
+    """The row pairs below review that a hard rule would still fire on, between two persons
+    one record's links reach (the rules are put only to pairs at or above review otherwise):
+    a father and his namesake son, both reached by a record without a birth date, score far
+    below review, yet the generational rule says they are two people."""
+    persons = state.persons
+    wanted = {tuple(two) for found in reached_persons(persons, linking).values()
+              if len(found) > 1 for two in combinations(found, 2)}
+    if not wanted:
+        return []
+    code = {person: i for i, person in enumerate(dict.fromkeys(persons))}
+    width = len(code)
+    of = np.fromiter((code[p] for p in persons), np.int64, len(persons))
+    first, second = of[blocked.pairs[:, 0]], of[blocked.pairs[:, 1]]
+    keys = np.minimum(first, second) * width + np.maximum(first, second)
+    wanted_keys = np.fromiter(
+        (min(code[x], code[y]) * width + max(code[x], code[y]) for x, y in wanted), np.int64)
+    unruled = np.fromiter((not rules for rules in blocked.hard_rules), bool, len(blocked))
+    below = np.flatnonzero((blocked.decisions == NO_MATCH) & unruled
+                           & np.isin(keys, wanted_keys))
+    if not len(below):
+        return []
+    decided = decide_pairs(
+        state.normalized, model, sources=state.sources or None, no_match=state.no_match,
+        pairs=blocked.pairs[below], probabilities=blocked.probabilities[below],
+        auto_link=options["auto_link"], review=0.0,
+        person_identifying_domains=options["person_identifying_domains"],
+        placeholder_names=options["placeholder_names"],
+    )
+    return [(int(a), int(b)) for (a, b), rules in zip(decided.pairs, decided.hard_rules,
+                                                       strict=True) if rules]
 
 
 def _persons_after(persons: Sequence[Hashable], links: Sequence[tuple[int, int, float]]
@@ -322,8 +447,11 @@ def plan(
       opens an item, one per two persons as they are after the planned links (their most
       probable pair; none when an open item joins them already), as the service opens one
       per record and candidate person;
-    - every open review pair: LINK closes it by the link, and so do the planned links when
-      they put both records in one person; NO_MATCH dismisses it;
+    - the pairs deciding LINK (open review pairs among them) are made only as the service
+      would make them, person by person (:func:`join_persons`): the others go to a steward
+      (``links_in_conflict``, with the review items);
+    - every open review pair: the planned links close it when they put both records in one
+      person; NO_MATCH dismisses it;
     - every pair inside a person (sampled in large persons): a record with an automatic link
       that decides LINK with no other record of its person no longer holds (reported only);
     - steward decisions: how the model decides the pairs stewards linked, and how many pairs
@@ -347,34 +475,50 @@ def plan(
             **{k: v for k, v in options.items() if k not in ("max_block", "workers")},
         )
     out.hard_rules.update(rule for rules in blocked.hard_rules for rule in rules)
-    joined: set[frozenset[Hashable]] = set()
     review_pairs: list[tuple[int, int, float]] = []
+    linking: list[tuple[int, int, float]] = []
+    conflicts: list[tuple[int, int]] = [tuple(sorted(p)) for p in state.no_match if len(p) == 2]
     for k in range(len(blocked)):
         a, b = int(blocked.pairs[k, 0]), int(blocked.pairs[k, 1])
         if persons[a] == persons[b]:
             continue
         p, decision = float(blocked.probabilities[k]), int(blocked.decisions[k])
+        if blocked.hard_rules[k]:
+            conflicts.append((a, b))
         if decision == LINK:
             if state.automatic[a] and state.automatic[b]:
-                out.links.append((a, b, p))
-                joined.add(frozenset((persons[a], persons[b])))
+                linking.append((a, b, p))
             else:
                 out.links_for_a_steward.append((a, b, p))
         elif decision == REVIEW and frozenset((a, b)) not in state.open_reviews:
             review_pairs.append((a, b, p))
-    out.persons_joined = len(joined)
+
+    reviews = np.array(sorted(tuple(sorted(pair)) for pair in state.open_reviews
+                              if len(pair) == 2), dtype=np.int64).reshape(-1, 2)
+    open_decided = _decide(state, model, reviews, options) if len(reviews) else None
+    if open_decided is not None:  # an open item's pair that the blocking missed links too
+        planned = {(a, b) for a, b, _ in linking}
+        for k in range(len(open_decided)):
+            a, b = int(reviews[k, 0]), int(reviews[k, 1])
+            if open_decided.hard_rules[k]:
+                conflicts.append((a, b))
+            if (open_decided.decisions[k] == LINK and (a, b) not in planned
+                    and persons[a] != persons[b] and state.automatic[a] and state.automatic[b]):
+                linking.append((a, b, float(open_decided.probabilities[k])))
+    conflicts.extend(_conflicts_below_review(state, model, blocked, linking, options))
+    joined = join_persons(persons, linking, conflicts)
+    out.links, out.links_in_conflict = sorted(joined.links), sorted(joined.held)
+    review_pairs.extend(out.links_in_conflict)
+    out.persons_joined = len({frozenset((persons[a], persons[b])) for a, b, _ in out.links})
     out.expected_false_links = float(sum(1.0 - p for *_, p in out.links))
     after = _persons_after(persons, out.links)
     out.reviews_to_open = _one_review_per_two_persons(review_pairs, after, state.open_reviews)
 
-    reviews = np.array(sorted(tuple(sorted(pair)) for pair in state.open_reviews
-                              if len(pair) == 2), dtype=np.int64).reshape(-1, 2)
-    if len(reviews):
-        decided = _decide(state, model, reviews, options)
-        for k in range(len(decided)):
+    if open_decided is not None:
+        for k in range(len(open_decided)):
             a, b = int(reviews[k, 0]), int(reviews[k, 1])
-            p, decision = float(decided.probabilities[k]), int(decided.decisions[k])
-            if decision == LINK or after[a] == after[b]:
+            p, decision = float(open_decided.probabilities[k]), int(open_decided.decisions[k])
+            if after[a] == after[b]:
                 # linked, directly or through the planned links: the links settle it
                 out.reviews_closed_by_link.append((a, b, p))
             elif decision == NO_MATCH:

@@ -110,6 +110,13 @@ async def test_apply_puts_the_model_in_service_and_undo_reverts_it_all(fed, db, 
         assert {c["comparison"] for c in item.explanation["comparisons"]} >= {"birth_date"}
         assert item.explanation["model"] == f"calibrated-v{proposal.version}"
         assert item.explanation["decision"]["decision"] == "REVIEW"
+    # a pair that decides LINK but whose link the plan held says why it waits for a steward
+    held = {frozenset((proposal.record_id(a), proposal.record_id(b)))
+            for a, b, _ in proposal.plan.links_in_conflict}
+    waiting = [i for i in opened if frozenset((i.record_id, i.other_record_id)) in held]
+    assert waiting, "the fixture's index has links the service would not make"
+    for item in waiting:
+        assert "the link is held" in item.explanation["decision"]["reasons"][0]
     closed = {proposal.review_items[frozenset(p[:2])]
               for p in proposal.plan.reviews_closed_by_link}
     assert closed and not closed & open_after

@@ -7,6 +7,7 @@ from matching.calibrate import (
     IndexState,
     _one_review_per_two_persons,
     _persons_after,
+    join_persons,
     plan,
     propose_auto_link,
 )
@@ -136,6 +137,54 @@ def test_the_plan_opens_no_second_item_for_two_persons_and_closes_settled_ones(p
     closed = plan(state, MatchModel.default())
     assert tuple(sorted((partner, alone))) in {
         (x, y) for x, y, _ in closed.reviews_closed_by_link}
+
+
+def test_links_join_persons_only_as_the_service_would():
+    # rows 0-1 one person, 2 and 3 alone; a hard rule stands between rows 2 and 3
+    persons = ["A", "A", "B", "C"]
+    joined = join_persons(persons, [(1, 2, 0.9999), (0, 3, 0.999)], [(2, 3)])
+    # 1-2 joins A and B; 0-3 would bring C into A+B, where row 2 has a rule against row 3
+    assert joined.links == [(1, 2, 0.9999)] and joined.held == [(0, 3, 0.999)]
+    # most probable first: the same two links in the other order decide the same
+    assert join_persons(persons, [(0, 3, 0.999), (1, 2, 0.9999)], [(2, 3)]) == joined
+    # without the rule both stand
+    assert len(join_persons(persons, [(1, 2, 0.9999), (0, 3, 0.999)], []).links) == 2
+    # three split records of one person that all link: one person, nothing held
+    clique = join_persons(["P", "Q", "R"], [(0, 1, 0.9999), (0, 2, 0.9999), (1, 2, 0.999)], [])
+    assert len(clique.links) == 3 and clique.held == []
+
+
+def test_a_record_reaching_two_persons_a_rule_keeps_apart_goes_to_a_steward():
+    # row 2 (no birth date) reaches the father (0) and the son (1), two people by a hard rule:
+    # as the service does with a record for which several persons reach auto-link
+    links = [(0, 2, 0.9999), (1, 2, 0.9998)]
+    joined = join_persons(["F", "S", "W"], links, [(0, 1)])
+    assert joined.links == [] and joined.held == links
+    # no rule between them: split records of one person, and the record joins them
+    assert len(join_persons(["F", "S", "W"], links, []).links) == 2
+
+
+def test_the_plan_does_not_join_a_father_and_son_through_a_record_without_birth_date():
+    home = {"lines": ["12 Harbour Road"], "city": "Springfield", "postal_code": "62704"}
+
+    def person(birth_date, source, value):
+        demographics = {"names": [{"family": "Hernandez", "given": ["David", "J"]}],
+                        "addresses": [home], "sex": "M"}
+        if birth_date:
+            demographics["birth_date"] = birth_date
+        return normalize_record(demographics, [{"domain": source, "value": value}])
+
+    normalized = [person("1961-03-14", "CENSUS", "1"), person("1990-07-02", "CENSUS", "2"),
+                  person(None, "TAX", "3")]
+    state = IndexState(normalized, ["father", "son", "w2"], [True] * 3,
+                       ["CENSUS", "CENSUS", "TAX"])
+    result = plan(state, MatchModel.default())
+    pairwise = {(a, b) for a, b, _ in result.links_in_conflict}
+    assert pairwise == {(0, 2), (1, 2)}, "the record without birth date reaches both"
+    assert result.links == [] and result.persons_joined == 0
+    # one review item for the W-2 against each person
+    assert {(a, b) for a, b, _ in result.reviews_to_open} == pairwise
+    assert result.to_dict()["links_in_conflict"] == 2
 
 
 def _decided_twins(pattern_pairs, sources):
