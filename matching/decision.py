@@ -34,9 +34,10 @@ no weight overrides them:
 7. (our addition) birth years a generation apart (GENERATION_YEARS or more, and not a
    one-digit slip) -> never LINK: a namesake parent and child without suffixes.
 8. (our addition) the same identifier in a person-identifying domain, but neither the family
-   nor the given name agrees -> never LINK: a mistyped national ID on another person's
-   record, not one person (the MPI links on a shared person-level identifier otherwise,
-   whatever the probability: one identifier, one person).
+   nor the given name agrees (where either record has no family name: neither the given name
+   nor the birth date) -> never LINK: a mistyped national ID on another person's record, or a
+   family member's, not one person (the MPI links on a shared person-level identifier
+   otherwise, whatever the probability: one identifier, one person).
 9. (our addition) a newborn not yet named: either record has no name, or a placeholder name
    (``PLACEHOLDER_NAMES``: BABY GIRL, BABY BOY, INFANT, NEWBORN, BB, UNKNOWN ...; a trailing
    twin letter or number and spaces ignored) -> never LINK unless the two records share an
@@ -537,14 +538,20 @@ def decide(
             relation = "similar"
         shared = sorted(d for d in person_identifying_domains
                         if d in left_ids and d in right_ids and left_ids[d] & right_ids[d])
-        if (shared and a.get("family") and b.get("family") and not _family_agrees(a, b)
+        # without a family name on one side, the birth date is the other name's stand-in
+        both_families = bool(a.get("family")) and bool(b.get("family"))
+        if (shared and (not _family_agrees(a, b) if both_families else not _close_dates(a, b))
                 and _spelling_relation(a, b, multiple_birth=False, sex_differs=False)
                 == "different"):
             fired.append("identifier_names_disagree")
             reasons.append(
                 f"same identifier in person-identifying domain(s) {', '.join(shared)}, but "
                 f"neither family nor given name agrees ({a.get('family')} {a.get('given')} vs "
-                f"{b.get('family')} {b.get('given')})"
+                f"{b.get('family')} {b.get('given')})" if both_families else
+                f"same identifier in person-identifying domain(s) {', '.join(shared)}, but "
+                f"a family name is missing and neither the given name nor the birth date "
+                f"agrees ({a.get('given')}, {a.get('birth_date')} vs {b.get('given')}, "
+                f"{b.get('birth_date')})"
             )
         if (shared and relation == "different" and _family_agrees(a, b)
                 and not _close_dates(a, b)):

@@ -89,6 +89,20 @@ def test_hard_rule_shared_identifier_but_no_name_agrees() -> None:
     assert result.hard_rules == ("identifier_names_disagree",)
     assert not decide(0.9999, **common, candidate_identifiers=ids_b, record=smith,
                       candidate=jones).hard_rules
+    # a record without a family name: its given name and birth date stand in for it (a
+    # family member's SSN on a form that left the family name out)
+    allie = {"names": [{"given": ["ALLIE"]}], "birth_date": "2011-11-21"}
+    tiffany = {"names": [{"family": "LOPEZ", "given": ["TIFFANY"]}]}
+    result = decide(0.9999, **common, candidate_identifiers=ids_b, record=allie,
+                    candidate=tiffany)
+    assert result.hard_rules == ("identifier_names_disagree",)
+    assert "a family name is missing" in result.reasons[-1]
+    # ... and when either agrees, one person
+    assert not decide(0.9999, **common, candidate_identifiers=ids_b, record=allie,
+                      candidate={**tiffany, "birth_date": "2011-11-21"}).hard_rules
+    assert not decide(0.9999, **common, candidate_identifiers=ids_b, record=allie,
+                      candidate={"names": [{"family": "LOPEZ", "given": ["ALLIE"]}]}
+                      ).hard_rules
     # without the shared identifier the rule does not apply
     other = [{"domain": "NATIONAL", "value": "2", "person_level": True}]
     assert "identifier_names_disagree" not in decide(
