@@ -17,7 +17,7 @@ the truth, open review items per 1,000 records, and the records joined to a pers
 another true person (false links), with the pairs of true persons wrongly joined by their
 relation (``wrongly_joined_pairs``: twin, jr_sr, sibling, spouse, their sum ``family``, a
 common-name cluster, other; the generator's sets only); plus the calibration's own report
-(links made, review items opened and closed, the thresholds).
+(links made, links held for a steward, review items opened and closed, the thresholds).
 """
 
 from __future__ import annotations
@@ -164,8 +164,8 @@ async def run(args: argparse.Namespace) -> None:
         "before": before,
         "after": after,
         "calibration": {k: proposal.report[k] for k in
-                        ("thresholds", "threshold_proposal", "links", "review_items",
-                         "links_no_longer_holding", "expected_false_links")
+                        ("thresholds", "threshold_proposal", "links", "links_in_conflict",
+                         "review_items", "links_no_longer_holding", "expected_false_links")
                         if k in proposal.report},
     }
     print(json.dumps(result, indent=2))
