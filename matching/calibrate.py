@@ -253,7 +253,7 @@ class Joined:
     held: list[tuple[int, int, float]]
 
 
-def reached_persons(persons: Sequence[Hashable], links: Iterable[tuple[int, int, float]]
+def _reached_persons(persons: Sequence[Hashable], links: Iterable[tuple[int, int, float]]
                     ) -> dict[int, set[Hashable]]:
     """Per row, the other persons its ``links`` reach (rows reaching none left out)."""
     reached: dict[int, set[Hashable]] = {}
@@ -302,7 +302,7 @@ def join_persons(
             barred.setdefault(persons[a], set()).add(b)
             barred.setdefault(persons[b], set()).add(a)
     ambiguous = {
-        row for row, found in reached_persons(persons, links).items()
+        row for row, found in _reached_persons(persons, links).items()
         if any(barred.get(x, set()) & members[y] for x, y in combinations(found, 2))
     }
 
@@ -335,7 +335,7 @@ def _conflicts_below_review(state: IndexState, model: MatchModel, blocked: Decid
     a father and his namesake son, both reached by a record without a birth date, score far
     below review, yet the generational rule says they are two people."""
     persons = state.persons
-    wanted = {tuple(two) for found in reached_persons(persons, linking).values()
+    wanted = {tuple(two) for found in _reached_persons(persons, linking).values()
               if len(found) > 1 for two in combinations(found, 2)}
     if not wanted:
         return []
@@ -477,7 +477,7 @@ def plan(
     out.hard_rules.update(rule for rules in blocked.hard_rules for rule in rules)
     review_pairs: list[tuple[int, int, float]] = []
     linking: list[tuple[int, int, float]] = []
-    conflicts: list[tuple[int, int]] = [tuple(sorted(p)) for p in state.no_match if len(p) == 2]
+    conflicts = [(min(p), max(p)) for p in state.no_match if len(p) == 2]
     for k in range(len(blocked)):
         a, b = int(blocked.pairs[k, 0]), int(blocked.pairs[k, 1])
         if persons[a] == persons[b]:
