@@ -243,6 +243,14 @@ def estimate_twin_share(decided: DecidedPairs, sources: Sequence[str | None]) ->
     return TwinShare(within, across, ratio if inside else 0.0, share)
 
 
+def _root(parent: dict[Hashable, Hashable], x: Hashable) -> Hashable:
+    """``x``'s representative in the union-find forest ``parent`` (paths halved on the way)."""
+    while parent.get(x, x) != x:
+        parent[x] = parent.get(parent[x], parent[x])
+        x = parent[x]
+    return x
+
+
 @dataclass(frozen=True)
 class Joined:
     """:func:`join_persons`' answer: the ``links`` to make and the LINK pairs ``held`` back
@@ -288,10 +296,7 @@ def join_persons(
     parent: dict[Hashable, Hashable] = {}
 
     def find(x: Hashable) -> Hashable:
-        while parent.get(x, x) != x:
-            parent[x] = parent.get(parent[x], parent[x])
-            x = parent[x]
-        return x
+        return _root(parent, x)
 
     members: dict[Hashable, set[int]] = {}
     for row, person in enumerate(persons):
@@ -368,10 +373,7 @@ def _persons_after(persons: Sequence[Hashable], links: Sequence[tuple[int, int, 
     parent: dict[Hashable, Hashable] = {}
 
     def find(x: Hashable) -> Hashable:
-        while parent.get(x, x) != x:
-            parent[x] = parent.get(parent[x], parent[x])
-            x = parent[x]
-        return x
+        return _root(parent, x)
 
     for a, b, _ in links:
         ra, rb = find(persons[a]), find(persons[b])
