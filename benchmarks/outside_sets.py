@@ -271,12 +271,12 @@ def run_set(name: str, work: Path, thresholds: tuple[float, ...] = ()) -> dict[s
     trained_at = time.perf_counter()
     own_model = train([r.as_input() for r in records], seed=SEED)
     train_seconds = time.perf_counter() - trained_at
-    own = evaluate_records(records, own_model, estimate_twins=True)
+    own = evaluate_records(records, own_model, estimate_shares=True)
     print(table_row(name, "own", own), flush=True)
     at_thresholds = {}
     for threshold in thresholds:  # the own model at other auto-link thresholds
         figures = evaluate_records(records, own_model, auto_link=threshold,
-                                   estimate_twins=True)
+                                   estimate_shares=True)
         false_pairs = round(figures["predicted_pairs"] * (1 - figures["pairwise_precision"]))
         print(table_row(name, f"@{threshold:g}", figures) + f"  false pairs {false_pairs}",
               flush=True)

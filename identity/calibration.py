@@ -32,6 +32,7 @@ from matching.calibrate import (
     IndexState,
     Plan,
     ThresholdProposal,
+    estimate_generation_share,
     estimate_twin_share,
     model_diff,
     plan,
@@ -133,7 +134,7 @@ async def propose(
     review = settings.review
     auto_link = active.auto_link if active is not None else settings.auto_link
     threshold = None
-    # every blocked pair scored once: the twin share is counted from it, the budget's
+    # every blocked pair scored once: the rules' shares are counted from it, the budget's
     # threshold and the plan decide from its scores
     eligible = await asyncio.to_thread(partial(
         decide_pairs, normalized, scoring, sources=state.sources, auto_link=review,
@@ -142,9 +143,13 @@ async def propose(
     ))
     scored = (eligible.pairs, eligible.probabilities.copy())
     twins = estimate_twin_share(eligible, state.sources)
-    model, scoring = model.with_twin_share(twins.share), scoring.with_twin_share(twins.share)
+    generations = estimate_generation_share(eligible, state.sources)
+    model = model.with_twin_share(twins.share).with_generation_share(generations.share)
+    scoring = scoring.with_twin_share(twins.share).with_generation_share(generations.share)
     model.training["twin_share"] = twins.to_dict()
-    if twins.share is not None:  # the twin pairs weighed instead of refused
+    model.training["generation_share"] = generations.to_dict()
+    if twins.share is not None or generations.share is not None:
+        # the rules' pairs weighed instead of refused or held
         eligible = await asyncio.to_thread(partial(
             decide_pairs, normalized, scoring, sources=state.sources, auto_link=review,
             review=review, person_identifying_domains=identifying,
@@ -177,7 +182,8 @@ async def propose(
         **({"with_a_budget": what_if.to_dict()} if what_if else {}),
         **result.to_dict(),
         "training": {k: model.training.get(k) for k in
-                     ("matching_pairs", "matching_pairs_by_rule", "em_passes", "twin_share")},
+                     ("matching_pairs", "matching_pairs_by_rule", "em_passes", "twin_share",
+                      "generation_share")},
     }
     async with mpi.db.transaction() as conn:
         version = await CalibrationQueries(conn).add_model(
@@ -329,6 +335,7 @@ def _explained(mpi: Mpi, proposal: Proposal, a: int, b: int, *, held: bool = Fal
         record=left.normalized, candidate=right.normalized,
         placeholder_names=mpi.settings.matching.placeholder_names,
         twin_share=proposal.scoring.twin_share,
+        generation_share=proposal.scoring.generation_share,
     )
     if held and result.decision == Decision.LINK:
         result = DecisionResult(Decision.REVIEW, result.probability, (

@@ -7,7 +7,9 @@ which links are automatic, the open review pairs and the steward decisions), use
 - :func:`propose_auto_link` picks the lowest auto-link threshold whose expected false links
   stay within a budget (expected false links per 10,000 links, from the posteriors);
 - :func:`estimate_twin_share` estimates how many of the pairs the twin rule meets across two
-  sources are twins at this site (the rest: a given name replaced at one of the sources);
+  sources are twins at this site (the rest: a given name replaced at one of the sources), and
+  :func:`estimate_generation_share` how many of those the generational rule meets are a
+  namesake parent and child (the rest: a birth date replaced at one of the sources);
 - :func:`plan` re-scores the index under a model: the links that would be made (by
   probability band), review items that would close or open, automatic links that would no
   longer hold (reported, never undone automatically), hard-rule hits, expected false links,
@@ -37,7 +39,9 @@ __all__ = [
     "IndexState",
     "Plan",
     "ThresholdProposal",
+    "RuleShare",
     "TwinShare",
+    "estimate_generation_share",
     "estimate_twin_share",
     "expected_false_per_10k",
     "join_persons",
@@ -186,12 +190,12 @@ class Plan:
 
 
 @dataclass(frozen=True)
-class TwinShare:
-    """Twins' share of the twin rule's pairs across two sources (see
-    :func:`estimate_twin_share`): ``within`` and ``across`` count the rule's pairs inside one
-    source and across two, ``ratio`` is how many record pairs of the index cross two sources
-    per pair inside one, ``share`` the estimate (None: no pair across sources to weigh, or
-    no second source)."""
+class RuleShare:
+    """Two people's share of a hard rule's pairs across two sources (see
+    :func:`estimate_twin_share`, :func:`estimate_generation_share`): ``within`` and ``across``
+    count the rule's pairs inside one source and across two, ``ratio`` is how many record
+    pairs of the index cross two sources per pair inside one, ``share`` the estimate (None: no
+    pair across sources to weigh, or no second source)."""
 
     within: int
     across: int
@@ -203,24 +207,25 @@ class TwinShare:
                 "pairs_across_per_pair_within": round(self.ratio, 4), "share": self.share}
 
 
-#: Pairs inside one source counted for every twin pair no pair inside one source showed
+#: The name the twin rule's share had first.
+TwinShare = RuleShare
+
+#: Pairs inside one source counted for every pair no pair inside one source showed
 #: (Jeffreys' 1/2): with none seen, the share is still not taken for zero.
 TWIN_PSEUDO_COUNT = 0.5
 
 
-def estimate_twin_share(decided: DecidedPairs, sources: Sequence[str | None]) -> TwinShare:
-    """Twins' share of the pairs ``probable_twin`` refuses across two sources.
+def _rule_share(decided: DecidedPairs, sources: Sequence[str | None], rule: str) -> RuleShare:
+    """Two people's share of the pairs across two sources that ``rule`` names in ``decided``
+    (which must come from a model without that rule's share: the rule then names them all).
 
-    The twin rule's pattern (family name, birth date and home the same, given names clearly
-    different) is twins, or one person whose given name was replaced at one of the sources.
-    Twins are two people: a source that registers one of them registers the other as
-    readily, so they show the pattern inside one source about as often as the sources' sizes
-    pair records inside one source rather than across two. A given name replaced at a second
-    source shows it only across sources. So the pairs inside one source, scaled by the ratio
-    of record pairs across sources to pairs inside one (from the sources' sizes), estimate the
-    twins among the pairs across sources. Families that keep to one source raise the estimate
-    (the safe side); ``decided`` must come from a model without a twin share (the rule then
-    names every such pair)."""
+    A rule's pattern is two people, or one person whose record was changed at one of the
+    sources. Two people are as readily registered by one source as the other, so they show
+    the pattern inside one source about as often as the sources' sizes pair records inside one
+    source rather than across two; a change made at a second source shows it only across. So
+    the pairs inside one source, scaled by the ratio of record pairs across sources to pairs
+    inside one (from the sources' sizes), estimate the two-people pairs among those across.
+    Families that keep to one source raise the estimate (the safe side)."""
     sizes = Counter(s for s in sources if s)
     total = sum(sizes.values())
     inside = sum(n * (n - 1) / 2 for n in sizes.values())
@@ -228,7 +233,7 @@ def estimate_twin_share(decided: DecidedPairs, sources: Sequence[str | None]) ->
     ratio = across_all / inside if inside else float("inf")
     within = across = 0
     for k, rules in enumerate(decided.hard_rules):
-        if "probable_twin" not in rules:
+        if rule not in rules:
             continue
         a, b = int(decided.pairs[k, 0]), int(decided.pairs[k, 1])
         if not sources[a] or not sources[b]:
@@ -240,7 +245,23 @@ def estimate_twin_share(decided: DecidedPairs, sources: Sequence[str | None]) ->
     share = None
     if across and across_all and inside:
         share = min(1.0, (within + TWIN_PSEUDO_COUNT) * ratio / across)
-    return TwinShare(within, across, ratio if inside else 0.0, share)
+    return RuleShare(within, across, ratio if inside else 0.0, share)
+
+
+def estimate_twin_share(decided: DecidedPairs, sources: Sequence[str | None]) -> RuleShare:
+    """Twins' share of the pairs ``probable_twin`` refuses across two sources: family name,
+    birth date and home the same, given names clearly different — twins, or one person whose
+    given name was replaced at one of the sources (:func:`_rule_share`)."""
+    return _rule_share(decided, sources, "probable_twin")
+
+
+def estimate_generation_share(decided: DecidedPairs, sources: Sequence[str | None]
+                              ) -> RuleShare:
+    """Namesake parents and children's share of the pairs ``birth_years_apart`` holds across
+    two sources: birth years a generation apart, the rest alike — a parent and child of one
+    name, or one person whose birth date was replaced at one of the sources
+    (:func:`_rule_share`)."""
+    return _rule_share(decided, sources, "birth_years_apart")
 
 
 def _root(parent: dict[Hashable, Hashable], x: Hashable) -> Hashable:
@@ -568,8 +589,11 @@ def _steward_check(state: IndexState, model: MatchModel,
     return report
 
 
-def _share(value: float | None) -> str:
-    return "none (the rule refuses)" if value is None else f"{value:.4g}"
+HELD = "none (the rule sends them to a steward)"
+
+
+def _share(value: float | None, unknown: str = "none (the rule refuses)") -> str:
+    return unknown if value is None else f"{value:.4g}"
 
 
 def model_diff(old: MatchModel, new: MatchModel) -> str:
@@ -583,6 +607,14 @@ def model_diff(old: MatchModel, new: MatchModel) -> str:
             f"twin share across sources: {_share(old.twin_share)} -> {_share(new.twin_share)}"
             + (f" (the twin rule's pairs: {counts['within_one_source']} inside one source, "
                f"{counts['across_sources']} across two)" if counts else "")
+        )
+    if old.generation_share != new.generation_share:
+        counts = new.training.get("generation_share") or {}
+        lines.append(
+            f"namesake generations' share across sources: "
+            f"{_share(old.generation_share, HELD)} -> {_share(new.generation_share, HELD)}"
+            + (f" (the generational rule's pairs: {counts['within_one_source']} inside one "
+               f"source, {counts['across_sources']} across two)" if counts else "")
         )
     before = {c.name: c for c in old.comparisons}
     for comparison in new.comparisons:

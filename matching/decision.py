@@ -32,7 +32,12 @@ no weight overrides them:
    a share: the share turns refusals into links where the site's data say so, never into
    review items;
 7. (our addition) birth years a generation apart (GENERATION_YEARS or more, and not a
-   one-digit slip) -> never LINK: a namesake parent and child without suffixes.
+   one-digit slip) -> never LINK: a namesake parent and child without suffixes. Where the
+   site's share of them is known (``generation_share``, estimated from its index as the twin
+   share is: a parent and child show the pattern inside one source as across two, a birth
+   date replaced at a second source only across), a pair from two sources is weighed
+   instead: its probability times (1 - generation_share) links when it reaches auto-link;
+   below, the rule holds it for a steward as without a share.
 8. (our addition) the same identifier in a person-identifying domain, but neither the family
    nor the given name agrees (where either record has no family name: neither the given name
    nor the birth date) -> never LINK: a mistyped national ID on another person's record, or a
@@ -460,6 +465,7 @@ def decide(
     family_names: Collection[str] = (),
     placeholder_names: Collection[str] = PLACEHOLDER_NAMES,
     twin_share: float | None = None,
+    generation_share: float | None = None,
 ) -> DecisionResult:
     """Decide one pair.
 
@@ -473,6 +479,8 @@ def decide(
     misspelling that could be a twin's name. ``placeholder_names``: the names that mark a
     newborn not yet named (rule 9). ``twin_share``: twins' share of the pairs the twin rule
     meets across two sources, as estimated at the site (``MatchModel.twin_share``; rule 6).
+    ``generation_share``: namesake parents and children's share of the pairs the generational
+    rule meets across two sources (``MatchModel.generation_share``; rule 7).
     """
     if not 0.0 <= review <= auto_link <= 1.0:
         raise ValueError("thresholds must satisfy 0 <= review <= auto_link <= 1")
@@ -512,11 +520,24 @@ def decide(
             fired.append("sex_and_birth_date_disagree")
             reasons.append("sex and birth date both disagree")
         if _generations_apart(a, b):
-            fired.append("birth_years_apart")
             reasons.append(
                 f"birth dates {a.get('birth_date')} and {b.get('birth_date')} are a generation "
                 "apart and not a one-digit slip"
             )
+            weighed = None
+            if (generation_share is not None and record_source_domain
+                    and candidate_source_domain
+                    and record_source_domain != candidate_source_domain):
+                weighed = probability * (1.0 - generation_share)
+            if weighed is not None and weighed >= auto_link:
+                reasons.append(
+                    f"namesake parents and children are an estimated {generation_share:.2%} of "
+                    f"such pairs across two sources here: probability {probability:.6f} -> "
+                    f"{weighed:.6f}"
+                )
+                probability = weighed
+            else:
+                fired.append("birth_years_apart")
         years_apart = _years_apart(a, b)
         if a.get("suffix") and b.get("suffix") and a["suffix"] != b["suffix"]:
             reasons.append(f"generational suffixes differ ({a['suffix']} vs {b['suffix']})")

@@ -37,7 +37,7 @@ from typing import Any
 import numpy as np
 
 from matching.blocking import DEFAULT_MAX_BLOCK, blocking_keys, candidate_pairs
-from matching.calibrate import estimate_twin_share
+from matching.calibrate import RuleShare, estimate_generation_share, estimate_twin_share
 from matching.columns import ColumnMapping, read_records
 from matching.decision import (
     DEFAULT_AUTO_LINK,
@@ -120,12 +120,13 @@ def evaluate_records(
     use_term_frequencies: bool = True,
     scale_prior: bool = True,
     workers: int = 2,
-    estimate_twins: bool = False,
+    estimate_shares: bool = False,
 ) -> dict[str, Any]:
     """Run blocking, scoring, decisions and clustering over labelled records; return figures.
 
-    ``estimate_twins``: estimate the twin share on the records (as ``identity calibrate``
-    does, :func:`matching.calibrate.estimate_twin_share`) when the model has none.
+    ``estimate_shares``: estimate the twin and the generational rules' shares on the records
+    (as ``identity calibrate`` does, :func:`matching.calibrate.estimate_twin_share` and
+    :func:`matching.calibrate.estimate_generation_share`) where the model has none.
 
     ``scale_prior``: the prior (probability that two random records match) shrinks as the
     record set grows; the model's prior fits its training set of ``training["records"]``
@@ -159,12 +160,16 @@ def evaluate_records(
         pairs=pairs,
         workers=workers,
     )
-    twins = None
-    if estimate_twins and model.twin_share is None:
+    shares: dict[str, RuleShare] = {}
+    if estimate_shares:
         sources = [r.source_domain for r in records]
-        twins = estimate_twin_share(decided, sources)
-        if twins.share is not None:
-            model = model.with_twin_share(twins.share)
+        if model.twin_share is None:
+            shares["twin_share"] = estimate_twin_share(decided, sources)
+            model = model.with_twin_share(shares["twin_share"].share)
+        if model.generation_share is None:
+            shares["generation_share"] = estimate_generation_share(decided, sources)
+            model = model.with_generation_share(shares["generation_share"].share)
+        if any(found.share is not None for found in shares.values()):
             decided = decide_pairs(
                 normalized, model, sources=sources, auto_link=auto_link, review=review,
                 person_identifying_domains=person_identifying_domains, pairs=pairs,
@@ -273,7 +278,7 @@ def evaluate_records(
         },
         "thresholds": {"auto_link": auto_link, "review": review, "max_block": max_block},
         "prior": model.prior,
-        **({"twin_share": twins.to_dict()} if twins is not None else {}),
+        **{name: found.to_dict() for name, found in shares.items()},
     }
     return result_figures
 

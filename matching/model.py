@@ -412,6 +412,11 @@ class MatchModel:
     #: the rest of a twin's evidence the same), estimated on a site's index by
     #: ``matching.calibrate.estimate_twin_share``; None: not known (the rule refuses them all).
     twin_share: float | None = field(default=None, kw_only=True)
+    #: Namesake parents and children's share of the pairs the generational rule meets across
+    #: two sources (birth years a generation apart, the rest alike), estimated on a site's
+    #: index by ``matching.calibrate.estimate_generation_share``; None: not known (the rule
+    #: sends them all to a steward).
+    generation_share: float | None = field(default=None, kw_only=True)
     encodings: EncodingCache = field(
         default_factory=EncodingCache, repr=False, compare=False, kw_only=True
     )
@@ -473,6 +478,7 @@ class MatchModel:
             "training": self.training,
             "conditional_u": self.conditional_u,
             "twin_share": self.twin_share,
+            "generation_share": self.generation_share,
         }
         fields.update(changes)
         return MatchModel(**fields)
@@ -499,6 +505,8 @@ class MatchModel:
             training=dict(data.get("training") or {}),
             conditional_u=[ConditionalU.from_dict(c) for c in data.get("conditional_u") or ()],
             twin_share=None if data.get("twin_share") is None else float(data["twin_share"]),
+            generation_share=None if data.get("generation_share") is None
+            else float(data["generation_share"]),
         )
 
     def to_dict(self) -> dict[str, Any]:
@@ -511,6 +519,8 @@ class MatchModel:
             **({"conditional_u": [c.to_dict() for c in self.conditional_u]}
                if self.conditional_u else {}),
             **({"twin_share": self.twin_share} if self.twin_share is not None else {}),
+            **({"generation_share": self.generation_share}
+               if self.generation_share is not None else {}),
             "training": self.training,
         }
 
@@ -531,6 +541,13 @@ class MatchModel:
         if share is not None and not 0.0 <= share <= 1.0:
             raise ValueError("twin share must be in [0, 1]")
         return self._copy(twin_share=share, encodings=self.encodings)
+
+    def with_generation_share(self, share: float | None) -> MatchModel:
+        """A copy with namesake generations' estimated share of the cross-source pairs the
+        generational rule meets (``None``: unknown)."""
+        if share is not None and not 0.0 <= share <= 1.0:
+            raise ValueError("generation share must be in [0, 1]")
+        return self._copy(generation_share=share, encodings=self.encodings)
 
     def with_prior(self, prior: float) -> MatchModel:
         """A copy with another prior. The prior is the probability that two random records

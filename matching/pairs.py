@@ -100,6 +100,7 @@ def decide_pairs(
             family_names=family_names.get(a, no_names) | family_names.get(b, no_names),
             placeholder_names=placeholder_names,
             twin_share=model.twin_share,
+            generation_share=model.generation_share,
         )
         probs[k] = result.probability
         decisions[k] = _CODE[result.decision]

@@ -221,6 +221,7 @@ class Matcher:
             family_names=family_names,
             placeholder_names=self.settings.placeholder_names,
             twin_share=self.model.twin_share,
+            generation_share=self.model.generation_share,
         )
 
     def verdicts(

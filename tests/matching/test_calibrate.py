@@ -216,13 +216,32 @@ def test_twins_show_inside_one_source_errors_only_across_two():
     assert estimate_twin_share(_decided_twins([], sources), sources).share is None
 
 
+def test_namesake_generations_show_inside_one_source_replaced_dates_only_across_two():
+    from matching.calibrate import estimate_generation_share
+    from matching.pairs import NO_MATCH, DecidedPairs
+    sources = ["A"] * 100 + ["B"] * 100
+    pattern = [(i, 100 + i) for i in range(40)] + [(2, 3)]
+    rules = [("birth_years_apart",)] * len(pattern) + [("probable_twin",)]
+    decided = DecidedPairs(np.array(pattern + [(4, 104)], dtype=np.int64),
+                           np.full(len(pattern) + 1, 0.9999),
+                           np.full(len(pattern) + 1, NO_MATCH), rules)
+    found = estimate_generation_share(decided, sources)
+    # the twin rule's pair is not the generational rule's
+    assert (found.within, found.across) == (1, 40)
+    assert found.share == pytest.approx(1.5 * 10_000 / 9_900 / 40)
+
+
 def test_the_twin_share_travels_with_the_model():
     model = MatchModel.default()
     assert model.twin_share is None and "twin_share" not in model.to_dict()
-    shared = model.with_twin_share(0.002).with_prior(1e-6)
-    assert MatchModel.from_dict(shared.to_dict()).twin_share == 0.002
+    shared = model.with_twin_share(0.002).with_generation_share(0.01).with_prior(1e-6)
+    loaded = MatchModel.from_dict(shared.to_dict())
+    assert (loaded.twin_share, loaded.generation_share) == (0.002, 0.01)
+    assert "generation_share" not in model.to_dict()
     with pytest.raises(ValueError):
         model.with_twin_share(1.5)
+    with pytest.raises(ValueError):
+        model.with_generation_share(-0.1)
 
 
 def test_the_diff_shows_the_twin_share():
@@ -234,3 +253,9 @@ def test_the_diff_shows_the_twin_share():
     assert ("twin share across sources: none (the rule refuses) -> 0.0014 (the twin rule's "
             "pairs: 0 inside one source, 348 across two)") in diff
     assert "twin share" not in model_diff(old, old)
+    generations = old.with_generation_share(0.012)
+    generations.training = {**generations.training, "generation_share": {
+        "within_one_source": 1, "across_sources": 122}}
+    assert ("namesake generations' share across sources: none (the rule sends them to a "
+            "steward) -> 0.012 (the generational rule's pairs: 1 inside one source, 122 "
+            "across two)") in model_diff(old, generations)

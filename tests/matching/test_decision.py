@@ -339,6 +339,39 @@ def test_brothers_with_close_first_names_at_one_home_go_to_review():
     assert "possible_sibling" not in decide(0.99999, record=carl, candidate=away).hard_rules
 
 
+def _generations(**options):
+    return decide(0.999999, record=person(birth="1950-05-01"),
+                  candidate=person(birth="1978-02-11"), **options)
+
+
+def test_a_site_whose_generational_pattern_is_errors_links_it_across_two_sources():
+    # namesake parents and children are 0.01 % of such pairs across sources here: the birth
+    # date was replaced at the second source
+    result = _generations(generation_share=0.0001, record_source_domain="A",
+                          candidate_source_domain="B")
+    assert result.decision is Decision.LINK and not result.hard_rules
+    assert result.probability == pytest.approx(0.999999 * (1 - 0.0001))
+    assert any("namesake parents and children are an estimated 0.01%" in reason
+               for reason in result.reasons)
+
+
+@pytest.mark.parametrize("options", [
+    {},  # no share estimated: a steward decides, as always
+    {"generation_share": 0.0001, "record_source_domain": "A", "candidate_source_domain": "A"},
+    {"generation_share": 0.0001, "candidate_source_domain": "B"},  # one source unknown
+    {"generation_share": 0.012, "record_source_domain": "A", "candidate_source_domain": "B"},
+])
+def test_the_generational_pattern_waits_for_a_steward_unless_the_share_lets_it_link(options):
+    result = _generations(**options)
+    assert (result.decision, result.hard_rules) == (Decision.REVIEW, ("birth_years_apart",))
+    assert result.probability == 0.999999
+    # under a lower threshold (a false-link budget) the weighed pair links
+    if options.get("generation_share") == 0.012:
+        lower = _generations(auto_link=0.98, **options)
+        assert lower.decision is Decision.LINK
+        assert lower.probability == pytest.approx(0.999999 * 0.988)
+
+
 def _twins(**options):
     return decide(0.999999, record=person("John"), candidate=person("James"), **options)
 
