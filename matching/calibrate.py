@@ -40,7 +40,6 @@ __all__ = [
     "Plan",
     "ThresholdProposal",
     "RuleShare",
-    "TwinShare",
     "estimate_generation_share",
     "estimate_twin_share",
     "expected_false_per_10k",
@@ -207,12 +206,9 @@ class RuleShare:
                 "pairs_across_per_pair_within": round(self.ratio, 4), "share": self.share}
 
 
-#: The name the twin rule's share had first.
-TwinShare = RuleShare
-
 #: Pairs inside one source counted for every pair no pair inside one source showed
 #: (Jeffreys' 1/2): with none seen, the share is still not taken for zero.
-TWIN_PSEUDO_COUNT = 0.5
+PSEUDO_COUNT = 0.5
 
 
 def _rule_share(decided: DecidedPairs, sources: Sequence[str | None], rule: str) -> RuleShare:
@@ -244,7 +240,7 @@ def _rule_share(decided: DecidedPairs, sources: Sequence[str | None], rule: str)
             across += 1
     share = None
     if across and across_all and inside:
-        share = min(1.0, (within + TWIN_PSEUDO_COUNT) * ratio / across)
+        share = min(1.0, (within + PSEUDO_COUNT) * ratio / across)
     return RuleShare(within, across, ratio if inside else 0.0, share)
 
 
