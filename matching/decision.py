@@ -449,6 +449,16 @@ def _far_dates(a: dict[str, Any], b: dict[str, Any]) -> bool:
     return (a["birth_month"], a["birth_day"]) != (b["birth_month"], b["birth_day"])
 
 
+def _weighed(probability: float, share: float | None, auto_link: float) -> float | None:
+    """A rule's pair weighed by the site's share of two people among such pairs across two
+    sources (``share``; None: not known or not across): the probability times (1 - share) when
+    that still reaches ``auto_link``, else None (the rule decides as without a share)."""
+    if share is None:
+        return None
+    weighed = probability * (1.0 - share)
+    return weighed if weighed >= auto_link else None
+
+
 def decide(
     probability: float,
     *,
@@ -512,6 +522,8 @@ def decide(
             "possible duplicate within that source"
         )
 
+    across = bool(record_source_domain and candidate_source_domain
+                  and record_source_domain != candidate_source_domain)
     if record is not None and candidate is not None:
         a, b = as_normalized(record), as_normalized(candidate)
         sex_a, sex_b = a.get("sex"), b.get("sex")
@@ -524,12 +536,8 @@ def decide(
                 f"birth dates {a.get('birth_date')} and {b.get('birth_date')} are a generation "
                 "apart and not a one-digit slip"
             )
-            weighed = None
-            if (generation_share is not None and record_source_domain
-                    and candidate_source_domain
-                    and record_source_domain != candidate_source_domain):
-                weighed = probability * (1.0 - generation_share)
-            if weighed is not None and weighed >= auto_link:
+            weighed = _weighed(probability, generation_share if across else None, auto_link)
+            if weighed is not None:
                 reasons.append(
                     f"namesake parents and children are an estimated {generation_share:.2%} of "
                     f"such pairs across two sources here: probability {probability:.6f} -> "
@@ -592,11 +600,9 @@ def decide(
                 identifier_agrees = _shared_value(left_ids, right_ids, person_identifying_domains)
                 weighed = None
                 if (relation == "different" and not identifier_agrees and not multiple
-                        and not sex_disagrees and twin_share is not None
-                        and record_source_domain and candidate_source_domain
-                        and record_source_domain != candidate_source_domain):
-                    weighed = probability * (1.0 - twin_share)
-                if weighed is not None and weighed >= auto_link:
+                        and not sex_disagrees and across):
+                    weighed = _weighed(probability, twin_share, auto_link)
+                if weighed is not None:
                     reasons.append(
                         f"twins are an estimated {twin_share:.2%} of such pairs across two "
                         f"sources here: probability {probability:.6f} -> {weighed:.6f}"
