@@ -53,7 +53,11 @@ no weight overrides them:
    A placeholder is scored as no given name (matching.comparisons), not as a different one.
 10. (our addition) the same identifier in a person-identifying domain and the same family
    name, given names that are different names, and no birth date that agrees -> never LINK:
-   one family member's number in another's record (a spouse's SSN on a tax form).
+   one family member's number in another's record (a spouse's SSN on a tax form), or one
+   person whose given name was replaced. When both records carry further given names and no
+   initial of one's is among the other's -> NO_MATCH (``identifier_given_and_middle_disagree``):
+   a replaced given name leaves the middle name as it was, a family member has a middle name of
+   their own.
 
 "Never LINK" means: REVIEW when the probability reaches the review threshold, else NO_MATCH.
 Rules that end in NO_MATCH win over the others.
@@ -124,6 +128,12 @@ def _by_domain(identifiers: Sequence[dict[str, Any]] | None) -> dict[str, set[st
             continue
         out.setdefault(cleaned["domain"], set()).add(cleaned["value"])
     return out
+
+
+def _middle_initials(record: dict[str, Any]) -> set[str]:
+    """The initials of a record's given names after the first (a multi-word first name, MAN
+    OF THE for DONNA, leaves its words among them: every initial counts)."""
+    return {token[:1] for token in (record.get("middle") or "").split()}
 
 
 def _typo(x: str, y: str) -> bool:
@@ -584,12 +594,19 @@ def decide(
             )
         if (shared and relation == "different" and _family_agrees(a, b)
                 and not _close_dates(a, b)):
-            fired.append("identifier_given_disagrees")
+            middles = _middle_initials(a), _middle_initials(b)
+            if all(middles) and not middles[0] & middles[1]:
+                # a replaced given name keeps the middle name; a family member has their own
+                refuse.append("identifier_given_and_middle_disagree")
+                what = "second given names"
+            else:
+                fired.append("identifier_given_disagrees")
+                what = "no birth date to agree"
             reasons.append(
                 f"same identifier in person-identifying domain(s) {', '.join(shared)} and the "
                 f"same family name, but different given names ({a.get('given')} vs "
-                f"{b.get('given')}) and no birth date to agree: one family member's number "
-                "written into another's record"
+                f"{b.get('given')}) and {what}: one family member's number written into "
+                "another's record"
             )
         if relation != "same":
             if multiple or (_close_dates(a, b) and (_family_agrees(a, b) or _same_home(a, b))):

@@ -433,3 +433,28 @@ def test_one_family_members_number_in_anothers_record_goes_to_review():
     assert "identifier_given_disagrees" not in decided(
         survey, person(given="Brooke", family="Blackwell", birth="1952-05-06",
                        sex="F")).hard_rules
+
+
+def test_one_number_on_two_family_members_with_different_middle_names_is_no_match():
+    """The same SSN and family name, different given names and no birth date: when both
+    records carry a second given name and its initials differ too, they are two people (a
+    replaced given name keeps the middle name); with the same middle initial, or one record
+    without one, a steward decides."""
+    ssn = [{"domain": SSN, "value": "102-60-0838", "type": "SS"}]
+
+    def decided(given_a, given_b):
+        return decide(0.99995, record=person(given=given_a, family="Blackwell", birth=None),
+                      candidate=person(given=given_b, family="Blackwell", birth=None),
+                      record_identifiers=ssn, candidate_identifiers=ssn,
+                      person_identifying_domains={SSN})
+
+    spouse = decided("Marjorie Ann", "Robert T")
+    assert spouse.decision is Decision.NO_MATCH
+    assert spouse.hard_rules == ("identifier_given_and_middle_disagree",)
+    assert any("second given names" in reason for reason in spouse.reasons)
+    replaced = decided("Marjorie Ann", "Brooke A")
+    assert (replaced.decision, replaced.hard_rules) == (
+        Decision.REVIEW, ("identifier_given_disagrees",))
+    assert decided("Marjorie Ann", "Brooke").hard_rules == ("identifier_given_disagrees",)
+    # a first name of several words (a placeholder, MAN OF THE) leaves them among the middle
+    assert decided("Man Of The Donna", "Janice D").hard_rules == ("identifier_given_disagrees",)
