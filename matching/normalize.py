@@ -460,8 +460,12 @@ def _name_parts(name: dict[str, Any]) -> dict[str, Any]:
         given_field = [given_field]
     given_tokens: list[str] = []
     first_given = ""
-    for part in given_field:
+    further: list[str] = []  # further given names of a name without a first one
+    for i, part in enumerate(given_field):
         tokens = normalize_given(part).split()
+        if i == 0 and not tokens:
+            further = [t for p in given_field[1:] for t in normalize_given(p).split()]
+            break
         if tokens and not given_tokens:
             first_given = " ".join(tokens)  # HANS JOSEF for Hans-Josef: one compound name
         given_tokens.extend(tokens)
@@ -478,6 +482,7 @@ def _name_parts(name: dict[str, Any]) -> dict[str, Any]:
         "particles": [t for t in family_tokens if t in PARTICLES and t not in core],
         "given_tokens": given_tokens[:MAX_TOKENS],
         "first_given": first_given,
+        "further_given": further[:MAX_TOKENS],
         "prefix": fold(name.get("prefix")),
         "suffix": suffix,
         "use": str(name.get("use") or "").upper(),
@@ -581,7 +586,7 @@ def normalize_record(
         "first_given": primary["first_given"],
         "given_phonetic": phonetic(given),
         "given_variants": list(given_name_variants(given)) if given else [],
-        "middle": " ".join(given_tokens[1:]),
+        "middle": " ".join(given_tokens[1:] or primary["further_given"]),
         "initial": given[:1],
         "prefix": primary["prefix"],
         "suffix": primary["suffix"],

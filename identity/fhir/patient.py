@@ -805,8 +805,9 @@ def _name_json(name: Name) -> Json:
         item["use"] = use
     if name.family:
         item["family"] = name.family
-    if name.given:
-        item["given"] = list(name.given)
+    given = [g for g in name.given if g]  # a missing first given name (HL7 v2) has no place
+    if given:
+        item["given"] = given
     if name.prefix:
         item["prefix"] = [name.prefix]
     if name.suffix:

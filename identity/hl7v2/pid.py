@@ -151,9 +151,14 @@ def hl7_date(raw: str, location: ErrorLocation) -> str:
 
 
 def _name(rep: Repetition) -> Name | None:
-    """XPN: .1.1 family, .2 given, .3 further given names, .4 suffix, .5 prefix, .7 type."""
+    """XPN: .1.1 family, .2 given, .3 further given names, .4 suffix, .5 prefix, .7 type.
+
+    Further given names without a given name keep an empty first: the middle name is not the
+    name the patient goes by (matching compares it as a middle name)."""
     family = rep.value(1, 1)
-    given = tuple(g for g in (rep.value(2), *rep.value(3).split(" ")) if g)
+    further = tuple(g for g in rep.value(3).split(" ") if g)
+    first = rep.value(2)
+    given = ((first,) if first else ("",)) + further if (first or further) else ()
     if not family and not given:
         return None
     return Name(

@@ -243,7 +243,7 @@ def _dtm(iso: str | None) -> str | None:
 
 def _xpn(name: Name, family: str | None = None) -> list[Any]:
     """XPN: family, given, further given names, suffix, prefix, (degree), name type."""
-    return [[name.family or family], name.given[0] if name.given else None,
+    return [[name.family or family], (name.given[0] or None) if name.given else None,
             " ".join(name.given[1:]) or None, name.suffix, name.prefix, None, name.use]
 
 

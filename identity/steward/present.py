@@ -55,7 +55,7 @@ def _names(d: Demographics) -> tuple[str, str, str]:
     if not d.names:
         return "", "", ""
     name = d.names[0]
-    return name.family or "", " ".join(name.given), name.suffix or ""
+    return name.family or "", " ".join(g for g in name.given if g), name.suffix or ""
 
 
 def _address(d: Demographics) -> str:

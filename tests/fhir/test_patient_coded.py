@@ -52,3 +52,18 @@ async def test_what_a_v2_feed_sent_reads_as_fhir_codes(fhir: Fhir) -> None:
     assert read["maritalStatus"] == {"coding": [{"system": MARITAL, "code": "M"}],
                                      "text": "Married"}
     assert read["communication"][0]["language"]["coding"] == [{"system": BCP47, "code": "de"}]
+
+
+async def test_a_v2_name_without_a_given_name_reads_as_valid_fhir(fhir: Fhir) -> None:
+    """PID-5 LING^^LOUISE (no given name, a middle name) is held with an empty first given
+    name; FHIR's HumanName.given has no place for it, so only the middle name is listed."""
+    demographics = Demographics(names=(Name(family="Ling", given=("", "Louise")),),
+                                birth_date="1961-02-28", sex="F")
+    result = await fhir.mpi.handle(
+        Register(subject=RecordInput(identifier=ref("HOSPA", "K3"), demographics=demographics)),
+        Envelope(source="ADT_A", actor="hl7:ADT_A"),
+    )
+    status, read, _ = await fhir.call("GET", f"/Patient/{result.record.id}")
+    assert status == 200
+    Patient.model_validate(read)
+    assert read["name"][0]["given"] == ["Louise"]

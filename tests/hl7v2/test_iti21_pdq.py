@@ -72,6 +72,20 @@ async def test_a_given_name_of_several_words_is_an_exact_hit(client: MLLPClient)
     assert qri is not None and qri.value(3) == "EXACT"
 
 
+async def test_further_given_names_without_a_given_name_stay_further_given_names(
+    client: MLLPClient,
+) -> None:
+    """PID-5 LING^^LOUISE: no given name, a middle name. It is kept as such (not promoted to
+    the given name the patient goes by) and answered back in XPN.3 with XPN.2 empty."""
+    answer = reply(await client.send(adt("A04", "Q8^^^HOSPA", name="LING^^LOUISE",
+                                         dob="19610228", sex="F")))
+    assert msa(answer) == "AA", answer
+    answer = await query(client, "@PID.5.1.1^LING~@PID.7^19610228")
+    [pid] = answer.segments("PID")
+    xpn = pid.field(5).split("~")[0].split("^")
+    assert xpn[:3] == ["LING", "", "LOUISE"]
+
+
 async def test_rsp_k22_parses_with_hl7apy(seeded: None, client: MLLPClient) -> None:
     raw = await client.send(pdq_query("@PID.5.1.1^SMITH~@PID.5.2^JOHN"))
     parsed = strictly_valid(raw)

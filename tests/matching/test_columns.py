@@ -199,3 +199,22 @@ def test_a_tiny_labelled_file_end_to_end(tiny: Path) -> None:
     assert twin["true_pair_share"] == pytest.approx(1 / 3)
     assert set(figures["hard_rules"]) == {"probable_twin"}
     assert figures["hard_rules_fired"] == {"probable_twin": 1}
+
+
+def test_a_row_with_a_middle_name_and_no_given_name_keeps_it_a_middle_name(
+    tmp_path: Path,
+) -> None:
+    """A census row BETTY L LING and a benefits row with the given name blank and the middle
+    name LOUISE, same birth date: the middle name promoted to the given name made the two
+    read as twins BETTY and LOUISE (refused); kept a middle name, they agree on it."""
+    from matching.decision import decide
+    from matching.normalize import normalize_record
+
+    path = tmp_path / "two.csv"
+    path.write_text("record_id,person_id,family,given,middle,birth_date,sex\n"
+                    "C1,P1,Ling,Betty,L,19610228,F\n"
+                    "S1,P1,Ling,,Louise,19610228,F\n", encoding="utf-8")
+    census, benefits = read_records(path)
+    assert benefits.demographics["names"][0]["given"] == ["", "Louise"]
+    a, b = (normalize_record(r.demographics) for r in (census, benefits))
+    assert "probable_twin" not in decide(0.9999, record=a, candidate=b).hard_rules

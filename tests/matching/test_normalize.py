@@ -199,3 +199,13 @@ def test_a_birth_date_after_today_is_kept_with_its_problem():
     assert record["birth_date_problem"] == "in the future"
     assert parse_birth_date("2090-01-05") is None
     assert birth_date_problem("2090-01-05") == "in the future"
+
+
+def test_further_given_names_without_a_first_are_a_middle_name_not_the_given_name():
+    """A first given name left blank (PID-5 LING^^LOUISE, a CSV row with only a middle name):
+    LOUISE stays a middle name, so that the record does not read as another person LOUISE."""
+    blank = normalize_record({"names": [{"family": "Ling", "given": ["", "Louise"]}]})
+    assert (blank["given"], blank["given_tokens"], blank["middle"]) == ("", [], "LOUISE")
+    assert blank["initial"] == "" and blank["given_phonetic"] == ""
+    full = normalize_record({"names": [{"family": "Ling", "given": ["Betty", "Louise"]}]})
+    assert (full["given"], full["middle"]) == ("BETTY", "LOUISE")
