@@ -42,7 +42,9 @@ no weight overrides them:
    nor the given name agrees (where either record has no family name: neither the given name
    nor the birth date) -> never LINK: a mistyped national ID on another person's record, or a
    family member's, not one person (the MPI links on a shared person-level identifier
-   otherwise, whatever the probability: one identifier, one person).
+   otherwise, whatever the probability: one identifier, one person). A record without a
+   given name compares its further given names' initials with the other's names (rules 8
+   and 10): a middle name is all it has to compare.
 9. (our addition) a newborn not yet named: either record has no name, or a placeholder name
    (``PLACEHOLDER_NAMES``: BABY GIRL, BABY BOY, INFANT, NEWBORN, BB, UNKNOWN ...; a trailing
    twin letter or number and spaces ignored) -> never LINK unless the two records share an
@@ -134,6 +136,21 @@ def _middle_initials(record: dict[str, Any]) -> set[str]:
     """The initials of a record's given names after the first (a multi-word first name, MAN
     OF THE for DONNA, leaves its words among them: every initial counts)."""
     return {token[:1] for token in (record.get("middle") or "").split()}
+
+
+def _given_differs(a: dict[str, Any], b: dict[str, Any], relation: str) -> bool:
+    """For the identifier rules: the given names disagree (``relation``, the two given names'
+    relation, is "different"), or one record has no given name and no initial of its further
+    given names is the other's given or further initial (a middle name is all it has to
+    compare: ANDREW against CHANDLER K)."""
+    if relation == "different":
+        return True
+    if a.get("given") and b.get("given"):
+        return False
+    bare, other = (a, b) if not a.get("given") else (b, a)
+    mine = _middle_initials(bare)
+    theirs = _middle_initials(other) | ({other["given"][:1]} if other.get("given") else set())
+    return bool(mine) and bool(theirs) and not mine & theirs
 
 
 def _typo(x: str, y: str) -> bool:
@@ -580,8 +597,8 @@ def decide(
         # without a family name on one side, the birth date is the other name's stand-in
         both_families = bool(a.get("family")) and bool(b.get("family"))
         if (shared and (not _family_agrees(a, b) if both_families else not _close_dates(a, b))
-                and _spelling_relation(a, b, multiple_birth=False, sex_differs=False)
-                == "different"):
+                and _given_differs(a, b, _spelling_relation(a, b, multiple_birth=False,
+                                                            sex_differs=False))):
             fired.append("identifier_names_disagree")
             reasons.append(
                 f"same identifier in person-identifying domain(s) {', '.join(shared)}, but "
@@ -592,7 +609,7 @@ def decide(
                 f"agrees ({a.get('given')}, {a.get('birth_date')} vs {b.get('given')}, "
                 f"{b.get('birth_date')})"
             )
-        if (shared and relation == "different" and _family_agrees(a, b)
+        if (shared and _given_differs(a, b, relation) and _family_agrees(a, b)
                 and not _close_dates(a, b)):
             middles = _middle_initials(a), _middle_initials(b)
             if all(middles) and not middles[0] & middles[1]:

@@ -458,3 +458,31 @@ def test_one_number_on_two_family_members_with_different_middle_names_is_no_matc
     assert decided("Marjorie Ann", "Brooke").hard_rules == ("identifier_given_disagrees",)
     # a first name of several words (a placeholder, MAN OF THE) leaves them among the middle
     assert decided("Man Of The Donna", "Janice D").hard_rules == ("identifier_given_disagrees",)
+
+
+def test_a_record_without_a_given_name_compares_its_middle_name_under_the_identifier_rules():
+    """The same SSN on a tax form with the given name left blank: its middle name is what it
+    has to compare. Another family's member (CHANDLER K LUU against ANDREW RODRIGUEZ) and
+    another member of the family (J against RYLEIGH PAOLA) are not linked on the number; the
+    middle name LOUISE against BETTY L is one person."""
+    ssn = [{"domain": SSN, "value": "102-60-0838", "type": "SS"}]
+
+    def record(family, *given, birth=None):
+        return normalize_record({"names": [{"family": family, "given": list(given)}],
+                                 "birth_date": birth})
+
+    def decided(a, b):
+        return decide(0.99995, record=a, candidate=b, record_identifiers=ssn,
+                      candidate_identifiers=ssn, person_identifying_domains={SSN})
+
+    other_family = decided(record("Rodriguez", "", "Andrew", birth="2001-05-02"),
+                           record("Luu", "Chandler", "K"))
+    assert other_family.decision is Decision.REVIEW
+    assert other_family.hard_rules == ("identifier_names_disagree",)
+    sister = decided(record("Gonzalez", "", "J"), record("Gonzalez", "Ryleigh", "Paola"))
+    assert (sister.decision, sister.hard_rules) == (
+        Decision.NO_MATCH, ("identifier_given_and_middle_disagree",))
+    herself = decided(record("Ling", "", "Louise"), record("Ling", "Betty", "L"))
+    assert (herself.decision, herself.hard_rules) == (Decision.LINK, ())
+    # nothing but a family name: no evidence either way, the number links
+    assert decided(record("Ling", ""), record("Ling", "Betty", "L")).decision is Decision.LINK
