@@ -123,8 +123,12 @@ async def run(args: argparse.Namespace) -> None:
     domains = [{"namespace": s} for s in sources] + [
         {"namespace": "SSN", "oid": SSN_OID, "identifies_person": True}
     ]
-    matching = {} if args.false_link_budget is None else {
-        "false_link_budget": args.false_link_budget}
+    matching: dict[str, Any] = {}
+    if args.false_link_budget is not None:  # negative: none, the threshold stays at 0.999
+        matching["false_link_budget"] = (None if args.false_link_budget < 0
+                                         else args.false_link_budget)
+    if args.auto_link_floor is not None:
+        matching["auto_link_floor"] = args.auto_link_floor
     settings = load_settings(None, log_level="WARNING", domains=domains, matching=matching)
     name = f"identity_calibrate_{uuid.uuid4().hex[:8]}"
     admin = await asyncpg.connect(args.url)
@@ -180,7 +184,10 @@ def main() -> None:
     parser.add_argument("--url", required=True, help="a PostgreSQL server's maintenance URL")
     parser.add_argument("--records", type=int, default=None)
     parser.add_argument("--false-link-budget", type=float, default=None, metavar="PER_10K",
-                        help="matching.false_link_budget for the calibration")
+                        help="matching.false_link_budget for the calibration (default: the "
+                        "configuration's, 10; negative: none, auto-link stays 0.999)")
+    parser.add_argument("--auto-link-floor", type=float, default=None, metavar="P",
+                        help="matching.auto_link_floor for the calibration (default 0.98)")
     parser.add_argument("--json", default=None, metavar="FILE")
     run_loop(run(parser.parse_args()))
 

@@ -116,9 +116,10 @@ def _parser() -> argparse.ArgumentParser:
         "OUTPUT_DIR/model-v<N>.json with a diff against the model in service, and re-score the "
         "index under it: links that would be made (by probability band), review items opened, "
         "closed or dismissed, links that would no longer hold (reported, never undone), hard-rule "
-        "hits, expected false links and how it judges the pairs stewards decided. With "
-        "matching.false_link_budget set, the auto-link threshold is proposed from it (an "
-        "auto_link set in the configuration wins). --apply puts the model in service in every "
+        "hits, expected false links and how it judges the pairs stewards decided. The "
+        "auto-link threshold is proposed from matching.false_link_budget (default 10 false "
+        "links per 10,000), never below matching.auto_link_floor (default 0.98); an auto_link "
+        "set in the configuration wins. --apply puts the model in service in every "
         "running worker without a restart and makes the changes, as one command in history "
         "(undo reverts it). The default is the dry run.",
     )

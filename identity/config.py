@@ -202,7 +202,8 @@ class MatchingSettings(_Section):
     model: Path | None = None
     """Model JSON written by `identity train`; unset: the model shipped in matching/data."""
     auto_link: float = Field(0.999, gt=0, le=1)
-    """Set here (file or IDENTITY_MATCHING__AUTO_LINK), it wins over a calibrated threshold."""
+    """Set here (file or IDENTITY_MATCHING__AUTO_LINK), it wins over a calibrated threshold;
+    unset, 0.999 until `identity calibrate` proposes one (``false_link_budget``)."""
     review: float = Field(0.5, gt=0, le=1)
     calibrate: Literal["off", "suggest", "auto"] = "off"
     """Calibration on a schedule (docs/matching.md): ``suggest`` runs `identity calibrate`'s
@@ -214,10 +215,15 @@ class MatchingSettings(_Section):
     last one (the first at 1,000 records) ..."""
     calibrate_interval: float = Field(30.0, gt=0)
     """... or this many days after the last one."""
-    false_link_budget: float | None = Field(None, ge=0)
+    false_link_budget: float | None = Field(10.0, ge=0)
     """Expected false automatic links per 10,000 links that `identity calibrate` may spend: it
-    then proposes the lowest auto-link threshold (not above ``auto_link``) within it, from the
-    proposed model's posteriors, and reports the review load it implies. Unset: no proposal."""
+    proposes the lowest auto-link threshold (not above ``auto_link``, not below
+    ``auto_link_floor``) within it, from the proposed model's posteriors, and reports the
+    review load it implies. None: no proposal (the threshold stays ``auto_link``)."""
+    auto_link_floor: float = Field(0.98, gt=0, le=1)
+    """The least probability any one automatic link may have under a proposed threshold: the
+    budget is an average over every link, most of them near-certain, and alone it can set the
+    threshold where single pairs have a 10-25 % chance of being two people."""
     max_candidates: int = Field(DEFAULT_MAX_CANDIDATES, ge=1, le=5000)
     """Candidates scored per record at most: the best-ranked by blocking keys shared (logged at
     DEBUG when the cap cuts). At 1M records a true duplicate ranks within the first 50 for 99.8%

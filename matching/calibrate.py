@@ -81,11 +81,13 @@ class ThresholdProposal:
     expected_false_per_10k: float
     links: int
     review_pairs: int
+    floor: float | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return {
             "auto_link": self.auto_link,
             "false_link_budget": self.budget,
+            **({"floor": self.floor} if self.floor is not None else {}),
             "expected_false_links_per_10000": round(self.expected_false_per_10k, 2),
             "links": self.links,
             "review_pairs": self.review_pairs,
@@ -98,9 +100,15 @@ def propose_auto_link(
     *,
     review: float = DEFAULT_REVIEW,
     ceiling: float = DEFAULT_AUTO_LINK,
+    floor: float | None = None,
 ) -> ThresholdProposal:
-    """The lowest threshold t (not above ``ceiling``, not below ``review``) such that linking
-    every pair with probability >= t expects at most ``budget`` false links per 10,000 links.
+    """The lowest threshold t (not above ``ceiling``, not below ``review`` nor ``floor``) such
+    that linking every pair with probability >= t expects at most ``budget`` false links per
+    10,000 links.
+
+    The budget is an average over every link, most of them near-certain: alone it can set the
+    threshold where single pairs have a 10-25 % chance of being two people. ``floor`` is the
+    least probability any one link may have.
 
     ``probabilities``: the pairs the hard rules let link (a pair they forbid goes to review
     whatever the threshold). The posteriors are the model's own: a model whose m and u fit the
@@ -120,6 +128,8 @@ def propose_auto_link(
         if len(within):
             # the longest such prefix within budget; its last probability is the threshold
             chosen = min(ceiling, float(p[within[-1]]))
+    if floor is not None:
+        chosen = min(ceiling, max(chosen, floor))
     links = p[p >= chosen]
     return ThresholdProposal(
         auto_link=chosen,
@@ -127,6 +137,7 @@ def propose_auto_link(
         expected_false_per_10k=expected_false_per_10k(links),
         links=int(len(links)),
         review_pairs=int(((p >= review) & (p < chosen)).sum()),
+        floor=floor,
     )
 
 

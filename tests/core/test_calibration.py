@@ -38,14 +38,15 @@ FEED = Envelope(actor="feed")
 @pytest.fixture
 async def fed(db: Database, make_settings):  # type: ignore[no-untyped-def]
     """An index fed with a strict auto-link threshold (so that true duplicates wait in review),
-    the truth per record id, and a core with the default configuration."""
+    the truth per record id, and a core with the default configuration but no false-link
+    budget (the auto-link threshold stays 0.999)."""
     strict = Mpi(db, make_settings(domains=DOMAINS, matching={"auto_link": 0.99999999}))
     await strict.start()
     truth = {}
     for record in generate(220, 0.4, seed=3, hard=False):
         done = await strict.handle(Register(subject=record_input(record)), FEED)
         truth[done.record.id] = record.person_id
-    mpi = Mpi(db, make_settings(domains=DOMAINS))
+    mpi = Mpi(db, make_settings(domains=DOMAINS, matching={"false_link_budget": None}))
     await mpi.start()
     return mpi, truth
 
@@ -81,6 +82,33 @@ async def test_the_dry_run_proposes_true_links_and_changes_nothing(fed, db, tmp_
     path = save(proposal, tmp_path)
     assert path.name == f"model-v{proposal.version}.json"
     assert "prior:" in (tmp_path / f"model-v{proposal.version}.diff.txt").read_text()
+
+
+async def test_by_default_the_threshold_comes_from_the_budget_never_below_the_floor(
+    fed, db, make_settings
+):
+    """The default configuration (a budget of 10 false links per 10,000, a floor of 0.98):
+    the proposal lowers auto-link within the budget but never below the floor; a higher floor
+    holds it there; an auto_link set in the configuration wins."""
+    _, truth = fed
+    default = Mpi(db, make_settings(domains=DOMAINS))
+    await default.start()
+    proposal = await propose(default, actor="test")
+    assert proposal.threshold is not None and "with_a_budget" not in proposal.report
+    assert proposal.report["threshold_proposal"]["floor"] == 0.98
+    assert 0.98 <= proposal.auto_link <= 0.999
+    assert proposal.threshold.expected_false_per_10k <= 10
+    for a, b, p in proposal.plan.links:
+        assert p >= proposal.auto_link
+        assert truth[proposal.record_id(a)] == truth[proposal.record_id(b)]
+    floored = Mpi(db, make_settings(domains=DOMAINS, matching={
+        "false_link_budget": 5000.0, "auto_link_floor": 0.995}))
+    await floored.start()
+    assert (await propose(floored, actor="test")).auto_link >= 0.995
+    explicit = Mpi(db, make_settings(domains=DOMAINS, matching={"auto_link": 0.9995}))
+    await explicit.start()
+    fixed = await propose(explicit, actor="test")
+    assert fixed.auto_link == 0.9995 and fixed.threshold is None
 
 
 async def test_apply_puts_the_model_in_service_and_undo_reverts_it_all(fed, db, make_settings):

@@ -31,6 +31,12 @@ def test_the_budget_picks_the_longest_run_of_pairs_within_it():
     assert propose_auto_link(np.array([]), 10.0).auto_link == 0.999
     with pytest.raises(ValueError):
         propose_auto_link(p, -1.0)
+    # a floor: no single link below it, whatever the budget allows
+    floored = propose_auto_link(p, 400.0, ceiling=0.9999, floor=0.95)
+    assert (floored.auto_link, floored.links, floored.review_pairs) == (0.95, 200, 100)
+    assert floored.to_dict()["floor"] == 0.95
+    assert propose_auto_link(p, 400.0, ceiling=0.9999).auto_link == 0.9
+    assert propose_auto_link(p, 10.0, floor=0.9999).auto_link == 0.999  # the ceiling holds
 
 
 @pytest.fixture(scope="module")
