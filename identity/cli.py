@@ -192,7 +192,8 @@ def _parser() -> argparse.ArgumentParser:
         "evaluate",
         parents=[common],
         help="accuracy of the engine on a labelled CSV",
-        description="Run blocking, scoring, decisions and clustering on a labelled CSV (the "
+        description="Run blocking, scoring, decisions and the joining of persons (as the "
+        "service joins them) on a labelled CSV (the "
         "layout `identity generate` writes, or any layout with --columns) and print as JSON: "
         "pairwise and cluster precision, recall and F1, pair completeness, auto-link "
         "precision, review items per 1,000 records, the share of true pairs per probability "

@@ -44,6 +44,7 @@ __all__ = [
     "estimate_twin_share",
     "expected_false_per_10k",
     "join_persons",
+    "persons_after",
     "plan",
     "propose_auto_link",
 ]
@@ -395,7 +396,7 @@ def _conflicts_below_review(state: IndexState, model: MatchModel, blocked: Decid
                                                        strict=True) if rules]
 
 
-def _persons_after(persons: Sequence[Hashable], links: Sequence[tuple[int, int, float]]
+def persons_after(persons: Sequence[Hashable], links: Sequence[tuple[int, int, float]]
                    ) -> list[Hashable]:
     """Each row's person once the planned ``links`` are made (persons they join are one)."""
     parent: dict[Hashable, Hashable] = {}
@@ -541,7 +542,7 @@ def plan(
     review_pairs.extend(out.links_in_conflict)
     out.persons_joined = len({frozenset((persons[a], persons[b])) for a, b, _ in out.links})
     out.expected_false_links = float(sum(1.0 - p for *_, p in out.links))
-    after = _persons_after(persons, out.links)
+    after = persons_after(persons, out.links)
     out.reviews_to_open = _one_review_per_two_persons(review_pairs, after, state.open_reviews)
 
     if open_decided is not None:

@@ -1,10 +1,14 @@
-"""Accuracy of blocking + scoring + decisions + clustering against ground truth.
+"""Accuracy of blocking + scoring + decisions + persons joined against ground truth.
 
 Figures (all in one flat dict):
 
 - ``pair_completeness``: share of true match pairs that blocking puts side by side;
 - ``pairwise_precision/recall/f1``: over all record pairs, "in the same predicted person" vs
-  "the same true person", after clustering the LINK decisions (connected components);
+  "the same true person", the persons joined from the LINK decisions as the service joins
+  them (:func:`matching.calibrate.plan`, every record a person to start with: a link joins two
+  persons only when no hard rule stands between their records; a record whose links reach two
+  persons a rule keeps apart is left to a steward, ``links_held``), not as the links'
+  transitive closure;
 - ``cluster_precision/recall``: predicted persons that are exactly a true person / true persons
   found exactly;
 - ``auto_link_precision``: share of LINK pair decisions that are true matches;
@@ -37,7 +41,14 @@ from typing import Any
 import numpy as np
 
 from matching.blocking import DEFAULT_MAX_BLOCK, blocking_keys, candidate_pairs
-from matching.calibrate import RuleShare, estimate_generation_share, estimate_twin_share
+from matching.calibrate import (
+    IndexState,
+    RuleShare,
+    estimate_generation_share,
+    estimate_twin_share,
+    persons_after,
+    plan,
+)
 from matching.columns import ColumnMapping, read_records
 from matching.decision import (
     DEFAULT_AUTO_LINK,
@@ -48,7 +59,7 @@ from matching.normalize import normalize_record
 from matching.pairs import decide_pairs
 from matching.synth import SSN_DOMAIN, SynthRecord
 
-__all__ = ["BANDS", "clusters_from_links", "evaluate_csv", "evaluate_records",
+__all__ = ["BANDS", "evaluate_csv", "evaluate_records",
            "pairwise_figures", "review_person_pairs", "true_pair_bands"]
 
 #: Probability bands of true pairs: (name, lower bound inclusive); the upper bound is the next
@@ -58,25 +69,6 @@ BANDS: tuple[tuple[str, float], ...] = (
     ("0.99-0.999", 0.99), (">=0.999", 0.999),
 )
 NOT_BLOCKED = "not_blocked"
-
-
-def clusters_from_links(n: int, links: np.ndarray) -> np.ndarray:
-    """Connected components of ``links`` ((k, 2) row pairs) over n records: a label per row."""
-    parent = np.arange(n)
-
-    def find(x: int) -> int:
-        root = x
-        while parent[root] != root:
-            root = parent[root]
-        while parent[x] != root:
-            parent[x], x = root, parent[x]
-        return root
-
-    for a, b in links:
-        ra, rb = find(int(a)), find(int(b))
-        if ra != rb:
-            parent[max(ra, rb)] = min(ra, rb)
-    return np.array([find(i) for i in range(n)])
 
 
 def _pairs_within(labels: Sequence[Any]) -> int:
@@ -122,7 +114,8 @@ def evaluate_records(
     workers: int = 2,
     estimate_shares: bool = False,
 ) -> dict[str, Any]:
-    """Run blocking, scoring, decisions and clustering over labelled records; return figures.
+    """Run blocking, scoring, decisions and the joining of persons over labelled records;
+    return figures.
 
     ``estimate_shares``: estimate the twin and the generational rules' shares on the records
     (as ``identity calibrate`` does, :func:`matching.calibrate.estimate_twin_share` and
@@ -160,6 +153,7 @@ def evaluate_records(
         pairs=pairs,
         workers=workers,
     )
+    scored = (pairs, decided.probabilities.copy())  # the model's, before any share weighs them
     shares: dict[str, RuleShare] = {}
     if estimate_shares:
         sources = [r.source_domain for r in records]
@@ -198,8 +192,15 @@ def evaluate_records(
                     rules_true_at_link.update(fired)
     t_decided = time.perf_counter()
 
-    link_rows = pairs[decisions == 0]
-    labels = clusters_from_links(n, link_rows)
+    # persons as the service joins them, one record a person to start with: a link joins two
+    # persons only when no hard rule stands between their records (matching.calibrate.plan)
+    joined = plan(
+        IndexState(normalized, list(range(n)), [True] * n, [r.source_domain for r in records]),
+        model, auto_link=auto_link, review=review,
+        person_identifying_domains=person_identifying_domains, max_block=max_block,
+        workers=workers, scored=scored,
+    )
+    labels = np.array(persons_after(list(range(n)), joined.links), dtype=np.int64)
     figures = pairwise_figures(truth, labels.tolist())
 
     linked = decisions == 0
@@ -247,6 +248,7 @@ def evaluate_records(
         if true_pairs_total else 1.0,
         **figures,
         "link_pairs": int(linked.sum()),
+        "links_held": len(joined.links_in_conflict),
         "auto_link_precision": float(is_match[linked].mean()) if linked.any() else 1.0,
         "auto_link_recall": float(is_match[linked].sum() / max(is_match.sum(), 1)),
         "review_pairs": int(reviewed.sum()),

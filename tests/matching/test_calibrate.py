@@ -6,8 +6,8 @@ import pytest
 from matching.calibrate import (
     IndexState,
     _one_review_per_two_persons,
-    _persons_after,
     join_persons,
+    persons_after,
     plan,
     propose_auto_link,
 )
@@ -109,7 +109,7 @@ def test_a_record_in_the_wrong_person_no_longer_holds(population):
 
 def test_one_review_item_per_two_persons_as_they_are_after_the_links():
     persons = ["P", "P", "Q", "R", "S", "S"]
-    after = _persons_after(persons, [(2, 3, 0.9999)])  # Q and R become one person
+    after = persons_after(persons, [(2, 3, 0.9999)])  # Q and R become one person
     assert after[2] == after[3] and after[0] == after[1] and after[0] != after[2]
     pairs = [(0, 2, 0.9), (1, 2, 0.95), (1, 3, 0.7),  # P against Q+R: one item, the 0.95
              (2, 3, 0.8),  # inside Q+R once linked: none
@@ -128,7 +128,7 @@ def test_the_plan_opens_no_second_item_for_two_persons_and_closes_settled_ones(p
     base = IndexState(normalized, persons, [True] * len(records), sources)
     # a high auto-link threshold: the alone records' pairs go to review, not to a link
     reviewed = plan(base, MatchModel.default(), auto_link=1.0)
-    after = _persons_after(persons, reviewed.links)
+    after = persons_after(persons, reviewed.links)
     keys = [frozenset((after[a], after[b])) for a, b, _ in reviewed.reviews_to_open]
     assert keys and len(keys) == len(set(keys)) and all(len(k) == 2 for k in keys)
     # an open item between two records the plan's links join is closed by them

@@ -1,7 +1,6 @@
 import pytest
 
 from matching.evaluate import (
-    clusters_from_links,
     evaluate_csv,
     evaluate_records,
     pairwise_figures,
@@ -23,13 +22,29 @@ def test_pairwise_figures_on_a_hand_made_clustering():
     assert perfect["pairwise_f1"] == 1.0 and perfect["cluster_recall"] == 1.0
 
 
-def test_clusters_from_links_are_connected_components():
-    import numpy as np
+def test_persons_are_joined_as_the_service_joins_them_not_by_closure():
+    """A W-2 without a birth date links to a father and to his namesake son of one home. The
+    transitive closure of the links joined father and son; the service, and now evaluate,
+    leave that record to a steward (``links_held``)."""
+    from matching.synth import SynthRecord
 
-    labels = clusters_from_links(6, np.array([[0, 1], [1, 2], [4, 5]]))
-    assert labels[0] == labels[1] == labels[2]
-    assert labels[3] not in (labels[0], labels[4])
-    assert labels[4] == labels[5]
+    home = {"lines": ["12 Harbour Road"], "city": "Springfield", "postal_code": "62704"}
+
+    def record(record_id, person, birth_date, source):
+        demographics = {"names": [{"family": "Hernandez", "given": ["David", "J"]}],
+                        "addresses": [home], "sex": "M"}
+        if birth_date:
+            demographics["birth_date"] = birth_date
+        return SynthRecord(record_id, person, source, demographics,
+                           [{"domain": source, "value": record_id}])
+
+    records = [record("1", "father", "1961-03-14", "CENSUS"),
+               record("2", "son", "1990-07-02", "CENSUS"),
+               record("3", "father", None, "TAX")]
+    figures = evaluate_records(records, scale_prior=False, use_term_frequencies=False)
+    assert figures["link_pairs"] == 2, "each pair with the W-2 decides LINK"
+    assert figures["links_held"] == 2
+    assert figures["predicted_pairs"] == 0 and figures["pairwise_precision"] == 1.0
 
 
 def test_review_person_pairs_count_pairs_of_persons_not_of_records():
