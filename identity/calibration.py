@@ -166,10 +166,12 @@ async def propose(
             floor=settings.auto_link_floor,
         )
         auto_link = threshold.auto_link
-    if settings.false_link_budget is None:
-        # what a budget would do, for the operator who decides whether to set one
-        what_if = propose_auto_link(linkable, AUTO_BUDGET, review=review,
-                                    ceiling=settings.auto_link, floor=settings.auto_link_floor)
+    if threshold is None:
+        # what the budget would do, for the operator who keeps the threshold in service
+        budget = settings.false_link_budget
+        what_if = propose_auto_link(linkable, AUTO_BUDGET if budget is None else budget,
+                                    review=review, ceiling=settings.auto_link,
+                                    floor=settings.auto_link_floor)
     result = await asyncio.to_thread(partial(
         plan, state, scoring, auto_link=auto_link, review=review,
         person_identifying_domains=identifying, max_block=settings.max_block, seed=seed,

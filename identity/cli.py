@@ -566,7 +566,7 @@ async def _calibrate(
     if "threshold_proposal" in report:
         lines.append(f"auto-link from the false-link budget: {report['threshold_proposal']}")
     if "with_a_budget" in report:
-        lines.append("not applied, for comparison ([matching] false_link_budget unset): "
+        lines.append("auto-link from the false-link budget, not applied, for comparison: "
                      f"{report['with_a_budget']}")
     lines.append(
         f"applied as command {result.command_id}: the running service uses version "

@@ -219,7 +219,7 @@ class MatchingSettings(_Section):
     """Expected false automatic links per 10,000 links that `identity calibrate` may spend: it
     proposes the lowest auto-link threshold (not above ``auto_link``, not below
     ``auto_link_floor``) within it, from the proposed model's posteriors, and reports the
-    review load it implies. None: no proposal (the threshold stays ``auto_link``)."""
+    review load it implies."""
     auto_link_floor: float = Field(0.98, gt=0, le=1)
     """The least probability any one automatic link may have under a proposed threshold: the
     budget is an average over every link, most of them near-certain, and alone it can set the

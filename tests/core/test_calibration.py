@@ -109,6 +109,7 @@ async def test_by_default_the_threshold_comes_from_the_budget_never_below_the_fl
     await explicit.start()
     fixed = await propose(explicit, actor="test")
     assert fixed.auto_link == 0.9995 and fixed.threshold is None
+    assert fixed.report["with_a_budget"]["floor"] == 0.98  # what the budget would do
 
 
 async def test_apply_puts_the_model_in_service_and_undo_reverts_it_all(fed, db, make_settings):
@@ -268,7 +269,8 @@ async def test_the_schedule_proposes_and_applies_only_what_passes_the_guards(
     else:  # suggest shows what the budget would do
         assert proposal.threshold is not None
         assert proposal.auto_link == proposal.threshold.auto_link < 0.999
-    assert "with_a_budget" not in proposal.report  # a budget is configured: no comparison
+    # auto keeps the threshold in service and shows what the budget would have proposed
+    assert ("with_a_budget" in proposal.report) == (mode == "auto")
     applied = mode == "auto" and not guards(proposal, None)
     async with db.read() as conn:
         active = await CalibrationQueries(conn).active_version()
