@@ -59,7 +59,9 @@ no weight overrides them:
    person whose given name was replaced. When both records carry further given names and no
    initial of one's is among the other's -> NO_MATCH (``identifier_given_and_middle_disagree``):
    a replaced given name leaves the middle name as it was, a family member has a middle name of
-   their own.
+   their own. Otherwise the rule holds the pair only when both given names are names people
+   have or initials (``is_given_name``): a family member's number comes with that member's
+   name, not with WIFE, RESIDENT or a spelling no name has.
 
 "Never LINK" means: REVIEW when the probability reaches the review threshold, else NO_MATCH.
 Rules that end in NO_MATCH win over the others.
@@ -151,6 +153,13 @@ def _given_differs(a: dict[str, Any], b: dict[str, Any], relation: str) -> bool:
     mine = _middle_initials(bare)
     theirs = _middle_initials(other) | ({other["given"][:1]} if other.get("given") else set())
     return bool(mine) and bool(theirs) and not mine & theirs
+
+
+def _a_name(record: dict[str, Any]) -> bool:
+    """Whether the record's given name, when it has one, is a name people have or an initial
+    (not a word such as WIFE or RESIDENT, nor a spelling no name has)."""
+    given = record.get("given") or ""
+    return not given or len(given) == 1 or is_given_name(given)
 
 
 def _typo(x: str, y: str) -> bool:
@@ -612,19 +621,23 @@ def decide(
         if (shared and _given_differs(a, b, relation) and _family_agrees(a, b)
                 and not _close_dates(a, b)):
             middles = _middle_initials(a), _middle_initials(b)
+            what = ""
             if all(middles) and not middles[0] & middles[1]:
                 # a replaced given name keeps the middle name; a family member has their own
                 refuse.append("identifier_given_and_middle_disagree")
                 what = "second given names"
-            else:
+            elif _a_name(a) and _a_name(b):
+                # a family member's number comes with that member's name, not with WIFE,
+                # RESIDENT or a spelling no name has
                 fired.append("identifier_given_disagrees")
                 what = "no birth date to agree"
-            reasons.append(
-                f"same identifier in person-identifying domain(s) {', '.join(shared)} and the "
-                f"same family name, but different given names ({a.get('given')} vs "
-                f"{b.get('given')}) and {what}: one family member's number written into "
-                "another's record"
-            )
+            if what:
+                reasons.append(
+                    f"same identifier in person-identifying domain(s) {', '.join(shared)} and "
+                    f"the same family name, but different given names ({a.get('given')} vs "
+                    f"{b.get('given')}) and {what}: one family member's number written into "
+                    "another's record"
+                )
         if relation != "same":
             if multiple or (_close_dates(a, b) and (_family_agrees(a, b) or _same_home(a, b))):
                 reasons.append(

@@ -433,6 +433,13 @@ def test_one_family_members_number_in_anothers_record_goes_to_review():
     assert "identifier_given_disagrees" not in decided(
         survey, person(given="Brooke", family="Blackwell", birth="1952-05-06",
                        sex="F")).hard_rules
+    # a family member's number comes with that member's name: a word that is no name (a
+    # form's WIFE, RESIDENT) or a spelling no name has is not another person's given name
+    for not_a_name in ("Wife", "Resident", "Elozwbegh"):
+        assert decided(survey, person(given=not_a_name, family="Blackwell", birth=None,
+                                      sex=None)).decision is Decision.LINK, not_a_name
+    assert decided(survey, person(given="B", family="Blackwell", birth=None,
+                                  sex=None)).decision is Decision.REVIEW  # an initial is one
 
 
 def test_one_number_on_two_family_members_with_different_middle_names_is_no_match():
