@@ -204,9 +204,8 @@ def iso_date(text: str | None) -> str:
 def row_demographics(row: Mapping[str, str]) -> dict[str, Any]:
     """The demographics of one row of our fields, in the shape ``identity.model.Demographics``
     and the matching functions take (also the reader of `identity import`'s CSV)."""
-    further = (row.get("middle") or "").split()
     # no first given name but further ones: the first stays empty (not the middle promoted)
-    given = [row.get("given") or ""] + further if further else [row.get("given") or ""]
+    given = [row.get("given") or "", *(row.get("middle") or "").split()]
     name: dict[str, Any] = {"family": row.get("family") or "",
                             "given": given if any(given) else [],
                             "use": "L"}

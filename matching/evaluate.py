@@ -143,32 +143,36 @@ def evaluate_records(
     pairs = candidate_pairs(keys, max_block=max_block)
     t_blocked = time.perf_counter()
 
+    sources = [r.source_domain for r in records]
+    twin, generation = model.twin_share, model.generation_share
+    # scored without the rules' shares first: a share weighs a probability once, in the
+    # decisions below and in the joining of persons (matching.calibrate.plan)
+    model = model.with_twin_share(None).with_generation_share(None)
     decided = decide_pairs(
         normalized,
         model,
-        sources=[r.source_domain for r in records],
+        sources=sources,
         auto_link=auto_link,
         review=review,
         person_identifying_domains=person_identifying_domains,
         pairs=pairs,
         workers=workers,
     )
-    scored = (pairs, decided.probabilities.copy())  # the model's, before any share weighs them
+    scored = (pairs, decided.probabilities.copy())
     shares: dict[str, RuleShare] = {}
-    if estimate_shares:
-        sources = [r.source_domain for r in records]
-        if model.twin_share is None:
-            shares["twin_share"] = estimate_twin_share(decided, sources)
-            model = model.with_twin_share(shares["twin_share"].share)
-        if model.generation_share is None:
-            shares["generation_share"] = estimate_generation_share(decided, sources)
-            model = model.with_generation_share(shares["generation_share"].share)
-        if any(found.share is not None for found in shares.values()):
-            decided = decide_pairs(
-                normalized, model, sources=sources, auto_link=auto_link, review=review,
-                person_identifying_domains=person_identifying_domains, pairs=pairs,
-                probabilities=decided.probabilities,
-            )
+    if estimate_shares and twin is None:
+        shares["twin_share"] = estimate_twin_share(decided, sources)
+        twin = shares["twin_share"].share
+    if estimate_shares and generation is None:
+        shares["generation_share"] = estimate_generation_share(decided, sources)
+        generation = shares["generation_share"].share
+    if twin is not None or generation is not None:
+        model = model.with_twin_share(twin).with_generation_share(generation)
+        decided = decide_pairs(
+            normalized, model, sources=sources, auto_link=auto_link, review=review,
+            person_identifying_domains=person_identifying_domains, pairs=pairs,
+            probabilities=scored[1],
+        )
     probs, decisions = decided.probabilities, decided.decisions
 
     truth_arr = np.array(truth, dtype=object)
