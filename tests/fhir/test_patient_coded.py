@@ -36,19 +36,26 @@ async def test_marital_status_and_language_are_kept_and_returned(fhir: Fhir) -> 
     assert record.demographics.primary_language.code == "pl"
 
 
+async def _read_as_fhir(fhir: Fhir, value: str, demographics: Demographics) -> dict:
+    """Register a record as an HL7 v2 feed would (through the core) and read it over FHIR,
+    checked against the R4B Patient model."""
+    result = await fhir.mpi.handle(
+        Register(subject=RecordInput(identifier=ref("HOSPA", value), demographics=demographics)),
+        Envelope(source="ADT_A", actor="hl7:ADT_A"),
+    )
+    status, read, _ = await fhir.call("GET", f"/Patient/{result.record.id}")
+    assert status == 200
+    Patient.model_validate(read)
+    return read
+
+
 async def test_what_a_v2_feed_sent_reads_as_fhir_codes(fhir: Fhir) -> None:
     demographics = Demographics(
         names=(Name(family="Nowak", given=("Jan",)),), birth_date="1970-01-02", sex="M",
         marital_status=Coded(code="M", text="Married", system="HL70002"),
         primary_language=Coded(code="de", text="German", system="ISO639"),
     )
-    result = await fhir.mpi.handle(
-        Register(subject=RecordInput(identifier=ref("HOSPA", "K2"), demographics=demographics)),
-        Envelope(source="ADT_A", actor="hl7:ADT_A"),
-    )
-    status, read, _ = await fhir.call("GET", f"/Patient/{result.record.id}")
-    assert status == 200
-    Patient.model_validate(read)
+    read = await _read_as_fhir(fhir, "K2", demographics)
     assert read["maritalStatus"] == {"coding": [{"system": MARITAL, "code": "M"}],
                                      "text": "Married"}
     assert read["communication"][0]["language"]["coding"] == [{"system": BCP47, "code": "de"}]
@@ -59,11 +66,5 @@ async def test_a_v2_name_without_a_given_name_reads_as_valid_fhir(fhir: Fhir) ->
     name; FHIR's HumanName.given has no place for it, so only the middle name is listed."""
     demographics = Demographics(names=(Name(family="Ling", given=("", "Louise")),),
                                 birth_date="1961-02-28", sex="F")
-    result = await fhir.mpi.handle(
-        Register(subject=RecordInput(identifier=ref("HOSPA", "K3"), demographics=demographics)),
-        Envelope(source="ADT_A", actor="hl7:ADT_A"),
-    )
-    status, read, _ = await fhir.call("GET", f"/Patient/{result.record.id}")
-    assert status == 200
-    Patient.model_validate(read)
+    read = await _read_as_fhir(fhir, "K3", demographics)
     assert read["name"][0]["given"] == ["Louise"]
