@@ -6,6 +6,8 @@ no weight overrides them:
 
 1. a steward's no-match assertion for the pair -> NO_MATCH;
 2. different identifiers in the same person-identifying domain (e.g. two SSNs) -> never LINK;
+   two numbers one mistyping apart are one (one keystroke, or two digits of which at most one
+   in the serial: siblings' and twins' numbers differ there);
 3. different identifiers from the same source domain (two MRNs of one hospital) -> never LINK:
    REVIEW as a possible duplicate within that source;
 4. sex AND birth date both disagreeing -> never LINK;
@@ -167,6 +169,23 @@ def _typo(x: str, y: str) -> bool:
     return len(x) == len(y) and OSA.distance(x, y) <= 1
 
 
+#: The last characters of a national id that number people in sequence (an SSN's serial).
+SERIAL_DIGITS = 4
+
+
+def _mistyped(x: str, y: str) -> bool:
+    """One national id written for the other: one keystroke apart, or two characters replaced
+    of which at most one in the serial part (the last SERIAL_DIGITS). Siblings' and twins'
+    numbers, issued in sequence, differ in the serial; a number copied by hand or read by OCR
+    goes wrong anywhere."""
+    if _typo(x, y):
+        return True
+    if len(x) != len(y) or len(x) <= SERIAL_DIGITS:
+        return False
+    wrong = [i for i, (p, q) in enumerate(zip(x, y, strict=True)) if p != q]
+    return len(wrong) == 2 and sum(i >= len(x) - SERIAL_DIGITS for i in wrong) <= 1
+
+
 def _conflicting_domains(
     left: dict[str, set[str]],
     right: dict[str, set[str]],
@@ -175,12 +194,13 @@ def _conflicting_domains(
     typos: bool = False,
 ) -> list[str]:
     """The domains in which the two records hold identifiers and share none. With ``typos``,
-    values one keystroke apart are no conflict: two people's national ids one digit apart are
-    far rarer than a mistyped digit (not so an MRN: a source numbers its patients in order)."""
+    values one mistyping apart (:func:`_mistyped`) are no conflict: two people's national ids
+    that close are far rarer than a mistyped number (not so an MRN: a source numbers its
+    patients in order)."""
     return sorted(
         d for d in domains
         if d in left and d in right and not left[d] & right[d]
-        and not (typos and any(_typo(x, y) for x in left[d] for y in right[d]))
+        and not (typos and any(_mistyped(x, y) for x in left[d] for y in right[d]))
     )
 
 

@@ -36,7 +36,7 @@ def test_different_ids_in_a_person_identifying_domain_never_auto_link():
     result = decide(
         0.99999,
         record_identifiers=[{"domain": SSN, "value": "123-45-6788", "type": "SS"}],
-        candidate_identifiers=[{"domain": SSN, "value": "223456781", "type": "SS"}],
+        candidate_identifiers=[{"domain": SSN, "value": "321-54-8876", "type": "SS"}],
         person_identifying_domains={SSN},
     )
     assert result.decision is Decision.REVIEW
@@ -56,6 +56,21 @@ def test_a_national_id_one_keystroke_off_is_a_typo_not_another_person(other):
                          record_identifiers=[{"domain": "HOSPA", "value": "100234"}],
                          candidate_identifiers=[{"domain": "HOSPA", "value": "100235"}])
     assert same_source.hard_rules == ("same_source_duplicate",)
+
+
+@pytest.mark.parametrize(("other", "conflict"), [
+    ("126-45-6738", False),  # two digits mistyped, one of them in the serial
+    ("173-45-6788", False),  # two outside it
+    ("123-45-6799", True),   # two in the serial: a sibling's or twin's number, issued after
+    ("126-45-6739", True),   # three digits
+])
+def test_a_national_id_two_digits_off_is_a_typo_unless_both_are_in_the_serial(other, conflict):
+    def ids(value):
+        return [{"domain": SSN, "value": value, "type": "SS"}]
+
+    result = decide(0.99999, record_identifiers=ids("123-45-6788"),
+                    candidate_identifiers=ids(other), person_identifying_domains={SSN})
+    assert ("person_identifier_conflict" in result.hard_rules) is conflict
 
 
 def test_one_given_name_split_in_two_is_the_same_name():
