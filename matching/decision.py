@@ -33,13 +33,13 @@ no weight overrides them:
    when it reaches auto-link; below auto-link the pair is still refused (NO_MATCH), as without
    a share: the share turns refusals into links where the site's data say so, never into
    review items;
-7. (our addition) birth years a generation apart (GENERATION_YEARS or more, and not a
-   one-digit slip) -> never LINK: a namesake parent and child without suffixes. Where the
-   site's share of them is known (``generation_share``, estimated from its index as the twin
-   share is: a parent and child show the pattern inside one source as across two, a birth
-   date replaced at a second source only across), a pair from two sources is weighed
-   instead: its probability times (1 - generation_share) links when it reaches auto-link;
-   below, the rule holds it for a steward as without a share.
+7. (our addition) birth years a generation apart (GENERATION_YEARS or more, not a one-digit
+   slip, neither date after today) -> never LINK: a namesake parent and child without
+   suffixes. Where the site's share of them is known (``generation_share``, estimated from
+   its index as the twin share is: a parent and child show the pattern inside one source as
+   across two, a birth date replaced at a second source only across), a pair from two
+   sources is weighed instead: its probability times (1 - generation_share) links when it
+   reaches auto-link; below, the rule holds it for a steward as without a share.
 8. (our addition) the same identifier in a person-identifying domain, but neither the family
    nor the given name agrees (where either record has no family name: neither the given name
    nor the birth date) -> never LINK: a mistyped national ID on another person's record, or a
@@ -81,6 +81,7 @@ from rapidfuzz.distance import OSA, JaroWinkler
 
 from matching.comparisons import as_normalized
 from matching.normalize import (
+    FUTURE,
     PLACEHOLDER_NAMES,
     clean_identifier,
     given_name_variants,
@@ -463,9 +464,11 @@ def _same_home(a: dict[str, Any], b: dict[str, Any]) -> bool:
 
 def _generations_apart(a: dict[str, Any], b: dict[str, Any]) -> bool:
     """Birth years GENERATION_YEARS or more apart and not one slip apart (1950 vs 1980 is one
-    digit, 1964 vs 1946 two digits swapped; 1950 vs 1978 is neither)."""
+    digit, 1964 vs 1946 two digits swapped; 1950 vs 1978 is neither). A birth date after today
+    is an entry error (4005 for 2005), never a generation."""
     apart = _years_apart(a, b)
-    if apart is None or apart < GENERATION_YEARS:
+    if apart is None or apart < GENERATION_YEARS or FUTURE in (
+            a.get("birth_date_problem"), b.get("birth_date_problem")):
         return False
     ya, yb = f"{a['birth_year']:04d}", f"{b['birth_year']:04d}"
     return sum(x != y for x, y in zip(ya, yb, strict=True)) > 1 and not _typo(ya, yb)

@@ -207,6 +207,11 @@ def test_namesake_parent_and_child_without_suffix_never_link():
         0.999999, record=person(birth="1964-05-01"), candidate=person(birth="1946-05-01")
     )
     assert swapped.hard_rules == ()  # two digits of the year swapped
+    # a birth date after today is an entry error, not a parent or a child
+    future = decide(
+        0.999999, record=person(birth="2019-11-07"), candidate=person(birth="2095-06-13")
+    )
+    assert "birth_years_apart" not in future.hard_rules
 
 
 def test_boy_girl_twins_with_close_names_never_link():
