@@ -462,10 +462,10 @@ def _name_parts(name: dict[str, Any]) -> dict[str, Any]:
     first_given = ""
     further: list[str] = []  # further given names of a name without a first one
     for i, part in enumerate(given_field):
-        tokens = normalize_given(part).split()
-        if i == 0 and not tokens:
+        if i == 0 and not str(part or "").strip():  # sent blank, not a title that folds away
             further = [t for p in given_field[1:] for t in normalize_given(p).split()]
             break
+        tokens = normalize_given(part).split()
         if tokens and not given_tokens:
             first_given = " ".join(tokens)  # HANS JOSEF for Hans-Josef: one compound name
         given_tokens.extend(tokens)

@@ -209,3 +209,6 @@ def test_further_given_names_without_a_first_are_a_middle_name_not_the_given_nam
     assert blank["initial"] == "" and blank["given_phonetic"] == ""
     full = normalize_record({"names": [{"family": "Ling", "given": ["Betty", "Louise"]}]})
     assert (full["given"], full["middle"]) == ("BETTY", "LOUISE")
+    # a title sent as the first given name folds away; the next one is still the given name
+    titled = normalize_record({"names": [{"family": "Smith", "given": ["Dr", "John"]}]})
+    assert (titled["given"], titled["middle"]) == ("JOHN", "")
