@@ -261,8 +261,9 @@ class Console:
         explanation = detail.explanation or {}
         steps = waterfall(explanation)
         probability = float(explanation.get("probability", detail.item.score or 0.0))
-        layout = chart(steps, probability, (("review", self.settings.matching.review),
-                                            ("auto-link", self.settings.matching.auto_link)))
+        in_service = self.mpi.matcher.settings  # the thresholds of the version in service
+        layout = chart(steps, probability, (("review", in_service.review),
+                                            ("auto-link", in_service.auto_link)))
         own = None
         if record.person_id is not None and detail.person is not None and \
                 record.person_id != detail.person.id:

@@ -232,3 +232,14 @@ async def test_the_merge_comparison_names_both_persons_and_refuses_a_self_merge(
     assert status == 400 and "cannot be merged into itself" in html
     status, html, _ = await console.page(f"/steward/persons/{a.id}/merge?other=9999999999")
     assert status == 404
+
+
+async def test_the_chart_marks_the_thresholds_in_service(console: Console) -> None:
+    """A calibration puts thresholds in service that the configuration does not hold: the
+    item's chart marks those the decisions are made with."""
+    *_, item = await duplicate_pair(console.mpi, family="Mohr", given="Alice")
+    matcher = console.mpi.matcher
+    matcher.use_model(matcher.model, auto_link=0.99, review=0.9)  # as a calibration would
+    status, html, _ = await console.page(f"/steward/review/{item.id}")
+    assert status == 200, html
+    assert "review threshold: +3.17 bits" in html and "auto-link threshold: +6.63 bits" in html
