@@ -168,8 +168,9 @@ async def run(args: argparse.Namespace) -> None:
         "before": before,
         "after": after,
         "calibration": {k: proposal.report[k] for k in
-                        ("thresholds", "threshold_proposal", "links", "links_in_conflict",
-                         "review_items", "links_no_longer_holding", "expected_false_links")
+                        ("thresholds", "threshold_proposal", "review_proposal", "links",
+                         "links_in_conflict", "review_items", "links_no_longer_holding",
+                         "expected_false_links")
                         if k in proposal.report},
     }
     print(json.dumps(result, indent=2))

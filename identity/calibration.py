@@ -14,7 +14,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
@@ -36,7 +38,9 @@ from matching.calibrate import (
     estimate_twin_share,
     model_diff,
     plan,
+    probability_bands,
     propose_auto_link,
+    review_for_budget,
 )
 from matching.decision import Decision, DecisionResult, decide
 from matching.estimate import LabelledPair, train
@@ -87,12 +91,13 @@ def labelled_pairs(
 
 
 async def propose(
-    mpi: Mpi, *, actor: str, seed: int = 0, lower_threshold: bool = True
+    mpi: Mpi, *, actor: str, seed: int = 0, from_budgets: bool = True
 ) -> Proposal:
     """Estimate a model from the index, re-score the index under it (dry run) and store it as
     a new version, not in service (:func:`save` writes it to files, :func:`apply` puts it in
-    service). ``lower_threshold``: propose auto-link from ``matching.false_link_budget`` when
-    set (False: keep the threshold in service)."""
+    service). ``from_budgets``: propose auto-link from ``matching.false_link_budget`` and the
+    review threshold from ``matching.review_budget`` when set (False: keep the thresholds in
+    service)."""
     settings = mpi.settings.matching
     async with mpi.db.read() as conn:
         queries = CalibrationQueries(conn)
@@ -131,6 +136,7 @@ async def propose(
                      if same and a in index and b in index},
     )
     identifying = mpi.matcher.person_identifying
+    explicit = settings.model_fields_set
     review = settings.review
     auto_link = active.auto_link if active is not None else settings.auto_link
     threshold = None
@@ -158,9 +164,9 @@ async def propose(
         ))
     linkable = eligible.probabilities[eligible.decisions == LINK]
     what_if = None
-    if "auto_link" in settings.model_fields_set:
+    if "auto_link" in explicit:
         auto_link = settings.auto_link  # set explicitly: it wins over any proposal
-    elif settings.false_link_budget is not None and lower_threshold:
+    elif settings.false_link_budget is not None and from_budgets:
         threshold = propose_auto_link(
             linkable, settings.false_link_budget, review=review, ceiling=settings.auto_link,
             floor=settings.auto_link_floor,
@@ -172,16 +178,31 @@ async def propose(
         what_if = propose_auto_link(linkable, AUTO_BUDGET if budget is None else budget,
                                     review=review, ceiling=settings.auto_link,
                                     floor=settings.auto_link_floor)
-    result = await asyncio.to_thread(partial(
-        plan, state, scoring, auto_link=auto_link, review=review,
-        person_identifying_domains=identifying, max_block=settings.max_block, seed=seed,
-        placeholder_names=settings.placeholder_names, scored=scored,
-    ))
+    if active is not None and not from_budgets and "review" not in explicit:
+        review = active.review
+    review = min(review, auto_link)
+    planned = partial(
+        plan, state, scoring, auto_link=auto_link, person_identifying_domains=identifying,
+        max_block=settings.max_block, seed=seed, placeholder_names=settings.placeholder_names,
+        scored=scored,
+    )
+    result = await asyncio.to_thread(partial(planned, review=review))
+    review_proposal = None
+    if "review" not in explicit and settings.review_budget is not None and from_budgets:
+        # items the plan does not see (a record no longer active) stay open whatever it does
+        unseen = len(open_items) - len(review_items)
+        review_proposal = await asyncio.to_thread(partial(
+            _review_from_budget, result, planned, review=review, auto_link=auto_link,
+            items=math.floor(settings.review_budget * len(rows) / 1000) - unseen,
+        ))
+        review, result = review_proposal.review, review_proposal.plan
     report = {
         "records": len(rows),
         "steward_labels": len(pairs),
         "thresholds": {"auto_link": auto_link, "review": review},
         **({"threshold_proposal": threshold.to_dict()} if threshold else {}),
+        **({"review_proposal": review_proposal.to_dict(settings.review_budget)}
+           if review_proposal else {}),
         **({"with_a_budget": what_if.to_dict()} if what_if else {}),
         **result.to_dict(),
         "training": {k: model.training.get(k) for k in
@@ -198,6 +219,53 @@ async def propose(
              len(result.links))
     return Proposal(version, model, scoring, current, auto_link, review, result, rows,
                     review_items, threshold, report)
+
+
+@dataclass(frozen=True)
+class ReviewProposal:
+    """The review threshold a review budget implies (:func:`_review_from_budget`)."""
+
+    review: float
+    plan: Plan
+    items: int
+    """Open review items the budget allows (those the plan does not see taken off)."""
+    left_out: list[float]
+    """Probabilities of the pairs the configured threshold would put to a steward and the
+    proposed one does not."""
+
+    def to_dict(self, budget: float | None) -> dict[str, Any]:
+        return {"review": self.review, "review_budget": budget,
+                "items_allowed": max(self.items, 0), "items": _queue(self.plan),
+                "pairs_left_out": len(self.left_out),
+                "pairs_left_out_by_band": probability_bands(self.left_out)}
+
+
+def _queue_probabilities(result: Plan) -> list[float]:
+    """The probability of each review item the plan leaves open (kept or opened)."""
+    return [p for *_, p in result.reviews_kept] + [p for *_, p in result.reviews_to_open]
+
+
+def _queue(result: Plan) -> int:
+    return len(result.reviews_kept) + len(result.reviews_to_open)
+
+
+def _review_from_budget(result: Plan, planned: Callable[..., Plan], *, review: float,
+                        auto_link: float, items: int) -> ReviewProposal:
+    """The lowest review threshold (from ``review`` up to ``auto_link``) at which the plan
+    leaves at most ``items`` review items open, and the plan at it. Raising the threshold
+    changes more than the queue's tail (a pair a hard rule holds below it is no longer a
+    conflict between two persons), so the plan is made again at each threshold tried."""
+    queue = _queue_probabilities(result)
+    chosen, at = review, result
+    for _ in range(3):
+        if _queue(at) <= items:
+            break
+        higher = review_for_budget(_queue_probabilities(at), items, floor=chosen,
+                                   ceiling=auto_link)
+        if higher <= chosen:
+            break
+        chosen, at = higher, planned(review=higher)
+    return ReviewProposal(chosen, at, items, [p for p in queue if p < chosen])
 
 
 @dataclass
@@ -494,7 +562,7 @@ class CalibrationSchedule:
                 # posteriors, which households make over-confident (docs/matching.md); an
                 # operator applies such a proposal after reading it
                 proposal = await propose(mpi, actor="calibrate:schedule",
-                                         lower_threshold=settings.calibrate != "auto")
+                                         from_budgets=settings.calibrate != "auto")
                 failed = guards(proposal, settings.false_link_budget)
                 applied = settings.calibrate == "auto" and not failed
                 if applied:

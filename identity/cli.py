@@ -118,8 +118,10 @@ def _parser() -> argparse.ArgumentParser:
         "closed or dismissed, links that would no longer hold (reported, never undone), hard-rule "
         "hits, expected false links and how it judges the pairs stewards decided. The "
         "auto-link threshold is proposed from matching.false_link_budget (default 10 false "
-        "links per 10,000), never below matching.auto_link_floor (default 0.98); an auto_link "
-        "set in the configuration wins. --apply puts the model in service in every "
+        "links per 10,000), never below matching.auto_link_floor (default 0.98); the review "
+        "threshold is raised, when needed, to keep the queue within matching.review_budget "
+        "(default 20 open items per 1,000 records); a threshold set in the configuration "
+        "wins. --apply puts the model in service in every "
         "running worker without a restart and makes the changes, as one command in history "
         "(undo reverts it). The default is the dry run.",
     )
@@ -547,6 +549,9 @@ async def _calibrate(
         f"model version {proposal.version} estimated from {report['records']} records and "
         f"{report['steward_labels']} steward decisions: {path}",
         f"thresholds: auto_link {proposal.auto_link}, review {proposal.review}",
+        *([f"review threshold from the review budget: at most {budget['items_allowed']} open "
+           f"items; {budget['pairs_left_out']} pairs left out {budget['pairs_left_out_by_band']}"]
+          if (budget := report.get("review_proposal")) else []),
         "",
         proposal.diff,
         "",

@@ -205,6 +205,8 @@ class MatchingSettings(_Section):
     """Set here (file or IDENTITY_MATCHING__AUTO_LINK), it wins over a calibrated threshold;
     unset, 0.999 until `identity calibrate` proposes one (``false_link_budget``)."""
     review: float = Field(0.5, gt=0, le=1)
+    """Set here (file or IDENTITY_MATCHING__REVIEW), it wins over a calibrated threshold;
+    unset, 0.5 until `identity calibrate` proposes a higher one (``review_budget``)."""
     calibrate: Literal["off", "suggest", "auto"] = "off"
     """Calibration on a schedule (docs/matching.md): ``suggest`` runs `identity calibrate`'s
     dry run and stores the proposal for an operator; ``auto`` also applies it when the dry run
@@ -224,6 +226,12 @@ class MatchingSettings(_Section):
     """The least probability any one automatic link may have under a proposed threshold: the
     budget is an average over every link, most of them near-certain, and alone it can set the
     threshold where single pairs have a 10-25 % chance of being two people."""
+    review_budget: float | None = Field(20.0, ge=0)
+    """Open review items per 1,000 active records that stewards can work through: when the
+    proposed model would leave more, `identity calibrate` proposes the lowest review
+    threshold (not below ``review``, not above auto-link) that keeps the queue within it, the
+    most probable pairs kept, and reports the pairs it leaves out. None: the queue is not
+    bounded."""
     max_candidates: int = Field(DEFAULT_MAX_CANDIDATES, ge=1, le=5000)
     """Candidates scored per record at most: the best-ranked by blocking keys shared (logged at
     DEBUG when the cap cuts). At 1M records a true duplicate ranks within the first 50 for 99.8%

@@ -5,7 +5,9 @@ which links are automatic, the open review pairs and the steward decisions), use
 ``identity calibrate``:
 
 - :func:`propose_auto_link` picks the lowest auto-link threshold whose expected false links
-  stay within a budget (expected false links per 10,000 links, from the posteriors);
+  stay within a budget (expected false links per 10,000 links, from the posteriors), and
+  :func:`review_for_budget` the lowest review threshold that keeps the review queue within
+  what stewards can work through;
 - :func:`estimate_twin_share` estimates how many of the pairs the twin rule meets across two
   sources are twins at this site (the rest: a given name replaced at one of the sources), and
   :func:`estimate_generation_share` how many of those the generational rule meets are a
@@ -21,6 +23,7 @@ which links are automatic, the open review pairs and the steward decisions), use
 
 from __future__ import annotations
 
+import math
 from collections import Counter
 from collections.abc import Collection, Hashable, Iterable, Sequence
 from dataclasses import dataclass, field
@@ -46,7 +49,9 @@ __all__ = [
     "join_persons",
     "persons_after",
     "plan",
+    "probability_bands",
     "propose_auto_link",
+    "review_for_budget",
 ]
 
 #: Probability bands of the report (lower bounds).
@@ -60,7 +65,8 @@ def _band(p: float) -> str:
     return f">={lower[-1]}" if lower else "<0.5"
 
 
-def _bands(probabilities: Sequence[float] | np.ndarray) -> dict[str, int]:
+def probability_bands(probabilities: Sequence[float] | np.ndarray) -> dict[str, int]:
+    """How many of ``probabilities`` fall in each band of BANDS (empty bands left out)."""
     counts = Counter(_band(float(p)) for p in probabilities)
     return {key: counts[key] for key in ["<0.5", *(f">={b}" for b in BANDS)] if counts[key]}
 
@@ -142,6 +148,27 @@ def propose_auto_link(
     )
 
 
+#: Review thresholds a review budget proposes lie on this grid (the least one above the
+#: probabilities it leaves out).
+REVIEW_STEP = 1e-4
+
+
+def review_for_budget(queue: Sequence[float] | np.ndarray, items: int, *, floor: float,
+                      ceiling: float) -> float:
+    """The least review threshold t (``floor`` <= t <= ``ceiling``, on a REVIEW_STEP grid) at
+    which at most ``items`` of the review queue stay: ``queue`` holds each item's probability
+    (an item stays while its probability reaches the threshold). A budget that even
+    ``ceiling`` cannot meet gives ``ceiling``: pairs a hard rule holds at or above auto-link
+    go to a steward whatever the review threshold."""
+    p = np.sort(np.asarray(queue, dtype=float))[::-1]
+    p = p[p >= floor]
+    if len(p) <= max(items, 0):
+        return floor
+    first_out = float(p[max(items, 0)])  # the most probable item the budget leaves out
+    above = (math.floor(first_out / REVIEW_STEP) + 1) * REVIEW_STEP
+    return float(min(ceiling, max(floor, round(above, 6))))
+
+
 @dataclass(frozen=True)
 class IndexState:
     """The index as calibration sees it. Rows are active records; pairs are row pairs."""
@@ -172,6 +199,8 @@ class Plan:
     reviews_to_open: list[tuple[int, int, float]] = field(default_factory=list)
     reviews_closed_by_link: list[tuple[int, int, float]] = field(default_factory=list)
     reviews_to_dismiss: list[tuple[int, int, float]] = field(default_factory=list)
+    reviews_kept: list[tuple[int, int, float]] = field(default_factory=list)
+    """The open review items that stay open (their pair's probability under the model)."""
     links_no_longer_holding: list[tuple[int, float]] = field(default_factory=list)
     hard_rules: Counter[str] = field(default_factory=Counter)
     expected_false_links: float = 0.0
@@ -182,7 +211,7 @@ class Plan:
     def to_dict(self) -> dict[str, Any]:
         return {
             "links": {"pairs": len(self.links), "persons_joined": self.persons_joined,
-                      "by_band": _bands([p for *_, p in self.links])},
+                      "by_band": probability_bands([p for *_, p in self.links])},
             "links_for_a_steward": len(self.links_for_a_steward),
             "links_in_conflict": len(self.links_in_conflict),
             "review_items": {
@@ -554,6 +583,8 @@ def plan(
                 out.reviews_closed_by_link.append((a, b, p))
             elif decision == NO_MATCH:
                 out.reviews_to_dismiss.append((a, b, p))
+            else:
+                out.reviews_kept.append((a, b, p))
 
     inside = _within_person_pairs(state, rng)
     if len(inside):
@@ -593,7 +624,7 @@ def _steward_check(state: IndexState, model: MatchModel,
             for d in decided.decisions
         )
         report[name] = {"pairs": len(rows), "model_decides": dict(decisions),
-                        "by_band": _bands(decided.probabilities)}
+                        "by_band": probability_bands(decided.probabilities)}
     return report
 
 

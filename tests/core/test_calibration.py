@@ -39,14 +39,15 @@ FEED = Envelope(actor="feed")
 async def fed(db: Database, make_settings):  # type: ignore[no-untyped-def]
     """An index fed with a strict auto-link threshold (so that true duplicates wait in review),
     the truth per record id, and a core with the default configuration but no false-link
-    budget (the auto-link threshold stays 0.999)."""
+    budget (the auto-link threshold stays 0.999) and no review budget (review stays 0.5)."""
     strict = Mpi(db, make_settings(domains=DOMAINS, matching={"auto_link": 0.99999999}))
     await strict.start()
     truth = {}
     for record in generate(220, 0.4, seed=3, hard=False):
         done = await strict.handle(Register(subject=record_input(record)), FEED)
         truth[done.record.id] = record.person_id
-    mpi = Mpi(db, make_settings(domains=DOMAINS, matching={"false_link_budget": None}))
+    mpi = Mpi(db, make_settings(domains=DOMAINS, matching={"false_link_budget": None,
+                                                          "review_budget": None}))
     await mpi.start()
     return mpi, truth
 
@@ -110,6 +111,47 @@ async def test_by_default_the_threshold_comes_from_the_budget_never_below_the_fl
     fixed = await propose(explicit, actor="test")
     assert fixed.auto_link == 0.9995 and fixed.threshold is None
     assert fixed.report["with_a_budget"]["floor"] == 0.98  # what the budget would do
+
+
+async def test_a_review_budget_keeps_the_queue_to_what_stewards_can_work_through(
+    fed, db, make_settings
+):
+    """With more review items than the budget allows, calibrate raises the review threshold
+    until the queue fits, keeping the most probable pairs; apply dismisses the rest and puts
+    the threshold in service; a review threshold set in the configuration wins."""
+    _, truth = fed
+    strict = {"auto_link": 0.99999999, "false_link_budget": None}  # a queue to bound
+
+    async def core(**matching: object) -> Mpi:
+        mpi = Mpi(db, make_settings(domains=DOMAINS, matching={**strict, **matching}))
+        await mpi.start()
+        return mpi
+
+    unbounded = await propose(await core(review_budget=None), actor="test")
+    queue = len(unbounded.plan.reviews_kept) + len(unbounded.plan.reviews_to_open)
+    assert queue >= 10, "the strict threshold leaves a queue to bound"
+    allowed = queue // 2
+    budget = 1000 * (allowed + 0.5) / len(truth)  # per 1,000 records: room for `allowed`
+    bounded = await core(review_budget=budget)
+    proposal = await propose(bounded, actor="test")
+    chosen = proposal.report["review_proposal"]
+    assert proposal.review == chosen["review"] == proposal.report["thresholds"]["review"] > 0.5
+    assert chosen["items_allowed"] == allowed and chosen["items"] <= allowed
+    assert chosen["pairs_left_out"] >= queue - allowed
+    staying = proposal.plan.reviews_kept + proposal.plan.reviews_to_open
+    assert all(p >= proposal.review for *_, p in staying)
+    left_out = [p for *_, p in unbounded.plan.reviews_kept + unbounded.plan.reviews_to_open
+                if p < proposal.review]
+    assert left_out and max(left_out) < min(p for *_, p in staying)
+    assert proposal.plan.links == unbounded.plan.links  # links do not depend on the queue
+    await apply(bounded, proposal, actor="calibrate")
+    assert len(await bounded.review_items()) <= allowed
+    await bounded.follower.sync()  # as on the activation's notification
+    assert bounded.matcher.settings.review == proposal.review  # registrations use it too
+    explicit = await core(review_budget=budget, review=0.6)
+    assert explicit.matcher.settings.review == 0.6  # over the version in service
+    fixed = await propose(explicit, actor="test")
+    assert fixed.review == 0.6 and "review_proposal" not in fixed.report
 
 
 async def test_apply_puts_the_model_in_service_and_undo_reverts_it_all(fed, db, make_settings):

@@ -10,6 +10,7 @@ from matching.calibrate import (
     persons_after,
     plan,
     propose_auto_link,
+    review_for_budget,
 )
 from matching.model import MatchModel
 from matching.normalize import normalize_record
@@ -37,6 +38,21 @@ def test_the_budget_picks_the_longest_run_of_pairs_within_it():
     assert floored.to_dict()["floor"] == 0.95
     assert propose_auto_link(p, 400.0, ceiling=0.9999).auto_link == 0.9
     assert propose_auto_link(p, 10.0, floor=0.9999).auto_link == 0.999  # the ceiling holds
+
+
+def test_a_review_budget_keeps_the_most_probable_items_and_no_more():
+    queue = [0.97, 0.9, 0.8, 0.8, 0.7, 0.6]
+    within = review_for_budget(queue, 6, floor=0.5, ceiling=0.98)
+    assert within == 0.5  # the queue fits: the configured threshold stays
+    t = review_for_budget(queue, 2, floor=0.5, ceiling=0.98)
+    assert 0.8 < t <= 0.8001 and sum(p >= t for p in queue) == 2
+    # equal probabilities go together: no threshold keeps one of two items at 0.8
+    t = review_for_budget(queue, 3, floor=0.5, ceiling=0.98)
+    assert sum(p >= t for p in queue) == 2
+    # never above the ceiling (auto-link), never below the floor, and the floor's own items
+    assert review_for_budget(queue, 0, floor=0.5, ceiling=0.95) == 0.95
+    assert review_for_budget([0.4, 0.45], 0, floor=0.5, ceiling=0.98) == 0.5
+    assert review_for_budget(queue, -3, floor=0.5, ceiling=0.99) == 0.9701
 
 
 @pytest.fixture(scope="module")
