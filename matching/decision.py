@@ -13,26 +13,27 @@ no weight overrides them:
 4. sex AND birth date both disagreeing -> never LINK;
 5. (our addition) conflicting generational suffixes (JR vs SR, II vs III) -> never LINK, and
    NO_MATCH when the birth years are GENERATION_YEARS or more apart (a parent and child);
-6. (our addition) possible twin: the full birth date (or a one-digit / day-month variant of
-   it) and the family name (or a close spelling) or the home (address line, phone) agree but
-   the given names differ (neither equal, nickname-equivalent, swapped, one typo nor a
-   phonetic spelling), or a multiple-birth indicator is on either record and the given names
-   differ (then a one-keystroke difference is only "similar": a twin JACK and his brother
-   JACOB misspelt JACB). Given names that agree by spelling are still only "similar" when
-   the second given names clearly differ (MARIA LUISA / MARIA ELENA, HANS / HANS-JOSEF) or
-   when the family's other names (``family_names``) make the spelling ambiguous (JACOB
-   misspelt JACO and his brother JACK). Clearly different given names (JOHN vs JAMES) ->
-   NO_MATCH; similar ones (an initial J vs JAMES, Jaro-Winkler >= SIMILAR_GIVEN) -> never
-   LINK. A shared person-level identifier (same SSN) lifts the NO_MATCH to "never LINK" and,
-   without a multiple-birth indicator, waives the similar-name case (twins do not share an SSN).
-   Different birth orders of a multiple birth (1 vs 2) -> NO_MATCH. Where a site's twin share
-   is known (``twin_share``, estimated from its index: twins, unlike a given name replaced at
-   a second source, show the same pattern inside one source as across two), a pair from two
-   sources with clearly different given names, no multiple-birth indicator and no sex
-   disagreement is weighed instead of refused: its probability times (1 - twin_share) links
-   when it reaches auto-link; below auto-link the pair is still refused (NO_MATCH), as without
-   a share: the share turns refusals into links where the site's data say so, never into
-   review items;
+6. (our addition) possible twin: the full birth date (or a one-digit / day-month variant of it)
+   and the family name (or a close spelling) or the home (address line, phone) agree but the
+   given names differ (neither equal, nickname-equivalent, swapped, one typo, a phonetic
+   spelling, nor within two typos where one or both are no names people have: PATRICK /
+   PATRVRCK, RAHCEL / RACHYEL), or a multiple-birth indicator is on either record and the given
+   names differ (then a one-keystroke difference is only "similar": a twin JACK and his brother
+   JACOB misspelt JACB). Given names that agree by spelling are still only "similar" when the
+   second given names clearly differ (MARIA LUISA / MARIA ELENA, HANS / HANS-JOSEF) or when the
+   family's other names (``family_names``) make the spelling ambiguous (JACOB misspelt JACO and
+   his brother JACK; JACKK and JACB where JACK and JACOB were born that day). Clearly different
+   given names (JOHN vs JAMES) -> NO_MATCH; similar ones (an initial J vs JAMES, Jaro-Winkler >=
+   SIMILAR_GIVEN) -> never LINK. A shared person-level identifier (same SSN) lifts the NO_MATCH
+   to "never LINK" and, without a multiple-birth indicator, waives the similar-name case (twins
+   do not share an SSN). Different birth orders of a multiple birth (1 vs 2) -> NO_MATCH. Where
+   a site's twin share is known (``twin_share``, estimated from its index: twins, unlike a given
+   name replaced at a second source, show the same pattern inside one source as across two), a
+   pair from two sources with clearly different given names, no multiple-birth indicator and no
+   sex disagreement is weighed instead of refused: its probability times (1 - twin_share) links
+   when it reaches auto-link; below auto-link the pair is still refused (NO_MATCH), as without a
+   share: the share turns refusals into links where the site's data say so, never into review
+   items;
 7. (our addition) birth years a generation apart (GENERATION_YEARS or more, not a one-digit
    slip, neither date after today) -> never LINK: a namesake parent and child without
    suffixes. Where the site's share of them is known (``generation_share``, estimated from
@@ -74,6 +75,7 @@ from __future__ import annotations
 from collections.abc import Collection, Iterable, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
+from itertools import combinations
 from typing import Any
 
 import numpy as np
@@ -296,9 +298,10 @@ def _spelling_relation(
         not multiple_birth
         and min(len(ga), len(gb)) >= 4
         and OSA.distance(ga, gb) <= 2
-        and is_given_name(ga) != is_given_name(gb)
+        and not (is_given_name(ga) and is_given_name(gb))
     ):
-        # a name people have and a spelling of it that is no name (PATRICK / PATRVRCK): one
+        # a name people have and a spelling of it that is no name (PATRICK / PATRVRCK), or two
+        # spellings that are no names (RAHCEL / RACHYEL, both one keystroke from RACHEL): one
         # person's name misspelt, no evidence of a second person (a third name of the family
         # near both still makes it ambiguous: _given_relation)
         return "same"
@@ -357,8 +360,18 @@ def _ambiguous(ga: str, gb: str, family_names: Collection[str]) -> bool:
     name in the family: a name in ``family_names`` that people have (:func:`is_given_name`),
     near both spellings, and not merely a third spelling of one name ("same" as both). MIA
     misspelt MAY links by spelling to her twin MAYA, yet MAY and MAYA are both near MIA; JACOB
-    misspelt JACO is one keystroke from his brother JACK, and both are near JACOB."""
+    misspelt JACO is one keystroke from his brother JACK, and both are near JACOB. Two
+    spellings that are no names are ambiguous when two names of the family are near them."""
     spelled = {g: {"given": g, "given_variants": list(given_name_variants(g))} for g in (ga, gb)}
+    if not is_given_name(ga) and not is_given_name(gb):
+        # two misspellings (JACKK, JACB): one name misspelt twice, unless two of the family's
+        # names, not spellings of one name, are near them (JACK and his twin JACOB)
+        names = [{"given": n, "given_variants": list(given_name_variants(n))}
+                 for n in sorted(family_names)
+                 if is_given_name(n) and (_near(ga, n) or _near(gb, n))]
+        if any(_spelling_relation(x, y, multiple_birth=False, sex_differs=False) != "same"
+               for x, y in combinations(names, 2)):
+            return True
     for name in family_names:
         if (
             name in spelled

@@ -339,6 +339,24 @@ def test_a_name_and_a_misspelling_that_is_no_name_are_one_person():
     assert ambiguous.decision is Decision.REVIEW and "possible_twin" in ambiguous.hard_rules
 
 
+def test_two_misspellings_that_are_no_names_are_one_person():
+    """RAHCEL and RACHYEL, each one keystroke from RACHEL, are two keystrokes apart and no
+    names people have: one name misspelt twice (Febrl3 held 37 records reaching both), not
+    twins; two names people have stay apart, and a third name of the family near both still
+    holds the link back."""
+    twice = decide(0.99999, record=person(given="Rahcel"), candidate=person(given="Rachyel"))
+    assert (twice.decision, twice.hard_rules) == (Decision.LINK, ())
+    sisters = decide(0.99999, record=person(given="Rachel"), candidate=person(given="Raquel"))
+    assert sisters.decision is not Decision.LINK
+    # JACK and his twin JACOB at the same birth: JACKK and JACB may be either of them
+    ambiguous = decide(0.99999, record=person(given="Jackk"), candidate=person(given="Jacb"),
+                       family_names={"JACK", "JACOB", "JACB", "JACKK"})
+    assert ambiguous.decision is Decision.REVIEW and "possible_twin" in ambiguous.hard_rules
+    alone = decide(0.99999, record=person(given="Jackk"), candidate=person(given="Jacb"),
+                   family_names={"JACK", "JACB", "JACKK"})
+    assert alone.decision is Decision.LINK
+
+
 def test_brothers_with_close_first_names_at_one_home_go_to_review():
     """CARL-HEINZ (1997) and KARL-OTTO (1988) SCHOLTZ at one address: CARL and KARL are one
     keystroke apart, but the second parts and the whole birth date differ; the model scored
