@@ -827,6 +827,31 @@ class DobOneDigit(LevelKind):
         return diff == 1 and _r_full(a) and _r_full(b)
 
 
+class DobDigitsSwapped(LevelKind):
+    """Full dates whose YYYYMMDD digits differ by two adjacent digits swapped (1992 / 1929,
+    10-28 / 01-28): one slip of the keyboard, as one digit off is."""
+
+    __slots__ = ()
+    _DIGITS = _span("dob_digits")
+
+    def vectorised(self, view: PairView, sel: np.ndarray, level: Level) -> np.ndarray:
+        a, b = view.left_at("dob", sel), view.right_at("dob", sel)
+        da, db = view.left_at("dob_digits", sel), view.right_at("dob_digits", sel)
+        differ = da != db
+        swapped = np.zeros(len(differ), dtype=bool)
+        for i in range(differ.shape[1] - 1):
+            swapped |= (differ[:, i] & differ[:, i + 1] & (da[:, i] == db[:, i + 1])
+                        & (da[:, i + 1] == db[:, i]))
+        return (differ.sum(axis=1) == 2) & swapped & _full(a) & _full(b)
+
+    def scalar(self, pair: RowPair, level: Level) -> bool:
+        a, b = _r_dobs(pair)
+        da, db = pair.a[self._DIGITS], pair.b[self._DIGITS]
+        at = [i for i, (x, y) in enumerate(zip(da, db, strict=True)) if x != y]
+        return (len(at) == 2 and at[1] == at[0] + 1 and da[at[0]] == db[at[1]]
+                and da[at[1]] == db[at[0]] and _r_full(a) and _r_full(b))
+
+
 class DobYearMonth(LevelKind):
     """Same year and (known) month."""
 
@@ -927,6 +952,7 @@ for _kind in (
     DobExactImplausible("dob_exact_implausible"),
     DobTransposed("dob_transposed"),
     DobOneDigit("dob_one_digit"),
+    DobDigitsSwapped("dob_digits_swapped"),
     DobYearMonth("dob_year_month"),
     DobYearWithin("dob_year"),
     Missing("sex_missing", "sex"),
@@ -1096,6 +1122,7 @@ def default_comparisons() -> list[Comparison]:
             L("exact", "dob_exact", 0.9, 0.0001),
             L("day/month transposed", "dob_transposed", 0.02, 0.00001),
             L("one digit off", "dob_one_digit", 0.03, 0.0005),
+            L("two digits swapped", "dob_digits_swapped", 0.01, 0.0002),
             L("same year and month", "dob_year_month", 0.02, 0.001),
             L("same year", "dob_year", 0.01, 0.012, threshold=0),
             L("within 1 year", "dob_year", 0.005, 0.03, threshold=1),

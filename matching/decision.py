@@ -498,13 +498,14 @@ def _family_agrees(a: dict[str, Any], b: dict[str, Any]) -> bool:
 
 
 def _close_dates(a: dict[str, Any], b: dict[str, Any]) -> bool:
-    """Full birth dates equal, one digit apart, or day and month transposed."""
+    """Full birth dates equal, one digit apart, two adjacent digits swapped, or day and month
+    transposed."""
     if a.get("birth_precision") != "day" or b.get("birth_precision") != "day":
         return False
     da, db = a["birth_date"], b["birth_date"]
     if da == db:
         return True
-    if sum(x != y for x, y in zip(da, db, strict=True)) == 1:
+    if sum(x != y for x, y in zip(da, db, strict=True)) == 1 or _typo(da, db):
         return True
     return (a["birth_year"], a["birth_month"], a["birth_day"]) == (
         b["birth_year"], b["birth_day"], b["birth_month"]

@@ -128,6 +128,10 @@ def test_given_name_levels(model, left, right, expected):
         ("1980-03-12", "1980-12-03", "day/month transposed"),
         ("1980-03-12", "1980-03-13", "one digit off"),
         ("1980-03-12", "1989-03-12", "one digit off"),
+        ("1980-03-12", "1908-03-12", "two digits swapped"),  # one slip, not 72 years
+        ("1980-03-12", "1980-03-21", "two digits swapped"),
+        ("1980-03-12", "1980-30-12", "missing"),  # no such date
+        ("1980-03-12", "1908-03-21", "different"),  # two slips
         ("1980-03-12", "1980-03-28", "same year and month"),
         ("1980-03-12", "1980-03", "same year and month"),
         ("1980-03-12", "1980-07-25", "same year"),

@@ -150,6 +150,9 @@ def test_twins_john_and_james_with_same_birth_date_and_address_never_link():
     result = decide(0.999999, record=person("John"), candidate=person("James"))
     assert result.decision is Decision.NO_MATCH
     assert "probable_twin" in result.hard_rules
+    # the birth date written with two digits swapped is still the twins' one
+    swapped = decide(0.999999, record=person("John"), candidate=person("James", birth="1980-03-21"))
+    assert swapped.decision is Decision.NO_MATCH and "probable_twin" in swapped.hard_rules
 
 
 def test_initial_only_against_a_full_name_with_same_birth_date_goes_to_review():

@@ -59,6 +59,7 @@ EXTRA = [
     person(line="12 Main Street Apt 4", phone=""),
     person(line="12 Main St", phone="555 999 0000"),
     person(birth="1980-12-03"),
+    person(birth="1908-03-12"),  # two digits of the year swapped
     person(birth="1980"),
     person(birth="1980-03"),
     person(sex=""),
