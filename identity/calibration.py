@@ -246,7 +246,7 @@ def _queue_probabilities(result: Plan) -> list[float]:
 
 
 def _queue(result: Plan) -> int:
-    return len(result.reviews_kept) + len(result.reviews_to_open)
+    return len(_queue_probabilities(result))
 
 
 def _review_from_budget(result: Plan, planned: Callable[..., Plan], *, review: float,
