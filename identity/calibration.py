@@ -30,6 +30,7 @@ from identity.mpi.matcher import described
 from identity.store.calibration import CalibrationQueries
 from identity.store.repository import Repository
 from identity.store.state import IndexRow
+from matching.blocking import candidate_pairs, sweep_keys
 from matching.calibrate import (
     IndexState,
     Plan,
@@ -140,11 +141,13 @@ async def propose(
     review = settings.review
     auto_link = active.auto_link if active is not None else settings.auto_link
     threshold = None
-    # every blocked pair scored once: the rules' shares are counted from it, the budget's
-    # threshold and the plan decide from its scores
+    # every pair the sweep blocks (sweep_keys) scored once: the rules' shares are counted
+    # from it, the budget's threshold and the plan decide from its scores
+    swept = await asyncio.to_thread(partial(
+        candidate_pairs, [sweep_keys(r) for r in normalized], max_block=settings.max_block))
     eligible = await asyncio.to_thread(partial(
         decide_pairs, normalized, scoring, sources=state.sources, auto_link=review,
-        review=review, max_block=settings.max_block, person_identifying_domains=identifying,
+        review=review, person_identifying_domains=identifying, pairs=swept,
         no_match=state.no_match, placeholder_names=settings.placeholder_names,
     ))
     scored = (eligible.pairs, eligible.probabilities.copy())

@@ -15,6 +15,13 @@ least one key. The families complement each other so that one error does not los
 - ``id``      a shared identifier (domain|value)
 
 Keys of the ``id`` family hold the raw identifier; the service may hash keys before storing.
+
+The calibration's sweep over the whole index (:func:`sweep_keys`) adds two families that a
+registration does not look up, where the candidate floor and margin are tuned to the families
+above:
+
+- ``fi_dob`` / ``gi_dob`` family initial / given initial + full birth date (one name replaced,
+  the other misspelt: COOKSNO and COOKSON born the same day, their given names different)
 """
 
 from __future__ import annotations
@@ -32,9 +39,11 @@ __all__ = [
     "DEFAULT_MIN_KEYS",
     "DEFAULT_RARE_BLOCK",
     "KEY_FAMILIES",
+    "SWEEP_FAMILIES",
     "blocking_keys",
     "candidate_pairs",
     "select_candidates",
+    "sweep_keys",
 ]
 
 KEY_FAMILIES = (
@@ -98,6 +107,28 @@ def blocking_keys(normalized: dict[str, Any]) -> list[str]:
     for identifier in normalized.get("identifiers") or []:
         keys.append(f"id:{identifier['domain']}|{identifier['value']}")
     return list(dict.fromkeys(keys))
+
+
+#: Key families only the calibration's sweep uses (:func:`sweep_keys`).
+SWEEP_FAMILIES = ("fi_dob", "gi_dob")
+
+
+def sweep_keys(normalized: dict[str, Any]) -> list[str]:
+    """The blocking keys of one normalised record and the keys of one initial and the full
+    birth date (``SWEEP_FAMILIES``): what the calibration blocks the whole index by. A record
+    whose one name was replaced and the other misspelt shares no key of a registration's
+    families with its duplicate; these blocks are small (the records born one day with one
+    initial), so the sweep, which compares every pair sharing a key, affords them."""
+    keys = blocking_keys(normalized)
+    full_date = normalized.get("birth_date") if normalized.get("birth_precision") == "day" else ""
+    if full_date:
+        family_initial = (normalized.get("family_key") or "")[:1]
+        initial = normalized.get("initial") or ""
+        if family_initial:
+            keys.append(f"fi_dob:{family_initial}|{full_date}")
+        if initial:
+            keys.append(f"gi_dob:{initial}|{full_date}")
+    return keys
 
 
 def select_candidates(
