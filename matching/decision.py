@@ -13,27 +13,27 @@ no weight overrides them:
 4. sex AND birth date both disagreeing -> never LINK;
 5. (our addition) conflicting generational suffixes (JR vs SR, II vs III) -> never LINK, and
    NO_MATCH when the birth years are GENERATION_YEARS or more apart (a parent and child);
-6. (our addition) possible twin: the full birth date (or a one-digit / day-month variant of it)
-   and the family name (or a close spelling) or the home (address line, phone) agree but the
-   given names differ (neither equal, nickname-equivalent, swapped, one typo, a phonetic
-   spelling, nor within two typos where one or both are no names people have: PATRICK /
-   PATRVRCK, RAHCEL / RACHYEL), or a multiple-birth indicator is on either record and the given
-   names differ (then a one-keystroke difference is only "similar": a twin JACK and his brother
-   JACOB misspelt JACB). Given names that agree by spelling are still only "similar" when the
-   second given names clearly differ (MARIA LUISA / MARIA ELENA, HANS / HANS-JOSEF) or when the
-   family's other names (``family_names``) make the spelling ambiguous (JACOB misspelt JACO and
-   his brother JACK; JACKK and JACB where JACK and JACOB were born that day). Clearly different
-   given names (JOHN vs JAMES) -> NO_MATCH; similar ones (an initial J vs JAMES, Jaro-Winkler >=
-   SIMILAR_GIVEN) -> never LINK. A shared person-level identifier (same SSN) lifts the NO_MATCH
-   to "never LINK" and, without a multiple-birth indicator, waives the similar-name case (twins
-   do not share an SSN). Different birth orders of a multiple birth (1 vs 2) -> NO_MATCH. Where
-   a site's twin share is known (``twin_share``, estimated from its index: twins, unlike a given
-   name replaced at a second source, show the same pattern inside one source as across two), a
-   pair from two sources with clearly different given names, no multiple-birth indicator and no
-   sex disagreement is weighed instead of refused: its probability times (1 - twin_share) links
-   when it reaches auto-link; below auto-link the pair is still refused (NO_MATCH), as without a
-   share: the share turns refusals into links where the site's data say so, never into review
-   items;
+6. (our addition) possible twin: the full birth date (or a variant one slip away: a digit off,
+   two digits swapped, day and month transposed) and the family name (or a close spelling) or
+   the home (address line, phone) agree but the given names differ (neither equal,
+   nickname-equivalent, swapped, one typo, a phonetic spelling, nor within two typos where one
+   or both are no names people have: PATRICK / PATRVRCK, RAHCEL / RACHYEL), or a multiple-birth
+   indicator is on either record and the given names differ (then a one-keystroke difference is
+   only "similar": a twin JACK and his brother JACOB misspelt JACB). Given names that agree by
+   spelling are still only "similar" when the second given names clearly differ (MARIA LUISA /
+   MARIA ELENA, HANS / HANS-JOSEF) or when the family's other names (``family_names``) make the
+   spelling ambiguous (JACOB misspelt JACO and his brother JACK; JACKK and JACB where JACK and
+   JACOB were born that day). Clearly different given names (JOHN vs JAMES) -> NO_MATCH; similar
+   ones (an initial J vs JAMES, Jaro-Winkler >= SIMILAR_GIVEN) -> never LINK. A shared
+   person-level identifier (same SSN) lifts the NO_MATCH to "never LINK" and, without a
+   multiple-birth indicator, waives the similar-name case (twins do not share an SSN). Different
+   birth orders of a multiple birth (1 vs 2) -> NO_MATCH. Where a site's twin share is known
+   (``twin_share``, estimated from its index: twins, unlike a given name replaced at a second
+   source, show the same pattern inside one source as across two), a pair from two sources with
+   clearly different given names, no multiple-birth indicator and no sex disagreement is weighed
+   instead of refused: its probability times (1 - twin_share) links when it reaches auto-link;
+   below auto-link the pair is still refused (NO_MATCH), as without a share: the share turns
+   refusals into links where the site's data say so, never into review items;
 7. (our addition) birth years a generation apart (GENERATION_YEARS or more, not a one-digit
    slip, neither date after today) -> never LINK: a namesake parent and child without
    suffixes. Where the site's share of them is known (``generation_share``, estimated from
